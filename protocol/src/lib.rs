@@ -1,0 +1,10 @@
+//! Shared, I/O-free building blocks of nanogate: Nano (XNO) primitives, the x402 wire format,
+//! and the challenge binding that lets the filter issue challenges the sidecar can trust.
+//!
+//! Everything here builds for `wasm32-wasip1` (the filter) and natively (sidecar, devnet,
+//! client), so both ends agree byte for byte.
+
+pub mod challenge;
+pub mod hex;
+pub mod nano;
+pub mod x402;
