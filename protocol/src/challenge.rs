@@ -163,7 +163,10 @@ pub fn extra(
     m.insert(EXTRA_VALID_BEFORE.into(), stamp.valid_before.into());
     m.insert(EXTRA_NONCE.into(), hex::encode_lower(&stamp.nonce).into());
     m.insert(EXTRA_KEY_ID.into(), stamp.key_id.into());
-    m.insert(EXTRA_MAC.into(), hex::encode_lower(&mac(key, terms, stamp)).into());
+    m.insert(
+        EXTRA_MAC.into(),
+        hex::encode_lower(&mac(key, terms, stamp)).into(),
+    );
     m
 }
 
@@ -183,7 +186,8 @@ pub fn read_extra(
         .get(EXTRA_NONCE)
         .and_then(serde_json::Value::as_str)
         .ok_or(ChallengeError::Missing(EXTRA_NONCE))?;
-    let nonce = hex::decode_array::<16>(nonce).map_err(|_| ChallengeError::Malformed(EXTRA_NONCE))?;
+    let nonce =
+        hex::decode_array::<16>(nonce).map_err(|_| ChallengeError::Malformed(EXTRA_NONCE))?;
     let tag = extra
         .get(EXTRA_MAC)
         .and_then(serde_json::Value::as_str)
@@ -264,14 +268,23 @@ mod tests {
         let mut other_mech = terms(5, "http://h/paid");
         other_mech.mechanism = Mechanism::TaggedSession;
         for t in [wrong_amount, other_route, other_mech] {
-            assert_eq!(verify(&key, &t, &STAMP, &tag, 0), Err(ChallengeError::BadMac));
+            assert_eq!(
+                verify(&key, &t, &STAMP, &tag, 0),
+                Err(ChallengeError::BadMac)
+            );
         }
         let other_key = ChallengeKey::derive(b"master secret for tests", 8);
         let t = terms(5, "http://h/paid");
-        assert_eq!(verify(&other_key, &t, &STAMP, &tag, 0), Err(ChallengeError::BadMac));
+        assert_eq!(
+            verify(&other_key, &t, &STAMP, &tag, 0),
+            Err(ChallengeError::BadMac)
+        );
         let mut later = STAMP;
         later.valid_before += 1;
-        assert_eq!(verify(&key, &t, &later, &tag, 0), Err(ChallengeError::BadMac));
+        assert_eq!(
+            verify(&key, &t, &later, &tag, 0),
+            Err(ChallengeError::BadMac)
+        );
     }
 
     #[test]
@@ -279,13 +292,19 @@ mod tests {
         let key = ChallengeKey::derive(b"k", 7);
         let t = terms(5, "r");
         let tag = mac(&key, &t, &STAMP);
-        assert_eq!(verify(&key, &t, &STAMP, &tag, 1_000), Err(ChallengeError::Expired));
+        assert_eq!(
+            verify(&key, &t, &STAMP, &tag, 1_000),
+            Err(ChallengeError::Expired)
+        );
     }
 
     #[test]
     fn malformed_extra_is_a_clear_error() {
         let mut m = serde_json::Map::new();
-        assert_eq!(read_extra(&m), Err(ChallengeError::Missing(EXTRA_VALID_BEFORE)));
+        assert_eq!(
+            read_extra(&m),
+            Err(ChallengeError::Missing(EXTRA_VALID_BEFORE))
+        );
         m.insert(EXTRA_VALID_BEFORE.into(), 5.into());
         m.insert(EXTRA_KEY_ID.into(), 1.into());
         m.insert(EXTRA_NONCE.into(), "zz".into());

@@ -87,7 +87,10 @@ mod tests {
         assert_eq!(decode_array::<2>("aBcD"), Ok([0xab, 0xcd]));
         assert_eq!(encode_upper(&[0xab, 0x01]), "AB01");
         assert_eq!(encode_lower(&[0xab, 0x01]), "ab01");
-        assert!(matches!(decode_array::<2>("abc"), Err(HexError::Length { .. })));
+        assert!(matches!(
+            decode_array::<2>("abc"),
+            Err(HexError::Length { .. })
+        ));
         assert_eq!(decode_array::<2>("0xab"), Err(HexError::Char(1)));
         assert_eq!(decode_vec("zz"), Err(HexError::Char(0)));
     }

@@ -56,7 +56,9 @@ fn looks_exponential(s: &str) -> bool {
     };
     let (mantissa, exp) = (&s[..pos], &s[pos + 1..]);
     let exp = exp.strip_prefix(['+', '-']).unwrap_or(exp);
-    !mantissa.is_empty() && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.') && all_digits(exp)
+    !mantissa.is_empty()
+        && mantissa.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        && all_digits(exp)
 }
 
 /// The checks shared by both spellings, up to the shape check.

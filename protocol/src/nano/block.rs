@@ -71,10 +71,7 @@ pub enum BlockError {
         source: hex::HexError,
     },
     #[error("block field `{field}` is invalid: {reason}")]
-    Invalid {
-        field: &'static str,
-        reason: String,
-    },
+    Invalid { field: &'static str, reason: String },
 }
 
 /// A Nano state block. `link` is kept as raw bytes: a destination key for sends, a source hash
@@ -249,6 +246,10 @@ impl<'de> serde::Deserialize<'de> for StateBlock {
 
 /// Hash of a legacy open block (no preamble): BLAKE2b-256(source ‖ representative ‖ account).
 /// Only the genesis blocks are of this kind in practice.
-pub fn legacy_open_hash(source: &[u8; 32], representative: &PublicKey, account: &PublicKey) -> BlockHash {
+pub fn legacy_open_hash(
+    source: &[u8; 32],
+    representative: &PublicKey,
+    account: &PublicKey,
+) -> BlockHash {
     BlockHash(blake2b_256(&[source, &representative.0, &account.0]))
 }
