@@ -63,7 +63,7 @@ fn base64_vectors_follow_acceptance_policy() {
                 decode_header_bytes(&emitted, MAX_HEADER_BYTES).ok(),
                 Some(bytes)
             );
-            if !input.contains(['-', '_']) && input.len() % 4 == 0 {
+            if !input.contains(['-', '_']) && input.len().is_multiple_of(4) {
                 assert_eq!(
                     emitted, input,
                     "{id}: standard padded input re-encodes exactly"

@@ -38,6 +38,18 @@ pub fn run_all() -> Result<(), String> {
         setup::WASM_TARGET,
         "--release",
     ]))?;
+    // The conformance suites first, showing how many vectors each checked.
+    sh(Command::new(cargo()).current_dir(root()).args([
+        "test",
+        "--package",
+        "nanogate-protocol",
+        "--test",
+        "nano_vectors",
+        "--test",
+        "x402_vectors",
+        "--",
+        "--show-output",
+    ]))?;
     sh(Command::new(cargo())
         .current_dir(root())
         .args(["test", "--workspace"])
