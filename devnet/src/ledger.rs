@@ -406,14 +406,10 @@ impl Ledger {
 
     // ----- processing -----
 
-    /// Applies `block` under nano-node's ledger rules. On success returns the hashes added: the
-    /// block itself, then any unchecked blocks that were waiting for it. A block refused with a
-    /// gap is kept as unchecked and applied once its dependency arrives (as nano-node does).
-    pub fn process(
-        &mut self,
-        block: &StateBlock,
-        now_ms: u64,
-    ) -> Result<Vec<BlockHash>, ProcessError> {
+    /// Applies `block` under nano-node's ledger rules and returns its hash. A block refused
+    /// with a gap is kept as unchecked and applied once its dependency is confirmed (see
+    /// `drain_unchecked`), as the recorded node did.
+    pub fn process(&mut self, block: &StateBlock, now_ms: u64) -> Result<BlockHash, ProcessError> {
         self.process_with(block, now_ms, false)
     }
 
@@ -423,13 +419,9 @@ impl Ledger {
         block: &StateBlock,
         now_ms: u64,
         trusted: bool,
-    ) -> Result<Vec<BlockHash>, ProcessError> {
+    ) -> Result<BlockHash, ProcessError> {
         match self.apply(block, now_ms, trusted) {
-            Ok(hash) => {
-                let mut added = vec![hash];
-                self.drain_unchecked(hash, now_ms, &mut added);
-                Ok(added)
-            }
+            Ok(hash) => Ok(hash),
             Err((err, Some(dependency))) => {
                 self.add_unchecked(dependency, block.clone());
                 Err(err)
@@ -450,8 +442,11 @@ impl Ledger {
         }
     }
 
-    fn drain_unchecked(&mut self, arrived: BlockHash, now_ms: u64, added: &mut Vec<BlockHash>) {
-        let mut queue = vec![arrived];
+    /// Applies the unchecked blocks that were waiting for any of `arrived` (and, in turn, for
+    /// those). Returns the hashes added.
+    pub fn drain_unchecked(&mut self, arrived: &[BlockHash], now_ms: u64) -> Vec<BlockHash> {
+        let mut added = Vec::new();
+        let mut queue = arrived.to_vec();
         while let Some(dep) = queue.pop() {
             let Some(waiting) = self.unchecked.remove(&dep) else {
                 continue;
@@ -468,6 +463,7 @@ impl Ledger {
                 }
             }
         }
+        added
     }
 
     /// One block through `state_block_impl`. The error carries the missing dependency for gaps.

@@ -136,12 +136,10 @@ impl Shared {
     /// schedules the confirmation of everything added.
     pub(crate) fn process(self: &Arc<Self>, block: &StateBlock) -> Result<BlockHash, ProcessError> {
         let mut l = self.lock();
-        let added = l.process(block, now_ms())?;
+        let hash = l.process(block, now_ms())?;
         self.persist(l);
-        for h in &added {
-            self.schedule(*h, self.delay);
-        }
-        Ok(block.hash())
+        self.schedule(hash, self.delay);
+        Ok(hash)
     }
 
     /// Confirms `hash` after `delay` unless confirming is off then (resuming rescans).
@@ -164,7 +162,7 @@ impl Shared {
 
     /// The election for `hash` ends now: it is cemented, unless a fork rule makes a competitor
     /// win (the block is rolled back and the competitor cemented instead).
-    pub(crate) fn confirm_now(&self, hash: BlockHash) {
+    pub(crate) fn confirm_now(self: &Arc<Self>, hash: BlockHash) {
         let now = now_ms();
         let mut l = self.lock();
         let Some(entry) = l.block(&hash).cloned() else {
@@ -191,6 +189,8 @@ impl Shared {
             }
         }
         let cemented = l.confirm(target);
+        let hashes: Vec<BlockHash> = cemented.iter().map(|c| c.hash).collect();
+        let added = l.drain_unchecked(&hashes, now);
         let events: Vec<ConfirmationEvent> = cemented
             .iter()
             .filter_map(|c| {
@@ -205,6 +205,9 @@ impl Shared {
         self.persist(l);
         for ev in events {
             self.announce(ev);
+        }
+        for h in added {
+            self.schedule(h, self.delay);
         }
     }
 

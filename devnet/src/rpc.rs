@@ -810,16 +810,14 @@ impl Shared {
             l.check_subtype(block, st)?;
         }
         Ledger::check_entry_work(block)?;
-        let added = match l.process(block, now_ms()) {
-            Ok(added) => added,
+        let hash = match l.process(block, now_ms()) {
+            Ok(hash) => hash,
             // An async process answers "started" whatever the ledger says.
             Err(_) if is_async => return Ok(block.hash()),
             Err(e) => return Err(e.into()),
         };
         self.persist(l);
-        for h in &added {
-            self.schedule(*h, self.delay);
-        }
-        Ok(block.hash())
+        self.schedule(hash, self.delay);
+        Ok(hash)
     }
 }
