@@ -1,1 +1,16 @@
-//! Not built yet: see the project's open issues.
+//! nanogate sidecar: the payment authority behind the Envoy filter. It issues challenge keys,
+//! verifies and settles x402 signed-block payments in Nano (XNO), keeps the session registry,
+//! spent set, fork set and receipts in a durable store, and serves the filter API, the x402
+//! facilitator API, health, readiness and metrics. See sidecar/README.md.
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod ledger;
+pub mod metrics;
+pub mod node;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,1 +1,65 @@
-fn main() {}
+//! `nanogate-sidecar`: see `--help` and sidecar/README.md.
+
+use anyhow::Context;
+use clap::Parser;
+use nanogate_sidecar::config::{Cli, Config};
+use nanogate_sidecar::server;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested: no new connections; draining");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let cfg = Config::load(cli).context("configuration")?;
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let state = server::open_state(&cfg)
+        .await
+        .context("starting the sidecar")?;
+    let _pruner = server::spawn_pruner(&state, Duration::from_secs(cfg.store.prune_interval_secs));
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(
+        listen = %cfg.listen,
+        network = %cfg.network,
+        store = state.engine.store().kind(),
+        nodes = cfg.nodes.rpc.len(),
+        "nanogate sidecar ready"
+    );
+    server::serve(
+        listener,
+        state,
+        shutdown_signal(),
+        Duration::from_secs(cfg.shutdown_grace_secs),
+    )
+    .await
+    .context("serving")?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! The payment engine: verification (see [`verify`]) and upfront settlement (see [`settle`])
+//! of signed-block payments, producing a [`Verdict`].
+//!
+//! The verification order, each failure with its own reason, is documented in
+//! sidecar/README.md and in [`Engine::pay`].
+
+pub mod settle;
+pub mod verify;
+
+use crate::keys::ChallengeKeys;
+use crate::ledger::{Ledger, LedgerError};
+use crate::metrics::Metrics;
+use crate::store::{RedeemPolicy, Store, StoreError};
+use nanogate_protocol::nano::{BlockHash, Network, PublicKey};
+use nanogate_protocol::x402::{ErrorReason, PaymentRequirements, SettlementResponse};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// Engine settings (from the sidecar's configuration).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The x402 network id we settle on, e.g. `nano:mainnet` or `nano:devnet`.
+    pub network: String,
+    /// The Nano network of the nodes: selects the send work threshold.
+    pub node_network: Network,
+    /// Upper bound on the wait for confirmation (the challenge's `validBefore` also bounds it).
+    pub max_wait: Duration,
+    /// How long fork-set entries and session nonces outlive their challenge's `validBefore`.
+    pub fork_grace_secs: u64,
+    pub redeem: RedeemPolicy,
+    /// Facilitator API: accept requirements without a nanogate MAC?
+    pub allow_unbound: bool,
+    /// Facilitator API: payees allowed for unbound requirements (and for `/v1/challenge`).
+    pub pay_to_allow: Vec<PublicKey>,
+}
+
+/// How a payment's requirements must be bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingPolicy {
+    /// A valid nanogate MAC in `extra` is required (the filter API).
+    Required,
+    /// The facilitator API: MAC-bound if `extra.mac` is present, else unbound if the
+    /// configuration allows it for the payee.
+    Facilitator,
+}
+
+/// One payment to verify or settle.
+#[derive(Debug, Clone)]
+pub struct PaymentInput {
+    /// The resource URL the requirements were issued for, as the caller (filter or resource
+    /// server) knows it; never the client's copy.
+    pub resource: String,
+    /// The issued terms (plus the echoed stamp in `extra`).
+    pub requirements: PaymentRequirements,
+    /// The client's decoded payment (v2 `PaymentPayload` or v1 `X-PAYMENT` JSON).
+    pub payment: Value,
+    pub binding: BindingPolicy,
+}
+
+/// A refusal: the x402 reason, human text (no secrets), and the status the filter answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: ErrorReason,
+    pub message: String,
+    /// 402 (pay again) or 400 (malformed payment).
+    pub status: u16,
+    pub payer: Option<String>,
+}
+
+impl Rejection {
+    pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
+        let status = match reason {
+            ErrorReason::InvalidPayload | ErrorReason::InvalidX402Version => 400,
+            _ => 402,
+        };
+        Rejection {
+            reason,
+            message: message.into(),
+            status,
+            payer: None,
+        }
+    }
+
+    pub fn with_payer(mut self, payer: &PublicKey) -> Self {
+        self.payer = Some(payer.to_address());
+        self
+    }
+}
+
+/// A settled (or re-redeemed) payment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub receipt: String,
+    pub transaction: BlockHash,
+    pub payer: String,
+    /// For `PAYMENT-RESPONSE`.
+    pub settlement: SettlementResponse,
+    /// `true` when this admits a payment again after a failed upstream call.
+    pub redeemed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Admit(Box<Admission>),
+    Reject(Rejection),
+    /// The ledger (or the store) cannot be reached: the filter answers 503 + Retry-After.
+    Unavailable(Rejection),
+}
+
+impl Verdict {
+    pub fn reason(&self) -> Option<ErrorReason> {
+        match self {
+            Verdict::Admit(_) => None,
+            Verdict::Reject(r) | Verdict::Unavailable(r) => Some(r.reason),
+        }
+    }
+}
+
+/// Counts settlements in flight so shutdown can drain them.
+#[derive(Debug, Default)]
+pub struct Inflight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+pub struct InflightGuard<'a>(&'a Inflight);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Inflight {
+    pub fn enter(&self) -> InflightGuard<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(self)
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Resolves when no settlement is in flight.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+pub struct Engine {
+    pub(crate) cfg: EngineConfig,
+    pub(crate) keys: ChallengeKeys,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) ledger: Arc<dyn Ledger>,
+    pub(crate) metrics: Arc<Metrics>,
+    instance: String,
+    attempts: AtomicU64,
+    pub inflight: Inflight,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// 16 random bytes as lower hex (receipt ids, instance ids).
+pub(crate) fn random_hex() -> String {
+    nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 16]>())
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Engine {
+    pub fn new(
+        cfg: EngineConfig,
+        keys: ChallengeKeys,
+        store: Arc<dyn Store>,
+        ledger: Arc<dyn Ledger>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Engine {
+            cfg,
+            keys,
+            store,
+            ledger,
+            metrics,
+            instance: random_hex(),
+            attempts: AtomicU64::new(0),
+            inflight: Inflight::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn keys(&self) -> &ChallengeKeys {
+        &self.keys
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn ledger(&self) -> &Arc<dyn Ledger> {
+        &self.ledger
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A unique owner id for one settlement attempt (fork-set leases).
+    fn next_owner(&self) -> String {
+        let n = self.attempts.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.instance)
+    }
+
+    /// Records the filter's report of the upstream's status for a receipt.
+    pub async fn record_outcome(&self, receipt: &str, status: u16) -> Result<bool, StoreError> {
+        let t = std::time::Instant::now();
+        let r = self.store.record_outcome(receipt, i64::from(status)).await;
+        self.metrics.store_op("record_outcome", t.elapsed());
+        r
+    }
+
+    /// Counts and wraps a rejection.
+    pub(crate) fn reject(&self, r: Rejection) -> Verdict {
+        tracing::debug!(reason = r.reason.as_str(), message = %r.message, "payment rejected");
+        self.metrics.reject(r.reason.as_str());
+        Verdict::Reject(r)
+    }
+
+    pub(crate) fn unavailable(&self, what: &str) -> Verdict {
+        tracing::debug!(what, "payment cannot be decided: dependency unavailable");
+        self.metrics.unavailable.inc();
+        self.metrics.reject(ErrorReason::LedgerUnavailable.as_str());
+        Verdict::Unavailable(Rejection::new(
+            ErrorReason::LedgerUnavailable,
+            format!("{what} unavailable; retry shortly"),
+        ))
+    }
+
+    pub(crate) fn ledger_failed(&self, e: &LedgerError) -> Verdict {
+        self.metrics.rpc_error("any");
+        match e {
+            LedgerError::Unavailable(_) | LedgerError::Node(_) => self.unavailable("ledger"),
+        }
+    }
+
+    pub(crate) fn store_failed(&self, e: &StoreError) -> Verdict {
+        tracing::warn!(error = %e, "store error");
+        self.unavailable("store")
+    }
+}

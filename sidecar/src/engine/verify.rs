@@ -1,0 +1,467 @@
+//! Verification, in this order (each failure has its own reason):
+//!
+//! 1. structure: requirements are ours (`exact`, our network, `XNO`, raw amount, payee key) →
+//!    `invalid_payment_requirements`; payment JSON, `x402Version` (`invalid_x402_version`),
+//!    declared scheme (`invalid_scheme`) and network (`invalid_network`), the block
+//!    (`invalid_payload`);
+//! 2. expiry: `validBefore` > now → else `challenge_expired`;
+//! 3. challenge binding: key id current or previous, MAC over the caller's terms → else
+//!    `invalid_challenge` (`resource_mismatch` when the stamp is a genuine challenge for another
+//!    resource); unbound facilitator requirements instead need `allow_unbound` and an allowed payee;
+//! 4. nonce registry: the nonce is bound to the first payment presented with it; another
+//!    payment → `invalid_challenge`;
+//! 5. destination: `link` decoded as a key equals the payee key → else `wrong_destination`;
+//! 6. signature over the block hash by `account` → else `invalid_signature`;
+//! 7. work ≥ the node network's send threshold → else `insufficient_work`;
+//! 8. spent set: consumed before → re-presentation rules (redeem after a failed upstream,
+//!    `duplicate_settlement` while the outcome is pending, else `already_spent`);
+//! 9. fork set peek: the same block under the same challenge whose earlier attempt ended
+//!    (timed out, crashed) is taken over without ledger checks (they passed before the claim);
+//!    the same block under another challenge → `duplicate_settlement`;
+//! 10. `account_info`: `previous` == frontier == confirmed frontier → else `stale_frontier`;
+//!     balance − block.balance == amount exactly → else `amount_mismatch`;
+//! 11. (settle) fork set claim, atomic → else `duplicate_frontier` (another block) or
+//!     `duplicate_settlement` (the same block in flight).
+
+use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
+use crate::store::{NonceBinding, SpentRecord};
+use nanogate_protocol::challenge::{
+    self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
+};
+use nanogate_protocol::hex;
+use nanogate_protocol::nano::{parse_raw, BlockHash, PublicKey, StateBlock};
+use nanogate_protocol::x402::ErrorReason;
+use serde_json::Value;
+use std::time::Instant;
+
+/// Everything later steps need, taken from what we issued (never the client's copy).
+#[derive(Debug, Clone)]
+pub(crate) struct Checked {
+    pub block: StateBlock,
+    pub hash: BlockHash,
+    pub payer: PublicKey,
+    pub amount: u128,
+    pub pay_to: PublicKey,
+    /// The challenge nonce (lower hex), `None` for unbound facilitator requirements.
+    pub nonce: Option<String>,
+    pub valid_before: u64,
+    /// `network:HASH`.
+    pub spent_key: String,
+    /// `network:ACCOUNT:PREVIOUS`.
+    pub frontier_key: String,
+}
+
+/// What verification concluded.
+#[derive(Debug)]
+pub(crate) enum Verified {
+    /// A new payment that passed every check: claim, process, confirm.
+    Fresh(Checked),
+    /// The same block under the same challenge, whose earlier attempt ended without a
+    /// verdict (timed out or crashed): take over the claim and settle it.
+    TakeOver(Checked),
+    /// A settled payment presented again.
+    Spent(Checked, SpentRecord),
+}
+
+/// Verification is read-only for `/verify` (`Probe`) and binds the nonce for settlement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Probe,
+    Settle,
+}
+
+fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
+    Rejection::new(reason, msg)
+}
+
+struct Declared<'a> {
+    block: &'a Value,
+    /// v2 only: the client's copy of the requirements and the resource URL.
+    accepted: Option<&'a serde_json::Map<String, Value>>,
+    resource: Option<&'a str>,
+}
+
+fn read_payment<'a>(payment: &'a Value, network: &str) -> Result<Declared<'a>, Rejection> {
+    let obj = payment
+        .as_object()
+        .ok_or_else(|| reject(ErrorReason::InvalidPayload, "payment is not a JSON object"))?;
+    let version = obj
+        .get("x402Version")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| {
+            reject(
+                ErrorReason::InvalidX402Version,
+                "x402Version is missing or not a number",
+            )
+        })?;
+    let (decl, accepted) = match version {
+        2 => {
+            let acc = obj
+                .get("accepted")
+                .and_then(Value::as_object)
+                .ok_or_else(|| {
+                    reject(ErrorReason::InvalidPayload, "v2 payment without `accepted`")
+                })?;
+            (acc, Some(acc))
+        }
+        1 => (obj, None),
+        _ => {
+            return Err(reject(
+                ErrorReason::InvalidX402Version,
+                "x402Version must be 1 or 2",
+            ))
+        }
+    };
+    match decl.get("scheme").and_then(Value::as_str) {
+        Some("exact") => {}
+        Some(_) => {
+            return Err(reject(
+                ErrorReason::InvalidScheme,
+                "only `exact` is accepted",
+            ))
+        }
+        None => {
+            return Err(reject(
+                ErrorReason::InvalidPayload,
+                "payment names no scheme",
+            ))
+        }
+    }
+    match decl.get("network").and_then(Value::as_str) {
+        Some(n) if n == network => {}
+        Some(_) => {
+            return Err(reject(
+                ErrorReason::InvalidNetwork,
+                format!("only {network} is accepted"),
+            ))
+        }
+        None => {
+            return Err(reject(
+                ErrorReason::InvalidPayload,
+                "payment names no network",
+            ))
+        }
+    }
+    let block = obj
+        .get("payload")
+        .and_then(|p| p.get("block"))
+        .ok_or_else(|| reject(ErrorReason::InvalidPayload, "payload.block is missing"))?;
+    let resource = obj
+        .get("resource")
+        .and_then(|r| r.get("url"))
+        .and_then(Value::as_str);
+    Ok(Declared {
+        block,
+        accepted,
+        resource,
+    })
+}
+
+impl Engine {
+    /// Steps 1–3: structure, expiry, challenge binding. Pure: no I/O.
+    pub(crate) fn precheck(&self, input: &PaymentInput, now: u64) -> Result<Checked, Rejection> {
+        let cfg = &self.cfg;
+        let req = &input.requirements;
+        let bad_req = |m: &str| reject(ErrorReason::InvalidPaymentRequirements, m);
+        if req.scheme != "exact" {
+            return Err(bad_req("requirements: scheme must be `exact`"));
+        }
+        if req.network != cfg.network {
+            return Err(bad_req(
+                "requirements: network is not the one this sidecar settles",
+            ));
+        }
+        if req.asset != "XNO" {
+            return Err(bad_req("requirements: asset must be XNO"));
+        }
+        let amount = parse_raw(&req.amount)
+            .ok()
+            .filter(|a| *a > 0)
+            .ok_or_else(|| bad_req("requirements: amount must be a positive raw integer"))?;
+        let pay_to = PublicKey::from_address(&req.pay_to)
+            .map_err(|_| bad_req("requirements: payTo is not a Nano address"))?;
+
+        let declared = read_payment(&input.payment, &cfg.network)?;
+        let block = StateBlock::from_json(declared.block)
+            .map_err(|e| reject(ErrorReason::InvalidPayload, format!("block: {e}")))?;
+
+        let bound = input.binding == BindingPolicy::Required || req.extra.contains_key("mac");
+        let (nonce, valid_before) = if bound {
+            let (stamp, tag) = challenge::read_extra(&req.extra)
+                .map_err(|e| reject(ErrorReason::InvalidChallenge, e.to_string()))?;
+            // 2. expiry
+            if stamp.valid_before <= now {
+                return Err(reject(
+                    ErrorReason::ChallengeExpired,
+                    "the challenge has expired",
+                ));
+            }
+            // 3. binding
+            let Some(key) = self.keys.honoured(stamp.key_id, now) else {
+                return Err(reject(
+                    ErrorReason::InvalidChallenge,
+                    "challenge key id is neither current nor previous",
+                ));
+            };
+            let resource = self.bound_resource(input, &declared);
+            let terms = ChallengeTerms {
+                network: &req.network,
+                scheme: &req.scheme,
+                asset: &req.asset,
+                pay_to,
+                amount,
+                resource,
+                mechanism: Mechanism::SignedBlock,
+            };
+            match challenge::verify(&key, &terms, &stamp, &tag, now) {
+                Ok(()) => {}
+                Err(ChallengeError::Expired) => {
+                    return Err(reject(
+                        ErrorReason::ChallengeExpired,
+                        "the challenge has expired",
+                    ))
+                }
+                Err(_) => {
+                    return Err(self.mac_failure(&key, &declared, &stamp, &tag, resource, now))
+                }
+            }
+            (Some(hex::encode_lower(&stamp.nonce)), stamp.valid_before)
+        } else {
+            if !cfg.allow_unbound {
+                return Err(bad_req(
+                    "requirements carry no nanogate challenge and unbound requirements are not allowed",
+                ));
+            }
+            if !cfg.pay_to_allow.contains(&pay_to) {
+                return Err(bad_req("requirements: payTo is not in the allow-list"));
+            }
+            let valid_before = match req.extra.get("validBefore").and_then(Value::as_u64) {
+                Some(vb) => vb,
+                None => now.saturating_add(req.max_timeout_seconds.max(1)),
+            };
+            if valid_before <= now {
+                return Err(reject(
+                    ErrorReason::PaymentExpired,
+                    "the requirements have expired",
+                ));
+            }
+            (None, valid_before)
+        };
+
+        let hash = block.hash();
+        Ok(Checked {
+            spent_key: format!("{}:{}", cfg.network, hash.to_hex()),
+            frontier_key: format!(
+                "{}:{}:{}",
+                cfg.network,
+                block.account.to_hex(),
+                block.previous.to_hex()
+            ),
+            payer: block.account,
+            block,
+            hash,
+            amount,
+            pay_to,
+            nonce,
+            valid_before,
+        })
+    }
+
+    /// The resource URL the MAC covers: the caller's; for the facilitator API a MAC-protected
+    /// `extra.resource` (set by `/v1/challenge`) wins over the client's `resource.url`.
+    fn bound_resource<'a>(&self, input: &'a PaymentInput, declared: &Declared<'a>) -> &'a str {
+        if input.binding == BindingPolicy::Facilitator {
+            if let Some(r) = input
+                .requirements
+                .extra
+                .get("resource")
+                .and_then(Value::as_str)
+            {
+                return r;
+            }
+            if input.resource.is_empty() {
+                return declared.resource.unwrap_or("");
+            }
+        }
+        &input.resource
+    }
+
+    /// A MAC that fails over our terms may still be a genuine challenge for another resource
+    /// (cross-route replay): check the client's copy to tell `resource_mismatch` apart.
+    fn mac_failure(
+        &self,
+        key: &nanogate_protocol::challenge::ChallengeKey,
+        declared: &Declared<'_>,
+        stamp: &ChallengeStamp,
+        tag: &[u8; 32],
+        resource: &str,
+        now: u64,
+    ) -> Rejection {
+        let genuine_elsewhere = (|| {
+            let acc = declared.accepted?;
+            let url = declared.resource?;
+            if url == resource {
+                return None;
+            }
+            let s = |k: &str| acc.get(k).and_then(Value::as_str);
+            let terms = ChallengeTerms {
+                network: s("network")?,
+                scheme: s("scheme")?,
+                asset: s("asset")?,
+                pay_to: PublicKey::from_address(s("payTo")?).ok()?,
+                amount: parse_raw(s("amount")?).ok()?,
+                resource: url,
+                mechanism: Mechanism::SignedBlock,
+            };
+            challenge::verify(key, &terms, stamp, tag, now).ok()
+        })();
+        if genuine_elsewhere.is_some() {
+            reject(
+                ErrorReason::ResourceMismatch,
+                "the challenge was issued for another resource",
+            )
+        } else {
+            reject(
+                ErrorReason::InvalidChallenge,
+                "the challenge was not issued by this system for these terms",
+            )
+        }
+    }
+
+    /// Steps 5–7: destination, signature, work. Pure.
+    pub(crate) fn block_checks(&self, c: &Checked) -> Result<(), Rejection> {
+        if c.block.link_as_key() != c.pay_to {
+            return Err(reject(
+                ErrorReason::WrongDestination,
+                "the send's link is not the payee's key",
+            ));
+        }
+        if !c.block.signature_valid() {
+            return Err(reject(
+                ErrorReason::InvalidSignature,
+                "the block signature does not verify",
+            ));
+        }
+        if c.block.work_difficulty() < self.cfg.node_network.thresholds().send() {
+            return Err(reject(
+                ErrorReason::InsufficientWork,
+                "the block's work is below the send threshold",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Steps 1–10. `Err` is the final verdict.
+    pub(crate) async fn check(
+        &self,
+        input: &PaymentInput,
+        mode: Mode,
+    ) -> Result<Verified, Verdict> {
+        let now = super::unix_now();
+        let started = Instant::now();
+        let c = self.precheck(input, now).map_err(|r| self.reject(r))?;
+        let with_payer = |r: Rejection| r.with_payer(&c.payer);
+
+        // 4. nonce registry
+        if let Some(nonce) = &c.nonce {
+            let t = Instant::now();
+            let binding = match mode {
+                Mode::Settle => {
+                    let expires = as_i64(c.valid_before.saturating_add(self.cfg.fork_grace_secs));
+                    self.store.bind_nonce(nonce, &c.spent_key, expires).await
+                }
+                Mode::Probe => self.store.nonce_binding(nonce).await.map(|b| match b {
+                    None => NonceBinding::Fresh,
+                    Some(k) if k == c.spent_key => NonceBinding::Same,
+                    Some(_) => NonceBinding::Other,
+                }),
+            };
+            self.metrics.store_op("bind_nonce", t.elapsed());
+            match binding {
+                Err(e) => return Err(self.store_failed(&e)),
+                Ok(NonceBinding::Other) => {
+                    return Err(self.reject(with_payer(reject(
+                        ErrorReason::InvalidChallenge,
+                        "this challenge was already used for another payment",
+                    ))))
+                }
+                Ok(_) => {}
+            }
+        }
+
+        // 5–7
+        self.block_checks(&c)
+            .map_err(|r| self.reject(with_payer(r)))?;
+
+        // 8. spent set
+        let t = Instant::now();
+        let spent = self.store.spent(&c.spent_key).await;
+        self.metrics.store_op("spent", t.elapsed());
+        match spent {
+            Err(e) => return Err(self.store_failed(&e)),
+            Ok(Some(rec)) => return Ok(Verified::Spent(c, rec)),
+            Ok(None) => {}
+        }
+
+        // 9. fork set peek
+        let t = Instant::now();
+        let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
+        self.metrics.store_op("fork_entry", t.elapsed());
+        let entry = entry.map_err(|e| self.store_failed(&e))?;
+        if let Some(e) = &entry {
+            if e.block_hash == c.hash.to_hex() {
+                if e.nonce != c.nonce {
+                    return Err(self.reject(with_payer(reject(
+                        ErrorReason::DuplicateSettlement,
+                        "this block is being settled under another challenge",
+                    ))));
+                }
+                if e.lease_until > as_i64(now) {
+                    return Err(self.reject(with_payer(reject(
+                        ErrorReason::DuplicateSettlement,
+                        "this payment is being settled right now",
+                    ))));
+                }
+                self.metrics
+                    .verify_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                return Ok(Verified::TakeOver(c));
+            }
+            if mode == Mode::Probe {
+                return Err(self.reject(with_payer(reject(
+                    ErrorReason::DuplicateFrontier,
+                    "another payment on this frontier is in flight",
+                ))));
+            }
+        }
+
+        // 10. account_info
+        let state = match self.ledger.account_state(&c.payer).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.ledger_failed(&e)),
+        };
+        let Some(state) = state else {
+            return Err(self.reject(with_payer(reject(
+                ErrorReason::StaleFrontier,
+                "the payer's account is not open on the ledger",
+            ))));
+        };
+        let confirmed_head = state.confirmed_frontier.unwrap_or(state.frontier);
+        if c.block.previous != state.frontier || confirmed_head != state.frontier {
+            return Err(self.reject(with_payer(reject(
+                ErrorReason::StaleFrontier,
+                "the block does not build on the payer's confirmed frontier",
+            ))));
+        }
+        if state.balance.checked_sub(c.block.balance) != Some(c.amount) {
+            return Err(self.reject(with_payer(reject(
+                ErrorReason::AmountMismatch,
+                "the balance decrement is not exactly the issued amount",
+            ))));
+        }
+        self.metrics
+            .verify_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Verified::Fresh(c))
+    }
+}

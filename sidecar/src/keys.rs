@@ -1,0 +1,76 @@
+//! The rotating challenge key (docs/filter-sidecar.md): `key(k)` derived from the master
+//! secret for key id `k = unix_time / rotation_secs`. Only the current and the previous key id
+//! are honoured. Neither the master secret nor a derived key is ever logged.
+
+use nanogate_protocol::challenge::{key_id_at, ChallengeKey};
+
+pub struct ChallengeKeys {
+    master: Vec<u8>,
+    rotation_secs: u64,
+}
+
+impl std::fmt::Debug for ChallengeKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChallengeKeys")
+            .field("master", &"<redacted>")
+            .field("rotation_secs", &self.rotation_secs)
+            .finish()
+    }
+}
+
+/// The key the filter should use now.
+#[derive(Debug, Clone)]
+pub struct CurrentKey {
+    pub key_id: u64,
+    pub key: ChallengeKey,
+    /// End of the key's period: the filter must have fetched the next key by then.
+    pub not_after: u64,
+}
+
+impl ChallengeKeys {
+    pub fn new(master: Vec<u8>, rotation_secs: u64) -> Self {
+        ChallengeKeys {
+            master,
+            rotation_secs: rotation_secs.max(1),
+        }
+    }
+
+    pub fn rotation_secs(&self) -> u64 {
+        self.rotation_secs
+    }
+
+    pub fn current(&self, now: u64) -> CurrentKey {
+        let key_id = key_id_at(now, self.rotation_secs);
+        CurrentKey {
+            key_id,
+            key: ChallengeKey::derive(&self.master, key_id),
+            not_after: key_id.saturating_add(1).saturating_mul(self.rotation_secs),
+        }
+    }
+
+    /// The key for `key_id` if it is the current or the previous one at `now`.
+    pub fn honoured(&self, key_id: u64, now: u64) -> Option<ChallengeKey> {
+        let current = key_id_at(now, self.rotation_secs);
+        (key_id == current || key_id.checked_add(1) == Some(current))
+            .then(|| ChallengeKey::derive(&self.master, key_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_current_and_previous_keys_are_honoured() {
+        let k = ChallengeKeys::new(b"0123456789abcdef".to_vec(), 100);
+        let cur = k.current(1_050);
+        assert_eq!(cur.key_id, 10);
+        assert_eq!(cur.not_after, 1_100);
+        assert!(k.honoured(10, 1_050).is_some());
+        assert!(k.honoured(9, 1_050).is_some());
+        assert!(k.honoured(8, 1_050).is_none());
+        assert!(k.honoured(11, 1_050).is_none());
+        assert_eq!(k.honoured(10, 1_050), Some(cur.key));
+        assert!(format!("{k:?}").contains("redacted"));
+    }
+}

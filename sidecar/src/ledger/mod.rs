@@ -1,0 +1,90 @@
+//! What the payment engine needs from the Nano network, as a small object-safe trait.
+//!
+//! The production implementation ([`node_ledger::NodeLedger`]) adapts the node module's RPC client with
+//! failover and its confirmation tracker (WebSocket push, polling fallback). [`fake::FakeLedger`]
+//! is an in-memory ledger for unit tests and benchmarks.
+
+pub mod fake;
+pub mod node_ledger;
+
+use nanogate_protocol::nano::{BlockHash, PublicKey, StateBlock};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+use thiserror::Error;
+
+pub type LedgerFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, LedgerError>> + Send + 'a>>;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum LedgerError {
+    /// No node could be reached (all down or refusing): the "ledger unavailable" verdict.
+    #[error("no Nano node is reachable: {0}")]
+    Unavailable(String),
+    /// A node answered something we could not use.
+    #[error("Nano node error: {0}")]
+    Node(String),
+}
+
+/// The payer's account as the ledger sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    /// Head block, confirmed or not.
+    pub frontier: BlockHash,
+    /// Balance at `frontier` (includes unconfirmed blocks, as nano-node reports it).
+    pub balance: u128,
+    /// Head of the confirmed part of the chain, when the node reports it.
+    pub confirmed_frontier: Option<BlockHash>,
+}
+
+/// What `process` said about a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessOutcome {
+    /// Newly accepted and being voted on.
+    Processed,
+    /// The node already has this exact block.
+    Old,
+    /// Another block already builds on the same `previous`.
+    Fork,
+    /// `previous` is not on the ledger (or not the head).
+    GapPrevious,
+    /// Any other refusal (bad signature, work, balance…), with the node's words.
+    Rejected(String),
+}
+
+/// The end of a wait for confirmation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    Confirmed,
+    /// The block is not on the ledger (lost a fork, or dropped).
+    Missing,
+    /// Still unconfirmed at the deadline.
+    TimedOut,
+}
+
+pub trait Ledger: Send + Sync + 'static {
+    /// The node's network name (`live`, `beta`, `dev`, `test`) from `version`.
+    fn network(&self) -> LedgerFuture<'_, String>;
+
+    /// `account_info`; `None` for an account that was never opened.
+    fn account_state<'a>(
+        &'a self,
+        account: &'a PublicKey,
+    ) -> LedgerFuture<'a, Option<AccountState>>;
+
+    /// `block_info`: `None` if unknown, else whether it is confirmed.
+    fn block_confirmed<'a>(&'a self, hash: &'a BlockHash) -> LedgerFuture<'a, Option<bool>>;
+
+    /// `process` (publish) a signed send block.
+    fn process<'a>(&'a self, block: &'a StateBlock) -> LedgerFuture<'a, ProcessOutcome>;
+
+    /// `block_confirm`: ask the node to start an election. Best effort.
+    fn nudge<'a>(&'a self, hash: &'a BlockHash) -> LedgerFuture<'a, ()>;
+
+    /// Waits until `block` is confirmed, disappears (a conflicting block won), or `deadline`
+    /// passes.
+    fn wait_confirmed<'a>(
+        &'a self,
+        block: &'a StateBlock,
+        deadline: Instant,
+    ) -> LedgerFuture<'a, Confirmation>;
+}

@@ -1,0 +1,173 @@
+//! Prometheus metrics, served at `/metrics`. Labels carry reason codes, node labels (an index
+//! or host, never a URL with credentials), store operations and API names; never keys,
+//! secrets, payers or hashes.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabel {
+    pub api: String,
+}
+
+type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~52 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub payments_settled: Counter,
+    pub payments_redeemed: Counter,
+    pub rejections: Family<ReasonLabel, Counter>,
+    pub unavailable: Counter,
+    pub verify_seconds: Histogram,
+    pub settlement_seconds: Histogram,
+    pub confirmation_seconds: Histogram,
+    pub rpc_errors: Family<NodeLabel, Counter>,
+    pub store_seconds: HistFamily<OpLabel>,
+    pub auth_failures: Family<ApiLabel, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("nanogate");
+        let m = Metrics {
+            payments_settled: Counter::default(),
+            payments_redeemed: Counter::default(),
+            rejections: Family::default(),
+            unavailable: Counter::default(),
+            verify_seconds: latency_histogram(),
+            settlement_seconds: latency_histogram(),
+            confirmation_seconds: latency_histogram(),
+            rpc_errors: Family::default(),
+            store_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            auth_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "payments_settled",
+            "Payments settled (confirmed and consumed)",
+            m.payments_settled.clone(),
+        );
+        registry.register(
+            "payments_redeemed",
+            "Settled payments redeemed again after a failed upstream call",
+            m.payments_redeemed.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Payments rejected, by x402 reason",
+            m.rejections.clone(),
+        );
+        registry.register(
+            "ledger_unavailable",
+            "Verdicts of ledger (or store) unavailable",
+            m.unavailable.clone(),
+        );
+        registry.register(
+            "verify_seconds",
+            "Time to verify a payment (structure to ledger checks)",
+            m.verify_seconds.clone(),
+        );
+        registry.register(
+            "settlement_seconds",
+            "Time from verified payment to recorded consumption",
+            m.settlement_seconds.clone(),
+        );
+        registry.register(
+            "confirmation_seconds",
+            "Time from process to confirmation on the ledger",
+            m.confirmation_seconds.clone(),
+        );
+        registry.register(
+            "rpc_errors",
+            "Nano RPC errors, by node",
+            m.rpc_errors.clone(),
+        );
+        registry.register(
+            "store_seconds",
+            "Store operation latency, by operation",
+            m.store_seconds.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Requests refused for a missing or wrong credential, by API",
+            m.auth_failures.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn store_op(&self, op: &str, elapsed: Duration) {
+        self.store_seconds
+            .get_or_create(&OpLabel { op: op.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn rpc_error(&self, node: &str) {
+        self.rpc_errors
+            .get_or_create(&NodeLabel {
+                node: node.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn auth_failure(&self, api: &str) {
+        self.auth_failures
+            .get_or_create(&ApiLabel {
+                api: api.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

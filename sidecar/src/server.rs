@@ -1,0 +1,154 @@
+//! Wiring: build the application state from a [`Config`], and serve it with graceful shutdown
+//! (stop accepting, let in-flight settlements finish, then return).
+
+use crate::api;
+use crate::config::Config;
+use crate::engine::{unix_now, Engine, EngineConfig};
+use crate::keys::ChallengeKeys;
+use crate::ledger::node_ledger::{NodeLedger, NodeMetricsBridge};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::node::{Confirmations, NodeClient, NodeConfig};
+use crate::state::{AppState, Credentials};
+use crate::store::{self, RedeemPolicy, Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The engine settings a [`Config`] describes.
+pub fn engine_config(cfg: &Config) -> Result<EngineConfig, ServerError> {
+    let node_network = cfg.node_network().ok_or_else(|| {
+        crate::config::ConfigError::Invalid("node_network must be live, beta, dev or test".into())
+    })?;
+    Ok(EngineConfig {
+        network: cfg.network.clone(),
+        node_network,
+        max_wait: Duration::from_secs(cfg.settlement.max_wait_secs),
+        fork_grace_secs: cfg.settlement.fork_grace_secs,
+        redeem: RedeemPolicy {
+            max_redemptions: i64::from(cfg.settlement.max_redemptions),
+            outcome_grace_secs: i64::try_from(cfg.settlement.outcome_grace_secs)
+                .unwrap_or(i64::MAX),
+        },
+        allow_unbound: cfg.facilitator.allow_unbound,
+        pay_to_allow: cfg.pay_to_keys()?,
+    })
+}
+
+/// State over a given store and ledger (tests use the in-memory ledger).
+pub fn state_with(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    ledger: Arc<dyn Ledger>,
+    metrics: Arc<Metrics>,
+) -> Result<AppState, ServerError> {
+    cfg.validate()?;
+    let keys = ChallengeKeys::new(
+        cfg.challenge_secret
+            .clone()
+            .unwrap_or_default()
+            .into_bytes(),
+        cfg.key_rotation_secs,
+    );
+    let engine = Engine::new(engine_config(cfg)?, keys, store, ledger, metrics.clone());
+    Ok(AppState {
+        engine: Arc::new(engine),
+        metrics,
+        credentials: Arc::new(Credentials {
+            filter_secret: cfg.filter_secret.clone().unwrap_or_default(),
+            facilitator_token: cfg.facilitator.token.clone(),
+        }),
+        challenge_max_timeout_secs: cfg.facilitator.max_timeout_seconds,
+    })
+}
+
+/// The node client (failover) and confirmation tracker the configuration names.
+pub fn node_ledger(cfg: &Config, metrics: &Arc<Metrics>) -> NodeLedger {
+    let node_cfg = NodeConfig {
+        rpc_urls: cfg.nodes.rpc.clone(),
+        ws_urls: cfg.nodes.ws.clone(),
+        call_timeout: Duration::from_millis(cfg.nodes.call_timeout_ms.max(1)),
+        retries: cfg.nodes.retries,
+        ..NodeConfig::default()
+    };
+    let client =
+        NodeClient::new(&node_cfg).with_metrics(Arc::new(NodeMetricsBridge(metrics.clone())));
+    let confirmations = Confirmations::spawn(cfg.nodes.ws.clone(), client.clone());
+    NodeLedger::new(client, confirmations)
+}
+
+/// Opens the store (creating the schema) and connects the nodes. Must run inside tokio.
+pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
+    cfg.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let store = store::open(
+        &cfg.store.database_url,
+        cfg.store.postgres_schema.as_deref(),
+        cfg.store.max_connections,
+    )
+    .await?;
+    let ledger: Arc<dyn Ledger> = Arc::new(node_ledger(cfg, &metrics));
+    state_with(cfg, store, ledger, metrics)
+}
+
+/// Prunes expired nonces and fork-set entries every `every`, until the state is dropped.
+pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    let engine = Arc::downgrade(&state.engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_secs(1)));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+            match engine.store().prune(now).await {
+                Ok(n) => tracing::debug!(pruned = n, "pruned expired nonces and fork entries"),
+                Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+        }
+    })
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets open requests finish and
+/// waits (at most `drain`) for settlements still in flight.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> Result<(), ServerError> {
+    let engine = state.engine.clone();
+    let app = api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    let pending = engine.inflight.count();
+    if pending > 0 {
+        tracing::info!(pending, "waiting for in-flight settlements");
+    }
+    if tokio::time::timeout(drain, engine.inflight.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            pending = engine.inflight.count(),
+            "shutdown grace ended with settlements in flight; their payments stay claimed \
+             and can be re-presented"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,314 @@
+//! PostgreSQL backend: for several replicas sharing one database. Admission decisions are
+//! single statements (`ON CONFLICT`, conditional `UPDATE`) whose rows-affected count says who
+//! won, so two sidecars racing on the same payment admit it exactly once.
+
+use super::{
+    migrator, Consumption, ForkEntry, NonceBinding, RedeemPolicy, SpentRecord, Store, StoreError,
+    StoreFuture,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use std::str::FromStr;
+use std::time::Duration;
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies the embedded migrations. With `schema`, every table lives
+    /// in that schema (created if missing), which isolates deployments and test runs.
+    pub async fn open(
+        url: &str,
+        schema: Option<&str>,
+        max_connections: u32,
+    ) -> Result<Self, StoreError> {
+        let mut opts =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        if let Some(schema) = schema {
+            if schema.is_empty()
+                || !schema
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(StoreError::Config(
+                    "postgres schema must be lower-case letters, digits and _".into(),
+                ));
+            }
+            let admin = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+                .await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+                .execute(&admin)
+                .await?;
+            admin.close().await;
+            opts = opts.options([("search_path", schema)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        migrator(MIGRATIONS).run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// Drops `schema` and everything in it (test clean-up).
+    pub async fn drop_schema(url: &str, schema: &str) -> Result<(), StoreError> {
+        let opts =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await?;
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        Ok(())
+    }
+}
+
+fn spent_from_row(row: &sqlx::postgres::PgRow) -> Result<SpentRecord, sqlx::Error> {
+    Ok(SpentRecord {
+        spent_key: row.try_get("spent_key")?,
+        receipt: row.try_get("receipt")?,
+        payer: row.try_get("payer")?,
+        amount: row.try_get("amount")?,
+        consumed_at: row.try_get("consumed_at")?,
+        nonce: row.try_get("nonce")?,
+        outcome: row.try_get("outcome")?,
+        redemptions: row.try_get("redemptions")?,
+        admitted_at: row.try_get("admitted_at")?,
+        valid_before: row.try_get("valid_before")?,
+    })
+}
+
+impl Store for PgStore {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+    }
+
+    fn bind_nonce<'a>(
+        &'a self,
+        nonce: &'a str,
+        payment_key: &'a str,
+        expires_at: i64,
+    ) -> StoreFuture<'a, NonceBinding> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO sessions (nonce, payment_key, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (nonce) DO NOTHING",
+            )
+            .bind(nonce)
+            .bind(payment_key)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+            if done.rows_affected() == 1 {
+                return Ok(NonceBinding::Fresh);
+            }
+            let bound: Option<String> =
+                sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = $1")
+                    .bind(nonce)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            Ok(match bound {
+                Some(k) if k == payment_key => NonceBinding::Same,
+                _ => NonceBinding::Other,
+            })
+        })
+    }
+
+    fn nonce_binding<'a>(&'a self, nonce: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move {
+            Ok(
+                sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = $1")
+                    .bind(nonce)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
+        })
+    }
+
+    fn spent<'a>(&'a self, spent_key: &'a str) -> StoreFuture<'a, Option<SpentRecord>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT s.spent_key, s.receipt, s.payer, s.amount, s.consumed_at, r.nonce, \
+                        r.outcome, r.redemptions, r.admitted_at, r.valid_before \
+                 FROM spent s JOIN receipts r ON r.receipt = s.receipt WHERE s.spent_key = $1",
+            )
+            .bind(spent_key)
+            .fetch_optional(&self.pool)
+            .await?;
+            Ok(row.as_ref().map(spent_from_row).transpose()?)
+        })
+    }
+
+    fn fork_entry<'a>(
+        &'a self,
+        frontier_key: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, Option<ForkEntry>> {
+        Box::pin(async move {
+            let row = sqlx::query(
+                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at \
+                 FROM forks WHERE frontier_key = $1 AND expires_at > $2",
+            )
+            .bind(frontier_key)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(ForkEntry {
+                frontier_key: row.try_get("frontier_key")?,
+                block_hash: row.try_get("block_hash")?,
+                nonce: row.try_get("nonce")?,
+                owner: row.try_get("owner")?,
+                lease_until: row.try_get("lease_until")?,
+                expires_at: row.try_get("expires_at")?,
+            }))
+        })
+    }
+
+    fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (frontier_key) DO UPDATE SET block_hash = excluded.block_hash, \
+                   nonce = excluded.nonce, owner = excluded.owner, \
+                   lease_until = excluded.lease_until, expires_at = excluded.expires_at \
+                 WHERE forks.expires_at <= $7 \
+                    OR (forks.block_hash = excluded.block_hash \
+                        AND forks.nonce IS NOT DISTINCT FROM excluded.nonce AND forks.lease_until <= $7)",
+            )
+            .bind(&e.frontier_key)
+            .bind(&e.block_hash)
+            .bind(&e.nonce)
+            .bind(&e.owner)
+            .bind(e.lease_until)
+            .bind(e.expires_at)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn fork_release<'a>(
+        &'a self,
+        frontier_key: &'a str,
+        owner: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            sqlx::query(
+                "UPDATE forks SET lease_until = $1 WHERE frontier_key = $2 AND owner = $3 \
+                 AND lease_until > $4",
+            )
+            .bind(now)
+            .bind(frontier_key)
+            .bind(owner)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn consume<'a>(&'a self, c: &'a Consumption) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let mut tx = self.pool.begin().await?;
+            let done = sqlx::query(
+                "INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (spent_key) DO NOTHING",
+            )
+            .bind(&c.spent_key)
+            .bind(&c.receipt)
+            .bind(&c.payer)
+            .bind(c.amount.to_string())
+            .bind(c.now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, \
+                 admitted_at, valid_before) VALUES ($1, $2, $3, NULL, 0, $4, $5)",
+            )
+            .bind(&c.receipt)
+            .bind(&c.spent_key)
+            .bind(&c.nonce)
+            .bind(c.now)
+            .bind(c.valid_before)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    fn redeem<'a>(&'a self, receipt: &'a str, p: RedeemPolicy, now: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE receipts SET redemptions = redemptions + 1, outcome = NULL, \
+                   admitted_at = $1 \
+                 WHERE receipt = $2 AND redemptions < $3 AND valid_before > $1 \
+                   AND (outcome = 0 OR outcome >= 500 \
+                        OR (outcome IS NULL AND admitted_at <= $1 - $4))",
+            )
+            .bind(now)
+            .bind(receipt)
+            .bind(p.max_redemptions)
+            .bind(p.outcome_grace_secs)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn record_outcome<'a>(&'a self, receipt: &'a str, status: i64) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let done = sqlx::query(
+                "UPDATE receipts SET outcome = $1 WHERE receipt = $2 AND outcome IS NULL",
+            )
+            .bind(status)
+            .bind(receipt)
+            .execute(&self.pool)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    fn prune(&self, now: i64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            let b = sqlx::query("DELETE FROM forks WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+            Ok(a.rows_affected() + b.rows_affected())
+        })
+    }
+}
