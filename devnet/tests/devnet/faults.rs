@@ -1,0 +1,246 @@
+//! Fault injection: refused and failing RPC, latency, stopped confirmation, forks, and the
+//! `/admin/faults` route on both ports.
+
+use crate::common::*;
+use nanogate_devnet::{blocks, genesis_account, genesis_key, Confirm, RpcMode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn refuse_fail_and_latency() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let faults = d.faults();
+    let client = reqwest::Client::new();
+
+    faults.set_rpc(RpcMode::Refuse);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let err = client
+        .post(d.rpc_url())
+        .json(&json!({"action": "version"}))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_connect(), "connection refused expected, got {err}");
+    let refused = tokio::net::TcpStream::connect(d.rpc_addr()).await;
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+
+    faults.set_rpc(RpcMode::Normal);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match client
+            .post(d.rpc_url())
+            .json(&json!({"action": "version"}))
+            .send()
+            .await
+        {
+            Ok(r) if r.status() == 200 => break,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("RPC did not come back: {other:?}"),
+        }
+    }
+
+    faults.set_rpc(RpcMode::Fail);
+    let (status, _) = rpc.raw(r#"{"action":"version"}"#).await;
+    assert_eq!(status, 500);
+    faults.set_rpc(RpcMode::Normal);
+
+    faults.set_latency(Duration::from_millis(300));
+    let t = Instant::now();
+    rpc.call(json!({"action": "block_count"})).await;
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    faults.set_latency(Duration::ZERO);
+}
+
+#[tokio::test]
+async fn stop_and_resume_confirming() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    d.faults().set_confirming(false);
+    let b = genesis_send(&d, &rpc, key(1).public_key(), XNO).await;
+    tokio::time::sleep(d.confirm_delay() + Duration::from_millis(300)).await;
+    assert_eq!(rpc.block_info(&b.hash()).await["confirmed"], "false");
+    // block_confirm does not help while the node cannot vote.
+    rpc.call(json!({"action": "block_confirm", "hash": b.hash().to_hex()}))
+        .await;
+    tokio::time::sleep(d.confirm_delay() + Duration::from_millis(200)).await;
+    assert_eq!(d.ledger().confirmed(&b.hash()), Some(false));
+    let mut ws = ws_subscribe(&d, None).await;
+    d.faults().set_confirming(true);
+    let m = ws_next(&mut ws, d.confirm_delay() + Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(m["message"]["hash"], b.hash().to_hex());
+    assert_eq!(d.ledger().confirmed(&b.hash()), Some(true));
+}
+
+#[tokio::test]
+async fn never_confirm_config() {
+    let d = start_with(Confirm::Never).await;
+    let rpc = Rpc::new(&d);
+    assert!(!d.faults().confirming());
+    let b = genesis_send(&d, &rpc, key(1).public_key(), XNO).await;
+    assert!(
+        !d.ledger()
+            .wait_confirmed(&b.hash(), Duration::from_millis(400))
+            .await
+    );
+    d.faults().set_confirming(true);
+    assert!(
+        d.ledger()
+            .wait_confirmed(&b.hash(), Duration::from_secs(3))
+            .await
+    );
+}
+
+#[tokio::test]
+async fn fork_instead_rolls_back_the_processed_block() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let (payee, thief) = (key(1).public_key(), key(2).public_key());
+    let g = genesis_account();
+    let frontier = d.ledger().frontier(&g).unwrap();
+    let balance = d.ledger().balance(&g);
+    let paid = blocks::send(&genesis_key(), frontier, balance, payee, XNO);
+    let competitor = blocks::send(&genesis_key(), frontier, balance, thief, 2 * XNO);
+    d.faults().fork_instead(frontier, competitor.clone());
+    let mut ws = ws_subscribe(&d, None).await;
+
+    // The node answers success, as a real node would for the block it saw first.
+    assert_eq!(rpc.process_ok(&paid).await, paid.hash());
+    assert_eq!(rpc.block_info(&paid.hash()).await["confirmed"], "false");
+    let m = ws_next(&mut ws, d.confirm_delay() + Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(m["message"]["hash"], competitor.hash().to_hex());
+    assert_eq!(m["message"]["confirmation_type"], "active_quorum");
+    assert_eq!(
+        rpc.block_info(&paid.hash()).await["error"],
+        "Block not found"
+    );
+    assert_eq!(
+        rpc.block_info(&competitor.hash()).await["confirmed"],
+        "true"
+    );
+    assert_eq!(d.ledger().frontier(&g), Some(competitor.hash()));
+    assert_eq!(d.ledger().balance(&g), balance - 2 * XNO);
+    // The payee has nothing to receive; the thief does.
+    let r = rpc
+        .call(json!({"action": "receivable", "account": payee.to_address()}))
+        .await;
+    assert_eq!(r["blocks"], "");
+    let r = rpc
+        .call(json!({"action": "receivable", "account": thief.to_address()}))
+        .await;
+    assert_eq!(r["blocks"], json!([competitor.hash().to_hex()]));
+    // The rule fired once; the paid block is now a fork of the confirmed competitor.
+    assert!(d.faults().forks().is_empty());
+    assert_eq!(rpc.process_err(&paid, None).await, "Fork");
+}
+
+#[tokio::test]
+async fn fork_instead_also_removes_dependents() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let a = key(1);
+    let g = genesis_account();
+    let frontier = d.ledger().frontier(&g).unwrap();
+    let balance = d.ledger().balance(&g);
+    let paid = blocks::send(&genesis_key(), frontier, balance, a.public_key(), XNO);
+    let competitor = blocks::send(&genesis_key(), frontier, balance, key(2).public_key(), XNO);
+    d.faults().fork_instead(frontier, competitor.clone());
+    // Confirmation of the paid send is slow enough to build on it first.
+    rpc.process_ok(&paid).await;
+    let open = blocks::open(&a, paid.hash(), XNO);
+    rpc.process_ok(&open).await;
+    assert!(
+        d.ledger()
+            .wait_confirmed(&competitor.hash(), Duration::from_secs(3))
+            .await
+    );
+    assert!(!d.ledger().contains(&paid.hash()));
+    assert!(
+        !d.ledger().contains(&open.hash()),
+        "the receive of a rolled-back send goes too"
+    );
+    assert!(d.ledger().account(&a.public_key()).is_none());
+}
+
+#[tokio::test]
+async fn admin_route_on_both_ports() {
+    let d = start().await;
+    let client = reqwest::Client::new();
+    let rpc_admin = format!("{}/admin/faults", d.rpc_url());
+    let ws_admin = format!("http://{}/admin/faults", d.ws_addr());
+    let v: serde_json::Value = client
+        .post(&rpc_admin)
+        .json(&json!({"latency_ms": 5, "confirming": false}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["latency_ms"], 5);
+    assert_eq!(v["confirming"], false);
+    assert_eq!(d.faults().latency(), Duration::from_millis(5));
+    assert!(!d.faults().confirming());
+
+    // Refuse through the RPC port, restore through the WebSocket port.
+    client
+        .post(&rpc_admin)
+        .json(&json!({"rpc": "refuse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(d.faults().rpc_mode(), RpcMode::Refuse);
+    let v: serde_json::Value = client
+        .post(&ws_admin)
+        .json(&json!({"reset": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["rpc"], "normal");
+    assert_eq!(v["confirming"], true);
+
+    // A fork rule through the admin route.
+    let g = genesis_account();
+    let frontier = d.ledger().frontier(&g).unwrap();
+    let competitor = blocks::send(
+        &genesis_key(),
+        frontier,
+        d.ledger().balance(&g),
+        key(5).public_key(),
+        XNO,
+    );
+    let r = client
+        .post(&ws_admin)
+        .json(&json!({"fork_instead": {"previous": frontier.to_hex(), "competitor": competitor.to_json()}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(d.faults().forks().len(), 1);
+    let r = client
+        .post(&ws_admin)
+        .json(&json!({"rpc": "sideways"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = client
+        .get(&ws_admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["forks"].as_array().unwrap().len(), 1);
+}
