@@ -1,0 +1,837 @@
+//! Plugin configuration: the JSON in the Envoy `configuration` field, validated into a
+//! [`Config`] once per VM at `on_configure`.
+//!
+//! Parsing walks the JSON by hand rather than through `#[derive(Deserialize)]`, so every error
+//! names the exact setting (`routes[2].price: …`, `sidecar.timeoutMs: …`) and unknown settings are
+//! refused by name. Any error stops the plugin from starting with one log line; nothing here
+//! panics. The full schema, with an example, is in `filter/README.md`.
+
+use crate::routes::{HostMatch, PathMatch};
+use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::Duration;
+
+/// Default time allowed for `POST /v1/pay`: settlement waits for ledger confirmation.
+pub const DEFAULT_PAY_TIMEOUT_MS: u64 = 10_000;
+/// Default time allowed for the challenge-key fetch and the outcome report.
+pub const DEFAULT_CONTROL_TIMEOUT_MS: u64 = 2_000;
+/// Default `Retry-After` on a 503.
+pub const DEFAULT_RETRY_AFTER_SECS: u32 = 2;
+/// Default `maxTimeoutSeconds` of a paid route (also the challenge's lifetime).
+pub const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
+/// Upper bound on `maxTimeoutSeconds`: a challenge should not outlive a key rotation or two.
+pub const MAX_MAX_TIMEOUT_SECS: u64 = 3_600;
+/// Shortest accepted shared secret (bytes).
+pub const MIN_SECRET_LEN: usize = 16;
+/// Most routes one plugin may declare (matching is linear).
+pub const MAX_ROUTES: usize = 512;
+/// Compiled size limit for one path regex (bytes of program), against pathological patterns.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+
+/// An invalid setting: the path of the setting and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.setting.is_empty() {
+            write!(f, "{}", self.problem)
+        } else {
+            write!(f, "{}: {}", self.setting, self.problem)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(setting: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        setting: setting.into(),
+        problem: problem.into(),
+    }
+}
+
+/// How to reach the sidecar.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SidecarConfig {
+    /// Envoy cluster name for `dispatch_http_call`.
+    pub cluster: String,
+    /// `:authority` of every call (the Host the sidecar sees).
+    pub authority: String,
+    /// Timeout of `POST /v1/pay`.
+    pub pay_timeout: Duration,
+    /// Timeout of the key fetch and the outcome report.
+    pub control_timeout: Duration,
+    /// Shared secret sent as `x-nanogate-secret`. Never logged.
+    pub secret: String,
+}
+
+impl fmt::Debug for SidecarConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SidecarConfig")
+            .field("cluster", &self.cluster)
+            .field("authority", &self.authority)
+            .field("pay_timeout", &self.pay_timeout)
+            .field("control_timeout", &self.control_timeout)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A payee: the key (what the MAC binds) and its canonical `nano_` spelling (what we emit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payee {
+    pub key: PublicKey,
+    pub address: String,
+}
+
+/// What the sidecar is unable to decide should do to a paid route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// 503 + `Retry-After` (the default; invariant 6).
+    Closed,
+    /// Pass to the upstream, counted.
+    Open,
+}
+
+/// The terms of a paid route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub amount_raw: u128,
+    pub pay_to: Payee,
+    pub description: Option<String>,
+    pub mime_type: Option<String>,
+    pub max_timeout_secs: u64,
+    pub failure_mode: FailureMode,
+}
+
+/// What a matching route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteKind {
+    /// Passes untouched (an exemption inside a paid prefix, for example).
+    Free,
+    Paid(Price),
+}
+
+/// One route: matched on host, path and method, first match wins.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    /// Upper-case method names; `None` matches any method.
+    pub methods: Option<Vec<String>>,
+    pub kind: RouteKind,
+}
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sidecar: SidecarConfig,
+    /// x402 network id (CAIP-2 style), e.g. `nano:mainnet` or `nano:devnet`.
+    pub network: String,
+    /// Default payee for paid routes that do not name their own.
+    pub pay_to: Option<Payee>,
+    pub retry_after_secs: u32,
+    pub routes: Vec<Route>,
+}
+
+/// A JSON object being read: remembers which keys were consumed so leftovers can be refused.
+struct Obj<'a> {
+    path: String,
+    map: &'a Map<String, Value>,
+    seen: Vec<&'static str>,
+}
+
+impl<'a> Obj<'a> {
+    fn new(path: String, value: &'a Value) -> Result<Self, ConfigError> {
+        match value {
+            Value::Object(map) => Ok(Obj {
+                path,
+                map,
+                seen: Vec::new(),
+            }),
+            _ => Err(err(path, "must be a JSON object")),
+        }
+    }
+
+    fn at(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{}", self.path, key)
+        }
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.seen.push(key);
+        match self.map.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v),
+        }
+    }
+
+    fn opt_str(&mut self, key: &'static str) -> Result<Option<&'a str>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(err(self.at(key), "must be a string")),
+        }
+    }
+
+    fn str(&mut self, key: &'static str) -> Result<&'a str, ConfigError> {
+        match self.opt_str(key)? {
+            Some(s) if !s.trim().is_empty() => Ok(s),
+            Some(_) => Err(err(self.at(key), "must not be empty")),
+            None => Err(err(self.at(key), "is required")),
+        }
+    }
+
+    fn opt_u64(
+        &mut self,
+        key: &'static str,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<u64>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64() {
+                Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+                _ => Err(err(
+                    self.at(key),
+                    format!("must be a whole number from {min} to {max}"),
+                )),
+            },
+        }
+    }
+
+    fn opt_bool(&mut self, key: &'static str) -> Result<Option<bool>, ConfigError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(err(self.at(key), "must be true or false")),
+        }
+    }
+
+    fn opt_obj(&mut self, key: &'static str) -> Result<Option<Obj<'a>>, ConfigError> {
+        let path = self.at(key);
+        self.get(key).map(|v| Obj::new(path, v)).transpose()
+    }
+
+    /// Refuses every key that was not read.
+    fn finish(self) -> Result<(), ConfigError> {
+        // Deterministic: report the first unknown key in sorted order.
+        let mut unknown: Vec<&String> = self
+            .map
+            .keys()
+            .filter(|k| !self.seen.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            Some(k) => Err(err(self.at(k), "unknown setting")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses and validates the plugin configuration bytes.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(err(
+            "",
+            "plugin configuration is empty (expected a JSON object)",
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|e| err("", format!("plugin configuration is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(err("", "plugin configuration must be a JSON object"));
+    }
+    let mut root = Obj::new(String::new(), &value)?;
+
+    let sidecar = match root.opt_obj("sidecar")? {
+        Some(s) => parse_sidecar(s)?,
+        None => return Err(err("sidecar", "is required")),
+    };
+    let network = parse_network(root.str("network")?).map_err(|p| err("network", p))?;
+    let pay_to = root
+        .opt_str("payTo")?
+        .map(|s| parse_payee(s).map_err(|p| err("payTo", p)))
+        .transpose()?;
+    let retry_after_secs = root
+        .opt_u64("retryAfterSeconds", 1, 3_600)?
+        .map_or(DEFAULT_RETRY_AFTER_SECS, |n| n as u32);
+
+    let routes_value = match root.get("routes") {
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err(err("routes", "must be an array of routes")),
+        None => return Err(err("routes", "is required")),
+    };
+    if routes_value.len() > MAX_ROUTES {
+        return Err(err("routes", format!("at most {MAX_ROUTES} routes")));
+    }
+    let mut routes = Vec::with_capacity(routes_value.len());
+    for (i, r) in routes_value.iter().enumerate() {
+        routes.push(parse_route(format!("routes[{i}]"), i, r, pay_to.as_ref())?);
+    }
+    root.finish()?;
+
+    Ok(Config {
+        sidecar,
+        network,
+        pay_to,
+        retry_after_secs,
+        routes,
+    })
+}
+
+fn parse_sidecar(mut o: Obj<'_>) -> Result<SidecarConfig, ConfigError> {
+    let cluster = o.str("cluster")?.to_owned();
+    let authority = o.str("authority")?.to_owned();
+    if authority
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(err(o.at("authority"), "must not contain white space"));
+    }
+    let pay_timeout_ms = o
+        .opt_u64("timeoutMs", 1, 600_000)?
+        .unwrap_or(DEFAULT_PAY_TIMEOUT_MS);
+    let control_timeout_ms = o
+        .opt_u64("controlTimeoutMs", 1, 60_000)?
+        .unwrap_or(DEFAULT_CONTROL_TIMEOUT_MS);
+    let secret = o.str("secret")?.to_owned();
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(err(
+            o.at("secret"),
+            format!("must be at least {MIN_SECRET_LEN} bytes"),
+        ));
+    }
+    if secret.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
+        return Err(err(
+            o.at("secret"),
+            "must be printable ASCII without spaces (it travels in a header)",
+        ));
+    }
+    o.finish()?;
+    Ok(SidecarConfig {
+        cluster,
+        authority,
+        pay_timeout: Duration::from_millis(pay_timeout_ms),
+        control_timeout: Duration::from_millis(control_timeout_ms),
+        secret,
+    })
+}
+
+/// CAIP-2 shape: `namespace:reference`, namespace `[-a-z0-9]{3,8}`, reference
+/// `[-_a-zA-Z0-9]{1,32}`.
+fn parse_network(s: &str) -> Result<String, String> {
+    let ok = s.split_once(':').is_some_and(|(ns, reference)| {
+        (3..=8).contains(&ns.len())
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && (1..=32).contains(&reference.len())
+            && reference
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a CAIP-2 network id such as nano:mainnet or nano:devnet"
+        ))
+    }
+}
+
+fn parse_payee(s: &str) -> Result<Payee, String> {
+    let key = PublicKey::from_address(s).map_err(|e| format!("not a Nano address: {e}"))?;
+    if key.is_zero() {
+        return Err("is the burn address".into());
+    }
+    Ok(Payee {
+        address: key.to_address(),
+        key,
+    })
+}
+
+fn parse_route(
+    path: String,
+    index: usize,
+    value: &Value,
+    default_pay_to: Option<&Payee>,
+) -> Result<Route, ConfigError> {
+    let mut o = Obj::new(path, value)?;
+    let name = o
+        .opt_str("name")?
+        .map_or_else(|| format!("route{index}"), str::to_owned);
+
+    let host = o
+        .opt_str("host")?
+        .map(|h| HostMatch::parse(h).map_err(|p| err(o.at("host"), p)))
+        .transpose()?;
+
+    let path_match = match o.opt_obj("path")? {
+        Some(p) => parse_path(p)?,
+        None => {
+            return Err(err(
+                o.at("path"),
+                "is required ({\"exact\"|\"prefix\"|\"regex\": …})",
+            ))
+        }
+    };
+
+    let methods = match o.get("methods") {
+        None => None,
+        Some(Value::Array(a)) => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, m) in a.iter().enumerate() {
+                let at = format!("{}[{i}]", o.at("methods"));
+                let m = m
+                    .as_str()
+                    .ok_or_else(|| err(at.clone(), "must be a string"))?;
+                if m.is_empty() || !m.bytes().all(is_token_char) {
+                    return Err(err(at, format!("`{m}` is not an HTTP method")));
+                }
+                out.push(m.to_ascii_uppercase());
+            }
+            if out.is_empty() {
+                return Err(err(
+                    o.at("methods"),
+                    "must not be empty (omit it to match any method)",
+                ));
+            }
+            Some(out)
+        }
+        Some(_) => return Err(err(o.at("methods"), "must be an array of method names")),
+    };
+
+    let free = o.opt_bool("free")?.unwrap_or(false);
+    let price_xno = o.opt_str("price")?;
+    let price_raw = o.opt_str("priceRaw")?;
+    let route_pay_to = o.opt_str("payTo")?;
+    let description = o.opt_str("description")?.map(str::to_owned);
+    let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
+    let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
+    let failure_mode = match o.opt_str("failureMode")? {
+        None | Some("closed") => FailureMode::Closed,
+        Some("open") => FailureMode::Open,
+        Some(other) => {
+            return Err(err(
+                o.at("failureMode"),
+                format!("`{other}` is not \"closed\" or \"open\""),
+            ))
+        }
+    };
+
+    let kind = match (free, price_xno, price_raw) {
+        (true, None, None) => {
+            // Paid-only settings on a free route are a mistake worth reporting.
+            let stray = [
+                ("payTo", route_pay_to.is_some()),
+                ("description", description.is_some()),
+                ("mimeType", mime_type.is_some()),
+                ("maxTimeoutSeconds", max_timeout.is_some()),
+            ];
+            if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
+                return Err(err(
+                    o.at(k),
+                    "only applies to paid routes (this one is free)",
+                ));
+            }
+            RouteKind::Free
+        }
+        (true, _, _) => {
+            return Err(err(o.at("free"), "a free route cannot also have a price"));
+        }
+        (false, Some(_), Some(_)) => {
+            return Err(err(
+                o.at("priceRaw"),
+                "set either price (XNO) or priceRaw, not both",
+            ));
+        }
+        (false, None, None) => {
+            return Err(err(
+                o.at("price"),
+                "is required (XNO as a decimal string, or priceRaw in raw; or \"free\": true)",
+            ));
+        }
+        (false, xno, raw) => {
+            let amount_raw = match (xno, raw) {
+                (Some(x), _) => {
+                    parse_xno(x).map_err(|e| err(o.at("price"), format!("`{x}`: {e}")))?
+                }
+                (_, Some(r)) => {
+                    parse_raw(r).map_err(|e| err(o.at("priceRaw"), format!("`{r}`: {e}")))?
+                }
+                (None, None) => 0,
+            };
+            if amount_raw == 0 {
+                let k = if xno.is_some() { "price" } else { "priceRaw" };
+                return Err(err(
+                    o.at(k),
+                    "must be above zero (use \"free\": true for a free route)",
+                ));
+            }
+            let pay_to = match route_pay_to {
+                Some(p) => parse_payee(p).map_err(|e| err(o.at("payTo"), e))?,
+                None => default_pay_to.cloned().ok_or_else(|| {
+                    err(
+                        o.at("payTo"),
+                        "is required when there is no top-level payTo",
+                    )
+                })?,
+            };
+            RouteKind::Paid(Price {
+                amount_raw,
+                pay_to,
+                description,
+                mime_type,
+                max_timeout_secs: max_timeout.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
+                failure_mode,
+            })
+        }
+    };
+    o.finish()?;
+    Ok(Route {
+        name,
+        host,
+        path: path_match,
+        methods,
+        kind,
+    })
+}
+
+fn parse_path(mut p: Obj<'_>) -> Result<PathMatch, ConfigError> {
+    let exact = p.opt_str("exact")?;
+    let prefix = p.opt_str("prefix")?;
+    let regex = p.opt_str("regex")?;
+    let m = match (exact, prefix, regex) {
+        (Some(e), None, None) => {
+            if !e.starts_with('/') {
+                return Err(err(p.at("exact"), "must start with /"));
+            }
+            PathMatch::Exact(e.to_owned())
+        }
+        (None, Some(x), None) => {
+            if !x.starts_with('/') {
+                return Err(err(p.at("prefix"), "must start with /"));
+            }
+            PathMatch::Prefix(x.to_owned())
+        }
+        (None, None, Some(r)) => {
+            let re = regex_lite::RegexBuilder::new(&format!("^(?:{r})$"))
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|e| err(p.at("regex"), format!("invalid regex: {e}")))?;
+            PathMatch::Regex(re)
+        }
+        (None, None, None) => {
+            return Err(err(p.path.clone(), "needs one of exact, prefix or regex"));
+        }
+        _ => {
+            return Err(err(
+                p.path.clone(),
+                "set only one of exact, prefix or regex",
+            ))
+        }
+    };
+    p.finish()?;
+    Ok(m)
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub const PAY_TO: &str = "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc";
+
+    fn base() -> Value {
+        json!({
+            "sidecar": {"cluster": "nanogate_sidecar", "authority": "sidecar", "secret": "0123456789abcdef-secret"},
+            "network": "nano:devnet",
+            "payTo": PAY_TO,
+            "routes": [
+                {"name": "report", "host": "api.example.com", "path": {"exact": "/paid/report"},
+                 "methods": ["get"], "price": "0.001", "description": "d", "mimeType": "application/json",
+                 "maxTimeoutSeconds": 60},
+                {"path": {"prefix": "/paid/free"}, "free": true},
+                {"path": {"regex": "/items/[0-9]+"}, "priceRaw": "1000", "failureMode": "open"}
+            ]
+        })
+    }
+
+    fn parse_value(v: &Value) -> Result<Config, ConfigError> {
+        parse(v.to_string().as_bytes())
+    }
+
+    fn with(mut v: Value, pointer: &str, new: Value) -> Value {
+        if let Some(slot) = v.pointer_mut(pointer) {
+            *slot = new;
+        } else {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            v.pointer_mut(parent)
+                .and_then(Value::as_object_mut)
+                .unwrap()
+                .insert(key.to_owned(), new);
+        }
+        v
+    }
+
+    fn without(mut v: Value, pointer: &str) -> Value {
+        let (parent, key) = pointer.rsplit_once('/').unwrap();
+        v.pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .unwrap()
+            .remove(key);
+        v
+    }
+
+    fn setting_of(v: &Value) -> String {
+        parse_value(v).unwrap_err().setting
+    }
+
+    #[test]
+    fn full_example_parses_with_defaults() {
+        let c = parse_value(&base()).unwrap();
+        assert_eq!(c.network, "nano:devnet");
+        assert_eq!(
+            c.sidecar.pay_timeout,
+            Duration::from_millis(DEFAULT_PAY_TIMEOUT_MS)
+        );
+        assert_eq!(c.retry_after_secs, DEFAULT_RETRY_AFTER_SECS);
+        assert_eq!(c.routes.len(), 3);
+        let RouteKind::Paid(p) = &c.routes[0].kind else {
+            panic!("paid")
+        };
+        assert_eq!(p.amount_raw, 1_000_000_000_000_000_000_000_000_000);
+        assert_eq!(p.pay_to.address, PAY_TO);
+        assert_eq!(p.max_timeout_secs, 60);
+        assert_eq!(p.failure_mode, FailureMode::Closed);
+        assert_eq!(
+            c.routes[0].methods.as_deref(),
+            Some(&["GET".to_owned()][..])
+        );
+        assert_eq!(c.routes[1].kind, RouteKind::Free);
+        assert_eq!(c.routes[1].name, "route1");
+        let RouteKind::Paid(p) = &c.routes[2].kind else {
+            panic!("paid")
+        };
+        assert_eq!(p.amount_raw, 1000);
+        assert_eq!(p.failure_mode, FailureMode::Open);
+        assert_eq!(p.max_timeout_secs, DEFAULT_MAX_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn secret_is_redacted_in_debug_output() {
+        let c = parse_value(&base()).unwrap();
+        let s = format!("{c:?}");
+        assert!(!s.contains("0123456789abcdef-secret"));
+        assert!(s.contains("<redacted>"));
+    }
+
+    #[test]
+    fn unknown_settings_are_named() {
+        assert_eq!(setting_of(&with(base(), "/colour", json!(1))), "colour");
+        assert_eq!(
+            setting_of(&with(base(), "/sidecar/clustr", json!("x"))),
+            "sidecar.clustr"
+        );
+        assert_eq!(
+            setting_of(&with(base(), "/routes/1/pricee", json!("1"))),
+            "routes[1].pricee"
+        );
+        assert_eq!(
+            setting_of(&with(base(), "/routes/0/path/suffix", json!("x"))),
+            "routes[0].path.suffix"
+        );
+    }
+
+    #[test]
+    fn missing_required_settings_are_named() {
+        assert_eq!(setting_of(&without(base(), "/sidecar")), "sidecar");
+        assert_eq!(
+            setting_of(&without(base(), "/sidecar/cluster")),
+            "sidecar.cluster"
+        );
+        assert_eq!(
+            setting_of(&without(base(), "/sidecar/authority")),
+            "sidecar.authority"
+        );
+        assert_eq!(
+            setting_of(&without(base(), "/sidecar/secret")),
+            "sidecar.secret"
+        );
+        assert_eq!(setting_of(&without(base(), "/network")), "network");
+        assert_eq!(setting_of(&without(base(), "/routes")), "routes");
+        assert_eq!(
+            setting_of(&without(base(), "/routes/0/path")),
+            "routes[0].path"
+        );
+        assert_eq!(
+            setting_of(&without(base(), "/routes/0/price")),
+            "routes[0].price"
+        );
+        // No default payTo: the paid routes must name one.
+        assert_eq!(setting_of(&without(base(), "/payTo")), "routes[0].payTo");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let cases: &[(&str, Value, &str)] = &[
+            ("/sidecar/timeoutMs", json!(0), "sidecar.timeoutMs"),
+            ("/sidecar/timeoutMs", json!("100"), "sidecar.timeoutMs"),
+            (
+                "/sidecar/controlTimeoutMs",
+                json!(-5),
+                "sidecar.controlTimeoutMs",
+            ),
+            ("/sidecar/secret", json!("short"), "sidecar.secret"),
+            (
+                "/sidecar/secret",
+                json!("has a space in the secret"),
+                "sidecar.secret",
+            ),
+            ("/sidecar/cluster", json!(""), "sidecar.cluster"),
+            ("/sidecar/authority", json!("a b"), "sidecar.authority"),
+            ("/sidecar", json!([]), "sidecar"),
+            ("/network", json!("devnet"), "network"),
+            ("/network", json!("NANO:devnet"), "network"),
+            ("/network", json!(7), "network"),
+            ("/payTo", json!("nano_1111"), "payTo"),
+            ("/retryAfterSeconds", json!(0), "retryAfterSeconds"),
+            ("/routes", json!({}), "routes"),
+            ("/routes/0", json!("x"), "routes[0]"),
+            ("/routes/0/price", json!("0.0"), "routes[0].price"),
+            ("/routes/0/price", json!("1e3"), "routes[0].price"),
+            ("/routes/0/price", json!("-1"), "routes[0].price"),
+            ("/routes/0/price", json!(0.5), "routes[0].price"),
+            (
+                "/routes/0/price",
+                json!("0.0000000000000000000000000000001"),
+                "routes[0].price",
+            ),
+            ("/routes/2/priceRaw", json!("1.5"), "routes[2].priceRaw"),
+            (
+                "/routes/2/priceRaw",
+                json!("340282366920938463463374607431768211456"),
+                "routes[2].priceRaw",
+            ),
+            ("/routes/0/priceRaw", json!("5"), "routes[0].priceRaw"),
+            (
+                "/routes/0/maxTimeoutSeconds",
+                json!(0),
+                "routes[0].maxTimeoutSeconds",
+            ),
+            (
+                "/routes/0/maxTimeoutSeconds",
+                json!(3601),
+                "routes[0].maxTimeoutSeconds",
+            ),
+            (
+                "/routes/0/failureMode",
+                json!("ajar"),
+                "routes[0].failureMode",
+            ),
+            ("/routes/0/methods", json!([]), "routes[0].methods"),
+            ("/routes/0/methods", json!("GET"), "routes[0].methods"),
+            ("/routes/0/methods", json!(["G T"]), "routes[0].methods[0]"),
+            ("/routes/0/host", json!("a b"), "routes[0].host"),
+            ("/routes/0/host", json!(""), "routes[0].host"),
+            (
+                "/routes/0/path",
+                json!({"exact": "no-slash"}),
+                "routes[0].path.exact",
+            ),
+            (
+                "/routes/0/path",
+                json!({"prefix": "x"}),
+                "routes[0].path.prefix",
+            ),
+            (
+                "/routes/0/path",
+                json!({"regex": "(unclosed"}),
+                "routes[0].path.regex",
+            ),
+            ("/routes/0/path", json!({}), "routes[0].path"),
+            (
+                "/routes/0/path",
+                json!({"exact": "/a", "prefix": "/a"}),
+                "routes[0].path",
+            ),
+            ("/routes/0/payTo", json!("xrb_nope"), "routes[0].payTo"),
+            ("/routes/1/free", json!("yes"), "routes[1].free"),
+            ("/routes/1/price", json!("1"), "routes[1].free"),
+            ("/routes/1/description", json!("d"), "routes[1].description"),
+        ];
+        for (ptr, v, want) in cases {
+            let cfg = with(base(), ptr, v.clone());
+            let e = parse_value(&cfg).err();
+            assert_eq!(
+                e.as_ref().map(|e| e.setting.as_str()),
+                Some(*want),
+                "{ptr} = {v}: {e:?}"
+            );
+            assert!(!e.map(|e| e.problem).unwrap_or_default().is_empty());
+        }
+    }
+
+    #[test]
+    fn not_json_or_not_an_object_is_a_clear_error() {
+        for bad in [&b""[..], b"  ", b"{", b"[]", b"\"x\"", b"null", b"\xff\xfe"] {
+            let e = parse(bad).unwrap_err();
+            assert!(!e.to_string().is_empty());
+        }
+    }
+
+    #[test]
+    fn error_line_names_the_setting_and_never_the_secret() {
+        let e = parse_value(&with(base(), "/routes/0/price", json!("abc"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes[0].price: `abc`: amount is not a plain decimal number"
+        );
+        let e = parse_value(&with(base(), "/sidecar/secret", json!("tiny secret"))).unwrap_err();
+        assert!(!e.to_string().contains("tiny"));
+    }
+
+    #[test]
+    fn canonicalizes_xrb_addresses_to_nano() {
+        let xrb = PAY_TO.replacen("nano_", "xrb_", 1);
+        let c = parse_value(&with(base(), "/payTo", json!(xrb))).unwrap();
+        assert_eq!(c.pay_to.map(|p| p.address).as_deref(), Some(PAY_TO));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_values_in_any_setting_never_panic(
+            key in "[a-zA-Z]{1,12}",
+            n in proptest::num::i64::ANY,
+            s in ".{0,40}",
+        ) {
+            for v in [json!(n), json!(s), json!([s]), json!({key.clone(): s}), Value::Null, json!(true)] {
+                for ptr in ["/sidecar", "/network", "/payTo", "/routes", "/routes/0", "/routes/0/path",
+                            "/routes/0/price", "/routes/0/methods", "/routes/0/host", "/sidecar/timeoutMs"] {
+                    let _ = parse_value(&with(base(), ptr, v.clone()));
+                }
+                let _ = parse_value(&with(base(), &format!("/routes/0/{key}"), v.clone()));
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The challenge key as the filter holds it: fetched from the sidecar by a root context,
+//! shared between VMs through proxy-wasm shared data, read by request contexts.
+//!
+//! The sidecar honours the current and the previous key id, so the filter keeps the previous
+//! key too (to check challenges issued just before a rotation) and keeps issuing with a key
+//! for [`ISSUE_GRACE_SECS`] past its `notAfter` while the next fetch is retried.
+
+use nanogate_protocol::challenge::ChallengeKey;
+use serde_json::Value;
+
+/// How long past `notAfter` a key may still sign new challenges while the refresh is retried.
+/// The sidecar still honours it as the previous key for a whole rotation period.
+pub const ISSUE_GRACE_SECS: u64 = 30;
+
+/// Shared-data key prefix; the cluster name follows, so two plugins that use different
+/// sidecars in one VM id do not mix their keys.
+pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v1.";
+
+/// The lease that elects one VM to fetch (value: the lease's expiry, u64 BE).
+pub const SHARED_LEASE_PREFIX: &str = "nanogate.challenge_key_lease.v1.";
+
+const CODEC_VERSION: u8 = 1;
+
+/// One key and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdKey {
+    pub key_id: u64,
+    pub key: ChallengeKey,
+}
+
+/// The keys a filter holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRing {
+    pub current: IdKey,
+    /// When the filter must have fetched the next key (end of the current key's period).
+    pub not_after: u64,
+    pub previous: Option<IdKey>,
+}
+
+impl KeyRing {
+    /// The key to sign new challenges with, unless it has gone stale.
+    pub fn issuing(&self, now: u64) -> Option<&IdKey> {
+        (now < self.not_after.saturating_add(ISSUE_GRACE_SECS)).then_some(&self.current)
+    }
+
+    /// The key for a presented key id, if we still hold it.
+    pub fn for_id(&self, key_id: u64) -> Option<&IdKey> {
+        if self.current.key_id == key_id {
+            return Some(&self.current);
+        }
+        self.previous.as_ref().filter(|p| p.key_id == key_id)
+    }
+
+    /// Whether a refresh is due.
+    pub fn refresh_due(&self, now: u64) -> bool {
+        now >= self.not_after
+    }
+
+    /// The ring after a fetch: the fetched key becomes current, the old current becomes
+    /// previous when the id changed.
+    pub fn rotate(old: Option<&KeyRing>, fetched: IdKey, not_after: u64) -> KeyRing {
+        let previous = match old {
+            Some(o) if o.current.key_id != fetched.key_id => Some(o.current.clone()),
+            Some(o) => o.previous.clone(),
+            None => None,
+        };
+        KeyRing {
+            current: fetched,
+            not_after,
+            previous,
+        }
+    }
+
+    /// Compact binary form for shared data: version, current (id, key), notAfter, then
+    /// optionally previous (id, key).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + 48 + 40);
+        out.push(CODEC_VERSION);
+        out.extend_from_slice(&self.current.key_id.to_be_bytes());
+        out.extend_from_slice(&self.current.key.0);
+        out.extend_from_slice(&self.not_after.to_be_bytes());
+        if let Some(p) = &self.previous {
+            out.extend_from_slice(&p.key_id.to_be_bytes());
+            out.extend_from_slice(&p.key.0);
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<KeyRing> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != CODEC_VERSION {
+            return None;
+        }
+        let (current, rest) = read_id_key(rest)?;
+        let (not_after, rest) = read_u64(rest)?;
+        let previous = match rest.len() {
+            0 => None,
+            40 => Some(read_id_key(rest)?.0),
+            _ => return None,
+        };
+        Some(KeyRing {
+            current,
+            not_after,
+            previous,
+        })
+    }
+}
+
+fn read_u64(b: &[u8]) -> Option<(u64, &[u8])> {
+    let (head, rest) = b.split_at_checked(8)?;
+    Some((u64::from_be_bytes(head.try_into().ok()?), rest))
+}
+
+fn read_id_key(b: &[u8]) -> Option<(IdKey, &[u8])> {
+    let (key_id, rest) = read_u64(b)?;
+    let (key, rest) = rest.split_at_checked(32)?;
+    Some((
+        IdKey {
+            key_id,
+            key: ChallengeKey(key.try_into().ok()?),
+        },
+        rest,
+    ))
+}
+
+/// Parses `GET /v1/challenge-key`'s body: `{"keyId": u64, "key": "<64 hex>", "notAfter": u64}`.
+/// The error never quotes the key.
+pub fn parse_key_response(body: &[u8]) -> Result<(IdKey, u64), &'static str> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| "body is not JSON")?;
+    let key_id = v
+        .get("keyId")
+        .and_then(Value::as_u64)
+        .ok_or("keyId missing or not a number")?;
+    let not_after = v
+        .get("notAfter")
+        .and_then(Value::as_u64)
+        .ok_or("notAfter missing or not a number")?;
+    let key = v
+        .get("key")
+        .and_then(Value::as_str)
+        .ok_or("key missing or not a string")?;
+    let key = ChallengeKey::from_hex(key).map_err(|_| "key is not 64 hex digits")?;
+    Ok((IdKey { key_id, key }, not_after))
+}
+
+/// Lease value: its expiry in unix seconds.
+pub fn encode_lease(until: u64) -> [u8; 8] {
+    until.to_be_bytes()
+}
+
+/// Whether a lease (as stored) is still held at `now`. Unreadable leases are free.
+pub fn lease_held(bytes: Option<&[u8]>, now: u64) -> bool {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .is_some_and(|b| u64::from_be_bytes(b) > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idk(id: u64, b: u8) -> IdKey {
+        IdKey {
+            key_id: id,
+            key: ChallengeKey([b; 32]),
+        }
+    }
+
+    #[test]
+    fn ring_round_trips_with_and_without_previous() {
+        let r1 = KeyRing::rotate(None, idk(5, 1), 100);
+        assert_eq!(KeyRing::decode(&r1.encode()), Some(r1.clone()));
+        let r2 = KeyRing::rotate(Some(&r1), idk(6, 2), 200);
+        assert_eq!(r2.previous, Some(idk(5, 1)));
+        assert_eq!(KeyRing::decode(&r2.encode()), Some(r2.clone()));
+        // Same id again: previous is kept, not replaced by the same key.
+        let r3 = KeyRing::rotate(Some(&r2), idk(6, 2), 210);
+        assert_eq!(r3.previous, Some(idk(5, 1)));
+        assert_eq!(r3.for_id(5), Some(&idk(5, 1)));
+        assert_eq!(r3.for_id(6), Some(&idk(6, 2)));
+        assert_eq!(r3.for_id(4), None);
+    }
+
+    #[test]
+    fn stale_key_stops_issuing_after_the_grace() {
+        let r = KeyRing::rotate(None, idk(5, 1), 100);
+        assert!(!r.refresh_due(99));
+        assert!(r.refresh_due(100));
+        assert!(r.issuing(100 + ISSUE_GRACE_SECS - 1).is_some());
+        assert!(r.issuing(100 + ISSUE_GRACE_SECS).is_none());
+        let far = KeyRing::rotate(None, idk(5, 1), u64::MAX);
+        assert!(far.issuing(u64::MAX - 1).is_some());
+    }
+
+    #[test]
+    fn key_response_parses_and_errors_do_not_quote_the_key() {
+        let body = br#"{"keyId":7,"key":"0101010101010101010101010101010101010101010101010101010101010101","notAfter":99}"#;
+        let (k, na) = parse_key_response(body).unwrap();
+        assert_eq!((k.key_id, na), (7, 99));
+        assert_eq!(k.key, ChallengeKey([1; 32]));
+        let bad = br#"{"keyId":7,"key":"secretsecret","notAfter":99}"#;
+        let e = parse_key_response(bad).unwrap_err();
+        assert!(!e.contains("secret"));
+        for b in [
+            &b""[..],
+            b"{}",
+            b"[]",
+            br#"{"keyId":-1,"key":"00","notAfter":1}"#,
+        ] {
+            assert!(parse_key_response(b).is_err());
+        }
+    }
+
+    #[test]
+    fn leases() {
+        assert!(!lease_held(None, 5));
+        assert!(!lease_held(Some(&encode_lease(5)), 5));
+        assert!(lease_held(Some(&encode_lease(6)), 5));
+        assert!(!lease_held(Some(b"junk"), 5));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_of_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..120)) {
+            let _ = KeyRing::decode(&bytes);
+            let _ = parse_key_response(&bytes);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Request context: hands each callback to the core [`Flow`] with a [`Host`] over hostcalls.
+
+use super::VmShared;
+use crate::flow::{Flow, Host, Level, Next};
+use crate::keys::{self, KeyRing};
+use crate::metrics::Metric;
+use crate::sidecar::{self, Call};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use std::rc::Rc;
+
+pub struct Http {
+    context_id: u32,
+    shared: Option<Rc<VmShared>>,
+    flow: Option<Flow>,
+}
+
+impl Http {
+    pub fn new(context_id: u32, shared: Option<Rc<VmShared>>) -> Http {
+        let flow = shared.as_ref().map(|s| Flow::new(Rc::clone(&s.cfg)));
+        Http {
+            context_id,
+            shared,
+            flow,
+        }
+    }
+
+    fn parts(&mut self) -> Option<(&mut Flow, WasmHost<'_>)> {
+        let shared = self.shared.as_deref()?;
+        let flow = self.flow.as_mut()?;
+        Some((
+            flow,
+            WasmHost {
+                shared,
+                context_id: self.context_id,
+            },
+        ))
+    }
+}
+
+/// [`Host`] over hostcalls for one request.
+struct WasmHost<'a> {
+    shared: &'a VmShared,
+    context_id: u32,
+}
+
+impl Host for WasmHost<'_> {
+    fn now_unix(&self) -> u64 {
+        super::now_unix()
+    }
+
+    fn request_header(&self, name: &str) -> Option<Vec<u8>> {
+        hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn remove_request_header(&mut self, name: &str) {
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
+    }
+
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+    }
+
+    fn key_ring(&mut self) -> Option<KeyRing> {
+        let now = self.now_unix();
+        let cached = self.shared.cache.borrow().clone();
+        if let Some(ring) = cached.filter(|r| r.issuing(now).is_some()) {
+            return Some(ring);
+        }
+        // The root syncs once per tick; between ticks read the shared copy directly.
+        let key = format!(
+            "{}{}",
+            keys::SHARED_KEY_PREFIX,
+            self.shared.cfg.sidecar.cluster
+        );
+        let (bytes, _) = hostcalls::get_shared_data(&key).ok()?;
+        let ring = KeyRing::decode(&bytes?)?;
+        *self.shared.cache.borrow_mut() = Some(ring.clone());
+        Some(ring)
+    }
+
+    fn random_nonce(&mut self) -> Option<[u8; 16]> {
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).ok()?;
+        Some(nonce)
+    }
+
+    fn dispatch(&mut self, call: &Call) -> Result<u32, String> {
+        super::dispatch(call)
+    }
+
+    fn dispatch_detached(&mut self, call: &Call) -> Result<(), String> {
+        // Make the call on behalf of the root context so that it survives this stream: Envoy
+        // cancels a context's pending calls when the context goes away.
+        let switched = hostcalls::set_effective_context(self.shared.root_id).is_ok();
+        let result = super::dispatch(call);
+        if switched {
+            let _ = hostcalls::set_effective_context(self.context_id);
+        }
+        match result {
+            Ok(_) => {
+                self.count(Metric::OutcomesReported);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {
+        let _ = hostcalls::send_http_response(status, headers.to_vec(), Some(body));
+    }
+
+    fn resume_request(&mut self) {
+        let _ = hostcalls::resume_http_request();
+    }
+
+    fn count(&mut self, metric: Metric) {
+        self.shared.metrics.count(metric);
+    }
+
+    fn log_enabled(&self, level: Level) -> bool {
+        self.shared.metrics.log.enabled(level)
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.shared.metrics.log.log(level, message);
+    }
+}
+
+impl Context for Http {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let Some((flow, mut host)) = self.parts() else {
+            return;
+        };
+        let status = super::call_status();
+        let verdict = hostcalls::get_map_value_bytes(
+            MapType::HttpCallResponseHeaders,
+            sidecar::VERDICT_HEADER,
+        )
+        .ok()
+        .flatten();
+        let body = super::call_body(body_size);
+        flow.on_sidecar_answer(
+            &mut host,
+            token_id,
+            status,
+            verdict.as_deref(),
+            body.as_deref(),
+        );
+    }
+}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        match self.parts() {
+            Some((flow, mut host)) => match flow.on_request_headers(&mut host) {
+                Next::Continue => Action::Continue,
+                Next::Pause => Action::Pause,
+            },
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if let Some((flow, mut host)) = self.parts() {
+            let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .and_then(|s| s.trim().parse().ok());
+            flow.on_response_headers(&mut host, status);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        if let Some((flow, mut host)) = self.parts() {
+            flow.on_done(&mut host);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The proxy-wasm layer: translates Envoy callbacks into calls on the core modules and the
+//! core's [`Host`](crate::flow::Host) / [`RootHost`](crate::keeper::RootHost) requests into
+//! hostcalls. Hostcalls are used through `proxy_wasm::hostcalls` (which return `Result`), not
+//! the SDK's trait helpers, which `unwrap()` and would trap the VM on a host error.
+
+pub mod http_context;
+pub mod root_context;
+
+use crate::config::Config;
+use crate::flow::Level;
+use crate::keeper::KeyCache;
+use crate::metrics::Metric;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{LogLevel, MetricType};
+use std::rc::Rc;
+
+/// What a VM's root context shares with its request contexts.
+pub struct VmShared {
+    pub cfg: Rc<Config>,
+    pub cache: KeyCache,
+    pub metrics: Metrics,
+    pub root_id: u32,
+}
+
+/// Metric ids, defined once per VM.
+#[derive(Default)]
+pub struct Metrics {
+    ids: Vec<Option<u32>>,
+    pub log: LogGate,
+}
+
+impl Metrics {
+    pub fn define() -> Metrics {
+        let ids = Metric::all()
+            .into_iter()
+            .map(|m| hostcalls::define_metric(MetricType::Counter, &m.name()).ok())
+            .collect();
+        Metrics {
+            ids,
+            log: LogGate::from_host(),
+        }
+    }
+
+    pub fn count(&self, metric: Metric) {
+        if let Some(Some(id)) = self.ids.get(metric.index()) {
+            let _ = hostcalls::increment_metric(*id, 1);
+        }
+    }
+}
+
+/// The host's log level for this plugin, read once: logs below it are never formatted.
+#[derive(Clone, Copy)]
+pub struct LogGate {
+    min: Level,
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        LogGate { min: Level::Info }
+    }
+}
+
+impl LogGate {
+    pub fn from_host() -> LogGate {
+        let min = match hostcalls::get_log_level() {
+            Ok(LogLevel::Trace | LogLevel::Debug) => Level::Debug,
+            Ok(LogLevel::Info) => Level::Info,
+            Ok(LogLevel::Warn) => Level::Warn,
+            Ok(LogLevel::Error | LogLevel::Critical) => Level::Error,
+            Err(_) => Level::Info,
+        };
+        LogGate { min }
+    }
+
+    pub fn enabled(&self, level: Level) -> bool {
+        level >= self.min
+    }
+
+    pub fn log(&self, level: Level, message: &str) {
+        if self.enabled(level) {
+            log(level, message);
+        }
+    }
+}
+
+/// Logs unconditionally (the host filters again).
+pub fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Debug => LogLevel::Debug,
+        Level::Info => LogLevel::Info,
+        Level::Warn => LogLevel::Warn,
+        Level::Error => LogLevel::Error,
+    };
+    let _ = hostcalls::log(level, message);
+}
+
+/// Current unix time in seconds (0 if the host cannot tell, which makes keys look stale:
+/// fail closed).
+pub fn now_unix() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `dispatch_http_call` for a core [`Call`](crate::sidecar::Call).
+pub fn dispatch(call: &crate::sidecar::Call) -> Result<u32, String> {
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    hostcalls::dispatch_http_call(
+        &call.cluster,
+        headers,
+        call.body.as_deref(),
+        vec![],
+        call.timeout,
+    )
+    .map_err(|s| format!("{s:?}"))
+}
+
+/// The status of an HTTP call's answer.
+pub fn call_status() -> Option<u32> {
+    hostcalls::get_map_value(
+        proxy_wasm::types::MapType::HttpCallResponseHeaders,
+        ":status",
+    )
+    .ok()
+    .flatten()
+    .and_then(|s| s.trim().parse().ok())
+}
+
+/// The body of an HTTP call's answer, capped.
+pub fn call_body(size: usize) -> Option<Vec<u8>> {
+    let size = size.min(crate::sidecar::MAX_RESPONSE_BODY);
+    if size == 0 {
+        return None;
+    }
+    hostcalls::get_buffer(proxy_wasm::types::BufferType::HttpCallResponseBody, 0, size)
+        .ok()
+        .flatten()
+}
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|context_id| Box::new(root_context::Root::new(context_id)));
+}}

@@ -1,0 +1,142 @@
+//! Root context: parses the configuration, defines the metrics, keeps the challenge key, and
+//! creates request contexts.
+
+use super::http_context::Http;
+use super::{Metrics, VmShared};
+use crate::config;
+use crate::flow::Level;
+use crate::keeper::{KeyCache, KeyKeeper, RootHost};
+use crate::metrics::Metric;
+use crate::sidecar::Call;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType};
+use std::rc::Rc;
+use std::time::Duration;
+
+const TICK: Duration = Duration::from_secs(1);
+
+pub struct Root {
+    context_id: u32,
+    shared: Option<Rc<VmShared>>,
+    keeper: Option<KeyKeeper>,
+}
+
+impl Root {
+    pub fn new(context_id: u32) -> Root {
+        Root {
+            context_id,
+            shared: None,
+            keeper: None,
+        }
+    }
+}
+
+/// [`RootHost`] over hostcalls.
+struct Host<'a> {
+    metrics: &'a Metrics,
+}
+
+impl RootHost for Host<'_> {
+    fn now_unix(&self) -> u64 {
+        super::now_unix()
+    }
+
+    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        // CAS 0 means "no CAS check" to the host; a missing key has no CAS.
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+
+    fn dispatch(&mut self, call: &Call) -> Result<u32, String> {
+        super::dispatch(call)
+    }
+
+    fn count(&mut self, metric: Metric) {
+        self.metrics.count(metric);
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.metrics.log.log(level, message);
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        let (Some(shared), Some(keeper)) = (self.shared.as_ref(), self.keeper.as_mut()) else {
+            return;
+        };
+        if keeper.owns(token_id) {
+            let status = super::call_status();
+            let body = super::call_body(body_size);
+            let mut host = Host {
+                metrics: &shared.metrics,
+            };
+            keeper.on_answer(&mut host, token_id, status, body.as_deref());
+        }
+    }
+}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let cfg = match config::parse(&bytes) {
+            Ok(c) => Rc::new(c),
+            Err(e) => {
+                super::log(
+                    Level::Error,
+                    &format!("nanogate: invalid plugin configuration: {e}"),
+                );
+                return false;
+            }
+        };
+        let cache = KeyCache::default();
+        let shared = Rc::new(VmShared {
+            cfg: Rc::clone(&cfg),
+            cache: Rc::clone(&cache),
+            metrics: Metrics::define(),
+            root_id: self.context_id,
+        });
+        let mut keeper = KeyKeeper::new(cfg, cache);
+        keeper.tick(&mut Host {
+            metrics: &shared.metrics,
+        });
+        self.keeper = Some(keeper);
+        self.shared = Some(shared);
+        let _ = hostcalls::set_tick_period(TICK);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let (Some(shared), Some(keeper)) = (self.shared.as_ref(), self.keeper.as_mut()) {
+            keeper.tick(&mut Host {
+                metrics: &shared.metrics,
+            });
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None`: the SDK panics on it. Unconfigured → a context that passes everything.
+        Some(Box::new(Http::new(context_id, self.shared.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
