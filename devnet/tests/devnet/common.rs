@@ -38,10 +38,6 @@ impl Rpc {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// POSTs a request; asserts HTTP 200 and a JSON body.
     pub async fn call(&self, req: Value) -> Value {
         let resp = self.client.post(&self.url).json(&req).send().await.unwrap();

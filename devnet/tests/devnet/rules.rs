@@ -240,12 +240,10 @@ async fn balance_and_amount_delta_mismatch() {
         "Balance and amount delta do not match"
     );
     // The mismatch is found before insufficient work.
-    let greedy_weak = almost(blocks::open(&key(2), send.hash(), XNO));
     let send2 = genesis_send(&d, &rpc, key(2).public_key(), 2 * XNO).await;
-    let greedy_weak2 = almost(blocks::open(&key(2), send2.hash(), XNO));
-    drop(greedy_weak);
+    let greedy_weak = almost(blocks::open(&key(2), send2.hash(), XNO));
     assert_eq!(
-        rpc.process_err(&greedy_weak2, None).await,
+        rpc.process_err(&greedy_weak, None).await,
         "Balance and amount delta do not match"
     );
     // A valid change is accepted.
