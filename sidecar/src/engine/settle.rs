@@ -267,6 +267,7 @@ impl Engine {
                 nonce: c.nonce.clone(),
                 now: as_i64(super::unix_now()),
                 valid_before: as_i64(c.valid_before),
+                outcome: c.final_on_consume.then_some(200),
             })
             .await;
         self.metrics.store_op("consume", t.elapsed());

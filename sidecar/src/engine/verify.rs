@@ -49,6 +49,8 @@ pub(crate) struct Checked {
     pub spent_key: String,
     /// `network:ACCOUNT:PREVIOUS`.
     pub frontier_key: String,
+    /// Settled through the facilitator API: final at once, never redeemed again.
+    pub final_on_consume: bool,
 }
 
 /// What verification concluded.
@@ -264,6 +266,7 @@ impl Engine {
             pay_to,
             nonce,
             valid_before,
+            final_on_consume: input.binding == BindingPolicy::Facilitator,
         })
     }
 

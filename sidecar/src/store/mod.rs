@@ -101,6 +101,9 @@ pub struct Consumption {
     pub nonce: Option<String>,
     pub now: i64,
     pub valid_before: i64,
+    /// The outcome recorded at once: `Some(200)` makes the settlement final (facilitator
+    /// settlements, which have no outcome report); `None` waits for the filter's report.
+    pub outcome: Option<i64>,
 }
 
 /// When a receipt may be redeemed again (invariant 5).

@@ -252,11 +252,12 @@ impl Store for PgStore {
             }
             sqlx::query(
                 "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, \
-                 admitted_at, valid_before) VALUES ($1, $2, $3, NULL, 0, $4, $5)",
+                 admitted_at, valid_before) VALUES ($1, $2, $3, $4, 0, $5, $6)",
             )
             .bind(&c.receipt)
             .bind(&c.spent_key)
             .bind(&c.nonce)
+            .bind(c.outcome)
             .bind(c.now)
             .bind(c.valid_before)
             .execute(&mut *tx)

@@ -216,11 +216,12 @@ impl Store for SqliteStore {
             }
             sqlx::query(
                 "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, \
-                 admitted_at, valid_before) VALUES (?, ?, ?, NULL, 0, ?, ?)",
+                 admitted_at, valid_before) VALUES (?, ?, ?, ?, 0, ?, ?)",
             )
             .bind(&c.receipt)
             .bind(&c.spent_key)
             .bind(&c.nonce)
+            .bind(c.outcome)
             .bind(c.now)
             .bind(c.valid_before)
             .execute(&mut *tx)
