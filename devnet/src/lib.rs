@@ -10,7 +10,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See `README.md` beside this crate for the RPC actions, fault injection, the state file and
+//! See `devnet/README.md` for the RPC actions, fault injection, the state file and
 //! where this ledger knowingly differs from nano-node and from the recorded RsNano node.
 
 pub mod blocks;
