@@ -6,7 +6,7 @@ mod node_mock;
 
 use nanogate_protocol::nano::BlockHash;
 use nanogate_sidecar::node::{
-    LedgerRejection, NodeClient, NodeConfig, NodeError, NodeMetrics, ProcessResult,
+    redact_url, LedgerRejection, NodeClient, NodeConfig, NodeError, NodeMetrics, ProcessResult,
 };
 use node_mock::{block_info_json, closed_port, genesis_key, merchant, mock_rpc, send_block, Reply};
 use serde_json::{json, Value};
@@ -479,4 +479,19 @@ async fn clones_share_the_preferred_node() {
     a.version().await.unwrap();
     b.version().await.unwrap();
     assert_eq!(rec.errors.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn errors_and_logs_name_nodes_without_credentials() {
+    assert_eq!(
+        redact_url("https://user:pw@node.example:7076/rpc?key=abc"),
+        "https://node.example:7076"
+    );
+    assert_eq!(redact_url("ws://127.0.0.1:47000"), "ws://127.0.0.1:47000");
+    let dead = closed_port("http").await;
+    let client = NodeClient::new(&cfg(vec![format!("{dead}/rpc?key=sekrit")]));
+    let err = client.version().await.unwrap_err();
+    assert!(err.is_unavailable());
+    assert!(!err.to_string().contains("sekrit"), "{err}");
+    assert!(!format!("{client:?}").contains("sekrit"));
 }

@@ -126,9 +126,9 @@ async fn confirmation_arrives_by_push_without_polling_delay() {
         }
         other => panic!("expected Confirmed, got {other:?}"),
     }
-    // Generous bound: the push path involves no sleeping at all.
-    assert!(latency < Duration::from_millis(200), "{latency:?}");
-    // Only the initial check went to the RPC.
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    // Generous bound (noisy CI); the push path involves no sleeping at all, and the proof
+    // that the push (not a poll) answered is that only the initial check went to the RPC.
     assert_eq!(block_info_polls(&node), 1);
 
     let ev = events.recv().await.unwrap();
@@ -154,7 +154,7 @@ async fn push_before_the_wait_is_not_lost() {
         .await
         .unwrap();
     assert!(matches!(r, WaitOutcome::Confirmed(_)), "{r:?}");
-    assert!(t0.elapsed() < Duration::from_millis(200));
+    assert!(t0.elapsed() < Duration::from_secs(1));
 }
 
 #[tokio::test]
@@ -400,7 +400,7 @@ async fn already_confirmed_returns_at_once() {
         .await
         .unwrap();
     assert!(matches!(r, WaitOutcome::Confirmed(_)));
-    assert!(t0.elapsed() < Duration::from_millis(500));
+    assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]

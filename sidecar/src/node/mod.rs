@@ -78,10 +78,24 @@ impl NodeConfig {
     }
 }
 
+/// `scheme://host:port` of a node URL, for logs and error messages: credentials, paths and
+/// query strings (where some providers put API keys) are dropped.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if scheme.is_empty() {
+        host.to_owned()
+    } else {
+        format!("{scheme}://{host}")
+    }
+}
+
 /// Why a node call failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NodeError {
-    /// Every node was tried and none gave a usable answer: "ledger unavailable".
+    /// Every node was tried and none gave a usable answer: "ledger unavailable". `last` names
+    /// the last node by [`redact_url`] only.
     #[error("no Nano node available ({tried} attempts; last: {last})")]
     Unavailable { tried: usize, last: String },
     /// A node answered `{"error": …}` where that is not a normal outcome.
@@ -100,7 +114,8 @@ impl NodeError {
 }
 
 /// Per-node observations for the engine to map onto its metrics. Implementations must be cheap
-/// and must not block: they are called on the request path.
+/// and must not block: they are called on the request path. URLs are passed as configured:
+/// label them with [`redact_url`] (or coarser) before they reach a metric.
 pub trait NodeMetrics: Send + Sync + 'static {
     /// A call to `node_url` failed (refused, timed out, non-200, non-JSON); failover follows.
     fn on_rpc_error(&self, node_url: &str, action: &str);

@@ -3,8 +3,8 @@
 
 use super::json::{self, Obj};
 use super::{
-    AccountInfo, BlockInfo, LedgerRejection, NodeConfig, NodeError, NodeMetrics, ProcessResult,
-    VersionInfo,
+    redact_url, AccountInfo, BlockInfo, LedgerRejection, NodeConfig, NodeError, NodeMetrics,
+    ProcessResult, VersionInfo,
 };
 use nanogate_protocol::nano::work::difficulty as work_difficulty;
 use nanogate_protocol::nano::{BlockHash, PublicKey, StateBlock};
@@ -27,6 +27,8 @@ pub struct NodeClient {
 struct Inner {
     http: reqwest::Client,
     nodes: Vec<String>,
+    /// `redact_url` of each node, for logs and errors.
+    labels: Vec<String>,
     /// Index of the node that last gave a usable answer: every call starts there.
     preferred: Arc<AtomicUsize>,
     call_timeout: Duration,
@@ -39,7 +41,7 @@ struct Inner {
 impl std::fmt::Debug for NodeClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeClient")
-            .field("nodes", &self.inner.nodes)
+            .field("nodes", &self.inner.labels)
             .field("call_timeout", &self.inner.call_timeout)
             .finish_non_exhaustive()
     }
@@ -77,6 +79,7 @@ impl NodeClient {
             inner: Arc::new(Inner {
                 http,
                 nodes: cfg.rpc_urls.clone(),
+                labels: cfg.rpc_urls.iter().map(|u| redact_url(u)).collect(),
                 preferred: Arc::new(AtomicUsize::new(0)),
                 call_timeout: cfg.call_timeout,
                 work_timeout: cfg.call_timeout.max(Duration::from_secs(30)),
@@ -92,6 +95,7 @@ impl NodeClient {
         let mut inner = Inner {
             http: i.http.clone(),
             nodes: i.nodes.clone(),
+            labels: i.labels.clone(),
             preferred: i.preferred.clone(),
             call_timeout: i.call_timeout,
             work_timeout: i.work_timeout,
@@ -310,7 +314,7 @@ impl NodeClient {
             let start = inner.preferred.load(Ordering::Relaxed) % n;
             for k in 0..n {
                 let idx = (start + k) % n;
-                let Some(url) = inner.nodes.get(idx) else {
+                let (Some(url), Some(label)) = (inner.nodes.get(idx), inner.labels.get(idx)) else {
                     continue;
                 };
                 tried += 1;
@@ -318,7 +322,7 @@ impl NodeClient {
                 match self.attempt(url, &body, timeout).await {
                     Ok(obj) => {
                         let secs = t0.elapsed().as_secs_f64();
-                        debug!(node = %url, action, secs, "rpc ok");
+                        debug!(node = %label, action, secs, "rpc ok");
                         if let Some(m) = &inner.metrics {
                             m.on_rpc_latency(action, secs);
                         }
@@ -326,11 +330,11 @@ impl NodeClient {
                         return Ok(obj);
                     }
                     Err(e) => {
-                        debug!(node = %url, action, error = %e.detail, "rpc attempt failed");
+                        debug!(node = %label, action, error = %e.detail, "rpc attempt failed");
                         if let Some(m) = &inner.metrics {
                             m.on_rpc_error(url, action);
                         }
-                        last = format!("{url}: {}", e.detail);
+                        last = format!("{label}: {}", e.detail);
                         if mode == Mode::Once && !e.not_sent {
                             // The node may have applied it: never re-send elsewhere.
                             return Err(NodeError::Unavailable { tried, last });

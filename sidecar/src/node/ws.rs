@@ -4,6 +4,7 @@
 
 use super::confirm::{Cmd, ConfirmTimings, ConfirmedBlock, Hub};
 use super::json::{as_u64, short};
+use super::redact_url;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -57,12 +58,12 @@ pub(crate) async fn run(
                 End::Dropped { subscribed, reason } => {
                     hub.set_status(url, false);
                     if subscribed {
-                        info!(ws = %url, %reason, "confirmation WebSocket lost; reconnecting");
+                        info!(ws = %redact_url(url), %reason, "confirmation WebSocket lost; reconnecting");
                         had_subscription = true;
                         start = idx;
                         break;
                     }
-                    debug!(ws = %url, %reason, "confirmation WebSocket unavailable");
+                    debug!(ws = %redact_url(url), %reason, "confirmation WebSocket unavailable");
                 }
             }
         }
@@ -145,7 +146,7 @@ async fn session(
             },
         }
     }
-    debug!(ws = %url, accounts = accounts.len(), "subscribed to confirmations");
+    debug!(ws = %redact_url(url), accounts = accounts.len(), "subscribed to confirmations");
     hub.set_status(url, true);
 
     let mut ping = tokio::time::interval_at(Instant::now() + t.ping_interval, t.ping_interval);
@@ -191,7 +192,7 @@ async fn session(
                     "id": SUBSCRIPTION_ID,
                     "options": options,
                 });
-                debug!(ws = %url, added = add.len(), removed = del.len(), "updating the account filter");
+                debug!(ws = %redact_url(url), added = add.len(), removed = del.len(), "updating the account filter");
                 if let Err(e) = ws.send(Message::text(update.to_string())).await {
                     return dropped(true, e);
                 }
