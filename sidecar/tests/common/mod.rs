@@ -102,6 +102,17 @@ impl Db {
     }
 }
 
+impl Drop for Db {
+    /// Removes SQLite files even when a test panics (PostgreSQL schemas need `cleanup`).
+    fn drop(&mut self) {
+        if let Db::Sqlite(p) = self {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+            }
+        }
+    }
+}
+
 pub fn config(rpc: Vec<String>, ws: Vec<String>, db: &Db) -> Config {
     let mut c = Config {
         network: NETWORK.into(),
