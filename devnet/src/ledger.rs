@@ -410,7 +410,19 @@ impl Ledger {
     /// with a gap is kept as unchecked and applied once its dependency is confirmed (see
     /// `drain_unchecked`), as the recorded node did.
     pub fn process(&mut self, block: &StateBlock, now_ms: u64) -> Result<BlockHash, ProcessError> {
-        self.process_with(block, now_ms, false)
+        let signature_valid = block.signature_valid();
+        self.process_checked(block, now_ms, signature_valid)
+    }
+
+    /// Like `process`, with the signature verdict computed by the caller (so the costly
+    /// verification can run outside the ledger lock). The rule order is unchanged.
+    pub fn process_checked(
+        &mut self,
+        block: &StateBlock,
+        now_ms: u64,
+        signature_valid: bool,
+    ) -> Result<BlockHash, ProcessError> {
+        self.run(block, now_ms, signature_valid, false)
     }
 
     /// Like `process`, but skips the signature check (for `--fund` opens and state-file replay).
@@ -420,7 +432,18 @@ impl Ledger {
         now_ms: u64,
         trusted: bool,
     ) -> Result<BlockHash, ProcessError> {
-        match self.apply(block, now_ms, trusted) {
+        let signature_valid = block.signature_valid();
+        self.run(block, now_ms, signature_valid, trusted)
+    }
+
+    fn run(
+        &mut self,
+        block: &StateBlock,
+        now_ms: u64,
+        signature_valid: bool,
+        trusted: bool,
+    ) -> Result<BlockHash, ProcessError> {
+        match self.apply(block, now_ms, signature_valid, trusted) {
             Ok(hash) => Ok(hash),
             Err((err, Some(dependency))) => {
                 self.add_unchecked(dependency, block.clone());
@@ -453,7 +476,8 @@ impl Ledger {
             };
             self.unchecked_count = self.unchecked_count.saturating_sub(waiting.len());
             for b in waiting {
-                match self.apply(&b, now_ms, false) {
+                let signature_valid = b.signature_valid();
+                match self.apply(&b, now_ms, signature_valid, false) {
                     Ok(h) => {
                         added.push(h);
                         queue.push(h);
@@ -471,13 +495,14 @@ impl Ledger {
         &mut self,
         block: &StateBlock,
         now_ms: u64,
+        signature_valid: bool,
         trusted: bool,
     ) -> Result<BlockHash, (ProcessError, Option<BlockHash>)> {
         let hash = block.hash();
         if self.blocks.contains_key(&hash) {
             return Err((ProcessError::Old, None));
         }
-        if !trusted && !block.signature_valid() {
+        if !trusted && !signature_valid {
             return Err((ProcessError::BadSignature, None));
         }
         if block.account.is_zero() {
@@ -593,7 +618,7 @@ impl Ledger {
                 source_hash: source.map(|(h, _)| h),
                 destination,
                 receive_hash: None,
-                synthetic: trusted && !block.signature_valid(),
+                synthetic: !signature_valid,
             },
         );
         let info = self

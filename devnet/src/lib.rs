@@ -135,8 +135,9 @@ impl Shared {
     /// Processes a block (ledger rules only; the RPC layer runs its pre-checks first) and
     /// schedules the confirmation of everything added.
     pub(crate) fn process(self: &Arc<Self>, block: &StateBlock) -> Result<BlockHash, ProcessError> {
+        let signature_valid = block.signature_valid();
         let mut l = self.lock();
-        let hash = l.process(block, now_ms())?;
+        let hash = l.process_checked(block, now_ms(), signature_valid)?;
         self.persist(l);
         self.schedule(hash, self.delay);
         Ok(hash)

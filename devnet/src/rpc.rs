@@ -805,12 +805,14 @@ impl Shared {
         subtype: Option<&str>,
         is_async: bool,
     ) -> Result<BlockHash, RpcError> {
+        // Verify outside the lock; the verdict is applied in nano-node's rule order inside.
+        let signature_valid = block.signature_valid();
         let mut l = self.lock();
         if let Some(st) = subtype {
             l.check_subtype(block, st)?;
         }
         Ledger::check_entry_work(block)?;
-        let hash = match l.process(block, now_ms()) {
+        let hash = match l.process_checked(block, now_ms(), signature_valid) {
             Ok(hash) => hash,
             // An async process answers "started" whatever the ledger says.
             Err(_) if is_async => return Ok(block.hash()),
