@@ -1,1 +1,27 @@
-//! Not built yet: see the project's open issues.
+//! Test harness for nanogate's end-to-end suites: real Envoy (spawned from the test process),
+//! a recording upstream, free ports, and template rendering for the bootstrap in `envoy/`.
+//!
+//! Tools are found at `$NANOGATE_ENVOY` (else `<workspace>/.venv/bin/envoy`) and
+//! `$NANOGATE_FILTER_WASM` (else `<workspace>/target/wasm32-wasip1/wasm/nanogate_filter.wasm`).
+//! A missing tool fails the test with a message saying to run `cargo xtask test`; nothing is
+//! skipped.
+
+pub mod envoy;
+pub mod ports;
+pub mod upstream;
+
+use std::path::PathBuf;
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    here.parent().map(PathBuf::from).unwrap_or(here)
+}
+
+/// Reads the test vectors shipped in `tests/vectors/`.
+pub fn vectors(name: &str) -> serde_json::Value {
+    let path = workspace_root().join("tests/vectors").join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}

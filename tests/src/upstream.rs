@@ -1,0 +1,108 @@
+//! A recording upstream: answers every request and keeps its method, path, headers and body so
+//! tests can assert what reached the protected service (e.g. that payment headers were
+//! stripped). A path ending in `/status/<code>` (e.g. `/paid/status/503`) answers with that
+//! status.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// One request as the upstream saw it. Header names are lower case.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Log = Arc<Mutex<Vec<Recorded>>>;
+
+pub struct Upstream {
+    pub port: u16,
+    log: Log,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let (listener, addr) = crate::ports::bind_local().await;
+        let log = Log::default();
+        let app = axum::Router::new().fallback(handle).with_state(log.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Upstream {
+            port: addr.port(),
+            log,
+            stop: Some(stop),
+        }
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+async fn handle(
+    State(log): State<Log>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_owned();
+    let rec = Recorded {
+        method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| path.clone(), |p| p.to_string()),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    if let Ok(mut l) = log.lock() {
+        l.push(rec);
+    }
+    let status = path
+        .rsplit_once("/status/")
+        .and_then(|(_, s)| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let body = serde_json::json!({"upstream": true, "path": path}).to_string();
+    (status, [("content-type", "application/json")], body).into_response()
+}
