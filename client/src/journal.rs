@@ -68,6 +68,11 @@ pub struct JournalEntry {
     pub pay_to: String,
     /// The payment object exactly as sent.
     pub payment: Value,
+    /// Hashes of earlier blocks for this request that the server refused before they reached
+    /// the ledger, signed on the same frontier as this one (so at most one of all of them can
+    /// ever settle). Kept so that if one of them does settle, we report it, not pay again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
 }
 
 impl JournalEntry {
@@ -92,6 +97,7 @@ impl JournalEntry {
             network: payment.network.clone(),
             pay_to: payment.pay_to.clone(),
             payment: payment.json.clone(),
+            superseded: Vec::new(),
         }
     }
 

@@ -12,10 +12,13 @@
 //!    forks the old one (at most one of the two can ever settle). Never twice.
 //! 4. The entry is removed only after a 2xx whose receipt names our block.
 
-use nanogate_protocol::nano::{format_xno, PrivateKey, PublicKey, WorkThresholds, RAW_PER_XNO};
+use nanogate_protocol::nano::{
+    format_xno, BlockHash, PrivateKey, PublicKey, WorkThresholds, RAW_PER_XNO,
+};
 use nanogate_protocol::x402::{decode_header, headers, SettlementResponse};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -262,7 +265,10 @@ pub struct Payer {
     rpc: NodeRpc,
     http: reqwest::Client,
     journal: Journal,
-    version: OnceCell<Option<NodeVersion>>,
+    version: OnceCell<NodeVersion>,
+    /// One fetch at a time per journal key in this process, so two identical concurrent
+    /// requests cannot overwrite each other's journal entry.
+    in_flight: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl fmt::Debug for Payer {
@@ -289,6 +295,7 @@ impl Payer {
             http,
             config,
             version: OnceCell::new(),
+            in_flight: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -318,9 +325,38 @@ impl Payer {
         let method = req.method.to_ascii_uppercase();
         let body = req.body.clone().unwrap_or_default();
         let key = journal_key(&method, url.as_str(), &body);
+        let slot = {
+            let mut map = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(map.entry(key.clone()).or_default())
+        };
+        let result = {
+            let _serial = slot.lock().await;
+            self.fetch_keyed(&req, &url, &key).await
+        };
+        {
+            let mut map = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Ours plus the map's: nobody else is waiting, so forget the slot.
+            if Arc::strong_count(&slot) == 2 {
+                map.remove(&key);
+            }
+        }
+        result
+    }
 
+    async fn fetch_keyed(
+        &self,
+        req: &RequestSpec,
+        url: &reqwest::Url,
+        key: &str,
+    ) -> Result<PaidResponse, PayError> {
         let first = self
-            .send(&req, None)
+            .send(req, None)
             .await
             .map_err(|message| PayError::Http {
                 message,
@@ -339,8 +375,9 @@ impl Payer {
         }
         let mut challenge = parse_challenge(first.header(headers::PAYMENT_REQUIRED), &first.body)?;
         let mut snapshot = None;
+        let mut superseded = Vec::new();
 
-        if let Some(entry) = self.journal.get(&key)? {
+        if let Some(entry) = self.journal.get(key)? {
             let payment = entry.to_payment().map_err(|why| PayError::Journal {
                 path: self.journal.path().display().to_string(),
                 message: format!("entry for `{key}` is unusable ({why}); inspect it by hand"),
@@ -350,69 +387,95 @@ impl Payer {
                 hash: hash.clone(),
                 amount: payment.amount,
             });
-            match self.present(&req, &key, &payment, true).await? {
+            let ours: Vec<String> = std::iter::once(hash.clone())
+                .chain(entry.superseded.iter().cloned())
+                .collect();
+            match self.present(req, key, &payment, &ours, true).await? {
                 Presented::Served(resp) => return Ok(*resp),
                 Presented::Refused {
                     reason,
                     challenge: fresh,
                     ..
                 } => {
-                    // Read the frontier first, then the block (see the module docs).
-                    let info = self.account_info(&payment.block.account).await?;
-                    match self.rpc.block_status(&payment.hash()).await? {
-                        BlockStatus::Confirmed => {
-                            return Err(PayError::PaidButRefused {
-                                hash,
-                                amount: payment.amount,
-                                pay_to: payment.pay_to,
-                                reason,
-                            })
-                        }
-                        BlockStatus::Unconfirmed => {
-                            return Err(PayError::PaymentPending { hash, reason })
-                        }
-                        BlockStatus::NotFound => {
-                            let moved = info.frontier != payment.block.previous;
-                            if !moved && payment.block.account != self.account {
-                                // A new block from *this* account would not conflict with
-                                // the old one, which could still be published: no.
-                                return Err(PayError::PaymentPending {
-                                    hash,
-                                    reason: format!(
-                                        "{reason}; it was signed by {} and could still be \
-                                         published, so paying from another account could pay \
-                                         twice",
-                                        payment.block.account
-                                    ),
-                                });
-                            }
-                            self.progress(Progress::Note(if moved {
-                                format!(
-                                    "server refused {hash} ({reason}); the ledger never saw it \
-                                     and the account moved on: dropping it and paying anew"
-                                )
-                            } else {
-                                format!(
-                                    "server refused {hash} ({reason}); the ledger never saw it: \
-                                     paying anew on the same frontier, so at most one of the two \
-                                     blocks can ever settle"
-                                )
-                            }));
-                            self.journal.remove(&key, &hash)?;
-                            if let Some(c) = fresh {
-                                challenge = c;
-                            }
-                            // Build on what we just read, never on a later view: a later
-                            // frontier could be the old block itself.
-                            if payment.block.account == self.account {
-                                snapshot = Some(info);
-                            }
-                        }
+                    let info = self.ledger_verdict(&payment, &ours, &reason).await?;
+                    let moved = info.frontier != payment.block.previous;
+                    if !moved && payment.block.account != self.account {
+                        // A block from *this* account would not conflict with the old one,
+                        // which could still be published.
+                        return Err(PayError::PaymentPending {
+                            hash,
+                            reason: format!(
+                                "{reason}; it was signed by {} and could still be published, \
+                                 so paying from another account could pay twice",
+                                payment.block.account
+                            ),
+                        });
+                    }
+                    self.progress(Progress::Note(if moved {
+                        format!(
+                            "server refused {hash} ({reason}); the ledger never saw it and the \
+                             account moved on: dropping it and paying anew"
+                        )
+                    } else {
+                        format!(
+                            "server refused {hash} ({reason}); the ledger never saw it: paying \
+                             anew under the new challenge, on the same frontier, so at most one \
+                             block can ever settle (the same terms give the very same block)"
+                        )
+                    }));
+                    if !moved {
+                        // Still publishable by whoever holds it: remember it, so that if it
+                        // ever settles we report it instead of paying a third time.
+                        superseded = ours;
+                    }
+                    if let Some(c) = fresh {
+                        challenge = c;
+                    }
+                    // Build on what we read before asking about the blocks, never on a later
+                    // view: a later frontier could be the old block itself.
+                    if payment.block.account == self.account {
+                        snapshot = Some(info);
                     }
                 }
             }
         }
-        self.pay(&req, &key, &url, &challenge, snapshot).await
+        self.pay(req, key, url, &challenge, snapshot, superseded)
+            .await
+    }
+
+    /// After a refused re-presentation: reads the account, then asks the ledger about every
+    /// block signed for this request. Any confirmed → we paid (error, with its hash); any
+    /// published → wait (error); none → returns the account as read, to build on.
+    async fn ledger_verdict(
+        &self,
+        payment: &SignedPayment,
+        ours: &[String],
+        reason: &str,
+    ) -> Result<AccountInfo, PayError> {
+        let info = self.account_info(&payment.block.account).await?;
+        for h in ours {
+            let Ok(block_hash) = BlockHash::from_hex(h) else {
+                continue;
+            };
+            match self.rpc.block_status(&block_hash).await? {
+                BlockStatus::Confirmed => {
+                    return Err(PayError::PaidButRefused {
+                        hash: h.clone(),
+                        amount: payment.amount,
+                        pay_to: payment.pay_to.clone(),
+                        reason: reason.to_owned(),
+                    })
+                }
+                BlockStatus::Unconfirmed => {
+                    return Err(PayError::PaymentPending {
+                        hash: h.clone(),
+                        reason: reason.to_owned(),
+                    })
+                }
+                BlockStatus::NotFound => {}
+            }
+        }
+        Ok(info)
     }
 
     async fn account_info(&self, account: &PublicKey) -> Result<AccountInfo, PayError> {
@@ -431,6 +494,7 @@ impl Payer {
         url: &reqwest::Url,
         challenge: &Challenge,
         snapshot: Option<AccountInfo>,
+        superseded: Vec<String>,
     ) -> Result<PaidResponse, PayError> {
         let offer = match select_offer(challenge, self.config.max_raw) {
             Ok(o) => o,
@@ -475,11 +539,20 @@ impl Payer {
             work,
         )?;
         let body = req.body.as_deref().unwrap_or_default();
-        self.journal.put(
-            key,
-            JournalEntry::new(&req.method, url.as_str(), body, &payment),
-        )?;
-        match self.present(req, key, &payment, false).await? {
+        let mut entry = JournalEntry::new(&req.method, url.as_str(), body, &payment);
+        // Same frontier, price, payee and representative give the very same block: nothing
+        // to remember then.
+        let new_hash = payment.hash().to_hex();
+        entry.superseded = superseded;
+        entry
+            .superseded
+            .retain(|h| !h.eq_ignore_ascii_case(&new_hash));
+        entry.superseded.dedup();
+        let ours: Vec<String> = std::iter::once(payment.hash().to_hex())
+            .chain(entry.superseded.iter().cloned())
+            .collect();
+        self.journal.put(key, entry)?;
+        match self.present(req, key, &payment, &ours, false).await? {
             Presented::Served(resp) => Ok(*resp),
             Presented::Refused { reason, status, .. } => Err(PayError::Refused {
                 reason,
@@ -492,10 +565,17 @@ impl Payer {
     /// The send threshold: from the node's `version` when it names a network, else from the
     /// offer's network. A node on another known network than the offer is refused.
     async fn thresholds(&self, offer: &Offer) -> Result<WorkThresholds, PayError> {
-        let version = self
-            .version
-            .get_or_init(|| async { self.rpc.version().await.ok() })
-            .await;
+        // Cached once known; a failed `version` (old node, proxy) is asked again next time.
+        let version = match self.version.get() {
+            Some(v) => Some(v.clone()),
+            None => match self.rpc.version().await {
+                Ok(v) => {
+                    let _ = self.version.set(v.clone());
+                    Some(v)
+                }
+                Err(_) => None,
+            },
+        };
         let implied = expected_node_network(&offer.network);
         let node = version.as_ref().and_then(NodeVersion::network);
         match (implied, node) {
@@ -539,6 +619,7 @@ impl Payer {
         req: &RequestSpec,
         key: &str,
         payment: &SignedPayment,
+        ours: &[String],
         re_presented: bool,
     ) -> Result<Presented, PayError> {
         let hash = payment.hash().to_hex();
@@ -592,9 +673,10 @@ impl Payer {
             }
             None => None,
         };
-        let matches = receipt
-            .as_ref()
-            .is_some_and(|r| r.success && r.transaction.eq_ignore_ascii_case(&hash));
+        // Our block, or one it superseded on the same frontier (only one can have settled).
+        let matches = receipt.as_ref().is_some_and(|r| {
+            r.success && ours.iter().any(|h| r.transaction.eq_ignore_ascii_case(h))
+        });
         let success = (200..300).contains(&resp.status);
         if success && matches {
             self.journal.remove(key, &hash)?;

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use nanogate_client::{
-    build_payment, parse_challenge, select_offer, usable_offer, AccountInfo, ChallengeVersion,
-    JournalEntry, PayError, Payer, Progress, RequestSpec, SignedPayment,
+    build_payment, parse_challenge, select_offer, AccountInfo, JournalEntry, PayError, Payer,
+    Progress, RequestSpec,
 };
 use nanogate_devnet::blocks;
 use nanogate_protocol::nano::{BlockHash, PrivateKey, RAW_PER_XNO};
@@ -220,39 +220,15 @@ async fn confirmed_but_refused_is_reported_and_not_paid_again() {
 #[tokio::test]
 async fn never_published_block_is_dropped_once_the_frontier_moved_on() {
     let f = Fixture::start("stale-entry").await;
-    let key = payer_key();
-    let me = key.public_key();
-    let acct = f.devnet.ledger().account(&me).unwrap();
-    let info = AccountInfo {
-        frontier: acct.frontier,
-        balance: acct.balance,
-        representative: acct.representative,
-    };
-    // A journalled payment for /paid that was signed but never published…
-    let offer = f.shop.state.pay_to.to_address();
-    let raw = serde_json::json!({"scheme": "exact", "network": NETWORK, "asset": "XNO",
-        "amount": PRICE.to_string(), "payTo": offer, "maxTimeoutSeconds": 30,
-        "extra": {"validBefore": 1, "nonce": "00000000000000000000000000000000", "keyId": 1,
-                  "mac": "00".repeat(32)}});
-    let o = usable_offer(0, &raw).unwrap();
-    let work = nanogate_protocol::nano::work::generate(
-        &info.frontier.0,
-        nanogate_protocol::nano::WorkThresholds::DEV.send(),
-    );
-    let stale =
-        SignedPayment::new(ChallengeVersion::V2, &o, None, None, &info, &key, work).unwrap();
     let url = f.url("/paid");
     let payer = f.payer();
-    payer
-        .journal()
-        .put(
-            &nanogate_client::journal_key("GET", &url, b""),
-            JournalEntry::new("GET", &url, b"", &stale),
-        )
-        .unwrap();
+    // A journalled payment that was signed but never published…
+    let stale = journal_unpublishable(&f, &payer, &url);
     // …and then the account moved on (a send elsewhere).
+    let key = payer_key();
+    let acct = f.devnet.ledger().account(&key.public_key()).unwrap();
     let other = PrivateKey::from_bytes([5; 32]).public_key();
-    let elsewhere = blocks::send(&key, info.frontier, info.balance, other, 7);
+    let elsewhere = blocks::send(&key, acct.frontier, acct.balance, other, 7);
     f.devnet.ledger().process(&elsewhere).unwrap();
     let before = f.balance();
 
@@ -266,6 +242,149 @@ async fn never_published_block_is_dropped_once_the_frontier_moved_on() {
     assert!(f.events().iter().any(
         |p| matches!(p, Progress::Note(n) if n.contains("never saw it") && n.contains("moved on"))
     ));
+    assert!(payer.journal().entries().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn refused_unpublished_block_on_the_same_frontier_is_paid_under_a_fresh_challenge() {
+    let f = Fixture::start("same-frontier").await;
+    let url = f.url("/paid");
+    let payer = f.payer();
+    let old = journal_unpublishable(&f, &payer, &url);
+    let before = f.balance();
+    let resp = payer.fetch(RequestSpec::get(&url)).await.unwrap();
+    assert_eq!(resp.status, 200);
+    // Same frontier, price, payee and representative: the very same block (a send is
+    // deterministic), now under the server's fresh challenge.
+    assert_eq!(resp.payment.unwrap().hash, old.hash().to_hex());
+    let (_, sent) = f.shop.state.last_payment.lock().unwrap().clone().unwrap();
+    assert_ne!(sent["accepted"], old.json["accepted"]);
+    assert_eq!(
+        sent["accepted"],
+        f.shop.state.last_offer.lock().unwrap().clone().unwrap()
+    );
+    assert_eq!(f.balance(), before - PRICE);
+    assert_eq!(f.shop.state.settlements.load(Ordering::SeqCst), 1);
+    assert!(payer.journal().entries().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn superseded_block_that_settled_later_is_reported_not_paid_a_third_time() {
+    let f = Fixture::start("superseded").await;
+    let url = f.url("/paid");
+    let payer = f.payer();
+    // A: signed on P, refused by the server, but held by someone who publishes it later.
+    let a = journal_unpublishable(&f, &payer, &url);
+    // B replaces A in the journal (same frontier, also refused), remembering A.
+    let b = {
+        let key = payer_key();
+        let acct = f.devnet.ledger().account(&key.public_key()).unwrap();
+        let mut blk = a.block.clone();
+        blk.representative = PrivateKey::from_bytes([8; 32]).public_key();
+        blk.sign(&key);
+        assert_eq!(blk.previous, acct.frontier);
+        let mut p = a.clone();
+        p.json["payload"]["block"] = blk.to_json();
+        p.block = blk;
+        p
+    };
+    let k = nanogate_client::journal_key("GET", &url, b"");
+    let mut entry = JournalEntry::new("GET", &url, b"", &b);
+    entry.superseded = vec![a.hash().to_hex()];
+    payer.journal().put(&k, entry).unwrap();
+    // A reaches the ledger after all.
+    let before = f.balance();
+    f.devnet.ledger().process(&a.block).unwrap();
+    assert!(
+        f.devnet
+            .ledger()
+            .wait_confirmed(&a.hash(), Duration::from_secs(10))
+            .await
+    );
+    let err = payer.fetch(RequestSpec::get(&url)).await.unwrap_err();
+    match &err {
+        PayError::PaidButRefused { hash, .. } => assert_eq!(hash, &a.hash().to_hex()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.balance(), before - PRICE);
+    assert_eq!(f.shop.state.settlements.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn published_but_unconfirmed_block_is_pending_not_paid_again() {
+    let f = Fixture::start("pending").await;
+    let url = f.url("/paid");
+    let payer = f.payer();
+    let a = journal_unpublishable(&f, &payer, &url);
+    f.devnet.faults().set_confirming(false);
+    f.devnet.ledger().process(&a.block).unwrap();
+    let before = f.balance();
+    let err = payer.fetch(RequestSpec::get(&url)).await.unwrap_err();
+    match &err {
+        PayError::PaymentPending { hash, .. } => assert_eq!(hash, &a.hash().to_hex()),
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("retry later"), "{err}");
+    assert_eq!(f.balance(), before);
+    assert_eq!(payer.journal().entries().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn upstream_failure_after_paying_keeps_the_payment_for_redemption() {
+    let f = Fixture::start("upstream-5xx").await;
+    f.shop
+        .state
+        .fail_next_paid_response
+        .store(true, Ordering::SeqCst);
+    let payer = f.payer();
+    let before = f.balance();
+    let resp = payer.fetch(RequestSpec::get(f.url("/paid"))).await.unwrap();
+    assert_eq!(resp.status, 502);
+    let hash = resp.payment.unwrap().hash;
+    assert_eq!(payer.journal().entries().unwrap().len(), 1);
+    // The same request again redeems the same payment.
+    let resp = payer.fetch(RequestSpec::get(f.url("/paid"))).await.unwrap();
+    assert_eq!(resp.status, 200);
+    let p = resp.payment.unwrap();
+    assert!(p.re_presented);
+    assert_eq!(p.hash, hash);
+    assert_eq!(f.balance(), before - PRICE);
+    assert!(payer.journal().entries().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn offer_for_another_network_than_the_node_is_refused_before_signing() {
+    let f = Fixture::start("network").await;
+    let before = f.balance();
+    let err = f
+        .payer()
+        .fetch(RequestSpec::get(f.url("/mainnet")))
+        .await
+        .unwrap_err();
+    match &err {
+        PayError::NetworkMismatch { offer, node } => {
+            assert_eq!((offer.as_str(), node.as_str()), ("nano:mainnet", "dev"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!f.journal_path().exists());
+    assert_eq!(f.balance(), before);
+}
+
+#[tokio::test]
+async fn concurrent_identical_requests_each_pay_exactly_once() {
+    let f = Fixture::start("concurrent").await;
+    let payer = f.payer();
+    let before = f.balance();
+    let url = f.url("/paid?same=1");
+    let (a, b) = tokio::join!(
+        payer.fetch(RequestSpec::get(&url)),
+        payer.fetch(RequestSpec::get(&url))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_ne!(a.payment.unwrap().hash, b.payment.unwrap().hash);
+    assert_eq!(f.balance(), before - 2 * PRICE);
     assert!(payer.journal().entries().unwrap().is_empty());
 }
 

@@ -9,7 +9,10 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::{Json, Router};
-use nanogate_client::{Payer, PayerConfig, Progress};
+use nanogate_client::{
+    journal_key, usable_offer, AccountInfo, ChallengeVersion, JournalEntry, Payer, PayerConfig,
+    Progress, SignedPayment,
+};
 use nanogate_devnet::{Devnet, DevnetConfig, LedgerHandle};
 use nanogate_protocol::challenge::{self, ChallengeKey, ChallengeStamp, ChallengeTerms, Mechanism};
 use nanogate_protocol::nano::{PrivateKey, PublicKey, WorkThresholds, RAW_PER_XNO};
@@ -58,6 +61,8 @@ pub struct ShopState {
     pub settled: Mutex<HashSet<String>>,
     /// Settle the next paid request, then never answer it (a lost response).
     pub drop_next_paid_response: AtomicBool,
+    /// Settle the next paid request, then answer 502 (the upstream failed).
+    pub fail_next_paid_response: AtomicBool,
     /// Refuse a payment we already settled instead of serving it again.
     pub refuse_re_presentation: AtomicBool,
     /// Paid requests seen (any outcome).
@@ -244,6 +249,13 @@ impl ShopState {
             // Settled, but the answer never comes: the client's timeout fires first.
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        if self.fail_next_paid_response.swap(false, Ordering::SeqCst) {
+            return reply(
+                StatusCode::BAD_GATEWAY,
+                vec![],
+                json!({"error": "upstream failed"}),
+            );
+        }
         let receipt = SettlementResponse::success(hash, NETWORK.into(), Some(payer));
         let name = if v1 {
             "X-PAYMENT-RESPONSE"
@@ -283,6 +295,17 @@ async fn shop_handler(
             vec![("PAYMENT-REQUIRED", "%%%not-base64%%%".into())],
             json!({}),
         ),
+        "/mainnet" => {
+            let pr = json!({"x402Version": 2, "resource": {"url": resource},
+                "accepts": [{"scheme": "exact", "network": "nano:mainnet", "asset": "XNO",
+                             "amount": PRICE.to_string(), "payTo": s.pay_to.to_address(),
+                             "maxTimeoutSeconds": 60, "extra": {}}]});
+            reply(
+                StatusCode::PAYMENT_REQUIRED,
+                vec![("PAYMENT-REQUIRED", encode_header(&pr))],
+                json!({}),
+            )
+        }
         "/no-offer" => {
             let pr = json!({"x402Version": 2, "resource": {"url": resource},
                 "accepts": [{"scheme": "exact", "network": "eip155:8453", "asset": "USDC",
@@ -366,6 +389,7 @@ pub async fn start_shop(devnet: &Devnet) -> Shop {
         nonce: AtomicU64::new(1),
         settled: Mutex::new(HashSet::new()),
         drop_next_paid_response: AtomicBool::new(false),
+        fail_next_paid_response: AtomicBool::new(false),
         refuse_re_presentation: AtomicBool::new(false),
         paid_attempts: AtomicUsize::new(0),
         settlements: AtomicUsize::new(0),
@@ -488,4 +512,34 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Journals, for `GET url`, a payment signed on the payer's current frontier whose challenge
+/// MAC is fake: the shop refuses it (invalid_challenge) without publishing it.
+pub fn journal_unpublishable(f: &Fixture, payer: &Payer, url: &str) -> SignedPayment {
+    let key = payer_key();
+    let acct = f.devnet.ledger().account(&key.public_key()).unwrap();
+    let info = AccountInfo {
+        frontier: acct.frontier,
+        balance: acct.balance,
+        representative: acct.representative,
+    };
+    let raw = json!({"scheme": "exact", "network": NETWORK, "asset": "XNO",
+        "amount": PRICE.to_string(), "payTo": f.shop.state.pay_to.to_address(),
+        "maxTimeoutSeconds": 30,
+        "extra": {"validBefore": 1, "nonce": "00000000000000000000000000000000", "keyId": 1,
+                  "mac": "00".repeat(32)}});
+    let offer = usable_offer(0, &raw).unwrap();
+    let work =
+        nanogate_protocol::nano::work::generate(&info.frontier.0, WorkThresholds::DEV.send());
+    let p =
+        SignedPayment::new(ChallengeVersion::V2, &offer, None, None, &info, &key, work).unwrap();
+    payer
+        .journal()
+        .put(
+            &journal_key("GET", url, b""),
+            JournalEntry::new("GET", url, b"", &p),
+        )
+        .unwrap();
+    p
 }
