@@ -281,6 +281,9 @@ impl fmt::Debug for Payer {
 
 impl Payer {
     pub fn new(config: PayerConfig) -> Result<Self, PayError> {
+        let rpc_url = reqwest::Url::parse(&config.rpc_url)
+            .map_err(|e| PayError::InvalidRequest(format!("RPC URL `{}`: {e}", config.rpc_url)))?;
+        check_scheme(&rpc_url)?;
         let rpc = NodeRpc::new(config.rpc_url.clone(), config.rpc_timeout)?;
         // No redirects: a payment header must never be replayed to another origin.
         let http = reqwest::Client::builder()
@@ -322,6 +325,7 @@ impl Payer {
     pub async fn fetch(&self, req: RequestSpec) -> Result<PaidResponse, PayError> {
         let url = reqwest::Url::parse(&req.url)
             .map_err(|e| PayError::InvalidRequest(format!("URL `{}`: {e}", req.url)))?;
+        check_scheme(&url)?;
         let method = req.method.to_ascii_uppercase();
         let body = req.body.clone().unwrap_or_default();
         let key = journal_key(&method, url.as_str(), &body);
@@ -749,6 +753,20 @@ impl Payer {
     }
 }
 
+/// Only `http` (and `https` when built with the `https` feature).
+fn check_scheme(url: &reqwest::Url) -> Result<(), PayError> {
+    match url.scheme() {
+        "http" => Ok(()),
+        "https" if cfg!(feature = "https") => Ok(()),
+        "https" => Err(PayError::InvalidRequest(format!(
+            "{url}: this build has no TLS support; rebuild with `--features https`"
+        ))),
+        other => Err(PayError::InvalidRequest(format!(
+            "{url}: unsupported scheme `{other}` (use http or https)"
+        ))),
+    }
+}
+
 fn describe(url: &str, e: &reqwest::Error) -> String {
     use std::error::Error;
     let mut msg = if e.is_timeout() {
@@ -784,4 +802,47 @@ pub fn receipt_json(resp: &PaidResponse) -> Value {
         "matchesOurBlock": resp.receipt_matches,
         "rePresented": p.re_presented,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_with_the_feature() {
+        let u = |s: &str| reqwest::Url::parse(s).unwrap();
+        assert!(check_scheme(&u("http://127.0.0.1:1/x")).is_ok());
+        assert_eq!(
+            check_scheme(&u("https://api.example.com/")).is_ok(),
+            cfg!(feature = "https")
+        );
+        assert!(check_scheme(&u("ftp://x/")).is_err());
+        let key = PrivateKey::from_bytes([1; 32]);
+        let bad = PayerConfig::new("not a url", key.clone(), "/tmp/j.json");
+        assert!(matches!(Payer::new(bad), Err(PayError::InvalidRequest(_))));
+        let cfg = PayerConfig::new(DEFAULT_RPC_URL, key, "/tmp/j.json");
+        assert_eq!(cfg.max_raw, RAW_PER_XNO / 100);
+        // The config's Debug never shows the key.
+        assert!(!format!("{cfg:?}").contains(&PrivateKey::from_bytes([1; 32]).to_hex()));
+    }
+
+    #[test]
+    fn progress_lines_read_as_documented() {
+        let p = Progress::Challenge {
+            amount: RAW_PER_XNO / 1000,
+            pay_to: "nano_x".into(),
+            url: "http://h/p".into(),
+        };
+        assert_eq!(p.to_string(), "402: 0.001 XNO to nano_x for http://h/p");
+        let s = Progress::Signing {
+            account: "nano_a".into(),
+            frontier: "AB".into(),
+        };
+        assert_eq!(s.to_string(), "signing send from nano_a (frontier AB)");
+        assert_eq!(
+            Progress::Confirmed { hash: "CD".into() }.to_string(),
+            "confirmed CD"
+        );
+    }
 }
