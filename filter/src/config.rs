@@ -26,8 +26,6 @@ pub const MAX_MAX_TIMEOUT_SECS: u64 = 3_600;
 pub const MIN_SECRET_LEN: usize = 16;
 /// Most routes one plugin may declare (matching is linear).
 pub const MAX_ROUTES: usize = 512;
-/// Compiled size limit for one path regex (bytes of program), against pathological patterns.
-const REGEX_SIZE_LIMIT: usize = 64 * 1024;
 
 /// An invalid setting: the path of the setting and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,9 +523,7 @@ fn parse_path(mut p: Obj<'_>) -> Result<PathMatch, ConfigError> {
             PathMatch::Prefix(x.to_owned())
         }
         (None, None, Some(r)) => {
-            let re = regex_lite::RegexBuilder::new(&format!("^(?:{r})$"))
-                .size_limit(REGEX_SIZE_LIMIT)
-                .build()
+            let re = crate::pathre::PathRegex::new(r)
                 .map_err(|e| err(p.at("regex"), format!("invalid regex: {e}")))?;
             PathMatch::Regex(re)
         }

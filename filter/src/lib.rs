@@ -16,6 +16,7 @@ pub mod flow;
 pub mod keeper;
 pub mod keys;
 pub mod metrics;
+pub mod pathre;
 pub mod routes;
 pub mod sidecar;
 pub mod wasm;

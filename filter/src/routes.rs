@@ -43,24 +43,13 @@ impl HostMatch {
 }
 
 /// How a route matches the request path (without the query string).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PathMatch {
     Exact(String),
     /// Plain string prefix, as Envoy's `prefix` route match.
     Prefix(String),
     /// Must match the whole path (the pattern is anchored for you).
-    Regex(regex_lite::Regex),
-}
-
-impl PartialEq for PathMatch {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (PathMatch::Exact(a), PathMatch::Exact(b)) => a == b,
-            (PathMatch::Prefix(a), PathMatch::Prefix(b)) => a == b,
-            (PathMatch::Regex(a), PathMatch::Regex(b)) => a.as_str() == b.as_str(),
-            _ => false,
-        }
-    }
+    Regex(crate::pathre::PathRegex),
 }
 
 impl PathMatch {
