@@ -36,6 +36,8 @@ use crate::rpc::{AccountInfo, BlockStatus, NodeRpc, NodeVersion};
 
 /// The devnet's (and a dev node's) default RPC address.
 pub const DEFAULT_RPC_URL: &str = "http://127.0.0.1:45000";
+/// Most of a 402 body we read (the challenge is a few KB).
+pub const MAX_402_BODY_BYTES: usize = 1024 * 1024;
 /// The default price ceiling: 0.01 XNO.
 pub const DEFAULT_MAX_RAW: u128 = RAW_PER_XNO / 100;
 
@@ -740,11 +742,24 @@ impl Payer {
         let resp = rb.send().await.map_err(|e| describe(&req.url, &e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| describe(&req.url, &e))?
-            .to_vec();
+        let body = if status == 402 {
+            // A challenge is small; do not let a hostile 402 fill memory.
+            let mut resp = resp;
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&req.url, &e))? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_402_BODY_BYTES {
+                    body.truncate(MAX_402_BODY_BYTES);
+                    break;
+                }
+            }
+            body
+        } else {
+            resp.bytes()
+                .await
+                .map_err(|e| describe(&req.url, &e))?
+                .to_vec()
+        };
         Ok(RawResponse {
             status,
             headers,
