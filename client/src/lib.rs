@@ -28,4 +28,4 @@ pub use payer::{
     DEFAULT_MAX_RAW, DEFAULT_RPC_URL,
 };
 pub use payment::{build_payment, build_send_block, SignedPayment};
-pub use rpc::{AccountInfo, BlockStatus, NodeRpc, RpcError};
+pub use rpc::{AccountInfo, AccountState, BlockStatus, NodeRpc, RpcError};

@@ -36,6 +36,8 @@ use crate::rpc::{AccountInfo, BlockStatus, NodeRpc, NodeVersion};
 
 /// The devnet's (and a dev node's) default RPC address.
 pub const DEFAULT_RPC_URL: &str = "http://127.0.0.1:45000";
+/// How long we wait for our own head block to be confirmed before signing on it anyway.
+pub const FRONTIER_CONFIRMATION_WAIT: Duration = Duration::from_secs(10);
 /// Most of a 402 body we read (the challenge is a few KB).
 pub const MAX_402_BODY_BYTES: usize = 1024 * 1024;
 /// The default price ceiling: 0.01 XNO.
@@ -271,6 +273,9 @@ pub struct Payer {
     /// One fetch at a time per journal key in this process, so two identical concurrent
     /// requests cannot overwrite each other's journal entry.
     in_flight: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Payments from one account are sequential: each builds on the previous one's block,
+    /// which verifiers want confirmed. Held from reading the 402 to the paid answer.
+    paying: tokio::sync::Mutex<()>,
 }
 
 impl fmt::Debug for Payer {
@@ -301,6 +306,7 @@ impl Payer {
             config,
             version: OnceCell::new(),
             in_flight: std::sync::Mutex::new(HashMap::new()),
+            paying: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -380,6 +386,7 @@ impl Payer {
             });
         }
         let mut challenge = parse_challenge(first.header(headers::PAYMENT_REQUIRED), &first.body)?;
+        let _paying = self.paying.lock().await;
         let mut snapshot = None;
         let mut superseded = Vec::new();
 
@@ -493,6 +500,33 @@ impl Payer {
             })
     }
 
+    /// Our account, waiting a little for its head block to be confirmed: verifiers (ours
+    /// included) accept a send only on a confirmed frontier.
+    async fn own_account(&self) -> Result<AccountInfo, PayError> {
+        let deadline = Instant::now() + FRONTIER_CONFIRMATION_WAIT;
+        let mut noted = false;
+        loop {
+            let state = self
+                .rpc
+                .account_state(&self.account)
+                .await?
+                .ok_or_else(|| PayError::AccountNotOpened {
+                    account: self.account.to_address(),
+                })?;
+            if state.frontier_confirmed() || Instant::now() >= deadline {
+                return Ok(state.info);
+            }
+            if !noted {
+                self.progress(Progress::Note(format!(
+                    "waiting for the account's head block {} to be confirmed",
+                    state.info.frontier
+                )));
+                noted = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     async fn pay(
         &self,
         req: &RequestSpec,
@@ -519,7 +553,7 @@ impl Payer {
         let thresholds = self.thresholds(&offer).await?;
         let info = match snapshot {
             Some(i) => i,
-            None => self.account_info(&self.account).await?,
+            None => self.own_account().await?,
         };
         if info.balance < offer.amount {
             return Err(PayError::InsufficientFunds {

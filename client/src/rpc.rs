@@ -42,6 +42,22 @@ pub struct AccountInfo {
     pub representative: PublicKey,
 }
 
+/// [`AccountInfo`] plus what the node says is confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountState {
+    pub info: AccountInfo,
+    /// `None` when the node does not report it.
+    pub confirmed_frontier: Option<BlockHash>,
+}
+
+impl AccountState {
+    /// Whether the head block is cemented (unknown counts as yes).
+    pub fn frontier_confirmed(&self) -> bool {
+        self.confirmed_frontier
+            .is_none_or(|c| c == self.info.frontier)
+    }
+}
+
 /// What `block_info` says about one of our blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlockStatus {
@@ -166,11 +182,21 @@ impl NodeRpc {
 
     /// `account_info` for `account`. `Ok(None)` when the account is not opened.
     pub async fn account_info(&self, account: &PublicKey) -> Result<Option<AccountInfo>, RpcError> {
+        Ok(self.account_state(account).await?.map(|s| s.info))
+    }
+
+    /// `account_info` plus the confirmed frontier, when the node reports it
+    /// (`confirmed_frontier`, or `confirmation_height_frontier` on older nodes).
+    pub async fn account_state(
+        &self,
+        account: &PublicKey,
+    ) -> Result<Option<AccountState>, RpcError> {
         const A: &str = "account_info";
         let answer = self
             .call(
                 A,
-                json!({"account": account.to_address(), "representative": "true"}),
+                json!({"account": account.to_address(), "representative": "true",
+                       "include_confirmed": "true"}),
             )
             .await;
         let v = match answer {
@@ -185,10 +211,17 @@ impl NodeRpc {
             parse_raw(str_field(&v, A, "balance")?).map_err(|e| bad(A, format!("balance: {e}")))?;
         let representative = PublicKey::from_address(str_field(&v, A, "representative")?)
             .map_err(|e| bad(A, format!("representative: {e}")))?;
-        Ok(Some(AccountInfo {
-            frontier,
-            balance,
-            representative,
+        let confirmed_frontier = ["confirmed_frontier", "confirmation_height_frontier"]
+            .iter()
+            .find_map(|k| v.get(*k).and_then(Value::as_str))
+            .and_then(|h| BlockHash::from_hex(h).ok());
+        Ok(Some(AccountState {
+            info: AccountInfo {
+                frontier,
+                balance,
+                representative,
+            },
+            confirmed_frontier,
         }))
     }
 

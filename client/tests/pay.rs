@@ -521,3 +521,48 @@ async fn hand_built_payment_to_another_account_buys_nothing() {
     assert_eq!(resp.status(), 200);
     assert_eq!(f.balance(), before - PRICE);
 }
+
+#[tokio::test]
+async fn concurrent_payments_to_different_urls_are_sequenced_not_forked() {
+    let f = Fixture::start("concurrent-urls").await;
+    let payer = f.payer();
+    let before = f.balance();
+    let (a, b, c) = tokio::join!(
+        payer.fetch(RequestSpec::get(f.url("/paid/a"))),
+        payer.fetch(RequestSpec::get(f.url("/paid/b"))),
+        payer.fetch(RequestSpec::get(f.url("/paid/c"))),
+    );
+    for r in [a, b, c] {
+        assert_eq!(r.unwrap().status, 200);
+    }
+    assert_eq!(f.balance(), before - 3 * PRICE);
+    assert_eq!(f.shop.state.settlements.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn waits_for_an_unconfirmed_head_block_before_signing() {
+    let f = Fixture::start("unconfirmed-head").await;
+    let key = payer_key();
+    let acct = f.devnet.ledger().account(&key.public_key()).unwrap();
+    // A representative change on the payer's account that is not confirmed yet.
+    f.devnet.faults().set_confirming(false);
+    let change = blocks::change(&key, acct.frontier, acct.balance, acct.representative);
+    f.devnet.ledger().process(&change).unwrap();
+    let faults = f.devnet.faults();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        faults.set_confirming(true);
+    });
+    let before = f.balance();
+    let resp = f
+        .payer()
+        .fetch(RequestSpec::get(f.url("/paid")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(f.balance(), before - PRICE);
+    assert!(f
+        .events()
+        .iter()
+        .any(|p| matches!(p, Progress::Note(n) if n.contains("waiting for the account's head"))));
+}
