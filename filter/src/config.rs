@@ -809,6 +809,36 @@ mod tests {
         assert_eq!(c.pay_to.map(|p| p.address).as_deref(), Some(PAY_TO));
     }
 
+    /// The README's full example is a valid configuration, and its sample error lines are
+    /// what the parser really says.
+    #[test]
+    fn readme_example_parses_and_its_error_lines_are_real() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("### Full example").unwrap();
+        let block = &readme[start..];
+        let json_start = block.find("```json").unwrap() + "```json".len();
+        let json_end = json_start + block[json_start..].find("```").unwrap();
+        let c = parse(block[json_start..json_end].as_bytes()).unwrap();
+        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.network, "nano:mainnet");
+        let v: Value = serde_json::from_str(&block[json_start..json_end]).unwrap();
+        let bad = with(v.clone(), "/routes/1/price", json!("0.001 XNO"));
+        assert!(readme.contains(&format!(
+            "invalid plugin configuration: {}",
+            parse_value(&bad).unwrap_err()
+        )));
+        let bad = with(v.clone(), "/sidecar/timeoutMs", json!(0));
+        assert!(readme.contains(&format!(
+            "invalid plugin configuration: {}",
+            parse_value(&bad).unwrap_err()
+        )));
+        let bad = with(v, "/routes/0/pricee", json!("1"));
+        assert!(readme.contains(&format!(
+            "invalid plugin configuration: {}",
+            parse_value(&bad).unwrap_err()
+        )));
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {

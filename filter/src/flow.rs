@@ -232,25 +232,20 @@ impl Flow {
         verdict_header: Option<&[u8]>,
         body: Option<&[u8]>,
     ) {
+        // Only the answer to this request's own `/v1/pay` call counts; anything else (a stray
+        // token, an outcome report's answer) leaves the state alone.
+        if !matches!(self.state, State::Awaiting { token: t, .. } if t == token) {
+            return;
+        }
         let State::Awaiting {
-            token: expected,
             route,
             resource,
             v1_header,
+            ..
         } = std::mem::replace(&mut self.state, State::Idle)
         else {
             return;
         };
-        if token != expected {
-            // Not ours (cannot happen with one call per request); keep waiting.
-            self.state = State::Awaiting {
-                token: expected,
-                route,
-                resource,
-                v1_header,
-            };
-            return;
-        }
         let cfg = Rc::clone(&self.cfg);
         let Some(RouteKind::Paid(price)) = cfg.routes.get(route).map(|r| &r.kind) else {
             // Unreachable: the route index came from this configuration. Fail closed.

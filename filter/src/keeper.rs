@@ -1,6 +1,6 @@
 //! Keeping the challenge key: each VM's root context runs a [`KeyKeeper`]. On configure and on
 //! every tick it copies the shared key ring into its VM-local cache and, when no key is held or
-//! the key's `notAfter` has come, one VM (elected by a lease in shared data) fetches
+//! the key's `notAfter` is near (`keys::REFRESH_LEAD_SECS`), one VM (elected by a lease in shared data) fetches
 //! `GET /v1/challenge-key` and publishes the new ring to every VM.
 
 use crate::config::Config;

@@ -12,6 +12,11 @@ use serde_json::Value;
 /// The sidecar still honours it as the previous key for a whole rotation period.
 pub const ISSUE_GRACE_SECS: u64 = 30;
 
+/// Refreshing starts this long before `notAfter` (and repeats every tick until a key with a
+/// later `notAfter` arrives), so a sidecar that hands out the next key early is picked up in
+/// time, and one that does not is polled at most once a second around the rotation.
+pub const REFRESH_LEAD_SECS: u64 = 10;
+
 /// Shared-data key prefix; the cluster name follows, so two plugins that use different
 /// sidecars in one VM id do not mix their keys.
 pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v1.";
@@ -53,7 +58,7 @@ impl KeyRing {
 
     /// Whether a refresh is due.
     pub fn refresh_due(&self, now: u64) -> bool {
-        now >= self.not_after
+        now.saturating_add(REFRESH_LEAD_SECS) >= self.not_after
     }
 
     /// The ring after a fetch: the fetched key becomes current, the old current becomes
@@ -184,7 +189,8 @@ mod tests {
     #[test]
     fn stale_key_stops_issuing_after_the_grace() {
         let r = KeyRing::rotate(None, idk(5, 1), 100);
-        assert!(!r.refresh_due(99));
+        assert!(!r.refresh_due(100 - REFRESH_LEAD_SECS - 1));
+        assert!(r.refresh_due(100 - REFRESH_LEAD_SECS));
         assert!(r.refresh_due(100));
         assert!(r.issuing(100 + ISSUE_GRACE_SECS - 1).is_some());
         assert!(r.issuing(100 + ISSUE_GRACE_SECS).is_none());
