@@ -818,10 +818,11 @@ mod tests {
         let block = &readme[start..];
         let json_start = block.find("```json").unwrap() + "```json".len();
         let json_end = json_start + block[json_start..].find("```").unwrap();
-        let c = parse(block[json_start..json_end].as_bytes()).unwrap();
+        let example = &block[json_start..json_end];
+        let c = parse(example.as_bytes()).unwrap();
         assert_eq!(c.routes.len(), 3);
         assert_eq!(c.network, "nano:mainnet");
-        let v: Value = serde_json::from_str(&block[json_start..json_end]).unwrap();
+        let v: Value = serde_json::from_str(example).unwrap();
         let bad = with(v.clone(), "/routes/1/price", json!("0.001 XNO"));
         assert!(readme.contains(&format!(
             "invalid plugin configuration: {}",
