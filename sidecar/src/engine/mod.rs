@@ -255,11 +255,11 @@ impl Engine {
         ))
     }
 
+    /// Every ledger failure fails closed as "ledger unavailable" (per-node RPC errors are
+    /// counted by the node client's metrics hook).
     pub(crate) fn ledger_failed(&self, e: &LedgerError) -> Verdict {
-        self.metrics.rpc_error("any");
-        match e {
-            LedgerError::Unavailable(_) | LedgerError::Node(_) => self.unavailable("ledger"),
-        }
+        tracing::debug!(error = %e, "ledger call failed");
+        self.unavailable("ledger")
     }
 
     pub(crate) fn store_failed(&self, e: &StoreError) -> Verdict {
