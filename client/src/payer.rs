@@ -444,9 +444,10 @@ impl Payer {
                     if let Some(c) = fresh {
                         challenge = c;
                     }
-                    // Build on what we read before asking about the blocks, never on a later
-                    // view: a later frontier could be the old block itself.
-                    if payment.block.account == self.account {
+                    // Unmoved: build on what we read before asking about the blocks, never on
+                    // a later view, which could be the old block itself. Moved: the old blocks
+                    // can never apply, so a fresh (confirmed) view is safe.
+                    if !moved && payment.block.account == self.account {
                         snapshot = Some(info);
                     }
                 }
