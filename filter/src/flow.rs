@@ -11,7 +11,7 @@ use crate::metrics::Metric;
 use crate::routes;
 use crate::sidecar::{self, Answer, Call, Verdict};
 use nanogate_protocol::x402::{
-    decode_payment, encode_header, headers, ErrorReason, PaymentRequired, MAX_HEADER_BYTES,
+    decode_payment, encode_bytes, headers, ErrorReason, PaymentRequired, MAX_HEADER_BYTES,
 };
 use std::rc::Rc;
 
@@ -472,8 +472,9 @@ fn resource_info(price: &Price, resource: &str) -> nanogate_protocol::x402::Reso
 }
 
 fn send_payment_required<H: Host + ?Sized>(host: &mut H, pr: &PaymentRequired, status: u32) {
+    // Serialize once: the header is the base64 of exactly the body's bytes.
     let body = serde_json::to_vec(pr).unwrap_or_default();
-    let header = encode_header(pr);
+    let header = encode_bytes(&body);
     host.send_response(
         status,
         &[

@@ -48,20 +48,28 @@ impl Metrics {
     }
 }
 
-/// The host's log level for this plugin, read once: logs below it are never formatted.
-#[derive(Clone, Copy)]
+/// The host's log level for this plugin (re-read on every tick, so `/logging` changes apply):
+/// logs below it are never formatted.
 pub struct LogGate {
-    min: Level,
+    min: std::cell::Cell<Level>,
 }
 
 impl Default for LogGate {
     fn default() -> Self {
-        LogGate { min: Level::Info }
+        LogGate {
+            min: std::cell::Cell::new(Level::Info),
+        }
     }
 }
 
 impl LogGate {
     pub fn from_host() -> LogGate {
+        let gate = LogGate::default();
+        gate.refresh();
+        gate
+    }
+
+    pub fn refresh(&self) {
         let min = match hostcalls::get_log_level() {
             Ok(LogLevel::Trace | LogLevel::Debug) => Level::Debug,
             Ok(LogLevel::Info) => Level::Info,
@@ -69,11 +77,11 @@ impl LogGate {
             Ok(LogLevel::Error | LogLevel::Critical) => Level::Error,
             Err(_) => Level::Info,
         };
-        LogGate { min }
+        self.min.set(min);
     }
 
     pub fn enabled(&self, level: Level) -> bool {
-        level >= self.min
+        level >= self.min.get()
     }
 
     pub fn log(&self, level: Level, message: &str) {
