@@ -566,3 +566,20 @@ async fn waits_for_an_unconfirmed_head_block_before_signing() {
         .iter()
         .any(|p| matches!(p, Progress::Note(n) if n.contains("waiting for the account's head"))));
 }
+
+#[tokio::test]
+async fn v2_challenge_in_the_body_only_is_paid_with_payment_signature() {
+    let f = Fixture::start("body-only").await;
+    let before = f.balance();
+    let resp = f
+        .payer()
+        .fetch(RequestSpec::get(f.url("/body-only")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.receipt_matches);
+    let (name, sent) = f.shop.state.last_payment.lock().unwrap().clone().unwrap();
+    assert_eq!(name, "PAYMENT-SIGNATURE");
+    assert_eq!(sent["x402Version"], 2);
+    assert_eq!(f.balance(), before - PRICE);
+}

@@ -333,6 +333,12 @@ async fn shop_handler(
         _ => {
             let amount = price_of(&path);
             match header("payment-signature") {
+                None if path == "/body-only" => {
+                    // v2 challenge in the body only, as some servers do.
+                    let mut r = s.challenge_v2(&resource, amount, None);
+                    r.headers_mut().remove("PAYMENT-REQUIRED");
+                    r
+                }
                 None => s.challenge_v2(&resource, amount, None),
                 Some(h) => {
                     s.paid_attempts.fetch_add(1, Ordering::SeqCst);
