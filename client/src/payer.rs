@@ -13,7 +13,7 @@
 //! 4. The entry is removed only after a 2xx whose receipt names our block.
 
 use nanogate_protocol::nano::{
-    format_xno, BlockHash, PrivateKey, PublicKey, WorkThresholds, RAW_PER_XNO,
+    format_xno, BlockHash, Network, PrivateKey, PublicKey, WorkThresholds, RAW_PER_XNO,
 };
 use nanogate_protocol::x402::{decode_header, headers, SettlementResponse};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -617,16 +617,10 @@ impl Payer {
                 Err(_) => None,
             },
         };
-        let implied = expected_node_network(&offer.network);
-        let node = version.as_ref().and_then(NodeVersion::network);
-        match (implied, node) {
-            (Some(want), Some(have)) if want != have => Err(PayError::NetworkMismatch {
-                offer: offer.network.clone(),
-                node: have.rpc_name().to_owned(),
-            }),
-            (_, Some(have)) => Ok(have.thresholds()),
-            (_, None) => Ok(thresholds_for_network(&offer.network)),
-        }
+        choose_thresholds(
+            &offer.network,
+            version.as_ref().and_then(NodeVersion::network),
+        )
     }
 
     async fn work(&self, root: [u8; 32], threshold: u64) -> Result<u64, PayError> {
@@ -803,6 +797,23 @@ impl Payer {
     }
 }
 
+/// The send thresholds for an offer's network given what the node says it is on: the node's
+/// network wins; a known offer network that contradicts it is refused; without the node's
+/// word, the offer's network decides (unknown → live).
+pub fn choose_thresholds(
+    offer_network: &str,
+    node: Option<Network>,
+) -> Result<WorkThresholds, PayError> {
+    match (expected_node_network(offer_network), node) {
+        (Some(want), Some(have)) if want != have => Err(PayError::NetworkMismatch {
+            offer: offer_network.to_owned(),
+            node: have.rpc_name().to_owned(),
+        }),
+        (_, Some(have)) => Ok(have.thresholds()),
+        (_, None) => Ok(thresholds_for_network(offer_network)),
+    }
+}
+
 /// Only `http` (and `https` when built with the `https` feature).
 fn check_scheme(url: &reqwest::Url) -> Result<(), PayError> {
     match url.scheme() {
@@ -875,6 +886,27 @@ mod tests {
         assert_eq!(cfg.max_raw, RAW_PER_XNO / 100);
         // The config's Debug never shows the key.
         assert!(!format!("{cfg:?}").contains(&PrivateKey::from_bytes([1; 32]).to_hex()));
+    }
+
+    #[test]
+    fn node_network_decides_thresholds_and_contradictions_are_refused() {
+        use nanogate_protocol::nano::WorkThresholds as W;
+        let t = |o: &str, n| choose_thresholds(o, n).ok();
+        assert_eq!(t("nano:devnet", Some(Network::Dev)), Some(W::DEV));
+        assert_eq!(t("nano:mainnet", Some(Network::Live)), Some(W::LIVE));
+        // Unknown offer network: the node says.
+        assert_eq!(t("nano:local-lab", Some(Network::Dev)), Some(W::DEV));
+        // No word from the node: the offer's network, unknown → live.
+        assert_eq!(t("nano:devnet", None), Some(W::DEV));
+        assert_eq!(t("nano:local-lab", None), Some(W::LIVE));
+        assert!(matches!(
+            choose_thresholds("nano:mainnet", Some(Network::Dev)),
+            Err(PayError::NetworkMismatch { .. })
+        ));
+        assert!(matches!(
+            choose_thresholds("nano:devnet", Some(Network::Live)),
+            Err(PayError::NetworkMismatch { .. })
+        ));
     }
 
     #[test]
