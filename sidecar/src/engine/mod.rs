@@ -267,3 +267,6 @@ impl Engine {
         self.unavailable("store")
     }
 }
+
+#[cfg(test)]
+mod tests;

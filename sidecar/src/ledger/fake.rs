@@ -40,6 +40,8 @@ pub struct FakeLedger {
     changed: Notify,
     /// How many `process` calls reached the ledger.
     pub process_calls: AtomicU64,
+    /// When set, `process` refuses every block with this message.
+    refuse: Mutex<Option<String>>,
 }
 
 impl Default for FakeLedger {
@@ -50,6 +52,7 @@ impl Default for FakeLedger {
             down: AtomicBool::new(false),
             changed: Notify::new(),
             process_calls: AtomicU64::new(0),
+            refuse: Mutex::new(None),
         }
     }
 }
@@ -83,6 +86,11 @@ impl FakeLedger {
                 confirmed: true,
             },
         );
+    }
+
+    /// Makes `process` refuse every block with `message` (None: back to normal).
+    pub fn refuse_with(&self, message: Option<&str>) {
+        *self.refuse.lock().unwrap_or_else(|p| p.into_inner()) = message.map(str::to_owned);
     }
 
     pub fn set_auto_confirm(&self, on: bool) {
@@ -192,6 +200,14 @@ impl Ledger for FakeLedger {
             self.process_calls.fetch_add(1, Ordering::SeqCst);
             let hash = block.hash();
             let auto = self.auto_confirm.load(Ordering::SeqCst);
+            if let Some(m) = self
+                .refuse
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return Ok(ProcessOutcome::Rejected(m));
+            }
             let mut g = self.lock();
             if g.blocks.contains_key(&hash) {
                 return Ok(ProcessOutcome::Old);

@@ -46,9 +46,12 @@ impl PgStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts.clone())
                 .await?;
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .execute(&admin)
-                .await?;
+            // Replicas starting together may race on CREATE SCHEMA (a unique violation on
+            // pg_namespace even with IF NOT EXISTS): one retry sees the schema.
+            let create = format!("CREATE SCHEMA IF NOT EXISTS {schema}");
+            if sqlx::query(&create).execute(&admin).await.is_err() {
+                sqlx::query(&create).execute(&admin).await?;
+            }
             admin.close().await;
             opts = opts.options([("search_path", schema)]);
         }

@@ -1,0 +1,279 @@
+//! Engine unit tests against the in-memory ledger (cases the devnet cannot stage easily).
+
+use super::*;
+use crate::ledger::fake::FakeLedger;
+use crate::store::sqlite::SqliteStore;
+use crate::store::ForkEntry;
+use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::nano::{PrivateKey, Signature, StateBlock};
+use serde_json::json;
+
+const SECRET: &[u8] = b"unit-test-master-secret-0123456789";
+const PRICE: u128 = 1_000;
+const URL: &str = "http://t/paid";
+
+struct Fixture {
+    engine: Engine,
+    ledger: Arc<FakeLedger>,
+    payer: PrivateKey,
+    payee: PublicKey,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", self.path.display()));
+        }
+    }
+}
+
+async fn fixture(allow_unbound: bool) -> Fixture {
+    let path = std::env::temp_dir().join(format!("nanogate_engine_{}.db", random_hex()));
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()), 4)
+        .await
+        .expect("store");
+    let ledger = Arc::new(FakeLedger::new());
+    let payer = PrivateKey::from_seed(&[1; 32], 0);
+    let payee = PrivateKey::from_seed(&[2; 32], 0).public_key();
+    ledger.open(payer.public_key(), BlockHash([5; 32]), 10 * PRICE);
+    let cfg = EngineConfig {
+        network: "nano:devnet".into(),
+        node_network: Network::Dev,
+        max_wait: Duration::from_secs(1),
+        fork_grace_secs: 60,
+        redeem: RedeemPolicy {
+            max_redemptions: 1,
+            outcome_grace_secs: 120,
+        },
+        allow_unbound,
+        pay_to_allow: vec![payee],
+    };
+    let engine = Engine::new(
+        cfg,
+        ChallengeKeys::new(SECRET.to_vec(), 300),
+        Arc::new(store),
+        ledger.clone(),
+        Arc::new(Metrics::new()),
+    );
+    Fixture {
+        engine,
+        ledger,
+        payer,
+        payee,
+        path,
+    }
+}
+
+impl Fixture {
+    fn requirements(&self, valid_for: u64) -> PaymentRequirements {
+        let now = unix_now();
+        let key = self.engine.keys.current(now);
+        let stamp = ChallengeStamp {
+            valid_before: now + valid_for,
+            nonce: rand::random(),
+            key_id: key.key_id,
+        };
+        let terms = ChallengeTerms {
+            network: "nano:devnet",
+            scheme: "exact",
+            asset: "XNO",
+            pay_to: self.payee,
+            amount: PRICE,
+            resource: URL,
+            mechanism: Mechanism::SignedBlock,
+        };
+        PaymentRequirements {
+            scheme: "exact".into(),
+            network: "nano:devnet".into(),
+            amount: PRICE.to_string(),
+            asset: "XNO".into(),
+            pay_to: self.payee.to_address(),
+            max_timeout_seconds: valid_for,
+            extra: challenge::extra(&key.key, &terms, &stamp),
+        }
+    }
+
+    fn block(&self) -> StateBlock {
+        let mut b = StateBlock {
+            account: self.payer.public_key(),
+            previous: BlockHash([5; 32]),
+            representative: self.payer.public_key(),
+            balance: 9 * PRICE,
+            link: self.payee.0,
+            signature: Signature([0; 64]),
+            work: 0,
+        };
+        b.work =
+            nanogate_protocol::nano::work::generate(&b.root(), Network::Dev.thresholds().send());
+        b.sign(&self.payer);
+        b
+    }
+
+    fn input(
+        &self,
+        req: PaymentRequirements,
+        block: &StateBlock,
+        binding: BindingPolicy,
+    ) -> PaymentInput {
+        PaymentInput {
+            resource: URL.into(),
+            payment: json!({"x402Version": 2, "accepted": req, "payload": {"block": block.to_json()}}),
+            requirements: req,
+            binding,
+        }
+    }
+}
+
+#[tokio::test]
+async fn node_refusal_is_broadcast_failed_and_frees_the_lease() {
+    let f = fixture(false).await;
+    f.ledger
+        .refuse_with(Some("Balance and amount delta do not match"));
+    let req = f.requirements(60);
+    let block = f.block();
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let v = f.engine.pay(&input).await;
+    assert_eq!(v.reason(), Some(ErrorReason::BroadcastFailed), "{v:?}");
+    // The lease ended: presenting the same payment again (node fixed) settles it.
+    f.ledger.refuse_with(None);
+    let v = f.engine.pay(&input).await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+}
+
+#[tokio::test]
+async fn crashed_replica_claim_is_taken_over_after_its_lease() {
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let nonce = req.extra["nonce"].as_str().map(str::to_owned);
+    // Another replica claimed this very block under this challenge, broadcast it, and died.
+    let now = as_i64(unix_now());
+    let dead = ForkEntry {
+        frontier_key: format!(
+            "nano:devnet:{}:{}",
+            block.account.to_hex(),
+            block.previous.to_hex()
+        ),
+        block_hash: block.hash().to_hex(),
+        nonce,
+        owner: "dead-replica".into(),
+        lease_until: now - 1,
+        expires_at: now + 100,
+    };
+    assert!(f
+        .engine
+        .store
+        .fork_claim(&dead, now - 10)
+        .await
+        .expect("claim"));
+    f.ledger
+        .process(&block)
+        .await
+        .expect("processed by the dead replica");
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+}
+
+#[tokio::test]
+async fn live_claim_of_the_same_block_is_duplicate_settlement() {
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let now = as_i64(unix_now());
+    let live = ForkEntry {
+        frontier_key: format!(
+            "nano:devnet:{}:{}",
+            block.account.to_hex(),
+            block.previous.to_hex()
+        ),
+        block_hash: block.hash().to_hex(),
+        nonce: req.extra["nonce"].as_str().map(str::to_owned),
+        owner: "busy-replica".into(),
+        lease_until: now + 30,
+        expires_at: now + 100,
+    };
+    assert!(f.engine.store.fork_claim(&live, now).await.expect("claim"));
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::DuplicateSettlement), "{v:?}");
+    assert_eq!(f.ledger.process_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn conflicting_block_winning_during_the_wait_is_fork_lost() {
+    let f = fixture(false).await;
+    f.ledger.set_auto_confirm(false);
+    let req = f.requirements(60);
+    let block = f.block();
+    let ledger = f.ledger.clone();
+    let account = block.account;
+    let previous = block.previous;
+    let racer = tokio::spawn(async move {
+        while ledger.process_calls.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ledger.fork_wins(account, previous, BlockHash([6; 32]), 9 * PRICE);
+    });
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    racer.await.expect("racer");
+    assert_eq!(v.reason(), Some(ErrorReason::ForkLost), "{v:?}");
+}
+
+#[tokio::test]
+async fn expired_unbound_requirements_are_payment_expired() {
+    let f = fixture(true).await;
+    let mut req = f.requirements(60);
+    req.extra = serde_json::Map::new();
+    req.extra
+        .insert("validBefore".into(), json!(unix_now() - 1));
+    let block = f.block();
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Facilitator))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::PaymentExpired), "{v:?}");
+}
+
+#[tokio::test]
+async fn verify_only_changes_nothing() {
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let input = f.input(req, &block, BindingPolicy::Required);
+    for _ in 0..3 {
+        assert!(f.engine.verify_only(&input).await.is_ok());
+    }
+    assert_eq!(f.ledger.process_calls.load(Ordering::SeqCst), 0);
+    let nonce = input.requirements.extra["nonce"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        f.engine.store.nonce_binding(nonce).await.expect("store"),
+        None
+    );
+    assert!(matches!(f.engine.pay(&input).await, Verdict::Admit(_)));
+}
+
+#[tokio::test]
+async fn ledger_down_is_unavailable_not_a_rejection() {
+    let f = fixture(false).await;
+    f.ledger.set_down(true);
+    let req = f.requirements(60);
+    let v = f
+        .engine
+        .pay(&f.input(req, &f.block(), BindingPolicy::Required))
+        .await;
+    assert!(
+        matches!(v, Verdict::Unavailable(ref r) if r.reason == ErrorReason::LedgerUnavailable),
+        "{v:?}"
+    );
+}
