@@ -45,6 +45,8 @@ enum PayMode {
 #[derive(Default)]
 struct FakeState {
     mode: Mutex<Option<PayMode>>,
+    /// Key id served, and seconds from now to its `notAfter` (defaults: KEY_ID, one hour).
+    key: Mutex<Option<(u64, u64)>>,
     pays: Mutex<Vec<Value>>,
     outcomes: Mutex<Vec<Value>>,
     key_fetches: Mutex<u32>,
@@ -88,6 +90,10 @@ impl FakeSidecar {
         }
     }
 
+    fn set_key(&self, key_id: u64, lifetime_secs: u64) {
+        *lock(&self.state.key) = Some((key_id, lifetime_secs));
+    }
+
     fn set_mode(&self, mode: PayMode) {
         *lock(&self.state.mode) = Some(mode);
     }
@@ -121,10 +127,6 @@ fn authorized(state: &FakeState, headers: &HeaderMap) -> bool {
     ok
 }
 
-fn key() -> ChallengeKey {
-    ChallengeKey::derive(MASTER, KEY_ID)
-}
-
 async fn challenge_key(State(state): State<Arc<FakeState>>, headers: HeaderMap) -> Response {
     if !authorized(&state, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -133,7 +135,9 @@ async fn challenge_key(State(state): State<Arc<FakeState>>, headers: HeaderMap) 
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    axum::Json(json!({"keyId": KEY_ID, "key": key().to_hex(), "notAfter": now + 3600}))
+    let (key_id, lifetime) = lock(&state.key).unwrap_or((KEY_ID, 3600));
+    let key = ChallengeKey::derive(MASTER, key_id);
+    axum::Json(json!({"keyId": key_id, "key": key.to_hex(), "notAfter": now + lifetime}))
         .into_response()
 }
 
@@ -272,8 +276,14 @@ fn bootstrap(listener: u16, admin: u16, upstream: u16, sidecar: u16) -> String {
 
 impl Stand {
     async fn start() -> Stand {
+        Stand::start_with(|_| {}).await
+    }
+
+    /// Starts the stand after `prepare` has set up the fake sidecar.
+    async fn start_with(prepare: impl FnOnce(&FakeSidecar)) -> Stand {
         let upstream = Upstream::start().await;
         let sidecar = FakeSidecar::start().await;
+        prepare(&sidecar);
         let (listener, admin) = (free_port(), free_port());
         let config = bootstrap(listener, admin, upstream.port, sidecar.port);
         let envoy = Envoy::start(&config, admin).await;
@@ -330,12 +340,7 @@ impl Stand {
 
     /// A PAYMENT-SIGNATURE value answering `path`'s challenge with the vectors' signed send.
     async fn payment_for(&self, path: &str) -> String {
-        let pr = self.challenge(path).await;
-        let mut payment =
-            nanogate_tests::vectors("x402-vectors.json")["payment_payload_v2"]["object"].clone();
-        payment["accepted"] = serde_json::to_value(&pr.accepts[0]).expect("accepts[0]");
-        payment["resource"] = serde_json::to_value(&pr.resource).expect("resource");
-        encode_header(&payment)
+        payment_answering(&self.challenge(path).await)
     }
 
     async fn counter(&self, name: &str) -> u64 {
@@ -355,6 +360,15 @@ impl Stand {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// A PAYMENT-SIGNATURE value answering `pr`'s offer with the vectors' signed send.
+fn payment_answering(pr: &PaymentRequired) -> String {
+    let mut payment =
+        nanogate_tests::vectors("x402-vectors.json")["payment_payload_v2"]["object"].clone();
+    payment["accepted"] = serde_json::to_value(&pr.accepts[0]).expect("accepts[0]");
+    payment["resource"] = serde_json::to_value(&pr.resource).expect("resource");
+    encode_header(&payment)
 }
 
 /// Decodes a 402's PAYMENT-REQUIRED header and checks the body carries the same JSON.
@@ -641,4 +655,64 @@ async fn unavailable_verdict_or_missing_verdict_header_is_503() {
     assert_eq!(r.status(), 503);
     assert!(s.upstream.requests().is_empty());
     assert_eq!(s.counter("sidecar_unavailable").await, 1);
+}
+
+#[tokio::test]
+async fn x_payment_header_alone_is_admitted_with_the_v1_receipt_header() {
+    let s = Stand::start().await;
+    let payment = s.payment_for("/paid/report").await;
+    let r = s.get("/paid/report", &[("X-PAYMENT", &payment)]).await;
+    assert_eq!(r.status(), 200);
+    assert!(header(&r, "payment-response").is_some());
+    assert!(header(&r, "x-payment-response").is_some());
+    assert_eq!(s.upstream.requests()[0].header("x-payment"), None);
+}
+
+#[tokio::test]
+async fn key_rotation_is_picked_up_and_the_previous_key_still_verifies() {
+    // A short-lived first key, so the filter refreshes within seconds.
+    let s = Stand::start_with(|sidecar| sidecar.set_key(KEY_ID, 12)).await;
+    let old = s.challenge("/paid/report").await;
+    assert_eq!(
+        challenge::read_extra(&old.accepts[0].extra)
+            .unwrap()
+            .0
+            .key_id,
+        KEY_ID
+    );
+    s.sidecar.set_key(KEY_ID + 1, 3600);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let pr = s.challenge("/paid/report").await;
+        if challenge::read_extra(&pr.accepts[0].extra)
+            .unwrap()
+            .0
+            .key_id
+            == KEY_ID + 1
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the filter never picked up the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A challenge issued under the previous key is still honoured...
+    let r = s
+        .get(
+            "/paid/report",
+            &[("payment-signature", &payment_answering(&old))],
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // ...and so is one under the new key.
+    let payment = s.payment_for("/paid/report").await;
+    let r = s
+        .get("/paid/report", &[("payment-signature", &payment)])
+        .await;
+    assert_eq!(r.status(), 200);
+    // One fetcher at a time (lease), about one fetch a second around the rotation at most.
+    let fetches = *lock(&s.sidecar.state.key_fetches);
+    assert!(fetches <= 20, "{fetches} key fetches");
 }
