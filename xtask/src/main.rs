@@ -13,13 +13,55 @@ commands:
           wasm32-wasip1, and run every test in the workspace (what CI runs)
   demo    run the local demo (devnet, sidecar, upstream, Envoy) and pay for one request
   bench   run the benchmarks (add --quick for a run under 3 minutes)
+  oci     build the filter and package it as an OCI image layout for Istio's WasmPlugin
+          (target/oci/nanogate-filter), printing the sha256 to put in the WasmPlugin
   setup   only install what the other commands need (wasm target, pinned Envoy)";
+
+/// `cargo xtask oci`: the filter module as an OCI image layout under `target/oci/`.
+fn oci(args: &[String]) -> Result<(), String> {
+    if let Some(unknown) = args.first() {
+        return Err(format!(
+            "`cargo xtask oci` takes no arguments (got `{unknown}`)"
+        ));
+    }
+    setup::wasm_target()?;
+    let module = setup::filter_wasm()?;
+    let wasm = std::fs::read(&module).map_err(|e| format!("reading {module:?}: {e}"))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let dir = setup::root().join("target/oci/nanogate-filter");
+    let layout = nanogate_xtask::oci::write_layout(&wasm, &dir, version, version)?;
+    println!(
+        "OCI image layout: {} (tag {}, module {} bytes)
+  image (manifest) digest: {}  size {}
+  module sha256:           {}
+
+WasmPlugin fields for an oci:// URL (push the layout first, e.g.
+  oras cp --from-oci-layout {}:{} <registry>/nanogate-filter:{}):
+  url: oci://<registry>/nanogate-filter:{}
+  sha256: {}
+(for an http(s):// or file:// URL of the bare module, use sha256: {})",
+        layout.dir.display(),
+        layout.tag,
+        layout.wasm_size,
+        layout.manifest_digest,
+        layout.manifest_size,
+        layout.wasm_digest,
+        layout.dir.display(),
+        layout.tag,
+        layout.tag,
+        layout.tag,
+        layout.manifest_sha256_hex(),
+        layout.wasm_digest.trim_start_matches("sha256:"),
+    );
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("setup") => setup::all().map(|_| ()),
+        Some("oci") => oci(&args[1..]),
         Some("demo") => Err(
             "the demo is not built yet: `cargo xtask demo` will start devnet, sidecar, an \
              upstream and Envoy once the end-to-end work lands (see the README)"

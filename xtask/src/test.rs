@@ -59,7 +59,9 @@ pub fn run_all() -> Result<(), String> {
 
 pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(unknown) = args.first() {
-        return Err(format!("`cargo xtask test` takes no arguments (got `{unknown}`)"));
+        return Err(format!(
+            "`cargo xtask test` takes no arguments (got `{unknown}`)"
+        ));
     }
     run_all()
 }

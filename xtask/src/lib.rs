@@ -1,0 +1,3 @@
+//! Library half of the xtask package: the parts of `cargo xtask` that tests call directly.
+
+pub mod oci;
