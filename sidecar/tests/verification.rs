@@ -624,3 +624,35 @@ async fn v1_x_payment_is_accepted() {
     let _ = PublicKey::ZERO;
     e.done().await;
 }
+
+#[tokio::test]
+async fn block_sent_in_time_but_confirmed_after_expiry_is_still_admitted_once() {
+    let payer = key(22);
+    let e = env(&[&payer], Confirm::Never, 5).await;
+    // Short validity: the wait for confirmation is cut by the challenge's validBefore.
+    let req = challenge_for(RESOURCE, PRICE, payee(), 2);
+    let valid_before = req.extra["validBefore"].as_u64().unwrap();
+    let block = good_block(&e.devnet, &payer, PRICE, payee());
+    let p = payment(&req, &block);
+    assert_reject(&e.sidecar.pay(&req, &p).await, "block_not_confirmed");
+    while now() <= valid_before {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    e.devnet.faults().set_confirming(true);
+    assert!(
+        e.devnet
+            .ledger()
+            .wait_confirmed(&block.hash(), Duration::from_secs(10))
+            .await
+    );
+    // The expired challenge buys nothing new ...
+    let (frontier, balance) = head(&e.devnet, &payer);
+    let other = send_block(&payer, frontier, balance - PRICE, payee());
+    assert_reject(
+        &e.sidecar.pay(&req, &payment(&req, &other)).await,
+        "invalid_challenge",
+    );
+    // ... but the payment it carried in time is not lost: admitted once.
+    assert_admit(&e.sidecar.pay(&req, &p).await);
+    e.done().await;
+}

@@ -127,7 +127,14 @@ impl Engine {
     async fn settle(&self, c: &Checked, takeover: bool) -> Verdict {
         let started = Instant::now();
         let now = super::unix_now();
-        let wait = Duration::from_secs(c.valid_before.saturating_sub(now)).min(self.cfg.max_wait);
+        // A fresh payment settles within its challenge's validity; a takeover may finish a
+        // block claimed in time until the claim itself expires (validBefore + grace).
+        let end = if takeover {
+            c.valid_before.saturating_add(self.cfg.fork_grace_secs)
+        } else {
+            c.valid_before
+        };
+        let wait = Duration::from_secs(end.saturating_sub(now)).min(self.cfg.max_wait);
         let deadline = Instant::now() + wait;
         let owner = self.next_owner();
         let claim = ForkEntry {

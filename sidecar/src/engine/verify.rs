@@ -4,7 +4,9 @@
 //!    `invalid_payment_requirements`; payment JSON, `x402Version` (`invalid_x402_version`),
 //!    declared scheme (`invalid_scheme`) and network (`invalid_network`), the block
 //!    (`invalid_payload`);
-//! 2. expiry: `validBefore` > now → else `challenge_expired`;
+//! 2. expiry: `validBefore` > now → else `challenge_expired` (for settlement, a challenge that
+//!    expired less than `fork_grace_secs` ago may still finish the block it claimed in time,
+//!    see step 9; nothing else);
 //! 3. challenge binding: key id current or previous, MAC over the caller's terms → else
 //!    `invalid_challenge` (`resource_mismatch` when the stamp is a genuine challenge for another
 //!    resource); unbound facilitator requirements instead need `allow_unbound` and an allowed payee;
@@ -51,6 +53,9 @@ pub(crate) struct Checked {
     pub frontier_key: String,
     /// Settled through the facilitator API: final at once, never redeemed again.
     pub final_on_consume: bool,
+    /// The challenge expired less than `fork_grace_secs` ago: only finishing a block this
+    /// challenge already claimed (a takeover) is allowed.
+    pub expired: bool,
 }
 
 /// What verification concluded.
@@ -161,7 +166,14 @@ fn read_payment<'a>(payment: &'a Value, network: &str) -> Result<Declared<'a>, R
 
 impl Engine {
     /// Steps 1–3: structure, expiry, challenge binding. Pure: no I/O.
-    pub(crate) fn precheck(&self, input: &PaymentInput, now: u64) -> Result<Checked, Rejection> {
+    /// With `grace`, a challenge that expired less than `fork_grace_secs` ago passes with
+    /// `expired = true` (see [`Checked::expired`]).
+    pub(crate) fn precheck(
+        &self,
+        input: &PaymentInput,
+        now: u64,
+        grace: bool,
+    ) -> Result<Checked, Rejection> {
         let cfg = &self.cfg;
         let req = &input.requirements;
         let bad_req = |m: &str| reject(ErrorReason::InvalidPaymentRequirements, m);
@@ -188,18 +200,27 @@ impl Engine {
             .map_err(|e| reject(ErrorReason::InvalidPayload, format!("block: {e}")))?;
 
         let bound = input.binding == BindingPolicy::Required || req.extra.contains_key("mac");
+        let mut expired = false;
         let (nonce, valid_before) = if bound {
             let (stamp, tag) = challenge::read_extra(&req.extra)
                 .map_err(|e| reject(ErrorReason::InvalidChallenge, e.to_string()))?;
             // 2. expiry
-            if stamp.valid_before <= now {
+            expired = stamp.valid_before <= now;
+            let in_grace = now < stamp.valid_before.saturating_add(cfg.fork_grace_secs);
+            if expired && !(grace && in_grace) {
                 return Err(reject(
                     ErrorReason::ChallengeExpired,
                     "the challenge has expired",
                 ));
             }
+            // Within the grace, judge the binding as of the last valid second.
+            let at = if expired {
+                stamp.valid_before.saturating_sub(1)
+            } else {
+                now
+            };
             // 3. binding
-            let Some(key) = self.keys.honoured(stamp.key_id, now) else {
+            let Some(key) = self.keys.honoured(stamp.key_id, at) else {
                 return Err(reject(
                     ErrorReason::InvalidChallenge,
                     "challenge key id is neither current nor previous",
@@ -215,7 +236,7 @@ impl Engine {
                 resource,
                 mechanism: Mechanism::SignedBlock,
             };
-            match challenge::verify(&key, &terms, &stamp, &tag, now) {
+            match challenge::verify(&key, &terms, &stamp, &tag, at) {
                 Ok(()) => {}
                 Err(ChallengeError::Expired) => {
                     return Err(reject(
@@ -223,9 +244,7 @@ impl Engine {
                         "the challenge has expired",
                     ))
                 }
-                Err(_) => {
-                    return Err(self.mac_failure(&key, &declared, &stamp, &tag, resource, now))
-                }
+                Err(_) => return Err(self.mac_failure(&key, &declared, &stamp, &tag, resource, at)),
             }
             (Some(hex::encode_lower(&stamp.nonce)), stamp.valid_before)
         } else {
@@ -267,6 +286,7 @@ impl Engine {
             nonce,
             valid_before,
             final_on_consume: input.binding == BindingPolicy::Facilitator,
+            expired,
         })
     }
 
@@ -362,22 +382,32 @@ impl Engine {
     ) -> Result<Verified, Verdict> {
         let now = super::unix_now();
         let started = Instant::now();
-        let c = self.precheck(input, now).map_err(|r| self.reject(r))?;
+        let c = self
+            .precheck(input, now, mode == Mode::Settle)
+            .map_err(|r| self.reject(r))?;
         let with_payer = |r: Rejection| r.with_payer(&c.payer);
+        let expired = || {
+            Err(self.reject(with_payer(reject(
+                ErrorReason::ChallengeExpired,
+                "the challenge has expired",
+            ))))
+        };
 
         // 4. nonce registry
         if let Some(nonce) = &c.nonce {
             let t = Instant::now();
             let binding = match mode {
-                Mode::Settle => {
+                Mode::Settle if !c.expired => {
                     let expires = as_i64(c.valid_before.saturating_add(self.cfg.fork_grace_secs));
                     self.store.bind_nonce(nonce, &c.spent_key, expires).await
                 }
-                Mode::Probe => self.store.nonce_binding(nonce).await.map(|b| match b {
-                    None => NonceBinding::Fresh,
-                    Some(k) if k == c.spent_key => NonceBinding::Same,
-                    Some(_) => NonceBinding::Other,
-                }),
+                Mode::Settle | Mode::Probe => {
+                    self.store.nonce_binding(nonce).await.map(|b| match b {
+                        None => NonceBinding::Fresh,
+                        Some(k) if k == c.spent_key => NonceBinding::Same,
+                        Some(_) => NonceBinding::Other,
+                    })
+                }
             };
             self.metrics.store_op("bind_nonce", t.elapsed());
             match binding {
@@ -388,6 +418,7 @@ impl Engine {
                         "this challenge was already used for another payment",
                     ))))
                 }
+                Ok(NonceBinding::Fresh) if c.expired => return expired(),
                 Ok(_) => {}
             }
         }
@@ -430,12 +461,16 @@ impl Engine {
                     .observe(started.elapsed().as_secs_f64());
                 return Ok(Verified::TakeOver(c));
             }
-            if mode == Mode::Probe {
+            if mode == Mode::Probe && !c.expired {
                 return Err(self.reject(with_payer(reject(
                     ErrorReason::DuplicateFrontier,
                     "another payment on this frontier is in flight",
                 ))));
             }
+        }
+        // An expired challenge may only finish the block it already claimed (above).
+        if c.expired {
+            return expired();
         }
 
         // 10. account_info
