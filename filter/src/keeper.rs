@@ -31,6 +31,8 @@ pub struct KeyKeeper {
     pending: Option<u32>,
     /// Consecutive failures, to log the first one of a streak at warn and the rest at debug.
     failures: u32,
+    /// Log dispatch failures at debug (during [`KeyKeeper::start`]).
+    quiet: bool,
 }
 
 impl KeyKeeper {
@@ -40,6 +42,7 @@ impl KeyKeeper {
             cache,
             pending: None,
             failures: 0,
+            quiet: false,
         }
     }
 
@@ -61,7 +64,16 @@ impl KeyKeeper {
         self.cache.borrow().clone()
     }
 
-    /// Called at configure time and on every tick.
+    /// Called at configure time. A failure to even dispatch here is expected under
+    /// `envoy --mode validate` (no cluster manager), so it is logged at debug only; the ticks
+    /// retry and report.
+    pub fn start<H: RootHost + ?Sized>(&mut self, host: &mut H) {
+        self.quiet = true;
+        self.tick(host);
+        self.quiet = false;
+    }
+
+    /// Called on every tick.
     pub fn tick<H: RootHost + ?Sized>(&mut self, host: &mut H) {
         let now = host.now_unix();
         let ring = self.sync(host);
@@ -83,10 +95,15 @@ impl KeyKeeper {
             Ok(token) => self.pending = Some(token),
             Err(e) => {
                 self.release_lease(host);
-                self.failed(
-                    host,
-                    &format!("cannot call cluster `{}`: {e}", self.cfg.sidecar.cluster),
-                );
+                let what = format!("cannot call cluster `{}`: {e}", self.cfg.sidecar.cluster);
+                if self.quiet {
+                    host.log(
+                        Level::Debug,
+                        &format!("nanogate: key fetch at start: {what}"),
+                    );
+                } else {
+                    self.failed(host, &what);
+                }
             }
         }
     }
@@ -282,6 +299,10 @@ mod tests {
         k.on_answer(&mut h, 2, Some(200), Some(b"{\"keyId\":1}"));
         assert_eq!(h.counts.len(), 2);
         h.fail_dispatch = true;
+        // At start (e.g. under `envoy --mode validate`) a dispatch failure is not reported...
+        k.start(&mut h);
+        assert_eq!(h.counts.len(), 2);
+        // ...but on a tick it is.
         k.tick(&mut h);
         assert_eq!(h.counts.len(), 3);
         assert!(k.cache.borrow().is_none());

@@ -114,7 +114,7 @@ impl RootContext for Root {
             root_id: self.context_id,
         });
         let mut keeper = KeyKeeper::new(cfg, cache);
-        keeper.tick(&mut Host {
+        keeper.start(&mut Host {
             metrics: &shared.metrics,
         });
         self.keeper = Some(keeper);
