@@ -122,7 +122,10 @@ impl Envoy {
         let log = std::fs::File::create(dir.join("envoy.log")).expect("create envoy.log");
         let log2 = log.try_clone().expect("clone log handle");
         let level = std::env::var("NANOGATE_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "info".into());
-        let child = Command::new(envoy_binary())
+        let mut cmd = Command::new(envoy_binary());
+        // Dies with the thread that started it, even when the test process is killed.
+        crate::procs::die_with_parent(&mut cmd);
+        let child = cmd
             .arg("-c")
             .arg(&path)
             .args([

@@ -1,5 +1,7 @@
 //! Test harness for nanogate's end-to-end suites: real Envoy (spawned from the test process),
-//! a recording upstream, free ports, and template rendering for the bootstrap in `envoy/`.
+//! the real `nanogate-sidecar` binary, an in-process devnet, a recording upstream, free ports,
+//! and template rendering for the bootstrap in `envoy/`. [`stack`] puts them together; the
+//! `nanogate-demo` binary runs the same stack on fixed ports.
 //!
 //! Tools are found at `$NANOGATE_ENVOY` (else `<workspace>/.venv/bin/envoy`) and
 //! `$NANOGATE_FILTER_WASM` (else `<workspace>/target/wasm32-wasip1/wasm/nanogate_filter.wasm`).
@@ -8,6 +10,9 @@
 
 pub mod envoy;
 pub mod ports;
+pub mod procs;
+pub mod sidecar;
+pub mod stack;
 pub mod upstream;
 
 use std::path::PathBuf;

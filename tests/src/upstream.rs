@@ -1,7 +1,7 @@
 //! A recording upstream: answers every request and keeps its method, path, headers and body so
 //! tests can assert what reached the protected service (e.g. that payment headers were
 //! stripped). A path ending in `/status/<code>` (e.g. `/paid/status/503`) answers with that
-//! status.
+//! status; [`Upstream::fail_next`] makes the next request to one path fail once.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -29,7 +29,14 @@ impl Recorded {
     }
 }
 
-type Log = Arc<Mutex<Vec<Recorded>>>;
+#[derive(Default)]
+struct Shared {
+    log: Mutex<Vec<Recorded>>,
+    /// (path, status): the next request to `path` answers `status`, once.
+    fail_next: Mutex<Vec<(String, u16)>>,
+}
+
+type Log = Arc<Shared>;
 
 pub struct Upstream {
     pub port: u16,
@@ -39,7 +46,20 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let (listener, addr) = crate::ports::bind_local().await;
+        let (listener, _) = crate::ports::bind_local().await;
+        Self::serve(listener)
+    }
+
+    /// On a fixed address (the demo's upstream on 127.0.0.1:8080).
+    pub async fn start_on(addr: std::net::SocketAddr) -> std::io::Result<Upstream> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Ok(Self::serve(listener))
+    }
+
+    fn serve(listener: tokio::net::TcpListener) -> Upstream {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let log = Log::default();
         let app = axum::Router::new().fallback(handle).with_state(log.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -59,7 +79,22 @@ impl Upstream {
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<Recorded> {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.log.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The requests so far whose path (without the query) is `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.split('?').next() == Some(path))
+            .collect()
+    }
+
+    /// The next request to `path` (without the query) answers `status`, once.
+    pub fn fail_next(&self, path: &str, status: u16) {
+        if let Ok(mut f) = self.log.fail_next.lock() {
+            f.push((path.to_owned(), status));
+        }
     }
 }
 
@@ -95,12 +130,18 @@ async fn handle(
             .collect(),
         body: body.to_vec(),
     };
-    if let Ok(mut l) = log.lock() {
+    if let Ok(mut l) = log.log.lock() {
         l.push(rec);
     }
-    let status = path
-        .rsplit_once("/status/")
-        .and_then(|(_, s)| s.parse::<u16>().ok())
+    let injected = log.fail_next.lock().ok().and_then(|mut f| {
+        let i = f.iter().position(|(p, _)| *p == path)?;
+        Some(f.remove(i).1)
+    });
+    let status = injected
+        .or_else(|| {
+            path.rsplit_once("/status/")
+                .and_then(|(_, s)| s.parse::<u16>().ok())
+        })
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
     let body = serde_json::json!({"upstream": true, "path": path}).to_string();
