@@ -32,7 +32,9 @@ use nanogate_protocol::challenge::{
 };
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, BlockHash, PublicKey, StateBlock};
-use nanogate_protocol::x402::ErrorReason;
+use nanogate_protocol::x402::{
+    decode_payment_value, DecodedPayment, ErrorReason, PaymentMechanism,
+};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -81,87 +83,38 @@ fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
     Rejection::new(reason, msg)
 }
 
-struct Declared<'a> {
-    block: &'a Value,
-    /// v2 only: the client's copy of the requirements and the resource URL.
-    accepted: Option<&'a serde_json::Map<String, Value>>,
-    resource: Option<&'a str>,
+/// The client's payment, decoded by the protocol crate's `decode_payment_value` (the same
+/// categorization the filter applies to the header).
+struct Declared {
+    decoded: DecodedPayment,
+    block: StateBlock,
 }
 
-fn read_payment<'a>(payment: &'a Value, network: &str) -> Result<Declared<'a>, Rejection> {
-    let obj = payment
-        .as_object()
-        .ok_or_else(|| reject(ErrorReason::InvalidPayload, "payment is not a JSON object"))?;
-    let version = obj
-        .get("x402Version")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| {
-            reject(
-                ErrorReason::InvalidX402Version,
-                "x402Version is missing or not a number",
-            )
-        })?;
-    let (decl, accepted) = match version {
-        2 => {
-            let acc = obj
-                .get("accepted")
-                .and_then(Value::as_object)
-                .ok_or_else(|| {
-                    reject(ErrorReason::InvalidPayload, "v2 payment without `accepted`")
-                })?;
-            (acc, Some(acc))
-        }
-        1 => (obj, None),
-        _ => {
+fn read_payment(payment: &Value, network: &str) -> Result<Declared, Rejection> {
+    let decoded = decode_payment_value(payment.clone())
+        .map_err(|e| reject(e.reason(), format!("payment: {e}")))?;
+    if decoded.scheme() != "exact" {
+        return Err(reject(
+            ErrorReason::InvalidScheme,
+            "only `exact` is accepted",
+        ));
+    }
+    if decoded.network() != network {
+        return Err(reject(
+            ErrorReason::InvalidNetwork,
+            format!("only {network} is accepted"),
+        ));
+    }
+    let block = match decoded.mechanism() {
+        PaymentMechanism::SignedBlock(b) => (**b).clone(),
+        PaymentMechanism::ClientBroadcast => {
             return Err(reject(
-                ErrorReason::InvalidX402Version,
-                "x402Version must be 1 or 2",
+                ErrorReason::UnsupportedScheme,
+                "only signed-block payments are accepted",
             ))
         }
     };
-    match decl.get("scheme").and_then(Value::as_str) {
-        Some("exact") => {}
-        Some(_) => {
-            return Err(reject(
-                ErrorReason::InvalidScheme,
-                "only `exact` is accepted",
-            ))
-        }
-        None => {
-            return Err(reject(
-                ErrorReason::InvalidPayload,
-                "payment names no scheme",
-            ))
-        }
-    }
-    match decl.get("network").and_then(Value::as_str) {
-        Some(n) if n == network => {}
-        Some(_) => {
-            return Err(reject(
-                ErrorReason::InvalidNetwork,
-                format!("only {network} is accepted"),
-            ))
-        }
-        None => {
-            return Err(reject(
-                ErrorReason::InvalidPayload,
-                "payment names no network",
-            ))
-        }
-    }
-    let block = obj
-        .get("payload")
-        .and_then(|p| p.get("block"))
-        .ok_or_else(|| reject(ErrorReason::InvalidPayload, "payload.block is missing"))?;
-    let resource = obj
-        .get("resource")
-        .and_then(|r| r.get("url"))
-        .and_then(Value::as_str);
-    Ok(Declared {
-        block,
-        accepted,
-        resource,
-    })
+    Ok(Declared { decoded, block })
 }
 
 impl Engine {
@@ -196,8 +149,6 @@ impl Engine {
             .map_err(|_| bad_req("requirements: payTo is not a Nano address"))?;
 
         let declared = read_payment(&input.payment, &cfg.network)?;
-        let block = StateBlock::from_json(declared.block)
-            .map_err(|e| reject(ErrorReason::InvalidPayload, format!("block: {e}")))?;
 
         let bound = input.binding == BindingPolicy::Required || req.extra.contains_key("mac");
         let mut expired = false;
@@ -269,6 +220,7 @@ impl Engine {
             (None, valid_before)
         };
 
+        let block = declared.block;
         let hash = block.hash();
         Ok(Checked {
             spent_key: format!("{}:{}", cfg.network, hash.to_hex()),
@@ -292,7 +244,7 @@ impl Engine {
 
     /// The resource URL the MAC covers: the caller's; for the facilitator API a MAC-protected
     /// `extra.resource` (set by `/v1/challenge`) wins over the client's `resource.url`.
-    fn bound_resource<'a>(&self, input: &'a PaymentInput, declared: &Declared<'a>) -> &'a str {
+    fn bound_resource<'a>(&self, input: &'a PaymentInput, declared: &'a Declared) -> &'a str {
         if input.binding == BindingPolicy::Facilitator {
             if let Some(r) = input
                 .requirements
@@ -303,7 +255,7 @@ impl Engine {
                 return r;
             }
             if input.resource.is_empty() {
-                return declared.resource.unwrap_or("");
+                return declared.decoded.resource().map_or("", |r| r.url.as_str());
             }
         }
         &input.resource
@@ -314,25 +266,24 @@ impl Engine {
     fn mac_failure(
         &self,
         key: &nanogate_protocol::challenge::ChallengeKey,
-        declared: &Declared<'_>,
+        declared: &Declared,
         stamp: &ChallengeStamp,
         tag: &[u8; 32],
         resource: &str,
         now: u64,
     ) -> Rejection {
         let genuine_elsewhere = (|| {
-            let acc = declared.accepted?;
-            let url = declared.resource?;
+            let acc = declared.decoded.accepted()?;
+            let url = declared.decoded.resource()?.url.as_str();
             if url == resource {
                 return None;
             }
-            let s = |k: &str| acc.get(k).and_then(Value::as_str);
             let terms = ChallengeTerms {
-                network: s("network")?,
-                scheme: s("scheme")?,
-                asset: s("asset")?,
-                pay_to: PublicKey::from_address(s("payTo")?).ok()?,
-                amount: parse_raw(s("amount")?).ok()?,
+                network: &acc.network,
+                scheme: &acc.scheme,
+                asset: &acc.asset,
+                pay_to: PublicKey::from_address(&acc.pay_to).ok()?,
+                amount: parse_raw(&acc.amount).ok()?,
                 resource: url,
                 mechanism: Mechanism::SignedBlock,
             };
