@@ -19,14 +19,15 @@ pub const ASSET: &str = "XNO";
 pub const MECHANISM: Mechanism = Mechanism::SignedBlock;
 
 /// The resource URL a challenge is bound to: `scheme://authority/path`, lower-cased scheme and
-/// authority, without query string or fragment.
+/// authority, with the canonical path (no query string or fragment; see
+/// [`crate::routes::canonical_path`]).
 pub fn resource_url(scheme: &str, authority: &str, path: &str) -> String {
     let scheme = if scheme.is_empty() { "http" } else { scheme };
     format!(
         "{}://{}{}",
         scheme.to_ascii_lowercase(),
         authority.to_ascii_lowercase(),
-        crate::routes::path_only(path)
+        crate::routes::canonical_path(path)
     )
 }
 

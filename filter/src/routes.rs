@@ -87,6 +87,65 @@ pub fn path_only(path: &str) -> &str {
     path.get(..end).unwrap_or(path)
 }
 
+/// The path a route is matched against (and a challenge bound to): without query string or
+/// fragment, with percent-encoded unreserved characters decoded, `%2F`, `%5C` and `\` read as
+/// `/`, repeated slashes merged and `.`/`..` segments resolved (RFC 3986 §5.2.4).
+///
+/// This is defence in depth for invariant 1: an upstream that decodes or normalizes paths must
+/// not be reachable unpaid through a spelling the prefix or exact match does not recognize
+/// (`/free/../paid/x`, `/%70aid/x`, `//paid/x`, `/paid%2Fx`). Every rewrite can only make a
+/// path look *more* like the paid route it reaches, never less. Envoy's own `normalize_path`,
+/// `merge_slashes` and `path_with_escaped_slashes_action` should be on as well (the demo
+/// bootstrap sets them), so the upstream sees the path that was priced.
+pub fn canonical_path(raw: &str) -> String {
+    let bytes = path_only(raw).as_bytes();
+    let mut decoded: Vec<u8> = Vec::with_capacity(bytes.len() + 1);
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        i += 1;
+        if b == b'%' {
+            let hex = |k: usize| bytes.get(k).and_then(|c| (*c as char).to_digit(16));
+            if let (Some(hi), Some(lo)) = (hex(i), hex(i + 1)) {
+                let c = (hi * 16 + lo) as u8;
+                i += 2;
+                if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+                    decoded.push(c);
+                } else if c == b'/' || c == b'\\' {
+                    decoded.push(b'/');
+                } else {
+                    decoded.extend_from_slice(format!("%{c:02X}").as_bytes());
+                }
+                continue;
+            }
+        }
+        decoded.push(if b == b'\\' { b'/' } else { b });
+    }
+    let text = String::from_utf8_lossy(&decoded);
+    let mut segments: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in text.split('/') {
+        trailing_slash = false;
+        match seg {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                segments.pop();
+                trailing_slash = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(text.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if trailing_slash || segments.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
 /// The first route matching the request, with its index.
 pub fn find<'r>(
     routes: &'r [Route],
@@ -95,7 +154,8 @@ pub fn find<'r>(
     path: &str,
 ) -> Option<(usize, &'r Route)> {
     let host = normalize_host(authority);
-    let path = path_only(path);
+    let path = canonical_path(path);
+    let path = path.as_str();
     routes.iter().enumerate().find(|(_, r)| {
         r.host.as_ref().is_none_or(|h| h.matches(&host))
             && r.methods
@@ -196,6 +256,48 @@ mod tests {
     }
 
     #[test]
+    fn canonical_path_resolves_bypass_spellings() {
+        for (raw, want) in [
+            ("/paid/report?x=1#f", "/paid/report"),
+            ("/free/../paid/x", "/paid/x"),
+            ("/free/%2E%2E/paid/x", "/paid/x"),
+            ("/%70aid/x", "/paid/x"),
+            ("//paid///x", "/paid/x"),
+            ("/paid%2Fx", "/paid/x"),
+            ("/paid%2fx", "/paid/x"),
+            ("/paid\\x", "/paid/x"),
+            ("/paid%5Cx", "/paid/x"),
+            ("/./paid/./x", "/paid/x"),
+            ("/paid/x/..", "/paid/"),
+            ("/paid/free/.", "/paid/free/"),
+            ("/../../paid", "/paid"),
+            ("/a%20b%zz%4", "/a%20b%zz%4"),
+            ("/a%e2%82%ac", "/a%E2%82%AC"),
+            ("", "/"),
+            ("*", "/*"),
+            ("/", "/"),
+            ("/paid/", "/paid/"),
+        ] {
+            assert_eq!(canonical_path(raw), want, "{raw}");
+        }
+        assert_eq!(
+            name("GET", "h", "/free/../paid/x").as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(name("GET", "h", "/%70aid/x").as_deref(), Some("prefix"));
+        assert_eq!(name("GET", "h", "/items/%31%32").as_deref(), Some("regex"));
+        // An exemption is exact: a different spelling of it is paid.
+        assert_eq!(
+            name("GET", "h", "/paid/health/.").as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(
+            name("GET", "h", "/paid/./health").as_deref(),
+            Some("exempt")
+        );
+    }
+
+    #[test]
     fn bad_host_patterns_are_refused() {
         for bad in ["", "a b", "*", "*.", "a.*.com", "*example.com", "x/y"] {
             assert!(HostMatch::parse(bad).is_err(), "{bad}");
@@ -211,6 +313,14 @@ mod tests {
         fn arbitrary_requests_never_panic(method in ".{0,12}", authority in ".{0,40}", path in ".{0,80}") {
             let routes = routes();
             let _ = find(&routes, &method, &authority, &path);
+        }
+
+        #[test]
+        fn canonical_path_is_idempotent_and_rooted(path in "[a-c/.%2-5EFef\\\\?#]{0,40}") {
+            let once = canonical_path(&path);
+            proptest::prop_assert!(once.starts_with('/'));
+            proptest::prop_assert!(!once.contains("//"));
+            proptest::prop_assert_eq!(canonical_path(&once), once.clone());
         }
     }
 }

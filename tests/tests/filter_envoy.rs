@@ -716,3 +716,40 @@ async fn key_rotation_is_picked_up_and_the_previous_key_still_verifies() {
     let fetches = *lock(&s.sidecar.state.key_fetches);
     assert!(fetches <= 20, "{fetches} key fetches");
 }
+
+/// Sends a request line verbatim (HTTP clients resolve `..` before sending) and returns the
+/// status code.
+async fn raw_status(port: u16, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to envoy");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn other_spellings_of_a_paid_path_are_still_paid() {
+    let s = Stand::start().await;
+    for path in [
+        "/public/../paid/report",
+        "/public/%2E%2E/paid/report",
+        "//paid//report",
+        "/paid%2Freport",
+        "/%70aid/report",
+        "/./paid/report",
+    ] {
+        assert_eq!(raw_status(s.listener, path).await, 402, "{path}");
+    }
+    assert!(
+        s.upstream.requests().is_empty(),
+        "nothing unpaid reached the upstream"
+    );
+}
