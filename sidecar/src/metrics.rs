@@ -49,6 +49,9 @@ pub struct Metrics {
     pub rpc_errors: Family<NodeLabel, Counter>,
     pub store_seconds: HistFamily<OpLabel>,
     pub auth_failures: Family<ApiLabel, Counter>,
+    pub rpc_seconds: HistFamily<OpLabel>,
+    pub confirmation_pushes: Counter,
+    pub confirmation_polls: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -77,6 +80,9 @@ impl Metrics {
             rpc_errors: Family::default(),
             store_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             auth_failures: Family::default(),
+            rpc_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            confirmation_pushes: Counter::default(),
+            confirmation_polls: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +134,21 @@ impl Metrics {
             "auth_failures",
             "Requests refused for a missing or wrong credential, by API",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "rpc_seconds",
+            "Nano RPC latency of answered calls, by action",
+            m.rpc_seconds.clone(),
+        );
+        registry.register(
+            "confirmation_pushes",
+            "Confirmations received by WebSocket push",
+            m.confirmation_pushes.clone(),
+        );
+        registry.register(
+            "confirmation_polls",
+            "Confirmation waits that fell back to a block_info poll",
+            m.confirmation_polls.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -86,6 +86,10 @@ pub fn node_ledger(cfg: &Config, metrics: &Arc<Metrics>) -> NodeLedger {
     let client =
         NodeClient::new(&node_cfg).with_metrics(Arc::new(NodeMetricsBridge(metrics.clone())));
     let confirmations = Confirmations::spawn(cfg.nodes.ws.clone(), client.clone());
+    // Known payees are watched from the start so their first confirmation arrives by push.
+    for payee in cfg.pay_to_keys().unwrap_or_default() {
+        confirmations.watch_account(&payee);
+    }
     NodeLedger::new(client, confirmations)
 }
 

@@ -53,7 +53,22 @@ impl NodeMetrics for NodeMetricsBridge {
         self.0.rpc_error(&node_label(node_url));
     }
 
-    fn on_rpc_latency(&self, _action: &str, _secs: f64) {}
+    fn on_rpc_latency(&self, action: &str, secs: f64) {
+        self.0
+            .rpc_seconds
+            .get_or_create(&crate::metrics::OpLabel {
+                op: action.to_owned(),
+            })
+            .observe(secs);
+    }
+
+    fn on_ws_confirmation(&self) {
+        self.0.confirmation_pushes.inc();
+    }
+
+    fn on_confirmation_poll(&self) {
+        self.0.confirmation_polls.inc();
+    }
 }
 
 impl Ledger for NodeLedger {
