@@ -192,3 +192,63 @@ async fn schema_is_created_at_start_and_reopening_is_idempotent() {
         db.cleanup().await;
     }
 }
+
+async fn prune_keeps_the_spent_set(db: Db) {
+    let s = open(&db).await;
+    assert_eq!(
+        s.bind_nonce("n1", "nano:devnet:H1", 5).await.unwrap(),
+        store::NonceBinding::Fresh
+    );
+    assert_eq!(
+        s.bind_nonce("n1", "nano:devnet:H1", 5).await.unwrap(),
+        store::NonceBinding::Same
+    );
+    assert_eq!(
+        s.bind_nonce("n1", "nano:devnet:H2", 5).await.unwrap(),
+        store::NonceBinding::Other
+    );
+    let e = ForkEntry {
+        frontier_key: "k".into(),
+        block_hash: "H1".into(),
+        nonce: Some("n1".into()),
+        owner: "o".into(),
+        lease_until: 3,
+        expires_at: 5,
+    };
+    assert!(s.fork_claim(&e, 1).await.unwrap());
+    assert!(s
+        .consume(&Consumption {
+            spent_key: "nano:devnet:H1".into(),
+            receipt: "r1".into(),
+            payer: "nano_x".into(),
+            amount: 7,
+            nonce: Some("n1".into()),
+            now: 1,
+            valid_before: 5,
+            outcome: None,
+        })
+        .await
+        .unwrap());
+    assert_eq!(
+        s.prune(10).await.unwrap(),
+        2,
+        "one nonce and one fork entry"
+    );
+    assert!(s.nonce_binding("n1").await.unwrap().is_none());
+    assert!(s.fork_entry("k", 0).await.unwrap().is_none());
+    assert!(
+        s.spent("nano:devnet:H1").await.unwrap().is_some(),
+        "spent set never pruned"
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn prune_keeps_the_spent_set_sqlite() {
+    prune_keeps_the_spent_set(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn prune_keeps_the_spent_set_postgres() {
+    prune_keeps_the_spent_set(Db::postgres()).await;
+}
