@@ -1,0 +1,291 @@
+//! End to end under faults: a ledger that never confirms, a fork confirmed instead of the
+//! payment, the sidecar down, every Nano node down, and an upstream that fails after the payment
+//! settled. Each test owns its stack (faults are global to a stack).
+//! Invariants 1 (nothing unpaid passes), 4 (settle before serving), 5 (no payment is lost) and
+//! 6 (fail closed, visibly).
+
+use nanogate_client::{Payer, PayerConfig, RequestSpec};
+use nanogate_devnet::RpcMode;
+use nanogate_protocol::nano::{PrivateKey, PublicKey};
+use nanogate_tests::stack::{
+    signed_block, Reply, Stack, StackConfig, PREVIEW_PRICE_RAW, PRICE_RAW,
+};
+use std::time::{Duration, Instant};
+
+fn attacker() -> PublicKey {
+    PrivateKey::from_seed(&[0xA7; 32], 1).public_key()
+}
+
+/// Presents `header` until the answer is no longer "still in progress" (the outcome of the
+/// previous admission is reported after the response, asynchronously), at most `limit`.
+async fn present_until_settled(s: &Stack, path: &str, header: &str, limit: Duration) -> Reply {
+    let deadline = Instant::now() + limit;
+    loop {
+        let r = s.get(path, &[("payment-signature", header)]).await;
+        let busy = r.status == 402
+            && matches!(
+                r.reason().as_deref(),
+                Some("duplicate_settlement" | "duplicate_frontier")
+            );
+        if !busy || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn unconfirmed_payment_is_refused_within_the_window_and_redeemable_after_confirmation() {
+    let s = Stack::start(StackConfig {
+        max_wait_secs: 3,
+        wallets: 2,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let path = "/paid/never-confirmed";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    s.devnet.faults().set_confirming(false);
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    eprintln!(
+        "unconfirmed payment answered in {:?} (sidecar max wait 3 s, challenge window 120 s)",
+        r.elapsed
+    );
+    assert_eq!(r.status, 402, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(r.reason().as_deref(), Some("block_not_confirmed"));
+    assert!(
+        r.elapsed < Duration::from_secs(120),
+        "answered within the challenge's window"
+    );
+    assert_eq!(s.upstream_hits(path), 0, "nothing unconfirmed is served");
+    assert_eq!(
+        s.ledger().confirmed(&block.hash()),
+        Some(false),
+        "broadcast, not confirmed"
+    );
+    // Presenting it again while the ledger still does not confirm: still nothing.
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(15)).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(s.upstream_hits(path), 0);
+
+    // The ledger recovers; the same payment (same challenge) now buys the request, once.
+    s.devnet.faults().set_confirming(true);
+    assert!(s.confirmed(&block.hash(), Duration::from_secs(20)).await);
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(30)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(
+        r.settlement().map(|x| x.transaction),
+        Some(block.hash().to_hex())
+    );
+    assert_eq!(s.upstream_hits(path), 1);
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(s.upstream_hits(path), 1, "and only once");
+}
+
+#[tokio::test]
+async fn fork_confirmed_instead_of_the_payment_buys_nothing() {
+    let s = Stack::start(StackConfig {
+        wallets: 2,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let path = "/paid/forked";
+    let c = s.challenge(0, path).await;
+    let a = s.ledger().account(&w.account()).expect("open");
+    let payment = s.send_block(&w.key, s.payee, PRICE_RAW);
+    // The competitor spends the same frontier elsewhere; the ledger confirms it instead.
+    let competitor = signed_block(
+        &w.key,
+        a.frontier,
+        a.representative,
+        a.balance - PRICE_RAW,
+        attacker().0,
+    );
+    assert_ne!(competitor.hash(), payment.hash());
+    s.devnet
+        .faults()
+        .fork_instead(a.frontier, competitor.clone());
+    let header = c.header_for(&payment);
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    eprintln!("forked payment answered in {:?}", r.elapsed);
+    assert_eq!(r.status, 402, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(r.reason().as_deref(), Some("fork_lost"));
+    assert!(r.header("payment-response").is_none());
+    assert_eq!(s.upstream_hits(path), 0);
+    assert!(
+        s.confirmed(&competitor.hash(), Duration::from_secs(10))
+            .await
+    );
+    assert!(
+        !s.ledger().contains(&payment.hash()),
+        "the payment was rolled back"
+    );
+    // Presenting it again buys nothing either.
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(15)).await;
+    assert_eq!(r.status, 402, "{}", r.text());
+    assert_eq!(s.upstream_hits(path), 0);
+}
+
+#[tokio::test]
+async fn sidecar_down_fails_closed_and_a_fail_open_route_passes_counted() {
+    let mut s = Stack::start(StackConfig {
+        wallets: 2,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let path = "/paid/sidecar-down";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let preview = "/preview/sidecar-down";
+    let pc = s.challenge(0, preview).await;
+    let preview_block = s.send_block(&w.key, s.payee, PREVIEW_PRICE_RAW);
+    let passes_before = s.gate(0).counter("fail_open_passes").await;
+
+    s.gate_mut(0).sidecar.kill();
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.header("retry-after").is_some(), "503 carries Retry-After");
+    assert_eq!(s.upstream_hits(path), 0, "fail closed");
+    assert!(!s.ledger().contains(&block.hash()));
+    // Unpaid requests still get their 402 from the filter alone.
+    assert_eq!(s.get(path, &[]).await.status, 402);
+
+    // The fail-open route passes, stripped, and is counted in Envoy's /stats.
+    let r = s
+        .get(
+            preview,
+            &[("payment-signature", &pc.header_for(&preview_block))],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = s.upstream.requests_to(preview);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].header("payment-signature"), None);
+    let passes = s.gate(0).counter("fail_open_passes").await;
+    eprintln!("fail-open passes: {passes_before} -> {passes}");
+    assert_eq!(passes, passes_before + 1, "every fail-open pass is counted");
+
+    // The sidecar comes back: the payment that was refused meanwhile still buys the request.
+    s.gate_mut(0)
+        .sidecar
+        .restart()
+        .await
+        .expect("sidecar restarts");
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(20)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(s.upstream_hits(path), 1);
+}
+
+#[tokio::test]
+async fn every_nano_node_down_is_503_and_the_payment_survives() {
+    let s = Stack::start(StackConfig {
+        dead_node_first: true,
+        wallets: 2,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    // One dead node first in the list: failover to the devnet pays.
+    let (header, _) = s.pay_header(0, "/paid/failover", &w).await;
+    let r = s
+        .get("/paid/failover", &[("payment-signature", &header)])
+        .await;
+    assert_eq!(r.status, 200, "failover: {}\n{}", r.text(), s.diagnostics());
+
+    // Now every node is down.
+    let path = "/paid/nodes-down";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    s.devnet.faults().set_rpc(RpcMode::Refuse);
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    eprintln!("every node down: answered in {:?}", r.elapsed);
+    s.devnet.faults().set_rpc(RpcMode::Normal);
+    assert_eq!(r.status, 503, "{}\n{}", r.text(), s.diagnostics());
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(s.upstream_hits(path), 0);
+    assert!(!s.ledger().contains(&block.hash()));
+    // Nodes back: the same payment is settled, once.
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(20)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(s.upstream_hits(path), 1);
+    // Every RPC answering HTTP 500 is "down" too.
+    let path = "/paid/nodes-failing";
+    let (header, _) = s.pay_header(0, path, &w).await;
+    s.devnet.faults().set_rpc(RpcMode::Fail);
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    s.devnet.faults().set_rpc(RpcMode::Normal);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(s.upstream_hits(path), 0);
+}
+
+#[tokio::test]
+async fn upstream_failure_then_re_presentation_is_served_once() {
+    let s = Stack::start(StackConfig {
+        wallets: 2,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let path = "/paid/flaky";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let balance = s.ledger().balance(&w.account());
+    s.upstream.fail_next(path, 500);
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(s.upstream_hits(path), 1);
+    assert_eq!(s.ledger().confirmed(&block.hash()), Some(true), "settled");
+    // The same payment again: redeemed, served.
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(20)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(
+        r.settlement().map(|x| x.transaction),
+        Some(block.hash().to_hex())
+    );
+    assert_eq!(s.upstream_hits(path), 2);
+    // And never again after a success.
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(20)).await;
+    assert_eq!(r.status, 402, "{}", r.text());
+    assert_eq!(r.reason().as_deref(), Some("already_spent"));
+    assert_eq!(s.upstream_hits(path), 2, "served once after the failure");
+    assert_eq!(
+        s.ledger().balance(&w.account()),
+        balance - PRICE_RAW,
+        "paid once"
+    );
+
+    // The payer library does the same by itself: its journal re-presents the block.
+    let path = "/paid/flaky-lib";
+    let dir = s.dir().join("flaky-lib");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let payer = Payer::new(PayerConfig::new(
+        s.devnet.rpc_url(),
+        w.key.clone(),
+        dir.join("journal.json"),
+    ))
+    .expect("payer");
+    let balance = s.ledger().balance(&w.account());
+    s.upstream.fail_next(path, 503);
+    let first = payer
+        .fetch(RequestSpec::get(s.url(path)))
+        .await
+        .expect("first fetch");
+    assert_eq!(first.status, 503);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let second = loop {
+        let r = payer.fetch(RequestSpec::get(s.url(path))).await;
+        match r {
+            Ok(r) if r.status == 200 || Instant::now() > deadline => break r,
+            _ if Instant::now() > deadline => panic!("second fetch: {r:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    };
+    assert_eq!(second.status, 200, "{}", second.body_text());
+    assert!(second.payment.as_ref().is_some_and(|p| p.re_presented));
+    assert_eq!(s.upstream_hits(path), 2);
+    assert_eq!(
+        s.ledger().balance(&w.account()),
+        balance - PRICE_RAW,
+        "the library paid once"
+    );
+}
