@@ -38,10 +38,13 @@ async fn replay_across_replicas_admits_once() {
         assert_eq!(admits, 1, "exactly one admit: {va} / {vb}");
         let loser = if verdict(&va) == "admit" { &vb } else { &va };
         assert_eq!(verdict(loser), "reject", "{loser}");
+        // Which check stops the loser depends on where it was when the winner claimed: the
+        // fork set, the ledger's moved frontier, or the spent set.
         assert!(
             [
                 "duplicate_settlement",
                 "duplicate_frontier",
+                "stale_frontier",
                 "already_spent"
             ]
             .contains(&reason(loser)),
