@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation as a small Rust program (no shell scripts
 //! to rot). It installs what it needs by itself: the wasm target and the pinned Envoy.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -68,7 +69,7 @@ fn main() -> ExitCode {
              upstream and Envoy once the end-to-end work lands (see the README)"
                 .to_string(),
         ),
-        Some("bench") => Err("benchmarks are not built yet (see the README)".to_string()),
+        Some("bench") => bench::run_bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,500 @@
+//! `nanogate-bench`: the driver behind `cargo xtask bench [--quick]`.
+//!
+//! Starts the stack on loopback from release binaries (devnet, sidecar), a minimal upstream in
+//! this process and real Envoy per case; drives it with wrk and with its own async client for
+//! paid requests; measures the sidecar's verify throughput and the spent set at size; reads the
+//! criterion micro-benchmarks; prints a Markdown table and writes it to
+//! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
+//! and count, and everything it starts stops with it.
+//!
+//! Usage: `nanogate-bench [--quick] [--only envoy,paid,verify,spent,micro] [--pg-url URL]`.
+//! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
+//! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
+
+mod facts;
+mod paid;
+mod report;
+mod spent;
+mod stack;
+mod stats;
+mod verify;
+mod wrk;
+
+use anyhow::{bail, Context, Result};
+use report::{EnvoyRow, PaidRow, Report};
+use stack::{EnvoyCase, Upstream};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Sizes and durations of one run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub quick: bool,
+    pub wrk_secs: u64,
+    pub warm_secs: u64,
+    pub connections: u32,
+    pub paid_workers: usize,
+    pub paid_secs: u64,
+    pub paid_per_worker_0ms: usize,
+    pub verify_payers: usize,
+    pub verify_concurrency: usize,
+    pub verify_secs: u64,
+    pub spent_small: u64,
+    pub spent_large: u64,
+    pub spent_ops: usize,
+    pub spent_budget: Duration,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                wrk_secs: 5,
+                warm_secs: 1,
+                connections: 32,
+                paid_workers: 8,
+                paid_secs: 5,
+                paid_per_worker_0ms: 500,
+                verify_payers: 64,
+                verify_concurrency: 64,
+                verify_secs: 5,
+                spent_small: 10_000,
+                spent_large: 100_000,
+                spent_ops: 500,
+                spent_budget: Duration::from_secs(2),
+            }
+        } else {
+            Plan {
+                quick,
+                wrk_secs: 10,
+                warm_secs: 2,
+                connections: 32,
+                paid_workers: 8,
+                paid_secs: 15,
+                paid_per_worker_0ms: 2_000,
+                verify_payers: 64,
+                verify_concurrency: 64,
+                verify_secs: 10,
+                spent_small: 10_000,
+                spent_large: 10_000_000,
+                spent_ops: 2_000,
+                spent_budget: Duration::from_secs(5),
+            }
+        }
+    }
+}
+
+struct Args {
+    quick: bool,
+    only: Option<Vec<String>>,
+    pg_url: String,
+}
+
+fn args() -> Result<Args> {
+    let mut a = Args {
+        quick: false,
+        only: None,
+        pg_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--only" => {
+                let v = it.next().context("--only needs a list")?;
+                a.only = Some(v.split(',').map(str::to_string).collect());
+            }
+            "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: nanogate-bench [--quick] [--only envoy,paid,verify,spent,micro] \
+                     [--pg-url URL]"
+                );
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn main() -> Result<()> {
+    let args = args()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let plan = Plan::new(args.quick);
+    let wants = |s: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let root = nanogate_tests::workspace_root();
+    let out_dir = root.join("target/bench");
+    let work = out_dir.join(format!("work-{}", std::process::id()));
+    std::fs::create_dir_all(&work).with_context(|| format!("mkdir {work:?}"))?;
+    let bin_dir: PathBuf = std::env::current_exe()?
+        .parent()
+        .map(PathBuf::from)
+        .context("binary directory")?;
+    for bin in ["nanogate-devnet", "nanogate-sidecar"] {
+        if !bin_dir.join(bin).exists() {
+            bail!("{bin} not found next to this binary in {bin_dir:?}: build it with `cargo build --release -p {bin}` (cargo xtask bench does)");
+        }
+    }
+    let started = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let envoy_bin = nanogate_tests::envoy::envoy_binary();
+    let wasm = nanogate_tests::envoy::filter_wasm();
+    let mut report = Report::new(
+        plan.clone(),
+        facts::collect(&envoy_bin, &wasm, &root),
+        started,
+    );
+
+    let result = measure(&plan, &args, &wants, &work, &bin_dir, &wasm, &mut report).await;
+    if let Err(e) = &result {
+        report.notes.push(format!("run aborted: {e:#}"));
+    }
+    if wants("micro") {
+        report.micro = [
+            "block_hash",
+            "signature_verify",
+            "work_validate",
+            "header_decode_payment",
+            "challenge_mac_verify",
+        ]
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                facts::criterion_median_ns(&root.join("target/criterion"), n),
+            )
+        })
+        .collect();
+    }
+    let text = report.markdown();
+    println!("{text}");
+    let (date, time) = facts::utc(started);
+    let stamp = format!("{date}T{}Z", time.replace(':', ""));
+    let file = out_dir.join(format!(
+        "{stamp}{}.md",
+        if plan.quick { "-quick" } else { "" }
+    ));
+    std::fs::write(&file, &text).with_context(|| format!("write {file:?}"))?;
+    std::fs::write(out_dir.join("latest.md"), &text)?;
+    eprintln!("nanogate-bench: wrote {} and latest.md", file.display());
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+async fn measure(
+    plan: &Plan,
+    args: &Args,
+    wants: &dyn Fn(&str) -> bool,
+    work: &std::path::Path,
+    bin_dir: &std::path::Path,
+    wasm: &std::path::Path,
+    report: &mut Report,
+) -> Result<()> {
+    let pay_to = paid::payee_key().public_key();
+    let pay_to_addr = pay_to.to_address();
+    let needs_stack = wants("envoy") || wants("paid") || wants("verify");
+    if needs_stack {
+        if std::process::Command::new("wrk")
+            .arg("-v")
+            .output()
+            .is_err()
+        {
+            bail!("wrk is not installed (`cargo xtask bench` installs it with apt-get)");
+        }
+        let upstream = Upstream::start()?;
+        let mut payers: Vec<_> = (0..plan.paid_workers)
+            .map(|i| paid::payer_key(i).public_key())
+            .collect();
+        payers.extend(
+            (0..plan.verify_payers).map(|i| paid::payer_key(verify::FIRST_PAYER + i).public_key()),
+        );
+        let fund = paid::XNO * 100;
+        eprintln!("nanogate-bench: starting devnet (confirm 0 ms) and sidecar");
+        let devnet0 = stack::start_devnet(bin_dir, work, 0, &payers, fund).await?;
+        let sidecar0 = stack::start_sidecar(bin_dir, work, &devnet0).await?;
+
+        if wants("envoy") {
+            let direct = wrk_case(
+                plan,
+                EnvoyCase::Direct,
+                "/",
+                200,
+                &upstream,
+                sidecar0.port,
+                wasm,
+                &pay_to_addr,
+            )
+            .await?;
+            let proxy = wrk_case(
+                plan,
+                EnvoyCase::Proxy,
+                "/",
+                200,
+                &upstream,
+                sidecar0.port,
+                wasm,
+                &pay_to_addr,
+            )
+            .await?;
+            let free = wrk_case(
+                plan,
+                EnvoyCase::Filter,
+                "/paid/free",
+                200,
+                &upstream,
+                sidecar0.port,
+                wasm,
+                &pay_to_addr,
+            )
+            .await?;
+            let unpaid = wrk_case(
+                plan,
+                EnvoyCase::Filter,
+                paid::PAID_PATH,
+                402,
+                &upstream,
+                sidecar0.port,
+                wasm,
+                &pay_to_addr,
+            )
+            .await?;
+            report.envoy = vec![
+                EnvoyRow::new("A. Envoy alone, direct response", None, direct.clone()),
+                EnvoyRow::new("B. Envoy alone, proxy to upstream", None, proxy.clone()),
+                EnvoyRow::new(
+                    "C. Envoy + filter, free route (proxied)",
+                    Some(("B", proxy.rps)),
+                    free,
+                ),
+                EnvoyRow::new(
+                    "D. Envoy + filter, unpaid → 402",
+                    Some(("A", direct.rps)),
+                    unpaid,
+                ),
+            ];
+        }
+
+        if wants("paid") {
+            let row = paid_case(
+                plan,
+                &devnet0,
+                sidecar0.port,
+                &upstream,
+                wasm,
+                pay_to,
+                &pay_to_addr,
+                true,
+            )
+            .await?;
+            report.paid.extend(row);
+        }
+
+        if wants("verify") {
+            eprintln!("nanogate-bench: sidecar verify throughput");
+            report.verify = Some(
+                verify::run(
+                    &devnet0,
+                    work,
+                    plan.verify_payers,
+                    plan.verify_concurrency,
+                    Duration::from_secs(plan.verify_secs),
+                    pay_to,
+                )
+                .await?,
+            );
+        }
+        drop(sidecar0);
+        drop(devnet0);
+
+        if wants("paid") {
+            eprintln!("nanogate-bench: starting devnet (confirm 200 ms) and sidecar");
+            let devnet200 = stack::start_devnet(bin_dir, work, 200, &payers, fund).await?;
+            let sidecar200 = stack::start_sidecar(bin_dir, work, &devnet200).await?;
+            let row = paid_case(
+                plan,
+                &devnet200,
+                sidecar200.port,
+                &upstream,
+                wasm,
+                pay_to,
+                &pay_to_addr,
+                false,
+            )
+            .await?;
+            report.paid.extend(row);
+        }
+    }
+
+    if wants("spent") {
+        eprintln!(
+            "nanogate-bench: spent set in SQLite at {} entries",
+            plan.spent_large
+        );
+        match spent::sqlite(
+            work,
+            plan.spent_small,
+            plan.spent_large,
+            plan.spent_ops,
+            plan.spent_budget,
+        )
+        .await
+        {
+            Ok(r) => report.spent.push(r),
+            Err(e) => report
+                .notes
+                .push(format!("SQLite spent set not measured: {e:#}")),
+        }
+        eprintln!(
+            "nanogate-bench: spent set in PostgreSQL at {} entries",
+            plan.spent_large
+        );
+        match spent::postgres(
+            &args.pg_url,
+            plan.spent_small,
+            plan.spent_large,
+            plan.spent_ops,
+            plan.spent_budget,
+        )
+        .await
+        {
+            Ok(r) => report.spent.push(r),
+            Err(e) => report
+                .notes
+                .push(format!("PostgreSQL spent set not measured: {e:#}")),
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn wrk_case(
+    plan: &Plan,
+    case: EnvoyCase,
+    path: &str,
+    want: u16,
+    upstream: &Upstream,
+    sidecar_port: u16,
+    wasm: &std::path::Path,
+    pay_to: &str,
+) -> Result<wrk::WrkResult> {
+    let (yaml, ports) = stack::envoy_config(case, upstream.port, sidecar_port, wasm, pay_to)?;
+    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let url = format!("http://127.0.0.1:{}{path}", ports.listener);
+    stack::wait_status(&url, want, Duration::from_secs(20)).await?;
+    eprintln!("nanogate-bench: wrk {case:?} {path} (expect {want})");
+    let url2 = url.clone();
+    let (c, warm, secs) = (plan.connections, plan.warm_secs, plan.wrk_secs);
+    let r = tokio::task::spawn_blocking(move || {
+        wrk::run(&url2, c, warm)?;
+        wrk::run(&url2, c, secs)
+    })
+    .await??;
+    // Every answer must have been the expected one: a run of 503s would measure nothing.
+    let bad = if want == 200 {
+        r.non_2xx
+    } else {
+        r.requests.saturating_sub(r.non_2xx)
+    };
+    if bad > 0 || r.errors > 0 {
+        bail!(
+            "{case:?} {path}: {bad} unexpected statuses and {} socket errors in {} requests\n{}",
+            r.errors,
+            r.requests,
+            envoy.log()
+        );
+    }
+    drop(envoy);
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn paid_case(
+    plan: &Plan,
+    devnet: &stack::DevnetProc,
+    sidecar_port: u16,
+    upstream: &Upstream,
+    wasm: &std::path::Path,
+    pay_to: nanogate_protocol::nano::PublicKey,
+    pay_to_addr: &str,
+    with_free_baseline: bool,
+) -> Result<Vec<PaidRow>> {
+    let (yaml, ports) = stack::envoy_config(
+        EnvoyCase::Filter,
+        upstream.port,
+        sidecar_port,
+        wasm,
+        pay_to_addr,
+    )?;
+    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let base = format!("http://127.0.0.1:{}", ports.listener);
+    stack::wait_status(
+        &format!("{base}{}", paid::PAID_PATH),
+        402,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let secs = plan.paid_secs;
+    let per_worker = if devnet.confirm_ms == 0 {
+        plan.paid_per_worker_0ms
+    } else {
+        // One request per (delay + slack) per worker at most.
+        (secs * 1000 / devnet.confirm_ms.max(1)) as usize + 5
+    };
+    eprintln!(
+        "nanogate-bench: paid (confirm {} ms): building {} × {per_worker} signed blocks and challenges",
+        devnet.confirm_ms, plan.paid_workers
+    );
+    let mut chains = Vec::new();
+    for w in 0..plan.paid_workers {
+        chains.push(paid::chain(&devnet.rpc_url, &paid::payer_key(w), pay_to, per_worker).await?);
+    }
+    let headers = paid::headers_for(&base, chains).await?;
+    let mut rows = Vec::new();
+    if with_free_baseline {
+        let free = paid::run_free(
+            &base,
+            plan.paid_workers,
+            Duration::from_secs(secs.min(5)),
+            100_000,
+        )
+        .await?;
+        rows.push(PaidRow {
+            case: "free route through the filter (same client)".into(),
+            workers: plan.paid_workers,
+            delay_ms: None,
+            run: free,
+        });
+    }
+    eprintln!(
+        "nanogate-bench: paid (confirm {} ms): {secs} s",
+        devnet.confirm_ms
+    );
+    let run = paid::run(&base, headers, Duration::from_secs(secs)).await?;
+    if run.ok == 0 {
+        bail!(
+            "no paid request succeeded (confirm {} ms): {}\n{}",
+            devnet.confirm_ms,
+            run.first_failure.clone().unwrap_or_default(),
+            envoy.log()
+        );
+    }
+    rows.push(PaidRow {
+        case: format!(
+            "paid signed block, ledger confirms after {} ms",
+            devnet.confirm_ms
+        ),
+        workers: plan.paid_workers,
+        delay_ms: Some(devnet.confirm_ms),
+        run,
+    });
+    drop(envoy);
+    Ok(rows)
+}

@@ -1,0 +1,390 @@
+//! The Markdown report: one table per part, then the DESIGN.md targets as met or missed.
+
+use crate::facts::{utc, Facts};
+use crate::spent::SpentResult;
+use crate::stats::LatencyRun;
+use crate::wrk::WrkResult;
+use crate::Plan;
+use std::fmt::Write;
+use std::time::Duration;
+
+pub struct EnvoyRow {
+    pub case: String,
+    pub baseline: Option<(&'static str, f64)>,
+    pub r: WrkResult,
+}
+
+impl EnvoyRow {
+    pub fn new(case: &str, baseline: Option<(&'static str, f64)>, r: WrkResult) -> EnvoyRow {
+        EnvoyRow {
+            case: case.into(),
+            baseline,
+            r,
+        }
+    }
+
+    fn ratio(&self) -> Option<f64> {
+        self.baseline
+            .map(|(_, b)| if b > 0.0 { self.r.rps / b } else { 0.0 })
+    }
+}
+
+pub struct PaidRow {
+    pub case: String,
+    pub workers: usize,
+    pub delay_ms: Option<u64>,
+    pub run: LatencyRun,
+}
+
+pub struct Report {
+    pub plan: Plan,
+    pub facts: Facts,
+    pub started: u64,
+    pub envoy: Vec<EnvoyRow>,
+    pub paid: Vec<PaidRow>,
+    pub verify: Option<LatencyRun>,
+    pub spent: Vec<SpentResult>,
+    pub micro: Vec<(String, Option<f64>)>,
+    pub notes: Vec<String>,
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else {
+        format!("{v:.1} ms")
+    }
+}
+
+fn signed_ms(v: f64) -> String {
+    format!("{v:+.2} ms")
+}
+
+fn int(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ns(v: f64) -> String {
+    if v >= 1_000.0 {
+        format!("{:.2} µs", v / 1_000.0)
+    } else {
+        format!("{v:.1} ns")
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+impl Report {
+    pub fn new(plan: Plan, facts: Facts, started: u64) -> Report {
+        Report {
+            plan,
+            facts,
+            started,
+            envoy: Vec::new(),
+            paid: Vec::new(),
+            verify: None,
+            spent: Vec::new(),
+            micro: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Added latency beyond the ledger's delay: (p50, p99) in ms.
+    fn added(row: &PaidRow) -> Option<(f64, f64)> {
+        let d = row.delay_ms? as f64;
+        Some((
+            row.run.p50.as_secs_f64() * 1000.0 - d,
+            row.run.p99.as_secs_f64() * 1000.0 - d,
+        ))
+    }
+
+    pub fn markdown(&self) -> String {
+        let p = &self.plan;
+        let f = &self.facts;
+        let (date, time) = utc(self.started);
+        let mut s = String::new();
+        let cmd = if p.quick {
+            "cargo xtask bench --quick"
+        } else {
+            "cargo xtask bench"
+        };
+        let _ = writeln!(
+            s,
+            "# nanogate benchmarks, {date} {time} UTC{}\n",
+            if p.quick { " (quick)" } else { "" }
+        );
+        let _ = writeln!(s, "Command: `{cmd}` · commit {}\n", f.git);
+        let _ = writeln!(
+            s,
+            "Machine: {} × {} · {} memory · Linux {} · {} · {} (`--concurrency 1`) · {}{}\n",
+            f.nproc,
+            f.cpu,
+            f.memory,
+            f.kernel,
+            f.rustc,
+            f.envoy,
+            f.wrk,
+            self.spent
+                .iter()
+                .map(|r| format!(" · {}", r.version))
+                .collect::<String>()
+        );
+        let _ = writeln!(
+            s,
+            "Everything runs on loopback and shares the same {} cores, nothing pinned: the load \
+             generator (wrk, or this driver's own client), Envoy, the upstream (in the driver), \
+             the sidecar and the devnet. Ratios compare cases of this one run; absolute numbers \
+             move with the machine.{}\n",
+            f.nproc,
+            if p.quick {
+                format!(
+                    " Quick mode: shorter runs ({} s per wrk case, {} s per paid case) and the \
+                     spent set at {} entries instead of 10,000,000.",
+                    p.wrk_secs,
+                    p.paid_secs,
+                    int(p.spent_large as f64)
+                )
+            } else {
+                String::new()
+            }
+        );
+
+        if !self.envoy.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Envoy and the filter (wrk -t1 -c{}, {} s after {} s warm-up)\n",
+                p.connections, p.wrk_secs, p.warm_secs
+            );
+            let _ = writeln!(s, "| case | req/s | p50 | p99 | ratio to baseline |");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            for r in &self.envoy {
+                let ratio = match (r.baseline, r.ratio()) {
+                    (Some((b, _)), Some(x)) => format!("{x:.2}× {b}"),
+                    _ => "baseline".into(),
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {ratio} |",
+                    r.case,
+                    int(r.r.rps),
+                    ms(r.r.p50),
+                    ms(r.r.p99)
+                );
+            }
+            s.push('\n');
+        }
+
+        if !self.paid.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Paid requests end to end (Envoy + filter + sidecar + devnet; one request in \
+                 flight per payer; pre-built `PAYMENT-SIGNATURE` headers, latency timed per \
+                 request by the driver)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| case | payers | req/s | p50 | p99 | added beyond ledger delay (p50 / p99) | ok / failed |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+            for r in &self.paid {
+                let added = Self::added(r)
+                    .map(|(a, b)| format!("{} / {}", signed_ms(a), signed_ms(b)))
+                    .unwrap_or_else(|| "–".into());
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} | {} | {added} | {} / {} |",
+                    r.case,
+                    r.workers,
+                    int(r.run.rps),
+                    ms(r.run.p50),
+                    ms(r.run.p99),
+                    r.run.ok,
+                    r.run.failures
+                );
+            }
+            for r in &self.paid {
+                if let Some(e) = &r.run.first_failure {
+                    let _ = writeln!(s, "\nFirst failure ({}): `{}`", r.case, e.replace('`', "'"));
+                }
+            }
+            s.push('\n');
+        }
+
+        if let Some(v) = &self.verify {
+            let _ = writeln!(
+                s,
+                "## Sidecar verify throughput (`Engine::verify_only` in the driver against the \
+                 devnet process: MAC, nonce registry, destination, signature, work, spent and \
+                 fork sets, `account_info` over RPC)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| concurrency | verifications/s | p50 | p99 | ok / failed |"
+            );
+            let _ = writeln!(s, "|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} / {} |",
+                p.verify_concurrency,
+                int(v.rps),
+                ms(v.p50),
+                ms(v.p99),
+                v.ok,
+                v.failures
+            );
+            if let Some(e) = &v.first_failure {
+                let _ = writeln!(s, "\nFirst failure: `{}`", e.replace('`', "'"));
+            }
+            s.push('\n');
+        }
+
+        if !self.micro.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Micro-benchmarks (criterion, median; `protocol/benches/micro.rs`)\n"
+            );
+            let _ = writeln!(s, "| benchmark | time per op | ops/s (one core) |");
+            let _ = writeln!(s, "|---|---:|---:|");
+            for (name, v) in &self.micro {
+                match v {
+                    Some(v) => {
+                        let _ = writeln!(s, "| {name} | {} | {} |", ns(*v), int(1e9 / v));
+                    }
+                    None => {
+                        let _ = writeln!(s, "| {name} | not run | |");
+                    }
+                }
+            }
+            s.push('\n');
+        }
+
+        if !self.spent.is_empty() {
+            let _ = writeln!(
+                s,
+                "## Spent set through the sidecar's `Store` (one operation at a time; insert = \
+                 `consume`, one durable transaction; lookup = `spent`)\n"
+            );
+            let _ = writeln!(
+                s,
+                "| backend | entries | insert new/s (p99) | insert duplicate (refused)/s | lookup hit/s (p99) | lookup miss/s | ratio to small (insert / hit) |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+            for r in &self.spent {
+                for (rates, base) in [(&r.small, None), (&r.large, Some(&r.small))] {
+                    let ratio = base
+                        .map(|b| {
+                            format!(
+                                "{:.2} / {:.2}",
+                                rates.insert_per_s / b.insert_per_s.max(1e-9),
+                                rates.hit_per_s / b.hit_per_s.max(1e-9)
+                            )
+                        })
+                        .unwrap_or_else(|| "baseline".into());
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} ({}) | {} | {} ({}) | {} | {ratio} |",
+                        r.backend,
+                        int(rates.entries as f64),
+                        int(rates.insert_per_s),
+                        ms(rates.insert_p99),
+                        int(rates.dup_per_s),
+                        int(rates.hit_per_s),
+                        ms(rates.hit_p99),
+                        int(rates.miss_per_s)
+                    );
+                }
+            }
+            let fills: Vec<String> = self
+                .spent
+                .iter()
+                .map(|r| format!("{} {:.0} s", r.backend, r.fill_secs))
+                .collect();
+            let _ = writeln!(
+                s,
+                "\nBulk fill (set-based SQL, random 256-bit keys, spent + receipts rows): {}.\n",
+                fills.join(", ")
+            );
+        }
+
+        let _ = writeln!(s, "## DESIGN.md targets\n");
+        let _ = writeln!(s, "| target | measured | result |");
+        let _ = writeln!(s, "|---|---|---|");
+        if let Some(d) = self.envoy.iter().find(|r| r.case.starts_with("D.")) {
+            let x = d.ratio().unwrap_or(0.0);
+            let _ = writeln!(
+                s,
+                "| unpaid 402 ≥ 0.9× direct-response throughput | {x:.2}× ({} vs {} req/s) | {} |",
+                int(d.r.rps),
+                int(d.baseline.map_or(0.0, |b| b.1)),
+                met(x >= 0.9)
+            );
+        }
+        for r in self.paid.iter().filter(|r| r.delay_ms.is_some()) {
+            if let Some((a50, a99)) = Self::added(r) {
+                let _ = writeln!(
+                    s,
+                    "| paid adds < 1 ms p50, < 5 ms p99 beyond the ledger ({} ms delay, {} payers) | {} p50, {} p99 | {} |",
+                    r.delay_ms.unwrap_or(0),
+                    r.workers,
+                    signed_ms(a50),
+                    signed_ms(a99),
+                    met(a50 < 1.0 && a99 < 5.0)
+                );
+            }
+        }
+        if let Some(v) = &self.verify {
+            let _ = writeln!(
+                s,
+                "| sidecar verifies ≥ 5,000 signed-block payments/s on 2 cores | {} /s ({:.2}× target; {} cores) | {} |",
+                int(v.rps),
+                v.rps / 5000.0,
+                f.nproc,
+                met(v.rps >= 5000.0 && v.failures == 0)
+            );
+        }
+        for r in &self.spent {
+            let ins = r.large.insert_per_s / r.small.insert_per_s.max(1e-9);
+            let hit = r.large.hit_per_s / r.small.hit_per_s.max(1e-9);
+            let _ = writeln!(
+                s,
+                "| spent set O(1)-ish at 10M ({}; read as: rates at size within 2× of the small table) | {} entries: insert {ins:.2}×, lookup {hit:.2}× of {} entries{} | {} |",
+                r.backend,
+                int(r.large.entries as f64),
+                int(r.small.entries as f64),
+                if r.large.entries < 10_000_000 { " (**not 10M**: quick mode)" } else { "" },
+                met(ins >= 0.5 && hit >= 0.5)
+            );
+        }
+        let kb = f.wasm_bytes as f64 / 1000.0;
+        let _ = writeln!(
+            s,
+            "| filter module < 400 KB | {} bytes ({kb:.0} KB, {:.0} KiB) | {} |",
+            int(f.wasm_bytes as f64),
+            f.wasm_bytes as f64 / 1024.0,
+            met(f.wasm_bytes > 0 && f.wasm_bytes < 400_000)
+        );
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nNotes:\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {}", n.replace('\n', " "));
+            }
+        }
+        s
+    }
+}

@@ -1,0 +1,351 @@
+//! The spent set at size: insert-if-absent (`Store::consume`, one durable transaction each, as
+//! the sidecar does per payment) and lookup (`Store::spent`) rates through the sidecar's own
+//! store, first at a small size (the baseline) and then after a bulk fill to the target size.
+//!
+//! The bulk fill writes random 256-bit keys (as block hashes are) straight into the same
+//! tables with set-based SQL, because filling 10 million rows one durable transaction at a
+//! time would take hours; the timed operations all go through the `Store` trait.
+
+use anyhow::{anyhow, Context, Result};
+use nanogate_sidecar::store::{self, Consumption, Store};
+use sqlx::Connection;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Rates at one size.
+#[derive(Debug, Clone, Default)]
+pub struct Rates {
+    pub entries: u64,
+    /// New keys: insert succeeds (one durable transaction each).
+    pub insert_per_s: f64,
+    pub insert_p99: Duration,
+    /// Existing keys: insert-if-absent refuses.
+    pub dup_per_s: f64,
+    /// Lookups of existing keys.
+    pub hit_per_s: f64,
+    pub hit_p99: Duration,
+    /// Lookups of absent keys.
+    pub miss_per_s: f64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SpentResult {
+    pub backend: &'static str,
+    pub small: Rates,
+    pub large: Rates,
+    pub fill_secs: f64,
+    pub version: String,
+}
+
+fn random_key() -> String {
+    format!(
+        "nano:devnet:{}",
+        nanogate_protocol::hex::encode_upper(&rand::random::<[u8; 32]>())
+    )
+}
+
+fn consumption(key: String) -> Consumption {
+    Consumption {
+        receipt: nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 16]>()),
+        spent_key: key,
+        payer: "nano_bench".into(),
+        amount: 1000,
+        nonce: None,
+        now: 1,
+        valid_before: 1,
+        outcome: Some(200),
+    }
+}
+
+/// Times `f` over up to `count` operations or `budget`, whichever ends first.
+async fn timed<F, Fut>(count: usize, budget: Duration, mut f: F) -> Result<(f64, Duration)>
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let started = Instant::now();
+    let mut lat = Vec::with_capacity(count);
+    for i in 0..count {
+        if started.elapsed() > budget {
+            break;
+        }
+        let t = Instant::now();
+        f(i).await?;
+        lat.push(t.elapsed());
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    Ok((
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        crate::stats::percentile(&lat, 0.99),
+    ))
+}
+
+async fn measure(
+    store: &Arc<dyn Store>,
+    entries: u64,
+    existing: &[String],
+    ops: usize,
+    budget: Duration,
+) -> Result<Rates> {
+    let (insert_per_s, insert_p99) = timed(ops, budget, |_| {
+        let s = store.clone();
+        async move {
+            let ok = s.consume(&consumption(random_key())).await?;
+            anyhow::ensure!(ok, "a fresh key was refused");
+            Ok(())
+        }
+    })
+    .await?;
+    let (dup_per_s, _) = timed(ops, budget, |i| {
+        let s = store.clone();
+        let key = existing[i % existing.len()].clone();
+        async move {
+            let ok = s.consume(&consumption(key)).await?;
+            anyhow::ensure!(!ok, "a spent key was admitted twice");
+            Ok(())
+        }
+    })
+    .await?;
+    let lookups = ops * 10;
+    let (hit_per_s, hit_p99) = timed(lookups, budget, |i| {
+        let s = store.clone();
+        let key = existing[i % existing.len()].clone();
+        async move {
+            anyhow::ensure!(s.spent(&key).await?.is_some(), "existing key not found");
+            Ok(())
+        }
+    })
+    .await?;
+    let (miss_per_s, _) = timed(lookups, budget, |_| {
+        let s = store.clone();
+        async move {
+            anyhow::ensure!(s.spent(&random_key()).await?.is_none(), "random key found");
+            Ok(())
+        }
+    })
+    .await?;
+    Ok(Rates {
+        entries,
+        insert_per_s,
+        insert_p99,
+        dup_per_s,
+        hit_per_s,
+        hit_p99,
+        miss_per_s,
+    })
+}
+
+// ---------------------------------------------------------------- SQLite
+
+async fn sqlite_fill(conn: &mut sqlx::SqliteConnection, rows: u64) -> Result<()> {
+    const CHUNK: u64 = 500_000;
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let mut tx = conn.begin().await?;
+        let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM spent")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) \
+             INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
+             SELECT 'nano:devnet:' || hex(randomblob(32)), lower(hex(randomblob(16))), \
+                    'nano_bench', '1000', 1 FROM c",
+        )
+        .bind(n as i64)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, admitted_at, \
+             valid_before) SELECT receipt, spent_key, NULL, 200, 0, 1, 1 FROM spent WHERE rowid > ?",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        left -= n;
+    }
+    Ok(())
+}
+
+async fn sqlite_sample(conn: &mut sqlx::SqliteConnection, n: usize) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT spent_key FROM spent WHERE rowid IN \
+         (SELECT abs(random()) % (SELECT MAX(rowid) FROM spent) + 1 FROM \
+          (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c))",
+    )
+    .bind(n as i64)
+    .fetch_all(conn)
+    .await?)
+}
+
+pub async fn sqlite(
+    work: &Path,
+    small: u64,
+    large: u64,
+    ops: usize,
+    budget: Duration,
+) -> Result<SpentResult> {
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::str::FromStr;
+    let path = work.join("spent-bench.db");
+    let rm = || {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    };
+    rm();
+    let url = format!("sqlite://{}", path.display());
+    let store = store::open(&url, None, 8)
+        .await
+        .map_err(|e| anyhow!("open {url}: {e}"))?;
+    let mut conn = sqlx::SqliteConnection::connect_with(
+        &SqliteConnectOptions::from_str(&url)?
+            .pragma("cache_size", "-1000000")
+            .pragma("synchronous", "OFF"),
+    )
+    .await?;
+    let version: String = sqlx::query_scalar("SELECT sqlite_version()")
+        .fetch_one(&mut conn)
+        .await?;
+    sqlite_fill(&mut conn, small).await?;
+    let sample = sqlite_sample(&mut conn, 10_000).await?;
+    let small_rates = measure(&store, small, &sample, ops, budget).await?;
+    let t = Instant::now();
+    sqlite_fill(&mut conn, large.saturating_sub(small)).await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await?;
+    let fill_secs = t.elapsed().as_secs_f64();
+    let entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spent")
+        .fetch_one(&mut conn)
+        .await?;
+    let sample = sqlite_sample(&mut conn, 10_000).await?;
+    let large_rates = measure(&store, entries as u64, &sample, ops, budget).await?;
+    drop(conn);
+    drop(store);
+    rm();
+    Ok(SpentResult {
+        backend: "SQLite",
+        small: small_rates,
+        large: large_rates,
+        fill_secs,
+        version: format!("SQLite {version}"),
+    })
+}
+
+// ---------------------------------------------------------------- PostgreSQL
+
+async fn pg_fill(conn: &mut sqlx::PgConnection, schema: &str, rows: u64) -> Result<()> {
+    const CHUNK: u64 = 1_000_000;
+    let mut left = rows;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "WITH k AS (SELECT 'nano:devnet:' || upper(md5(random()::text) || md5(random()::text)) \
+                    AS spent_key, md5(random()::text) AS receipt FROM generate_series(1, $1)), \
+             s AS (INSERT INTO \"{schema}\".spent (spent_key, receipt, payer, amount, consumed_at) \
+                   SELECT spent_key, receipt, 'nano_bench', '1000', 1 FROM k \
+                   ON CONFLICT DO NOTHING RETURNING spent_key, receipt) \
+             INSERT INTO \"{schema}\".receipts (receipt, spent_key, nonce, outcome, redemptions, \
+                   admitted_at, valid_before) SELECT receipt, spent_key, NULL, 200, 0, 1, 1 FROM s"
+        ))
+        .bind(n as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        left -= n;
+    }
+    sqlx::query(&format!("ANALYZE \"{schema}\".spent"))
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(&format!("ANALYZE \"{schema}\".receipts"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+async fn pg_sample(conn: &mut sqlx::PgConnection, schema: &str, n: usize) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT spent_key FROM \"{schema}\".spent TABLESAMPLE SYSTEM_ROWS($1)"
+    ))
+    .bind(n as i64)
+    .fetch_all(&mut *conn)
+    .await
+    .or_else(|_| Ok::<_, sqlx::Error>(Vec::new()))?)
+}
+
+async fn pg_sample_any(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    n: usize,
+) -> Result<Vec<String>> {
+    // TABLESAMPLE SYSTEM_ROWS needs an extension; BERNOULLI over a fraction is built in.
+    let v = pg_sample(conn, schema, n).await?;
+    if !v.is_empty() {
+        return Ok(v);
+    }
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".spent"))
+        .fetch_one(&mut *conn)
+        .await?;
+    let pct = ((n as f64 * 2.0 / total.max(1) as f64) * 100.0).min(100.0);
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT spent_key FROM \"{schema}\".spent TABLESAMPLE BERNOULLI({pct}) LIMIT $1"
+    ))
+    .bind(n as i64)
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+pub async fn postgres(
+    url: &str,
+    small: u64,
+    large: u64,
+    ops: usize,
+    budget: Duration,
+) -> Result<SpentResult> {
+    let schema = format!("ng_bench_{}", std::process::id());
+    let store = store::open(url, Some(&schema), 8)
+        .await
+        .map_err(|e| anyhow!("open PostgreSQL at {url}: {e}"))?;
+    let mut conn = sqlx::PgConnection::connect(url)
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    let result = async {
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await?;
+        pg_fill(&mut conn, &schema, small).await?;
+        let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
+        anyhow::ensure!(!sample.is_empty(), "no sample keys");
+        let small_rates = measure(&store, small, &sample, ops, budget).await?;
+        let t = Instant::now();
+        pg_fill(&mut conn, &schema, large.saturating_sub(small)).await?;
+        let fill_secs = t.elapsed().as_secs_f64();
+        let entries: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".spent"))
+            .fetch_one(&mut conn)
+            .await?;
+        let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
+        anyhow::ensure!(!sample.is_empty(), "no sample keys");
+        let large_rates = measure(&store, entries as u64, &sample, ops, budget).await?;
+        Ok(SpentResult {
+            backend: "PostgreSQL",
+            small: small_rates,
+            large: large_rates,
+            fill_secs,
+            version: format!("PostgreSQL {version}"),
+        })
+    }
+    .await;
+    drop(store);
+    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .execute(&mut conn)
+        .await;
+    result
+}

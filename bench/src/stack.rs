@@ -1,0 +1,306 @@
+//! The processes of one benchmark stack on loopback: the devnet and the sidecar as release
+//! binaries (killed on drop), a minimal upstream served in-process, and Envoy per case.
+
+use anyhow::{anyhow, bail, Context, Result};
+use nanogate_protocol::nano::PublicKey;
+use nanogate_tests::ports::free_port;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const FILTER_SECRET: &str = "bench-filter-secret-0123456789";
+pub const CHALLENGE_SECRET: &str = "bench-challenge-master-secret-0123456789";
+pub const NETWORK: &str = "nano:devnet";
+
+/// A child process killed on drop, with its output in `log`.
+pub struct Proc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Result<Proc> {
+        let out = std::fs::File::create(&log).with_context(|| format!("create {log:?}"))?;
+        let err = out.try_clone()?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .with_context(|| format!("spawn {cmd:?}"))?;
+        Ok(Proc { child, log })
+    }
+
+    fn check_alive(&mut self, what: &str) -> Result<()> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            bail!("{what} exited with {status}:\n{log}");
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The devnet binary, funding `payers` at start.
+pub struct DevnetProc {
+    pub rpc_url: String,
+    pub ws_url: String,
+    pub confirm_ms: u64,
+    /// Kept for its drop (kills the process).
+    _proc: Proc,
+}
+
+pub async fn start_devnet(
+    bin_dir: &Path,
+    work: &Path,
+    confirm_ms: u64,
+    payers: &[PublicKey],
+    fund_raw: u128,
+) -> Result<DevnetProc> {
+    let (rpc, ws) = (free_port(), free_port());
+    let mut cmd = Command::new(bin_dir.join("nanogate-devnet"));
+    cmd.args(["--rpc", &format!("127.0.0.1:{rpc}")])
+        .args(["--ws", &format!("127.0.0.1:{ws}")])
+        .args(["--confirm-after-ms", &confirm_ms.to_string()])
+        .env("RUST_LOG", "warn");
+    for p in payers {
+        cmd.arg("--fund")
+            .arg(format!("{}={fund_raw}", p.to_address()));
+    }
+    let mut proc = Proc::spawn(&mut cmd, work.join(format!("devnet-{confirm_ms}ms.log")))?;
+    let rpc_url = format!("http://127.0.0.1:{rpc}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.check_alive("devnet")?;
+        if let Ok(v) = rpc_call(&rpc_url, json!({"action": "version"})).await {
+            if v.get("network").is_some() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("devnet not answering at {rpc_url} after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(DevnetProc {
+        rpc_url,
+        ws_url: format!("ws://127.0.0.1:{ws}"),
+        confirm_ms,
+        _proc: proc,
+    })
+}
+
+pub async fn rpc_call(url: &str, body: Value) -> Result<Value> {
+    let v: Value = reqwest::Client::new()
+        .post(url)
+        .timeout(Duration::from_secs(10))
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if let Some(e) = v.get("error") {
+        bail!("rpc {body}: {e}");
+    }
+    Ok(v)
+}
+
+/// The sidecar binary on a SQLite file in `work`, against `devnet`.
+pub struct SidecarProc {
+    pub port: u16,
+    /// Kept for its drop (kills the process).
+    _proc: Proc,
+}
+
+pub async fn start_sidecar(
+    bin_dir: &Path,
+    work: &Path,
+    devnet: &DevnetProc,
+) -> Result<SidecarProc> {
+    let port = free_port();
+    let db = work.join(format!("sidecar-{}ms.db", devnet.confirm_ms));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let mut cmd = Command::new(bin_dir.join("nanogate-sidecar"));
+    cmd.env("NANOGATE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("NANOGATE_NETWORK", NETWORK)
+        .env("NANOGATE_NODE_NETWORK", "dev")
+        .env("NANOGATE_FILTER_SECRET", FILTER_SECRET)
+        .env("NANOGATE_CHALLENGE_SECRET", CHALLENGE_SECRET)
+        .env("NANOGATE_RPC_URLS", &devnet.rpc_url)
+        .env("NANOGATE_WS_URLS", &devnet.ws_url)
+        .env(
+            "NANOGATE_DATABASE_URL",
+            format!("sqlite://{}", db.display()),
+        )
+        .env("NANOGATE_LOG", "warn")
+        .env("NANOGATE_SHUTDOWN_GRACE_SECS", "1");
+    let mut proc = Proc::spawn(
+        &mut cmd,
+        work.join(format!("sidecar-{}ms.log", devnet.confirm_ms)),
+    )?;
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.check_alive("sidecar")?;
+        if let Ok(r) = client.get(&url).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("sidecar not ready at {url} after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(SidecarProc { port, _proc: proc })
+}
+
+/// A minimal upstream (`200 hello`), served on its own runtime thread so it does not compete
+/// with the driver's own tasks for the same scheduler.
+pub struct Upstream {
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Result<Upstream> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("upstream".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        eprintln!("upstream runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let app = axum::Router::new().fallback(|| async { "hello\n" });
+                    let _ = axum::serve(listener, app)
+                        .with_graceful_shutdown(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })?;
+        Ok(Upstream {
+            port,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What an Envoy case runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvoyCase {
+    /// No filter, `direct_response` 200.
+    Direct,
+    /// No filter, proxy to the upstream.
+    Proxy,
+    /// The nanogate filter, proxy to the upstream (route decides free / 402 / paid).
+    Filter,
+}
+
+pub struct EnvoyPorts {
+    pub listener: u16,
+    pub admin: u16,
+}
+
+/// Renders the benchmark bootstrap for `case`.
+pub fn envoy_config(
+    case: EnvoyCase,
+    upstream: u16,
+    sidecar: u16,
+    filter_wasm: &Path,
+    pay_to: &str,
+) -> Result<(String, EnvoyPorts)> {
+    let ports = EnvoyPorts {
+        listener: free_port(),
+        admin: free_port(),
+    };
+    let route = match case {
+        EnvoyCase::Direct => {
+            r#"direct_response: { status: 200, body: { inline_string: "hello\n" } }"#.to_string()
+        }
+        EnvoyCase::Proxy | EnvoyCase::Filter => {
+            "route: { cluster: upstream, timeout: 30s }".to_string()
+        }
+    };
+    let wasm = if case == EnvoyCase::Filter {
+        nanogate_tests::envoy::render(
+            include_str!("../wasm-filter.yaml"),
+            &[
+                ("FILTER_WASM", filter_wasm.display().to_string()),
+                ("SIDECAR_SECRET", FILTER_SECRET.to_string()),
+                ("NETWORK", NETWORK.to_string()),
+                ("PAY_TO", pay_to.to_string()),
+            ],
+        )
+        .map_err(|e| anyhow!("wasm-filter.yaml: {e}"))?
+    } else {
+        String::new()
+    };
+    let yaml = nanogate_tests::envoy::render(
+        include_str!("../envoy-bench.yaml"),
+        &[
+            ("LISTENER_PORT", ports.listener.to_string()),
+            ("ADMIN_PORT", ports.admin.to_string()),
+            ("UPSTREAM_PORT", upstream.to_string()),
+            ("SIDECAR_PORT", sidecar.to_string()),
+            ("ROUTE_ACTION", route),
+            ("WASM_FILTER", wasm),
+        ],
+    )
+    .map_err(|e| anyhow!("envoy-bench.yaml: {e}"))?;
+    Ok((yaml, ports))
+}
+
+/// Waits until `GET url` answers `want` (the filter answers 503 until it holds a challenge key).
+pub async fn wait_status(url: &str, want: u16, timeout: Duration) -> Result<()> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.get(url).send().await {
+            Ok(r) if r.status().as_u16() == want => return Ok(()),
+            Ok(r) => format!("status {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            bail!("{url} did not answer {want} within {timeout:?} (last: {last})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,68 @@
+//! `cargo xtask bench [--quick]`: installs what the benchmarks need (wasm target, pinned Envoy,
+//! wrk from Debian when missing), builds the filter module and the release binaries, runs the
+//! criterion micro-benchmarks, then the driver `nanogate-bench` (bench/), which starts the
+//! stack on loopback, measures every case and writes `target/bench/<timestamp>.md` and
+//! `target/bench/latest.md`. Other arguments (`--only envoy,paid,verify,spent,micro`,
+//! `--pg-url URL`) are passed to the driver.
+
+use crate::setup::{self, cargo, root, run};
+use std::process::Command;
+
+/// wrk from Debian's packages (we run as root on the project's machines).
+fn wrk() -> Result<(), String> {
+    if Command::new("wrk").arg("-v").output().is_ok() {
+        return Ok(());
+    }
+    let install = || run(Command::new("apt-get").args(["install", "-y", "-q", "wrk"]));
+    if install().is_err() {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        install()?;
+    }
+    Ok(())
+}
+
+pub fn run_bench(args: &[String]) -> Result<(), String> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let micro = match args.iter().position(|a| a == "--only") {
+        Some(i) => args
+            .get(i + 1)
+            .is_some_and(|l| l.split(',').any(|x| x == "micro")),
+        None => true,
+    };
+    setup::wasm_target()?;
+    let envoy = setup::envoy()?;
+    let wasm = setup::filter_wasm()?;
+    wrk()?;
+    run(Command::new(cargo()).current_dir(root()).args([
+        "build",
+        "--release",
+        "--package",
+        "nanogate-bench",
+        "--package",
+        "nanogate-sidecar",
+        "--package",
+        "nanogate-devnet",
+    ]))?;
+    if micro {
+        let mut cmd = Command::new(cargo());
+        cmd.current_dir(root()).args([
+            "bench",
+            "--package",
+            "nanogate-protocol",
+            "--bench",
+            "micro",
+            "--",
+        ]);
+        if quick {
+            cmd.args(["--quick", "--noplot"]);
+        } else {
+            cmd.args(["--noplot", "--warm-up-time", "1", "--measurement-time", "3"]);
+        }
+        run(&mut cmd)?;
+    }
+    run(Command::new(root().join("target/release/nanogate-bench"))
+        .current_dir(root())
+        .args(args)
+        .env("NANOGATE_ENVOY", envoy)
+        .env("NANOGATE_FILTER_WASM", wasm))
+}
