@@ -2,6 +2,7 @@
 //! to rot). It installs what it needs by itself: the wasm target and the pinned Envoy.
 
 mod bench;
+mod demo;
 mod setup;
 mod test;
 
@@ -12,7 +13,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test    install what is missing, check formatting and clippy, build the filter for
           wasm32-wasip1, and run every test in the workspace (what CI runs)
-  demo    run the local demo (devnet, sidecar, upstream, Envoy) and pay for one request
+  demo    run the local demo (devnet, sidecar, upstream, Envoy on fixed ports), pay for one
+          request with nanogate-pay step by step, then serve until Ctrl-C
   bench   run the benchmarks (add --quick for a run under 3 minutes)
   oci     build the filter and package it as an OCI image layout for Istio's WasmPlugin
           (target/oci/nanogate-filter), printing the sha256 to put in the WasmPlugin
@@ -64,11 +66,7 @@ fn main() -> ExitCode {
         Some("test") => test::run(&args[1..]),
         Some("setup") => setup::all().map(|_| ()),
         Some("oci") => oci(&args[1..]),
-        Some("demo") => Err(
-            "the demo is not built yet: `cargo xtask demo` will start devnet, sidecar, an \
-             upstream and Envoy once the end-to-end work lands (see the README)"
-                .to_string(),
-        ),
+        Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
