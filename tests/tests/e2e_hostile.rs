@@ -603,3 +603,59 @@ async fn oversized_payment_headers_are_refused_before_decoding() {
     assert_eq!(r.status, 200);
     assert_eq!(s.get(path, &[]).await.status, 402);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Invariant 9: only the filter talks to the sidecar; keys never leak
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sidecar_refuses_callers_without_the_filter_secret_and_never_leaks_keys() {
+    let s = stack();
+    let sidecar = s.gate(0).sidecar.base_url();
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/v1/challenge-key"),
+        ("POST", "/v1/pay"),
+        ("POST", "/v1/outcome"),
+    ] {
+        for secret in [None, Some("wrong-secret-0123456789abcdef")] {
+            let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+            let mut req = http
+                .request(m, format!("{sidecar}{path}"))
+                .header("content-type", "application/json")
+                .body(r#"{"receipt":"x","status":200}"#);
+            if let Some(v) = secret {
+                req = req.header("x-nanogate-secret", v);
+            }
+            let r = req.send().await.expect("sidecar answers");
+            assert_eq!(r.status(), 401, "{method} {path} with {secret:?}");
+        }
+    }
+    // Control: the filter's secret gets the key…
+    let key = http
+        .get(format!("{sidecar}/v1/challenge-key"))
+        .header("x-nanogate-secret", nanogate_tests::stack::FILTER_SECRET)
+        .send()
+        .await
+        .expect("key")
+        .json::<Value>()
+        .await
+        .expect("key JSON");
+    let key_hex = key["key"].as_str().expect("key hex").to_owned();
+    assert_eq!(key_hex.len(), 64);
+    // …which, like the secrets, appears in no log and no metric.
+    let metrics = s.gate(0).sidecar.metrics().await;
+    let logs = format!(
+        "{}\n{}\n{metrics}",
+        s.gate(0).sidecar.log(),
+        s.gate(0).envoy.log()
+    );
+    for secret in [
+        nanogate_tests::stack::FILTER_SECRET,
+        CHALLENGE_SECRET,
+        key_hex.as_str(),
+    ] {
+        assert!(!logs.to_lowercase().contains(&secret.to_lowercase()));
+    }
+    assert!(metrics.contains("nanogate_auth_failures_total"), "{metrics}");
+}
