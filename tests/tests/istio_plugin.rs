@@ -239,6 +239,18 @@ async fn a_plain_cluster_name_does_not_reach_the_sidecar_so_paid_routes_fail_clo
     assert_eq!(r.status, 503, "{}\n{}", r.text(), envoy.log());
     assert!(r.header("retry-after").is_some());
     assert!(upstream.requests().is_empty());
+    // What docs/istio.md tells operators to look for: paid requests without a key are counted
+    // at once, and the filter's retries of the key fetch (every tick) are counted as failures.
+    assert!(envoy.counter("wasmcustom.nanogate_key_unavailable").await >= 1);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while envoy.counter("wasmcustom.nanogate_key_fetch_errors").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no key fetch error counted:\n{}",
+            envoy.stats("nanogate_key").await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A real payment for the 402 in `reply`: a signed send from `payer` on its devnet frontier.
@@ -337,6 +349,16 @@ async fn shipped_plugin_configs_charge_in_envoy_through_the_istio_cluster_name()
     assert_eq!(offer.network, NETWORK);
     assert_eq!(pr.resource.url, "http://api.example.com/v1/reports/q3");
     assert_eq!(pr.resource.description.as_deref(), Some("One report"));
+    // Route hosts ignore the port of the request's authority.
+    let with_port = request(
+        listener,
+        "GET",
+        "api.example.com:8443",
+        "/v1/reports/q3",
+        &[],
+    )
+    .await;
+    assert_eq!(with_port.status, 402);
     let search = request(listener, "GET", host, "/v1/search/nano", &[]).await;
     assert_eq!(search.status, 402);
     assert_eq!(
