@@ -49,9 +49,10 @@ pub fn collect(envoy: &Path, wasm: &Path, root: &Path) -> Facts {
         .map(|kb| format!("{:.1} GiB", kb as f64 / 1024.0 / 1024.0))
         .unwrap_or_else(|| "unknown".into());
     let envoy_version = first_line(Command::new(envoy).arg("--version"));
+    // "<path>  version: <sha>/1.40.0/Clean/RELEASE/BoringSSL"
     let envoy_version = envoy_version
-        .split('/')
-        .nth(1)
+        .rsplit_once("version:")
+        .and_then(|(_, v)| v.trim().split('/').nth(1))
         .map(|v| format!("Envoy {v}"))
         .unwrap_or(envoy_version);
     let dirty = Command::new("git")

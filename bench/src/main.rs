@@ -35,7 +35,6 @@ pub struct Plan {
     pub connections: u32,
     pub paid_workers: usize,
     pub paid_secs: u64,
-    pub paid_per_worker_0ms: usize,
     pub verify_payers: usize,
     pub verify_concurrency: usize,
     pub verify_secs: u64,
@@ -55,7 +54,6 @@ impl Plan {
                 connections: 32,
                 paid_workers: 8,
                 paid_secs: 5,
-                paid_per_worker_0ms: 500,
                 verify_payers: 64,
                 verify_concurrency: 64,
                 verify_secs: 5,
@@ -72,7 +70,6 @@ impl Plan {
                 connections: 32,
                 paid_workers: 8,
                 paid_secs: 15,
-                paid_per_worker_0ms: 2_000,
                 verify_payers: 64,
                 verify_concurrency: 64,
                 verify_secs: 10,
@@ -266,35 +263,39 @@ async fn measure(
                 &pay_to_addr,
             )
             .await?;
+            let (direct_rps, proxy_rps) = (direct.0.rps, proxy.0.rps);
             report.envoy = vec![
-                EnvoyRow::new("A. Envoy alone, direct response", None, direct.clone()),
-                EnvoyRow::new("B. Envoy alone, proxy to upstream", None, proxy.clone()),
+                EnvoyRow::new("A. Envoy alone, direct response", None, direct),
+                EnvoyRow::new("B. Envoy alone, proxy to upstream", None, proxy),
                 EnvoyRow::new(
                     "C. Envoy + filter, free route (proxied)",
-                    Some(("B", proxy.rps)),
+                    Some(("B", proxy_rps)),
                     free,
                 ),
                 EnvoyRow::new(
                     "D. Envoy + filter, unpaid → 402",
-                    Some(("A", direct.rps)),
+                    Some(("A", direct_rps)),
                     unpaid,
                 ),
             ];
         }
 
         if wants("paid") {
-            let row = paid_case(
-                plan,
-                &devnet0,
-                sidecar0.port,
-                &upstream,
-                wasm,
-                pay_to,
-                &pay_to_addr,
-                true,
-            )
-            .await?;
-            report.paid.extend(row);
+            for workers in [1, plan.paid_workers] {
+                let rows = paid_case(
+                    plan,
+                    workers,
+                    &devnet0,
+                    &sidecar0,
+                    &upstream,
+                    wasm,
+                    pay_to,
+                    &pay_to_addr,
+                    true,
+                )
+                .await?;
+                report.paid.extend(rows);
+            }
         }
 
         if wants("verify") {
@@ -318,18 +319,21 @@ async fn measure(
             eprintln!("nanogate-bench: starting devnet (confirm 200 ms) and sidecar");
             let devnet200 = stack::start_devnet(bin_dir, work, 200, &payers, fund).await?;
             let sidecar200 = stack::start_sidecar(bin_dir, work, &devnet200).await?;
-            let row = paid_case(
-                plan,
-                &devnet200,
-                sidecar200.port,
-                &upstream,
-                wasm,
-                pay_to,
-                &pay_to_addr,
-                false,
-            )
-            .await?;
-            report.paid.extend(row);
+            for workers in [1, plan.paid_workers] {
+                let rows = paid_case(
+                    plan,
+                    workers,
+                    &devnet200,
+                    &sidecar200,
+                    &upstream,
+                    wasm,
+                    pay_to,
+                    &pay_to_addr,
+                    false,
+                )
+                .await?;
+                report.paid.extend(rows);
+            }
         }
     }
 
@@ -384,7 +388,7 @@ async fn wrk_case(
     sidecar_port: u16,
     wasm: &std::path::Path,
     pay_to: &str,
-) -> Result<wrk::WrkResult> {
+) -> Result<(wrk::WrkResult, Option<f64>)> {
     let (yaml, ports) = stack::envoy_config(case, upstream.port, sidecar_port, wasm, pay_to)?;
     let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
     let url = format!("http://127.0.0.1:{}{path}", ports.listener);
@@ -392,9 +396,17 @@ async fn wrk_case(
     eprintln!("nanogate-bench: wrk {case:?} {path} (expect {want})");
     let url2 = url.clone();
     let (c, warm, secs) = (plan.connections, plan.warm_secs, plan.wrk_secs);
-    let r = tokio::task::spawn_blocking(move || {
+    let envoy_pid = stack::pid_with_arg(&envoy.dir().join("envoy.yaml").display().to_string());
+    let (r, cpu) = tokio::task::spawn_blocking(move || {
         wrk::run(&url2, c, warm)?;
-        wrk::run(&url2, c, secs)
+        let before = envoy_pid.and_then(stack::cpu_secs);
+        let r = wrk::run(&url2, c, secs)?;
+        let after = envoy_pid.and_then(stack::cpu_secs);
+        let cpu = match (before, after) {
+            (Some(b), Some(a)) if r.requests > 0 => Some((a - b) / r.requests as f64 * 1e6),
+            _ => None,
+        };
+        Ok::<_, anyhow::Error>((r, cpu))
     })
     .await??;
     // Every answer must have been the expected one: a run of 503s would measure nothing.
@@ -412,14 +424,15 @@ async fn wrk_case(
         );
     }
     drop(envoy);
-    Ok(r)
+    Ok((r, cpu))
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn paid_case(
     plan: &Plan,
+    workers: usize,
     devnet: &stack::DevnetProc,
-    sidecar_port: u16,
+    sidecar: &stack::SidecarProc,
     upstream: &Upstream,
     wasm: &std::path::Path,
     pay_to: nanogate_protocol::nano::PublicKey,
@@ -429,7 +442,7 @@ async fn paid_case(
     let (yaml, ports) = stack::envoy_config(
         EnvoyCase::Filter,
         upstream.port,
-        sidecar_port,
+        sidecar.port,
         wasm,
         pay_to_addr,
     )?;
@@ -443,41 +456,63 @@ async fn paid_case(
     .await?;
     let secs = plan.paid_secs;
     let per_worker = if devnet.confirm_ms == 0 {
-        plan.paid_per_worker_0ms
+        // Enough for ~300 paid requests/s over the run; a faster run ends early (counted).
+        (secs as usize * 300) / workers + 20
     } else {
         // One request per (delay + slack) per worker at most.
         (secs * 1000 / devnet.confirm_ms.max(1)) as usize + 5
     };
     eprintln!(
-        "nanogate-bench: paid (confirm {} ms): building {} × {per_worker} signed blocks and challenges",
-        devnet.confirm_ms, plan.paid_workers
+        "nanogate-bench: paid (confirm {} ms): building {workers} × {per_worker} signed blocks and challenges",
+        devnet.confirm_ms
     );
     let mut chains = Vec::new();
-    for w in 0..plan.paid_workers {
+    for w in 0..workers {
         chains.push(paid::chain(&devnet.rpc_url, &paid::payer_key(w), pay_to, per_worker).await?);
     }
     let headers = paid::headers_for(&base, chains).await?;
     let mut rows = Vec::new();
     if with_free_baseline {
-        let free = paid::run_free(
-            &base,
-            plan.paid_workers,
-            Duration::from_secs(secs.min(5)),
-            100_000,
-        )
-        .await?;
+        let free =
+            paid::run_free(&base, workers, Duration::from_secs(secs.min(3)), 100_000).await?;
         rows.push(PaidRow {
             case: "free route through the filter (same client)".into(),
-            workers: plan.paid_workers,
+            workers,
             delay_ms: None,
             run: free,
+            cpu: String::new(),
+            breakdown: String::new(),
         });
     }
     eprintln!(
-        "nanogate-bench: paid (confirm {} ms): {secs} s",
+        "nanogate-bench: paid (confirm {} ms, {workers} payers): {secs} s",
         devnet.confirm_ms
     );
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", sidecar.port);
+    let envoy_pid = stack::pid_with_arg(&envoy.dir().join("envoy.yaml").display().to_string());
+    let pids = [
+        ("Envoy", envoy_pid),
+        ("sidecar", Some(sidecar.proc.pid())),
+        ("devnet", Some(devnet.proc.pid())),
+    ];
+    let cpu_before: Vec<Option<f64>> = pids
+        .iter()
+        .map(|(_, p)| p.and_then(stack::cpu_secs))
+        .collect();
+    let m_before = stack::metrics(&metrics_url).await;
     let run = paid::run(&base, headers, Duration::from_secs(secs)).await?;
+    // Let the filter's outcome reports land before reading the counters.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m_after = stack::metrics(&metrics_url).await;
+    let cpu: Vec<String> = pids
+        .iter()
+        .zip(&cpu_before)
+        .filter_map(|((name, pid), before)| {
+            let after = pid.and_then(stack::cpu_secs)?;
+            let per = (after - (*before)?) / (run.ok.max(1) as f64) * 1e6;
+            Some(format!("{name} {per:.0} µs"))
+        })
+        .collect();
     if run.ok == 0 {
         bail!(
             "no paid request succeeded (confirm {} ms): {}\n{}",
@@ -486,14 +521,17 @@ async fn paid_case(
             envoy.log()
         );
     }
+    let breakdown = report::breakdown(&m_before, &m_after, run.ok);
     rows.push(PaidRow {
         case: format!(
             "paid signed block, ledger confirms after {} ms",
             devnet.confirm_ms
         ),
-        workers: plan.paid_workers,
+        workers,
         delay_ms: Some(devnet.confirm_ms),
         run,
+        cpu: cpu.join(", "),
+        breakdown,
     });
     drop(envoy);
     Ok(rows)

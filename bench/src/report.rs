@@ -12,14 +12,21 @@ pub struct EnvoyRow {
     pub case: String,
     pub baseline: Option<(&'static str, f64)>,
     pub r: WrkResult,
+    /// Envoy's own CPU time per request (user + system, all its threads).
+    pub cpu_us: Option<f64>,
 }
 
 impl EnvoyRow {
-    pub fn new(case: &str, baseline: Option<(&'static str, f64)>, r: WrkResult) -> EnvoyRow {
+    pub fn new(
+        case: &str,
+        baseline: Option<(&'static str, f64)>,
+        (r, cpu_us): (WrkResult, Option<f64>),
+    ) -> EnvoyRow {
         EnvoyRow {
             case: case.into(),
             baseline,
             r,
+            cpu_us,
         }
     }
 
@@ -34,6 +41,52 @@ pub struct PaidRow {
     pub workers: usize,
     pub delay_ms: Option<u64>,
     pub run: LatencyRun,
+    /// CPU time per paid request of each process.
+    pub cpu: String,
+    /// Mean durations from the sidecar's metrics over the run.
+    pub breakdown: String,
+}
+
+/// Means of every `*_seconds` histogram and the confirmation push/poll counters that moved
+/// between two scrapes of the sidecar's `/metrics`, per payment.
+pub fn breakdown(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+    payments: u64,
+) -> String {
+    let diff =
+        |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    let per = payments.max(1) as f64;
+    let mut parts = Vec::new();
+    for k in after.keys().filter(|k| k.contains("_seconds_sum")) {
+        let count = diff(&k.replace("_seconds_sum", "_seconds_count"));
+        if count <= 0.0 {
+            continue;
+        }
+        let name = k
+            .replace("nanogate_", "")
+            .replace("_seconds_sum", "")
+            .replace(['{', '}', '"', ','], " ")
+            .replace("op=", "")
+            .replace("action=", "")
+            .replace("node=", "")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        parts.push(format!(
+            "{name} {:.2} ms ×{:.1}",
+            diff(k) / count * 1000.0,
+            count / per
+        ));
+    }
+    for k in after
+        .keys()
+        .filter(|k| k.contains("confirmation_pushes") || k.contains("confirmation_polls"))
+    {
+        let name = k.replace("nanogate_", "").replace("_total", "");
+        parts.push(format!("{name} {:.0}", diff(k)));
+    }
+    parts.join("; ")
 }
 
 pub struct Report {
@@ -66,7 +119,7 @@ fn int(v: f64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -171,8 +224,11 @@ impl Report {
                 "## Envoy and the filter (wrk -t1 -c{}, {} s after {} s warm-up)\n",
                 p.connections, p.wrk_secs, p.warm_secs
             );
-            let _ = writeln!(s, "| case | req/s | p50 | p99 | ratio to baseline |");
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "| case | req/s | p50 | p99 | ratio to baseline | Envoy CPU per request |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
             for r in &self.envoy {
                 let ratio = match (r.baseline, r.ratio()) {
                     (Some((b, _)), Some(x)) => format!("{x:.2}× {b}"),
@@ -180,11 +236,13 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {ratio} |",
+                    "| {} | {} | {} | {} | {ratio} | {} |",
                     r.case,
                     int(r.r.rps),
                     ms(r.r.p50),
-                    ms(r.r.p99)
+                    ms(r.r.p99),
+                    r.cpu_us
+                        .map_or_else(|| "?".into(), |c| format!("{c:.1} µs"))
                 );
             }
             s.push('\n');
@@ -216,6 +274,18 @@ impl Report {
                     ms(r.run.p99),
                     r.run.ok,
                     r.run.failures
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nWhere the time goes (CPU per paid request of each process; sidecar metrics: \
+                 mean duration ×count per payment):\n"
+            );
+            for r in self.paid.iter().filter(|r| r.delay_ms.is_some()) {
+                let _ = writeln!(
+                    s,
+                    "- {}, {} payer(s): CPU {}. {}",
+                    r.case, r.workers, r.cpu, r.breakdown
                 );
             }
             for r in &self.paid {
@@ -361,14 +431,15 @@ impl Report {
         for r in &self.spent {
             let ins = r.large.insert_per_s / r.small.insert_per_s.max(1e-9);
             let hit = r.large.hit_per_s / r.small.hit_per_s.max(1e-9);
+            let dup = r.large.dup_per_s / r.small.dup_per_s.max(1e-9);
             let _ = writeln!(
                 s,
-                "| spent set O(1)-ish at 10M ({}; read as: rates at size within 2× of the small table) | {} entries: insert {ins:.2}×, lookup {hit:.2}× of {} entries{} | {} |",
+                "| spent set O(1)-ish at 10M ({}; read as: every rate at size ≥ 0.5× the small table's) | {} entries vs {}: insert {ins:.2}×, duplicate refusal {dup:.2}×, lookup {hit:.2}×{} | {} |",
                 r.backend,
                 int(r.large.entries as f64),
                 int(r.small.entries as f64),
                 if r.large.entries < 10_000_000 { " (**not 10M**: quick mode)" } else { "" },
-                met(ins >= 0.5 && hit >= 0.5)
+                met(ins >= 0.5 && hit >= 0.5 && dup >= 0.5)
             );
         }
         let kb = f.wasm_bytes as f64 / 1000.0;

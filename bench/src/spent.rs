@@ -89,6 +89,11 @@ async fn measure(
     ops: usize,
     budget: Duration,
 ) -> Result<Rates> {
+    // Untimed warm-up: connections, statement caches and the first pages.
+    for i in 0..100 {
+        store.consume(&consumption(random_key())).await?;
+        store.spent(&existing[i % existing.len()]).await?;
+    }
     let (insert_per_s, insert_p99) = timed(ops, budget, |_| {
         let s = store.clone();
         async move {
@@ -271,26 +276,11 @@ async fn pg_fill(conn: &mut sqlx::PgConnection, schema: &str, rows: u64) -> Resu
     Ok(())
 }
 
-async fn pg_sample(conn: &mut sqlx::PgConnection, schema: &str, n: usize) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(&format!(
-        "SELECT spent_key FROM \"{schema}\".spent TABLESAMPLE SYSTEM_ROWS($1)"
-    ))
-    .bind(n as i64)
-    .fetch_all(&mut *conn)
-    .await
-    .or_else(|_| Ok::<_, sqlx::Error>(Vec::new()))?)
-}
-
 async fn pg_sample_any(
     conn: &mut sqlx::PgConnection,
     schema: &str,
     n: usize,
 ) -> Result<Vec<String>> {
-    // TABLESAMPLE SYSTEM_ROWS needs an extension; BERNOULLI over a fraction is built in.
-    let v = pg_sample(conn, schema, n).await?;
-    if !v.is_empty() {
-        return Ok(v);
-    }
     let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".spent"))
         .fetch_one(&mut *conn)
         .await?;

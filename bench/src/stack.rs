@@ -32,6 +32,10 @@ impl Proc {
         Ok(Proc { child, log })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn check_alive(&mut self, what: &str) -> Result<()> {
         if let Ok(Some(status)) = self.child.try_wait() {
             let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -53,8 +57,7 @@ pub struct DevnetProc {
     pub rpc_url: String,
     pub ws_url: String,
     pub confirm_ms: u64,
-    /// Kept for its drop (kills the process).
-    _proc: Proc,
+    pub proc: Proc,
 }
 
 pub async fn start_devnet(
@@ -93,7 +96,7 @@ pub async fn start_devnet(
         rpc_url,
         ws_url: format!("ws://127.0.0.1:{ws}"),
         confirm_ms,
-        _proc: proc,
+        proc,
     })
 }
 
@@ -115,8 +118,7 @@ pub async fn rpc_call(url: &str, body: Value) -> Result<Value> {
 /// The sidecar binary on a SQLite file in `work`, against `devnet`.
 pub struct SidecarProc {
     pub port: u16,
-    /// Kept for its drop (kills the process).
-    _proc: Proc,
+    pub proc: Proc,
 }
 
 pub async fn start_sidecar(
@@ -162,7 +164,7 @@ pub async fn start_sidecar(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(SidecarProc { port, _proc: proc })
+    Ok(SidecarProc { port, proc })
 }
 
 /// A minimal upstream (`200 hello`), served on its own runtime thread so it does not compete
@@ -303,4 +305,51 @@ pub async fn wait_status(url: &str, want: u16, timeout: Duration) -> Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat`.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The pid of the process whose command line mentions `needle` (e.g. an Envoy's config path).
+pub fn pid_with_arg(needle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (text.contains(needle) && !text.contains("nanogate-bench")).then_some(pid)
+    })
+}
+
+/// Every sample of a Prometheus/OpenMetrics text page, by `name{labels}`.
+pub async fn metrics(url: &str) -> std::collections::BTreeMap<String, f64> {
+    let text = match reqwest::get(url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }

@@ -26,8 +26,11 @@ pub fn version() -> String {
                 .lines()
                 .next()
                 .unwrap_or("")
+                .split(" [")
+                .next()
+                .unwrap_or("")
                 .trim()
-                .to_string()
+                .replace("debian/", "")
         })
         .unwrap_or_else(|_| "not found".into())
 }
