@@ -749,3 +749,46 @@ proptest::proptest! {
         assert_no_hang(&h, next);
     }
 }
+
+#[test]
+#[ignore = "timing probe: cargo test -p nanogate-filter --release -- --ignored --nocapture"]
+fn timing_probe_unpaid_402() {
+    let cfg = Rc::new(config());
+    let mut h = get("/paid/report");
+    let n = 100_000;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let mut f = Flow::new(cfg.clone());
+        f.on_request_headers(&mut h);
+        h.responses.clear();
+        h.counts.clear();
+    }
+    println!("402 path: {:?}/req", t.elapsed() / n);
+    let key = ChallengeKey([7; 32]);
+    let terms = ChallengeTerms {
+        network: "nano:devnet",
+        scheme: "exact",
+        asset: "XNO",
+        pay_to: PublicKey([1; 32]),
+        amount: 5,
+        resource: "http://api.example.com/paid/report",
+        mechanism: Mechanism::SignedBlock,
+    };
+    let stamp = challenge::ChallengeStamp {
+        valid_before: 1,
+        nonce: [1; 16],
+        key_id: 1,
+    };
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(challenge::mac(&key, &terms, &stamp));
+    }
+    println!("mac: {:?}/req", t.elapsed() / n);
+    let pr = challenge_for("/paid/report");
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        let body = serde_json::to_vec(&pr).unwrap();
+        std::hint::black_box(nanogate_protocol::x402::encode_bytes(&body));
+    }
+    println!("serialize+base64: {:?}/req", t.elapsed() / n);
+}

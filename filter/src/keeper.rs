@@ -31,8 +31,10 @@ pub struct KeyKeeper {
     pending: Option<u32>,
     /// Consecutive failures, to log the first one of a streak at warn and the rest at debug.
     failures: u32,
-    /// Log dispatch failures at debug (during [`KeyKeeper::start`]).
-    quiet: bool,
+    /// Inside [`KeyKeeper::start`].
+    starting: bool,
+    /// Whether this keeper holds the fetch lease.
+    holds_lease: bool,
 }
 
 impl KeyKeeper {
@@ -42,7 +44,8 @@ impl KeyKeeper {
             cache,
             pending: None,
             failures: 0,
-            quiet: false,
+            starting: false,
+            holds_lease: false,
         }
     }
 
@@ -64,13 +67,15 @@ impl KeyKeeper {
         self.cache.borrow().clone()
     }
 
-    /// Called at configure time. A failure to even dispatch here is expected under
-    /// `envoy --mode validate` (no cluster manager), so it is logged at debug only; the ticks
-    /// retry and report.
+    /// Called at configure time: every VM fetches at once, without the lease. Envoy creates
+    /// short-lived VMs while loading the configuration; one that took the lease and died would
+    /// block the fetch until the lease expired. A failure to even dispatch here is expected
+    /// under `envoy --mode validate` (no cluster manager), so it is logged at debug only; the
+    /// ticks retry and report.
     pub fn start<H: RootHost + ?Sized>(&mut self, host: &mut H) {
-        self.quiet = true;
+        self.starting = true;
         self.tick(host);
-        self.quiet = false;
+        self.starting = false;
     }
 
     /// Called on every tick.
@@ -80,23 +85,26 @@ impl KeyKeeper {
         if self.pending.is_some() || ring.as_ref().is_some_and(|r| !r.refresh_due(now)) {
             return;
         }
-        // Elect one fetcher: take the lease if it is free.
-        let lease_key = self.lease_key();
-        let (lease, cas) = host.shared_get(&lease_key);
-        if keys::lease_held(lease.as_deref(), now) {
-            return;
-        }
-        let timeout_secs = self.cfg.sidecar.control_timeout.as_secs().saturating_add(1);
-        let until = now.saturating_add(timeout_secs);
-        if !host.shared_set(&lease_key, &keys::encode_lease(until), cas) {
-            return; // Another VM won.
+        if !self.starting {
+            // Elect one fetcher: take the lease if it is free.
+            let lease_key = self.lease_key();
+            let (lease, cas) = host.shared_get(&lease_key);
+            if keys::lease_held(lease.as_deref(), now) {
+                return;
+            }
+            let timeout_secs = self.cfg.sidecar.control_timeout.as_secs().saturating_add(1);
+            let until = now.saturating_add(timeout_secs);
+            if !host.shared_set(&lease_key, &keys::encode_lease(until), cas) {
+                return; // Another VM won.
+            }
+            self.holds_lease = true;
         }
         match host.dispatch(&sidecar::key_call(&self.cfg.sidecar)) {
             Ok(token) => self.pending = Some(token),
             Err(e) => {
                 self.release_lease(host);
                 let what = format!("cannot call cluster `{}`: {e}", self.cfg.sidecar.cluster);
-                if self.quiet {
+                if self.starting {
                     host.log(
                         Level::Debug,
                         &format!("nanogate: key fetch at start: {what}"),
@@ -164,7 +172,10 @@ impl KeyKeeper {
         self.release_lease(host);
     }
 
-    fn release_lease<H: RootHost + ?Sized>(&self, host: &mut H) {
+    fn release_lease<H: RootHost + ?Sized>(&mut self, host: &mut H) {
+        if !std::mem::take(&mut self.holds_lease) {
+            return;
+        }
         let lease_key = self.lease_key();
         let (_, cas) = host.shared_get(&lease_key);
         let _ = host.shared_set(&lease_key, &keys::encode_lease(0), cas);
@@ -282,6 +293,34 @@ mod tests {
         let ring = cache.borrow().clone().unwrap();
         assert_eq!(ring.current.key_id, 8);
         assert_eq!(ring.previous.map(|p| p.key_id), Some(7));
+    }
+
+    #[test]
+    fn every_vm_fetches_at_start_without_the_lease() {
+        let mut h = Mock {
+            now: 900,
+            ..Mock::default()
+        };
+        // A VM that died holding the lease (Envoy's short-lived configuration VMs).
+        let lease = format!("{}nanogate_sidecar", keys::SHARED_LEASE_PREFIX);
+        h.shared_set(&lease, &keys::encode_lease(905), None);
+        let mut a = KeyKeeper::new(cfg(), Rc::default());
+        let mut b = KeyKeeper::new(cfg(), Rc::default());
+        a.start(&mut h);
+        b.start(&mut h);
+        assert_eq!(h.calls.len(), 2);
+        a.on_answer(&mut h, 1, Some(200), Some(KEY_BODY));
+        assert!(a.cache.borrow().is_some());
+        // The foreign lease was neither taken nor released.
+        assert_eq!(
+            h.shared_get(&lease).0,
+            Some(keys::encode_lease(905).to_vec())
+        );
+        b.on_answer(&mut h, 2, Some(200), Some(KEY_BODY));
+        assert_eq!(
+            h.shared_get(&lease).0,
+            Some(keys::encode_lease(905).to_vec())
+        );
     }
 
     #[test]
