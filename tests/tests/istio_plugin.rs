@@ -112,6 +112,11 @@ fn bootstrap(
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": "istio_like",
+                        // Istio's meshConfig.pathNormalization DECODE_AND_MERGE_SLASHES, which
+                        // docs/istio.md asks for.
+                        "normalize_path": true,
+                        "merge_slashes": true,
+                        "path_with_escaped_slashes_action": "UNESCAPE_AND_FORWARD",
                         "route_config": {"name": "r", "virtual_hosts": [{
                             "name": "all", "domains": ["*"],
                             "routes": [{"match": {"prefix": "/"},
@@ -172,6 +177,22 @@ async fn request(
     }
 }
 
+/// Starts Envoy on fresh loopback ports, `make(listener, admin)` giving the bootstrap. Tries up
+/// to three times with new ports when Envoy exits before it is ready: on a busy machine another
+/// process can take a port between `free_port()` and Envoy's bind.
+async fn start_envoy(make: impl Fn(u16, u16) -> String) -> (Envoy, u16) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        let (listener, admin) = (free_port(), free_port());
+        let yaml = make(listener, admin);
+        match tokio::spawn(async move { Envoy::start(&yaml, admin).await }).await {
+            Ok(envoy) => return (envoy, listener),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    panic!("envoy did not start in three attempts (see the panics above): {last}");
+}
+
 /// Waits until the filter holds a challenge key (paid routes answer 503 before).
 async fn wait_for_402(envoy: &Envoy, listener: u16, host: &str, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -225,15 +246,17 @@ async fn a_plain_cluster_name_does_not_reach_the_sidecar_so_paid_routes_fail_clo
     let spec = plugin("wasmplugin-gateway.yaml");
     let payee = PrivateKey::from_seed(&[8; 32], 0).public_key();
     let upstream = Upstream::start().await;
-    let (listener, admin) = (free_port(), free_port());
-    let yaml = bootstrap(
-        "plain-cluster",
-        &spec,
-        &filled_in(&spec, &payee),
-        "nanogate_sidecar",
-        (listener, admin, upstream.port, free_port()),
-    );
-    let envoy = Envoy::start(&yaml, admin).await;
+    let config = filled_in(&spec, &payee);
+    let (envoy, listener) = start_envoy(|listener, admin| {
+        bootstrap(
+            "plain-cluster",
+            &spec,
+            &config,
+            "nanogate_sidecar",
+            (listener, admin, upstream.port, free_port()),
+        )
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = request(listener, "GET", "api.example.com", "/v1/reports/q3", &[]).await;
     assert_eq!(r.status, 503, "{}\n{}", r.text(), envoy.log());
@@ -317,15 +340,17 @@ async fn shipped_plugin_configs_charge_in_envoy_through_the_istio_cluster_name()
         cluster,
         istio_cluster_name(8402, "nanogate-sidecar", "nanogate")
     );
-    let (listener, admin) = (free_port(), free_port());
-    let yaml = bootstrap(
-        "istio-system.nanogate-gateway",
-        &gw,
-        &filled_in(&gw, &payee),
-        &cluster,
-        (listener, admin, upstream.port, sidecar_port),
-    );
-    let envoy = Envoy::start(&yaml, admin).await;
+    let config = filled_in(&gw, &payee);
+    let (envoy, listener) = start_envoy(|listener, admin| {
+        bootstrap(
+            "istio-system.nanogate-gateway",
+            &gw,
+            &config,
+            &cluster,
+            (listener, admin, upstream.port, sidecar_port),
+        )
+    })
+    .await;
     let host = "api.example.com";
     wait_for_402(&envoy, listener, host, "/v1/reports/warmup").await;
 
@@ -359,6 +384,9 @@ async fn shipped_plugin_configs_charge_in_envoy_through_the_istio_cluster_name()
     )
     .await;
     assert_eq!(with_port.status, 402);
+    // A spelling the upstream would normalize is priced like the canonical path.
+    let sneaky = request(listener, "GET", host, "//v1/reports/%71%33", &[]).await;
+    assert_eq!(sneaky.status, 402, "{}", sneaky.text());
     let search = request(listener, "GET", host, "/v1/search/nano", &[]).await;
     assert_eq!(search.status, 402);
     assert_eq!(
@@ -412,15 +440,17 @@ async fn shipped_plugin_configs_charge_in_envoy_through_the_istio_cluster_name()
     // --- The workload sidecar plugin (same sidecar, its own routes) -----------------------
     let wl = plugin("wasmplugin-workload.yaml");
     assert_eq!(cluster_of(&wl), cluster);
-    let (listener, admin) = (free_port(), free_port());
-    let yaml = bootstrap(
-        "istio-system.nanogate-workload",
-        &wl,
-        &filled_in(&wl, &payee),
-        &cluster_of(&wl),
-        (listener, admin, upstream.port, sidecar_port),
-    );
-    let envoy = Envoy::start(&yaml, admin).await;
+    let config = filled_in(&wl, &payee);
+    let (envoy, listener) = start_envoy(|listener, admin| {
+        bootstrap(
+            "istio-system.nanogate-workload",
+            &wl,
+            &config,
+            &cluster,
+            (listener, admin, upstream.port, sidecar_port),
+        )
+    })
+    .await;
     let host = "reports.shop.svc.cluster.local:8080";
     wait_for_402(&envoy, listener, host, "/paid/warmup").await;
     let r = request(listener, "GET", host, "/healthz", &[]).await;
