@@ -657,5 +657,50 @@ async fn sidecar_refuses_callers_without_the_filter_secret_and_never_leaks_keys(
     ] {
         assert!(!logs.to_lowercase().contains(&secret.to_lowercase()));
     }
-    assert!(metrics.contains("nanogate_auth_failures_total"), "{metrics}");
+    assert!(
+        metrics.contains("nanogate_auth_failures_total"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn one_challenge_buys_one_request() {
+    let s = stack();
+    let w = s.wallet();
+    let path = "/paid/one-challenge";
+    let c = s.challenge(0, path).await;
+    let first = s.send_block(&w.key, s.payee, PRICE_RAW);
+    let r = s
+        .get(path, &[("payment-signature", &c.header_for(&first))])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(s.confirmed(&first.hash(), Duration::from_secs(10)).await);
+    // A second, honest payment under the same (used) challenge.
+    let second = s.send_block(&w.key, s.payee, PRICE_RAW);
+    assert_ne!(first.hash(), second.hash());
+    let r = s
+        .get(path, &[("payment-signature", &c.header_for(&second))])
+        .await;
+    assert_eq!(r.status, 402, "{}", r.text());
+    assert_eq!(r.reason().as_deref(), Some("invalid_challenge"));
+    assert_eq!(s.upstream_hits(path), 1);
+    assert!(!s.ledger().contains(&second.hash()), "not broadcast");
+}
+
+#[tokio::test]
+async fn v1_payment_without_a_challenge_binding_is_refused() {
+    let s = stack();
+    let w = s.wallet();
+    let path = "/paid/v1";
+    let block = s.send_block(&w.key, s.payee, PRICE_RAW);
+    let v1 = nanogate_client::payment::payment_json_v1("exact", NETWORK, &block);
+    let r = s.get(path, &[("x-payment", &encode_header(&v1))]).await;
+    assert_refused(
+        s,
+        &r,
+        path,
+        402,
+        &["invalid_payment_requirements", "invalid_challenge"],
+    );
+    assert!(!s.ledger().contains(&block.hash()));
 }
