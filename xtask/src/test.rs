@@ -50,6 +50,11 @@ pub fn run_all() -> Result<(), String> {
         "--",
         "--show-output",
     ]))?;
+    // The end-to-end suite runs the workspace's binaries (`nanogate-sidecar`, `nanogate-pay`)
+    // as processes: build them explicitly rather than rely on which packages have tests.
+    sh(Command::new(cargo())
+        .current_dir(root())
+        .args(["build", "--workspace", "--bins"]))?;
     sh(Command::new(cargo())
         .current_dir(root())
         .args(["test", "--workspace"])
