@@ -244,6 +244,7 @@ fn wasmplugins_are_fail_closed_authz_payment_gates_on_one_image() {
             sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
             "{f}: {sha}"
         );
+        assert_eq!(sha, SHA256_PLACEHOLDER, "{f}: documented placeholder");
         let c = &s["pluginConfig"];
         assert_eq!(c["payTo"], PAY_TO_PLACEHOLDER, "{f}");
         assert_eq!(c["sidecar"]["secret"], SECRET_PLACEHOLDER, "{f}");

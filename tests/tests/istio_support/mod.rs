@@ -81,6 +81,9 @@ pub const WASMPLUGINS: [&str; 2] = ["wasmplugin-gateway.yaml", "wasmplugin-workl
 /// The placeholders the operator must replace (docs/istio.md), as shipped.
 pub const PAY_TO_PLACEHOLDER: &str = "nano_REPLACE_with_your_nano_account";
 pub const SECRET_PLACEHOLDER: &str = "REPLACE-with-the-filter-secret";
+/// Matches no image, so Istio refuses the module until the operator sets the real digest.
+pub const SHA256_PLACEHOLDER: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Istio's name for the outbound cluster of a Service port: `outbound|PORT||HOST`.
 pub fn istio_cluster_name(port: u64, service: &str, namespace: &str) -> String {
