@@ -171,6 +171,11 @@ impl Envoy {
         }
     }
 
+    /// The Envoy process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn admin_port(&self) -> u16 {
         self.admin_port
     }

@@ -3,6 +3,9 @@
 //! then one request paid with the real `nanogate-pay`, step by step, then the commands to try
 //! next. Serves until Ctrl-C, which stops every process it started.
 //!
+//! Test hooks: `NANOGATE_DEMO_PORTS` (see [`ports`]) and `NANOGATE_DEMO_DIR` (scratch directory,
+//! default `target/nanogate-demo`).
+//!
 //! Needs `NANOGATE_ENVOY` and `NANOGATE_FILTER_WASM` (or `.venv/bin/envoy` and the filter built
 //! with profile `wasm`), and `nanogate-sidecar` and `nanogate-pay` built next to it: `cargo
 //! xtask demo` does all of that.
@@ -22,7 +25,7 @@ const DEMO_SEED: &str = "D3E40000D3E40000D3E40000D3E40000D3E40000D3E40000D3E4000
 /// The demo payee's seed (public too; the devnet never needs its key).
 const PAYEE_SEED: [u8; 32] = [0x5E; 32];
 
-const PORTS: FixedPorts = FixedPorts {
+const DEFAULT_PORTS: FixedPorts = FixedPorts {
     listener: 10000,
     admin: 9901,
     sidecar: 8402,
@@ -30,6 +33,25 @@ const PORTS: FixedPorts = FixedPorts {
     ws: 47000,
     upstream: 8080,
 };
+
+/// The fixed ports, or `$NANOGATE_DEMO_PORTS` = `listener,admin,sidecar,rpc,ws,upstream` (the
+/// demo's own test runs it on free ports that way).
+fn ports() -> FixedPorts {
+    let parsed: Option<Vec<u16>> = std::env::var("NANOGATE_DEMO_PORTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|p| p.trim().parse().ok()).collect());
+    match parsed.as_deref() {
+        Some(&[listener, admin, sidecar, rpc, ws, upstream]) => FixedPorts {
+            listener,
+            admin,
+            sidecar,
+            rpc,
+            ws,
+            upstream,
+        },
+        _ => DEFAULT_PORTS,
+    }
+}
 
 fn bold(s: &str) -> String {
     if std::env::var_os("NO_COLOR").is_some() {
@@ -51,12 +73,12 @@ fn demo_key() -> PrivateKey {
 /// Every fixed port must be free, or the demo says which one is taken.
 fn check_ports() -> Result<(), String> {
     let wanted = [
-        (PORTS.listener, "Envoy listener"),
-        (PORTS.admin, "Envoy admin"),
-        (PORTS.sidecar, "sidecar"),
-        (PORTS.rpc, "devnet RPC"),
-        (PORTS.ws, "devnet WebSocket"),
-        (PORTS.upstream, "upstream"),
+        (ports().listener, "Envoy listener"),
+        (ports().admin, "Envoy admin"),
+        (ports().sidecar, "sidecar"),
+        (ports().rpc, "devnet RPC"),
+        (ports().ws, "devnet WebSocket"),
+        (ports().upstream, "upstream"),
     ];
     let busy: Vec<String> = wanted
         .iter()
@@ -74,7 +96,9 @@ fn check_ports() -> Result<(), String> {
 }
 
 async fn start() -> Stack {
-    let dir = nanogate_tests::workspace_root().join("target/nanogate-demo");
+    let dir = std::env::var_os("NANOGATE_DEMO_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| nanogate_tests::workspace_root().join("target/nanogate-demo"));
     let _ = std::fs::remove_dir_all(&dir);
     let payee = PrivateKey::from_seed(&PAYEE_SEED, 0).public_key();
     Stack::start(StackConfig {
@@ -84,7 +108,7 @@ async fn start() -> Stack {
         wallets: 0,
         fund: vec![(demo_key().public_key(), 10 * XNO)],
         payee,
-        ports: Some(PORTS),
+        ports: Some(ports()),
         sidecar_log: std::env::var("NANOGATE_DEMO_SIDECAR_LOG").unwrap_or_else(|_| "info".into()),
         dir: Some(dir),
         ..StackConfig::default()
@@ -219,7 +243,7 @@ async fn show_confirmation(stack: &Stack, payer: &PublicKey) -> Result<BlockHash
 
 fn next_steps(stack: &Stack) {
     let pay = workspace_bin("nanogate-pay");
-    let base = format!("http://127.0.0.1:{}", PORTS.listener);
+    let base = format!("http://127.0.0.1:{}", ports().listener);
     println!("\n{}", bold("── try it yourself (the demo keeps serving)"));
     println!(
         "  curl -i {base}/paid/report                  # 402 + PAYMENT-REQUIRED (base64 JSON)"
@@ -227,18 +251,23 @@ fn next_steps(stack: &Stack) {
     println!(
         "  curl -i {base}/paid/free                    # a free route: straight to the upstream"
     );
+    let rpc = if ports().rpc == DEFAULT_PORTS.rpc {
+        String::new()
+    } else {
+        format!(" --rpc http://127.0.0.1:{}", ports().rpc)
+    };
     println!(
-        "  NANOGATE_SEED={DEMO_SEED} \\\n    {} {base}/paid/report",
+        "  NANOGATE_SEED={DEMO_SEED} \\\n    {} {base}/paid/report{rpc}",
         pay.display()
     );
     println!("  {} --help", pay.display());
     println!(
         "  curl -s 'http://127.0.0.1:{}/stats?filter=wasmcustom'   # filter counters",
-        PORTS.admin
+        ports().admin
     );
     println!(
         "  curl -s http://127.0.0.1:{}/metrics               # sidecar metrics",
-        PORTS.sidecar
+        ports().sidecar
     );
     println!(
         "\n  The demo seed above is PUBLIC and for this local devnet only; never use it for real XNO."
@@ -253,7 +282,7 @@ fn next_steps(stack: &Stack) {
 
 async fn walkthrough(stack: &Stack) -> Result<(), String> {
     let payer = demo_key().public_key();
-    let url = format!("http://127.0.0.1:{}/paid/report", PORTS.listener);
+    let url = format!("http://127.0.0.1:{}/paid/report", ports().listener);
     step(1, "an unpaid request gets a 402 challenge from the filter");
     show_challenge(&url).await?;
     step(
@@ -345,10 +374,12 @@ async fn main() -> std::process::ExitCode {
             .map(|p| p.to_string())
             .unwrap_or_default()
     );
-    println!("  upstream      http://127.0.0.1:{}", PORTS.upstream);
+    println!("  upstream      http://127.0.0.1:{}", ports().upstream);
     println!(
-        "  Envoy         http://127.0.0.1:{} (admin http://127.0.0.1:{})",
-        PORTS.listener, PORTS.admin
+        "  Envoy         http://127.0.0.1:{} (admin http://127.0.0.1:{}, pid {})",
+        ports().listener,
+        ports().admin,
+        stack.gate(0).envoy.pid()
     );
     println!(
         "  routes        /paid/* 0.001 XNO · /preview/* 1000 raw (fail-open) · /paid/free and \
