@@ -704,3 +704,76 @@ async fn v1_payment_without_a_challenge_binding_is_refused() {
     );
     assert!(!s.ledger().contains(&block.hash()));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Invariant 1 at the edge: other spellings of a paid path
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn other_spellings_of_a_paid_path_never_pass_unpaid() {
+    let s = stack();
+    let spellings = [
+        "/paid/spelling",
+        "//paid/spelling",
+        "/paid//spelling",
+        "/free/../paid/spelling",
+        "/paid/free/../spelling",
+        "/paid/./spelling",
+        "/%70aid/spelling",
+        "/paid%2Fspelling",
+        "/paid%2fspelling",
+        "/paid/free/",
+        "/paid/free/x",
+        "/paid/spelling?free=1",
+        "/paid/spelling#frag",
+    ];
+    let before = s.upstream.requests().len();
+    for p in spellings {
+        let r = s.get(p, &[]).await;
+        assert!(
+            r.status == 402 || r.status == 400 || r.status == 404,
+            "{p}: {} {}",
+            r.status,
+            r.text()
+        );
+        eprintln!("{p}: {}", r.status);
+    }
+    let after = s.upstream.requests();
+    let leaked: Vec<&str> = after[before..]
+        .iter()
+        .map(|r| r.path.as_str())
+        .filter(|p| p.contains("spelling") || p.starts_with("/paid/free/"))
+        .collect();
+    assert!(leaked.is_empty(), "reached the upstream unpaid: {leaked:?}");
+}
+
+#[tokio::test]
+async fn duplicated_payment_headers_never_reach_the_upstream() {
+    let s = stack();
+    let w = s.wallet();
+    let path = "/paid/duplicated-header";
+    let (header, _) = s.pay_header(0, path, &w).await;
+    let r = s
+        .get(
+            path,
+            &[
+                ("payment-signature", &header),
+                ("payment-signature", &header),
+                ("x-payment", &header),
+                ("x-payment", "junk"),
+            ],
+        )
+        .await;
+    eprintln!("duplicated payment headers: {}", r.status);
+    assert!(
+        [200, 400, 402].contains(&r.status),
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    for rec in s.upstream.requests_to(path) {
+        assert_eq!(rec.header("payment-signature"), None, "{rec:?}");
+        assert_eq!(rec.header("x-payment"), None, "{rec:?}");
+    }
+    assert!(s.upstream_hits(path) <= 1);
+}
