@@ -22,6 +22,8 @@ pub struct SidecarSettings {
     pub max_wait_secs: u64,
     pub rpc_timeout_ms: u64,
     pub rpc_retries: u32,
+    /// Challenge key rotation period.
+    pub key_rotation_secs: u64,
     pub log: String,
 }
 
@@ -42,7 +44,7 @@ impl SidecarSettings {
     pub fn to_toml(&self) -> String {
         let mut t = format!(
             "listen = {}\nnetwork = {}\nnode_network = {}\nfilter_secret = {}\n\
-             challenge_secret = {}\nshutdown_grace_secs = 2\nlog = {}\n\n\
+             challenge_secret = {}\nkey_rotation_secs = {}\nshutdown_grace_secs = 2\nlog = {}\n\n\
              [nodes]\nrpc = {}\nws = {}\ncall_timeout_ms = {}\nretries = {}\n\n\
              [store]\ndatabase_url = {}\nmax_connections = 8\n",
             q(&format!("127.0.0.1:{}", self.listen_port)),
@@ -50,6 +52,7 @@ impl SidecarSettings {
             q(&self.node_network),
             q(&self.filter_secret),
             q(&self.challenge_secret),
+            self.key_rotation_secs,
             q(&self.log),
             list(&self.rpc),
             list(&self.ws),

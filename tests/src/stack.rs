@@ -89,6 +89,8 @@ pub struct StackConfig {
     pub ports: Option<FixedPorts>,
     /// Devnet confirmation delay.
     pub confirm_ms: u64,
+    /// The sidecars' challenge key rotation period.
+    pub key_rotation_secs: u64,
     /// The sidecars' log filter.
     pub sidecar_log: String,
     /// Scratch directory (configs, logs, SQLite); a fresh temporary one when `None`.
@@ -108,6 +110,7 @@ impl Default for StackConfig {
             payee: PrivateKey::from_seed(&rand::random::<[u8; 32]>(), 0).public_key(),
             ports: None,
             confirm_ms: 100,
+            key_rotation_secs: KEY_ROTATION_SECS,
             sidecar_log: std::env::var("NANOGATE_E2E_SIDECAR_LOG")
                 .unwrap_or_else(|_| "info".into()),
             dir: None,
@@ -516,6 +519,7 @@ impl Stack {
                 max_wait_secs: config.max_wait_secs,
                 rpc_timeout_ms: 2_000,
                 rpc_retries: 1,
+                key_rotation_secs: config.key_rotation_secs,
                 log: config.sidecar_log.clone(),
             };
             let sidecar = SidecarProcess::start(settings, &dir)

@@ -136,6 +136,11 @@ async fn sidecar_down_fails_closed_and_a_fail_open_route_passes_counted() {
     })
     .await;
     let w = s.wallet();
+    // Admitted before the crash: the spent set must survive it.
+    let before = "/paid/before-crash";
+    let (paid_before, _) = s.pay_header(0, before, &w).await;
+    let r = s.get(before, &[("payment-signature", &paid_before)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let path = "/paid/sidecar-down";
     let (header, block) = s.pay_header(0, path, &w).await;
     let preview = "/preview/sidecar-down";
@@ -176,6 +181,11 @@ async fn sidecar_down_fails_closed_and_a_fail_open_route_passes_counted() {
     let r = present_until_settled(&s, path, &header, Duration::from_secs(20)).await;
     assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
     assert_eq!(s.upstream_hits(path), 1);
+    // And what was consumed before the crash stays consumed.
+    let r = present_until_settled(&s, before, &paid_before, Duration::from_secs(20)).await;
+    assert_eq!(r.status, 402, "{}", r.text());
+    assert_eq!(r.reason().as_deref(), Some("already_spent"));
+    assert_eq!(s.upstream_hits(before), 1);
 }
 
 #[tokio::test]
@@ -287,5 +297,50 @@ async fn upstream_failure_then_re_presentation_is_served_once() {
         s.ledger().balance(&w.account()),
         balance - PRICE_RAW,
         "the library paid once"
+    );
+}
+
+#[tokio::test]
+async fn payments_keep_working_across_challenge_key_rotations() {
+    // A 3-second key period: the filter must keep fetching keys, and a challenge issued just
+    // before a rotation must still be honoured just after it (current and previous keys).
+    let s = Stack::start(StackConfig {
+        key_rotation_secs: 3,
+        wallets: 1,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let started = Instant::now();
+    let mut key_ids = std::collections::BTreeSet::new();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        let path = format!("/paid/rotation-{n}");
+        let c = s.challenge(0, &path).await;
+        let stamp = nanogate_protocol::challenge::read_extra(&c.required.accepts[0].extra)
+            .expect("stamp")
+            .0;
+        key_ids.insert(stamp.key_id);
+        let block = s.send_block(&w.key, s.payee, PRICE_RAW);
+        // Present it a little later, across a rotation now and then.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let r = s
+            .get(&path, &[("payment-signature", &c.header_for(&block))])
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "payment {n} (key {}): {}\n{}",
+            stamp.key_id,
+            r.text(),
+            s.diagnostics()
+        );
+        assert!(s.confirmed(&block.hash(), Duration::from_secs(10)).await);
+        n += 1;
+    }
+    eprintln!("{n} payments across key ids {key_ids:?}");
+    assert!(
+        key_ids.len() >= 3,
+        "challenges used several keys: {key_ids:?}"
     );
 }
