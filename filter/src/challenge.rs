@@ -142,3 +142,135 @@ fn stamp_extra(stamp: &ChallengeStamp, tag: &[u8; 32]) -> JsonObject {
     extra.insert(challenge::EXTRA_MAC.into(), hex::encode_lower(tag).into());
     extra
 }
+
+/// A paid route's challenge JSON, pre-rendered around the parts that change per request
+/// (error, resource URL, stamp, MAC), so the 402 path does no serde work. Renders exactly the
+/// bytes `serde_json::to_vec(&payment_required(..))` would (tested).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChallengeTemplate {
+    /// `,"description":…,"mimeType":…}` closing `resource`.
+    resource_tail: String,
+    /// `,"accepts":[{…,"extra":{"keyId":`
+    accepts_head: String,
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+}
+
+impl ChallengeTemplate {
+    pub fn new(network: &str, price: &Price) -> ChallengeTemplate {
+        let mut resource_tail = String::new();
+        if let Some(d) = &price.description {
+            resource_tail.push_str(",\"description\":");
+            resource_tail.push_str(&json_str(d));
+        }
+        if let Some(m) = &price.mime_type {
+            resource_tail.push_str(",\"mimeType\":");
+            resource_tail.push_str(&json_str(m));
+        }
+        resource_tail.push('}');
+        let accepts_head = format!(
+            ",\"accepts\":[{{\"scheme\":{},\"network\":{},\"amount\":\"{}\",\"asset\":{},\"payTo\":{},\"maxTimeoutSeconds\":{},\"extra\":{{\"{}\":",
+            json_str(SCHEME),
+            json_str(network),
+            price.amount_raw,
+            json_str(ASSET),
+            json_str(&price.pay_to.address),
+            price.max_timeout_secs,
+            challenge::EXTRA_KEY_ID,
+        );
+        ChallengeTemplate {
+            resource_tail,
+            accepts_head,
+        }
+    }
+}
+
+/// A fresh challenge for `resource` signed with `key` at `now`, as JSON bytes, from the route's
+/// pre-rendered template: the same bytes as serializing [`payment_required`].
+pub fn render_challenge(
+    cfg: &Config,
+    price: &Price,
+    resource: &str,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+    error: Option<&str>,
+) -> Vec<u8> {
+    let stamp = ChallengeStamp {
+        valid_before: now.saturating_add(price.max_timeout_secs),
+        nonce,
+        key_id: key.key_id,
+    };
+    let tag = challenge::mac(&key.key, &terms(cfg, price, resource), &stamp);
+    let t = &price.template;
+    let mut out = String::with_capacity(
+        96 + resource.len() + t.resource_tail.len() + t.accepts_head.len() + 160,
+    );
+    out.push_str("{\"x402Version\":2");
+    if let Some(e) = error {
+        out.push_str(",\"error\":");
+        out.push_str(&json_str(e));
+    }
+    out.push_str(",\"resource\":{\"url\":");
+    out.push_str(&json_str(resource));
+    out.push_str(&t.resource_tail);
+    out.push_str(&t.accepts_head);
+    // `extra` keys in serde_json's (sorted) order: keyId, mac, nonce, validBefore.
+    out.push_str(&stamp.key_id.to_string());
+    out.push_str(",\"mac\":\"");
+    out.push_str(&hex::encode_lower(&tag));
+    out.push_str("\",\"nonce\":\"");
+    out.push_str(&hex::encode_lower(&stamp.nonce));
+    out.push_str("\",\"validBefore\":");
+    out.push_str(&stamp.valid_before.to_string());
+    out.push_str("}}]}");
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RouteKind;
+    use nanogate_protocol::challenge::ChallengeKey;
+    use serde_json::json;
+
+    proptest::proptest! {
+        /// The template renders byte for byte what serde writes for the same challenge.
+        #[test]
+        fn template_matches_serde(
+            description in proptest::option::of(".{0,20}"),
+            mime in proptest::option::of("[a-z/+\"\\\\]{0,12}"),
+            network in "[a-z]{3,8}:[a-zA-Z0-9_-]{1,12}",
+            price in 1u128..u128::MAX,
+            timeout in 1u64..3600,
+            resource in ".{0,60}",
+            error in proptest::option::of("[a-z_\"]{1,20}"),
+            key_id in proptest::prelude::any::<u64>(),
+            now in proptest::prelude::any::<u64>(),
+            nonce in proptest::prelude::any::<[u8; 16]>(),
+            key in proptest::prelude::any::<[u8; 32]>(),
+        ) {
+            let mut route = json!({"path": {"prefix": "/p/"}, "priceRaw": price.to_string(), "maxTimeoutSeconds": timeout});
+            if let Some(d) = &description { route["description"] = json!(d); }
+            if let Some(m) = &mime { route["mimeType"] = json!(m); }
+            let cfg = json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": network,
+                "payTo": "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc",
+                "routes": [route]
+            });
+            let cfg = crate::config::parse(cfg.to_string().as_bytes()).unwrap();
+            let RouteKind::Paid(p) = &cfg.routes[0].kind else { panic!("paid") };
+            let key = IdKey { key_id, key: ChallengeKey(key) };
+            let reference = {
+                let mut pr = payment_required(&cfg, p, &resource, &key, now, nonce, None);
+                pr.error = error.clone();
+                serde_json::to_vec(&pr).unwrap()
+            };
+            let rendered = render_challenge(&cfg, p, &resource, &key, now, nonce, error.as_deref());
+            proptest::prop_assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(reference).unwrap());
+        }
+    }
+}

@@ -105,6 +105,8 @@ pub struct Price {
     pub mime_type: Option<String>,
     pub max_timeout_secs: u64,
     pub failure_mode: FailureMode,
+    /// This route's challenge JSON, pre-rendered (see [`crate::challenge::ChallengeTemplate`]).
+    pub template: crate::challenge::ChallengeTemplate,
 }
 
 /// What a matching route does.
@@ -274,7 +276,13 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     }
     let mut routes = Vec::with_capacity(routes_value.len());
     for (i, r) in routes_value.iter().enumerate() {
-        routes.push(parse_route(format!("routes[{i}]"), i, r, pay_to.as_ref())?);
+        routes.push(parse_route(
+            format!("routes[{i}]"),
+            i,
+            r,
+            pay_to.as_ref(),
+            &network,
+        )?);
     }
     root.finish()?;
 
@@ -363,6 +371,7 @@ fn parse_route(
     index: usize,
     value: &Value,
     default_pay_to: Option<&Payee>,
+    network: &str,
 ) -> Result<Route, ConfigError> {
     let mut o = Obj::new(path, value)?;
     let name = o
@@ -485,14 +494,17 @@ fn parse_route(
                     )
                 })?,
             };
-            RouteKind::Paid(Price {
+            let mut price = Price {
                 amount_raw,
                 pay_to,
                 description,
                 mime_type,
                 max_timeout_secs: max_timeout.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
                 failure_mode,
-            })
+                template: crate::challenge::ChallengeTemplate::default(),
+            };
+            price.template = crate::challenge::ChallengeTemplate::new(network, &price);
+            RouteKind::Paid(price)
         }
     };
     o.finish()?;

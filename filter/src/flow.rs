@@ -94,6 +94,8 @@ enum State {
 pub struct Flow {
     cfg: Rc<Config>,
     state: State,
+    /// The time read at the start of the current callback (one hostcall per callback).
+    now: u64,
 }
 
 struct Req {
@@ -113,6 +115,7 @@ impl Flow {
         Flow {
             cfg,
             state: State::Idle,
+            now: 0,
         }
     }
 
@@ -141,6 +144,7 @@ impl Flow {
         };
         let resource = challenge::resource_url(&req.scheme, &req.authority, &req.path);
         let now = host.now_unix();
+        self.now = now;
         let Some(ring) = host.key_ring().filter(|r| r.issuing(now).is_some()) else {
             host.count(Metric::KeyUnavailable);
             debug!(
@@ -277,6 +281,7 @@ impl Flow {
                 }
                 debug!(host, "nanogate: sidecar refused {resource}: {reason}");
                 let now = host.now_unix();
+                self.now = now;
                 match host.key_ring().filter(|r| r.issuing(now).is_some()) {
                     Some(ring) => {
                         let next = self.challenge_with(
@@ -398,15 +403,14 @@ impl Flow {
         reason: Option<&str>,
         status: u32,
     ) -> Next {
-        let now = host.now_unix();
+        let now = self.now;
         let (Some(key), Some(nonce)) = (ring.issuing(now), host.random_nonce()) else {
             host.count(Metric::KeyUnavailable);
             return self.unavailable(host, price, ErrorReason::UnexpectedVerifyError, None);
         };
-        let mut pr = challenge::payment_required(&self.cfg, price, resource, key, now, nonce, None);
-        pr.error = reason.map(str::to_owned);
+        let body = challenge::render_challenge(&self.cfg, price, resource, key, now, nonce, reason);
         host.count(Metric::ChallengesIssued);
-        send_payment_required(host, &pr, status);
+        send_payment_required_json(host, &body, status);
         self.state = State::Idle;
         Next::Pause
     }
@@ -472,9 +476,14 @@ fn resource_info(price: &Price, resource: &str) -> nanogate_protocol::x402::Reso
 }
 
 fn send_payment_required<H: Host + ?Sized>(host: &mut H, pr: &PaymentRequired, status: u32) {
-    // Serialize once: the header is the base64 of exactly the body's bytes.
     let body = serde_json::to_vec(pr).unwrap_or_default();
-    let header = encode_bytes(&body);
+    send_payment_required_json(host, &body, status);
+}
+
+/// The 402/400 for a serialized `PaymentRequired`: the header is the base64 of exactly the
+/// body's bytes.
+fn send_payment_required_json<H: Host + ?Sized>(host: &mut H, body: &[u8], status: u32) {
+    let header = encode_bytes(body);
     host.send_response(
         status,
         &[
@@ -483,7 +492,7 @@ fn send_payment_required<H: Host + ?Sized>(host: &mut H, pr: &PaymentRequired, s
             ("access-control-expose-headers", EXPOSE),
             ("cache-control", "no-store"),
         ],
-        &body,
+        body,
     );
 }
 

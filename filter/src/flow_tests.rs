@@ -791,4 +791,37 @@ fn timing_probe_unpaid_402() {
         std::hint::black_box(nanogate_protocol::x402::encode_bytes(&body));
     }
     println!("serialize+base64: {:?}/req", t.elapsed() / n);
+    let routes = &cfg.routes;
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(crate::routes::find(
+            routes,
+            "GET",
+            "api.example.com",
+            "/paid/report",
+        ));
+    }
+    println!("routes::find: {:?}/req", t.elapsed() / n);
+    let crate::config::RouteKind::Paid(price) = &routes[1].kind else {
+        panic!()
+    };
+    let r = ring(10, NOW + 600);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(crate::challenge::payment_required(
+            &cfg,
+            price,
+            "http://api.example.com/paid/report",
+            &r.current,
+            NOW,
+            [1; 16],
+            Some(ErrorReason::PaymentRequired),
+        ));
+    }
+    println!("payment_required build: {:?}/req", t.elapsed() / n);
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(r.clone());
+    }
+    println!("ring clone: {:?}/req", t.elapsed() / n);
 }
