@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod facilitator;
 pub mod filter;
+pub mod tagged;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -19,6 +20,7 @@ pub fn router(state: AppState) -> Router {
         .merge(filter::routes())
         .merge(facilitator::routes())
         .merge(admin::routes())
+        .merge(tagged::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -48,6 +48,26 @@ pub struct Config {
     pub store: StoreConfig,
     pub settlement: SettlementConfig,
     pub facilitator: FacilitatorConfig,
+    pub tagged: TaggedConfig,
+}
+
+/// Tagged-amount sessions (mechanism 2).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaggedConfig {
+    /// Tags are drawn from 1..=tag_space raw (the lowest raw digits of the amount).
+    pub tag_space: u64,
+    /// How long expired sessions are kept so that late payments are recognized.
+    pub retention_secs: u64,
+}
+
+impl Default for TaggedConfig {
+    fn default() -> Self {
+        TaggedConfig {
+            tag_space: 999_999_999_999,
+            retention_secs: 86_400,
+        }
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -119,6 +139,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             settlement: SettlementConfig::default(),
             facilitator: FacilitatorConfig::default(),
+            tagged: TaggedConfig::default(),
         }
     }
 }
@@ -254,6 +275,12 @@ pub struct Cli {
     /// Log filter, e.g. info or nanogate_sidecar=debug [default: info].
     #[arg(long, env = "NANOGATE_LOG")]
     pub log: Option<String>,
+    /// Tagged sessions: tags are drawn from 1..=N raw [default: 999999999999].
+    #[arg(long, env = "NANOGATE_TAG_SPACE")]
+    pub tag_space: Option<u64>,
+    /// Tagged sessions: seconds expired sessions are kept to recognize late payments [default: 86400].
+    #[arg(long, env = "NANOGATE_SESSION_RETENTION_SECS")]
+    pub session_retention_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -315,6 +342,8 @@ impl Config {
         );
         set(&mut c.shutdown_grace_secs, cli.shutdown_grace_secs);
         set(&mut c.log, cli.log);
+        set(&mut c.tagged.tag_space, cli.tag_space);
+        set(&mut c.tagged.retention_secs, cli.session_retention_secs);
         c.validate()?;
         Ok(c)
     }

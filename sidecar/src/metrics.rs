@@ -52,6 +52,8 @@ pub struct Metrics {
     pub rpc_seconds: HistFamily<OpLabel>,
     pub confirmation_pushes: Counter,
     pub confirmation_polls: Counter,
+    /// Payments to tagged-session accounts that bought nothing, by reason.
+    pub stray_payments: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -83,6 +85,7 @@ impl Metrics {
             rpc_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             confirmation_pushes: Counter::default(),
             confirmation_polls: Counter::default(),
+            stray_payments: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -149,6 +152,11 @@ impl Metrics {
             "confirmation_polls",
             "Confirmation waits that fell back to a block_info poll",
             m.confirmation_polls.clone(),
+        );
+        registry.register(
+            "stray_payments",
+            "Payments to tagged-session accounts that bought nothing (wrong amount, unknown, late, too early), by reason",
+            m.stray_payments.clone(),
         );
         Metrics { registry, ..m }
     }

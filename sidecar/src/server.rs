@@ -3,6 +3,7 @@
 
 use crate::api;
 use crate::config::Config;
+use crate::engine::tagged::{spawn_watcher, TaggedSettings};
 use crate::engine::{unix_now, Engine, EngineConfig};
 use crate::keys::ChallengeKeys;
 use crate::ledger::node_ledger::{NodeLedger, NodeMetricsBridge};
@@ -62,7 +63,12 @@ pub fn state_with(
             .into_bytes(),
         cfg.key_rotation_secs,
     );
-    let engine = Engine::new(engine_config(cfg)?, keys, store, ledger, metrics.clone());
+    let engine = Engine::new(engine_config(cfg)?, keys, store, ledger, metrics.clone())
+        .with_tagged(TaggedSettings {
+            tag_space: cfg.tagged.tag_space.max(1),
+            retention_secs: cfg.tagged.retention_secs,
+            ..TaggedSettings::default()
+        });
     Ok(AppState {
         engine: Arc::new(engine),
         metrics,
@@ -103,8 +109,18 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
         cfg.store.max_connections,
     )
     .await?;
-    let ledger: Arc<dyn Ledger> = Arc::new(node_ledger(cfg, &metrics));
-    state_with(cfg, store, ledger, metrics)
+    let node = node_ledger(cfg, &metrics);
+    // Tagged sessions: follow confirmations to the pool accounts (marks sessions paid, records
+    // stray payments), starting with the accounts of sessions still open.
+    let confirmations = node.confirmations().subscribe();
+    let ledger: Arc<dyn Ledger> = Arc::new(node);
+    let state = state_with(cfg, store, ledger, metrics)?;
+    let window = Duration::from_secs(cfg.settlement.max_wait_secs.saturating_add(5));
+    spawn_watcher(&state.engine, confirmations, window);
+    if let Err(e) = state.engine.rewatch_open_sessions().await {
+        tracing::warn!(error = %e, "could not list the accounts of open sessions");
+    }
+    Ok(state)
 }
 
 /// Prunes expired nonces and fork-set entries every `every`, until the state is dropped.
@@ -122,6 +138,9 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
             match engine.store().prune(now).await {
                 Ok(n) => tracing::debug!(pruned = n, "pruned expired nonces and fork entries"),
                 Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+            if let Err(e) = engine.store().prune_tagged(now).await {
+                tracing::warn!(error = %e, "pruning tagged sessions failed");
             }
         }
     })

@@ -26,7 +26,7 @@ use thiserror::Error;
 
 /// `payload` keys that mark a payment the client broadcast itself: `proof` (x402.Nano rev 6–7
 /// tagged session) and `blockHash` (rev 8 NOMS proof).
-pub const CLIENT_BROADCAST_KEYS: &[&str] = &["proof", "blockHash"];
+pub const CLIENT_BROADCAST_KEYS: &[&str] = &["proof", "blockHash", "sessionId"];
 
 /// Longest error detail we keep: details may quote the attacker's input and end up in logs.
 const MAX_DETAIL: usize = 160;

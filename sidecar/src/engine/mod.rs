@@ -5,6 +5,7 @@
 //! sidecar/README.md and in [`Engine::pay`].
 
 pub mod settle;
+pub mod tagged;
 pub mod verify;
 
 use crate::keys::ChallengeKeys;
@@ -167,6 +168,8 @@ pub struct Engine {
     instance: String,
     attempts: AtomicU64,
     pub inflight: Inflight,
+    /// Tagged-amount sessions (mechanism 2).
+    pub(crate) tagged: tagged::TaggedState,
 }
 
 pub fn unix_now() -> u64 {
@@ -201,7 +204,14 @@ impl Engine {
             instance: random_hex(),
             attempts: AtomicU64::new(0),
             inflight: Inflight::default(),
+            tagged: tagged::TaggedState::default(),
         }
+    }
+
+    /// Replaces the tagged-amount settings (before the engine is shared).
+    pub fn with_tagged(mut self, settings: tagged::TaggedSettings) -> Self {
+        self.tagged = tagged::TaggedState::new(settings);
+        self
     }
 
     pub fn config(&self) -> &EngineConfig {

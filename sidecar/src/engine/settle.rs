@@ -27,6 +27,11 @@ impl Engine {
     /// Verifies and settles one payment (the filter's `/v1/pay`, the facilitator's `/settle`).
     pub async fn pay(&self, input: &PaymentInput) -> Verdict {
         let _guard = self.inflight.enter();
+        if input.binding == super::BindingPolicy::Required
+            && super::tagged::is_client_broadcast(&input.payment)
+        {
+            return self.pay_tagged(input).await;
+        }
         let verified = match self.check(input, Mode::Settle).await {
             Ok(v) => v,
             Err(verdict) => return verdict,
@@ -50,7 +55,12 @@ impl Engine {
     }
 
     /// Why a consumed payment may not be redeemed now (`None` = it may).
-    fn redeem_refusal(&self, c: &Checked, rec: &SpentRecord, now: u64) -> Option<Rejection> {
+    pub(crate) fn redeem_refusal(
+        &self,
+        c: &Checked,
+        rec: &SpentRecord,
+        now: u64,
+    ) -> Option<Rejection> {
         let now = as_i64(now);
         let policy = self.cfg.redeem;
         if rec.nonce != c.nonce {
@@ -81,7 +91,7 @@ impl Engine {
     }
 
     /// A consumed payment presented again: redeem it if its last upstream call failed.
-    async fn represent(&self, c: &Checked, rec: &SpentRecord) -> Verdict {
+    pub(crate) async fn represent(&self, c: &Checked, rec: &SpentRecord) -> Verdict {
         let now = super::unix_now();
         if let Some(r) = self.redeem_refusal(c, rec, now) {
             return self.reject(r.with_payer(&c.payer));
@@ -109,7 +119,7 @@ impl Engine {
         }
     }
 
-    fn admit(&self, c: &Checked, receipt: String, redeemed: bool) -> Verdict {
+    pub(crate) fn admit(&self, c: &Checked, receipt: String, redeemed: bool) -> Verdict {
         let payer = c.payer.to_address();
         Verdict::Admit(Box::new(Admission {
             receipt,

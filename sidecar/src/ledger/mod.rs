@@ -61,6 +61,24 @@ pub enum Confirmation {
     TimedOut,
 }
 
+/// What the tagged-amount mechanism needs to know about a block the client broadcast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendFacts {
+    /// The account whose chain holds the block (the payer of a send).
+    pub account: PublicKey,
+    /// `send`, `receive`, …
+    pub subtype: Option<String>,
+    /// For a send: `link` read as a key.
+    pub destination: Option<PublicKey>,
+    /// Absolute balance change.
+    pub amount: u128,
+    pub confirmed: bool,
+    /// When the node first saw the block (unix seconds; 0 = unknown).
+    pub local_timestamp: u64,
+    /// The block itself, to wait for its confirmation.
+    pub block: Option<StateBlock>,
+}
+
 pub trait Ledger: Send + Sync + 'static {
     /// The node's network name (`live`, `beta`, `dev`, `test`) from `version`.
     fn network(&self) -> LedgerFuture<'_, String>;
@@ -87,4 +105,13 @@ pub trait Ledger: Send + Sync + 'static {
         block: &'a StateBlock,
         deadline: Instant,
     ) -> LedgerFuture<'a, Confirmation>;
+
+    /// `block_info` as [`SendFacts`]; `None` if the node does not know the block. Ledgers
+    /// without it refuse (the tagged mechanism then fails closed).
+    fn send_facts<'a>(&'a self, _hash: &'a BlockHash) -> LedgerFuture<'a, Option<SendFacts>> {
+        Box::pin(async { Err(LedgerError::Node("send_facts is not supported".into())) })
+    }
+
+    /// Follow confirmations of sends to `account` (a tagged-session payee). Best effort.
+    fn watch_payee(&self, _account: &PublicKey) {}
 }

@@ -1,7 +1,9 @@
 //! [`Ledger`] over the node module: [`NodeClient`] (RPC with failover) and [`Confirmations`]
 //! (WebSocket push with polling fallback and a `block_confirm` nudge).
 
-use super::{AccountState, Confirmation, Ledger, LedgerError, LedgerFuture, ProcessOutcome};
+use super::{
+    AccountState, Confirmation, Ledger, LedgerError, LedgerFuture, ProcessOutcome, SendFacts,
+};
 use crate::metrics::Metrics;
 use crate::node::{
     Confirmations, LedgerRejection, NodeClient, NodeError, NodeMetrics, ProcessResult, WaitOutcome,
@@ -123,6 +125,28 @@ impl Ledger for NodeLedger {
 
     fn nudge<'a>(&'a self, hash: &'a BlockHash) -> LedgerFuture<'a, ()> {
         Box::pin(async move { self.client.block_confirm(hash).await.map_err(map_err) })
+    }
+
+    fn send_facts<'a>(&'a self, hash: &'a BlockHash) -> LedgerFuture<'a, Option<SendFacts>> {
+        Box::pin(async move {
+            let info = self.client.block_info(hash).await.map_err(map_err)?;
+            Ok(info.map(|b| SendFacts {
+                account: b.account,
+                destination: match (&b.contents, b.subtype.as_deref()) {
+                    (Some(block), Some("send")) => Some(block.link_as_key()),
+                    _ => None,
+                },
+                subtype: b.subtype,
+                amount: b.amount,
+                confirmed: b.confirmed,
+                local_timestamp: b.local_timestamp,
+                block: b.contents,
+            }))
+        })
+    }
+
+    fn watch_payee(&self, account: &PublicKey) {
+        self.confirmations.watch_account(account);
     }
 
     fn wait_confirmed<'a>(

@@ -12,6 +12,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod tagged;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -115,7 +116,8 @@ pub struct RedeemPolicy {
     pub outcome_grace_secs: i64,
 }
 
-pub trait Store: Send + Sync + 'static {
+/// Every backend also implements the tagged-amount operations ([`tagged::TaggedStore`]).
+pub trait Store: tagged::TaggedStore + Send + Sync + 'static {
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;
 

@@ -11,11 +11,18 @@ use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "tagged",
+        include_str!("../../migrations/postgres/0002_tagged.sql"),
+    ),
+];
 
 pub struct PgStore {
     pool: PgPool,
@@ -316,3 +323,5 @@ impl Store for PgStore {
         })
     }
 }
+
+super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);

@@ -10,11 +10,18 @@ use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "tagged",
+        include_str!("../../migrations/sqlite/0002_tagged.sql"),
+    ),
+];
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -277,3 +284,5 @@ impl Store for SqliteStore {
         })
     }
 }
+
+super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);

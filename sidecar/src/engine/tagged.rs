@@ -1,0 +1,776 @@
+//! Mechanism 2: session-bound tagged amounts (x402.Nano rev 5–7, without their weaknesses).
+//!
+//! * **Issuing** ([`Engine::issue_sessions`]): a session has an unguessable id (128 random
+//!   bits, also the challenge nonce), a payee drawn deterministically from the route's pool
+//!   (the id's first 8 bytes mod n), and `amount = price + tag` with a random tag in `1..=tag_space`
+//!   (the lowest raw digits). The store claims `(payTo, amount)` atomically, so no two open
+//!   sessions of one account share an amount, across replicas. Each session comes with a MAC
+//!   over its terms (`Mechanism::TaggedSession`, resource = the route scope), so the filter can
+//!   check a presented session without asking us.
+//! * **Watching** ([`spawn_watcher`]): confirmations of sends to pool accounts arrive by
+//!   WebSocket; a send of exactly an open session's amount, first seen after the session was
+//!   issued, marks the session paid at once. Anything else sent to a pool account that buys
+//!   nothing is a *stray payment*: recorded, counted, listed.
+//! * **Admitting** ([`Engine::pay_tagged`]): the client presents the session (MAC-bound) and,
+//!   optionally, the block hash. We admit only a confirmed send to the session's account of
+//!   exactly its amount, first seen (node `local_timestamp`, fail closed when 0) no earlier
+//!   than the session's issue, within its validity, never consumed before. Consumption marks
+//!   the session used and inserts `network:HASH` into the one spent set shared with signed
+//!   blocks, in one transaction.
+
+use super::verify::Checked;
+use super::{as_i64, random_hex, unix_now, Engine, PaymentInput, Rejection, Verdict};
+use crate::ledger::Confirmation;
+use crate::node::ConfirmedBlock;
+use crate::store::tagged::{StrayPayment, TaggedConsume, TaggedSession};
+use crate::store::{Consumption, StoreError};
+use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::hex;
+use nanogate_protocol::nano::{parse_raw, BlockHash, PublicKey, Signature, StateBlock};
+use nanogate_protocol::x402::{decode_payment_value, ErrorReason, PaymentMechanism};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// `payload` key: the session id (optional; the MAC-bound nonce is authoritative).
+pub const PAYLOAD_SESSION_ID: &str = "sessionId";
+/// `payload` key: the hash of the client's send (x402.Nano rev 6–7 `proof`).
+pub const PAYLOAD_PROOF: &str = "proof";
+
+/// Settings of the mechanism.
+#[derive(Debug, Clone)]
+pub struct TaggedSettings {
+    /// Tags are drawn from `1..=tag_space` raw.
+    pub tag_space: u64,
+    /// How long sessions are kept after they expire (late payments are still recognized).
+    pub retention_secs: u64,
+    /// Most sessions per `/v1/sessions` call.
+    pub max_batch: usize,
+    /// Most accounts in a payee pool.
+    pub max_pool: usize,
+    /// Longest session validity.
+    pub max_validity_secs: u64,
+}
+
+impl Default for TaggedSettings {
+    fn default() -> Self {
+        TaggedSettings {
+            tag_space: 999_999_999_999,
+            retention_secs: 86_400,
+            max_batch: 64,
+            max_pool: 64,
+            max_validity_secs: 3_600,
+        }
+    }
+}
+
+/// Mutable state of the mechanism inside the engine.
+#[derive(Debug, Default)]
+pub struct TaggedState {
+    pub settings: TaggedSettings,
+    /// Pool accounts whose confirmations we follow.
+    watched: Mutex<HashSet<PublicKey>>,
+}
+
+impl TaggedState {
+    pub fn new(settings: TaggedSettings) -> Self {
+        TaggedState {
+            settings,
+            watched: Mutex::default(),
+        }
+    }
+
+    fn is_watched(&self, key: &PublicKey) -> bool {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(key)
+    }
+
+    /// `true` when `key` was not watched before.
+    fn watch(&self, key: PublicKey) -> bool {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key)
+    }
+}
+
+/// A request for pre-issued sessions (the filter's `POST /v1/sessions`).
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    pub count: usize,
+    /// What the sessions are for: the MAC's resource (the filter's route scope).
+    pub scope: String,
+    /// The route's price in raw.
+    pub price: u128,
+    pub pay_to: Vec<PublicKey>,
+    pub validity_secs: u64,
+}
+
+/// One issued session, as the filter puts it in a challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedSession {
+    pub id: String,
+    pub pay_to: PublicKey,
+    pub amount: u128,
+    pub tag: u128,
+    pub valid_before: u64,
+    pub key_id: u64,
+    pub mac: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The pool account for a session: deterministic in the id, uniform over the pool.
+pub fn pool_index(id: &[u8; 16], pool_len: usize) -> usize {
+    // The id is 128 random bits: its first 8 bytes are already uniform.
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&id[..8]);
+    if pool_len == 0 {
+        0
+    } else {
+        (u64::from_be_bytes(n) % pool_len as u64) as usize
+    }
+}
+
+fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
+    Rejection::new(reason, msg)
+}
+
+/// Whether a payment goes through this mechanism: a payload without `block`.
+pub fn is_client_broadcast(payment: &Value) -> bool {
+    payment
+        .get("payload")
+        .and_then(Value::as_object)
+        .is_some_and(|p| !p.contains_key("block"))
+}
+
+/// What the presented payment claims, after structure and MAC checks.
+struct Presented {
+    session_id: String,
+    pay_to: PublicKey,
+    amount: u128,
+    valid_before: u64,
+    proof: Option<BlockHash>,
+}
+
+impl Engine {
+    pub fn tagged(&self) -> &TaggedState {
+        &self.tagged
+    }
+
+    fn watch_pool(&self, key: PublicKey) {
+        if self.tagged.watch(key) {
+            self.ledger.watch_payee(&key);
+        }
+    }
+
+    /// Watches the accounts of sessions still open (after a restart).
+    pub async fn rewatch_open_sessions(&self) -> Result<usize, StoreError> {
+        let accounts = self.store.open_session_accounts(as_i64(unix_now())).await?;
+        let mut n = 0;
+        for a in accounts {
+            if let Ok(k) = PublicKey::from_hex(&a) {
+                self.watch_pool(k);
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Issues up to `req.count` sessions (fewer when the tag space of an account is crowded).
+    pub async fn issue_sessions(
+        &self,
+        req: &SessionRequest,
+    ) -> Result<Vec<IssuedSession>, IssueError> {
+        let st = &self.tagged.settings;
+        if req.pay_to.is_empty() || req.pay_to.len() > st.max_pool {
+            return Err(IssueError::Invalid(format!(
+                "payTo must list 1 to {} accounts",
+                st.max_pool
+            )));
+        }
+        if req.price == 0 || req.scope.is_empty() || req.scope.len() > 512 {
+            return Err(IssueError::Invalid(
+                "a positive price and a scope are required".into(),
+            ));
+        }
+        if req.validity_secs == 0 || req.validity_secs > st.max_validity_secs {
+            return Err(IssueError::Invalid(format!(
+                "validity must be 1 to {} seconds",
+                st.max_validity_secs
+            )));
+        }
+        let count = req.count.min(st.max_batch);
+        let now = unix_now();
+        let key = self.keys.current(now);
+        let valid_before = now.saturating_add(req.validity_secs);
+        let mut out = Vec::with_capacity(count);
+        for k in &req.pay_to {
+            self.watch_pool(*k);
+        }
+        for _ in 0..count {
+            let id_bytes: [u8; 16] = rand::random();
+            let pay_to = req.pay_to[pool_index(&id_bytes, req.pay_to.len())];
+            let id = hex::encode_lower(&id_bytes);
+            let mut issued = None;
+            // A few tries: a collision means another open session holds that amount.
+            for _ in 0..8 {
+                let tag = u128::from(rand::random::<u64>() % st.tag_space.max(1)) + 1;
+                let Some(amount) = req.price.checked_add(tag) else {
+                    break;
+                };
+                let s = TaggedSession {
+                    id: id.clone(),
+                    pay_to: pay_to.to_hex(),
+                    amount: amount.to_string(),
+                    scope: req.scope.clone(),
+                    issued_at: as_i64(now),
+                    valid_before: as_i64(valid_before),
+                    paid_hash: None,
+                    paid_at: None,
+                    consumed_hash: None,
+                    keep_until: as_i64(valid_before.saturating_add(st.retention_secs)),
+                };
+                let t = Instant::now();
+                let ok = self.store.issue_session(&s, as_i64(now)).await;
+                self.metrics.store_op("issue_session", t.elapsed());
+                if ok? {
+                    issued = Some((amount, tag));
+                    break;
+                }
+            }
+            let Some((amount, tag)) = issued else {
+                continue;
+            };
+            let terms = ChallengeTerms {
+                network: &self.cfg.network,
+                scheme: "exact",
+                asset: "XNO",
+                pay_to,
+                amount,
+                resource: &req.scope,
+                mechanism: Mechanism::TaggedSession,
+            };
+            let stamp = ChallengeStamp {
+                valid_before,
+                nonce: id_bytes,
+                key_id: key.key_id,
+            };
+            let mac = challenge::mac(&key.key, &terms, &stamp);
+            out.push(IssuedSession {
+                id,
+                pay_to,
+                amount,
+                tag,
+                valid_before,
+                key_id: key.key_id,
+                mac: hex::encode_lower(&mac),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Structure, payload and MAC. Pure.
+    fn tagged_precheck(&self, input: &PaymentInput, now: u64) -> Result<Presented, Rejection> {
+        let cfg = &self.cfg;
+        let req = &input.requirements;
+        let bad_req = |m: &str| reject(ErrorReason::InvalidPaymentRequirements, m);
+        if req.scheme != "exact" || req.network != cfg.network || req.asset != "XNO" {
+            return Err(bad_req(
+                "requirements: exact, XNO on this sidecar's network only",
+            ));
+        }
+        let amount = parse_raw(&req.amount)
+            .ok()
+            .filter(|a| *a > 0)
+            .ok_or_else(|| bad_req("requirements: amount must be a positive raw integer"))?;
+        let pay_to = PublicKey::from_address(&req.pay_to)
+            .map_err(|_| bad_req("requirements: payTo is not a Nano address"))?;
+        let decoded = decode_payment_value(input.payment.clone())
+            .map_err(|e| reject(e.reason(), format!("payment: {e}")))?;
+        if decoded.scheme() != "exact" {
+            return Err(reject(
+                ErrorReason::InvalidScheme,
+                "only `exact` is accepted",
+            ));
+        }
+        if decoded.network() != cfg.network {
+            return Err(reject(
+                ErrorReason::InvalidNetwork,
+                format!("only {} is accepted", cfg.network),
+            ));
+        }
+        if !matches!(decoded.mechanism(), PaymentMechanism::ClientBroadcast) {
+            return Err(reject(
+                ErrorReason::InvalidPayload,
+                "a tagged-session payment carries no block",
+            ));
+        }
+        let payload = decoded.payload();
+        let has_session = payload.contains_key(PAYLOAD_SESSION_ID);
+        if !has_session && !payload.contains_key(PAYLOAD_PROOF) {
+            return Err(reject(
+                ErrorReason::UnsupportedScheme,
+                "proof payments (blockHash + signature) are not accepted; present a tagged session",
+            ));
+        }
+        let proof = match payload.get(PAYLOAD_PROOF) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(|s| BlockHash::from_hex(s).ok())
+                    .ok_or_else(|| {
+                        reject(
+                            ErrorReason::InvalidPayload,
+                            "payload.proof must be a 64-hex block hash",
+                        )
+                    })?,
+            ),
+        };
+        let (stamp, tag) = challenge::read_extra(&req.extra)
+            .map_err(|e| reject(ErrorReason::InvalidChallenge, e.to_string()))?;
+        let session_id = hex::encode_lower(&stamp.nonce);
+        if has_session {
+            let claimed = payload.get(PAYLOAD_SESSION_ID).and_then(Value::as_str);
+            if claimed.map(str::to_ascii_lowercase).as_deref() != Some(session_id.as_str()) {
+                return Err(reject(
+                    ErrorReason::SessionMismatch,
+                    "payload.sessionId is not the session of the accepted offer",
+                ));
+            }
+        }
+        // Judge the binding as of the last valid second when the session has expired (a
+        // payment made in time may still be finished, below).
+        let at = if stamp.valid_before <= now {
+            stamp.valid_before.saturating_sub(1)
+        } else {
+            now
+        };
+        let key = self.keys.honoured(stamp.key_id, at).ok_or_else(|| {
+            reject(
+                ErrorReason::InvalidChallenge,
+                "session key id is neither current nor previous",
+            )
+        })?;
+        let terms = ChallengeTerms {
+            network: &req.network,
+            scheme: &req.scheme,
+            asset: &req.asset,
+            pay_to,
+            amount,
+            resource: &input.resource,
+            mechanism: Mechanism::TaggedSession,
+        };
+        challenge::verify(&key, &terms, &stamp, &tag, at).map_err(|_| {
+            reject(
+                ErrorReason::InvalidChallenge,
+                "the session was not issued by this system for these terms",
+            )
+        })?;
+        Ok(Presented {
+            session_id,
+            pay_to,
+            amount,
+            valid_before: stamp.valid_before,
+            proof,
+        })
+    }
+
+    /// Records a stray payment (once per block) and counts it.
+    pub async fn record_stray(&self, s: StrayPayment) {
+        let reason = s.reason.clone();
+        match self.store.record_stray(&s).await {
+            Ok(true) => {
+                self.metrics
+                    .stray_payments
+                    .get_or_create(&crate::metrics::ReasonLabel { reason })
+                    .inc();
+                tracing::info!(hash = %s.hash, reason = %s.reason, "stray payment recorded");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "could not record a stray payment"),
+        }
+    }
+
+    fn stray(
+        hash: &BlockHash,
+        pay_to: &PublicKey,
+        amount: u128,
+        payer: &PublicKey,
+        reason: &str,
+        session: Option<&str>,
+    ) -> StrayPayment {
+        StrayPayment {
+            hash: hash.to_hex(),
+            pay_to: pay_to.to_address(),
+            amount: amount.to_string(),
+            payer: payer.to_address(),
+            reason: reason.to_owned(),
+            session_id: session.map(str::to_owned),
+            seen_at: as_i64(unix_now()),
+        }
+    }
+
+    /// Verifies and settles a tagged-session payment (see the module docs).
+    pub(crate) async fn pay_tagged(&self, input: &PaymentInput) -> Verdict {
+        let started = Instant::now();
+        let now = unix_now();
+        let p = match self.tagged_precheck(input, now) {
+            Ok(p) => p,
+            Err(r) => return self.reject(r),
+        };
+        let session = match self.store.session(&p.session_id).await {
+            Err(e) => return self.store_failed(&e),
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                return self.reject(reject(
+                    ErrorReason::UnknownSession,
+                    "this session is unknown (never issued, or forgotten)",
+                ))
+            }
+        };
+        if session.pay_to != p.pay_to.to_hex()
+            || session.amount != p.amount.to_string()
+            || session.scope != input.resource
+        {
+            return self.reject(reject(
+                ErrorReason::SessionMismatch,
+                "the offer does not match the session's terms",
+            ));
+        }
+        let paid_hash = session
+            .paid_hash
+            .as_deref()
+            .and_then(|h| BlockHash::from_hex(h).ok());
+        let Some(hash) = p.proof.or(paid_hash) else {
+            return self.reject(reject(
+                ErrorReason::BlockNotConfirmed,
+                "no confirmed payment for this session yet",
+            ));
+        };
+        let spent_key = format!("{}:{}", self.cfg.network, hash.to_hex());
+
+        // A consumed block: the redemption rules of signed blocks (same spent set).
+        match self.store.spent(&spent_key).await {
+            Err(e) => return self.store_failed(&e),
+            Ok(Some(rec)) => {
+                let payer = PublicKey::from_address(&rec.payer).unwrap_or(p.pay_to);
+                let c = self.checked(&p, hash, payer, spent_key);
+                return self.represent(&c, &rec).await;
+            }
+            Ok(None) => {}
+        }
+
+        // Validity: presented before validBefore, or paid (matched by the watcher) in time and
+        // finished within the grace.
+        let vb = session.valid_before;
+        let paid_in_time = paid_hash == Some(hash) && session.paid_at.is_some_and(|t| t < vb);
+        let expired = vb <= as_i64(now);
+        let in_grace = as_i64(now) < vb.saturating_add(as_i64(self.cfg.fork_grace_secs));
+        if expired && !(paid_in_time && in_grace) {
+            if let Ok(Some(f)) = self.ledger.send_facts(&hash).await {
+                if f.destination == Some(p.pay_to) {
+                    let s = Self::stray(
+                        &hash,
+                        &p.pay_to,
+                        f.amount,
+                        &f.account,
+                        "late",
+                        Some(&p.session_id),
+                    );
+                    self.record_stray(s).await;
+                }
+            }
+            return self.reject(reject(
+                ErrorReason::ChallengeExpired,
+                "the session has expired",
+            ));
+        }
+
+        // The ledger's view of the block.
+        let facts = match self.ledger.send_facts(&hash).await {
+            Err(e) => return self.ledger_failed(&e),
+            Ok(None) => {
+                return self.reject(reject(
+                    ErrorReason::BlockNotConfirmed,
+                    "the node does not know this block (yet)",
+                ))
+            }
+            Ok(Some(f)) => f,
+        };
+        if facts.subtype.as_deref() != Some("send") || facts.destination != Some(p.pay_to) {
+            return self.reject(reject(
+                ErrorReason::WrongDestination,
+                "the block is not a send to the session's account",
+            ));
+        }
+        if facts.amount != p.amount {
+            let s = Self::stray(
+                &hash,
+                &p.pay_to,
+                facts.amount,
+                &facts.account,
+                "wrong_amount",
+                Some(&p.session_id),
+            );
+            self.record_stray(s).await;
+            return self.reject(
+                reject(
+                    ErrorReason::AmountMismatch,
+                    "the send is not exactly the session's amount",
+                )
+                .with_payer(&facts.account),
+            );
+        }
+        // First seen after the session was issued; an unknown time fails closed.
+        if facts.local_timestamp == 0 || as_i64(facts.local_timestamp) < session.issued_at {
+            let s = Self::stray(
+                &hash,
+                &p.pay_to,
+                facts.amount,
+                &facts.account,
+                "too_early",
+                Some(&p.session_id),
+            );
+            self.record_stray(s).await;
+            return self.reject(
+                reject(
+                    ErrorReason::PaymentTooEarly,
+                    "the send was made before this session was issued",
+                )
+                .with_payer(&facts.account),
+            );
+        }
+        if !facts.confirmed {
+            let Some(block) = facts.block.as_ref() else {
+                return self.reject(reject(
+                    ErrorReason::BlockNotConfirmed,
+                    "the block is not confirmed",
+                ));
+            };
+            let end = u64::try_from(vb.saturating_add(as_i64(self.cfg.fork_grace_secs)))
+                .unwrap_or(0)
+                .saturating_sub(now);
+            let wait = Duration::from_secs(end).min(self.cfg.max_wait);
+            match self
+                .ledger
+                .wait_confirmed(block, Instant::now() + wait)
+                .await
+            {
+                Ok(Confirmation::Confirmed) => {}
+                Ok(Confirmation::Missing) => {
+                    return self.reject(reject(
+                        ErrorReason::ForkLost,
+                        "the block is no longer on the ledger",
+                    ))
+                }
+                Ok(Confirmation::TimedOut) => {
+                    return self.reject(reject(
+                        ErrorReason::BlockNotConfirmed,
+                        "the block was not confirmed in time; present it again",
+                    ))
+                }
+                Err(e) => return self.ledger_failed(&e),
+            }
+        }
+
+        let receipt = random_hex();
+        let c = Consumption {
+            spent_key: spent_key.clone(),
+            receipt: receipt.clone(),
+            payer: facts.account.to_address(),
+            amount: p.amount,
+            nonce: Some(p.session_id.clone()),
+            now: as_i64(unix_now()),
+            valid_before: vb,
+            outcome: None,
+        };
+        let t = Instant::now();
+        let consumed = self
+            .store
+            .consume_tagged(&c, &p.session_id, &hash.to_hex())
+            .await;
+        self.metrics.store_op("consume_tagged", t.elapsed());
+        match consumed {
+            Err(e) => self.store_failed(&e),
+            Ok(TaggedConsume::Spent) => self.reject(
+                reject(ErrorReason::AlreadySpent, "this block was already consumed")
+                    .with_payer(&facts.account),
+            ),
+            Ok(TaggedConsume::SessionUsed) => {
+                let s = Self::stray(
+                    &hash,
+                    &p.pay_to,
+                    facts.amount,
+                    &facts.account,
+                    "session_used",
+                    Some(&p.session_id),
+                );
+                self.record_stray(s).await;
+                self.reject(
+                    reject(
+                        ErrorReason::AlreadySpent,
+                        "this session was already used by another payment",
+                    )
+                    .with_payer(&facts.account),
+                )
+            }
+            Ok(TaggedConsume::Consumed) => {
+                self.metrics.payments_settled.inc();
+                self.metrics
+                    .settlement_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::debug!(%hash, session = %p.session_id, "tagged payment consumed");
+                let c = self.checked(&p, hash, facts.account, spent_key);
+                self.admit(&c, receipt, false)
+            }
+        }
+    }
+
+    /// The [`Checked`] the shared admission and redemption code reads (hash, payer, nonce).
+    /// The block is a placeholder: the client broadcast its own, we never publish it.
+    fn checked(
+        &self,
+        p: &Presented,
+        hash: BlockHash,
+        payer: PublicKey,
+        spent_key: String,
+    ) -> Checked {
+        Checked {
+            block: StateBlock {
+                account: payer,
+                previous: BlockHash([0; 32]),
+                representative: payer,
+                balance: 0,
+                link: p.pay_to.0,
+                signature: Signature([0; 64]),
+                work: 0,
+            },
+            hash,
+            payer,
+            amount: p.amount,
+            pay_to: p.pay_to,
+            nonce: Some(p.session_id.clone()),
+            valid_before: p.valid_before,
+            spent_key,
+            frontier_key: String::new(),
+            final_on_consume: false,
+            expired: false,
+        }
+    }
+
+    /// A confirmation push: mark the matching session paid, or record a stray payment.
+    /// `Some(hash)` asks the caller to re-check later whether it was a signed-block payment.
+    pub async fn on_confirmed_send(&self, cb: &ConfirmedBlock) -> Option<BlockHash> {
+        let dest = cb.destination()?;
+        if !self.tagged.is_watched(&dest) {
+            return None;
+        }
+        let now = unix_now();
+        let hash = cb.hash.to_hex();
+        let found = self
+            .store
+            .session_by_amount(&dest.to_hex(), &cb.amount.to_string())
+            .await;
+        let s = match found {
+            Err(e) => {
+                tracing::warn!(error = %e, "watcher: store error");
+                return None;
+            }
+            Ok(None) => return Some(cb.hash),
+            Ok(Some(s)) => s,
+        };
+        if s.consumed_hash.as_deref() == Some(hash.as_str())
+            || s.paid_hash.as_deref() == Some(hash.as_str())
+        {
+            return None;
+        }
+        let first_seen = cb.local_timestamp.filter(|t| *t > 0).unwrap_or(now);
+        let reason = if as_i64(first_seen) < s.issued_at {
+            "too_early"
+        } else if s.valid_before <= as_i64(now) {
+            "late"
+        } else if s.paid_hash.is_some() || s.consumed_hash.is_some() {
+            "session_used"
+        } else {
+            match self
+                .store
+                .mark_session_paid(&s.id, &hash, as_i64(now))
+                .await
+            {
+                Ok(true) => {
+                    tracing::debug!(session = %s.id, %hash, "session paid");
+                    return None;
+                }
+                Ok(false) => "session_used",
+                Err(e) => {
+                    tracing::warn!(error = %e, "watcher: store error");
+                    return None;
+                }
+            }
+        };
+        let stray = Self::stray(&cb.hash, &dest, cb.amount, &cb.account, reason, Some(&s.id));
+        self.record_stray(stray).await;
+        None
+    }
+
+    /// A send to a pool account that matched no session: unless it was consumed as a
+    /// signed-block payment meanwhile, it is a stray payment.
+    async fn unmatched_later(&self, cb: &ConfirmedBlock) {
+        let key = format!("{}:{}", self.cfg.network, cb.hash.to_hex());
+        match self.store.spent(&key).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                if let Some(dest) = cb.destination() {
+                    let s = Self::stray(&cb.hash, &dest, cb.amount, &cb.account, "unmatched", None);
+                    self.record_stray(s).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "watcher: store error"),
+        }
+    }
+}
+
+/// Follows confirmations and hands sends to pool accounts to the engine, until the engine is
+/// dropped. Sends matching no session are judged after `settle_window` (they may be
+/// signed-block payments still being recorded).
+pub fn spawn_watcher(
+    engine: &Arc<Engine>,
+    mut rx: tokio::sync::broadcast::Receiver<ConfirmedBlock>,
+    settle_window: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let weak = Arc::downgrade(engine);
+    tokio::spawn(async move {
+        loop {
+            let cb = match rx.recv().await {
+                Ok(cb) => cb,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "watcher lagged behind confirmations");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(engine) = weak.upgrade() else {
+                return;
+            };
+            if engine.on_confirmed_send(&cb).await.is_some() {
+                let engine = Arc::downgrade(&engine);
+                tokio::spawn(async move {
+                    tokio::time::sleep(settle_window).await;
+                    if let Some(e) = engine.upgrade() {
+                        e.unmatched_later(&cb).await;
+                    }
+                });
+            }
+        }
+    })
+}

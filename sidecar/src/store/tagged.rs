@@ -1,0 +1,377 @@
+//! Store operations of the tagged-amount mechanism (DESIGN.md mechanism 2): sessions with a
+//! store-enforced unique amount per payee account, their payment and single consumption, and
+//! the stray-payment record.
+//!
+//! Uniqueness across replicas: issuing a session first claims `(pay_to, amount)` in
+//! `tag_claims` with an atomic upsert that only takes over a claim whose session has expired,
+//! so two open sessions on one account never share an amount. Consumption is one transaction:
+//! the session's `consumed_hash` is set only if it is still empty (conditional `UPDATE`), and
+//! the block is inserted into the **same** spent set as signed-block payments (`network:HASH`,
+//! insert-if-absent), so a block can never be consumed twice, whichever mechanism presents it.
+
+use super::{Consumption, StoreFuture};
+
+/// One issued session. Amounts are raw decimal strings, `pay_to` the payee's public key hex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedSession {
+    /// 32 lower-hex characters (128 random bits); also the challenge nonce.
+    pub id: String,
+    pub pay_to: String,
+    pub amount: String,
+    /// What the session is for (the filter's route scope).
+    pub scope: String,
+    pub issued_at: i64,
+    pub valid_before: i64,
+    /// The confirmed send the watcher (or a presentation) matched to this session.
+    pub paid_hash: Option<String>,
+    pub paid_at: Option<i64>,
+    /// The block that consumed this session.
+    pub consumed_hash: Option<String>,
+    /// Kept (for late-payment reports) until then.
+    pub keep_until: i64,
+}
+
+/// A payment to a session account that bought nothing.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrayPayment {
+    pub hash: String,
+    pub pay_to: String,
+    pub amount: String,
+    pub payer: String,
+    /// `wrong_amount`, `unknown_session`, `unmatched`, `late`, `too_early`, `session_used`.
+    pub reason: String,
+    pub session_id: Option<String>,
+    pub seen_at: i64,
+}
+
+/// The outcome of [`TaggedStore::consume_tagged`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaggedConsume {
+    Consumed,
+    /// The block is already in the spent set (any mechanism, any replica).
+    Spent,
+    /// The session was already consumed by another block.
+    SessionUsed,
+}
+
+pub trait TaggedStore: Send + Sync {
+    /// Issues a session if its `(pay_to, amount)` is free (no open session holds it):
+    /// `false` = taken, pick another tag.
+    fn issue_session<'a>(&'a self, s: &'a TaggedSession, now: i64) -> StoreFuture<'a, bool>;
+
+    fn session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<TaggedSession>>;
+
+    /// The most recently issued session for exactly this payee and amount.
+    fn session_by_amount<'a>(
+        &'a self,
+        pay_to: &'a str,
+        amount: &'a str,
+    ) -> StoreFuture<'a, Option<TaggedSession>>;
+
+    /// Marks a session paid by `hash` unless it already is (`true` = marked now).
+    fn mark_session_paid<'a>(
+        &'a self,
+        id: &'a str,
+        hash: &'a str,
+        at: i64,
+    ) -> StoreFuture<'a, bool>;
+
+    /// Consumes the session with `c.spent_key`'s block, atomically (see the module docs).
+    fn consume_tagged<'a>(
+        &'a self,
+        c: &'a Consumption,
+        session_id: &'a str,
+        hash: &'a str,
+    ) -> StoreFuture<'a, TaggedConsume>;
+
+    /// Records a stray payment once per block (`true` = new).
+    fn record_stray<'a>(&'a self, s: &'a StrayPayment) -> StoreFuture<'a, bool>;
+
+    /// The latest stray payments, newest first.
+    fn strays(&self, limit: i64) -> StoreFuture<'_, Vec<StrayPayment>>;
+
+    /// Deletes sessions past their retention and expired tag claims.
+    fn prune_tagged(&self, now: i64) -> StoreFuture<'_, u64>;
+
+    /// The payee accounts (hex keys) of sessions still open at `now` (watched after a restart).
+    fn open_session_accounts(&self, now: i64) -> StoreFuture<'_, Vec<String>>;
+}
+
+/// `$1`-style SQL as the backend wants it (SQLite reads `?1`).
+pub(crate) fn sql(q: &str, sqlite: bool) -> std::borrow::Cow<'_, str> {
+    if sqlite {
+        std::borrow::Cow::Owned(q.replace('$', "?"))
+    } else {
+        std::borrow::Cow::Borrowed(q)
+    }
+}
+
+/// Implements [`TaggedStore`] for a backend struct with a `pool` field; the SQL is shared.
+macro_rules! impl_tagged_store {
+    ($store:ty, $row:ty, $sqlite:expr) => {
+        const _: () = {
+            use $crate::store::tagged::{
+                sql, StrayPayment, TaggedConsume, TaggedSession, TaggedStore,
+            };
+            use $crate::store::{Consumption, StoreFuture};
+            use sqlx::Row;
+
+            const SESSION_COLS: &str = "id, pay_to, amount, scope, issued_at, valid_before, \
+                 paid_hash, paid_at, consumed_hash, keep_until";
+
+            fn session_row(row: &$row) -> Result<TaggedSession, sqlx::Error> {
+                Ok(TaggedSession {
+                    id: row.try_get("id")?,
+                    pay_to: row.try_get("pay_to")?,
+                    amount: row.try_get("amount")?,
+                    scope: row.try_get("scope")?,
+                    issued_at: row.try_get("issued_at")?,
+                    valid_before: row.try_get("valid_before")?,
+                    paid_hash: row.try_get("paid_hash")?,
+                    paid_at: row.try_get("paid_at")?,
+                    consumed_hash: row.try_get("consumed_hash")?,
+                    keep_until: row.try_get("keep_until")?,
+                })
+            }
+
+            impl TaggedStore for $store {
+                fn issue_session<'a>(
+                    &'a self,
+                    s: &'a TaggedSession,
+                    now: i64,
+                ) -> StoreFuture<'a, bool> {
+                    Box::pin(async move {
+                        let mut tx = self.pool.begin().await?;
+                        let claimed = sqlx::query(&sql(
+                            "INSERT INTO tag_claims (pay_to, amount, session_id, until_ts) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (pay_to, amount) DO UPDATE \
+                             SET session_id = excluded.session_id, until_ts = excluded.until_ts \
+                             WHERE tag_claims.until_ts <= $5",
+                            $sqlite,
+                        ))
+                        .bind(&s.pay_to)
+                        .bind(&s.amount)
+                        .bind(&s.id)
+                        .bind(s.valid_before)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        if claimed.rows_affected() != 1 {
+                            tx.rollback().await?;
+                            return Ok(false);
+                        }
+                        sqlx::query(&sql(
+                            "INSERT INTO tagged_sessions (id, pay_to, amount, scope, issued_at, \
+                             valid_before, keep_until) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            $sqlite,
+                        ))
+                        .bind(&s.id)
+                        .bind(&s.pay_to)
+                        .bind(&s.amount)
+                        .bind(&s.scope)
+                        .bind(s.issued_at)
+                        .bind(s.valid_before)
+                        .bind(s.keep_until)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(true)
+                    })
+                }
+
+                fn session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<TaggedSession>> {
+                    Box::pin(async move {
+                        let q = format!("SELECT {SESSION_COLS} FROM tagged_sessions WHERE id = $1");
+                        let row = sqlx::query(&sql(&q, $sqlite))
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        Ok(row.as_ref().map(session_row).transpose()?)
+                    })
+                }
+
+                fn session_by_amount<'a>(
+                    &'a self,
+                    pay_to: &'a str,
+                    amount: &'a str,
+                ) -> StoreFuture<'a, Option<TaggedSession>> {
+                    Box::pin(async move {
+                        let q = format!(
+                            "SELECT {SESSION_COLS} FROM tagged_sessions \
+                             WHERE pay_to = $1 AND amount = $2 ORDER BY issued_at DESC LIMIT 1"
+                        );
+                        let row = sqlx::query(&sql(&q, $sqlite))
+                            .bind(pay_to)
+                            .bind(amount)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        Ok(row.as_ref().map(session_row).transpose()?)
+                    })
+                }
+
+                fn mark_session_paid<'a>(
+                    &'a self,
+                    id: &'a str,
+                    hash: &'a str,
+                    at: i64,
+                ) -> StoreFuture<'a, bool> {
+                    Box::pin(async move {
+                        let done = sqlx::query(&sql(
+                            "UPDATE tagged_sessions SET paid_hash = $1, paid_at = $2 \
+                             WHERE id = $3 AND paid_hash IS NULL",
+                            $sqlite,
+                        ))
+                        .bind(hash)
+                        .bind(at)
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?;
+                        Ok(done.rows_affected() == 1)
+                    })
+                }
+
+                fn consume_tagged<'a>(
+                    &'a self,
+                    c: &'a Consumption,
+                    session_id: &'a str,
+                    hash: &'a str,
+                ) -> StoreFuture<'a, TaggedConsume> {
+                    Box::pin(async move {
+                        let mut tx = self.pool.begin().await?;
+                        let used = sqlx::query(&sql(
+                            "UPDATE tagged_sessions SET consumed_hash = $1, \
+                               paid_hash = COALESCE(paid_hash, $1), \
+                               paid_at = COALESCE(paid_at, $2) \
+                             WHERE id = $3 AND consumed_hash IS NULL",
+                            $sqlite,
+                        ))
+                        .bind(hash)
+                        .bind(c.now)
+                        .bind(session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        if used.rows_affected() != 1 {
+                            tx.rollback().await?;
+                            return Ok(TaggedConsume::SessionUsed);
+                        }
+                        let spent = sqlx::query(&sql(
+                            "INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (spent_key) DO NOTHING",
+                            $sqlite,
+                        ))
+                        .bind(&c.spent_key)
+                        .bind(&c.receipt)
+                        .bind(&c.payer)
+                        .bind(c.amount.to_string())
+                        .bind(c.now)
+                        .execute(&mut *tx)
+                        .await?;
+                        if spent.rows_affected() != 1 {
+                            tx.rollback().await?;
+                            return Ok(TaggedConsume::Spent);
+                        }
+                        sqlx::query(&sql(
+                            "INSERT INTO receipts (receipt, spent_key, nonce, outcome, \
+                             redemptions, admitted_at, valid_before) \
+                             VALUES ($1, $2, $3, $4, 0, $5, $6)",
+                            $sqlite,
+                        ))
+                        .bind(&c.receipt)
+                        .bind(&c.spent_key)
+                        .bind(&c.nonce)
+                        .bind(c.outcome)
+                        .bind(c.now)
+                        .bind(c.valid_before)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(TaggedConsume::Consumed)
+                    })
+                }
+
+                fn record_stray<'a>(&'a self, s: &'a StrayPayment) -> StoreFuture<'a, bool> {
+                    Box::pin(async move {
+                        let done = sqlx::query(&sql(
+                            "INSERT INTO stray_payments (hash, pay_to, amount, payer, reason, \
+                             session_id, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                             ON CONFLICT (hash) DO NOTHING",
+                            $sqlite,
+                        ))
+                        .bind(&s.hash)
+                        .bind(&s.pay_to)
+                        .bind(&s.amount)
+                        .bind(&s.payer)
+                        .bind(&s.reason)
+                        .bind(&s.session_id)
+                        .bind(s.seen_at)
+                        .execute(&self.pool)
+                        .await?;
+                        Ok(done.rows_affected() == 1)
+                    })
+                }
+
+                fn strays(&self, limit: i64) -> StoreFuture<'_, Vec<StrayPayment>> {
+                    Box::pin(async move {
+                        let rows = sqlx::query(&sql(
+                            "SELECT hash, pay_to, amount, payer, reason, session_id, seen_at \
+                             FROM stray_payments ORDER BY seen_at DESC, hash LIMIT $1",
+                            $sqlite,
+                        ))
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        let mut out = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            out.push(StrayPayment {
+                                hash: row.try_get("hash")?,
+                                pay_to: row.try_get("pay_to")?,
+                                amount: row.try_get("amount")?,
+                                payer: row.try_get("payer")?,
+                                reason: row.try_get("reason")?,
+                                session_id: row.try_get("session_id")?,
+                                seen_at: row.try_get("seen_at")?,
+                            });
+                        }
+                        Ok(out)
+                    })
+                }
+
+                fn open_session_accounts(&self, now: i64) -> StoreFuture<'_, Vec<String>> {
+                    Box::pin(async move {
+                        let rows = sqlx::query(&sql(
+                            "SELECT DISTINCT pay_to FROM tagged_sessions WHERE valid_before > $1",
+                            $sqlite,
+                        ))
+                        .bind(now)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        let mut out = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            out.push(row.try_get("pay_to")?);
+                        }
+                        Ok(out)
+                    })
+                }
+
+                fn prune_tagged(&self, now: i64) -> StoreFuture<'_, u64> {
+                    Box::pin(async move {
+                        let a = sqlx::query(&sql(
+                            "DELETE FROM tagged_sessions WHERE keep_until <= $1",
+                            $sqlite,
+                        ))
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                        let b = sqlx::query(&sql("DELETE FROM tag_claims WHERE until_ts <= $1", $sqlite))
+                            .bind(now)
+                            .execute(&self.pool)
+                            .await?;
+                        Ok(a.rows_affected() + b.rows_affected())
+                    })
+                }
+            }
+        };
+    };
+}
+pub(crate) use impl_tagged_store;

@@ -1,0 +1,338 @@
+//! Tagged-amount sessions (mechanism 2) against the in-process devnet: issuing with unique
+//! amounts, the watcher marking sessions paid, admission once, and every refusal that must be
+//! recorded as a stray payment.
+
+mod common;
+
+use common::*;
+use nanogate_devnet::{Confirm, Devnet};
+use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::nano::{BlockHash, PrivateKey, PublicKey};
+use nanogate_protocol::x402::PaymentRequirements;
+use nanogate_sidecar::keys::ChallengeKeys;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const SCOPE: &str = "nanogate-route:tagged";
+
+fn pool() -> Vec<PublicKey> {
+    vec![payee(), key(201).public_key()]
+}
+
+async fn issue(sc: &Sidecar, count: usize, pool: &[PublicKey], validity: u64) -> Vec<Value> {
+    let r = http()
+        .post(format!("{}/v1/sessions", sc.base))
+        .header("x-nanogate-secret", FILTER_SECRET)
+        .json(&json!({
+            "count": count, "scope": SCOPE, "price": PRICE.to_string(),
+            "payTo": pool.iter().map(|k| k.to_address()).collect::<Vec<_>>(),
+            "validitySeconds": validity,
+        }))
+        .send()
+        .await
+        .expect("sessions");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    v["sessions"].as_array().cloned().unwrap_or_default()
+}
+
+fn requirements(s: &Value) -> PaymentRequirements {
+    let mut extra = serde_json::Map::new();
+    extra.insert("validBefore".into(), s["validBefore"].clone());
+    extra.insert("nonce".into(), s["id"].clone());
+    extra.insert("keyId".into(), s["keyId"].clone());
+    extra.insert("mac".into(), s["mac"].clone());
+    PaymentRequirements {
+        scheme: "exact".into(),
+        network: NETWORK.into(),
+        amount: s["amount"].as_str().unwrap_or("").into(),
+        asset: "XNO".into(),
+        pay_to: s["payTo"].as_str().unwrap_or("").into(),
+        max_timeout_seconds: 60,
+        extra,
+    }
+}
+
+async fn present(sc: &Sidecar, s: &Value, proof: Option<&BlockHash>) -> Value {
+    let req = requirements(s);
+    let mut payload = json!({"sessionId": s["id"]});
+    if let Some(h) = proof {
+        payload["proof"] = json!(h.to_hex());
+    }
+    let payment = json!({"x402Version": 2, "accepted": req, "payload": payload});
+    pay_at(&sc.base, SCOPE, &req, &payment).await
+}
+
+fn amount(s: &Value) -> u128 {
+    s["amount"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pay_to(s: &Value) -> PublicKey {
+    PublicKey::from_address(s["payTo"].as_str().unwrap_or("")).expect("payTo")
+}
+
+/// The client broadcasts its own send (as a wallet would) and waits for confirmation.
+async fn broadcast(d: &Devnet, payer: &PrivateKey, to: PublicKey, amount: u128) -> BlockHash {
+    let block = good_block(d, payer, amount, to);
+    let hash = d.ledger().process(&block).expect("devnet accepts the send");
+    assert!(
+        d.ledger()
+            .wait_confirmed(&hash, Duration::from_secs(10))
+            .await
+    );
+    hash
+}
+
+async fn strays(sc: &Sidecar) -> Vec<Value> {
+    let r = http()
+        .get(format!("{}/v1/admin/stray", sc.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("stray");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    v["stray"].as_array().cloned().unwrap_or_default()
+}
+
+async fn metrics(sc: &Sidecar) -> String {
+    http()
+        .get(format!("{}/metrics", sc.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+async fn setup(payers: &[&PrivateKey], tag_space: u64) -> (Devnet, Db, Sidecar) {
+    let d = devnet(payers, Confirm::AfterMs(20)).await;
+    let db = Db::sqlite();
+    let mut cfg = devnet_config(&d, &db);
+    cfg.tagged.tag_space = tag_space;
+    let sc = Sidecar::start(&cfg).await;
+    (d, db, sc)
+}
+
+#[tokio::test]
+async fn open_sessions_on_one_account_get_distinct_amounts_spread_over_the_pool() {
+    let (_d, _db, sc) = setup(&[], 999_999_999_999).await;
+    let sessions = issue(&sc, 24, &pool(), 60).await;
+    assert_eq!(sessions.len(), 24);
+    let mut seen = std::collections::HashSet::new();
+    for s in &sessions {
+        let a = amount(s);
+        assert!(
+            a > PRICE && a - PRICE <= 999_999_999_999,
+            "tag in the low digits: {a}"
+        );
+        assert!(
+            seen.insert((pay_to(s), a)),
+            "two open sessions share an amount"
+        );
+        assert_eq!(s["id"].as_str().map(str::len), Some(32), "128-bit ids");
+    }
+    let on_first = sessions.iter().filter(|s| pay_to(s) == payee()).count();
+    assert!(on_first > 0 && on_first < 24, "both pool accounts are used");
+
+    // A tiny tag space: one account holds at most that many open sessions.
+    let (_d2, _db2, small) = setup(&[], 3).await;
+    let s = issue(&small, 10, &[payee()], 60).await;
+    assert_eq!(s.len(), 3, "only 3 distinct tags exist");
+    let amounts: std::collections::HashSet<u128> = s.iter().map(amount).collect();
+    assert_eq!(amounts.len(), 3);
+
+    // Only the filter may ask.
+    let r = http()
+        .post(format!("{}/v1/sessions", sc.base))
+        .json(&json!({"count": 1, "scope": SCOPE, "price": "1", "payTo": [payee().to_address()], "validitySeconds": 5}))
+        .send()
+        .await
+        .expect("sessions");
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn tagged_payment_is_admitted_once_and_its_hash_never_buys_another_session() {
+    let payer = key(1);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = issue(&sc, 2, &[payee()], 60).await;
+    let (s1, s2) = (&s[0], &s[1]);
+    let hash = broadcast(&d, &payer, pay_to(s1), amount(s1)).await;
+
+    let v = present(&sc, s1, Some(&hash)).await;
+    assert_admit(&v);
+    assert_eq!(v["transaction"].as_str(), Some(hash.to_hex().as_str()));
+    // Presented again while its request is in flight: not a second response.
+    assert_reject(&present(&sc, s1, Some(&hash)).await, "duplicate_settlement");
+    // The same block with another session: the spent set (shared with signed blocks) refuses.
+    assert_reject(&present(&sc, s2, Some(&hash)).await, "already_spent");
+}
+
+#[tokio::test]
+async fn the_watcher_marks_a_session_paid_so_the_session_alone_redeems_it() {
+    let payer = key(2);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    assert_reject(&present(&sc, s, None).await, "block_not_confirmed");
+    broadcast(&d, &payer, pay_to(s), amount(s)).await;
+    // The push reaches the watcher shortly after confirmation.
+    let mut v = Value::Null;
+    for _ in 0..100 {
+        v = present(&sc, s, None).await;
+        if verdict(&v) == "admit" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_admit(&v);
+}
+
+#[tokio::test]
+async fn an_amount_off_by_one_raw_is_refused_and_reported() {
+    let payer = key(3);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s) - 1).await;
+    assert_reject(&present(&sc, s, Some(&hash)).await, "amount_mismatch");
+    let list = strays(&sc).await;
+    let entry = list
+        .iter()
+        .find(|e| e["hash"] == json!(hash.to_hex()))
+        .expect("the wrong amount is listed");
+    assert_eq!(entry["reason"], "wrong_amount");
+    assert_eq!(entry["amount"], json!((amount(s) - 1).to_string()));
+    assert!(metrics(&sc)
+        .await
+        .contains("nanogate_stray_payments_total{reason=\"wrong_amount\"} 1"));
+    // The admin listing needs the bearer token.
+    let r = http()
+        .get(format!("{}/v1/admin/stray", sc.base))
+        .send()
+        .await
+        .expect("stray");
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_payment_made_before_its_session_was_issued_is_refused() {
+    let payer = key(4);
+    // One tag: the next session on the account gets the very same amount.
+    let (d, _db, sc) = setup(&[&payer], 1).await;
+    let s1 = &issue(&sc, 1, &[payee()], 2).await[0];
+    let hash = broadcast(&d, &payer, pay_to(s1), amount(s1)).await;
+    // Wait until s1 has expired and its amount is free again.
+    let mut s2 = None;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(s) = issue(&sc, 1, &[payee()], 30).await.pop() {
+            s2 = Some(s);
+            break;
+        }
+    }
+    let s2 = s2.expect("a second session once the first expired");
+    assert_eq!(amount(&s2), amount(s1));
+    assert_reject(&present(&sc, &s2, Some(&hash)).await, "payment_too_early");
+    let list = strays(&sc).await;
+    assert!(list
+        .iter()
+        .any(|e| e["hash"] == json!(hash.to_hex()) && e["reason"] == "too_early"));
+}
+
+#[tokio::test]
+async fn unknown_forged_and_mismatched_sessions_are_refused() {
+    let payer = key(5);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s)).await;
+
+    // A different sessionId in the payload than the MAC-bound one.
+    let req = requirements(s);
+    let payment = json!({"x402Version": 2, "accepted": req,
+        "payload": {"sessionId": "00".repeat(16), "proof": hash.to_hex()}});
+    assert_reject(
+        &pay_at(&sc.base, SCOPE, &req, &payment).await,
+        "session_mismatch",
+    );
+
+    // A mutated amount breaks the MAC.
+    let mut forged = requirements(s);
+    forged.amount = (amount(s) + 1).to_string();
+    let payment =
+        json!({"x402Version": 2, "accepted": forged, "payload": {"proof": hash.to_hex()}});
+    assert_reject(
+        &pay_at(&sc.base, SCOPE, &forged, &payment).await,
+        "invalid_challenge",
+    );
+
+    // A genuinely MAC-bound session this system never stored.
+    let keys = ChallengeKeys::new(CHALLENGE_SECRET.as_bytes().to_vec(), 300);
+    let k = keys.current(now());
+    let nonce: [u8; 16] = rand::random();
+    let stamp = ChallengeStamp {
+        valid_before: now() + 60,
+        nonce,
+        key_id: k.key_id,
+    };
+    let terms = ChallengeTerms {
+        network: NETWORK,
+        scheme: "exact",
+        asset: "XNO",
+        pay_to: payee(),
+        amount: amount(s),
+        resource: SCOPE,
+        mechanism: Mechanism::TaggedSession,
+    };
+    let mut unknown = requirements(s);
+    unknown.extra = challenge::extra(&k.key, &terms, &stamp);
+    let payment =
+        json!({"x402Version": 2, "accepted": unknown, "payload": {"proof": hash.to_hex()}});
+    assert_reject(
+        &pay_at(&sc.base, SCOPE, &unknown, &payment).await,
+        "unknown_session",
+    );
+
+    // A session for another scope (route).
+    let v = present_at(&sc, s, "nanogate-route:other", &hash).await;
+    assert_reject(&v, "invalid_challenge");
+
+    // The honest presentation still works after all that.
+    assert_admit(&present(&sc, s, Some(&hash)).await);
+}
+
+async fn present_at(sc: &Sidecar, s: &Value, scope: &str, hash: &BlockHash) -> Value {
+    let req = requirements(s);
+    let payment = json!({"x402Version": 2, "accepted": req, "payload": {"proof": hash.to_hex()}});
+    pay_at(&sc.base, scope, &req, &payment).await
+}
+
+#[tokio::test]
+async fn a_send_matching_no_session_is_reported_as_unmatched() {
+    let payer = key(6);
+    let d = devnet(&[&payer], Confirm::AfterMs(20)).await;
+    let db = Db::sqlite();
+    let mut cfg = devnet_config(&d, &db);
+    cfg.settlement.max_wait_secs = 1;
+    let sc = Sidecar::start(&cfg).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    // Wait for the watcher's subscription, then pay an amount no session has.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let hash = broadcast(&d, &payer, pay_to(s), PRICE / 2).await;
+    let mut found = false;
+    for _ in 0..200 {
+        if strays(&sc)
+            .await
+            .iter()
+            .any(|e| e["hash"] == json!(hash.to_hex()) && e["reason"] == "unmatched")
+        {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the unmatched send is listed");
+}
