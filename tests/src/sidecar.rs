@@ -22,8 +22,6 @@ pub struct SidecarSettings {
     pub max_wait_secs: u64,
     pub rpc_timeout_ms: u64,
     pub rpc_retries: u32,
-    /// Challenge key rotation period.
-    pub key_rotation_secs: u64,
     pub log: String,
 }
 
@@ -44,7 +42,7 @@ impl SidecarSettings {
     pub fn to_toml(&self) -> String {
         let mut t = format!(
             "listen = {}\nnetwork = {}\nnode_network = {}\nfilter_secret = {}\n\
-             challenge_secret = {}\nkey_rotation_secs = {}\nshutdown_grace_secs = 2\nlog = {}\n\n\
+             challenge_secret = {}\nshutdown_grace_secs = 2\nlog = {}\n\n\
              [nodes]\nrpc = {}\nws = {}\ncall_timeout_ms = {}\nretries = {}\n\n\
              [store]\ndatabase_url = {}\nmax_connections = 8\n",
             q(&format!("127.0.0.1:{}", self.listen_port)),
@@ -52,7 +50,6 @@ impl SidecarSettings {
             q(&self.node_network),
             q(&self.filter_secret),
             q(&self.challenge_secret),
-            self.key_rotation_secs,
             q(&self.log),
             list(&self.rpc),
             list(&self.ws),
@@ -75,6 +72,8 @@ impl SidecarSettings {
 pub struct SidecarProcess {
     pub settings: SidecarSettings,
     pub config_path: PathBuf,
+    /// Extra `NANOGATE_*` environment for the process (e.g. `NANOGATE_KEY_ROTATION_SECS`).
+    env: Vec<(String, String)>,
     dir: PathBuf,
     process: Option<ChildProcess>,
     restarts: u32,
@@ -83,12 +82,23 @@ pub struct SidecarProcess {
 impl SidecarProcess {
     /// Writes `dir/sidecar.toml`, starts the binary and waits until `/readyz` answers 200.
     pub async fn start(settings: SidecarSettings, dir: &Path) -> anyhow::Result<SidecarProcess> {
+        Self::start_with_env(settings, dir, Vec::new()).await
+    }
+
+    /// As [`start`](Self::start), with extra environment variables (settings not in
+    /// [`SidecarSettings`], e.g. `NANOGATE_KEY_ROTATION_SECS`).
+    pub async fn start_with_env(
+        settings: SidecarSettings,
+        dir: &Path,
+        env: Vec<(String, String)>,
+    ) -> anyhow::Result<SidecarProcess> {
         std::fs::create_dir_all(dir)?;
         let config_path = dir.join(format!("sidecar-{}.toml", settings.listen_port));
         std::fs::write(&config_path, settings.to_toml())?;
         let mut s = SidecarProcess {
             settings,
             config_path,
+            env,
             dir: dir.to_path_buf(),
             process: None,
             restarts: 0,
@@ -110,6 +120,9 @@ impl SidecarProcess {
             if k.to_string_lossy().starts_with("NANOGATE_") {
                 cmd.env_remove(&k);
             }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let process = ChildProcess::spawn("nanogate-sidecar", &mut cmd, &log)
             .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", bin.display()))?;

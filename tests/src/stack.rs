@@ -519,10 +519,13 @@ impl Stack {
                 max_wait_secs: config.max_wait_secs,
                 rpc_timeout_ms: 2_000,
                 rpc_retries: 1,
-                key_rotation_secs: config.key_rotation_secs,
                 log: config.sidecar_log.clone(),
             };
-            let sidecar = SidecarProcess::start(settings, &dir)
+            let env = vec![(
+                "NANOGATE_KEY_ROTATION_SECS".to_owned(),
+                config.key_rotation_secs.to_string(),
+            )];
+            let sidecar = SidecarProcess::start_with_env(settings, &dir, env)
                 .await
                 .unwrap_or_else(|e| panic!("sidecar {g}: {e:#}"));
             let yaml = bootstrap(
