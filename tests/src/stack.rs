@@ -91,6 +91,10 @@ pub struct StackConfig {
     pub confirm_ms: u64,
     /// The sidecars' challenge key rotation period.
     pub key_rotation_secs: u64,
+    /// The filter's `sidecar.timeoutMs` (default: `max_wait_secs` + 10 s).
+    pub sidecar_timeout_ms: Option<u64>,
+    /// More `NANOGATE_*` settings for every sidecar, e.g. `NANOGATE_OUTCOME_GRACE_SECS`.
+    pub sidecar_env: Vec<(String, String)>,
     /// The sidecars' log filter.
     pub sidecar_log: String,
     /// Scratch directory (configs, logs, SQLite); a fresh temporary one when `None`.
@@ -111,6 +115,8 @@ impl Default for StackConfig {
             ports: None,
             confirm_ms: 100,
             key_rotation_secs: KEY_ROTATION_SECS,
+            sidecar_timeout_ms: None,
+            sidecar_env: Vec::new(),
             sidecar_log: std::env::var("NANOGATE_E2E_SIDECAR_LOG")
                 .unwrap_or_else(|_| "info".into()),
             dir: None,
@@ -492,7 +498,9 @@ impl Stack {
             rpc.insert(0, format!("http://127.0.0.1:{dead}"));
             ws.insert(0, format!("ws://127.0.0.1:{dead}"));
         }
-        let sidecar_timeout_ms = (config.max_wait_secs + 10) * 1000;
+        let sidecar_timeout_ms = config
+            .sidecar_timeout_ms
+            .unwrap_or((config.max_wait_secs + 10) * 1000);
         let mut gates = Vec::new();
         for g in 0..config.gates.max(1) {
             let (listener, admin, sidecar_port) = match config.ports {
@@ -521,10 +529,11 @@ impl Stack {
                 rpc_retries: 1,
                 log: config.sidecar_log.clone(),
             };
-            let env = vec![(
+            let mut env = vec![(
                 "NANOGATE_KEY_ROTATION_SECS".to_owned(),
                 config.key_rotation_secs.to_string(),
             )];
+            env.extend(config.sidecar_env.iter().cloned());
             let sidecar = SidecarProcess::start_with_env(settings, &dir, env)
                 .await
                 .unwrap_or_else(|e| panic!("sidecar {g}: {e:#}"));

@@ -344,3 +344,46 @@ async fn payments_keep_working_across_challenge_key_rotations() {
         "challenges used several keys: {key_ids:?}"
     );
 }
+
+#[tokio::test]
+async fn filter_timeout_during_settlement_loses_no_payment() {
+    // The ledger confirms after 3 s, the filter gives the sidecar 1.5 s: the payer gets a 503
+    // while the sidecar goes on settling. The same payment must later buy the request (once),
+    // never a second payment (invariant 5).
+    let s = Stack::start(StackConfig {
+        confirm_ms: 3_000,
+        max_wait_secs: 10,
+        sidecar_timeout_ms: Some(1_500),
+        sidecar_env: vec![("NANOGATE_OUTCOME_GRACE_SECS".into(), "4".into())],
+        wallets: 1,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let path = "/paid/slow-ledger";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let balance = s.ledger().balance(&w.account());
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    eprintln!(
+        "slow ledger: first answer {} after {:?}",
+        r.status, r.elapsed
+    );
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(s.upstream_hits(path), 0);
+    assert!(s.confirmed(&block.hash(), Duration::from_secs(20)).await);
+    let t = Instant::now();
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(30)).await;
+    eprintln!(
+        "slow ledger: re-presentation {} after {:?} more ({:?})",
+        r.status,
+        t.elapsed(),
+        r.reason()
+    );
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(s.upstream_hits(path), 1);
+    assert_eq!(
+        s.ledger().balance(&w.account()),
+        balance - PRICE_RAW,
+        "paid once"
+    );
+}
