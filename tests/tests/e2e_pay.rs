@@ -194,3 +194,36 @@ async fn honest_payment_by_header_is_admitted_and_stripped() {
     assert_eq!(seen[0].header("x-custom"), Some("kept"));
     assert!(s.gate(0).counter("payments_admitted").await >= 1);
 }
+
+#[tokio::test]
+async fn latencies_of_unpaid_and_paid_requests_are_reported() {
+    // Measured and printed, not asserted (a loaded 2-core CI machine is noisy).
+    let s = stack();
+    let w = s.wallet();
+    let mut unpaid = Vec::new();
+    for _ in 0..20 {
+        let r = s.get("/paid/latency", &[]).await;
+        assert_eq!(r.status, 402);
+        unpaid.push(r.elapsed);
+    }
+    let mut paid = Vec::new();
+    for i in 0..5 {
+        let path = format!("/paid/latency-{i}");
+        let (header, block) = s.pay_header(0, &path, &w).await;
+        let r = s.get(&path, &[("payment-signature", &header)]).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(s.ledger().confirmed(&block.hash()), Some(true));
+        paid.push(r.elapsed);
+    }
+    unpaid.sort();
+    paid.sort();
+    eprintln!(
+        "unpaid 402 (filter alone): p50 {:?} max {:?}; paid 200 (settlement incl. devnet \
+         confirmation, {} ms delay): p50 {:?} max {:?}",
+        unpaid[unpaid.len() / 2],
+        unpaid[unpaid.len() - 1],
+        s.devnet.confirm_delay().as_millis(),
+        paid[paid.len() / 2],
+        paid[paid.len() - 1]
+    );
+}
