@@ -227,3 +227,32 @@ async fn latencies_of_unpaid_and_paid_requests_are_reported() {
         paid[paid.len() - 1]
     );
 }
+
+#[tokio::test]
+async fn paid_post_reaches_the_upstream_with_its_body_intact() {
+    let s = stack();
+    let wallet = s.wallet();
+    let dir = s.dir().join("payer-post");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let payer = Payer::new(PayerConfig::new(
+        s.devnet.rpc_url(),
+        wallet.key.clone(),
+        dir.join("journal.json"),
+    ))
+    .expect("payer");
+    let body = serde_json::json!({"q": "nano", "blob": "x".repeat(100_000)}).to_string();
+    let resp = payer
+        .fetch(
+            RequestSpec::post(s.url("/paid/search"), body.clone())
+                .header("content-type", "application/json"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("payer: {e}\n{}", s.diagnostics()));
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let seen = s.upstream.requests_to("/paid/search");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "POST");
+    assert_eq!(seen[0].body, body.as_bytes(), "the body arrives intact");
+    assert_eq!(seen[0].header("content-type"), Some("application/json"));
+    payment_headers_absent(&seen[0]);
+}
