@@ -4,7 +4,9 @@
 
 use nanogate_client::{Payer, PayerConfig, RequestSpec};
 use nanogate_protocol::nano::BlockHash;
-use nanogate_tests::stack::{shared, Reply, Stack, StackConfig, StoreKind, PRICE_RAW};
+use nanogate_tests::stack::{
+    shared, signed_block, Reply, Stack, StackConfig, StoreKind, PRICE_RAW,
+};
 use std::sync::OnceLock;
 
 static STACK: OnceLock<&'static Stack> = OnceLock::new();
@@ -119,4 +121,66 @@ async fn payer_library_pays_through_a_postgres_replica() {
     let seen = s.upstream.requests_to("/paid/pg-library");
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].header("payment-signature"), None);
+}
+
+#[tokio::test]
+async fn double_spend_of_one_frontier_across_replicas_buys_one_request() {
+    let s = stack();
+    let w = s.wallet();
+    let a = s.ledger().account(&w.account()).expect("open");
+    // Two different payments on the same frontier (they differ in representative), each for
+    // its own resource, presented at the same time to different replicas.
+    let ca = s.challenge(0, "/paid/double-a").await;
+    let cb = s.challenge(1, "/paid/double-b").await;
+    let other_rep = nanogate_protocol::nano::PrivateKey::from_seed(&[0x42; 32], 0).public_key();
+    let block_a = signed_block(
+        &w.key,
+        a.frontier,
+        a.representative,
+        a.balance - PRICE_RAW,
+        s.payee.0,
+    );
+    let block_b = signed_block(
+        &w.key,
+        a.frontier,
+        other_rep,
+        a.balance - PRICE_RAW,
+        s.payee.0,
+    );
+    assert_ne!(block_a.hash(), block_b.hash());
+    let (ha, hb) = (ca.header_for(&block_a), cb.header_for(&block_b));
+    let ta = tokio::spawn(async move {
+        s.get_via(0, "/paid/double-a", &[("payment-signature", &ha)])
+            .await
+    });
+    let tb = tokio::spawn(async move {
+        s.get_via(1, "/paid/double-b", &[("payment-signature", &hb)])
+            .await
+    });
+    let (ra, rb) = (ta.await.expect("a"), tb.await.expect("b"));
+    eprintln!(
+        "double spend: a {} {:?}, b {} {:?}",
+        ra.status,
+        ra.reason(),
+        rb.status,
+        rb.reason()
+    );
+    let served = s.upstream_hits("/paid/double-a") + s.upstream_hits("/paid/double-b");
+    assert_eq!(
+        served, 1,
+        "one frontier must buy exactly one request: a {} b {}",
+        ra.status, rb.status
+    );
+    assert_eq!(
+        [ra.status, rb.status]
+            .iter()
+            .filter(|st| **st == 200)
+            .count(),
+        served
+    );
+    assert_eq!(
+        s.ledger().balance(&w.account()),
+        a.balance - PRICE_RAW,
+        "one debit"
+    );
 }
