@@ -107,6 +107,8 @@ pub struct Price {
     pub failure_mode: FailureMode,
     /// This route's challenge JSON, pre-rendered (see [`crate::challenge::ChallengeTemplate`]).
     pub template: crate::challenge::ChallengeTemplate,
+    /// Tagged-amount sessions offered too (`"tagged": true`, see [`crate::tagged`]).
+    pub tagged: Option<Box<crate::tagged::TaggedTerms>>,
 }
 
 /// What a matching route does.
@@ -422,6 +424,27 @@ fn parse_route(
     let price_xno = o.opt_str("price")?;
     let price_raw = o.opt_str("priceRaw")?;
     let route_pay_to = o.opt_str("payTo")?;
+    let tagged = o.opt_bool("tagged")?.unwrap_or(false);
+    let pay_to_pool = match o.get("payToPool") {
+        None => None,
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= 64 => {
+            let mut out = Vec::with_capacity(a.len());
+            for (i, v) in a.iter().enumerate() {
+                let at = format!("{}[{i}]", o.at("payToPool"));
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| err(at.clone(), "must be a string"))?;
+                out.push(parse_payee(s).map_err(|e| err(at, e))?);
+            }
+            Some(out)
+        }
+        Some(_) => {
+            return Err(err(
+                o.at("payToPool"),
+                "must be an array of 1 to 64 nano_ addresses",
+            ))
+        }
+    };
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
     let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
@@ -444,6 +467,8 @@ fn parse_route(
                 ("description", description.is_some()),
                 ("mimeType", mime_type.is_some()),
                 ("maxTimeoutSeconds", max_timeout.is_some()),
+                ("tagged", tagged),
+                ("payToPool", pay_to_pool.is_some()),
             ];
             if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(err(
@@ -502,7 +527,17 @@ fn parse_route(
                 max_timeout_secs: max_timeout.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
                 failure_mode,
                 template: crate::challenge::ChallengeTemplate::default(),
+                tagged: None,
             };
+            if pay_to_pool.is_some() && !tagged {
+                return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
+            }
+            if tagged {
+                let pool = pay_to_pool.unwrap_or_else(|| vec![price.pay_to.clone()]);
+                price.tagged = Some(Box::new(crate::tagged::TaggedTerms::new(
+                    index, &name, pool,
+                )));
+            }
             price.template = crate::challenge::ChallengeTemplate::new(network, &price);
             RouteKind::Paid(price)
         }

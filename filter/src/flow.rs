@@ -37,6 +37,16 @@ pub trait Host {
     fn key_ring(&mut self) -> Option<KeyRing>;
     /// 16 random bytes, or `None` when no randomness is available.
     fn random_nonce(&mut self) -> Option<[u8; 16]>;
+    /// Takes one pre-issued tagged session from the pool at `pool_key` (shared data) that is
+    /// valid for at least `min_left` more seconds. Hosts without a pool have none.
+    fn pop_session(
+        &mut self,
+        _pool_key: &str,
+        _now: u64,
+        _min_left: u64,
+    ) -> Option<crate::tagged::Session> {
+        None
+    }
     /// Dispatches a call whose answer comes back to this request; returns its token.
     fn dispatch(&mut self, call: &Call) -> Result<u32, String>;
     /// Dispatches a call that must outlive this request (its answer is only counted).
@@ -60,7 +70,7 @@ pub enum Next {
 /// Payment headers we strip before the upstream.
 const PAYMENT_HEADERS: [&str; 2] = ["payment-signature", "x-payment"];
 /// Headers a browser client may read on our responses.
-const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+pub(crate) const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
 
 macro_rules! debug {
     ($host:expr, $($arg:tt)*) => {
@@ -200,15 +210,31 @@ impl Flow {
                 return self.refuse(host, price, &resource, &ring, e.reason(), 400);
             }
         };
-        let extra = match challenge::check_presented(&cfg, price, &resource, &payment, &ring, now) {
-            Ok(extra) => extra,
-            Err(reason) => {
-                debug!(host, "nanogate: payment refused locally: {reason}");
-                return self.refuse(host, price, &resource, &ring, reason, 402);
-            }
-        };
-        let requirements = challenge::requirements(&cfg, price, extra);
-        let call = sidecar::pay_call(&cfg.sidecar, &resource, &requirements, &payment);
+        // A tagged-session payment (mechanism 2) is bound to the route scope, not the URL.
+        let (requirements, bound) =
+            match crate::tagged::presented(&cfg, price, &payment, &ring, now) {
+                Some(Ok(found)) => found,
+                Some(Err(reason)) => {
+                    debug!(host, "nanogate: tagged payment refused locally: {reason}");
+                    return self.refuse(host, price, &resource, &ring, reason, 402);
+                }
+                None => {
+                    let extra = match challenge::check_presented(
+                        &cfg, price, &resource, &payment, &ring, now,
+                    ) {
+                        Ok(extra) => extra,
+                        Err(reason) => {
+                            debug!(host, "nanogate: payment refused locally: {reason}");
+                            return self.refuse(host, price, &resource, &ring, reason, 402);
+                        }
+                    };
+                    (
+                        challenge::requirements(&cfg, price, extra),
+                        resource.clone(),
+                    )
+                }
+            };
+        let call = sidecar::pay_call(&cfg.sidecar, &bound, &requirements, &payment);
         match host.dispatch(&call) {
             Ok(token) => {
                 self.state = State::Awaiting {
@@ -410,7 +436,7 @@ impl Flow {
         };
         let body = challenge::render_challenge(&self.cfg, price, resource, key, now, nonce, reason);
         host.count(Metric::ChallengesIssued);
-        send_payment_required_json(host, &body, status);
+        crate::tagged::send_challenge(host, &self.cfg, price, resource, body, status, now);
         self.state = State::Idle;
         Next::Pause
     }
@@ -482,7 +508,7 @@ fn send_payment_required<H: Host + ?Sized>(host: &mut H, pr: &PaymentRequired, s
 
 /// The 402/400 for a serialized `PaymentRequired`: the header is the base64 of exactly the
 /// body's bytes.
-fn send_payment_required_json<H: Host + ?Sized>(host: &mut H, body: &[u8], status: u32) {
+pub(crate) fn send_payment_required_json<H: Host + ?Sized>(host: &mut H, body: &[u8], status: u32) {
     let header = encode_bytes(body);
     host.send_response(
         status,

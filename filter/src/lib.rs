@@ -17,8 +17,10 @@ pub mod keeper;
 pub mod keys;
 pub mod metrics;
 pub mod pathre;
+pub mod paywall;
 pub mod routes;
 pub mod sidecar;
+pub mod tagged;
 pub mod wasm;
 
 #[cfg(test)]

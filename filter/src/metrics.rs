@@ -30,6 +30,8 @@ pub enum Metric {
     OutcomeErrors,
     /// Challenge-key fetches that failed.
     KeyFetchErrors,
+    /// 402s on a tagged route sent without a tagged offer because its session pool was empty.
+    SessionPoolEmpty,
 }
 
 const PREFIX: &str = "nanogate_";
@@ -51,6 +53,7 @@ impl Metric {
             Metric::KeyFetchErrors,
         ];
         v.extend(ErrorReason::ALL.iter().map(|&r| Metric::Rejected(r)));
+        v.push(Metric::SessionPoolEmpty);
         v
     }
 
@@ -69,6 +72,7 @@ impl Metric {
             Metric::OutcomeErrors => 9,
             Metric::KeyFetchErrors => 10,
             Metric::Rejected(r) => 11 + ErrorReason::ALL.iter().position(|&x| x == r).unwrap_or(0),
+            Metric::SessionPoolEmpty => 11 + ErrorReason::ALL.len(),
         }
     }
 
@@ -78,6 +82,7 @@ impl Metric {
             Metric::ChallengesIssued => "challenges_issued",
             Metric::PaymentsAdmitted => "payments_admitted",
             Metric::RejectedOther => "rejected_other",
+            Metric::SessionPoolEmpty => "session_pool_empty",
             Metric::SidecarErrors => "sidecar_errors",
             Metric::SidecarTimeouts => "sidecar_timeouts",
             Metric::SidecarUnavailable => "sidecar_unavailable",

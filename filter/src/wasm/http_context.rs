@@ -93,6 +93,15 @@ impl Host for WasmHost<'_> {
         Some(ring)
     }
 
+    fn pop_session(
+        &mut self,
+        pool_key: &str,
+        now: u64,
+        min_left: u64,
+    ) -> Option<crate::tagged::Session> {
+        crate::tagged::pop(&mut super::HostShared, pool_key, now, min_left)
+    }
+
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
         let mut nonce = [0u8; 16];
         getrandom::getrandom(&mut nonce).ok()?;

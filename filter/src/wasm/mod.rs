@@ -111,6 +111,19 @@ pub fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Proxy-wasm shared data (one store per plugin, shared by every VM on every worker).
+pub struct HostShared;
+
+impl crate::tagged::SharedData for HostShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        hostcalls::set_shared_data(key, Some(value), cas).is_ok()
+    }
+}
+
 /// `dispatch_http_call` for a core [`Call`](crate::sidecar::Call).
 pub fn dispatch(call: &crate::sidecar::Call) -> Result<u32, String> {
     let headers: Vec<(&str, &str)> = call

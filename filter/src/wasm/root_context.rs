@@ -20,6 +20,8 @@ pub struct Root {
     context_id: u32,
     shared: Option<Rc<VmShared>>,
     keeper: Option<KeyKeeper>,
+    /// Refills the session pools of tagged routes.
+    pools: Option<crate::tagged::PoolKeeper>,
 }
 
 impl Root {
@@ -28,6 +30,7 @@ impl Root {
             context_id,
             shared: None,
             keeper: None,
+            pools: None,
         }
     }
 }
@@ -75,6 +78,15 @@ impl Context for Root {
         let (Some(shared), Some(keeper)) = (self.shared.as_ref(), self.keeper.as_mut()) else {
             return;
         };
+        if let Some(pools) = self.pools.as_mut().filter(|p| p.owns(token_id)) {
+            let status = super::call_status();
+            let body = super::call_body(body_size);
+            let mut host = Host {
+                metrics: &shared.metrics,
+            };
+            pools.on_answer(&mut host, token_id, status, body.as_deref());
+            return;
+        }
         if keeper.owns(token_id) {
             let status = super::call_status();
             let body = super::call_body(body_size);
@@ -118,6 +130,7 @@ impl RootContext for Root {
             metrics: &shared.metrics,
         });
         self.keeper = Some(keeper);
+        self.pools = Some(crate::tagged::PoolKeeper::new(Rc::clone(&shared.cfg)));
         self.shared = Some(shared);
         let _ = hostcalls::set_tick_period(TICK);
         true
@@ -129,6 +142,11 @@ impl RootContext for Root {
             keeper.tick(&mut Host {
                 metrics: &shared.metrics,
             });
+            if let Some(pools) = self.pools.as_mut() {
+                pools.tick(&mut Host {
+                    metrics: &shared.metrics,
+                });
+            }
         }
     }
 

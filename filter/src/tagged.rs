@@ -1,0 +1,653 @@
+//! Mechanism 2 in the filter: tagged-amount sessions, offered from a pool of sessions the
+//! sidecar pre-issued, so an unpaid request still gets its 402 without a sidecar call.
+//!
+//! * The root context keeps, per tagged route, a pool of sessions in proxy-wasm shared data
+//!   (`nanogate.sessions.<route index>`, one line per session). On each tick, a VM that finds
+//!   fewer than [`LOW_WATER`] usable sessions takes a short lease and asks the sidecar for a
+//!   batch (`POST /v1/sessions`); the answer is merged into the pool with compare-and-swap.
+//! * A 402 pops one session (CAS) and adds a second `accepts[]` entry for it. An empty pool
+//!   simply leaves the entry out: the signed-block offer is always there.
+//! * A retry carrying a client-broadcast payload (`proof` and/or `sessionId`) is checked here
+//!   against the session's MAC (`Mechanism::TaggedSession`, resource = the route scope, payee
+//!   from the route's pool, amount as issued), then forwarded to the sidecar, which alone knows
+//!   whether the session was paid.
+//! * A browser (Accept prefers `text/html`) gets the paywall page ([`crate::paywall`]).
+
+use crate::config::{Config, Payee, Price};
+use crate::flow::{Host, Level};
+use crate::keeper::RootHost;
+use crate::keys::KeyRing;
+use crate::metrics::Metric;
+use crate::sidecar::{self, Call};
+use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::hex;
+use nanogate_protocol::nano::{parse_raw, PublicKey};
+use nanogate_protocol::x402::{
+    DecodedPayment, ErrorReason, JsonObject, PaymentMechanism, PaymentRequirements,
+};
+use serde_json::Value;
+use std::rc::Rc;
+
+pub const POOL_KEY_PREFIX: &str = "nanogate.sessions.";
+pub const SCOPE_PREFIX: &str = "nanogate-route:";
+pub const PATH_SESSIONS: &str = "/v1/sessions";
+/// `extra.mechanism` of the tagged offer.
+pub const MECHANISM_NAME: &str = "tagged";
+/// Refill below this many usable sessions.
+pub const LOW_WATER: usize = 8;
+/// Sessions asked for per refill.
+pub const BATCH: usize = 16;
+/// Most sessions kept per route.
+pub const MAX_POOL: usize = 64;
+/// A refill lease older than this is taken over (the holder's call timed out or its VM died).
+const LEASE_SECS: u64 = 5;
+
+/// A route's tagged-amount settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedTerms {
+    /// Payees the sidecar spreads sessions over.
+    pub pool: Vec<Payee>,
+    /// The MAC's resource: `nanogate-route:<route name>` (sessions are pre-issued, so they
+    /// cannot know the request URL; the price and payees are per route anyway).
+    pub scope: String,
+    /// Shared-data key of the route's session pool.
+    pub key: String,
+}
+
+impl TaggedTerms {
+    pub fn new(route_index: usize, route_name: &str, pool: Vec<Payee>) -> Self {
+        TaggedTerms {
+            pool,
+            scope: format!("{SCOPE_PREFIX}{route_name}"),
+            key: format!("{POOL_KEY_PREFIX}{route_index}"),
+        }
+    }
+}
+
+/// A pre-issued session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// 32 lower-hex characters: the session id and the challenge nonce.
+    pub id: String,
+    pub pay_to: String,
+    pub amount: u128,
+    pub valid_before: u64,
+    pub key_id: u64,
+    pub mac: String,
+}
+
+impl Session {
+    fn line(&self) -> String {
+        format!(
+            "{} {} {} {} {} {}\n",
+            self.id, self.pay_to, self.amount, self.valid_before, self.key_id, self.mac
+        )
+    }
+
+    fn parse_line(line: &str) -> Option<Session> {
+        let mut it = line.split(' ');
+        let s = Session {
+            id: it.next()?.to_owned(),
+            pay_to: it.next()?.to_owned(),
+            amount: it.next()?.parse().ok()?,
+            valid_before: it.next()?.parse().ok()?,
+            key_id: it.next()?.parse().ok()?,
+            mac: it.next()?.to_owned(),
+        };
+        (s.id.len() == 32 && s.mac.len() == 64).then_some(s)
+    }
+
+    fn from_json(v: &Value) -> Option<Session> {
+        let s = Session {
+            id: v.get("id")?.as_str()?.to_ascii_lowercase(),
+            pay_to: v.get("payTo")?.as_str()?.to_owned(),
+            amount: parse_raw(v.get("amount")?.as_str()?).ok()?,
+            valid_before: v.get("validBefore")?.as_u64()?,
+            key_id: v.get("keyId")?.as_u64()?,
+            mac: v.get("mac")?.as_str()?.to_ascii_lowercase(),
+        };
+        let ok = hex::decode_array::<16>(&s.id).is_ok()
+            && hex::decode_array::<32>(&s.mac).is_ok()
+            && !s.pay_to.is_empty()
+            && s.pay_to
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        ok.then_some(s)
+    }
+
+    /// The `accepts[]` entry offering this session for `price`, as JSON text (rendered by
+    /// hand like the signed-block template: every part is a number, hex, a checked address or
+    /// the validated network id, so nothing needs escaping beyond the network's JSON string).
+    pub fn offer_json(&self, cfg: &Config, price: &Price) -> String {
+        let tag = self.amount.saturating_sub(price.amount_raw);
+        let mut o = String::with_capacity(512);
+        o.push_str("{\"scheme\":\"exact\",\"network\":");
+        o.push_str(&serde_json::to_string(&cfg.network).unwrap_or_else(|_| "\"\"".into()));
+        for (k, v) in [
+            ("amount", self.amount.to_string()),
+            ("asset", crate::challenge::ASSET.to_owned()),
+            ("payTo", self.pay_to.clone()),
+        ] {
+            o.push_str(",\"");
+            o.push_str(k);
+            o.push_str("\":\"");
+            o.push_str(&v);
+            o.push('"');
+        }
+        o.push_str(",\"maxTimeoutSeconds\":");
+        o.push_str(&price.max_timeout_secs.to_string());
+        o.push_str(",\"extra\":{\"keyId\":");
+        o.push_str(&self.key_id.to_string());
+        o.push_str(",\"mac\":\"");
+        o.push_str(&self.mac);
+        o.push_str("\",\"mechanism\":\"tagged\",\"nanoSession\":{\"id\":\"");
+        o.push_str(&self.id);
+        o.push_str("\",\"resourceAmountRaw\":\"");
+        o.push_str(&price.amount_raw.to_string());
+        o.push_str("\",\"tagAmountRaw\":\"");
+        o.push_str(&tag.to_string());
+        o.push_str("\"},\"nonce\":\"");
+        o.push_str(&self.id);
+        o.push_str("\",\"validBefore\":");
+        o.push_str(&self.valid_before.to_string());
+        o.push_str("}}");
+        o
+    }
+}
+
+fn stamp_extra(valid_before: u64, nonce: &str, key_id: u64, mac: &str) -> JsonObject {
+    let mut extra = JsonObject::new();
+    extra.insert(challenge::EXTRA_VALID_BEFORE.into(), valid_before.into());
+    extra.insert(challenge::EXTRA_NONCE.into(), nonce.into());
+    extra.insert(challenge::EXTRA_KEY_ID.into(), key_id.into());
+    extra.insert(challenge::EXTRA_MAC.into(), mac.into());
+    extra
+}
+
+/// The sessions of a pool value that still have `min_left` seconds of validity at `now`.
+pub fn decode_pool(bytes: &[u8], now: u64, min_left: u64) -> Vec<Session> {
+    std::str::from_utf8(bytes)
+        .unwrap_or("")
+        .lines()
+        .filter_map(Session::parse_line)
+        .filter(|s| s.valid_before >= now.saturating_add(min_left))
+        .collect()
+}
+
+fn encode_pool(sessions: &[Session]) -> Vec<u8> {
+    sessions
+        .iter()
+        .map(Session::line)
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// How long a pooled session must still be valid to be handed out: half the route's validity.
+pub fn min_left(price: &Price) -> u64 {
+    (price.max_timeout_secs / 2).max(1)
+}
+
+/// Shared-data access, as both the root and the request contexts have it.
+pub trait SharedData {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
+    /// Compare-and-set; `false` on a CAS mismatch or failure.
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
+}
+
+/// Takes one usable session from the pool (dropping stale ones), with CAS retries.
+pub fn pop(sh: &mut dyn SharedData, key: &str, now: u64, min_left: u64) -> Option<Session> {
+    for _ in 0..4 {
+        let (bytes, cas) = sh.get(key);
+        let mut sessions = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left);
+        if sessions.is_empty() {
+            return None;
+        }
+        let first = sessions.remove(0);
+        if sh.set(key, &encode_pool(&sessions), cas) {
+            return Some(first);
+        }
+    }
+    None
+}
+
+/// Adds sessions to the pool (deduplicated, capped), with CAS retries.
+pub fn push(sh: &mut dyn SharedData, key: &str, new: &[Session], now: u64, min_left: u64) -> bool {
+    for _ in 0..4 {
+        let (bytes, cas) = sh.get(key);
+        let mut sessions = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left);
+        for s in new {
+            if s.valid_before >= now.saturating_add(min_left)
+                && !sessions.iter().any(|o| o.id == s.id)
+            {
+                sessions.push(s.clone());
+            }
+        }
+        sessions.truncate(MAX_POOL);
+        if sh.set(key, &encode_pool(&sessions), cas) {
+            return true;
+        }
+    }
+    false
+}
+
+struct RootShared<'a, H: RootHost + ?Sized>(&'a mut H);
+
+impl<H: RootHost + ?Sized> SharedData for RootShared<'_, H> {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        self.0.shared_get(key)
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        self.0.shared_set(key, value, cas)
+    }
+}
+
+/// `POST /v1/sessions` for a tagged route.
+pub fn sessions_call(cfg: &Config, price: &Price, t: &TaggedTerms) -> Call {
+    let mut body = format!(
+        "{{\"count\":{BATCH},\"price\":\"{}\",\"validitySeconds\":{},\"scope\":{},\"payTo\":[",
+        price.amount_raw,
+        price.max_timeout_secs,
+        serde_json::to_string(&t.scope).unwrap_or_else(|_| "\"\"".into()),
+    );
+    for (i, p) in t.pool.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        // Canonical nano_ addresses: base32 and `_` only.
+        body.push('"');
+        body.push_str(&p.address);
+        body.push('"');
+    }
+    body.push_str("]}");
+    Call::new(
+        &cfg.sidecar,
+        "POST",
+        PATH_SESSIONS,
+        Some(body.into_bytes()),
+        cfg.sidecar.control_timeout,
+    )
+}
+
+/// The sessions of a `/v1/sessions` answer.
+pub fn parse_sessions(body: &[u8]) -> Vec<Session> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("sessions")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Session::from_json).collect())
+        })
+        .unwrap_or_default()
+}
+
+/// The root context's pool keeper: refills the pools of tagged routes.
+pub struct PoolKeeper {
+    cfg: Rc<Config>,
+    /// In-flight refills: (call token, route index).
+    pending: Vec<(u32, usize)>,
+}
+
+impl PoolKeeper {
+    pub fn new(cfg: Rc<Config>) -> PoolKeeper {
+        PoolKeeper {
+            cfg,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn owns(&self, token: u32) -> bool {
+        self.pending.iter().any(|(t, _)| *t == token)
+    }
+
+    /// Starts a refill for every tagged route whose pool runs low (one VM at a time).
+    pub fn tick<H: RootHost + ?Sized>(&mut self, host: &mut H) {
+        let now = host.now_unix();
+        let cfg = Rc::clone(&self.cfg);
+        for (i, route) in cfg.routes.iter().enumerate() {
+            let crate::config::RouteKind::Paid(price) = &route.kind else {
+                continue;
+            };
+            let Some(t) = &price.tagged else { continue };
+            if self.pending.iter().any(|(_, r)| *r == i) {
+                continue;
+            }
+            let (bytes, _) = host.shared_get(&t.key);
+            let have = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left(price));
+            if have.len() >= LOW_WATER {
+                continue;
+            }
+            // The lease: one VM refills at a time.
+            let lease_key = format!("{}.lease", t.key);
+            let (lease, cas) = host.shared_get(&lease_key);
+            let held_since = lease
+                .as_deref()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0);
+            if held_since.saturating_add(LEASE_SECS) > now {
+                continue;
+            }
+            if !host.shared_set(&lease_key, now.to_string().as_bytes(), cas) {
+                continue;
+            }
+            match host.dispatch(&sessions_call(&cfg, price, t)) {
+                Ok(token) => self.pending.push((token, i)),
+                Err(e) => {
+                    host.count(Metric::SidecarErrors);
+                    host.log(
+                        Level::Debug,
+                        &format!("nanogate: session refill failed: {e}"),
+                    );
+                    let _ = host.shared_set(&lease_key, b"0", None);
+                }
+            }
+        }
+    }
+
+    /// A `/v1/sessions` answer: merge it into the route's pool and release the lease.
+    pub fn on_answer<H: RootHost + ?Sized>(
+        &mut self,
+        host: &mut H,
+        token: u32,
+        status: Option<u32>,
+        body: Option<&[u8]>,
+    ) {
+        let Some(pos) = self.pending.iter().position(|(t, _)| *t == token) else {
+            return;
+        };
+        let (_, route) = self.pending.swap_remove(pos);
+        let cfg = Rc::clone(&self.cfg);
+        let Some(crate::config::RouteKind::Paid(price)) = cfg.routes.get(route).map(|r| &r.kind)
+        else {
+            return;
+        };
+        let Some(t) = &price.tagged else { return };
+        let now = host.now_unix();
+        if sidecar::is_ok(status) {
+            let sessions = parse_sessions(body.unwrap_or_default());
+            push(
+                &mut RootShared(host),
+                &t.key,
+                &sessions,
+                now,
+                min_left(price),
+            );
+        } else {
+            host.count(Metric::SidecarErrors);
+            host.log(
+                Level::Debug,
+                "nanogate: the sidecar did not issue sessions (status not 200)",
+            );
+        }
+        let _ = host.shared_set(&format!("{}.lease", t.key), b"0", None);
+    }
+}
+
+/// A client-broadcast payment on a tagged route: `None` when this is not one (the caller
+/// checks it as a signed-block payment); else the requirements to forward (our terms plus the
+/// echoed stamp) and the scope the sidecar must bind them to, or the reason for a fresh 402.
+pub fn presented(
+    cfg: &Config,
+    price: &Price,
+    payment: &DecodedPayment,
+    ring: &KeyRing,
+    now: u64,
+) -> Option<Result<(PaymentRequirements, String), ErrorReason>> {
+    let t = price.tagged.as_ref()?;
+    if !matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast) {
+        return None;
+    }
+    Some(check_presented(cfg, price, t, payment, ring, now))
+}
+
+fn check_presented(
+    cfg: &Config,
+    price: &Price,
+    t: &TaggedTerms,
+    payment: &DecodedPayment,
+    ring: &KeyRing,
+    now: u64,
+) -> Result<(PaymentRequirements, String), ErrorReason> {
+    let accepted = payment
+        .accepted()
+        .ok_or(ErrorReason::InvalidPaymentRequirements)?;
+    if payment.scheme() != crate::challenge::SCHEME {
+        return Err(ErrorReason::InvalidScheme);
+    }
+    if payment.network() != cfg.network {
+        return Err(ErrorReason::InvalidNetwork);
+    }
+    let key =
+        PublicKey::from_address(&accepted.pay_to).map_err(|_| ErrorReason::InvalidChallenge)?;
+    let payee = t
+        .pool
+        .iter()
+        .find(|p| p.key == key)
+        .ok_or(ErrorReason::InvalidChallenge)?;
+    let amount = parse_raw(&accepted.amount)
+        .ok()
+        .filter(|a| *a > price.amount_raw)
+        .ok_or(ErrorReason::InvalidChallenge)?;
+    let (stamp, tag) =
+        challenge::read_extra(&accepted.extra).map_err(|_| ErrorReason::InvalidChallenge)?;
+    let idk = match ring.for_id(stamp.key_id) {
+        Some(k) => k,
+        None if stamp.key_id < ring.current.key_id => return Err(ErrorReason::ChallengeExpired),
+        None => return Err(ErrorReason::InvalidChallenge),
+    };
+    let terms = ChallengeTerms {
+        network: &cfg.network,
+        scheme: crate::challenge::SCHEME,
+        asset: crate::challenge::ASSET,
+        pay_to: payee.key,
+        amount,
+        resource: &t.scope,
+        mechanism: Mechanism::TaggedSession,
+    };
+    match challenge::verify(&idk.key, &terms, &stamp, &tag, now) {
+        // An authentic session that expired may still be finished by the sidecar (a payment
+        // made in time) or be reported as late: let it decide.
+        Ok(()) | Err(challenge::ChallengeError::Expired) => {}
+        Err(_) => return Err(ErrorReason::InvalidChallenge),
+    }
+    let requirements = PaymentRequirements {
+        scheme: crate::challenge::SCHEME.to_owned(),
+        network: cfg.network.clone(),
+        amount: amount.to_string(),
+        asset: crate::challenge::ASSET.to_owned(),
+        pay_to: payee.address.clone(),
+        max_timeout_seconds: price.max_timeout_secs,
+        extra: stamp_extra(
+            stamp.valid_before,
+            &hex::encode_lower(&stamp.nonce),
+            stamp.key_id,
+            &hex::encode_lower(&tag),
+        ),
+    };
+    let _: &ChallengeStamp = &stamp;
+    Ok((requirements, t.scope.clone()))
+}
+
+/// Whether the client would rather read HTML than JSON (a browser navigating): `text/html`
+/// is listed, before any `application/json`, and not refused with `q=0`.
+pub fn prefers_html(accept: &str) -> bool {
+    let Some(h) = accept.find("text/html") else {
+        return false;
+    };
+    let refused = accept[h..].split(',').next().is_some_and(|p| {
+        p.replace(' ', "").contains(";q=0") && !p.contains('.') || p.contains("q=0.0")
+    });
+    let json_first = accept.find("application/json").is_some_and(|j| j < h);
+    !refused && !json_first
+}
+
+fn has_payment<H: Host + ?Sized>(host: &H) -> bool {
+    host.request_header("payment-signature").is_some() || host.request_header("x-payment").is_some()
+}
+
+/// Sends a 402/400 whose JSON challenge is `body` (rendered by [`crate::challenge`]): adds a
+/// tagged offer from the route's pool when there is one (never while the request already
+/// carries a payment: a rejected retry is not a new customer), and answers a browser with the
+/// paywall page.
+pub fn send_challenge<H: Host + ?Sized>(
+    host: &mut H,
+    cfg: &Config,
+    price: &Price,
+    resource: &str,
+    mut body: Vec<u8>,
+    status: u32,
+    now: u64,
+) {
+    // Only tagged routes look further (the plain 402 path stays as it was).
+    let session = match &price.tagged {
+        Some(t) if !has_payment(host) => {
+            let s = host.pop_session(&t.key, now, min_left(price));
+            if s.is_none() {
+                host.count(Metric::SessionPoolEmpty);
+            }
+            s
+        }
+        _ => None,
+    };
+    let Some(session) = session else {
+        crate::flow::send_payment_required_json(host, &body, status);
+        return;
+    };
+    let offer = session.offer_json(cfg, price);
+    // The template ends with `]}`: the accepts array, then the object.
+    if body.ends_with(b"]}") {
+        body.truncate(body.len() - 2);
+        body.push(b',');
+        body.extend_from_slice(offer.as_bytes());
+        body.extend_from_slice(b"]}");
+    }
+    let html = host
+        .request_header("accept")
+        .map(|a| prefers_html(&String::from_utf8_lossy(&a)))
+        .unwrap_or(false);
+    if html {
+        let header = nanogate_protocol::x402::encode_bytes(&body);
+        let page = crate::paywall::page(price, resource, &offer, &session);
+        host.send_response(
+            status,
+            &[
+                ("payment-required", &header),
+                ("content-type", "text/html; charset=utf-8"),
+                ("access-control-expose-headers", crate::flow::EXPOSE),
+                ("cache-control", "no-store"),
+                (
+                    "content-security-policy",
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+                ),
+            ],
+            page.as_bytes(),
+        );
+    } else {
+        crate::flow::send_payment_required_json(host, &body, status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Mem {
+        map: HashMap<String, (Vec<u8>, u32)>,
+        fail_next: usize,
+    }
+
+    impl SharedData for Mem {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            match self.map.get(key) {
+                Some((v, c)) => (Some(v.clone()), Some(*c)),
+                None => (None, None),
+            }
+        }
+        fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            if self.fail_next > 0 {
+                self.fail_next -= 1;
+                // Someone else wrote in between.
+                let e = self.map.entry(key.into()).or_default();
+                e.1 += 1;
+                return false;
+            }
+            let cur = self.map.get(key).map(|(_, c)| *c);
+            if cas.is_some() && cas != cur {
+                return false;
+            }
+            let next = cur.unwrap_or(0) + 1;
+            self.map.insert(key.into(), (value.to_vec(), next));
+            true
+        }
+    }
+
+    fn session(n: u8, valid_before: u64) -> Session {
+        Session {
+            id: format!("{:032x}", n),
+            pay_to: "nano_1abc".into(),
+            amount: 1000 + u128::from(n),
+            valid_before,
+            key_id: 7,
+            mac: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn pool_pops_each_session_once_and_drops_stale_ones() {
+        let mut m = Mem::default();
+        let fresh: Vec<Session> = (1..=3).map(|n| session(n, 1_000)).collect();
+        assert!(push(&mut m, "k", &fresh, 100, 10));
+        assert!(push(
+            &mut m,
+            "k",
+            &[session(1, 1_000), session(9, 105)],
+            100,
+            10
+        ));
+        // Duplicate id 1 ignored; session 9 has less than 10 s left.
+        let mut got = Vec::new();
+        m.fail_next = 1;
+        while let Some(s) = pop(&mut m, "k", 100, 10) {
+            got.push(s.id);
+        }
+        assert_eq!(got.len(), 3);
+        got.dedup();
+        assert_eq!(got.len(), 3);
+        assert_eq!(pop(&mut m, "k", 100, 10), None);
+        // Past their validity, pooled sessions are never handed out.
+        assert!(push(&mut m, "k", &fresh, 100, 10));
+        assert_eq!(pop(&mut m, "k", 995, 10), None);
+    }
+
+    #[test]
+    fn garbage_in_shared_data_or_answers_is_ignored() {
+        assert!(decode_pool(b"\xff\xfe garbage\n1 2 3", 0, 0).is_empty());
+        assert!(parse_sessions(b"not json").is_empty());
+        let body = json!({"sessions": [
+            {"id": "00112233445566778899aabbccddeeff", "payTo": "nano_x", "amount": "12",
+             "validBefore": 50, "keyId": 1, "mac": "cd".repeat(32)},
+            {"id": "short", "payTo": "nano_x", "amount": "12", "validBefore": 50, "keyId": 1, "mac": "cd"},
+            {"id": "00112233445566778899aabbccddeeff", "payTo": "nano x", "amount": "12",
+             "validBefore": 50, "keyId": 1, "mac": "cd".repeat(32)}
+        ]});
+        let s = parse_sessions(body.to_string().as_bytes());
+        assert_eq!(s.len(), 1);
+        assert_eq!(decode_pool(&encode_pool(&s), 0, 0), s);
+    }
+
+    #[test]
+    fn browsers_prefer_html_api_clients_do_not() {
+        assert!(prefers_html(
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(!prefers_html("application/json"));
+        assert!(!prefers_html("*/*"));
+        assert!(!prefers_html("application/json, text/html"));
+        assert!(!prefers_html("text/html;q=0"));
+        assert!(prefers_html("text/html"));
+    }
+}
