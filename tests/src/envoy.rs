@@ -171,6 +171,12 @@ impl Envoy {
         }
     }
 
+    /// Kills Envoy now, freeing its ports (drop does the same, and also removes its directory).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The Envoy process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

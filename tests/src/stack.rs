@@ -148,9 +148,20 @@ pub struct Gate {
     pub envoy: Envoy,
     pub sidecar: SidecarProcess,
     pub listener: u16,
+    /// The rendered bootstrap and its admin port (for restarts).
+    pub bootstrap: String,
+    pub admin: u16,
 }
 
 impl Gate {
+    /// Stops this gate's Envoy and starts a fresh one on the same bootstrap (a new filter VM
+    /// that holds no challenge key until it fetches one).
+    pub async fn restart_envoy(&mut self) {
+        // Only one Envoy may own the ports: stop the old one before the new one binds.
+        self.envoy.stop();
+        self.envoy = Envoy::start(&self.bootstrap, self.admin).await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.listener)
     }
@@ -550,6 +561,8 @@ impl Stack {
                 envoy,
                 sidecar,
                 listener,
+                bootstrap: yaml,
+                admin,
             });
         }
         let stack = Stack {

@@ -387,3 +387,53 @@ async fn filter_timeout_during_settlement_loses_no_payment() {
         "paid once"
     );
 }
+
+#[tokio::test]
+async fn filter_without_a_challenge_key_fails_closed_until_the_sidecar_answers() {
+    let mut s = Stack::start(StackConfig {
+        wallets: 1,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    // Envoy (re)starts while the sidecar is down: its filter holds no challenge key.
+    s.gate_mut(0).sidecar.kill();
+    s.gate_mut(0).restart_envoy().await;
+    let r = s.get("/paid/no-key", &[]).await;
+    assert_eq!(r.status, 503, "no key, no challenge: {}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(r.header("payment-required").is_none());
+    assert_eq!(s.upstream_hits("/paid/no-key"), 0);
+    // A fail-open route passes, counted.
+    let r = s.get("/preview/no-key", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.gate(0).counter("fail_open_passes").await, 1);
+    assert!(s.gate(0).counter("key_unavailable").await >= 1);
+    // The sidecar comes up: the filter fetches a key by itself and paid routes work again.
+    s.gate_mut(0)
+        .sidecar
+        .restart()
+        .await
+        .expect("sidecar restarts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get("/paid/no-key", &[]).await;
+        if r.status == 402 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the filter never fetched a key: {} {}\n{}",
+            r.status,
+            r.text(),
+            s.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (header, _) = s.pay_header(0, "/paid/no-key", &w).await;
+    let r = s
+        .get("/paid/no-key", &[("payment-signature", &header)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(s.upstream_hits("/paid/no-key"), 1);
+}
