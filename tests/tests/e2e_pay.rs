@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 static STACK: OnceLock<&'static Stack> = OnceLock::new();
 
 fn stack() -> &'static Stack {
-    shared(&STACK, StackConfig::default)
+    shared(&STACK, || StackConfig {
+        wallets: 24,
+        ..StackConfig::default()
+    })
 }
 
 fn payment_headers_absent(r: &nanogate_tests::upstream::Recorded) {
@@ -255,4 +258,44 @@ async fn paid_post_reaches_the_upstream_with_its_body_intact() {
     assert_eq!(seen[0].body, body.as_bytes(), "the body arrives intact");
     assert_eq!(seen[0].header("content-type"), Some("application/json"));
     payment_headers_absent(&seen[0]);
+}
+
+#[tokio::test]
+async fn concurrent_payers_are_each_served_exactly_once() {
+    let s = stack();
+    let n = 8;
+    let mut prepared = Vec::new();
+    for i in 0..n {
+        let w = s.wallet();
+        let path = format!("/paid/concurrent-{i}");
+        let (header, block) = s.pay_header(0, &path, &w).await;
+        prepared.push((w, path, header, block));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = prepared
+        .iter()
+        .map(|(_, path, header, _)| {
+            let (path, header) = (path.clone(), header.clone());
+            tokio::spawn(async move { s.get(&path, &[("payment-signature", &header)]).await })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for t in tasks {
+        replies.push(t.await.expect("task"));
+    }
+    eprintln!(
+        "{n} concurrent paid requests served in {:?}",
+        started.elapsed()
+    );
+    for ((w, path, _, block), r) in prepared.iter().zip(&replies) {
+        assert_eq!(r.status, 200, "{path}: {}\n{}", r.text(), s.diagnostics());
+        assert_eq!(
+            r.settlement().map(|x| x.transaction),
+            Some(block.hash().to_hex())
+        );
+        assert_eq!(s.upstream_hits(path), 1);
+        assert_eq!(s.ledger().confirmed(&block.hash()), Some(true));
+        let a = s.ledger().account(&w.account()).expect("open");
+        assert_eq!(a.frontier, block.hash());
+    }
 }
