@@ -19,7 +19,8 @@ commands:
   oci     build the filter and package it as an OCI image layout for Istio's WasmPlugin
           (target/oci/nanogate-filter), printing the sha256 to put in the WasmPlugin
   setup   only install what the other commands need (wasm target, pinned Envoy, and the
-          pinned Python tools of the manifest tests: kubernetes-validate, jsonschema, PyYAML)";
+          pinned Python tools of the manifest tests: kubernetes-validate, jsonschema, PyYAML, and
+          Debian's chromium for the paywall browser test)";
 
 /// `cargo xtask oci`: the filter module as an OCI image layout under `target/oci/`.
 fn oci(args: &[String]) -> Result<(), String> {

@@ -125,10 +125,33 @@ pub fn filter_wasm() -> Result<PathBuf, String> {
     }
 }
 
+/// Debian's Chromium for the paywall's headless-browser test (`tests/tests/paywall_browser.rs`),
+/// installed with apt when `/usr/bin/chromium` is missing (`apt-get update` first if needed).
+pub fn chromium() -> Result<(), String> {
+    if Path::new("/usr/bin/chromium").exists() {
+        return Ok(());
+    }
+    let install = || {
+        run(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "chromium",
+        ]))
+    };
+    if install().is_err() {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        install()?;
+    }
+    Ok(())
+}
+
 pub fn all() -> Result<Tools, String> {
     wasm_target()?;
     let envoy = envoy()?;
     python_tools()?;
+    chromium()?;
     let filter_wasm = filter_wasm()?;
     Ok(Tools { envoy, filter_wasm })
 }
