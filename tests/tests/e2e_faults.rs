@@ -437,3 +437,39 @@ async fn filter_without_a_challenge_key_fails_closed_until_the_sidecar_answers()
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(s.upstream_hits("/paid/no-key"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_shutdown_finishes_the_payment_in_flight() {
+    // A rolling restart: SIGTERM reaches the sidecar while it waits for a confirmation (2 s);
+    // it stops accepting, but settles what it holds, and the payer is served.
+    let mut s = Stack::start(StackConfig {
+        confirm_ms: 2_000,
+        max_wait_secs: 10,
+        wallets: 1,
+        ..StackConfig::default()
+    })
+    .await;
+    let w = s.wallet();
+    let path = "/paid/in-flight";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let url = s.url(path);
+    let request = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .header("host", nanogate_tests::stack::HOST)
+            .header("payment-signature", header)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let t = Instant::now();
+    let sidecar = &mut s.gate_mut(0).sidecar;
+    tokio::task::block_in_place(|| sidecar.terminate(Duration::from_secs(20)));
+    eprintln!("sidecar drained and exited in {:?}", t.elapsed());
+    let status = request.await.expect("task").expect("answer");
+    assert_eq!(status, 200, "the payment in flight was settled and served");
+    assert_eq!(s.upstream_hits(path), 1);
+    assert_eq!(s.ledger().confirmed(&block.hash()), Some(true));
+}
