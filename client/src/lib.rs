@@ -24,8 +24,8 @@ pub use offer::{
     ChallengeVersion, Offer,
 };
 pub use payer::{
-    choose_thresholds, receipt_json, PaidResponse, Payer, PayerConfig, PaymentInfo, Progress,
-    ProgressFn, RequestSpec, DEFAULT_MAX_RAW, DEFAULT_RPC_URL,
+    choose_thresholds, receipt_json, tagged_header, tagged_offer, Mechanism, PaidResponse, Payer,
+    PayerConfig, PaymentInfo, Progress, ProgressFn, RequestSpec, DEFAULT_MAX_RAW, DEFAULT_RPC_URL,
 };
 pub use payment::{build_payment, build_send_block, SignedPayment};
 pub use rpc::{AccountInfo, AccountState, BlockStatus, NodeRpc, RpcError};

@@ -60,6 +60,10 @@ struct Cli {
     /// Compute proof of work locally instead of asking the node first.
     #[arg(long)]
     local_work: bool,
+    /// Payment mechanism: `block` (sign a send the server publishes) or `tagged` (publish a
+    /// send of the session's tagged amount ourselves, then present its hash with the session).
+    #[arg(long, value_name = "block|tagged", default_value = "block", value_parser = ["block", "tagged"])]
+    mechanism: String,
     /// Seconds to wait for each HTTP answer (the paid retry includes settlement).
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
@@ -220,6 +224,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut config = PayerConfig::new(cli.rpc.clone(), key, journal);
     config.max_raw = max_raw;
     config.local_work = cli.local_work;
+    if cli.mechanism == "tagged" {
+        config.mechanism = nanogate_client::Mechanism::Tagged;
+    }
     config.http_timeout = Duration::from_secs(cli.timeout.max(1));
     config.progress = Some(Arc::new(|p: &Progress| eprintln!("{p}")));
     let payer = Payer::new(config)?;

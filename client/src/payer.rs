@@ -34,6 +34,9 @@ use crate::offer::{
 use crate::payment::SignedPayment;
 use crate::rpc::{AccountInfo, BlockStatus, NodeRpc, NodeVersion};
 
+mod tagged;
+pub use tagged::{tagged_header, tagged_offer};
+
 /// The devnet's (and a dev node's) default RPC address.
 pub const DEFAULT_RPC_URL: &str = "http://127.0.0.1:45000";
 /// How long we wait for our own head block to be confirmed before signing on it anyway.
@@ -125,7 +128,20 @@ pub struct PayerConfig {
     pub rpc_timeout: Duration,
     /// Skip `work_generate` and always compute work locally.
     pub local_work: bool,
+    /// Which offer to pay: a signed block (default) or a tagged session.
+    pub mechanism: Mechanism,
     pub progress: Option<ProgressFn>,
+}
+
+/// The payment mechanism the payer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mechanism {
+    /// Sign a send block; the server publishes it (the default).
+    #[default]
+    SignedBlock,
+    /// Publish a send of the session's tagged amount ourselves and present its hash with the
+    /// session id (nanogate's mechanism 2; see `payer/tagged.rs`).
+    Tagged,
 }
 
 impl fmt::Debug for PayerConfig {
@@ -138,6 +154,7 @@ impl fmt::Debug for PayerConfig {
             .field("http_timeout", &self.http_timeout)
             .field("rpc_timeout", &self.rpc_timeout)
             .field("local_work", &self.local_work)
+            .field("mechanism", &self.mechanism)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +174,7 @@ impl PayerConfig {
             http_timeout: Duration::from_secs(120),
             rpc_timeout: Duration::from_secs(300),
             local_work: false,
+            mechanism: Mechanism::SignedBlock,
             progress: None,
         }
     }
@@ -387,6 +405,9 @@ impl Payer {
         }
         let mut challenge = parse_challenge(first.header(headers::PAYMENT_REQUIRED), &first.body)?;
         let _paying = self.paying.lock().await;
+        if self.config.mechanism == Mechanism::Tagged {
+            return self.pay_tagged(req, url, &challenge).await;
+        }
         let mut snapshot = None;
         let mut superseded = Vec::new();
 

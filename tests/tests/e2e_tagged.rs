@@ -279,3 +279,57 @@ async fn a_payment_made_before_its_session_was_issued_is_refused() {
         .iter()
         .any(|e| e["hash"] == json!(hash.to_hex()) && e["reason"] == "too_early"));
 }
+
+#[tokio::test]
+async fn nanogate_pay_pays_a_tagged_session_by_broadcasting_its_own_send() {
+    let s = stack();
+    let w = s.wallet();
+    // Let the pool fill first (the CLI takes whatever the first 402 offers).
+    tagged_offer(s, "/tagged/cli").await;
+    let dir = std::env::temp_dir().join(format!(
+        "nanogate-e2e-tagged-cli-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let out = tokio::process::Command::new(nanogate_tests::procs::workspace_bin("nanogate-pay"))
+        .arg(s.url("/tagged/cli"))
+        .args([
+            "--json",
+            "--mechanism",
+            "tagged",
+            "--rpc",
+            &s.devnet.rpc_url(),
+        ])
+        .args(["--index", &w.index.to_string()])
+        .arg("--journal")
+        .arg(dir.join("journal.json"))
+        .env("NANOGATE_SEED", w.seed_hex())
+        .env_remove("NANOGATE_RPC")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(120), out)
+        .await
+        .expect("nanogate-pay finishes")
+        .expect("nanogate-pay runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "nanogate-pay failed ({}):\n{stdout}\n{stderr}\n{}",
+        out.status,
+        s.diagnostics()
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["paid"], true);
+    assert_eq!(v["receipt"]["matchesOurBlock"], true);
+    let paid: u128 = v["receipt"]["amountRaw"]
+        .as_str()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(0);
+    assert!(paid > PRICE_RAW, "the tagged amount: {v}");
+    assert!(stderr.contains("tagged session"), "{stderr}");
+    assert_eq!(s.upstream_hits("/tagged/cli"), 1);
+}

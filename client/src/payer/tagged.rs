@@ -1,0 +1,275 @@
+//! `--mechanism tagged`: pays a session-bound tagged-amount offer (nanogate's mechanism 2) the
+//! way an ordinary wallet would. The offer's `amount` is the price plus a session tag; we sign
+//! a send of exactly that amount to `payTo`, **publish it ourselves** (`process`), wait until
+//! the ledger confirms it, then present `{"proof": <block hash>, "sessionId": <extra.nonce>}`
+//! with the offer echoed as `accepted`.
+//!
+//! Such a payment is not journalled for re-presentation: once published it is spent whatever
+//! happens to the HTTP exchange. If the answer is lost, present the same session and hash
+//! again while the session is valid (both are printed on stderr); the server then applies its
+//! redemption rules (the upstream failed → served again; otherwise `already_spent`).
+
+use super::{PaidResponse, PayError, Payer, PaymentInfo, Progress, RequestSpec};
+use crate::offer::{usable_offer, Challenge, Offer};
+use crate::payment::build_send_block;
+use crate::rpc::BlockStatus;
+use nanogate_protocol::nano::BlockHash;
+use nanogate_protocol::x402::{encode_header, headers};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How long we wait for our own send to confirm before giving up (the session's validity
+/// bounds it too).
+const CONFIRM_WAIT: Duration = Duration::from_secs(60);
+
+/// The session offer of a challenge: `extra.mechanism == "tagged"` with a session id.
+pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, String), PayError> {
+    let mut reasons = Vec::new();
+    for (i, raw) in challenge.accepts.iter().enumerate() {
+        let extra = raw.get("extra");
+        let tagged = extra
+            .and_then(|e| e.get("mechanism"))
+            .and_then(Value::as_str)
+            == Some("tagged");
+        if !tagged {
+            continue;
+        }
+        let Some(id) = extra
+            .and_then(|e| e.get("nonce"))
+            .and_then(Value::as_str)
+            .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            reasons.push(format!("offer {i}: no session id in extra.nonce"));
+            continue;
+        };
+        // Judge scheme, network, asset, amount and payee like any offer, without the
+        // mechanism marker (which `usable_offer` reserves for signed blocks).
+        let mut plain = raw.clone();
+        if let Some(e) = plain.get_mut("extra").and_then(Value::as_object_mut) {
+            e.retain(|k, _| k == "validBefore");
+        }
+        match usable_offer(i, &plain) {
+            Ok(mut o) if o.amount <= max_raw => {
+                o.raw = raw.clone();
+                return Ok((o, id.to_ascii_lowercase()));
+            }
+            Ok(o) => reasons.push(format!(
+                "offer {i}: {} raw is more than the maximum {max_raw}",
+                o.amount
+            )),
+            Err(e) => reasons.push(format!("offer {i}: {e}")),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("the server offers no tagged session (only signed blocks?)".into());
+    }
+    Err(PayError::NoUsableOffer { reasons })
+}
+
+/// The `PAYMENT-SIGNATURE` value presenting `hash` for the session of `offer`.
+pub fn tagged_header(
+    offer: &Offer,
+    session: &str,
+    hash: &BlockHash,
+    resource: Option<&Value>,
+) -> String {
+    let mut v = json!({
+        "x402Version": 2,
+        "accepted": offer.raw,
+        "payload": {"proof": hash.to_hex(), "sessionId": session},
+    });
+    if let Some(r) = resource {
+        v["resource"] = r.clone();
+    }
+    encode_header(&v)
+}
+
+impl Payer {
+    /// Pays `challenge`'s tagged offer by broadcasting our own send, then presents it.
+    pub(super) async fn pay_tagged(
+        &self,
+        req: &RequestSpec,
+        url: &reqwest::Url,
+        challenge: &Challenge,
+    ) -> Result<PaidResponse, PayError> {
+        let (offer, session) = tagged_offer(challenge, self.config.max_raw)?;
+        self.progress(Progress::Challenge {
+            amount: offer.amount,
+            pay_to: offer.pay_to.clone(),
+            url: url.to_string(),
+        });
+        self.progress(Progress::Note(format!(
+            "tagged session {session}: sending exactly {} raw (price + tag)",
+            offer.amount
+        )));
+        let thresholds = self.thresholds(&offer).await?;
+        let info = self.own_account().await?;
+        self.progress(Progress::Signing {
+            account: self.account.to_address(),
+            frontier: info.frontier.to_hex(),
+        });
+        let work = self.work(info.frontier.0, thresholds.send()).await?;
+        let block = build_send_block(
+            &offer.pay_to_key,
+            offer.amount,
+            &info,
+            &self.config.key,
+            work,
+        )?;
+        let hash = block.hash();
+        self.progress(Progress::Paying {
+            hash: hash.to_hex(),
+        });
+        let published = self
+            .rpc
+            .call(
+                "process",
+                json!({"json_block": "true", "subtype": "send", "block": block.to_json()}),
+            )
+            .await?;
+        if let Some(e) = published.get("error").and_then(Value::as_str) {
+            return Err(PayError::Refused {
+                reason: format!("the node refused our send: {e}"),
+                status: 0,
+                hash: Some(hash.to_hex()),
+            });
+        }
+        // Wait for the ledger: the server admits only a confirmed send.
+        let valid_before = offer
+            .raw
+            .pointer("/extra/validBefore")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
+        let deadline = Instant::now() + CONFIRM_WAIT;
+        let mut nudged = false;
+        loop {
+            if self.rpc.block_status(&hash).await? == BlockStatus::Confirmed {
+                break;
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if Instant::now() > deadline || now >= valid_before {
+                return Err(PayError::PaymentPending {
+                    hash: hash.to_hex(),
+                    reason: format!(
+                        "our send is published but not confirmed yet; present session {session} \
+                         with it once it is"
+                    ),
+                });
+            }
+            if !nudged {
+                let _ = self
+                    .rpc
+                    .call("block_confirm", json!({"hash": hash.to_hex()}))
+                    .await;
+                nudged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.progress(Progress::Note(format!(
+            "send {hash} confirmed; presenting it with session {session}"
+        )));
+        let value = tagged_header(&offer, &session, &hash, challenge.resource.as_ref());
+        let resp = self
+            .send(req, Some((headers::PAYMENT_SIGNATURE, value)))
+            .await
+            .map_err(|message| PayError::Http {
+                message,
+                hash: Some(hash.to_hex()),
+            })?;
+        let receipt = resp.receipt().and_then(Result::ok);
+        if resp.status == 402 || resp.status == 400 {
+            let reason =
+                crate::offer::parse_challenge(resp.header(headers::PAYMENT_REQUIRED), &resp.body)
+                    .ok()
+                    .and_then(|c| c.error)
+                    .unwrap_or_else(|| format!("HTTP {} without a reason", resp.status));
+            return Err(PayError::PaidButRefused {
+                hash: hash.to_hex(),
+                amount: offer.amount,
+                pay_to: offer.pay_to.clone(),
+                reason,
+            });
+        }
+        let matches = receipt
+            .as_ref()
+            .is_some_and(|r| r.success && r.transaction.eq_ignore_ascii_case(&hash.to_hex()));
+        let success = (200..300).contains(&resp.status);
+        if success {
+            self.progress(Progress::Confirmed {
+                hash: hash.to_hex(),
+            });
+        }
+        Ok(PaidResponse {
+            status: resp.status,
+            headers: resp.headers,
+            body: resp.body,
+            paid: success || receipt.as_ref().is_some_and(|r| r.success),
+            receipt,
+            payment: Some(PaymentInfo {
+                hash: hash.to_hex(),
+                amount_raw: offer.amount,
+                network: offer.network.clone(),
+                pay_to: offer.pay_to.clone(),
+                payer: self.account.to_address(),
+                re_presented: false,
+            }),
+            receipt_matches: matches,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offer::{ChallengeSource, ChallengeVersion};
+
+    const PAY_TO: &str = "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc";
+
+    fn challenge(accepts: Vec<Value>) -> Challenge {
+        Challenge {
+            version: ChallengeVersion::V2,
+            source: ChallengeSource::Header,
+            error: None,
+            resource: None,
+            extensions: None,
+            accepts,
+        }
+    }
+
+    fn offer(amount: &str, mechanism: &str) -> Value {
+        json!({"scheme": "exact", "network": "nano:devnet", "asset": "XNO", "amount": amount,
+               "payTo": PAY_TO, "maxTimeoutSeconds": 600,
+               "extra": {"mechanism": mechanism, "nonce": "00112233445566778899aabbccddeeff",
+                         "validBefore": 99, "keyId": 1, "mac": "ab".repeat(32)}})
+    }
+
+    #[test]
+    fn picks_the_tagged_offer_and_keeps_it_verbatim() {
+        let c = challenge(vec![offer("1000", "block"), offer("1042", "tagged")]);
+        let (o, id) = tagged_offer(&c, 10_000).expect("tagged");
+        assert_eq!(o.amount, 1042);
+        assert_eq!(o.index, 1);
+        assert_eq!(id, "00112233445566778899aabbccddeeff");
+        assert_eq!(o.raw["extra"]["mac"], json!("ab".repeat(32)));
+        let h = tagged_header(&o, &id, &BlockHash([1; 32]), None);
+        let v: Value = serde_json::from_slice(
+            &nanogate_protocol::x402::decode_header_bytes(&h, 1 << 16).expect("base64"),
+        )
+        .expect("json");
+        assert_eq!(v["payload"]["sessionId"], json!(id));
+        assert_eq!(v["accepted"], c.accepts[1]);
+    }
+
+    #[test]
+    fn refuses_over_the_maximum_or_without_a_session() {
+        let c = challenge(vec![offer("1042", "tagged")]);
+        assert!(tagged_offer(&c, 1041).is_err());
+        let c = challenge(vec![offer("1000", "block")]);
+        assert!(tagged_offer(&c, 10_000).is_err());
+        let mut o = offer("1042", "tagged");
+        o["extra"]["nonce"] = json!("xyz");
+        assert!(tagged_offer(&challenge(vec![o]), 10_000).is_err());
+    }
+}
