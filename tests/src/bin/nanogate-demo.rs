@@ -262,6 +262,9 @@ fn next_steps(stack: &Stack) {
     );
     println!("  {} --help", pay.display());
     println!(
+        "  open {base}/tagged/report in a browser        # the paywall: QR code for any Nano wallet"
+    );
+    println!(
         "  curl -s 'http://127.0.0.1:{}/stats?filter=wasmcustom'   # filter counters",
         ports().admin
     );
@@ -382,8 +385,9 @@ async fn main() -> std::process::ExitCode {
         stack.gate(0).envoy.pid()
     );
     println!(
-        "  routes        /paid/* 0.001 XNO · /preview/* 1000 raw (fail-open) · /paid/free and \
-         everything else free"
+        "  routes        /paid/* 0.001 XNO · /tagged/* 0.001 XNO, also payable from any Nano \
+         wallet (browser paywall) · /preview/* 1000 raw (fail-open) · /paid/free and everything \
+         else free"
     );
     println!("  payee         {}", stack.payee.to_address());
 
