@@ -289,14 +289,18 @@ fn pid_alive(pid: u32) -> bool {
     PathBuf::from(format!("/proc/{pid}")).exists()
 }
 
-/// `nanogate-e2e-<pid>-…` scratch directories left by test processes that no longer run.
+/// `nanogate-e2e-<pid>-…` and `nanogate-envoy-<pid>-…` scratch directories left by test
+/// processes that no longer run (a shared stack is never dropped).
 fn sweep_scratch_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("nanogate-e2e-") else {
+        let Some(rest) = name
+            .strip_prefix("nanogate-e2e-")
+            .or_else(|| name.strip_prefix("nanogate-envoy-"))
+        else {
             continue;
         };
         let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
