@@ -336,3 +336,39 @@ async fn a_send_matching_no_session_is_reported_as_unmatched() {
     }
     assert!(found, "the unmatched send is listed");
 }
+
+#[tokio::test]
+async fn replicas_on_postgres_never_share_an_amount_and_admit_a_tagged_payment_once() {
+    let payer = key(7);
+    let d = devnet(&[&payer], Confirm::AfterMs(20)).await;
+    let db = Db::postgres();
+    let mut cfg = devnet_config(&d, &db);
+    cfg.tagged.tag_space = 5;
+    let a = Sidecar::start(&cfg).await;
+    let b = Sidecar::start(&cfg).await;
+    // Both replicas issue at once from the same 5 tags of one account.
+    let one = [payee()];
+    let (x, y) = tokio::join!(issue(&a, 4, &one, 60), issue(&b, 4, &one, 60));
+    let all: Vec<Value> = x.into_iter().chain(y).collect();
+    assert!(
+        all.len() <= 5,
+        "at most one open session per tag: {}",
+        all.len()
+    );
+    let amounts: std::collections::HashSet<u128> = all.iter().map(amount).collect();
+    assert_eq!(
+        amounts.len(),
+        all.len(),
+        "no two open sessions share an amount"
+    );
+
+    // The same tagged payment presented to both replicas at once is admitted exactly once.
+    let s = &all[0];
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s)).await;
+    let (va, vb) = tokio::join!(present(&a, s, Some(&hash)), present(&b, s, Some(&hash)));
+    let admits = [&va, &vb].iter().filter(|v| verdict(v) == "admit").count();
+    assert_eq!(admits, 1, "{va}\n{vb}");
+    a.stop().await;
+    b.stop().await;
+    db.cleanup().await;
+}
