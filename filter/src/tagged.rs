@@ -639,6 +639,132 @@ mod tests {
         assert_eq!(decode_pool(&encode_pool(&s), 0, 0), s);
     }
 
+    const POOL_A: &str = "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc";
+    const POOL_B: &str = "nano_18gmu6engqhgtjnppqam181o5nfhj4sdtgyhy36dan3jr9spt84rzwmktafc";
+
+    fn tagged_config() -> Config {
+        let cfg = json!({
+            "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+            "network": "nano:devnet",
+            "payTo": POOL_A,
+            "routes": [
+                {"name": "t", "path": {"prefix": "/t/"}, "priceRaw": "1000", "tagged": true,
+                 "payToPool": [POOL_A, POOL_B], "maxTimeoutSeconds": 60},
+                {"name": "p", "path": {"prefix": "/p/"}, "priceRaw": "1000"}
+            ]
+        });
+        crate::config::parse(cfg.to_string().as_bytes()).expect("config")
+    }
+
+    fn price(cfg: &Config, i: usize) -> &Price {
+        match &cfg.routes[i].kind {
+            crate::config::RouteKind::Paid(p) => p,
+            crate::config::RouteKind::Free => panic!("paid route"),
+        }
+    }
+
+    /// A session offer as the sidecar would MAC it, and a payment presenting it.
+    fn presented_payment(
+        cfg: &Config,
+        pay_to: &str,
+        amount: u128,
+        mac_amount: u128,
+    ) -> DecodedPayment {
+        let ring = crate::tests_support::ring(7, 10_000);
+        let key = PublicKey::from_address(pay_to).expect("address");
+        let stamp = ChallengeStamp {
+            valid_before: 500,
+            nonce: [3; 16],
+            key_id: 7,
+        };
+        let terms = ChallengeTerms {
+            network: "nano:devnet",
+            scheme: "exact",
+            asset: "XNO",
+            pay_to: key,
+            amount: mac_amount,
+            resource: "nanogate-route:t",
+            mechanism: Mechanism::TaggedSession,
+        };
+        let s = Session {
+            id: hex::encode_lower(&[3; 16]),
+            pay_to: pay_to.into(),
+            amount,
+            valid_before: 500,
+            key_id: 7,
+            mac: hex::encode_lower(&challenge::mac(&ring.current.key, &terms, &stamp)),
+        };
+        let offer: Value = serde_json::from_str(&s.offer_json(cfg, price(cfg, 0))).expect("offer");
+        let v = json!({"x402Version": 2, "accepted": offer,
+                       "payload": {"proof": "AB".repeat(32), "sessionId": s.id}});
+        nanogate_protocol::x402::decode_payment_value(v).expect("decodes")
+    }
+
+    #[test]
+    fn tagged_retries_are_checked_locally_against_the_session_mac() {
+        let cfg = tagged_config();
+        let ring = crate::tests_support::ring(7, 10_000);
+        let p = price(&cfg, 0);
+        let ok = presented_payment(&cfg, POOL_B, 1042, 1042);
+        let (req, scope) = presented(&cfg, p, &ok, &ring, 100)
+            .expect("tagged")
+            .expect("authentic");
+        assert_eq!(scope, "nanogate-route:t");
+        assert_eq!(req.amount, "1042");
+        assert_eq!(req.pay_to, POOL_B);
+        assert_eq!(
+            req.extra.get("nonce"),
+            Some(&json!(hex::encode_lower(&[3; 16])))
+        );
+        // An authentic but expired session still goes to the sidecar (late / grace).
+        assert!(matches!(presented(&cfg, p, &ok, &ring, 600), Some(Ok(_))));
+        // A mutated amount, or a payee outside the pool, is refused without the sidecar.
+        let forged = presented_payment(&cfg, POOL_B, 1043, 1042);
+        assert_eq!(
+            presented(&cfg, p, &forged, &ring, 100).map(|r| r.map(|_| ())),
+            Some(Err(ErrorReason::InvalidChallenge))
+        );
+        let outsider = "nano_1111111111111111111111111111111111111111111111111111hifc8npp";
+        let foreign = presented_payment(&cfg, outsider, 1042, 1042);
+        assert_eq!(
+            presented(&cfg, p, &foreign, &ring, 100).map(|r| r.map(|_| ())),
+            Some(Err(ErrorReason::InvalidChallenge))
+        );
+        // A route without `tagged` leaves it to the signed-block check.
+        assert!(presented(&cfg, price(&cfg, 1), &ok, &ring, 100).is_none());
+    }
+
+    #[test]
+    fn tagged_settings_are_validated() {
+        let cfg = tagged_config();
+        let t = price(&cfg, 0).tagged.as_ref().expect("tagged");
+        assert_eq!(t.pool.len(), 2);
+        assert_eq!(t.key, "nanogate.sessions.0");
+        assert!(price(&cfg, 1).tagged.is_none());
+        let bad = |route: Value| {
+            let v = json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": "nano:devnet", "payTo": POOL_A, "routes": [route]
+            });
+            crate::config::parse(v.to_string().as_bytes())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = bad(json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "payToPool": [POOL_A]}));
+        assert!(e.contains("payToPool"), "{e}");
+        let e = bad(json!({"path": {"prefix": "/x/"}, "free": true, "tagged": true}));
+        assert!(e.contains("tagged"), "{e}");
+        let e = bad(
+            json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "tagged": true, "payToPool": []}),
+        );
+        assert!(e.contains("payToPool"), "{e}");
+        let e = bad(
+            json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "tagged": true, "payToPool": ["nano_x"]}),
+        );
+        assert!(e.contains("payToPool[0]"), "{e}");
+    }
+
     #[test]
     fn browsers_prefer_html_api_clients_do_not() {
         assert!(prefers_html(
