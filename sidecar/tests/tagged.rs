@@ -295,6 +295,10 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
         &pay_at(&sc.base, SCOPE, &unknown, &payment).await,
         "unknown_session",
     );
+    assert!(strays(&sc)
+        .await
+        .iter()
+        .any(|e| e["hash"] == json!(hash.to_hex()) && e["reason"] == "unknown_session"));
 
     // A session for another scope (route).
     let v = present_at(&sc, s, "nanogate-route:other", &hash).await;
@@ -302,6 +306,11 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
 
     // The honest presentation still works after all that.
     assert_admit(&present(&sc, s, Some(&hash)).await);
+    // A block that finally bought its session is no longer listed as stray.
+    assert!(!strays(&sc)
+        .await
+        .iter()
+        .any(|e| e["hash"] == json!(hash.to_hex())));
 }
 
 async fn present_at(sc: &Sidecar, s: &Value, scope: &str, hash: &BlockHash) -> Value {

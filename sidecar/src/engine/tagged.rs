@@ -432,10 +432,26 @@ impl Engine {
             Err(e) => return self.store_failed(&e),
             Ok(Some(s)) => s,
             Ok(None) => {
+                // A payment for a session we no longer know still gets reported.
+                if let Some(hash) = p.proof {
+                    if let Ok(Some(f)) = self.ledger.send_facts(&hash).await {
+                        if f.destination == Some(p.pay_to) {
+                            let s = Self::stray(
+                                &hash,
+                                &p.pay_to,
+                                f.amount,
+                                &f.account,
+                                "unknown_session",
+                                Some(&p.session_id),
+                            );
+                            self.record_stray(s).await;
+                        }
+                    }
+                }
                 return self.reject(reject(
                     ErrorReason::UnknownSession,
                     "this session is unknown (never issued, or forgotten)",
-                ))
+                ));
             }
         };
         if session.pay_to != p.pay_to.to_hex()
@@ -773,4 +789,39 @@ pub fn spawn_watcher(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pool_index_is_deterministic_and_spreads_over_the_pool() {
+        let mut counts = [0usize; 3];
+        for i in 0..3000u32 {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(
+                &nanogate_protocol::nano::work::difficulty(&[i as u8; 32], u64::from(i))
+                    .to_be_bytes(),
+            );
+            let k = pool_index(&id, 3);
+            assert_eq!(k, pool_index(&id, 3));
+            counts[k] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
+        assert_eq!(pool_index(&[9; 16], 1), 0);
+        assert_eq!(pool_index(&[9; 16], 0), 0);
+    }
+
+    #[test]
+    fn only_payloads_without_a_block_are_client_broadcast() {
+        assert!(is_client_broadcast(&json!({"payload": {"proof": "AB"}})));
+        assert!(is_client_broadcast(&json!({"payload": {"sessionId": "x"}})));
+        assert!(!is_client_broadcast(
+            &json!({"payload": {"block": {}, "proof": "AB"}})
+        ));
+        assert!(!is_client_broadcast(&json!({"payload": "x"})));
+        assert!(!is_client_broadcast(&json!({})));
+    }
 }

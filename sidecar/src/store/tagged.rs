@@ -271,6 +271,12 @@ macro_rules! impl_tagged_store {
                             tx.rollback().await?;
                             return Ok(TaggedConsume::Spent);
                         }
+                        // A block that finally bought its session is no longer stray (e.g. it
+                        // was first presented with a wrong session).
+                        sqlx::query(&sql("DELETE FROM stray_payments WHERE hash = $1", $sqlite))
+                            .bind(hash)
+                            .execute(&mut *tx)
+                            .await?;
                         sqlx::query(&sql(
                             "INSERT INTO receipts (receipt, spent_key, nonce, outcome, \
                              redemptions, admitted_at, valid_before) \
