@@ -46,6 +46,18 @@ pub struct Plan {
 
 impl Plan {
     fn new(quick: bool) -> Plan {
+        let mut plan = Plan::preset(quick);
+        // For experiments: e.g. NANOGATE_BENCH_SPENT_ENTRIES=1000000.
+        if let Some(n) = std::env::var("NANOGATE_BENCH_SPENT_ENTRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            plan.spent_large = n;
+        }
+        plan
+    }
+
+    fn preset(quick: bool) -> Plan {
         if quick {
             Plan {
                 quick,
