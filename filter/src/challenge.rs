@@ -128,7 +128,7 @@ pub fn check_presented(
 }
 
 /// The four stamp fields in canonical form (lower-case hex), as forwarded to the sidecar.
-fn stamp_extra(stamp: &ChallengeStamp, tag: &[u8; 32]) -> JsonObject {
+pub(crate) fn stamp_extra(stamp: &ChallengeStamp, tag: &[u8; 32]) -> JsonObject {
     let mut extra = JsonObject::new();
     extra.insert(
         challenge::EXTRA_VALID_BEFORE.into(),

@@ -16,119 +16,104 @@
 use crate::config::Price;
 use crate::tagged::Session;
 
-/// Raw as an XNO decimal string (all 30 decimals when needed, trailing zeros trimmed). String
-/// work only: u128 division and padded formatting would cost the module kilobytes.
-pub fn format_xno(raw: u128) -> String {
-    let digits = raw.to_string();
-    let (int, frac) = if digits.len() > 30 {
-        digits.split_at(digits.len() - 30)
-    } else {
-        ("0", digits.as_str())
-    };
-    let zeros = 30 - frac.len();
-    let frac = frac.trim_end_matches('0');
-    if frac.is_empty() {
-        return int.to_owned();
-    }
-    let mut out = String::with_capacity(64);
-    out.push_str(int);
-    out.push('.');
-    out.extend(std::iter::repeat_n('0', zeros));
-    out.push_str(frac);
-    out
-}
-
 /// The `nano:` URI of a payment (amount in raw, as wallets read it).
 pub fn payment_uri(address: &str, amount: u128) -> String {
-    format!("nano:{address}?amount={amount}")
+    let mut uri = ["nano:", address, "?amount="].concat();
+    crate::tagged::push_num(&mut uri, amount);
+    uri
 }
 
 fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            c => o.push(c),
-        }
+    let mut o = String::with_capacity(s.len() + 16);
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        // ASCII delimiters: the slice bounds are always char boundaries.
+        o.push_str(s.get(start..i).unwrap_or(""));
+        o.push_str(rep);
+        start = i + 1;
     }
+    o.push_str(s.get(start..).unwrap_or(""));
     o
 }
 
-const STYLE: &str = "body{font:16px system-ui,sans-serif;margin:0;background:#f4f6f8;color:#222}\
-main{max-width:28rem;margin:2rem auto;background:#fff;padding:1.5rem;border-radius:12px;\
-box-shadow:0 2px 8px #0002;text-align:center}code{word-break:break-all;font-size:.85rem}\
-canvas{image-rendering:pixelated;margin:1rem auto;display:block}a.b{display:inline-block;\
-padding:.6rem 1.2rem;background:#209ce9;color:#fff;border-radius:8px;text-decoration:none}";
+const STYLE: &str = "body{font:16px sans-serif;background:#f4f6f8}main{max-width:28rem;\
+margin:2rem auto;background:#fff;padding:1.5rem;border-radius:12px;text-align:center}\
+code{word-break:break-all}canvas{margin:1rem auto;display:block}a.b{padding:.6rem 1.2rem;\
+background:#209ce9;color:#fff;border-radius:8px;text-decoration:none}";
 
 /// The page's script: the QR encoder, then the wait-and-load loop. `D` is the session data.
-const SCRIPT: &str = r#"(function(){
-var D=JSON.parse(document.getElementById('ng-data').textContent);
-function qr(s){var d=Array.from(new TextEncoder().encode(s));
-var T=[0,[7,1,19,0,0],[10,1,34,0,0],[15,1,55,0,0],[20,1,80,0,0],[26,1,108,0,0],[18,2,68,0,0],[20,2,78,0,0],[24,2,97,0,0],[30,2,116,0,0],[18,2,68,2,69]];
-var A=[0,[],[6,18],[6,22],[6,26],[6,30],[6,34],[6,22,38],[6,24,42],[6,26,46],[6,28,50]];
-var v,t,cap;for(v=1;v<=10;v++){t=T[v];cap=t[1]*t[2]+t[3]*t[4];if(4+(v<10?8:16)+8*d.length<=cap*8)break}
+const SCRIPT: &str = r#"(()=>{
+const D=JSON.parse(document.getElementById('ng-data').textContent),$=i=>document.getElementById(i),ab=Math.abs;
+function qr(s){const d=[...new TextEncoder().encode(s)];
+const T=[0,[7,1,19,0,0],[10,1,34,0,0],[15,1,55,0,0],[20,1,80,0,0],[26,1,108,0,0],[18,2,68,0,0],[20,2,78,0,0],[24,2,97,0,0],[30,2,116,0,0],[18,2,68,2,69]],
+A=[0,[],[6,18],[6,22],[6,26],[6,30],[6,34],[6,22,38],[6,24,42],[6,26,46],[6,28,50]];
+let v,t,c,i,j,k;for(v=1;v<=10;v++){t=T[v];c=t[1]*t[2]+t[3]*t[4];if(4+(v<10?8:16)+8*d.length<=c*8)break}
 if(v>10)return null;
-var bb=[];function put(x,n){for(var i=n-1;i>=0;i--)bb.push(x>>>i&1)}
-put(4,4);put(d.length,v<10?8:16);d.forEach(function(b){put(b,8)});
-put(0,Math.min(4,cap*8-bb.length));while(bb.length%8)bb.push(0);
-var cw=[],i,j,k;for(i=0;i<bb.length;i+=8){for(k=0,j=0;j<8;j++)k=k<<1|bb[i+j];cw.push(k)}
-for(k=0xEC;cw.length<cap;k^=0xFD)cw.push(k);
-var E=[],L=[];for(i=0,k=1;i<255;i++){E[i]=E[i+255]=k;L[k]=i;k<<=1;if(k&256)k^=0x11D}
-function mu(a,b){return a&&b?E[L[a]+L[b]]:0}
-var n=t[0],g=[1];for(i=0;i<n;i++){var h=g.concat([0]);for(j=0;j<g.length;j++)h[j+1]^=mu(g[j],E[i]);g=h}
-var bl=[],ec=[],o=0;for(var q=0;q<2;q++)for(k=0;k<t[1+2*q];k++){var b=cw.slice(o,o+t[2+2*q]);o+=b.length;bl.push(b);
-var r=b.concat(new Array(n).fill(0));for(i=0;i<b.length;i++){var c=r[i];if(c)for(j=1;j<=n;j++)r[i+j]^=mu(g[j],c)}ec.push(r.slice(b.length))}
-var all=[];for(i=0;i<t[2]+1;i++)bl.forEach(function(b){if(i<b.length)all.push(b[i])});
-for(i=0;i<n;i++)ec.forEach(function(e){all.push(e[i])});
-var N=17+4*v,M=[],F=[];for(i=0;i<N;i++){M.push(new Array(N).fill(0));F.push(new Array(N).fill(0))}
-function S(x,y,on){M[y][x]=on?1:0;F[y][x]=1}
-[[3,3],[N-4,3],[3,N-4]].forEach(function(p){for(var y=-4;y<=4;y++)for(var x=-4;x<=4;x++){var X=p[0]+x,Y=p[1]+y;if(X<0||Y<0||X>=N||Y>=N)continue;var m=Math.max(Math.abs(x),Math.abs(y));S(X,Y,m!=2&&m!=4)}});
+const bb=[],put=(x,n)=>{for(let i=n-1;i>=0;i--)bb.push(x>>>i&1)};
+put(4,4);put(d.length,v<10?8:16);d.forEach(b=>put(b,8));put(0,Math.min(4,c*8-bb.length));while(bb.length%8)bb.push(0);
+const cw=[];for(i=0;i<bb.length;i+=8){for(k=0,j=0;j<8;j++)k=k<<1|bb[i+j];cw.push(k)}
+for(k=236;cw.length<c;k^=253)cw.push(k);
+const E=[],L=[];for(i=0,k=1;i<255;i++){E[i]=E[i+255]=k;L[k]=i;k<<=1;if(k&256)k^=285}
+const mu=(a,b)=>a&&b?E[L[a]+L[b]]:0,n=t[0];let g=[1];
+for(i=0;i<n;i++){const h=g.concat([0]);for(j=0;j<g.length;j++)h[j+1]^=mu(g[j],E[i]);g=h}
+const bl=[],ec=[];let o=0;for(let q=0;q<2;q++)for(k=0;k<t[1+2*q];k++){const b=cw.slice(o,o+=t[2+2*q]);bl.push(b);
+const r=b.concat(Array(n).fill(0));for(i=0;i<b.length;i++){const x=r[i];if(x)for(j=1;j<=n;j++)r[i+j]^=mu(g[j],x)}ec.push(r.slice(b.length))}
+const all=[];for(i=0;i<=t[2];i++)bl.forEach(b=>{if(i<b.length)all.push(b[i])});for(i=0;i<n;i++)ec.forEach(e=>all.push(e[i]));
+const N=17+4*v,M=[],F=[];for(i=0;i<N;i++){M.push(Array(N).fill(0));F.push(Array(N).fill(0))}
+const S=(x,y,on)=>{M[y][x]=on?1:0;F[y][x]=1};
+[[3,3],[N-4,3],[3,N-4]].forEach(([a,b])=>{for(let y=-4;y<=4;y++)for(let x=-4;x<=4;x++){const X=a+x,Y=b+y,m=Math.max(ab(x),ab(y));if(X>=0&&Y>=0&&X<N&&Y<N)S(X,Y,m!=2&&m!=4)}});
 for(i=8;i<N-8;i++){S(6,i,i%2==0);S(i,6,i%2==0)}
-A[v].forEach(function(y){A[v].forEach(function(x){if(x==6&&y==6||x==6&&y==N-7||x==N-7&&y==6)return;for(var a=-2;a<=2;a++)for(var c=-2;c<=2;c++)S(x+c,y+a,Math.max(Math.abs(a),Math.abs(c))!=1)})});
-function fmt(m){var x=8|m,r=x;for(var i=0;i<10;i++)r=r<<1^(r>>>9)*0x537;var f=(x<<10|r)^0x5412;function B(i){return f>>>i&1}
+A[v].forEach(y=>A[v].forEach(x=>{if(x==6&&y==6||x==6&&y==N-7||x==N-7&&y==6)return;for(let a=-2;a<=2;a++)for(let b=-2;b<=2;b++)S(x+b,y+a,Math.max(ab(a),ab(b))!=1)}));
+const fmt=m=>{let x=8|m,r=x,i;for(i=0;i<10;i++)r=r<<1^(r>>>9)*1335;const f=(x<<10|r)^21522,B=i=>f>>>i&1;
 for(i=0;i<6;i++)S(8,i,B(i));S(8,7,B(6));S(8,8,B(7));S(7,8,B(8));for(i=9;i<15;i++)S(14-i,8,B(i));
-for(i=0;i<8;i++)S(N-1-i,8,B(i));for(i=8;i<15;i++)S(8,N-15+i,B(i));S(8,N-8,1)}
+for(i=0;i<8;i++)S(N-1-i,8,B(i));for(i=8;i<15;i++)S(8,N-15+i,B(i));S(8,N-8,1)};
 fmt(0);
-if(v>=7){var r=v;for(i=0;i<12;i++)r=r<<1^(r>>>11)*0x1F25;var vb=v<<12|r;for(i=0;i<18;i++){var bt=vb>>>i&1,X=N-11+i%3,Y=i/3|0;S(X,Y,bt);S(Y,X,bt)}}
-for(i=0,k=N-1;k>=1;k-=2){if(k==6)k=5;for(var z=0;z<N;z++)for(j=0;j<2;j++){var x=k-j,y=(k+1&2)==0?N-1-z:z;if(!F[y][x]&&i<all.length*8){M[y][x]=all[i>>>3]>>>7-(i&7)&1;i++}}}
-var MF=[function(x,y){return(x+y)%2==0},function(x,y){return y%2==0},function(x){return x%3==0},function(x,y){return(x+y)%3==0},function(x,y){return((x/3|0)+(y/2|0))%2==0},function(x,y){return x*y%2+x*y%3==0},function(x,y){return(x*y%2+x*y%3)%2==0},function(x,y){return((x+y)%2+x*y%3)%2==0}];
-function flip(m){for(var y=0;y<N;y++)for(var x=0;x<N;x++)if(!F[y][x]&&MF[m](x,y))M[y][x]^=1}
-function pen(){var p=0,dk=0,x,y;for(var a=0;a<2;a++)for(y=0;y<N;y++){var run=1;for(x=1;x<N;x++){var c=a?M[x][y]:M[y][x],pc=a?M[x-1][y]:M[y][x-1];if(c==pc){run++;if(run==5)p+=3;else if(run>5)p++}else run=1}}
+if(v>=7){let r=v;for(i=0;i<12;i++)r=r<<1^(r>>>11)*7973;const vb=v<<12|r;for(i=0;i<18;i++){const b=vb>>>i&1,X=N-11+i%3,Y=i/3|0;S(X,Y,b);S(Y,X,b)}}
+for(i=0,k=N-1;k>=1;k-=2){if(k==6)k=5;for(let z=0;z<N;z++)for(j=0;j<2;j++){const x=k-j,y=(k+1&2)==0?N-1-z:z;if(!F[y][x]&&i<all.length*8){M[y][x]=all[i>>>3]>>>7-(i&7)&1;i++}}}
+const MF=[(x,y)=>(x+y)%2==0,(x,y)=>y%2==0,x=>x%3==0,(x,y)=>(x+y)%3==0,(x,y)=>((x/3|0)+(y/2|0))%2==0,(x,y)=>x*y%2+x*y%3==0,(x,y)=>(x*y%2+x*y%3)%2==0,(x,y)=>((x+y)%2+x*y%3)%2==0];
+const flip=m=>{for(let y=0;y<N;y++)for(let x=0;x<N;x++)if(!F[y][x]&&MF[m](x,y))M[y][x]^=1};
+const pen=()=>{let p=0,dk=0,x,y;for(let a=0;a<2;a++)for(y=0;y<N;y++){let run=1;for(x=1;x<N;x++){if((a?M[x][y]:M[y][x])==(a?M[x-1][y]:M[y][x-1])){run++;p+=run==5?3:run>5?1:0}else run=1}}
 for(y=0;y<N;y++)for(x=0;x<N;x++){dk+=M[y][x];if(x<N-1&&y<N-1&&M[y][x]==M[y][x+1]&&M[y][x]==M[y+1][x]&&M[y][x]==M[y+1][x+1])p+=3}
-return p+10*Math.floor(Math.abs(dk*20/(N*N)-10))}
-var best=0,bp=1e9;for(var m=0;m<8;m++){flip(m);fmt(m);var pp=pen();if(pp<bp){bp=pp;best=m}flip(m)}
+return p+10*Math.floor(ab(dk*20/(N*N)-10))};
+let best=0,bp=1e9;for(let m=0;m<8;m++){flip(m);fmt(m);const pp=pen();if(pp<bp){bp=pp;best=m}flip(m)}
 flip(best);fmt(best);return M}
-function draw(){var M=qr(D.uri),c=document.getElementById('qr');if(!M)return;var N=M.length,s=4,W=(N+8)*s;c.width=c.height=W;
-var x=c.getContext('2d');x.fillStyle='#fff';x.fillRect(0,0,W,W);x.fillStyle='#000';
-for(var i=0;i<N;i++)for(var j=0;j<N;j++)if(M[i][j])x.fillRect((j+4)*s,(i+4)*s,s,s)}
-draw();
-var st=document.getElementById('status');function state(s,m){document.body.setAttribute('data-state',s);st.textContent=m}
-var hdr=btoa(JSON.stringify({x402Version:2,accepted:D.offer,payload:{sessionId:D.id}}));
-function show(r){return r.text().then(function(t){var ct=r.headers.get('content-type')||'';state('paid','Paid. Loading…');
-if(ct.indexOf('text/html')>=0){document.open();document.write(t);document.close()}
-else{var m=document.querySelector('main');m.textContent='';var p=document.createElement('pre');p.id='nanogate-resource';p.textContent=t;m.appendChild(p);document.body.setAttribute('data-state','paid')}})}
-function poll(){if(Date.now()/1000>D.validBefore){state('expired','This payment request has expired; reload the page for a new one.');return}
-fetch(location.href,{headers:{'PAYMENT-SIGNATURE':hdr},cache:'no-store',credentials:'same-origin'}).then(function(r){
-if(r.ok)return show(r);setTimeout(poll,2000)},function(){setTimeout(poll,2000)})}
-state('waiting','Waiting for the payment…');setTimeout(poll,1000)})();"#;
+const M=qr(D.uri),cv=$('qr');if(M){const N=M.length,s=4,W=(N+8)*s,x=cv.getContext('2d');cv.width=cv.height=W;x.fillStyle='#fff';x.fillRect(0,0,W,W);x.fillStyle='#000';
+for(let i=0;i<N;i++)for(let j=0;j<N;j++)if(M[i][j])x.fillRect((j+4)*s,(i+4)*s,s,s)}
+const R=String(D.raw).padStart(31,'0'),Fr=R.slice(-30).replace(/0+$/,'');$('amount').textContent=R.slice(0,-30).replace(/^0+(?=.)/,'')+(Fr?'.'+Fr:'')+' XNO';
+const st=$('status'),state=(s,m)=>{document.body.setAttribute('data-state',s);st.textContent=m},
+hdr=btoa(JSON.stringify({x402Version:2,accepted:D.offer,payload:{sessionId:D.id}}));
+const show=r=>r.text().then(t=>{state('paid','Paid. Loading…');if((r.headers.get('content-type')||'').includes('text/html')){document.open();document.write(t);document.close()}
+else{const m=document.querySelector('main'),p=document.createElement('pre');m.textContent='';p.id='nanogate-resource';p.textContent=t;m.appendChild(p)}});
+const poll=()=>{if(Date.now()/1e3>D.validBefore)return state('expired','This payment request has expired; reload the page for a new one.');
+fetch(location.href,{headers:{'PAYMENT-SIGNATURE':hdr},cache:'no-store',credentials:'same-origin'}).then(r=>r.ok?show(r):setTimeout(poll,2e3),()=>setTimeout(poll,2e3))};
+state('waiting','Waiting for the payment…');setTimeout(poll,1e3)})();"#;
 
 /// The paywall page for one session; `offer` is the tagged `accepts[]` entry (JSON).
 pub fn page(price: &Price, resource: &str, offer: &str, session: &Session) -> String {
     let uri = payment_uri(&session.pay_to, session.amount);
     let title = esc(price.description.as_deref().unwrap_or("Payment required"));
-    let amount = session.amount.to_string();
+    let mut amount = String::new();
+    crate::tagged::push_num(&mut amount, session.amount);
+    let mut valid_before = String::new();
+    crate::tagged::push_num(&mut valid_before, u128::from(session.valid_before));
     // Data for the script; every part is hex, digits, an address or the offer's JSON.
     let data = [
         "{\"id\":\"",
         &session.id,
         "\",\"uri\":\"",
         &uri,
+        "\",\"raw\":\"",
+        &amount,
         "\",\"validBefore\":",
-        &session.valid_before.to_string(),
+        &valid_before,
         ",\"offer\":",
         &offer.replace('<', "\\u003c"),
         "}",
@@ -147,14 +132,13 @@ content=\"width=device-width,initial-scale=1\"><title>",
         "</code></p><p>Pay exactly <b id=\"amount\" data-raw=\"",
         &amount,
         "\">",
-        &format_xno(session.amount),
-        " XNO</b> to</p><p><code id=\"account\">",
-        &esc(&session.pay_to),
+        &amount,
+        " raw</b> to</p><p><code id=\"account\">",
+        &session.pay_to,
         "</code></p><canvas id=\"qr\" width=\"8\" height=\"8\"></canvas><p><a class=\"b\" \
 id=\"uri\" href=\"",
-        &esc(&uri),
-        "\">Open in wallet</a></p><p><small>The last digits of the amount identify your payment: \
-send it exactly.</small></p><p id=\"status\">Loading…</p></main><script id=\"ng-data\" \
+        &uri,
+        "\">Open in wallet</a></p><p>Send exactly this amount: its last digits identify you.</p><p id=\"status\">Loading…</p></main><script id=\"ng-data\" \
 type=\"application/json\">",
         &data,
         "</script><script>",
@@ -167,23 +151,6 @@ type=\"application/json\">",
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xno_amounts_keep_every_raw_digit() {
-        const XNO_RAW: u128 = 1_000_000_000_000_000_000_000_000_000_000;
-        assert_eq!(format_xno(0), "0");
-        assert_eq!(
-            format_xno(12 * XNO_RAW + 5),
-            "12.000000000000000000000000000005"
-        );
-        assert_eq!(format_xno(XNO_RAW / 1000), "0.001");
-        assert_eq!(
-            format_xno(XNO_RAW / 1000 + 123),
-            "0.001000000000000000000000000123"
-        );
-        assert_eq!(format_xno(2 * XNO_RAW), "2");
-        assert_eq!(format_xno(1), "0.000000000000000000000000000001");
-    }
 
     #[test]
     fn page_escapes_everything_it_embeds() {
@@ -222,7 +189,7 @@ mod tests {
             p.pay_to.address,
             p.amount_raw + 42
         )));
-        assert!(html.contains("0.001000000000000000000000000042 XNO"));
+        assert!(html.contains(&format!("data-raw=\"{}\"", p.amount_raw + 42)));
         assert!(
             !html.contains("http://") || !html.contains("src=\"http"),
             "no external assets"

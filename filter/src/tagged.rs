@@ -19,12 +19,10 @@ use crate::keeper::RootHost;
 use crate::keys::KeyRing;
 use crate::metrics::Metric;
 use crate::sidecar::{self, Call};
-use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::challenge::{self, ChallengeTerms, Mechanism};
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, PublicKey};
-use nanogate_protocol::x402::{
-    DecodedPayment, ErrorReason, JsonObject, PaymentMechanism, PaymentRequirements,
-};
+use nanogate_protocol::x402::{DecodedPayment, ErrorReason, PaymentMechanism, PaymentRequirements};
 use serde_json::Value;
 use std::rc::Rc;
 
@@ -52,14 +50,18 @@ pub struct TaggedTerms {
     pub scope: String,
     /// Shared-data key of the route's session pool.
     pub key: String,
+    /// Shared-data key of its refill lease.
+    pub lease: String,
 }
 
 impl TaggedTerms {
     pub fn new(route_index: usize, route_name: &str, pool: Vec<Payee>) -> Self {
+        let key = [POOL_KEY_PREFIX, &route_index.to_string()].concat();
         TaggedTerms {
             pool,
-            scope: format!("{SCOPE_PREFIX}{route_name}"),
-            key: format!("{POOL_KEY_PREFIX}{route_index}"),
+            scope: [SCOPE_PREFIX, route_name].concat(),
+            lease: [&key, ".lease"].concat(),
+            key,
         }
     }
 }
@@ -77,11 +79,19 @@ pub struct Session {
 }
 
 impl Session {
-    fn line(&self) -> String {
-        format!(
-            "{} {} {} {} {} {}\n",
-            self.id, self.pay_to, self.amount, self.valid_before, self.key_id, self.mac
-        )
+    fn line(&self, out: &mut String) {
+        out.push_str(&self.id);
+        out.push(' ');
+        out.push_str(&self.pay_to);
+        out.push(' ');
+        push_num(out, self.amount);
+        out.push(' ');
+        push_num(out, u128::from(self.valid_before));
+        out.push(' ');
+        push_num(out, u128::from(self.key_id));
+        out.push(' ');
+        out.push_str(&self.mac);
+        out.push('\n');
     }
 
     fn parse_line(line: &str) -> Option<Session> {
@@ -117,51 +127,52 @@ impl Session {
 
     /// The `accepts[]` entry offering this session for `price`, as JSON text (rendered by
     /// hand like the signed-block template: every part is a number, hex, a checked address or
-    /// the validated network id, so nothing needs escaping beyond the network's JSON string).
+    /// the validated CAIP-2 network id, so nothing needs escaping).
     pub fn offer_json(&self, cfg: &Config, price: &Price) -> String {
-        let tag = self.amount.saturating_sub(price.amount_raw);
         let mut o = String::with_capacity(512);
-        o.push_str("{\"scheme\":\"exact\",\"network\":");
-        o.push_str(&serde_json::to_string(&cfg.network).unwrap_or_else(|_| "\"\"".into()));
-        for (k, v) in [
-            ("amount", self.amount.to_string()),
-            ("asset", crate::challenge::ASSET.to_owned()),
-            ("payTo", self.pay_to.clone()),
-        ] {
-            o.push_str(",\"");
-            o.push_str(k);
-            o.push_str("\":\"");
-            o.push_str(&v);
-            o.push('"');
-        }
-        o.push_str(",\"maxTimeoutSeconds\":");
-        o.push_str(&price.max_timeout_secs.to_string());
+        o.push_str("{\"scheme\":\"exact\",\"network\":\"");
+        o.push_str(&cfg.network);
+        o.push_str("\",\"amount\":\"");
+        push_num(&mut o, self.amount);
+        o.push_str("\",\"asset\":\"XNO\",\"payTo\":\"");
+        o.push_str(&self.pay_to);
+        o.push_str("\",\"maxTimeoutSeconds\":");
+        push_num(&mut o, u128::from(price.max_timeout_secs));
         o.push_str(",\"extra\":{\"keyId\":");
-        o.push_str(&self.key_id.to_string());
+        push_num(&mut o, u128::from(self.key_id));
         o.push_str(",\"mac\":\"");
         o.push_str(&self.mac);
         o.push_str("\",\"mechanism\":\"tagged\",\"nanoSession\":{\"id\":\"");
         o.push_str(&self.id);
         o.push_str("\",\"resourceAmountRaw\":\"");
-        o.push_str(&price.amount_raw.to_string());
+        push_num(&mut o, price.amount_raw);
         o.push_str("\",\"tagAmountRaw\":\"");
-        o.push_str(&tag.to_string());
+        push_num(&mut o, self.amount.saturating_sub(price.amount_raw));
         o.push_str("\"},\"nonce\":\"");
         o.push_str(&self.id);
         o.push_str("\",\"validBefore\":");
-        o.push_str(&self.valid_before.to_string());
+        push_num(&mut o, u128::from(self.valid_before));
         o.push_str("}}");
         o
     }
 }
 
-fn stamp_extra(valid_before: u64, nonce: &str, key_id: u64, mac: &str) -> JsonObject {
-    let mut extra = JsonObject::new();
-    extra.insert(challenge::EXTRA_VALID_BEFORE.into(), valid_before.into());
-    extra.insert(challenge::EXTRA_NONCE.into(), nonce.into());
-    extra.insert(challenge::EXTRA_KEY_ID.into(), key_id.into());
-    extra.insert(challenge::EXTRA_MAC.into(), mac.into());
-    extra
+/// Appends the decimal digits of `n`. By hand: every `to_string()` site would otherwise bring
+/// its own copy of the formatting machinery into the module.
+pub(crate) fn push_num(out: &mut String, mut n: u128) {
+    let mut buf = [0u8; 40];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(char::from(b));
+    }
 }
 
 /// The sessions of a pool value that still have `min_left` seconds of validity at `now`.
@@ -175,11 +186,11 @@ pub fn decode_pool(bytes: &[u8], now: u64, min_left: u64) -> Vec<Session> {
 }
 
 fn encode_pool(sessions: &[Session]) -> Vec<u8> {
-    sessions
-        .iter()
-        .map(Session::line)
-        .collect::<String>()
-        .into_bytes()
+    let mut out = String::with_capacity(sessions.len() * 180);
+    for s in sessions {
+        s.line(&mut out);
+    }
+    out.into_bytes()
 }
 
 /// How long a pooled session must still be valid to be handed out: half the route's validity.
@@ -243,12 +254,18 @@ impl<H: RootHost + ?Sized> SharedData for RootShared<'_, H> {
 
 /// `POST /v1/sessions` for a tagged route.
 pub fn sessions_call(cfg: &Config, price: &Price, t: &TaggedTerms) -> Call {
-    let mut body = format!(
-        "{{\"count\":{BATCH},\"price\":\"{}\",\"validitySeconds\":{},\"scope\":{},\"payTo\":[",
-        price.amount_raw,
-        price.max_timeout_secs,
-        serde_json::to_string(&t.scope).unwrap_or_else(|_| "\"\"".into()),
-    );
+    // Scope: `nanogate-route:` + the route name, which may need JSON escaping.
+    let scope = serde_json::to_string(&t.scope).unwrap_or_else(|_| "\"\"".into());
+    let mut body = String::with_capacity(256);
+    body.push_str("{\"count\":");
+    push_num(&mut body, BATCH as u128);
+    body.push_str(",\"price\":\"");
+    push_num(&mut body, price.amount_raw);
+    body.push_str("\",\"validitySeconds\":");
+    push_num(&mut body, u128::from(price.max_timeout_secs));
+    body.push_str(",\"scope\":");
+    body.push_str(&scope);
+    body.push_str(",\"payTo\":[");
     for (i, p) in t.pool.iter().enumerate() {
         if i > 0 {
             body.push(',');
@@ -317,8 +334,8 @@ impl PoolKeeper {
                 continue;
             }
             // The lease: one VM refills at a time.
-            let lease_key = format!("{}.lease", t.key);
-            let (lease, cas) = host.shared_get(&lease_key);
+            let lease_key = &t.lease;
+            let (lease, cas) = host.shared_get(lease_key);
             let held_since = lease
                 .as_deref()
                 .and_then(|b| std::str::from_utf8(b).ok())
@@ -327,18 +344,20 @@ impl PoolKeeper {
             if held_since.saturating_add(LEASE_SECS) > now {
                 continue;
             }
-            if !host.shared_set(&lease_key, now.to_string().as_bytes(), cas) {
+            let mut stamp = String::new();
+            push_num(&mut stamp, u128::from(now));
+            if !host.shared_set(lease_key, stamp.as_bytes(), cas) {
                 continue;
             }
             match host.dispatch(&sessions_call(&cfg, price, t)) {
                 Ok(token) => self.pending.push((token, i)),
-                Err(e) => {
+                Err(_) => {
                     host.count(Metric::SidecarErrors);
                     host.log(
                         Level::Debug,
-                        &format!("nanogate: session refill failed: {e}"),
+                        "nanogate: session refill could not be dispatched",
                     );
-                    let _ = host.shared_set(&lease_key, b"0", None);
+                    let _ = host.shared_set(lease_key, b"0", None);
                 }
             }
         }
@@ -379,7 +398,7 @@ impl PoolKeeper {
                 "nanogate: the sidecar did not issue sessions (status not 200)",
             );
         }
-        let _ = host.shared_set(&format!("{}.lease", t.key), b"0", None);
+        let _ = host.shared_set(&t.lease, b"0", None);
     }
 }
 
@@ -453,32 +472,25 @@ fn check_presented(
     let requirements = PaymentRequirements {
         scheme: crate::challenge::SCHEME.to_owned(),
         network: cfg.network.clone(),
-        amount: amount.to_string(),
+        amount: {
+            let mut a = String::new();
+            push_num(&mut a, amount);
+            a
+        },
         asset: crate::challenge::ASSET.to_owned(),
         pay_to: payee.address.clone(),
         max_timeout_seconds: price.max_timeout_secs,
-        extra: stamp_extra(
-            stamp.valid_before,
-            &hex::encode_lower(&stamp.nonce),
-            stamp.key_id,
-            &hex::encode_lower(&tag),
-        ),
+        extra: crate::challenge::stamp_extra(&stamp, &tag),
     };
-    let _: &ChallengeStamp = &stamp;
     Ok((requirements, t.scope.clone()))
 }
 
-/// Whether the client would rather read HTML than JSON (a browser navigating): `text/html`
-/// is listed, before any `application/json`, and not refused with `q=0`.
-pub fn prefers_html(accept: &str) -> bool {
-    let Some(h) = accept.find("text/html") else {
-        return false;
-    };
-    let refused = accept[h..].split(',').next().is_some_and(|p| {
-        p.replace(' ', "").contains(";q=0") && !p.contains('.') || p.contains("q=0.0")
-    });
-    let json_first = accept.find("application/json").is_some_and(|j| j < h);
-    !refused && !json_first
+/// Whether the client would rather read HTML than JSON: a browser navigating lists
+/// `text/html` first (API clients send `application/json`, `*/*` or nothing).
+pub fn prefers_html(accept: &[u8]) -> bool {
+    accept
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"text/html"))
 }
 
 fn has_payment<H: Host + ?Sized>(host: &H) -> bool {
@@ -523,7 +535,7 @@ pub fn send_challenge<H: Host + ?Sized>(
     }
     let html = host
         .request_header("accept")
-        .map(|a| prefers_html(&String::from_utf8_lossy(&a)))
+        .map(|a| prefers_html(&a))
         .unwrap_or(false);
     if html {
         let header = nanogate_protocol::x402::encode_bytes(&body);
@@ -551,6 +563,7 @@ pub fn send_challenge<H: Host + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nanogate_protocol::challenge::ChallengeStamp;
     use serde_json::json;
     use std::collections::HashMap;
 
@@ -768,12 +781,12 @@ mod tests {
     #[test]
     fn browsers_prefer_html_api_clients_do_not() {
         assert!(prefers_html(
-            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+            b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
         ));
-        assert!(!prefers_html("application/json"));
-        assert!(!prefers_html("*/*"));
-        assert!(!prefers_html("application/json, text/html"));
-        assert!(!prefers_html("text/html;q=0"));
-        assert!(prefers_html("text/html"));
+        assert!(prefers_html(b"TEXT/HTML"));
+        assert!(!prefers_html(b"application/json"));
+        assert!(!prefers_html(b"*/*"));
+        assert!(!prefers_html(b"application/json, text/html"));
+        assert!(!prefers_html(b"text/h"));
     }
 }
