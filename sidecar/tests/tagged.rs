@@ -377,6 +377,14 @@ async fn replicas_on_postgres_never_share_an_amount_and_admit_a_tagged_payment_o
     let (va, vb) = tokio::join!(present(&a, s, Some(&hash)), present(&b, s, Some(&hash)));
     let admits = [&va, &vb].iter().filter(|v| verdict(v) == "admit").count();
     assert_eq!(admits, 1, "{va}\n{vb}");
+    // Neither replica reports the admitted payment (or the watchers' race) as stray.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for sc in [&a, &b] {
+        assert!(!strays(sc)
+            .await
+            .iter()
+            .any(|e| e["hash"] == json!(hash.to_hex())));
+    }
     a.stop().await;
     b.stop().await;
     db.cleanup().await;

@@ -623,6 +623,20 @@ impl Engine {
                     .with_payer(&facts.account),
             ),
             Ok(TaggedConsume::SessionUsed) => {
+                // Another replica (or request) may have consumed it with this very block.
+                let same = matches!(
+                    self.store.session(&p.session_id).await,
+                    Ok(Some(ref s)) if s.consumed_hash.as_deref() == Some(hash.to_hex().as_str())
+                );
+                if same {
+                    return self.reject(
+                        reject(
+                            ErrorReason::DuplicateSettlement,
+                            "this payment was just admitted for this session",
+                        )
+                        .with_payer(&facts.account),
+                    );
+                }
                 let s = Self::stray(
                     &hash,
                     &p.pay_to,
@@ -727,7 +741,18 @@ impl Engine {
                     tracing::debug!(session = %s.id, %hash, "session paid");
                     return None;
                 }
-                Ok(false) => "session_used",
+                Ok(false) => {
+                    // Another replica's watcher may have matched this very block.
+                    let same = matches!(
+                        self.store.session(&s.id).await,
+                        Ok(Some(ref now)) if now.paid_hash.as_deref() == Some(hash.as_str())
+                            || now.consumed_hash.as_deref() == Some(hash.as_str())
+                    );
+                    if same {
+                        return None;
+                    }
+                    "session_used"
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "watcher: store error");
                     return None;
