@@ -117,6 +117,11 @@ pub fn canonical_path(raw: &str) -> String {
                 }
                 continue;
             }
+            // A '%' that starts no escape is spelled "%25": left bare it could combine with a
+            // following decoded character into a new escape ("%%32e" → "%2e"), so a second
+            // pass would read a different path. Canonical output must be a fixed point.
+            decoded.extend_from_slice(b"%25");
+            continue;
         }
         decoded.push(if b == b'\\' { b'/' } else { b });
     }
@@ -271,7 +276,8 @@ mod tests {
             ("/paid/x/..", "/paid/"),
             ("/paid/free/.", "/paid/free/"),
             ("/../../paid", "/paid"),
-            ("/a%20b%zz%4", "/a%20b%zz%4"),
+            ("/a%20b%zz%4", "/a%20b%25zz%254"),
+            ("/%%32e%%32e/paid", "/%252e%252e/paid"),
             ("/a%e2%82%ac", "/a%E2%82%AC"),
             ("", "/"),
             ("*", "/*"),
