@@ -333,3 +333,22 @@ async fn nanogate_pay_pays_a_tagged_session_by_broadcasting_its_own_send() {
     assert!(stderr.contains("tagged session"), "{stderr}");
     assert_eq!(s.upstream_hits("/tagged/cli"), 1);
 }
+
+#[tokio::test]
+async fn the_402_with_its_tagged_offer_needs_no_sidecar() {
+    let mut s = Stack::start(config()).await;
+    // Once the pool holds sessions, the sidecar is not needed to offer them.
+    tagged_offer(&s, "/tagged/warm").await;
+    s.gate_mut(0).sidecar.kill();
+    for path in ["/tagged/a", "/tagged/b", "/tagged/c"] {
+        let r = s.get(path, &[]).await;
+        assert_eq!(r.status, 402, "{}", r.text());
+        let pr = r.payment_required();
+        assert!(
+            pr.accepts
+                .iter()
+                .any(|a| a.extra.get("mechanism").and_then(Value::as_str) == Some("tagged")),
+            "{path}: no tagged offer with the sidecar down"
+        );
+    }
+}
