@@ -7,6 +7,8 @@ pub struct Facts {
     pub nproc: usize,
     pub cpu: String,
     pub memory: String,
+    /// 1/5/15-minute load averages when the run started (other work on the machine shows).
+    pub loadavg: String,
     pub kernel: String,
     pub rustc: String,
     pub envoy: String,
@@ -71,6 +73,9 @@ pub fn collect(envoy: &Path, wasm: &Path, root: &Path) -> Facts {
         nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cpu,
         memory,
+        loadavg: std::fs::read_to_string("/proc/loadavg")
+            .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|_| "unknown".into()),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into()),

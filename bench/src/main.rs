@@ -30,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub quick: bool,
+    pub envoy_rounds: usize,
     pub wrk_secs: u64,
     pub warm_secs: u64,
     pub connections: u32,
@@ -61,7 +62,8 @@ impl Plan {
         if quick {
             Plan {
                 quick,
-                wrk_secs: 5,
+                envoy_rounds: 2,
+                wrk_secs: 4,
                 warm_secs: 1,
                 connections: 32,
                 paid_workers: 8,
@@ -77,6 +79,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
+                envoy_rounds: 2,
                 wrk_secs: 10,
                 warm_secs: 2,
                 connections: 32,
@@ -231,50 +234,45 @@ async fn measure(
         let sidecar0 = stack::start_sidecar(bin_dir, work, &devnet0).await?;
 
         if wants("envoy") {
-            let direct = wrk_case(
-                plan,
-                EnvoyCase::Direct,
-                "/",
-                200,
-                &upstream,
-                sidecar0.port,
-                wasm,
-                &pay_to_addr,
-            )
-            .await?;
-            let proxy = wrk_case(
-                plan,
-                EnvoyCase::Proxy,
-                "/",
-                200,
-                &upstream,
-                sidecar0.port,
-                wasm,
-                &pay_to_addr,
-            )
-            .await?;
-            let free = wrk_case(
-                plan,
-                EnvoyCase::Filter,
-                "/paid/free",
-                200,
-                &upstream,
-                sidecar0.port,
-                wasm,
-                &pay_to_addr,
-            )
-            .await?;
-            let unpaid = wrk_case(
-                plan,
-                EnvoyCase::Filter,
-                paid::PAID_PATH,
-                402,
-                &upstream,
-                sidecar0.port,
-                wasm,
-                &pay_to_addr,
-            )
-            .await?;
+            // Two rounds in opposite orders, best throughput of each case kept: other load on
+            // the shared machine then hurts one round, not the comparison.
+            let cases = [
+                (EnvoyCase::Direct, "/", 200),
+                (EnvoyCase::Proxy, "/", 200),
+                (EnvoyCase::Filter, "/paid/free", 200),
+                (EnvoyCase::Filter, paid::PAID_PATH, 402),
+            ];
+            let mut best: Vec<Option<(wrk::WrkResult, Option<f64>)>> = vec![None; cases.len()];
+            for round in 0..plan.envoy_rounds {
+                let order: Vec<usize> = if round % 2 == 0 {
+                    (0..cases.len()).collect()
+                } else {
+                    (0..cases.len()).rev().collect()
+                };
+                for i in order {
+                    let (case, path, want) = cases[i];
+                    let r = wrk_case(
+                        plan,
+                        case,
+                        path,
+                        want,
+                        &upstream,
+                        sidecar0.port,
+                        wasm,
+                        &pay_to_addr,
+                    )
+                    .await?;
+                    if best[i].as_ref().is_none_or(|b| r.0.rps > b.0.rps) {
+                        best[i] = Some(r);
+                    }
+                }
+            }
+            let mut best = best.into_iter().flatten();
+            let (Some(direct), Some(proxy), Some(free), Some(unpaid)) =
+                (best.next(), best.next(), best.next(), best.next())
+            else {
+                bail!("an Envoy case produced no result");
+            };
             let (direct_rps, proxy_rps) = (direct.0.rps, proxy.0.rps);
             report.envoy = vec![
                 EnvoyRow::new("A. Envoy alone, direct response", None, direct),
