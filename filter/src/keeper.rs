@@ -139,13 +139,18 @@ impl KeyKeeper {
             Err("the sidecar did not answer 200")
         };
         match result {
-            Ok((key, not_after)) => {
+            Ok(answer) => {
                 let shared_key = self.shared_key();
                 // Rotate on top of what is shared now (another VM may have written since).
                 for _ in 0..3 {
                     let (bytes, cas) = host.shared_get(&shared_key);
                     let old = bytes.as_deref().and_then(KeyRing::decode);
-                    let ring = KeyRing::rotate(old.as_ref(), key.clone(), not_after);
+                    let ring = KeyRing::rotate(
+                        old.as_ref(),
+                        answer.current.clone(),
+                        answer.not_after,
+                        answer.previous.clone(),
+                    );
                     if host.shared_set(&shared_key, &ring.encode(), cas) {
                         *self.cache.borrow_mut() = Some(ring);
                         break;
@@ -158,7 +163,7 @@ impl KeyKeeper {
                 // Key ids are not secret; they help to follow rotations.
                 host.log(
                     Level::Debug,
-                    &format!("nanogate: challenge key id {}", key.key_id),
+                    &format!("nanogate: challenge key id {}", answer.current.key_id),
                 );
             }
             Err(why) => {

@@ -63,12 +63,21 @@ impl KeyRing {
 
     /// The ring after a fetch: the fetched key becomes current, the old current becomes
     /// previous when the id changed.
-    pub fn rotate(old: Option<&KeyRing>, fetched: IdKey, not_after: u64) -> KeyRing {
+    /// `fetched_previous` (what the sidecar says it still honours) fills in when this ring
+    /// has no older key of its own, e.g. in a filter started just after a rotation.
+    pub fn rotate(
+        old: Option<&KeyRing>,
+        fetched: IdKey,
+        not_after: u64,
+        fetched_previous: Option<IdKey>,
+    ) -> KeyRing {
         let previous = match old {
             Some(o) if o.current.key_id != fetched.key_id => Some(o.current.clone()),
             Some(o) => o.previous.clone(),
             None => None,
-        };
+        }
+        .filter(|p| p.key_id.checked_add(1) == Some(fetched.key_id))
+        .or(fetched_previous);
         KeyRing {
             current: fetched,
             not_after,
@@ -130,7 +139,7 @@ fn read_id_key(b: &[u8]) -> Option<(IdKey, &[u8])> {
 
 /// Parses `GET /v1/challenge-key`'s body: `{"keyId": u64, "key": "<64 hex>", "notAfter": u64}`.
 /// The error never quotes the key.
-pub fn parse_key_response(body: &[u8]) -> Result<(IdKey, u64), &'static str> {
+pub fn parse_key_response(body: &[u8]) -> Result<KeyAnswer, &'static str> {
     let v: Value = serde_json::from_slice(body).map_err(|_| "body is not JSON")?;
     let key_id = v
         .get("keyId")
@@ -145,7 +154,37 @@ pub fn parse_key_response(body: &[u8]) -> Result<(IdKey, u64), &'static str> {
         .and_then(Value::as_str)
         .ok_or("key missing or not a string")?;
     let key = ChallengeKey::from_hex(key).map_err(|_| "key is not 64 hex digits")?;
-    Ok((IdKey { key_id, key }, not_after))
+    // Optional: the previous key, which the sidecar still honours. Only the id just before
+    // the current one is taken; anything else in that field is refused as malformed.
+    let previous = match v.get("previous") {
+        None | Some(Value::Null) => None,
+        Some(p) => {
+            let id = p
+                .get("keyId")
+                .and_then(Value::as_u64)
+                .filter(|id| id.checked_add(1) == Some(key_id))
+                .ok_or("previous.keyId missing or not the id before keyId")?;
+            let k = p
+                .get("key")
+                .and_then(Value::as_str)
+                .and_then(|k| ChallengeKey::from_hex(k).ok())
+                .ok_or("previous.key is not 64 hex digits")?;
+            Some(IdKey { key_id: id, key: k })
+        }
+    };
+    Ok(KeyAnswer {
+        current: IdKey { key_id, key },
+        not_after,
+        previous,
+    })
+}
+
+/// What `GET /v1/challenge-key` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAnswer {
+    pub current: IdKey,
+    pub not_after: u64,
+    pub previous: Option<IdKey>,
 }
 
 /// Lease value: its expiry in unix seconds.
@@ -173,13 +212,13 @@ mod tests {
 
     #[test]
     fn ring_round_trips_with_and_without_previous() {
-        let r1 = KeyRing::rotate(None, idk(5, 1), 100);
+        let r1 = KeyRing::rotate(None, idk(5, 1), 100, None);
         assert_eq!(KeyRing::decode(&r1.encode()), Some(r1.clone()));
-        let r2 = KeyRing::rotate(Some(&r1), idk(6, 2), 200);
+        let r2 = KeyRing::rotate(Some(&r1), idk(6, 2), 200, None);
         assert_eq!(r2.previous, Some(idk(5, 1)));
         assert_eq!(KeyRing::decode(&r2.encode()), Some(r2.clone()));
         // Same id again: previous is kept, not replaced by the same key.
-        let r3 = KeyRing::rotate(Some(&r2), idk(6, 2), 210);
+        let r3 = KeyRing::rotate(Some(&r2), idk(6, 2), 210, None);
         assert_eq!(r3.previous, Some(idk(5, 1)));
         assert_eq!(r3.for_id(5), Some(&idk(5, 1)));
         assert_eq!(r3.for_id(6), Some(&idk(6, 2)));
@@ -187,23 +226,39 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_started_after_a_rotation_takes_the_previous_key_from_the_sidecar() {
+        let fresh = KeyRing::rotate(None, idk(6, 2), 200, Some(idk(5, 1)));
+        assert_eq!(fresh.for_id(5), Some(&idk(5, 1)));
+        // Its own older key wins only when it is the one just before; a skipped period's key
+        // (no longer honoured) gives way to what the sidecar sent.
+        let old = KeyRing::rotate(None, idk(3, 9), 100, None);
+        let next = KeyRing::rotate(Some(&old), idk(6, 2), 200, Some(idk(5, 1)));
+        assert_eq!(next.previous, Some(idk(5, 1)));
+    }
+
+    #[test]
     fn stale_key_stops_issuing_after_the_grace() {
-        let r = KeyRing::rotate(None, idk(5, 1), 100);
+        let r = KeyRing::rotate(None, idk(5, 1), 100, None);
         assert!(!r.refresh_due(100 - REFRESH_LEAD_SECS - 1));
         assert!(r.refresh_due(100 - REFRESH_LEAD_SECS));
         assert!(r.refresh_due(100));
         assert!(r.issuing(100 + ISSUE_GRACE_SECS - 1).is_some());
         assert!(r.issuing(100 + ISSUE_GRACE_SECS).is_none());
-        let far = KeyRing::rotate(None, idk(5, 1), u64::MAX);
+        let far = KeyRing::rotate(None, idk(5, 1), u64::MAX, None);
         assert!(far.issuing(u64::MAX - 1).is_some());
     }
 
     #[test]
     fn key_response_parses_and_errors_do_not_quote_the_key() {
         let body = br#"{"keyId":7,"key":"0101010101010101010101010101010101010101010101010101010101010101","notAfter":99}"#;
-        let (k, na) = parse_key_response(body).unwrap();
-        assert_eq!((k.key_id, na), (7, 99));
-        assert_eq!(k.key, ChallengeKey([1; 32]));
+        let a = parse_key_response(body).unwrap();
+        assert_eq!((a.current.key_id, a.not_after, a.previous), (7, 99, None));
+        assert_eq!(a.current.key, ChallengeKey([1; 32]));
+        let with_prev = br#"{"keyId":7,"key":"0101010101010101010101010101010101010101010101010101010101010101","notAfter":99,"previous":{"keyId":6,"key":"0202020202020202020202020202020202020202020202020202020202020202"}}"#;
+        let a = parse_key_response(with_prev).unwrap();
+        assert_eq!(a.previous, Some(idk(6, 2)));
+        let wrong_prev = br#"{"keyId":7,"key":"0101010101010101010101010101010101010101010101010101010101010101","notAfter":99,"previous":{"keyId":5,"key":"0202020202020202020202020202020202020202020202020202020202020202"}}"#;
+        assert!(parse_key_response(wrong_prev).is_err());
         let bad = br#"{"keyId":7,"key":"secretsecret","notAfter":99}"#;
         let e = parse_key_response(bad).unwrap_err();
         assert!(!e.contains("secret"));

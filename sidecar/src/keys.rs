@@ -48,6 +48,16 @@ impl ChallengeKeys {
         }
     }
 
+    /// The previous key at `now` (still honoured), if there is one.
+    pub fn previous(&self, now: u64) -> Option<CurrentKey> {
+        let key_id = key_id_at(now, self.rotation_secs).checked_sub(1)?;
+        Some(CurrentKey {
+            key_id,
+            key: ChallengeKey::derive(&self.master, key_id),
+            not_after: key_id.saturating_add(1).saturating_mul(self.rotation_secs),
+        })
+    }
+
     /// The key for `key_id` if it is the current or the previous one at `now`.
     pub fn honoured(&self, key_id: u64, now: u64) -> Option<ChallengeKey> {
         let current = key_id_at(now, self.rotation_secs);
@@ -71,6 +81,10 @@ mod tests {
         assert!(k.honoured(8, 1_050).is_none());
         assert!(k.honoured(11, 1_050).is_none());
         assert_eq!(k.honoured(10, 1_050), Some(cur.key));
+        let prev = k.previous(1_050).unwrap();
+        assert_eq!(prev.key_id, 9);
+        assert_eq!(k.honoured(9, 1_050), Some(prev.key));
+        assert!(k.previous(50).is_none());
         assert!(format!("{k:?}").contains("redacted"));
     }
 }

@@ -474,14 +474,10 @@ async fn sidecar_shutdown_finishes_the_payment_in_flight() {
     assert_eq!(s.ledger().confirmed(&block.hash()), Some(true));
 }
 
-/// Known bug (reported): a filter that starts after a key rotation holds only the current key,
-/// so it refuses (`challenge_expired`, locally) a genuine, unexpired challenge issued under the
-/// previous key — by another replica, or by itself before a restart — although the sidecar
-/// honours the previous key (docs/filter-sidecar.md step 5). Seen for real in
-/// `e2e_replicas::challenge_from_one_replica_is_paid_at_the_other` when the replicas started
-/// across a rotation. Run with `cargo test -p nanogate-tests --test e2e_faults -- --ignored`.
+/// A filter that starts after a key rotation must still accept a genuine, unexpired challenge
+/// issued under the previous key (by another replica, or by itself before a restart): the
+/// sidecar hands out the previous key with the current one, as it still honours it.
 #[tokio::test]
-#[ignore = "known filter bug: a freshly started filter refuses challenges under the previous key"]
 async fn restarted_filter_honours_challenges_issued_under_the_previous_key() {
     let rotation = 8;
     let mut s = Stack::start(StackConfig {

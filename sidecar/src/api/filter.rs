@@ -32,12 +32,19 @@ async fn challenge_key(
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     check_filter_secret(&state, &headers)?;
-    let k = state.engine.keys().current(unix_now());
-    Ok(Json(json!({
+    let keys = state.engine.keys();
+    let k = keys.current(unix_now());
+    let mut body = json!({
         "keyId": k.key_id,
         "key": k.key.to_hex(),
         "notAfter": k.not_after,
-    })))
+    });
+    // The previous key is still honoured: a filter that starts (or restarts) just after a
+    // rotation needs it to accept challenges issued before it, by itself or another replica.
+    if let Some(p) = keys.previous(unix_now()) {
+        body["previous"] = json!({"keyId": p.key_id, "key": p.key.to_hex()});
+    }
+    Ok(Json(body))
 }
 
 #[derive(Deserialize)]
