@@ -46,7 +46,7 @@ fn esc(s: &str) -> String {
 
 const STYLE: &str = "body{font:16px sans-serif;background:#f4f6f8}main{max-width:28rem;\
 margin:2rem auto;background:#fff;padding:1.5rem;border-radius:12px;text-align:center}\
-code{word-break:break-all}canvas{margin:1rem auto;display:block}a.b{padding:.6rem 1.2rem;\
+code{word-break:break-all}canvas{margin:1rem auto;display:block}a.b{display:inline-block;padding:.6rem 1.2rem;\
 background:#209ce9;color:#fff;border-radius:8px;text-decoration:none}";
 
 /// The page's script: the QR encoder, then the wait-and-load loop. `D` is the session data.
@@ -195,5 +195,10 @@ mod tests {
             "no external assets"
         );
         assert!(html.len() < 9_000, "the page stays small: {}", html.len());
+        // `NANOGATE_DUMP_PAYWALL=/tmp/p.html cargo test -p nanogate-filter page_` writes the
+        // page out, to look at it in a browser.
+        if let Ok(path) = std::env::var("NANOGATE_DUMP_PAYWALL") {
+            let _ = std::fs::write(path, &html);
+        }
     }
 }
