@@ -16,10 +16,6 @@ fn stack() -> &'static Stack {
         store: StoreKind::Postgres,
         gates: 2,
         wallets: 8,
-        // Replicas that start on both sides of a key rotation hit a known filter bug (see
-        // e2e_faults::restarted_filter_honours_challenges_issued_under_the_previous_key); an
-        // hour-long key period keeps these tests about replicas, not about that.
-        key_rotation_secs: 3600,
         ..StackConfig::default()
     })
 }
