@@ -165,6 +165,7 @@ async fn run(args: Args) -> Result<()> {
         started,
     );
 
+    report.only = args.only.as_ref().map(|o| o.join(","));
     let result = measure(&plan, &args, &wants, &work, &bin_dir, &wasm, &mut report).await;
     if let Err(e) = &result {
         report.notes.push(format!("run aborted: {e:#}"));

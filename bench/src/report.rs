@@ -99,6 +99,8 @@ pub struct Report {
     pub spent: Vec<SpentResult>,
     pub micro: Vec<(String, Option<f64>)>,
     pub notes: Vec<String>,
+    /// `--only` parts, when the run measured only some.
+    pub only: Option<String>,
 }
 
 fn ms(d: Duration) -> String {
@@ -155,6 +157,7 @@ impl Report {
             spent: Vec::new(),
             micro: Vec::new(),
             notes: Vec::new(),
+            only: None,
         }
     }
 
@@ -172,11 +175,14 @@ impl Report {
         let f = &self.facts;
         let (date, time) = utc(self.started);
         let mut s = String::new();
-        let cmd = if p.quick {
-            "cargo xtask bench --quick"
-        } else {
-            "cargo xtask bench"
-        };
+        let cmd = format!(
+            "cargo xtask bench{}{}",
+            if p.quick { " --quick" } else { "" },
+            self.only
+                .as_ref()
+                .map(|o| format!(" --only {o}"))
+                .unwrap_or_default()
+        );
         let _ = writeln!(
             s,
             "# nanogate benchmarks, {date} {time} UTC{}\n",
