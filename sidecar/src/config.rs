@@ -169,7 +169,7 @@ impl Default for StoreConfig {
 impl Default for SettlementConfig {
     fn default() -> Self {
         SettlementConfig {
-            max_wait_secs: 30,
+            max_wait_secs: 8,
             fork_grace_secs: 60,
             max_redemptions: 2,
             outcome_grace_secs: 120,
@@ -245,7 +245,7 @@ pub struct Cli {
     /// Prune interval for expired nonces and fork-set entries, seconds [default: 60].
     #[arg(long, env = "NANOGATE_PRUNE_INTERVAL_SECS")]
     pub prune_interval_secs: Option<u64>,
-    /// Upper bound on the wait for confirmation, seconds [default: 30].
+    /// Upper bound on the wait for confirmation, seconds [default: 8; keep it under the filter's sidecar.timeoutMs].
     #[arg(long, env = "NANOGATE_MAX_WAIT_SECS")]
     pub max_wait_secs: Option<u64>,
     /// How long fork-set entries outlive their challenge, seconds [default: 60].
@@ -415,7 +415,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.network, "nano:devnet");
         assert_eq!(c.settlement.max_redemptions, 5);
-        assert_eq!(c.settlement.max_wait_secs, 30);
+        assert_eq!(c.settlement.max_wait_secs, 8);
         assert_eq!(c.listen.ip().to_string(), "127.0.0.1");
         assert!(Config::from_toml("nope = 1").is_err());
     }
