@@ -435,6 +435,15 @@ impl Engine {
                 "the payer's account is not open on the ledger",
             ))));
         };
+        // The ledger already holds this very block: another presentation of it settled (or is
+        // settling) meanwhile, or someone published it. Either way it buys nothing here: a
+        // block already public could be a copied one. Name that, not a stale frontier.
+        if state.frontier == c.hash || state.confirmed_frontier == Some(c.hash) {
+            return Err(self.reject(with_payer(reject(
+                ErrorReason::DuplicateSettlement,
+                "this block is already on the ledger (settled by another presentation, or published)",
+            ))));
+        }
         let confirmed_head = state.confirmed_frontier.unwrap_or(state.frontier);
         if c.block.previous != state.frontier || confirmed_head != state.frontier {
             return Err(self.reject(with_payer(reject(
