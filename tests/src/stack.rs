@@ -20,9 +20,7 @@ use crate::ports::free_port;
 use crate::sidecar::{SidecarProcess, SidecarSettings};
 use crate::upstream::Upstream;
 use nanogate_devnet::{Confirm, Devnet, DevnetConfig, LedgerHandle};
-use nanogate_protocol::nano::{
-    work, BlockHash, PrivateKey, PublicKey, Signature, StateBlock, WorkThresholds,
-};
+use nanogate_protocol::nano::{BlockHash, PrivateKey, PublicKey, StateBlock};
 use nanogate_protocol::x402::{decode_header, encode_header, PaymentRequired, SettlementResponse};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -382,29 +380,9 @@ fn drop_schema_blocking(url: String, schema: String) {
     let _ = t.join();
 }
 
-/// A signed state block with work at the dev network's *send* threshold (what the sidecar
-/// demands of a payment, and what a dev node's `work_generate` gives; the devnet's own
-/// `blocks` helpers only reach the lower epoch-1 threshold its fresh ledger accepts).
-pub fn signed_block(
-    key: &PrivateKey,
-    previous: BlockHash,
-    representative: PublicKey,
-    balance: u128,
-    link: [u8; 32],
-) -> StateBlock {
-    let mut b = StateBlock {
-        account: key.public_key(),
-        previous,
-        representative,
-        balance,
-        link,
-        signature: Signature([0; 64]),
-        work: 0,
-    };
-    b.work = work::generate(&b.root(), WorkThresholds::DEV.send());
-    b.sign(key);
-    b
-}
+/// A signed state block with work at the dev network's send threshold (what the sidecar
+/// demands of a payment): the devnet's own builder.
+pub use nanogate_devnet::blocks::state_block as signed_block;
 
 static STACKS: AtomicU32 = AtomicU32::new(0);
 
