@@ -1,7 +1,8 @@
 //! Verify throughput and settle latency of the sidecar against an in-process devnet.
 //!
-//! `cargo bench -p nanogate-sidecar --bench verify_settle` runs the full measurement (also what
-//! `cargo xtask bench` runs); under `cargo test --benches` it runs a small smoke pass. It
+//! `cargo bench -p nanogate-sidecar --bench verify_settle` runs the full measurement (`cargo
+//! xtask bench` measures verify throughput in its own driver, `bench/`, alongside the Envoy
+//! cases); under `cargo test --benches` it runs a small smoke pass. It
 //! prints its numbers and asserts nothing about time (shared CI machines are noisy).
 //!
 //! No criterion: a plain `harness = false` binary keeps the shared 2-core build lean, and what
