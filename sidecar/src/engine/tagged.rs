@@ -401,6 +401,23 @@ impl Engine {
         }
     }
 
+    /// Records a presented block as stray when the ledger shows it is a send to `pay_to` (a
+    /// block that pays someone else is none of our business).
+    async fn report_presented_stray(
+        &self,
+        hash: &BlockHash,
+        pay_to: &PublicKey,
+        reason: &str,
+        session: &str,
+    ) {
+        if let Ok(Some(f)) = self.ledger.send_facts(hash).await {
+            if f.destination == Some(*pay_to) {
+                let s = Self::stray(hash, pay_to, f.amount, &f.account, reason, Some(session));
+                self.record_stray(s).await;
+            }
+        }
+    }
+
     fn stray(
         hash: &BlockHash,
         pay_to: &PublicKey,
@@ -434,19 +451,8 @@ impl Engine {
             Ok(None) => {
                 // A payment for a session we no longer know still gets reported.
                 if let Some(hash) = p.proof {
-                    if let Ok(Some(f)) = self.ledger.send_facts(&hash).await {
-                        if f.destination == Some(p.pay_to) {
-                            let s = Self::stray(
-                                &hash,
-                                &p.pay_to,
-                                f.amount,
-                                &f.account,
-                                "unknown_session",
-                                Some(&p.session_id),
-                            );
-                            self.record_stray(s).await;
-                        }
-                    }
+                    self.report_presented_stray(&hash, &p.pay_to, "unknown_session", &p.session_id)
+                        .await;
                 }
                 return self.reject(reject(
                     ErrorReason::UnknownSession,
@@ -493,19 +499,8 @@ impl Engine {
         let expired = vb <= as_i64(now);
         let in_grace = as_i64(now) < vb.saturating_add(as_i64(self.cfg.fork_grace_secs));
         if expired && !(paid_in_time && in_grace) {
-            if let Ok(Some(f)) = self.ledger.send_facts(&hash).await {
-                if f.destination == Some(p.pay_to) {
-                    let s = Self::stray(
-                        &hash,
-                        &p.pay_to,
-                        f.amount,
-                        &f.account,
-                        "late",
-                        Some(&p.session_id),
-                    );
-                    self.record_stray(s).await;
-                }
-            }
+            self.report_presented_stray(&hash, &p.pay_to, "late", &p.session_id)
+                .await;
             return self.reject(reject(
                 ErrorReason::ChallengeExpired,
                 "the session has expired",
