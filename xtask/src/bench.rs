@@ -13,12 +13,7 @@ fn wrk() -> Result<(), String> {
     if Command::new("wrk").arg("-v").output().is_ok() {
         return Ok(());
     }
-    let install = || run(Command::new("apt-get").args(["install", "-y", "-q", "wrk"]));
-    if install().is_err() {
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        install()?;
-    }
-    Ok(())
+    setup::apt_install("wrk")
 }
 
 pub fn run_bench(args: &[String]) -> Result<(), String> {

@@ -118,11 +118,58 @@ pub fn filter_wasm() -> Result<PathBuf, String> {
         "wasm",
     ]))?;
     let path = root().join("target/wasm32-wasip1/wasm/nanogate_filter.wasm");
-    if path.exists() {
-        Ok(path)
-    } else {
-        Err(format!("the filter build did not produce {path:?}"))
+    if !path.exists() {
+        return Err(format!("the filter build did not produce {path:?}"));
     }
+    // binaryen's `wasm-opt -Oz` takes ~17% off (400 KB → 330 KB), leaving the module room
+    // under its 400 KB budget. It is an optimisation, not a requirement: without it (apt not
+    // reachable) the cargo output, itself under the budget, is used as it is.
+    if let Err(e) = shrink(&path) {
+        eprintln!("xtask: warning: {e}; using the module as cargo built it");
+    }
+    Ok(path)
+}
+
+/// Rewrites the module in place (temp file + rename) with `wasm-opt -Oz`, installing Debian's
+/// binaryen when `wasm-opt` is missing.
+fn shrink(module: &Path) -> Result<(), String> {
+    if Command::new("wasm-opt").arg("--version").output().is_err() {
+        apt_install("binaryen")?;
+    }
+    let tmp = module.with_extension("opt.wasm");
+    run(Command::new("wasm-opt")
+        .arg("-Oz")
+        // The features rustc enables by default for wasm32-wasip1.
+        .args([
+            "--enable-bulk-memory",
+            "--enable-sign-ext",
+            "--enable-mutable-globals",
+            "--enable-nontrapping-float-to-int",
+            "--enable-multivalue",
+            "--enable-reference-types",
+        ])
+        .arg(module)
+        .arg("-o")
+        .arg(&tmp))?;
+    std::fs::rename(&tmp, module).map_err(|e| format!("replacing {module:?}: {e}"))
+}
+
+/// Installs a Debian package, running `apt-get update` first when the plain install fails.
+pub fn apt_install(package: &str) -> Result<(), String> {
+    let install = || {
+        run(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            package,
+        ]))
+    };
+    if install().is_err() {
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        install()?;
+    }
+    Ok(())
 }
 
 /// Debian's Chromium for the paywall's headless-browser test (`tests/tests/paywall_browser.rs`),
@@ -131,20 +178,7 @@ pub fn chromium() -> Result<(), String> {
     if Path::new("/usr/bin/chromium").exists() {
         return Ok(());
     }
-    let install = || {
-        run(Command::new("apt-get").args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "chromium",
-        ]))
-    };
-    if install().is_err() {
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        install()?;
-    }
-    Ok(())
+    apt_install("chromium")
 }
 
 pub fn all() -> Result<Tools, String> {
