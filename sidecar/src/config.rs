@@ -91,8 +91,14 @@ pub struct StoreConfig {
     /// PostgreSQL only: keep the tables in this schema (created if missing).
     pub postgres_schema: Option<String>,
     pub max_connections: u32,
-    /// How often expired sessions and fork-set entries are pruned (seconds).
+    /// How often expired sessions, fork-set entries and finished payments are pruned, and
+    /// time-driven payment states applied (seconds).
     pub prune_interval_secs: u64,
+    /// How long `served` payments are kept after their last change (replay protection does
+    /// not depend on them once the redemption horizon has passed; docs/payments.md).
+    pub served_retention_secs: u64,
+    /// How long `owed` payments are kept after their last change: until the operator refunds.
+    pub owed_retention_secs: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -104,9 +110,9 @@ pub struct SettlementConfig {
     pub fork_grace_secs: u64,
     /// How many times a payment may be redeemed again after failed upstream calls.
     pub max_redemptions: u32,
-    /// Seconds after an admission without an outcome report when the upstream call counts as
-    /// failed (a crashed filter must not strand the payment).
-    pub outcome_grace_secs: u64,
+    /// Seconds after its settlement during which a payment that was not served stays
+    /// redeemable (whatever its challenge's validBefore says); afterwards it is owed.
+    pub redeem_window_secs: u64,
 }
 
 #[derive(Clone, Deserialize)]
@@ -162,6 +168,8 @@ impl Default for StoreConfig {
             postgres_schema: None,
             max_connections: 8,
             prune_interval_secs: 60,
+            served_retention_secs: 7 * 86_400,
+            owed_retention_secs: 90 * 86_400,
         }
     }
 }
@@ -172,7 +180,7 @@ impl Default for SettlementConfig {
             max_wait_secs: 8,
             fork_grace_secs: 60,
             max_redemptions: 2,
-            outcome_grace_secs: 120,
+            redeem_window_secs: 600,
         }
     }
 }
@@ -242,9 +250,15 @@ pub struct Cli {
     /// Store connection pool size [default: 8].
     #[arg(long, env = "NANOGATE_DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
-    /// Prune interval for expired nonces and fork-set entries, seconds [default: 60].
+    /// Prune interval for expired nonces, fork-set entries and finished payments, seconds [default: 60].
     #[arg(long, env = "NANOGATE_PRUNE_INTERVAL_SECS")]
     pub prune_interval_secs: Option<u64>,
+    /// Seconds served payments are kept [default: 604800 (7 days); > the redemption horizon].
+    #[arg(long, env = "NANOGATE_SERVED_RETENTION_SECS")]
+    pub served_retention_secs: Option<u64>,
+    /// Seconds owed payments are kept for refunds [default: 7776000 (90 days)].
+    #[arg(long, env = "NANOGATE_OWED_RETENTION_SECS")]
+    pub owed_retention_secs: Option<u64>,
     /// Upper bound on the wait for confirmation, seconds [default: 8; keep it under the filter's sidecar.timeoutMs].
     #[arg(long, env = "NANOGATE_MAX_WAIT_SECS")]
     pub max_wait_secs: Option<u64>,
@@ -254,9 +268,9 @@ pub struct Cli {
     /// Re-redemptions allowed after failed upstream calls [default: 2].
     #[arg(long, env = "NANOGATE_MAX_REDEMPTIONS")]
     pub max_redemptions: Option<u32>,
-    /// Seconds without an outcome report before the upstream call counts as failed [default: 120].
-    #[arg(long, env = "NANOGATE_OUTCOME_GRACE_SECS")]
-    pub outcome_grace_secs: Option<u64>,
+    /// Seconds after settlement a payment not served stays redeemable [default: 600].
+    #[arg(long, env = "NANOGATE_REDEEM_WINDOW_SECS")]
+    pub redeem_window_secs: Option<u64>,
     /// Bearer token for the facilitator API and /v1/challenge (off without one).
     #[arg(long, env = "NANOGATE_FACILITATOR_TOKEN", hide_env_values = true)]
     pub facilitator_token: Option<String>,
@@ -330,7 +344,12 @@ impl Config {
         set(&mut c.settlement.max_wait_secs, cli.max_wait_secs);
         set(&mut c.settlement.fork_grace_secs, cli.fork_grace_secs);
         set(&mut c.settlement.max_redemptions, cli.max_redemptions);
-        set(&mut c.settlement.outcome_grace_secs, cli.outcome_grace_secs);
+        set(&mut c.settlement.redeem_window_secs, cli.redeem_window_secs);
+        set(
+            &mut c.store.served_retention_secs,
+            cli.served_retention_secs,
+        );
+        set(&mut c.store.owed_retention_secs, cli.owed_retention_secs);
         if cli.facilitator_token.is_some() {
             c.facilitator.token = cli.facilitator_token;
         }
@@ -384,7 +403,30 @@ impl Config {
         if self.pay_to_keys().is_err() {
             return bad("facilitator.pay_to holds an invalid nano_ address");
         }
+        if self.settlement.redeem_window_secs == 0 || self.settlement.redeem_window_secs > 86_400 {
+            return bad("settlement.redeem_window_secs must be 1 to 86400");
+        }
+        // A served row may only be forgotten once no presentation of it can be judged as
+        // "confirmed but never recorded" any more (docs/payments.md, Retention).
+        let horizon = self.redemption_horizon_secs();
+        if self.store.served_retention_secs <= horizon {
+            return Err(ConfigError::Invalid(format!(
+                "store.served_retention_secs must exceed the redemption horizon \
+                 (3600 + fork_grace_secs + redeem_window_secs = {horizon} s)"
+            )));
+        }
+        if self.store.owed_retention_secs < self.store.served_retention_secs {
+            return bad("store.owed_retention_secs must be ≥ store.served_retention_secs");
+        }
         Ok(())
+    }
+
+    /// How long after a challenge's key period a payment made under it can still be redeemed
+    /// or recorded: the longest challenge validity, the fork grace and the redemption window.
+    pub fn redemption_horizon_secs(&self) -> u64 {
+        3_600u64
+            .saturating_add(self.settlement.fork_grace_secs)
+            .saturating_add(self.settlement.redeem_window_secs)
     }
 
     pub fn node_network(&self) -> Option<Network> {
@@ -430,5 +472,25 @@ mod tests {
         assert!(!e.contains("short"));
         c.filter_secret = Some("0123456789abcdef".into());
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn retention_shorter_than_the_redemption_horizon_is_refused() {
+        let mut c = Config {
+            filter_secret: Some("0123456789abcdef".into()),
+            challenge_secret: Some("0123456789abcdef".into()),
+            ..Config::default()
+        };
+        assert_eq!(c.settlement.redeem_window_secs, 600);
+        c.store.served_retention_secs = 3_600;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("redemption horizon"));
+        c.store.served_retention_secs = 86_400;
+        c.validate().unwrap();
+        c.settlement.redeem_window_secs = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The rotating challenge key (docs/filter-sidecar.md): `key(k)` derived from the master
 //! secret for key id `k = unix_time / rotation_secs`. Only the current and the previous key id
-//! are honoured. Neither the master secret nor a derived key is ever logged.
+//! are honoured for payments. Older ("retired") keys authenticate expired challenges only, so a
+//! payment settled under one can still be redeemed (docs/payments.md); they never admit a fresh
+//! payment. Neither the master secret nor a derived key is ever logged.
 
 use nanogate_protocol::challenge::{key_id_at, ChallengeKey};
 
@@ -66,6 +68,47 @@ impl ChallengeKeys {
     }
 }
 
+impl ChallengeKeys {
+    /// The retired keys at `now`: older than the previous one, but whose period ended less
+    /// than `horizon_secs` ago, so a challenge issued under one may still have a redeemable
+    /// payment. Newest first.
+    pub fn retired(&self, now: u64, horizon_secs: u64) -> Vec<CurrentKey> {
+        let current = key_id_at(now, self.rotation_secs);
+        let mut out = Vec::new();
+        let mut k = current.saturating_sub(2);
+        while current >= 2 && self.retired_in_horizon(k, now, horizon_secs) {
+            out.push(CurrentKey {
+                key_id: k,
+                key: ChallengeKey::derive(&self.master, k),
+                not_after: k.saturating_add(1).saturating_mul(self.rotation_secs),
+            });
+            if k == 0 {
+                break;
+            }
+            k -= 1;
+        }
+        out
+    }
+
+    /// The key for `key_id` if it is current, previous or retired within `horizon_secs` at
+    /// `now`: for authenticating an expired challenge only.
+    pub fn honoured_for_redemption(
+        &self,
+        key_id: u64,
+        now: u64,
+        horizon_secs: u64,
+    ) -> Option<ChallengeKey> {
+        let current = key_id_at(now, self.rotation_secs);
+        (key_id <= current && self.retired_in_horizon(key_id, now, horizon_secs))
+            .then(|| ChallengeKey::derive(&self.master, key_id))
+    }
+
+    fn retired_in_horizon(&self, key_id: u64, now: u64, horizon_secs: u64) -> bool {
+        let end = key_id.saturating_add(1).saturating_mul(self.rotation_secs);
+        end.saturating_add(horizon_secs) > now
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +129,22 @@ mod tests {
         assert_eq!(k.honoured(9, 1_050), Some(prev.key));
         assert!(k.previous(50).is_none());
         assert!(format!("{k:?}").contains("redacted"));
+    }
+
+    #[test]
+    fn retired_keys_reach_back_exactly_the_horizon_and_never_forward() {
+        let k = ChallengeKeys::new(b"0123456789abcdef".to_vec(), 100);
+        // At 1_050 (key 10), a 250 s horizon covers keys whose period ended after 800: 8, 9, 10
+        // honoured for redemption, 7 (ended at 800) not; retired lists only those older than
+        // the previous key (9).
+        let retired: Vec<u64> = k.retired(1_050, 250).iter().map(|r| r.key_id).collect();
+        assert_eq!(retired, vec![8]);
+        assert!(k.honoured_for_redemption(8, 1_050, 250).is_some());
+        assert!(k.honoured_for_redemption(10, 1_050, 250).is_some());
+        assert!(k.honoured_for_redemption(7, 1_050, 250).is_none());
+        assert!(k.honoured_for_redemption(11, 1_050, 250).is_none());
+        // Retired keys are never honoured for fresh payments.
+        assert!(k.honoured(8, 1_050).is_none());
+        assert!(k.retired(150, 10_000).is_empty());
     }
 }

@@ -6,8 +6,10 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +25,12 @@ pub struct NodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpLabel {
     pub op: String,
+}
+
+/// A payment state (`admitted`, `served`, `redeemable`, `owed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -54,6 +62,10 @@ pub struct Metrics {
     pub confirmation_polls: Counter,
     /// Payments to tagged-session accounts that bought nothing, by reason.
     pub stray_payments: Family<ReasonLabel, Counter>,
+    /// Payments in the ledger, by state (refreshed from the store on scrape).
+    pub payments: Family<StateLabel, Gauge>,
+    /// Raw sum of the payments in each state (a float: exact up to 2^53 raw, then rounded).
+    pub payments_raw: Family<StateLabel, Gauge<f64, AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +98,8 @@ impl Metrics {
             confirmation_pushes: Counter::default(),
             confirmation_polls: Counter::default(),
             stray_payments: Family::default(),
+            payments: Family::default(),
+            payments_raw: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -158,7 +172,34 @@ impl Metrics {
             "Payments to tagged-session accounts that bought nothing (wrong amount, unknown, late, too early), by reason",
             m.stray_payments.clone(),
         );
+        registry.register(
+            "payments",
+            "Payments in the payment ledger, by state (admitted, served, redeemable, owed)",
+            m.payments.clone(),
+        );
+        registry.register(
+            "payments_raw",
+            "Sum of the payments in the payment ledger in raw, by state",
+            m.payments_raw.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Sets the per-state gauges (every state, zero when absent).
+    pub fn set_payment_totals(&self, totals: &[crate::store::StateTotal]) {
+        for state in crate::store::PaymentState::ALL {
+            let t = totals.iter().find(|t| t.state == state);
+            let label = StateLabel {
+                state: state.as_str().to_owned(),
+            };
+            let count = t.map_or(0, |t| i64::try_from(t.count).unwrap_or(i64::MAX));
+            self.payments.get_or_create(&label).set(count);
+            // Precision loss above 2^53 raw is acceptable for a gauge; the exact sums are in
+            // the admin API.
+            #[allow(clippy::cast_precision_loss)]
+            let raw = t.map_or(0.0, |t| t.raw as f64);
+            self.payments_raw.get_or_create(&label).set(raw);
+        }
     }
 
     pub fn reject(&self, reason: &str) {

@@ -11,7 +11,7 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::node::{Confirmations, NodeClient, NodeConfig};
 use crate::state::{AppState, Credentials};
-use crate::store::{self, RedeemPolicy, Store, StoreError};
+use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +40,11 @@ pub fn engine_config(cfg: &Config) -> Result<EngineConfig, ServerError> {
         fork_grace_secs: cfg.settlement.fork_grace_secs,
         redeem: RedeemPolicy {
             max_redemptions: i64::from(cfg.settlement.max_redemptions),
-            outcome_grace_secs: i64::try_from(cfg.settlement.outcome_grace_secs)
-                .unwrap_or(i64::MAX),
+            window_secs: i64::try_from(cfg.settlement.redeem_window_secs).unwrap_or(i64::MAX),
+        },
+        retention: Retention {
+            served_secs: i64::try_from(cfg.store.served_retention_secs).unwrap_or(i64::MAX),
+            owed_secs: i64::try_from(cfg.store.owed_retention_secs).unwrap_or(i64::MAX),
         },
         allow_unbound: cfg.facilitator.allow_unbound,
         pay_to_allow: cfg.pay_to_keys()?,
@@ -120,10 +123,26 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
     if let Err(e) = state.engine.rewatch_open_sessions().await {
         tracing::warn!(error = %e, "could not list the accounts of open sessions");
     }
+    match state.engine.store().fold_legacy_strays(&cfg.network).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            n,
+            "stray payments of an older version folded into owed payments"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not fold legacy stray payments"),
+    }
+    // Blocks a previous run broadcast and was still waiting for.
+    match state.engine.resume_pending().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "resumed tracking pending settlements"),
+        Err(e) => tracing::warn!(error = %e, "could not list pending settlements"),
+    }
     Ok(state)
 }
 
-/// Prunes expired nonces and fork-set entries every `every`, until the state is dropped.
+/// Every `every`, until the state is dropped: applies the time-driven payment states (lease
+/// over → redeemable, window over → owed), prunes expired nonces, fork-set entries, sessions and
+/// finished payments past their retention.
 pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandle<()> {
     let engine = Arc::downgrade(&state.engine);
     tokio::spawn(async move {
@@ -135,6 +154,14 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
                 return;
             };
             let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+            let cfg = engine.config();
+            match engine.store().sweep(now, cfg.redeem.window_secs).await {
+                Ok(n) => tracing::debug!(changed = n, "payment states swept"),
+                Err(e) => tracing::warn!(error = %e, "sweeping payment states failed"),
+            }
+            if let Err(e) = engine.store().prune_payments(now, cfg.retention).await {
+                tracing::warn!(error = %e, "pruning payments failed");
+            }
             match engine.store().prune(now).await {
                 Ok(n) => tracing::debug!(pruned = n, "pruned expired nonces and fork entries"),
                 Err(e) => tracing::warn!(error = %e, "prune failed"),

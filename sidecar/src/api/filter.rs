@@ -3,7 +3,7 @@
 //! transport failures can never read as a verdict.
 
 use super::{check_filter_secret, MAX_BODY_BYTES};
-use crate::engine::{unix_now, BindingPolicy, PaymentInput, Rejection, Verdict};
+use crate::engine::{unix_now, BindingPolicy, PayContext, PaymentInput, Rejection, Verdict};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -44,14 +44,27 @@ async fn challenge_key(
     if let Some(p) = keys.previous(unix_now()) {
         body["previous"] = json!({"keyId": p.key_id, "key": p.key.to_hex()});
     }
+    // Older keys whose challenges may still have a redeemable payment: the filter uses them
+    // only to authenticate expired challenges it forwards for redemption, never to accept a
+    // fresh payment (docs/payments.md).
+    let retired: Vec<Value> = keys
+        .retired(unix_now(), state.engine.redemption_horizon_secs())
+        .iter()
+        .map(|r| json!({"keyId": r.key_id, "key": r.key.to_hex()}))
+        .collect();
+    body["retired"] = Value::Array(retired);
     Ok(Json(body))
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct PayBody {
     resource: String,
     requirements: PaymentRequirements,
     payment: Value,
+    /// The route's upstream timeout: the admission's lease (absent: Envoy's default, 15 s).
+    #[serde(default)]
+    upstream_timeout_ms: Option<u64>,
 }
 
 /// The verdict as the filter reads it.
@@ -90,6 +103,8 @@ fn verdict_response(v: &Verdict) -> Response {
 }
 
 async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    // The settlement wait is measured from here.
+    let arrived = std::time::Instant::now();
     if let Err(e) = check_filter_secret(&state, &headers) {
         return e.into_response();
     }
@@ -109,18 +124,33 @@ async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
             )));
         }
     };
+    let ctx = PayContext {
+        arrived,
+        ..PayContext::with_upstream_timeout_ms(parsed.upstream_timeout_ms)
+    };
     let input = PaymentInput {
         resource: parsed.resource,
         requirements: parsed.requirements,
         payment: parsed.payment,
         binding: BindingPolicy::Required,
     };
-    // Settle in its own task: a dropped connection must not cancel a settlement half-way.
+    // Settle in its own task: a dropped connection must not cancel a settlement half-way. When
+    // the filter stopped waiting (it timed out and Envoy dropped the call, so this handler is
+    // gone), an admission cannot reach it: the payment becomes redeemable instead of holding
+    // a lease for a request that never runs.
     let engine = state.engine.clone();
-    let verdict = match tokio::spawn(async move { engine.pay(&input).await }).await {
+    let (tx, rx) = tokio::sync::oneshot::channel::<Verdict>();
+    let task = tokio::spawn(async move {
+        let verdict = engine.pay_with(&input, ctx).await;
+        if let Err(Verdict::Admit(a)) = tx.send(verdict) {
+            engine.undelivered(&a.receipt).await;
+        }
+    });
+    let verdict = match rx.await {
         Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "settlement task failed");
+        Err(_) => {
+            let e = task.await.err();
+            tracing::error!(error = ?e, "settlement task failed");
             Verdict::Unavailable(Rejection::new(
                 ErrorReason::UnexpectedSettleError,
                 "internal error while settling",

@@ -11,7 +11,7 @@ pub mod verify;
 use crate::keys::ChallengeKeys;
 use crate::ledger::{Ledger, LedgerError};
 use crate::metrics::Metrics;
-use crate::store::{RedeemPolicy, Store, StoreError};
+use crate::store::{RedeemPolicy, Retention, Store, StoreError};
 use nanogate_protocol::nano::{BlockHash, Network, PublicKey};
 use nanogate_protocol::x402::{ErrorReason, PaymentRequirements, SettlementResponse};
 use serde_json::Value;
@@ -31,11 +31,63 @@ pub struct EngineConfig {
     pub max_wait: Duration,
     /// How long fork-set entries and session nonces outlive their challenge's `validBefore`.
     pub fork_grace_secs: u64,
+    /// Redemption bound and window (measured from settlement).
     pub redeem: RedeemPolicy,
+    /// How long served and owed payments are kept.
+    pub retention: Retention,
     /// Facilitator API: accept requirements without a nanogate MAC?
     pub allow_unbound: bool,
     /// Facilitator API: payees allowed for unbound requirements (and for `/v1/challenge`).
     pub pay_to_allow: Vec<PublicKey>,
+}
+
+/// When no upstream timeout comes with a payment: Envoy's default route timeout.
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_millis(15_000);
+/// The longest upstream timeout a lease honours (routes may be valid for up to an hour).
+pub const MAX_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3_600);
+/// Added to the upstream timeout: the filter's outcome report needs a moment to arrive.
+pub const LEASE_MARGIN_SECS: u64 = 5;
+/// The longest challenge validity (`maxTimeoutSeconds`) the filter issues.
+pub const MAX_CHALLENGE_SECS: u64 = 3_600;
+
+/// Where a payment request came from and what it may buy (one payment, one response).
+#[derive(Debug, Clone, Copy)]
+pub struct PayContext {
+    /// When the request arrived: the settlement wait (`max_wait`) is measured from here.
+    pub arrived: std::time::Instant,
+    /// The route's upstream timeout: the admission's lease is this plus a margin.
+    pub upstream_timeout: Duration,
+}
+
+impl PayContext {
+    pub fn now() -> Self {
+        PayContext {
+            arrived: std::time::Instant::now(),
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+        }
+    }
+
+    /// A context for a request that arrived now with the filter's `upstreamTimeoutMs`
+    /// (absent: Envoy's default; bounded by [`MAX_UPSTREAM_TIMEOUT`]).
+    pub fn with_upstream_timeout_ms(ms: Option<u64>) -> Self {
+        let upstream_timeout = ms
+            .filter(|m| *m > 0)
+            .map_or(DEFAULT_UPSTREAM_TIMEOUT, Duration::from_millis)
+            .min(MAX_UPSTREAM_TIMEOUT);
+        PayContext {
+            arrived: std::time::Instant::now(),
+            upstream_timeout,
+        }
+    }
+
+    /// The end of an admission's lease granted at `now` (unix seconds).
+    pub fn lease_until(&self, now: u64) -> i64 {
+        as_i64(
+            now.saturating_add(self.upstream_timeout.as_secs())
+                .saturating_add(u64::from(self.upstream_timeout.subsec_nanos() > 0))
+                .saturating_add(LEASE_MARGIN_SECS),
+        )
+    }
 }
 
 /// How a payment's requirements must be bound.
@@ -240,12 +292,38 @@ impl Engine {
         format!("{}-{n}", self.instance)
     }
 
-    /// Records the filter's report of the upstream's status for a receipt.
+    /// Records the filter's report of the upstream's status for a receipt: `admitted →
+    /// served` (1..=499, and 0: the client reset before the response headers, so the upstream
+    /// may have run the request) or `admitted → redeemable` (≥ 500: the upstream failed, or
+    /// Envoy's own 503/504 for an upstream reset or timeout).
     pub async fn record_outcome(&self, receipt: &str, status: u16) -> Result<bool, StoreError> {
         let t = std::time::Instant::now();
-        let r = self.store.record_outcome(receipt, i64::from(status)).await;
+        let r = self
+            .store
+            .record_outcome(receipt, i64::from(status), as_i64(unix_now()))
+            .await;
         self.metrics.store_op("record_outcome", t.elapsed());
         r
+    }
+
+    /// The filter never received this admission (it stopped waiting): `admitted →
+    /// redeemable`, so the payer's retry is served.
+    pub async fn undelivered(&self, receipt: &str) {
+        match self.store.release(receipt, as_i64(unix_now())).await {
+            Ok(true) => tracing::info!(%receipt, "admission undelivered; payment is redeemable"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, %receipt, "could not release an undelivered admission; its lease ends by itself")
+            }
+        }
+    }
+
+    /// How far back an expired challenge can still have a redeemable payment: the longest
+    /// challenge validity, the fork grace (a claim may finish after expiry) and the window.
+    pub fn redemption_horizon_secs(&self) -> u64 {
+        MAX_CHALLENGE_SECS
+            .saturating_add(self.cfg.fork_grace_secs)
+            .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0))
     }
 
     /// Counts and wraps a rejection.

@@ -1,45 +1,62 @@
 //! Upfront settlement: claim the payer's frontier in the fork set (atomic), `process`, await
 //! confirmation (WebSocket push with polling fallback, plus a `block_confirm` nudge) until
-//! `min(validBefore, now + max_wait)`, record the consumption durably (atomic insert-if-absent
-//! on `network:HASH`), and only then admit.
+//! `min(validBefore, arrival + max_wait)`, record the payment durably in the payment ledger
+//! (atomic insert-if-absent on `network:HASH`, state `admitted` with a lease of the route's
+//! upstream timeout + 5 s), and only then admit.
 //!
-//! Failure handling keeps invariant 1 (nothing unpaid passes) and invariant 5 (no payment is
-//! lost):
+//! Failure handling keeps invariant 1 (nothing unpaid passes), 5 (no payment is lost) and 10
+//! (one payment, one response); the states are described in docs/payments.md:
 //! - `process` says `Old` for a block we hold the claim on: our own earlier broadcast (or the
 //!   client's), settled like a fresh one; without the claim we never get here.
 //! - `process` says `Fork`, or the block disappears while we wait: `fork_lost`; nothing admitted.
 //! - Not confirmed in time: `block_not_confirmed`. The fork-set entry stays until the challenge
-//!   expires (plus a grace), so no other block on that frontier can be paid meanwhile, but our
-//!   lease ends: if the block confirms later, re-presenting the same payment under the same
-//!   challenge takes the claim over, skips the ledger checks that already passed, sees the
-//!   confirmation and admits, once.
+//!   expires (plus a grace), so no other block on that frontier can be paid meanwhile, and the
+//!   block is tracked in the background (a `pending_settlements` row, resumed after a restart)
+//!   until it confirms, when it is recorded `redeemable`, or the redemption window ends. A
+//!   re-presentation meanwhile takes the claim over and admits, once.
 //! - Ledger or store unavailable mid-way: the `unavailable` verdict and the same lease release,
 //!   so a re-presentation can finish the job.
+//! - A payment presented again is redeemed only from `redeemable` (upstream 5xx, lease over
+//!   without an outcome, or the admission never reached the filter), within
+//!   `redeem_window_secs` of its settlement, whatever the challenge's `validBefore` says.
 
 use super::verify::{Checked, Mode, Verified};
-use super::{as_i64, random_hex, Admission, Engine, PaymentInput, Rejection, Verdict};
-use crate::ledger::{Confirmation, ProcessOutcome};
-use crate::store::{Consumption, ForkEntry, SpentRecord};
+use super::{as_i64, random_hex, Admission, Engine, PayContext, PaymentInput, Rejection, Verdict};
+use crate::ledger::{Confirmation, Ledger, LedgerError, ProcessOutcome};
+use crate::metrics::Metrics;
+use crate::store::payments::{owed, SIGNED_BLOCK};
+use crate::store::{
+    Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement, Store,
+};
+use nanogate_protocol::nano::{parse_raw, StateBlock};
 use nanogate_protocol::x402::{ErrorReason, SettlementResponse};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl Engine {
-    /// Verifies and settles one payment (the filter's `/v1/pay`, the facilitator's `/settle`).
+    /// Verifies and settles one payment (the facilitator's `/settle`, tests): arrived now,
+    /// with the default upstream timeout.
     pub async fn pay(&self, input: &PaymentInput) -> Verdict {
+        self.pay_with(input, PayContext::now()).await
+    }
+
+    /// Verifies and settles one payment (the filter's `/v1/pay`).
+    pub async fn pay_with(&self, input: &PaymentInput, ctx: PayContext) -> Verdict {
         let _guard = self.inflight.enter();
         if input.binding == super::BindingPolicy::Required
             && super::tagged::is_client_broadcast(&input.payment)
         {
-            return self.pay_tagged(input).await;
+            return self.pay_tagged(input, &ctx).await;
         }
         let verified = match self.check(input, Mode::Settle).await {
             Ok(v) => v,
             Err(verdict) => return verdict,
         };
         match verified {
-            Verified::Spent(c, rec) => self.represent(&c, &rec).await,
-            Verified::Fresh(c) => self.settle(&c, false).await,
-            Verified::TakeOver(c) => self.settle(&c, true).await,
+            Verified::Spent(c, rec) => self.represent(&c, &rec, &ctx).await,
+            Verified::Fresh(c) => self.settle(&c, false, &ctx).await,
+            Verified::TakeOver(c) => self.settle(&c, true, &ctx).await,
+            Verified::Late(c) => self.late_presentation(&c, &ctx).await,
         }
     }
 
@@ -51,55 +68,93 @@ impl Engine {
                 None => Ok(c.payer.to_address()),
                 Some(r) => Err(self.reject(r.with_payer(&c.payer))),
             },
+            Verified::Late(c) => Err(self.reject(
+                Rejection::new(ErrorReason::ChallengeExpired, "the challenge has expired")
+                    .with_payer(&c.payer),
+            )),
         }
     }
 
-    /// Why a consumed payment may not be redeemed now (`None` = it may).
+    /// Why a recorded payment may not be redeemed now (`None` = it may). A redemption must
+    /// match the recorded payment (same challenge nonce, amount, payee and resource), so it
+    /// never depends on the challenge key still being honoured.
     pub(crate) fn redeem_refusal(
         &self,
         c: &Checked,
-        rec: &SpentRecord,
+        rec: &PaymentRecord,
         now: u64,
     ) -> Option<Rejection> {
         let now = as_i64(now);
         let policy = self.cfg.redeem;
-        if rec.nonce != c.nonce {
+        if rec.nonce != c.nonce || rec.receipt.is_none() {
             return Some(Rejection::new(
                 ErrorReason::AlreadySpent,
                 "this block was already consumed",
             ));
         }
-        match rec.outcome {
-            None if rec.admitted_at > now - policy.outcome_grace_secs => Some(Rejection::new(
+        if rec.amount != c.amount.to_string() {
+            return Some(Rejection::new(
+                ErrorReason::AmountMismatch,
+                "this payment was recorded for another amount",
+            ));
+        }
+        // Rows migrated from before the ledger kept payee and resource have them empty.
+        if !rec.pay_to.is_empty()
+            && (rec.pay_to != c.pay_to.to_address() || rec.resource != c.resource)
+        {
+            return Some(Rejection::new(
+                ErrorReason::ResourceMismatch,
+                "this payment was recorded for another payee or resource",
+            ));
+        }
+        match rec.state {
+            PaymentState::Admitted if rec.lease_until > now => Some(Rejection::new(
                 ErrorReason::DuplicateSettlement,
-                "this payment was admitted and its request is still in progress",
+                "this payment was admitted and its request may still be in flight",
             )),
-            Some(s) if s > 0 && s < 500 => Some(Rejection::new(
+            PaymentState::Served => Some(Rejection::new(
                 ErrorReason::AlreadySpent,
-                "this payment was already used for a successful request",
+                "this payment already bought a response",
+            )),
+            PaymentState::Owed => Some(Rejection::new(
+                ErrorReason::PaymentExpired,
+                "this payment can no longer buy anything; it is listed for a refund",
+            )),
+            // redeemable (or admitted whose lease ended: the upstream never answered)
+            _ if rec.settled_at.saturating_add(policy.window_secs) <= now => Some(Rejection::new(
+                ErrorReason::PaymentExpired,
+                "the redemption window after settlement has passed; the payment is listed \
+                     for a refund",
             )),
             _ if rec.redemptions >= policy.max_redemptions => Some(Rejection::new(
                 ErrorReason::AlreadySpent,
                 "this payment was redeemed as often as allowed",
             )),
-            _ if rec.valid_before <= now => Some(Rejection::new(
-                ErrorReason::ChallengeExpired,
-                "the payment's validity window has passed",
-            )),
             _ => None,
         }
     }
 
-    /// A consumed payment presented again: redeem it if its last upstream call failed.
-    pub(crate) async fn represent(&self, c: &Checked, rec: &SpentRecord) -> Verdict {
+    /// A recorded payment presented again: redeem it if it is redeemable.
+    pub(crate) async fn represent(
+        &self,
+        c: &Checked,
+        rec: &PaymentRecord,
+        ctx: &PayContext,
+    ) -> Verdict {
         let now = super::unix_now();
         if let Some(r) = self.redeem_refusal(c, rec, now) {
             return self.reject(r.with_payer(&c.payer));
         }
+        let Some(receipt) = rec.receipt.as_deref() else {
+            return self.reject(
+                Rejection::new(ErrorReason::AlreadySpent, "this block was already consumed")
+                    .with_payer(&c.payer),
+            );
+        };
         let t = Instant::now();
         let redeemed = self
             .store
-            .redeem(&rec.receipt, self.cfg.redeem, as_i64(now))
+            .redeem(receipt, self.cfg.redeem, as_i64(now), ctx.lease_until(now))
             .await;
         self.metrics.store_op("redeem", t.elapsed());
         match redeemed {
@@ -113,10 +168,81 @@ impl Engine {
             ),
             Ok(true) => {
                 self.metrics.payments_redeemed.inc();
-                tracing::debug!(receipt = %rec.receipt, "payment redeemed after a failed upstream call");
-                self.admit(c, rec.receipt.clone(), true)
+                tracing::debug!(%receipt, "redeemable payment redeemed");
+                self.admit(c, receipt.to_owned(), true)
             }
         }
+    }
+
+    /// An expired challenge whose block has neither a payment row nor a claim: if the block
+    /// confirmed on the ledger (after the wait, with no tracker running), it paid in time and
+    /// is recorded and admitted within the window, else recorded owed.
+    async fn late_presentation(&self, c: &Checked, ctx: &PayContext) -> Verdict {
+        let expired = |m: &str| {
+            Rejection::new(ErrorReason::ChallengeExpired, m.to_owned()).with_payer(&c.payer)
+        };
+        let facts = match self.ledger.send_facts(&c.hash).await {
+            Ok(Some(f)) => f,
+            Ok(None) | Err(LedgerError::Node(_)) => {
+                return self.reject(expired("the challenge has expired"))
+            }
+            Err(e) => return self.ledger_failed(&e),
+        };
+        if facts.subtype.as_deref() != Some("send")
+            || facts.destination != Some(c.pay_to)
+            || facts.account != c.payer
+        {
+            return self.reject(expired("the challenge has expired"));
+        }
+        let now = super::unix_now();
+        if !facts.confirmed {
+            // On the ledger, unconfirmed, and nobody tracks it (e.g. a restart lost the row):
+            // track it, so that it is recorded when it confirms.
+            self.track_pending(c).await;
+            return self.reject(
+                Rejection::new(
+                    ErrorReason::BlockNotConfirmed,
+                    "the block is not confirmed yet; present the same payment again later",
+                )
+                .with_payer(&c.payer),
+            );
+        }
+        let window = u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0);
+        let seen = facts.local_timestamp;
+        let in_time = seen > 0 && seen < c.valid_before.saturating_add(self.cfg.fork_grace_secs);
+        let in_window = seen > 0 && seen.saturating_add(window) > now;
+        let reason = if facts.amount != c.amount {
+            Some("wrong_amount")
+        } else if !in_time {
+            Some(owed::LATE)
+        } else if !in_window {
+            Some(owed::REDEEM_WINDOW_PASSED)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let o = OwedPayment {
+                spent_key: c.spent_key.clone(),
+                mechanism: SIGNED_BLOCK,
+                payer: c.payer.to_address(),
+                pay_to: c.pay_to.to_address(),
+                amount: facts.amount.to_string(),
+                resource: c.resource.clone(),
+                nonce: c.nonce.clone(),
+                reason: reason.to_owned(),
+                now: as_i64(now),
+            };
+            if let Err(e) = self.store.record_owed(&o).await {
+                return self.store_failed(&e);
+            }
+            tracing::info!(hash = %c.hash, reason, "late payment recorded as owed");
+            return self.reject(expired(
+                "the challenge has expired and the payment cannot buy anything now; it is \
+                 listed for a refund",
+            ));
+        }
+        tracing::info!(hash = %c.hash, "payment confirmed after the wait, recorded on presentation");
+        self.consume(c, Instant::now(), ctx).await
     }
 
     pub(crate) fn admit(&self, c: &Checked, receipt: String, redeemed: bool) -> Verdict {
@@ -134,18 +260,20 @@ impl Engine {
         }))
     }
 
-    async fn settle(&self, c: &Checked, takeover: bool) -> Verdict {
+    async fn settle(&self, c: &Checked, takeover: bool, ctx: &PayContext) -> Verdict {
         let started = Instant::now();
         let now = super::unix_now();
         // A fresh payment settles within its challenge's validity; a takeover may finish a
-        // block claimed in time until the claim itself expires (validBefore + grace).
+        // block claimed in time until the claim itself expires (validBefore + grace). Either
+        // way the wait is measured from the request's arrival: the checks before it count.
         let end = if takeover {
             c.valid_before.saturating_add(self.cfg.fork_grace_secs)
         } else {
             c.valid_before
         };
-        let wait = Duration::from_secs(end.saturating_sub(now)).min(self.cfg.max_wait);
-        let deadline = Instant::now() + wait;
+        let by_challenge = Instant::now() + Duration::from_secs(end.saturating_sub(now));
+        let deadline = by_challenge.min(ctx.arrived + self.cfg.max_wait);
+        let wait = deadline.saturating_duration_since(Instant::now());
         let owner = self.next_owner();
         let claim = ForkEntry {
             frontier_key: c.frontier_key.clone(),
@@ -155,6 +283,7 @@ impl Engine {
             // The lease outlives our wait by a little, so a crash frees it soon after.
             lease_until: as_i64(now.saturating_add(wait.as_secs()).saturating_add(2)),
             expires_at: as_i64(c.valid_before.saturating_add(self.cfg.fork_grace_secs)),
+            terms: Some(c.terms()),
         };
 
         // 11. fork-set claim (atomic)
@@ -185,8 +314,13 @@ impl Engine {
 
         let verdict = self.publish_and_confirm(c, deadline).await;
         let verdict = match verdict {
-            Ok(()) => self.consume(c, started).await,
-            Err(v) => v,
+            Ok(()) => self.consume(c, started, ctx).await,
+            Err(v) => {
+                if v.reason() == Some(ErrorReason::BlockNotConfirmed) {
+                    self.track_pending(c).await;
+                }
+                v
+            }
         };
         if !matches!(verdict, Verdict::Admit(_)) {
             let t = Instant::now();
@@ -262,7 +396,7 @@ impl Engine {
                 Rejection::new(
                     ErrorReason::BlockNotConfirmed,
                     "the block was not confirmed in time; present the same payment again \
-                     while the challenge is valid",
+                     (it stays redeemable for a while after it confirms)",
                 )
                 .with_payer(&c.payer),
             )),
@@ -270,38 +404,161 @@ impl Engine {
         }
     }
 
-    /// Records the consumption durably, then admits.
-    async fn consume(&self, c: &Checked, started: Instant) -> Verdict {
+    /// Records the payment durably (`admitted`, with the request's lease; facilitator
+    /// settlements `served` at once), then admits.
+    async fn consume(&self, c: &Checked, started: Instant, ctx: &PayContext) -> Verdict {
         let receipt = random_hex();
+        let now = super::unix_now();
         let t = Instant::now();
         let consumed = self
             .store
             .consume(&Consumption {
                 spent_key: c.spent_key.clone(),
                 receipt: receipt.clone(),
+                mechanism: SIGNED_BLOCK,
                 payer: c.payer.to_address(),
+                pay_to: c.pay_to.to_address(),
                 amount: c.amount,
+                resource: c.resource.clone(),
                 nonce: c.nonce.clone(),
-                now: as_i64(super::unix_now()),
-                valid_before: as_i64(c.valid_before),
-                outcome: c.final_on_consume.then_some(200),
+                now: as_i64(now),
+                state: if c.final_on_consume {
+                    PaymentState::Served
+                } else {
+                    PaymentState::Admitted
+                },
+                lease_until: ctx.lease_until(now),
             })
             .await;
         self.metrics.store_op("consume", t.elapsed());
         match consumed {
             Err(e) => self.store_failed(&e),
-            Ok(false) => self.reject(
-                Rejection::new(ErrorReason::AlreadySpent, "this block was already consumed")
-                    .with_payer(&c.payer),
-            ),
+            // Recorded meanwhile (the background tracker saw the confirmation first, or
+            // another replica): the re-presentation rules decide.
+            Ok(false) => match self.store.spent(&c.spent_key).await {
+                Ok(Some(rec)) => self.represent(c, &rec, ctx).await,
+                Ok(None) => self.reject(
+                    Rejection::new(ErrorReason::AlreadySpent, "this block was already consumed")
+                        .with_payer(&c.payer),
+                ),
+                Err(e) => self.store_failed(&e),
+            },
             Ok(true) => {
                 self.metrics.payments_settled.inc();
                 self.metrics
                     .settlement_seconds
                     .observe(started.elapsed().as_secs_f64());
-                tracing::debug!(hash = %c.hash, "payment settled and consumed");
+                tracing::debug!(hash = %c.hash, "payment settled and recorded");
                 self.admit(c, receipt, false)
             }
+        }
+    }
+
+    /// Keeps tracking a broadcast block that did not confirm within the wait (durably, so a
+    /// restarted sidecar resumes): see [`track_confirmation`].
+    pub(crate) async fn track_pending(&self, c: &Checked) {
+        let now = super::unix_now();
+        let window = u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0);
+        let p = PendingSettlement {
+            spent_key: c.spent_key.clone(),
+            block: c.block.to_json().to_string(),
+            payer: c.payer.to_address(),
+            pay_to: c.pay_to.to_address(),
+            amount: c.amount.to_string(),
+            resource: c.resource.clone(),
+            nonce: c.nonce.clone(),
+            track_until: as_i64(now.saturating_add(window)),
+        };
+        if let Err(e) = self.store.add_pending(&p).await {
+            tracing::warn!(error = %e, hash = %c.hash, "could not record a pending settlement");
+        }
+        self.spawn_tracker(p);
+    }
+
+    fn spawn_tracker(&self, p: PendingSettlement) {
+        tokio::spawn(track_confirmation(
+            self.store.clone(),
+            self.ledger.clone(),
+            self.metrics.clone(),
+            p,
+        ));
+    }
+
+    /// Resumes tracking the blocks a previous run left pending (call once at start).
+    pub async fn resume_pending(&self) -> Result<usize, crate::store::StoreError> {
+        let pending = self.store.pending(as_i64(super::unix_now())).await?;
+        let n = pending.len();
+        for p in pending {
+            self.spawn_tracker(p);
+        }
+        Ok(n)
+    }
+}
+
+/// Follows one pending block until it confirms (recorded `redeemable`: it paid in time, the
+/// payer only has to come back), disappears (a fork won: no money moved, nothing recorded) or
+/// `track_until` passes (never confirmed within the window: nothing recorded; a later
+/// presentation of a confirmed block is judged by `late_presentation`).
+async fn track_confirmation(
+    store: Arc<dyn Store>,
+    ledger: Arc<dyn Ledger>,
+    metrics: Arc<Metrics>,
+    p: PendingSettlement,
+) {
+    let block = serde_json::from_str(&p.block)
+        .ok()
+        .and_then(|v| StateBlock::from_json(&v).ok());
+    let (Some(block), Ok(amount)) = (block, parse_raw(&p.amount)) else {
+        tracing::warn!(key = %p.spent_key, "unreadable pending settlement dropped");
+        let _ = store.remove_pending(&p.spent_key).await;
+        return;
+    };
+    loop {
+        let now = as_i64(super::unix_now());
+        if now >= p.track_until {
+            tracing::info!(key = %p.spent_key, "pending block never confirmed within the window");
+            let _ = store.remove_pending(&p.spent_key).await;
+            return;
+        }
+        let slice = Duration::from_secs(u64::try_from(p.track_until - now).unwrap_or(1).min(60));
+        match ledger.wait_confirmed(&block, Instant::now() + slice).await {
+            Ok(Confirmation::Confirmed) => break,
+            Ok(Confirmation::Missing) => {
+                tracing::info!(key = %p.spent_key, "pending block lost to a fork");
+                let _ = store.remove_pending(&p.spent_key).await;
+                return;
+            }
+            Ok(Confirmation::TimedOut) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "tracking a pending block: ledger error");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+    let c = Consumption {
+        spent_key: p.spent_key.clone(),
+        receipt: random_hex(),
+        mechanism: SIGNED_BLOCK,
+        payer: p.payer.clone(),
+        pay_to: p.pay_to.clone(),
+        amount,
+        resource: p.resource.clone(),
+        nonce: p.nonce.clone(),
+        now: as_i64(super::unix_now()),
+        state: PaymentState::Redeemable,
+        lease_until: 0,
+    };
+    // Until it is recorded, the row keeps it tracked (a restart retries).
+    match store.consume(&c).await {
+        Ok(recorded) => {
+            if recorded {
+                metrics.payments_settled.inc();
+                tracing::info!(key = %p.spent_key, "late confirmation recorded redeemable");
+            }
+            let _ = store.remove_pending(&p.spent_key).await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, key = %p.spent_key, "could not record a late confirmation; a restart retries")
         }
     }
 }

@@ -10,20 +10,25 @@
 //! * **Watching** ([`spawn_watcher`]): confirmations of sends to pool accounts arrive by
 //!   WebSocket; a send of exactly an open session's amount, first seen after the session was
 //!   issued, marks the session paid at once. Anything else sent to a pool account that buys
-//!   nothing is a *stray payment*: recorded, counted, listed.
+//!   nothing is a *stray payment*: recorded `owed` in the payment ledger, counted, listed. A
+//!   send the fork set (or the ledger) knows as a signed-block payment is never matched to a
+//!   session: we claim the frontier before we broadcast, so the watcher always sees the claim
+//!   first, and a signed-block price that happens to equal a session's amount on a shared
+//!   payee can never be consumed by that session.
 //! * **Admitting** ([`Engine::pay_tagged`]): the client presents the session (MAC-bound) and,
 //!   optionally, the block hash. We admit only a confirmed send to the session's account of
 //!   exactly its amount, first seen (node `local_timestamp`, fail closed when 0) no earlier
 //!   than the session's issue, within its validity, never consumed before. Consumption marks
-//!   the session used and inserts `network:HASH` into the one spent set shared with signed
-//!   blocks, in one transaction.
+//!   the session used and records `network:HASH` in the one payment ledger shared with signed
+//!   blocks (`admitted`, with the request's lease), in one transaction.
 
 use super::verify::Checked;
-use super::{as_i64, random_hex, unix_now, Engine, PaymentInput, Rejection, Verdict};
+use super::{as_i64, random_hex, unix_now, Engine, PayContext, PaymentInput, Rejection, Verdict};
 use crate::ledger::Confirmation;
 use crate::node::ConfirmedBlock;
+use crate::store::payments::TAGGED;
 use crate::store::tagged::{StrayPayment, TaggedConsume, TaggedSession};
-use crate::store::{Consumption, StoreError};
+use crate::store::{Consumption, OwedPayment, PaymentState, StoreError};
 use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, BlockHash, PublicKey, Signature, StateBlock};
@@ -385,10 +390,21 @@ impl Engine {
         })
     }
 
-    /// Records a stray payment (once per block) and counts it.
+    /// Records a stray payment as `owed` (once per block) and counts it.
     pub async fn record_stray(&self, s: StrayPayment) {
         let reason = s.reason.clone();
-        match self.store.record_stray(&s).await {
+        let o = OwedPayment {
+            spent_key: format!("{}:{}", self.cfg.network, s.hash),
+            mechanism: TAGGED,
+            payer: s.payer.clone(),
+            pay_to: s.pay_to.clone(),
+            amount: s.amount.clone(),
+            resource: String::new(),
+            nonce: s.session_id.clone(),
+            reason: s.reason.clone(),
+            now: s.seen_at,
+        };
+        match self.store.record_owed(&o).await {
             Ok(true) => {
                 self.metrics
                     .stray_payments
@@ -438,7 +454,7 @@ impl Engine {
     }
 
     /// Verifies and settles a tagged-session payment (see the module docs).
-    pub(crate) async fn pay_tagged(&self, input: &PaymentInput) -> Verdict {
+    pub(crate) async fn pay_tagged(&self, input: &PaymentInput, ctx: &PayContext) -> Verdict {
         let started = Instant::now();
         let now = unix_now();
         let p = match self.tagged_precheck(input, now) {
@@ -486,8 +502,8 @@ impl Engine {
             Err(e) => return self.store_failed(&e),
             Ok(Some(rec)) => {
                 let payer = PublicKey::from_address(&rec.payer).unwrap_or(p.pay_to);
-                let c = self.checked(&p, hash, payer, spent_key);
-                return self.represent(&c, &rec).await;
+                let c = self.checked(&p, hash, payer, spent_key, &input.resource);
+                return self.represent(&c, &rec, ctx).await;
             }
             Ok(None) => {}
         }
@@ -571,12 +587,10 @@ impl Engine {
             let end = u64::try_from(vb.saturating_add(as_i64(self.cfg.fork_grace_secs)))
                 .unwrap_or(0)
                 .saturating_sub(now);
-            let wait = Duration::from_secs(end).min(self.cfg.max_wait);
-            match self
-                .ledger
-                .wait_confirmed(block, Instant::now() + wait)
-                .await
-            {
+            // Measured from the request's arrival, like a signed block's wait.
+            let deadline =
+                (Instant::now() + Duration::from_secs(end)).min(ctx.arrived + self.cfg.max_wait);
+            match self.ledger.wait_confirmed(block, deadline).await {
                 Ok(Confirmation::Confirmed) => {}
                 Ok(Confirmation::Missing) => {
                     return self.reject(reject(
@@ -594,16 +608,36 @@ impl Engine {
             }
         }
 
+        // A signed-block payment (claimed in the fork set, tracked, or recorded) never buys a
+        // session, even while it is still being settled.
+        match self.store.is_signed_block(&spent_key, &hash.to_hex()).await {
+            Err(e) => return self.store_failed(&e),
+            Ok(true) => {
+                return self.reject(
+                    reject(
+                        ErrorReason::AlreadySpent,
+                        "this block is a signed-block payment",
+                    )
+                    .with_payer(&facts.account),
+                )
+            }
+            Ok(false) => {}
+        }
+
         let receipt = random_hex();
+        let at = unix_now();
         let c = Consumption {
             spent_key: spent_key.clone(),
             receipt: receipt.clone(),
+            mechanism: TAGGED,
             payer: facts.account.to_address(),
+            pay_to: p.pay_to.to_address(),
             amount: p.amount,
+            resource: input.resource.clone(),
             nonce: Some(p.session_id.clone()),
-            now: as_i64(unix_now()),
-            valid_before: vb,
-            outcome: None,
+            now: as_i64(at),
+            state: PaymentState::Admitted,
+            lease_until: ctx.lease_until(at),
         };
         let t = Instant::now();
         let consumed = self
@@ -655,7 +689,7 @@ impl Engine {
                     .settlement_seconds
                     .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(%hash, session = %p.session_id, "tagged payment consumed");
-                let c = self.checked(&p, hash, facts.account, spent_key);
+                let c = self.checked(&p, hash, facts.account, spent_key, &input.resource);
                 self.admit(&c, receipt, false)
             }
         }
@@ -669,6 +703,7 @@ impl Engine {
         hash: BlockHash,
         payer: PublicKey,
         spent_key: String,
+        resource: &str,
     ) -> Checked {
         Checked {
             block: StateBlock {
@@ -684,6 +719,7 @@ impl Engine {
             payer,
             amount: p.amount,
             pay_to: p.pay_to,
+            resource: resource.to_owned(),
             nonce: Some(p.session_id.clone()),
             valid_before: p.valid_before,
             spent_key,
@@ -702,6 +738,17 @@ impl Engine {
         }
         let now = unix_now();
         let hash = cb.hash.to_hex();
+        let spent_key = format!("{}:{}", self.cfg.network, hash);
+        // Our own signed-block broadcasts are claimed before they are published: never a
+        // session's payment, never stray.
+        match self.store.is_signed_block(&spent_key, &hash).await {
+            Ok(true) => return None,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "watcher: store error");
+                return None;
+            }
+        }
         let found = self
             .store
             .session_by_amount(&dest.to_hex(), &cb.amount.to_string())
@@ -759,13 +806,18 @@ impl Engine {
         None
     }
 
-    /// A send to a pool account that matched no session: unless it was consumed as a
-    /// signed-block payment meanwhile, it is a stray payment.
+    /// A send to a pool account that matched no session: unless it was recorded meanwhile (or
+    /// is a signed-block payment), it is a stray payment.
     async fn unmatched_later(&self, cb: &ConfirmedBlock) {
         let key = format!("{}:{}", self.cfg.network, cb.hash.to_hex());
-        match self.store.spent(&key).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+        let known = match self.store.spent(&key).await {
+            Ok(Some(_)) => Ok(true),
+            Ok(None) => self.store.is_signed_block(&key, &cb.hash.to_hex()).await,
+            Err(e) => Err(e),
+        };
+        match known {
+            Ok(true) => {}
+            Ok(false) => {
                 if let Some(dest) = cb.destination() {
                     let s = Self::stray(&cb.hash, &dest, cb.amount, &cb.account, "unmatched", None);
                     self.record_stray(s).await;

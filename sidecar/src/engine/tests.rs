@@ -3,7 +3,7 @@
 use super::*;
 use crate::ledger::fake::FakeLedger;
 use crate::store::sqlite::SqliteStore;
-use crate::store::ForkEntry;
+use crate::store::{Consumption, ForkEntry, PaymentState, PaymentStore};
 use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
 use nanogate_protocol::nano::{PrivateKey, Signature, StateBlock};
 use serde_json::json;
@@ -44,7 +44,11 @@ async fn fixture(allow_unbound: bool) -> Fixture {
         fork_grace_secs: 60,
         redeem: RedeemPolicy {
             max_redemptions: 1,
-            outcome_grace_secs: 120,
+            window_secs: 600,
+        },
+        retention: Retention {
+            served_secs: 30 * 86_400,
+            owed_secs: 90 * 86_400,
         },
         allow_unbound,
         pay_to_allow: vec![payee],
@@ -68,9 +72,21 @@ async fn fixture(allow_unbound: bool) -> Fixture {
 impl Fixture {
     fn requirements(&self, valid_for: u64) -> PaymentRequirements {
         let now = unix_now();
-        let key = self.engine.keys.current(now);
+        self.requirements_issued(now, now + valid_for, PRICE)
+    }
+
+    /// A challenge the filter issued at `issued` (with that time's key), valid until
+    /// `valid_before`, for `amount`.
+    fn requirements_issued(
+        &self,
+        issued: u64,
+        valid_before: u64,
+        amount: u128,
+    ) -> PaymentRequirements {
+        let valid_for = valid_before.saturating_sub(issued);
+        let key = self.engine.keys.current(issued);
         let stamp = ChallengeStamp {
-            valid_before: now + valid_for,
+            valid_before,
             nonce: rand::random(),
             key_id: key.key_id,
         };
@@ -79,14 +95,14 @@ impl Fixture {
             scheme: "exact",
             asset: "XNO",
             pay_to: self.payee,
-            amount: PRICE,
+            amount,
             resource: URL,
             mechanism: Mechanism::SignedBlock,
         };
         PaymentRequirements {
             scheme: "exact".into(),
             network: "nano:devnet".into(),
-            amount: PRICE.to_string(),
+            amount: amount.to_string(),
             asset: "XNO".into(),
             pay_to: self.payee.to_address(),
             max_timeout_seconds: valid_for,
@@ -160,6 +176,7 @@ async fn crashed_replica_claim_is_taken_over_after_its_lease() {
         owner: "dead-replica".into(),
         lease_until: now - 1,
         expires_at: now + 100,
+        terms: Some(format!("{PRICE}|{}|{URL}", f.payee.to_hex())),
     };
     assert!(f
         .engine
@@ -195,6 +212,7 @@ async fn live_claim_of_the_same_block_is_duplicate_settlement() {
         owner: "busy-replica".into(),
         lease_until: now + 30,
         expires_at: now + 100,
+        terms: None,
     };
     assert!(f.engine.store.fork_claim(&live, now).await.expect("claim"));
     let v = f
@@ -276,4 +294,365 @@ async fn ledger_down_is_unavailable_not_a_rejection() {
         matches!(v, Verdict::Unavailable(ref r) if r.reason == ErrorReason::LedgerUnavailable),
         "{v:?}"
     );
+}
+
+// ---- The payment ledger's rules (docs/payments.md) ----
+
+impl Fixture {
+    fn spent_key(&self, block: &StateBlock) -> String {
+        format!("nano:devnet:{}", block.hash().to_hex())
+    }
+
+    /// Records `block` as paid under `req` directly in the store, in `state`, settled `ago`
+    /// seconds ago: a state the scenario reached earlier (no need to wait for it).
+    async fn record(
+        &self,
+        req: &PaymentRequirements,
+        block: &StateBlock,
+        state: PaymentState,
+        settled_ago: i64,
+        lease_until: i64,
+    ) -> String {
+        let receipt = random_hex();
+        let now = as_i64(unix_now());
+        let recorded = self
+            .engine
+            .store
+            .consume(&Consumption {
+                spent_key: self.spent_key(block),
+                receipt: receipt.clone(),
+                mechanism: "signed_block",
+                payer: self.payer.public_key().to_address(),
+                pay_to: self.payee.to_address(),
+                amount: PRICE,
+                resource: URL.into(),
+                nonce: req.extra["nonce"].as_str().map(str::to_owned),
+                now: now - settled_ago,
+                state,
+                lease_until,
+            })
+            .await
+            .expect("store");
+        assert!(recorded);
+        receipt
+    }
+
+    async fn state_of(&self, block: &StateBlock) -> Option<PaymentState> {
+        self.engine
+            .store
+            .spent(&self.spent_key(block))
+            .await
+            .expect("store")
+            .map(|r| r.state)
+    }
+}
+
+#[tokio::test]
+async fn redeemable_payment_is_redeemed_after_its_challenge_expired_within_the_window() {
+    // Scenario 1: the payment settled after the filter stopped waiting (recorded redeemable);
+    // the payer comes back 5 minutes later, long after the challenge's validBefore and the
+    // fork grace, under a key older than the previous one. It is served, once.
+    let f = fixture(false).await;
+    let now = unix_now();
+    let req = f.requirements_issued(now - 420, now - 300, PRICE);
+    let block = f.block();
+    f.record(&req, &block, PaymentState::Redeemable, 290, 0)
+        .await;
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let v = f.engine.pay(&input).await;
+    assert!(matches!(v, Verdict::Admit(ref a) if a.redeemed), "{v:?}");
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Admitted));
+    // The redemption holds the payment until its outcome: no second response meanwhile.
+    let again = f.engine.pay(&input).await;
+    assert_eq!(
+        again.reason(),
+        Some(ErrorReason::DuplicateSettlement),
+        "{again:?}"
+    );
+    assert_eq!(f.ledger.process_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn redeemable_payment_past_the_window_is_refused_and_swept_to_owed() {
+    let f = fixture(false).await;
+    let now = unix_now();
+    let req = f.requirements_issued(now - 720, now - 660, PRICE);
+    let block = f.block();
+    f.record(&req, &block, PaymentState::Redeemable, 601, 0)
+        .await;
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::PaymentExpired), "{v:?}");
+    f.engine
+        .store
+        .sweep(as_i64(unix_now()), 600)
+        .await
+        .expect("sweep");
+    let rec = f
+        .engine
+        .store
+        .spent(&f.spent_key(&block))
+        .await
+        .expect("store")
+        .expect("row");
+    assert_eq!(rec.state, PaymentState::Owed);
+    assert_eq!(rec.reason.as_deref(), Some("redeem_window_passed"));
+}
+
+#[tokio::test]
+async fn admitted_payment_is_not_redeemable_while_a_slow_upstream_may_still_run() {
+    // Scenario 3: admitted 130 s ago for a route whose upstream timeout is 300 s, no outcome
+    // yet. The old rule counted "no outcome after 120 s" as a failure and redeemed it for a
+    // second, concurrent request.
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let now = as_i64(unix_now());
+    f.record(&req, &block, PaymentState::Admitted, 130, now - 130 + 305)
+        .await;
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::DuplicateSettlement), "{v:?}");
+}
+
+#[tokio::test]
+async fn admission_whose_lease_ended_without_an_outcome_is_redeemable() {
+    // The upstream never answered within its timeout (and no outcome came): redeem.
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let now = as_i64(unix_now());
+    f.record(&req, &block, PaymentState::Admitted, 30, now - 1)
+        .await;
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    assert!(matches!(v, Verdict::Admit(ref a) if a.redeemed), "{v:?}");
+}
+
+#[tokio::test]
+async fn lease_follows_the_routes_upstream_timeout() {
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let ctx = PayContext::with_upstream_timeout_ms(Some(300_000));
+    let v = f
+        .engine
+        .pay_with(&f.input(req, &block, BindingPolicy::Required), ctx)
+        .await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+    let rec = f
+        .engine
+        .store
+        .spent(&f.spent_key(&block))
+        .await
+        .expect("store")
+        .expect("row");
+    assert_eq!(rec.state, PaymentState::Admitted);
+    assert!(rec.lease_until >= rec.settled_at + 305, "{rec:?}");
+    // Absent, Envoy's default route timeout (15 s) + 5 s.
+    assert_eq!(
+        PayContext::with_upstream_timeout_ms(None).lease_until(1_000),
+        1_020
+    );
+}
+
+#[tokio::test]
+async fn client_reset_before_response_headers_never_buys_a_second_run() {
+    // Scenario 3: status 0 (the client reset before the response headers) means the upstream
+    // may have run the request: served, never redeemable.
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let Verdict::Admit(a) = f.engine.pay(&input).await else {
+        panic!("admitted")
+    };
+    assert!(f.engine.record_outcome(&a.receipt, 0).await.expect("store"));
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Served));
+    let v = f.engine.pay(&input).await;
+    assert_eq!(v.reason(), Some(ErrorReason::AlreadySpent), "{v:?}");
+}
+
+#[tokio::test]
+async fn upstream_5xx_makes_the_payment_redeemable_once() {
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let Verdict::Admit(a) = f.engine.pay(&input).await else {
+        panic!("admitted")
+    };
+    assert!(f
+        .engine
+        .record_outcome(&a.receipt, 504)
+        .await
+        .expect("store"));
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Redeemable));
+    let v = f.engine.pay(&input).await;
+    assert!(
+        matches!(v, Verdict::Admit(ref r) if r.redeemed && r.receipt == a.receipt),
+        "{v:?}"
+    );
+    assert!(f
+        .engine
+        .record_outcome(&a.receipt, 200)
+        .await
+        .expect("store"));
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Served));
+    // A late duplicate report changes nothing.
+    assert!(!f
+        .engine
+        .record_outcome(&a.receipt, 502)
+        .await
+        .expect("store"));
+    let v = f.engine.pay(&input).await;
+    assert_eq!(v.reason(), Some(ErrorReason::AlreadySpent), "{v:?}");
+}
+
+#[tokio::test]
+async fn undelivered_admission_is_redeemable() {
+    // Scenario 1: the settlement finished after the filter stopped waiting.
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let Verdict::Admit(a) = f.engine.pay(&input).await else {
+        panic!("admitted")
+    };
+    f.engine.undelivered(&a.receipt).await;
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Redeemable));
+    let v = f.engine.pay(&input).await;
+    assert!(matches!(v, Verdict::Admit(ref r) if r.redeemed), "{v:?}");
+}
+
+#[tokio::test]
+async fn block_confirmed_after_the_wait_is_tracked_and_recorded_redeemable() {
+    // Scenario 1: the wait ends (block_not_confirmed), the block confirms later; the sidecar
+    // kept tracking it and records it redeemable without any re-presentation.
+    let f = fixture(false).await;
+    f.ledger.set_auto_confirm(false);
+    let req = f.requirements(60);
+    let block = f.block();
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let v = f.engine.pay(&input).await;
+    assert_eq!(v.reason(), Some(ErrorReason::BlockNotConfirmed), "{v:?}");
+    assert_eq!(f.state_of(&block).await, None);
+    let pending = f.engine.store.pending(0).await.expect("store");
+    assert_eq!(pending.len(), 1);
+    f.ledger.confirm(&block.hash());
+    for _ in 0..200 {
+        if f.state_of(&block).await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Redeemable));
+    assert!(f.engine.store.pending(0).await.expect("store").is_empty());
+    let v = f.engine.pay(&input).await;
+    assert!(matches!(v, Verdict::Admit(ref r) if r.redeemed), "{v:?}");
+    assert_eq!(f.ledger.process_calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn block_confirmed_after_its_challenge_expired_is_recorded_and_admitted_in_the_window() {
+    // Scenario 2: nothing recorded (the tracker was not running), the block confirmed on the
+    // ledger; presented under its challenge 100 s after validBefore (past the fork grace).
+    let f = fixture(false).await;
+    let now = unix_now();
+    let req = f.requirements_issued(now - 220, now - 100, PRICE);
+    let block = f.block();
+    f.ledger.process(&block).await.expect("processed");
+    f.ledger.set_seen_at(&block.hash(), now - 110);
+    let input = f.input(req, &block, BindingPolicy::Required);
+    let v = f.engine.pay(&input).await;
+    assert!(matches!(v, Verdict::Admit(ref a) if !a.redeemed), "{v:?}");
+    assert_eq!(f.state_of(&block).await, Some(PaymentState::Admitted));
+    let v = f.engine.pay(&input).await;
+    assert_eq!(v.reason(), Some(ErrorReason::DuplicateSettlement), "{v:?}");
+}
+
+#[tokio::test]
+async fn block_confirmed_late_and_presented_after_the_window_is_recorded_owed() {
+    let f = fixture(false).await;
+    let now = unix_now();
+    let req = f.requirements_issued(now - 900, now - 800, PRICE);
+    let block = f.block();
+    f.ledger.process(&block).await.expect("processed");
+    f.ledger.set_seen_at(&block.hash(), now - 805);
+    let v = f
+        .engine
+        .pay(&f.input(req, &block, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::ChallengeExpired), "{v:?}");
+    let rec = f
+        .engine
+        .store
+        .spent(&f.spent_key(&block))
+        .await
+        .expect("store")
+        .expect("owed row");
+    assert_eq!(rec.state, PaymentState::Owed);
+    assert_eq!(rec.reason.as_deref(), Some("redeem_window_passed"));
+    assert_eq!(rec.amount, PRICE.to_string());
+}
+
+#[tokio::test]
+async fn expired_challenge_never_pays_for_a_block_that_is_not_on_the_ledger() {
+    let f = fixture(false).await;
+    let now = unix_now();
+    let req = f.requirements_issued(now - 220, now - 100, PRICE);
+    let v = f
+        .engine
+        .pay(&f.input(req, &f.block(), BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::ChallengeExpired), "{v:?}");
+    assert_eq!(f.ledger.process_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn redemption_must_present_the_recorded_terms() {
+    // A recorded redeemable payment presented under a genuine challenge for another amount
+    // with the same nonce is impossible; with another resource's challenge the nonce differs.
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let block = f.block();
+    f.record(&req, &block, PaymentState::Redeemable, 10, 0)
+        .await;
+    let other = f.requirements(60);
+    let v = f
+        .engine
+        .pay(&f.input(other, &block, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::AlreadySpent), "{v:?}");
+}
+
+#[tokio::test]
+async fn unbound_takeover_with_a_different_amount_is_refused() {
+    // Scenario 7: with allow_unbound, a block claimed (and broadcast) for a cheap resource
+    // timed out; presenting it again for an expensive one must not take the claim over: the
+    // takeover skips the ledger checks, so it would buy the expensive resource for the cheap
+    // price.
+    let f = fixture(true).await;
+    f.ledger.set_auto_confirm(false);
+    let now = unix_now();
+    let unbound = |amount: u128| {
+        let mut r = f.requirements_issued(now, now + 60, amount);
+        r.extra = serde_json::Map::new();
+        r.extra.insert("validBefore".into(), json!(now + 60));
+        r
+    };
+    let block = f.block();
+    let cheap = f.input(unbound(PRICE), &block, BindingPolicy::Facilitator);
+    let v = f.engine.pay(&cheap).await;
+    assert_eq!(v.reason(), Some(ErrorReason::BlockNotConfirmed), "{v:?}");
+    f.ledger.confirm(&block.hash());
+    let dear = f.input(unbound(2 * PRICE), &block, BindingPolicy::Facilitator);
+    let v = f.engine.pay(&dear).await;
+    assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch), "{v:?}");
 }

@@ -4,10 +4,12 @@
 //!    `invalid_payment_requirements`; payment JSON, `x402Version` (`invalid_x402_version`),
 //!    declared scheme (`invalid_scheme`) and network (`invalid_network`), the block
 //!    (`invalid_payload`);
-//! 2. expiry: `validBefore` > now → else `challenge_expired` (for settlement, a challenge that
-//!    expired less than `fork_grace_secs` ago may still finish the block it claimed in time,
-//!    see step 9; nothing else);
-//! 3. challenge binding: key id current or previous, MAC over the caller's terms → else
+//! 2. expiry: `validBefore` > now → else `challenge_expired`; for settlement, an expired
+//!    challenge may still redeem the payment recorded for it (step 8), finish the block it
+//!    claimed in time (step 9) or record a block that confirmed after the wait (docs/payments.md);
+//!    nothing else;
+//! 3. challenge binding: key id current or previous (for an expired challenge, also a retired
+//!    key within the redemption horizon), MAC over the caller's terms → else
 //!    `invalid_challenge` (`resource_mismatch` when the stamp is a genuine challenge for another
 //!    resource); unbound facilitator requirements instead need `allow_unbound` and an allowed payee;
 //! 4. nonce registry: the nonce is bound to the first payment presented with it; another
@@ -15,18 +17,19 @@
 //! 5. destination: `link` decoded as a key equals the payee key → else `wrong_destination`;
 //! 6. signature over the block hash by `account` → else `invalid_signature`;
 //! 7. work ≥ the node network's send threshold → else `insufficient_work`;
-//! 8. spent set: consumed before → re-presentation rules (redeem after a failed upstream,
-//!    `duplicate_settlement` while the outcome is pending, else `already_spent`);
-//! 9. fork set peek: the same block under the same challenge whose earlier attempt ended
-//!    (timed out, crashed) is taken over without ledger checks (they passed before the claim);
-//!    the same block under another challenge → `duplicate_settlement`;
+//! 8. payment ledger: recorded before → re-presentation rules (redeem a `redeemable` payment
+//!    within the window, `duplicate_settlement` while `admitted`, else `already_spent`);
+//! 9. fork set peek: the same block under the same challenge and the same terms whose earlier
+//!    attempt ended (timed out, crashed) is taken over without ledger checks (they passed
+//!    before the claim); the same block under another challenge → `duplicate_settlement`,
+//!    under other terms → `amount_mismatch` / `resource_mismatch`;
 //! 10. `account_info`: `previous` == frontier == confirmed frontier → else `stale_frontier`;
 //!     balance − block.balance == amount exactly → else `amount_mismatch`;
 //! 11. (settle) fork set claim, atomic → else `duplicate_frontier` (another block) or
 //!     `duplicate_settlement` (the same block in flight).
 
 use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
-use crate::store::{NonceBinding, SpentRecord};
+use crate::store::{NonceBinding, PaymentRecord};
 use nanogate_protocol::challenge::{
     self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
 };
@@ -46,6 +49,8 @@ pub(crate) struct Checked {
     pub payer: PublicKey,
     pub amount: u128,
     pub pay_to: PublicKey,
+    /// The resource the requirements were issued for (the MAC's resource when bound).
+    pub resource: String,
     /// The challenge nonce (lower hex), `None` for unbound facilitator requirements.
     pub nonce: Option<String>,
     pub valid_before: u64,
@@ -55,9 +60,17 @@ pub(crate) struct Checked {
     pub frontier_key: String,
     /// Settled through the facilitator API: final at once, never redeemed again.
     pub final_on_consume: bool,
-    /// The challenge expired less than `fork_grace_secs` ago: only finishing a block this
-    /// challenge already claimed (a takeover) is allowed.
+    /// The challenge expired: only redeeming the payment recorded for it, finishing a block it
+    /// already claimed (a takeover) or recording one that confirmed late is allowed.
     pub expired: bool,
+}
+
+impl Checked {
+    /// What a fork-set claim records and a takeover must match (scenario: a block claimed for
+    /// a cheap resource must never finish an expensive one).
+    pub fn terms(&self) -> String {
+        format!("{}|{}|{}", self.amount, self.pay_to.to_hex(), self.resource)
+    }
 }
 
 /// What verification concluded.
@@ -69,7 +82,10 @@ pub(crate) enum Verified {
     /// verdict (timed out or crashed): take over the claim and settle it.
     TakeOver(Checked),
     /// A settled payment presented again.
-    Spent(Checked, SpentRecord),
+    Spent(Checked, PaymentRecord),
+    /// An expired challenge with neither a recorded payment nor a claim: the block may have
+    /// confirmed after the sidecar stopped waiting (see `Engine::late_presentation`).
+    Late(Checked),
 }
 
 /// Verification is read-only for `/verify` (`Probe`) and binds the nonce for settlement.
@@ -81,6 +97,25 @@ pub(crate) enum Mode {
 
 fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
     Rejection::new(reason, msg)
+}
+
+/// Why a claim made for `claimed` terms may not be taken over by `c` (`None` = it may).
+fn takeover_refusal(claimed: &str, c: &Checked) -> Option<Rejection> {
+    if claimed == c.terms() {
+        return None;
+    }
+    let amount = claimed.split('|').next().unwrap_or("");
+    Some(if amount != c.amount.to_string() {
+        reject(
+            ErrorReason::AmountMismatch,
+            "this block was claimed for another amount",
+        )
+    } else {
+        reject(
+            ErrorReason::ResourceMismatch,
+            "this block was claimed for another payee or resource",
+        )
+    })
 }
 
 /// The client's payment, decoded by the protocol crate's `decode_payment_value` (the same
@@ -119,8 +154,8 @@ fn read_payment(payment: &Value, network: &str) -> Result<Declared, Rejection> {
 
 impl Engine {
     /// Steps 1–3: structure, expiry, challenge binding. Pure: no I/O.
-    /// With `grace`, a challenge that expired less than `fork_grace_secs` ago passes with
-    /// `expired = true` (see [`Checked::expired`]).
+    /// With `grace`, an expired challenge whose key is within the redemption horizon passes
+    /// with `expired = true` (see [`Checked::expired`]).
     pub(crate) fn precheck(
         &self,
         input: &PaymentInput,
@@ -157,8 +192,7 @@ impl Engine {
                 .map_err(|e| reject(ErrorReason::InvalidChallenge, e.to_string()))?;
             // 2. expiry
             expired = stamp.valid_before <= now;
-            let in_grace = now < stamp.valid_before.saturating_add(cfg.fork_grace_secs);
-            if expired && !(grace && in_grace) {
+            if expired && !grace {
                 return Err(reject(
                     ErrorReason::ChallengeExpired,
                     "the challenge has expired",
@@ -170,8 +204,18 @@ impl Engine {
             } else {
                 now
             };
-            // 3. binding
-            let Some(key) = self.keys.honoured(stamp.key_id, at) else {
+            // 3. binding (an expired challenge may be older than the previous key: retired keys
+            // authenticate it, for redemption only)
+            let key = self.keys.honoured(stamp.key_id, at).or_else(|| {
+                expired
+                    .then(|| {
+                        let horizon = self.redemption_horizon_secs();
+                        self.keys
+                            .honoured_for_redemption(stamp.key_id, now, horizon)
+                    })
+                    .flatten()
+            });
+            let Some(key) = key else {
                 return Err(reject(
                     ErrorReason::InvalidChallenge,
                     "challenge key id is neither current nor previous",
@@ -220,6 +264,7 @@ impl Engine {
             (None, valid_before)
         };
 
+        let resource = self.bound_resource(input, &declared).to_owned();
         let block = declared.block;
         let hash = block.hash();
         Ok(Checked {
@@ -235,6 +280,7 @@ impl Engine {
             hash,
             amount,
             pay_to,
+            resource,
             nonce,
             valid_before,
             final_on_consume: input.binding == BindingPolicy::Facilitator,
@@ -337,13 +383,6 @@ impl Engine {
             .precheck(input, now, mode == Mode::Settle)
             .map_err(|r| self.reject(r))?;
         let with_payer = |r: Rejection| r.with_payer(&c.payer);
-        let expired = || {
-            Err(self.reject(with_payer(reject(
-                ErrorReason::ChallengeExpired,
-                "the challenge has expired",
-            ))))
-        };
-
         // 4. nonce registry
         if let Some(nonce) = &c.nonce {
             let t = Instant::now();
@@ -369,7 +408,8 @@ impl Engine {
                         "this challenge was already used for another payment",
                     ))))
                 }
-                Ok(NonceBinding::Fresh) if c.expired => return expired(),
+                // An expired challenge binds nothing; its recorded payment (step 8) or its claim
+                // (step 9) is matched on the nonce, and a never-recorded block is judged below.
                 Ok(_) => {}
             }
         }
@@ -401,6 +441,9 @@ impl Engine {
                         "this block is being settled under another challenge",
                     ))));
                 }
+                if let Some(r) = e.terms.as_deref().and_then(|t| takeover_refusal(t, &c)) {
+                    return Err(self.reject(with_payer(r)));
+                }
                 if e.lease_until > as_i64(now) {
                     return Err(self.reject(with_payer(reject(
                         ErrorReason::DuplicateSettlement,
@@ -419,9 +462,9 @@ impl Engine {
                 ))));
             }
         }
-        // An expired challenge may only finish the block it already claimed (above).
+        // An expired challenge: no recorded payment, no claim to finish (above).
         if c.expired {
-            return expired();
+            return Ok(Verified::Late(c));
         }
 
         // 10. account_info

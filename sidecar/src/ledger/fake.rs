@@ -1,7 +1,9 @@
 //! An in-memory ledger with nano-node's `process` outcomes, for unit tests and benchmarks.
 //! Not a Nano implementation: it keeps one chain head per account and nothing else.
 
-use super::{AccountState, Confirmation, Ledger, LedgerError, LedgerFuture, ProcessOutcome};
+use super::{
+    AccountState, Confirmation, Ledger, LedgerError, LedgerFuture, ProcessOutcome, SendFacts,
+};
 use nanogate_protocol::nano::{BlockHash, PublicKey, StateBlock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,6 +23,10 @@ struct Block {
     previous: BlockHash,
     account: PublicKey,
     confirmed: bool,
+    /// The processed block (none for account heads opened by the test).
+    state: Option<StateBlock>,
+    /// When the ledger first saw it (unix seconds).
+    seen_at: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +90,8 @@ impl FakeLedger {
                 previous: BlockHash::ZERO,
                 account,
                 confirmed: true,
+                state: None,
+                seen_at: 0,
             },
         );
     }
@@ -137,6 +145,8 @@ impl FakeLedger {
                 previous,
                 account,
                 confirmed: true,
+                state: None,
+                seen_at: 0,
             },
         );
         g.balances.insert(winner, balance);
@@ -150,6 +160,13 @@ impl FakeLedger {
         );
         drop(g);
         self.changed.notify_waiters();
+    }
+
+    /// Pretends the ledger first saw `hash` at `unix_secs` (a block that sat unconfirmed).
+    pub fn set_seen_at(&self, hash: &BlockHash, unix_secs: u64) {
+        if let Some(b) = self.lock().blocks.get_mut(hash) {
+            b.seen_at = unix_secs;
+        }
     }
 
     fn check_up(&self) -> Result<(), LedgerError> {
@@ -238,6 +255,8 @@ impl Ledger for FakeLedger {
                     previous: block.previous,
                     account: block.account,
                     confirmed: auto,
+                    state: Some(block.clone()),
+                    seen_at: crate::engine::unix_now(),
                 },
             );
             g.balances.insert(hash, block.balance);
@@ -252,6 +271,30 @@ impl Ledger for FakeLedger {
             drop(g);
             self.changed.notify_waiters();
             Ok(ProcessOutcome::Processed)
+        })
+    }
+
+    fn send_facts<'a>(&'a self, hash: &'a BlockHash) -> LedgerFuture<'a, Option<SendFacts>> {
+        Box::pin(async move {
+            self.check_up()?;
+            let g = self.lock();
+            let Some(b) = g.blocks.get(hash) else {
+                return Ok(None);
+            };
+            let Some(state) = b.state.clone() else {
+                return Ok(None);
+            };
+            let before = g.balances.get(&b.previous).copied().unwrap_or(0);
+            let send = before >= state.balance;
+            Ok(Some(SendFacts {
+                account: b.account,
+                subtype: Some(if send { "send" } else { "receive" }.to_owned()),
+                destination: send.then(|| state.link_as_key()),
+                amount: before.abs_diff(state.balance),
+                confirmed: b.confirmed,
+                local_timestamp: b.seen_at,
+                block: Some(state),
+            }))
         })
     }
 

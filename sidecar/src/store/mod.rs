@@ -1,6 +1,6 @@
-//! Durable state behind one trait: the session registry (challenge nonces), the spent set
-//! (consumed block hashes keyed `network:HASH`), the fork set (in-flight payer frontiers) and
-//! receipts (outcome and redemption count per admitted payment).
+//! Durable state behind one trait: the session registry (challenge nonces), the fork set
+//! (in-flight payer frontiers), the payment ledger ([`payments`]: one row and one state per
+//! payment, keyed `network:HASH`, which is also the spent set) and the tagged sessions.
 //!
 //! Every state change that decides admission is a single atomic statement or transaction
 //! (`INSERT … ON CONFLICT DO NOTHING` / conditional `UPDATE`, then rows affected), never a
@@ -10,6 +10,7 @@
 //! [`postgres::PgStore`] (for several replicas). Their schemas are embedded in the binary and
 //! applied at start.
 
+pub mod payments;
 pub mod postgres;
 pub mod sqlite;
 pub mod tagged;
@@ -18,6 +19,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use thiserror::Error;
+
+pub use payments::{
+    Consumption, OwedPayment, PaymentQuery, PaymentRecord, PaymentState, PaymentStore,
+    PendingSettlement, RedeemPolicy, Retention, StateTotal,
+};
 
 /// A boxed future so the trait stays object-safe (`Arc<dyn Store>`).
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
@@ -74,50 +80,13 @@ pub struct ForkEntry {
     pub lease_until: i64,
     /// Until when the entry blocks other blocks on the same frontier.
     pub expires_at: i64,
+    /// The terms the claim was made for (`amount|payTo|resource`): a takeover must match them.
+    pub terms: Option<String>,
 }
 
-/// A consumed payment and its receipt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpentRecord {
-    pub spent_key: String,
-    pub receipt: String,
-    pub payer: String,
-    pub amount: String,
-    pub consumed_at: i64,
-    pub nonce: Option<String>,
-    /// The upstream's status as reported by the filter (`0` = timeout); `None` = not reported.
-    pub outcome: Option<i64>,
-    pub redemptions: i64,
-    pub admitted_at: i64,
-    pub valid_before: i64,
-}
-
-/// What [`Store::consume`] records.
-#[derive(Debug, Clone)]
-pub struct Consumption {
-    pub spent_key: String,
-    pub receipt: String,
-    pub payer: String,
-    pub amount: u128,
-    pub nonce: Option<String>,
-    pub now: i64,
-    pub valid_before: i64,
-    /// The outcome recorded at once: `Some(200)` makes the settlement final (facilitator
-    /// settlements, which have no outcome report); `None` waits for the filter's report.
-    pub outcome: Option<i64>,
-}
-
-/// When a receipt may be redeemed again (invariant 5).
-#[derive(Debug, Clone, Copy)]
-pub struct RedeemPolicy {
-    /// How many re-redemptions after failed upstream calls a payment allows.
-    pub max_redemptions: i64,
-    /// After this many seconds without an outcome report, the upstream call counts as failed.
-    pub outcome_grace_secs: i64,
-}
-
-/// Every backend also implements the tagged-amount operations ([`tagged::TaggedStore`]).
-pub trait Store: tagged::TaggedStore + Send + Sync + 'static {
+/// Every backend also implements the payment ledger ([`payments::PaymentStore`]) and the
+/// tagged-amount operations ([`tagged::TaggedStore`]).
+pub trait Store: PaymentStore + tagged::TaggedStore + Send + Sync + 'static {
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;
 
@@ -135,9 +104,6 @@ pub trait Store: tagged::TaggedStore + Send + Sync + 'static {
     /// The payment a nonce is bound to, if any (read-only, for `/verify`).
     fn nonce_binding<'a>(&'a self, nonce: &'a str) -> StoreFuture<'a, Option<String>>;
 
-    /// The consumption record of `spent_key`, if it was consumed.
-    fn spent<'a>(&'a self, spent_key: &'a str) -> StoreFuture<'a, Option<SpentRecord>>;
-
     /// The fork-set entry for a frontier, if one has not expired at `now`.
     fn fork_entry<'a>(
         &'a self,
@@ -146,8 +112,8 @@ pub trait Store: tagged::TaggedStore + Send + Sync + 'static {
     ) -> StoreFuture<'a, Option<ForkEntry>>;
 
     /// Claims a frontier for `entry.block_hash` (atomic): succeeds when no entry exists, the
-    /// existing one expired, or it is for the same block and the same nonce and its lease
-    /// ended (a re-presentation taking over a finished attempt). `true` = we own it now.
+    /// existing one expired, or it is for the same block, the same nonce and the same terms and
+    /// its lease ended (a re-presentation taking over a finished attempt). `true` = we own it.
     fn fork_claim<'a>(&'a self, entry: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool>;
 
     /// Ends `owner`'s lease on a frontier but keeps the entry until it expires, so no other
@@ -159,23 +125,7 @@ pub trait Store: tagged::TaggedStore + Send + Sync + 'static {
         now: i64,
     ) -> StoreFuture<'a, ()>;
 
-    /// Records a consumption and its receipt in one transaction, insert-if-absent on the
-    /// spent key. `false` = the payment was already consumed (by any replica).
-    fn consume<'a>(&'a self, c: &'a Consumption) -> StoreFuture<'a, bool>;
-
-    /// Redeems a receipt again if the policy allows it (atomic conditional update).
-    fn redeem<'a>(
-        &'a self,
-        receipt: &'a str,
-        policy: RedeemPolicy,
-        now: i64,
-    ) -> StoreFuture<'a, bool>;
-
-    /// Records the upstream's status for a receipt that has none yet. `false` = unknown
-    /// receipt or already reported.
-    fn record_outcome<'a>(&'a self, receipt: &'a str, status: i64) -> StoreFuture<'a, bool>;
-
-    /// Deletes expired sessions and fork-set entries (never spent entries or receipts).
+    /// Deletes expired sessions and fork-set entries (the payment ledger has its own retention).
     fn prune(&self, now: i64) -> StoreFuture<'_, u64>;
 }
 

@@ -2,10 +2,7 @@
 //! single statements (`ON CONFLICT`, conditional `UPDATE`) whose rows-affected count says who
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
-use super::{
-    migrator, Consumption, ForkEntry, NonceBinding, RedeemPolicy, SpentRecord, Store, StoreError,
-    StoreFuture,
-};
+use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -21,6 +18,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "tagged",
         include_str!("../../migrations/postgres/0002_tagged.sql"),
+    ),
+    (
+        3,
+        "payments",
+        include_str!("../../migrations/postgres/0003_payments.sql"),
     ),
 ];
 
@@ -87,21 +89,6 @@ impl PgStore {
     }
 }
 
-fn spent_from_row(row: &sqlx::postgres::PgRow) -> Result<SpentRecord, sqlx::Error> {
-    Ok(SpentRecord {
-        spent_key: row.try_get("spent_key")?,
-        receipt: row.try_get("receipt")?,
-        payer: row.try_get("payer")?,
-        amount: row.try_get("amount")?,
-        consumed_at: row.try_get("consumed_at")?,
-        nonce: row.try_get("nonce")?,
-        outcome: row.try_get("outcome")?,
-        redemptions: row.try_get("redemptions")?,
-        admitted_at: row.try_get("admitted_at")?,
-        valid_before: row.try_get("valid_before")?,
-    })
-}
-
 impl Store for PgStore {
     fn kind(&self) -> &'static str {
         "postgres"
@@ -156,20 +143,6 @@ impl Store for PgStore {
         })
     }
 
-    fn spent<'a>(&'a self, spent_key: &'a str) -> StoreFuture<'a, Option<SpentRecord>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT s.spent_key, s.receipt, s.payer, s.amount, s.consumed_at, r.nonce, \
-                        r.outcome, r.redemptions, r.admitted_at, r.valid_before \
-                 FROM spent s JOIN receipts r ON r.receipt = s.receipt WHERE s.spent_key = $1",
-            )
-            .bind(spent_key)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(row.as_ref().map(spent_from_row).transpose()?)
-        })
-    }
-
     fn fork_entry<'a>(
         &'a self,
         frontier_key: &'a str,
@@ -177,7 +150,7 @@ impl Store for PgStore {
     ) -> StoreFuture<'a, Option<ForkEntry>> {
         Box::pin(async move {
             let row = sqlx::query(
-                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at \
+                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at, terms \
                  FROM forks WHERE frontier_key = $1 AND expires_at > $2",
             )
             .bind(frontier_key)
@@ -192,6 +165,7 @@ impl Store for PgStore {
                 owner: row.try_get("owner")?,
                 lease_until: row.try_get("lease_until")?,
                 expires_at: row.try_get("expires_at")?,
+                terms: row.try_get("terms")?,
             }))
         })
     }
@@ -199,14 +173,17 @@ impl Store for PgStore {
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(
-                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
+                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at, \
+                   terms) VALUES ($1, $2, $3, $4, $5, $6, $8) \
                  ON CONFLICT (frontier_key) DO UPDATE SET block_hash = excluded.block_hash, \
                    nonce = excluded.nonce, owner = excluded.owner, \
-                   lease_until = excluded.lease_until, expires_at = excluded.expires_at \
+                   lease_until = excluded.lease_until, expires_at = excluded.expires_at, \
+                   terms = excluded.terms \
                  WHERE forks.expires_at <= $7 \
                     OR (forks.block_hash = excluded.block_hash \
-                        AND forks.nonce IS NOT DISTINCT FROM excluded.nonce AND forks.lease_until <= $7)",
+                        AND forks.nonce IS NOT DISTINCT FROM excluded.nonce \
+                        AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
+                        AND forks.lease_until <= $7)",
             )
             .bind(&e.frontier_key)
             .bind(&e.block_hash)
@@ -215,6 +192,7 @@ impl Store for PgStore {
             .bind(e.lease_until)
             .bind(e.expires_at)
             .bind(now)
+            .bind(&e.terms)
             .execute(&self.pool)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -242,73 +220,6 @@ impl Store for PgStore {
         })
     }
 
-    fn consume<'a>(&'a self, c: &'a Consumption) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let done = sqlx::query(
-                "INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (spent_key) DO NOTHING",
-            )
-            .bind(&c.spent_key)
-            .bind(&c.receipt)
-            .bind(&c.payer)
-            .bind(c.amount.to_string())
-            .bind(c.now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, \
-                 admitted_at, valid_before) VALUES ($1, $2, $3, $4, 0, $5, $6)",
-            )
-            .bind(&c.receipt)
-            .bind(&c.spent_key)
-            .bind(&c.nonce)
-            .bind(c.outcome)
-            .bind(c.now)
-            .bind(c.valid_before)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
-    }
-
-    fn redeem<'a>(&'a self, receipt: &'a str, p: RedeemPolicy, now: i64) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE receipts SET redemptions = redemptions + 1, outcome = NULL, \
-                   admitted_at = $1 \
-                 WHERE receipt = $2 AND redemptions < $3 AND valid_before > $1 \
-                   AND (outcome = 0 OR outcome >= 500 \
-                        OR (outcome IS NULL AND admitted_at <= $1 - $4))",
-            )
-            .bind(now)
-            .bind(receipt)
-            .bind(p.max_redemptions)
-            .bind(p.outcome_grace_secs)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    fn record_outcome<'a>(&'a self, receipt: &'a str, status: i64) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE receipts SET outcome = $1 WHERE receipt = $2 AND outcome IS NULL",
-            )
-            .bind(status)
-            .bind(receipt)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
     fn prune(&self, now: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
@@ -325,3 +236,4 @@ impl Store for PgStore {
 }
 
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
+super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);

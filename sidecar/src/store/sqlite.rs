@@ -1,10 +1,7 @@
 //! SQLite backend: the default. One file, WAL journal, `synchronous=FULL` so a commit that
 //! returned survives power loss, and a busy timeout so concurrent writers queue.
 
-use super::{
-    migrator, Consumption, ForkEntry, NonceBinding, RedeemPolicy, SpentRecord, Store, StoreError,
-    StoreFuture,
-};
+use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
@@ -20,6 +17,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "tagged",
         include_str!("../../migrations/sqlite/0002_tagged.sql"),
+    ),
+    (
+        3,
+        "payments",
+        include_str!("../../migrations/sqlite/0003_payments.sql"),
     ),
 ];
 
@@ -46,21 +48,6 @@ impl SqliteStore {
         migrator(MIGRATIONS).run(&pool).await?;
         Ok(SqliteStore { pool })
     }
-}
-
-fn spent_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<SpentRecord, sqlx::Error> {
-    Ok(SpentRecord {
-        spent_key: row.try_get("spent_key")?,
-        receipt: row.try_get("receipt")?,
-        payer: row.try_get("payer")?,
-        amount: row.try_get("amount")?,
-        consumed_at: row.try_get("consumed_at")?,
-        nonce: row.try_get("nonce")?,
-        outcome: row.try_get("outcome")?,
-        redemptions: row.try_get("redemptions")?,
-        admitted_at: row.try_get("admitted_at")?,
-        valid_before: row.try_get("valid_before")?,
-    })
 }
 
 impl Store for SqliteStore {
@@ -117,20 +104,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn spent<'a>(&'a self, spent_key: &'a str) -> StoreFuture<'a, Option<SpentRecord>> {
-        Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT s.spent_key, s.receipt, s.payer, s.amount, s.consumed_at, r.nonce, \
-                        r.outcome, r.redemptions, r.admitted_at, r.valid_before \
-                 FROM spent s JOIN receipts r ON r.receipt = s.receipt WHERE s.spent_key = ?",
-            )
-            .bind(spent_key)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(row.as_ref().map(spent_from_row).transpose()?)
-        })
-    }
-
     fn fork_entry<'a>(
         &'a self,
         frontier_key: &'a str,
@@ -138,7 +111,7 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'a, Option<ForkEntry>> {
         Box::pin(async move {
             let row = sqlx::query(
-                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at \
+                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at, terms \
                  FROM forks WHERE frontier_key = ? AND expires_at > ?",
             )
             .bind(frontier_key)
@@ -153,6 +126,7 @@ impl Store for SqliteStore {
                 owner: row.try_get("owner")?,
                 lease_until: row.try_get("lease_until")?,
                 expires_at: row.try_get("expires_at")?,
+                terms: row.try_get("terms")?,
             }))
         })
     }
@@ -160,14 +134,17 @@ impl Store for SqliteStore {
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(
-                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at, \
+                   terms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8) \
                  ON CONFLICT (frontier_key) DO UPDATE SET block_hash = excluded.block_hash, \
                    nonce = excluded.nonce, owner = excluded.owner, \
-                   lease_until = excluded.lease_until, expires_at = excluded.expires_at \
+                   lease_until = excluded.lease_until, expires_at = excluded.expires_at, \
+                   terms = excluded.terms \
                  WHERE forks.expires_at <= ?7 \
                     OR (forks.block_hash = excluded.block_hash \
-                        AND forks.nonce IS excluded.nonce AND forks.lease_until <= ?7)",
+                        AND forks.nonce IS excluded.nonce \
+                        AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
+                        AND forks.lease_until <= ?7)",
             )
             .bind(&e.frontier_key)
             .bind(&e.block_hash)
@@ -176,6 +153,7 @@ impl Store for SqliteStore {
             .bind(e.lease_until)
             .bind(e.expires_at)
             .bind(now)
+            .bind(&e.terms)
             .execute(&self.pool)
             .await?;
             Ok(done.rows_affected() == 1)
@@ -203,73 +181,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn consume<'a>(&'a self, c: &'a Consumption) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let mut tx = self.pool.begin().await?;
-            let done = sqlx::query(
-                "INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT (spent_key) DO NOTHING",
-            )
-            .bind(&c.spent_key)
-            .bind(&c.receipt)
-            .bind(&c.payer)
-            .bind(c.amount.to_string())
-            .bind(c.now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                tx.rollback().await?;
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, \
-                 admitted_at, valid_before) VALUES (?, ?, ?, ?, 0, ?, ?)",
-            )
-            .bind(&c.receipt)
-            .bind(&c.spent_key)
-            .bind(&c.nonce)
-            .bind(c.outcome)
-            .bind(c.now)
-            .bind(c.valid_before)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(true)
-        })
-    }
-
-    fn redeem<'a>(&'a self, receipt: &'a str, p: RedeemPolicy, now: i64) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE receipts SET redemptions = redemptions + 1, outcome = NULL, \
-                   admitted_at = ?1 \
-                 WHERE receipt = ?2 AND redemptions < ?3 AND valid_before > ?1 \
-                   AND (outcome = 0 OR outcome >= 500 \
-                        OR (outcome IS NULL AND admitted_at <= ?1 - ?4))",
-            )
-            .bind(now)
-            .bind(receipt)
-            .bind(p.max_redemptions)
-            .bind(p.outcome_grace_secs)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
-    fn record_outcome<'a>(&'a self, receipt: &'a str, status: i64) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let done = sqlx::query(
-                "UPDATE receipts SET outcome = ? WHERE receipt = ? AND outcome IS NULL",
-            )
-            .bind(status)
-            .bind(receipt)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
-    }
-
     fn prune(&self, now: i64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             let a = sqlx::query("DELETE FROM sessions WHERE expires_at <= ?")
@@ -286,3 +197,4 @@ impl Store for SqliteStore {
 }
 
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
+super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);

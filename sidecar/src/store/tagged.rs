@@ -1,13 +1,16 @@
-//! Store operations of the tagged-amount mechanism (DESIGN.md mechanism 2): sessions with a
+//! Store operations of the tagged-amount mechanism (mechanism 2): sessions with a
 //! store-enforced unique amount per payee account, their payment and single consumption, and
-//! the stray-payment record.
+//! the listing of stray payments (owed rows of the payment ledger, see [`super::payments`]).
 //!
 //! Uniqueness across replicas: issuing a session first claims `(pay_to, amount)` in
 //! `tag_claims` with an atomic upsert that only takes over a claim whose session has expired,
 //! so two open sessions on one account never share an amount. Consumption is one transaction:
 //! the session's `consumed_hash` is set only if it is still empty (conditional `UPDATE`), and
-//! the block is inserted into the **same** spent set as signed-block payments (`network:HASH`,
-//! insert-if-absent), so a block can never be consumed twice, whichever mechanism presents it.
+//! the block is inserted into the **same** payment ledger as signed-block payments
+//! (`network:HASH`, insert-if-absent), so a block can never be consumed twice, whichever
+//! mechanism presents it. The one exception to insert-if-absent: a send recorded `owed` by the
+//! tagged mechanism (e.g. first presented with the wrong session) that then buys its own
+//! session takes that row over (`owed → admitted`, tagged rows only).
 
 use super::{Consumption, StoreFuture};
 
@@ -85,10 +88,7 @@ pub trait TaggedStore: Send + Sync {
         hash: &'a str,
     ) -> StoreFuture<'a, TaggedConsume>;
 
-    /// Records a stray payment once per block (`true` = new).
-    fn record_stray<'a>(&'a self, s: &'a StrayPayment) -> StoreFuture<'a, bool>;
-
-    /// The latest stray payments, newest first.
+    /// The latest stray payments (owed tagged rows), newest first.
     fn strays(&self, limit: i64) -> StoreFuture<'_, Vec<StrayPayment>>;
 
     /// Deletes sessions past their retention and expired tag claims.
@@ -256,72 +256,48 @@ macro_rules! impl_tagged_store {
                             return Ok(TaggedConsume::SessionUsed);
                         }
                         let spent = sqlx::query(&sql(
-                            "INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
-                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (spent_key) DO NOTHING",
+                            "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
+                               amount, resource, nonce, state, reason, settled_at, updated_at, \
+                               lease_until, redemptions) \
+                             VALUES ($1, $2, 'tagged', $3, $4, $5, $6, $7, $8, NULL, $9, $9, \
+                               $10, 0) \
+                             ON CONFLICT (spent_key) DO UPDATE SET receipt = excluded.receipt, \
+                               payer = excluded.payer, pay_to = excluded.pay_to, \
+                               amount = excluded.amount, resource = excluded.resource, \
+                               nonce = excluded.nonce, state = excluded.state, reason = NULL, \
+                               settled_at = excluded.settled_at, \
+                               updated_at = excluded.updated_at, \
+                               lease_until = excluded.lease_until, redemptions = 0 \
+                             WHERE payments.state = 'owed' AND payments.mechanism = 'tagged'",
                             $sqlite,
                         ))
                         .bind(&c.spent_key)
                         .bind(&c.receipt)
                         .bind(&c.payer)
+                        .bind(&c.pay_to)
                         .bind(c.amount.to_string())
+                        .bind(&c.resource)
+                        .bind(&c.nonce)
+                        .bind(c.state.as_str())
                         .bind(c.now)
+                        .bind(c.lease_until)
                         .execute(&mut *tx)
                         .await?;
                         if spent.rows_affected() != 1 {
                             tx.rollback().await?;
                             return Ok(TaggedConsume::Spent);
                         }
-                        // A block that finally bought its session is no longer stray (e.g. it
-                        // was first presented with a wrong session).
-                        sqlx::query(&sql("DELETE FROM stray_payments WHERE hash = $1", $sqlite))
-                            .bind(hash)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query(&sql(
-                            "INSERT INTO receipts (receipt, spent_key, nonce, outcome, \
-                             redemptions, admitted_at, valid_before) \
-                             VALUES ($1, $2, $3, $4, 0, $5, $6)",
-                            $sqlite,
-                        ))
-                        .bind(&c.receipt)
-                        .bind(&c.spent_key)
-                        .bind(&c.nonce)
-                        .bind(c.outcome)
-                        .bind(c.now)
-                        .bind(c.valid_before)
-                        .execute(&mut *tx)
-                        .await?;
                         tx.commit().await?;
                         Ok(TaggedConsume::Consumed)
-                    })
-                }
-
-                fn record_stray<'a>(&'a self, s: &'a StrayPayment) -> StoreFuture<'a, bool> {
-                    Box::pin(async move {
-                        let done = sqlx::query(&sql(
-                            "INSERT INTO stray_payments (hash, pay_to, amount, payer, reason, \
-                             session_id, seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                             ON CONFLICT (hash) DO NOTHING",
-                            $sqlite,
-                        ))
-                        .bind(&s.hash)
-                        .bind(&s.pay_to)
-                        .bind(&s.amount)
-                        .bind(&s.payer)
-                        .bind(&s.reason)
-                        .bind(&s.session_id)
-                        .bind(s.seen_at)
-                        .execute(&self.pool)
-                        .await?;
-                        Ok(done.rows_affected() == 1)
                     })
                 }
 
                 fn strays(&self, limit: i64) -> StoreFuture<'_, Vec<StrayPayment>> {
                     Box::pin(async move {
                         let rows = sqlx::query(&sql(
-                            "SELECT hash, pay_to, amount, payer, reason, session_id, seen_at \
-                             FROM stray_payments ORDER BY seen_at DESC, hash LIMIT $1",
+                            "SELECT spent_key, pay_to, amount, payer, reason, nonce, settled_at \
+                             FROM payments WHERE state = 'owed' AND mechanism = 'tagged' \
+                             ORDER BY settled_at DESC, spent_key LIMIT $1",
                             $sqlite,
                         ))
                         .bind(limit)
@@ -329,14 +305,16 @@ macro_rules! impl_tagged_store {
                         .await?;
                         let mut out = Vec::with_capacity(rows.len());
                         for row in &rows {
+                            let key: String = row.try_get("spent_key")?;
+                            let reason: Option<String> = row.try_get("reason")?;
                             out.push(StrayPayment {
-                                hash: row.try_get("hash")?,
+                                hash: key.rsplit_once(':').map_or(key.as_str(), |(_, h)| h).to_owned(),
                                 pay_to: row.try_get("pay_to")?,
                                 amount: row.try_get("amount")?,
                                 payer: row.try_get("payer")?,
-                                reason: row.try_get("reason")?,
-                                session_id: row.try_get("session_id")?,
-                                seen_at: row.try_get("seen_at")?,
+                                reason: reason.unwrap_or_default(),
+                                session_id: row.try_get("nonce")?,
+                                seen_at: row.try_get("settled_at")?,
                             });
                         }
                         Ok(out)
