@@ -1,6 +1,8 @@
-//! Invariant 5 (no payment is lost): a settled payment whose upstream failed (5xx or timeout)
-//! can be redeemed by presenting the same payment again, a bounded number of times; one whose
-//! upstream succeeded cannot; while the outcome is pending, a re-presentation is refused.
+//! Invariant 5 (no payment is lost): a settled payment whose upstream failed (5xx, including
+//! Envoy's own 503/504 for an upstream reset or timeout) can be redeemed by presenting the same
+//! payment again, a bounded number of times; one whose upstream succeeded cannot, nor one whose
+//! client reset before the response headers (status 0: the upstream may have run it); while
+//! the request may be in flight, a re-presentation is refused.
 
 mod common;
 
@@ -41,8 +43,8 @@ async fn upstream_failure_is_redeemed_once_then_refused_when_bound_is_reached() 
     );
     assert_eq!(again["transaction"], block.hash().to_hex());
 
-    // The retry failed too (timeout = 0), but the bound (1) is reached.
-    sidecar.outcome(&receipt, 0).await;
+    // The retry failed too (Envoy's upstream timeout, 504), but the bound (1) is reached.
+    sidecar.outcome(&receipt, 504).await;
     assert_reject(&sidecar.pay(&req, &p).await, "already_spent");
     sidecar.stop().await;
     devnet.shutdown().await;
@@ -50,7 +52,7 @@ async fn upstream_failure_is_redeemed_once_then_refused_when_bound_is_reached() 
 }
 
 #[tokio::test]
-async fn upstream_timeout_is_redeemable_within_the_bound() {
+async fn upstream_timeout_504_is_redeemable_within_the_bound() {
     let payer = key(41);
     let (devnet, sidecar, db) = setup(&payer, 2).await;
     let req = challenge();
@@ -60,7 +62,7 @@ async fn upstream_timeout_is_redeemable_within_the_bound() {
     assert_admit(&v);
     let receipt = v["receipt"].as_str().unwrap().to_owned();
     for _ in 0..2 {
-        sidecar.outcome(&receipt, 0).await;
+        sidecar.outcome(&receipt, 504).await;
         assert_admit(&sidecar.pay(&req, &p).await);
     }
     sidecar.outcome(&receipt, 503).await;

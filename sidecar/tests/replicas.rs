@@ -72,12 +72,15 @@ async fn concurrent_consumption_on_shared_postgres_inserts_once() {
             s.consume(&Consumption {
                 spent_key: "nano:devnet:SAMEHASH".into(),
                 receipt: format!("receipt-{i}"),
+                mechanism: "signed_block",
                 payer: "nano_x".into(),
+                pay_to: "nano_y".into(),
                 amount: 1,
+                resource: "r".into(),
                 nonce: None,
                 now: 1,
-                valid_before: 100,
-                outcome: None,
+                state: store::PaymentState::Admitted,
+                lease_until: 20,
             })
             .await
             .unwrap()
@@ -105,6 +108,7 @@ async fn fork_claims_are_exclusive(db: Db) {
                 owner: format!("owner{i}"),
                 lease_until: 1_000,
                 expires_at: 2_000,
+                terms: None,
             };
             s.fork_claim(&e, 10).await.unwrap()
         }));
@@ -122,6 +126,7 @@ async fn fork_claims_are_exclusive(db: Db) {
         owner: "later".into(),
         lease_until: 3_000,
         expires_at: 4_000,
+        terms: None,
     };
     assert!(!s1.fork_claim(&e, 1_999).await.unwrap());
     assert!(s1.fork_claim(&e, 2_000).await.unwrap());
@@ -167,7 +172,7 @@ async fn restart_keeps_the_spent_set(db: Db) {
         .await
         .unwrap()
         .expect("spent entry survives");
-    assert_eq!(rec.outcome, Some(200));
+    assert_eq!(rec.state, store::PaymentState::Served);
     second.stop().await;
     devnet.shutdown().await;
     db.cleanup().await;
@@ -217,18 +222,22 @@ async fn prune_keeps_the_spent_set(db: Db) {
         owner: "o".into(),
         lease_until: 3,
         expires_at: 5,
+        terms: None,
     };
     assert!(s.fork_claim(&e, 1).await.unwrap());
     assert!(s
         .consume(&Consumption {
             spent_key: "nano:devnet:H1".into(),
             receipt: "r1".into(),
+            mechanism: "signed_block",
             payer: "nano_x".into(),
+            pay_to: "nano_y".into(),
             amount: 7,
+            resource: "r".into(),
             nonce: Some("n1".into()),
             now: 1,
-            valid_before: 5,
-            outcome: None,
+            state: store::PaymentState::Admitted,
+            lease_until: 20,
         })
         .await
         .unwrap());
@@ -241,7 +250,7 @@ async fn prune_keeps_the_spent_set(db: Db) {
     assert!(s.fork_entry("k", 0).await.unwrap().is_none());
     assert!(
         s.spent("nano:devnet:H1").await.unwrap().is_some(),
-        "spent set never pruned"
+        "the payment ledger has its own retention"
     );
     db.cleanup().await;
 }

@@ -448,6 +448,7 @@ async fn another_block_in_flight_on_the_frontier_is_refused_duplicate_frontier()
         owner: "other-replica".into(),
         lease_until: now + 30,
         expires_at: now + 60,
+        terms: None,
     };
     assert!(e
         .sidecar

@@ -500,6 +500,9 @@ impl Engine {
         // A consumed block: the redemption rules of signed blocks (same spent set).
         match self.store.spent(&spent_key).await {
             Err(e) => return self.store_failed(&e),
+            // A send recorded owed by this mechanism (e.g. presented with the wrong session
+            // first) may still buy its own session: the consumption below takes the row over.
+            Ok(Some(rec)) if rec.state == PaymentState::Owed && rec.mechanism == TAGGED => {}
             Ok(Some(rec)) => {
                 let payer = PublicKey::from_address(&rec.payer).unwrap_or(p.pay_to);
                 let c = self.checked(&p, hash, payer, spent_key, &input.resource);

@@ -3,7 +3,7 @@
 use super::*;
 use crate::ledger::fake::FakeLedger;
 use crate::store::sqlite::SqliteStore;
-use crate::store::{Consumption, ForkEntry, PaymentState, PaymentStore};
+use crate::store::{Consumption, ForkEntry, PaymentState};
 use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
 use nanogate_protocol::nano::{PrivateKey, Signature, StateBlock};
 use serde_json::json;
