@@ -38,6 +38,7 @@ SELECT s.spent_key, s.receipt,
             ELSE 'served' END,
        NULL, s.consumed_at, r.admitted_at, r.admitted_at + 125, r.redemptions
 FROM spent s JOIN receipts r ON r.receipt = s.receipt
+WHERE true
 ON CONFLICT (spent_key) DO NOTHING;
 DROP TABLE receipts;
 DROP TABLE spent;

@@ -694,7 +694,7 @@ macro_rules! impl_payment_store {
                                amount, resource, nonce, state, reason, settled_at, updated_at) \
                              SELECT $1 || ':' || hash, NULL, 'tagged', payer, pay_to, amount, '', \
                                session_id, 'owed', reason, seen_at, seen_at \
-                             FROM legacy_stray_payments ON CONFLICT (spent_key) DO NOTHING",
+                             FROM legacy_stray_payments WHERE true ON CONFLICT (spent_key) DO NOTHING",
                             $sqlite,
                         ))
                         .bind(network)
