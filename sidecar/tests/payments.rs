@@ -60,13 +60,19 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
     assert_eq!(state(&s, 1).await, Some(PaymentState::Admitted));
 
     // admitted with a running lease: never redeemed.
-    assert!(!s.redeem("receipt1", POLICY, now + 19, now + 40).await.unwrap());
+    assert!(!s
+        .redeem("receipt1", POLICY, now + 19, now + 40)
+        .await
+        .unwrap());
     // outcome 0 (client reset) and 1..=499: served; served takes no further outcome.
     assert!(s.record_outcome("receipt1", 0, now + 1).await.unwrap());
     assert_eq!(state(&s, 1).await, Some(PaymentState::Served));
     assert!(!s.record_outcome("receipt1", 502, now + 2).await.unwrap());
     assert!(!s.release("receipt1", now + 2).await.unwrap());
-    assert!(!s.redeem("receipt1", POLICY, now + 30, now + 50).await.unwrap());
+    assert!(!s
+        .redeem("receipt1", POLICY, now + 30, now + 50)
+        .await
+        .unwrap());
     assert_eq!(state(&s, 1).await, Some(PaymentState::Served));
 
     // ≥ 500: redeemable; redeem → admitted with a new lease, counted.
@@ -76,22 +82,34 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
     assert!(s.record_outcome("receipt2", 504, now + 1).await.unwrap());
     assert_eq!(state(&s, 2).await, Some(PaymentState::Redeemable));
     assert!(!s.record_outcome("receipt2", 200, now + 1).await.unwrap());
-    assert!(s.redeem("receipt2", POLICY, now + 2, now + 22).await.unwrap());
+    assert!(s
+        .redeem("receipt2", POLICY, now + 2, now + 22)
+        .await
+        .unwrap());
     let rec = s.spent("nano:devnet:HASH2").await.unwrap().unwrap();
     assert_eq!(
         (rec.state, rec.redemptions, rec.lease_until),
         (PaymentState::Admitted, 1, now + 22)
     );
     // A concurrent second redemption of the same payment loses.
-    assert!(!s.redeem("receipt2", POLICY, now + 3, now + 23).await.unwrap());
+    assert!(!s
+        .redeem("receipt2", POLICY, now + 3, now + 23)
+        .await
+        .unwrap());
 
     // release: admitted → redeemable (the filter never got the admission); only from admitted.
     assert!(s.release("receipt2", now + 4).await.unwrap());
     assert!(!s.release("receipt2", now + 4).await.unwrap());
-    assert!(s.redeem("receipt2", POLICY, now + 5, now + 25).await.unwrap());
+    assert!(s
+        .redeem("receipt2", POLICY, now + 5, now + 25)
+        .await
+        .unwrap());
     assert!(s.release("receipt2", now + 6).await.unwrap());
     // the bound (2 re-redemptions) is reached.
-    assert!(!s.redeem("receipt2", POLICY, now + 7, now + 27).await.unwrap());
+    assert!(!s
+        .redeem("receipt2", POLICY, now + 7, now + 27)
+        .await
+        .unwrap());
 
     // The window is measured from settlement, nothing else.
     s.consume(&consumption(3, PaymentState::Redeemable, now, 0))
@@ -110,7 +128,10 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
     s.consume(&consumption(4, PaymentState::Admitted, now, now + 20))
         .await
         .unwrap();
-    assert!(s.redeem("receipt4", POLICY, now + 20, now + 40).await.unwrap());
+    assert!(s
+        .redeem("receipt4", POLICY, now + 20, now + 40)
+        .await
+        .unwrap());
 
     // owed: recorded once, no receipt, nothing moves it (but a tagged consumption, below).
     let owed = OwedPayment {
@@ -191,9 +212,9 @@ async fn unknown_states_are_refused_by_the_schema(db: Db) {
         .await
         .unwrap();
     drop(s);
-    let bogus = "UPDATE payments SET state = 'refunded_twice' WHERE spent_key = 'nano:devnet:HASH1'";
-    let no_receipt =
-        "UPDATE payments SET receipt = NULL WHERE spent_key = 'nano:devnet:HASH1'";
+    let bogus =
+        "UPDATE payments SET state = 'refunded_twice' WHERE spent_key = 'nano:devnet:HASH1'";
+    let no_receipt = "UPDATE payments SET receipt = NULL WHERE spent_key = 'nano:devnet:HASH1'";
     match &db {
         Db::Sqlite(_) => {
             let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
@@ -225,9 +246,14 @@ async fn listing_totals_and_retention(db: Db) {
     let s = open(&db).await;
     let now = 1_000_000;
     for n in 0..7u32 {
-        s.consume(&consumption(n, PaymentState::Admitted, now + i64::from(n), now + 100))
-            .await
-            .unwrap();
+        s.consume(&consumption(
+            n,
+            PaymentState::Admitted,
+            now + i64::from(n),
+            now + 100,
+        ))
+        .await
+        .unwrap();
     }
     for n in 0..3u32 {
         assert!(s
@@ -348,13 +374,19 @@ async fn old_spent_receipts_and_strays_keep_their_meaning_after_the_migration() 
         async move { s.spent(k).await.unwrap().unwrap() }
     };
     assert_eq!(get("nano:devnet:OK").await.state, PaymentState::Served);
-    assert_eq!(get("nano:devnet:FAIL").await.state, PaymentState::Redeemable);
+    assert_eq!(
+        get("nano:devnet:FAIL").await.state,
+        PaymentState::Redeemable
+    );
     let wait = get("nano:devnet:WAIT").await;
     assert_eq!(wait.state, PaymentState::Admitted);
     assert_eq!(wait.lease_until, 225);
     let stray = get("nano:devnet:STRAY").await;
     assert_eq!(stray.state, PaymentState::Owed);
     assert_eq!(stray.reason.as_deref(), Some("wrong_amount"));
-    assert_eq!((stray.payer.as_str(), stray.amount.as_str()), ("nano_c", "9"));
+    assert_eq!(
+        (stray.payer.as_str(), stray.amount.as_str()),
+        ("nano_c", "9")
+    );
     db.cleanup().await;
 }

@@ -389,3 +389,40 @@ async fn replicas_on_postgres_never_share_an_amount_and_admit_a_tagged_payment_o
     b.stop().await;
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_signed_block_payment_never_buys_a_tagged_session_with_the_same_amount() {
+    // Scenario 7: a signed-block route priced exactly at an open session's amount on the same
+    // payee. The signed block we broadcast must never be consumed by that session (its holder
+    // presenting the hash as proof), even while the block is still being settled.
+    let payer = key(8);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let req = challenge_for(RESOURCE, amount(s), pay_to(s), 60);
+    let block = good_block(&d, &payer, amount(s), pay_to(s));
+    let p = payment(&req, &block);
+    d.faults().set_confirming(false);
+    assert_reject(&sc.pay(&req, &p).await, "block_not_confirmed");
+    d.faults().set_confirming(true);
+    assert!(
+        d.ledger()
+            .wait_confirmed(&block.hash(), Duration::from_secs(10))
+            .await
+    );
+    let v = present(&sc, s, Some(&block.hash())).await;
+    assert_eq!(
+        verdict(&v),
+        "reject",
+        "the session took a signed-block payment: {v}"
+    );
+    // The signed-block payer is served with the payment it made, once.
+    assert_admit(&sc.pay(&req, &p).await);
+    assert_reject(&sc.pay(&req, &p).await, "duplicate_settlement");
+    assert!(
+        !strays(&sc)
+            .await
+            .iter()
+            .any(|e| e["hash"] == json!(block.hash().to_hex())),
+        "a signed-block payment is not stray"
+    );
+}
