@@ -1,6 +1,6 @@
 //! nanogate sidecar: the payment authority behind the Envoy filter. It issues challenge keys,
 //! verifies and settles x402 signed-block payments in Nano (XNO), keeps the session registry,
-//! spent set, fork set and receipts in a durable store, and serves the filter API, the x402
+//! fork set and the payment ledger (docs/payments.md) in a durable store, and serves the filter API, the x402
 //! facilitator API, health, readiness and metrics. See sidecar/README.md.
 
 pub mod api;

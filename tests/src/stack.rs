@@ -91,7 +91,7 @@ pub struct StackConfig {
     pub key_rotation_secs: u64,
     /// The filter's `sidecar.timeoutMs` (default: `max_wait_secs` + 10 s).
     pub sidecar_timeout_ms: Option<u64>,
-    /// More `NANOGATE_*` settings for every sidecar, e.g. `NANOGATE_OUTCOME_GRACE_SECS`.
+    /// More `NANOGATE_*` settings for every sidecar, e.g. `NANOGATE_REDEEM_WINDOW_SECS`.
     pub sidecar_env: Vec<(String, String)>,
     /// The sidecars' log filter.
     pub sidecar_log: String,

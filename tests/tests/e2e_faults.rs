@@ -354,7 +354,6 @@ async fn filter_timeout_during_settlement_loses_no_payment() {
         confirm_ms: 3_000,
         max_wait_secs: 10,
         sidecar_timeout_ms: Some(1_500),
-        sidecar_env: vec![("NANOGATE_OUTCOME_GRACE_SECS".into(), "4".into())],
         wallets: 1,
         ..StackConfig::default()
     })

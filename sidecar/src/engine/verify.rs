@@ -82,7 +82,7 @@ pub(crate) enum Verified {
     /// verdict (timed out or crashed): take over the claim and settle it.
     TakeOver(Checked),
     /// A settled payment presented again.
-    Spent(Checked, PaymentRecord),
+    Spent(Checked, Box<PaymentRecord>),
     /// An expired challenge with neither a recorded payment nor a claim: the block may have
     /// confirmed after the sidecar stopped waiting (see `Engine::late_presentation`).
     Late(Checked),
@@ -424,7 +424,7 @@ impl Engine {
         self.metrics.store_op("spent", t.elapsed());
         match spent {
             Err(e) => return Err(self.store_failed(&e)),
-            Ok(Some(rec)) => return Ok(Verified::Spent(c, rec)),
+            Ok(Some(rec)) => return Ok(Verified::Spent(c, Box::new(rec))),
             Ok(None) => {}
         }
 
