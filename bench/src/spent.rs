@@ -50,12 +50,15 @@ fn consumption(key: String) -> Consumption {
     Consumption {
         receipt: nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 16]>()),
         spent_key: key,
+        mechanism: store::payments::SIGNED_BLOCK,
         payer: "nano_bench".into(),
+        pay_to: "nano_bench_payee".into(),
         amount: 1000,
+        resource: "http://bench/paid".into(),
         nonce: None,
         now: 1,
-        valid_before: 1,
-        outcome: Some(200),
+        state: store::PaymentState::Served,
+        lease_until: 0,
     }
 }
 

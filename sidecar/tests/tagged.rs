@@ -426,3 +426,31 @@ async fn a_signed_block_payment_never_buys_a_tagged_session_with_the_same_amount
         "a signed-block payment is not stray"
     );
 }
+
+#[tokio::test]
+async fn a_signed_block_in_flight_presented_as_a_session_proof_is_not_recorded_and_still_pays() {
+    // A session holder presents someone's signed-block payment, still unconfirmed, as the
+    // proof of its session. It must neither buy the session nor be recorded owed (which would
+    // take the payment's row and strand the signed-block payer).
+    let payer = key(9);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let req = challenge();
+    let block = good_block(&d, &payer, PRICE, payee());
+    let p = payment(&req, &block);
+    d.faults().set_confirming(false);
+    assert_reject(&sc.pay(&req, &p).await, "block_not_confirmed");
+    let v = present(&sc, s, Some(&block.hash())).await;
+    assert_eq!(verdict(&v), "reject", "{v}");
+    d.faults().set_confirming(true);
+    assert!(
+        d.ledger()
+            .wait_confirmed(&block.hash(), Duration::from_secs(10))
+            .await
+    );
+    assert_admit(&sc.pay(&req, &p).await);
+    assert!(!strays(&sc)
+        .await
+        .iter()
+        .any(|e| e["hash"] == json!(block.hash().to_hex())));
+}

@@ -393,8 +393,18 @@ impl Engine {
     /// Records a stray payment as `owed` (once per block) and counts it.
     pub async fn record_stray(&self, s: StrayPayment) {
         let reason = s.reason.clone();
+        let spent_key = format!("{}:{}", self.cfg.network, s.hash);
+        // A signed-block payment is accounted for by its own row (or claim): never stray.
+        match self.store.is_signed_block(&spent_key, &s.hash).await {
+            Ok(false) => {}
+            Ok(true) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check a stray payment");
+                return;
+            }
+        }
         let o = OwedPayment {
-            spent_key: format!("{}:{}", self.cfg.network, s.hash),
+            spent_key,
             mechanism: TAGGED,
             payer: s.payer.clone(),
             pay_to: s.pay_to.clone(),
@@ -511,6 +521,20 @@ impl Engine {
             Ok(None) => {}
         }
 
+        // A signed-block payment (claimed in the fork set, tracked, or recorded) never buys a
+        // session, even while it is still being settled, and is never recorded owed here (that
+        // would block its own settlement).
+        match self.store.is_signed_block(&spent_key, &hash.to_hex()).await {
+            Err(e) => return self.store_failed(&e),
+            Ok(true) => {
+                return self.reject(reject(
+                    ErrorReason::AlreadySpent,
+                    "this block is a signed-block payment",
+                ))
+            }
+            Ok(false) => {}
+        }
+
         // Validity: presented before validBefore, or paid (matched by the watcher) in time and
         // finished within the grace.
         let vb = session.valid_before;
@@ -609,22 +633,6 @@ impl Engine {
                 }
                 Err(e) => return self.ledger_failed(&e),
             }
-        }
-
-        // A signed-block payment (claimed in the fork set, tracked, or recorded) never buys a
-        // session, even while it is still being settled.
-        match self.store.is_signed_block(&spent_key, &hash.to_hex()).await {
-            Err(e) => return self.store_failed(&e),
-            Ok(true) => {
-                return self.reject(
-                    reject(
-                        ErrorReason::AlreadySpent,
-                        "this block is a signed-block payment",
-                    )
-                    .with_payer(&facts.account),
-                )
-            }
-            Ok(false) => {}
         }
 
         let receipt = random_hex();
