@@ -1,7 +1,9 @@
 //! A recording upstream: answers every request and keeps its method, path, headers and body so
 //! tests can assert what reached the protected service (e.g. that payment headers were
 //! stripped). A path ending in `/status/<code>` (e.g. `/paid/status/503`) answers with that
-//! status; [`Upstream::fail_next`] makes the next request to one path fail once.
+//! status; [`Upstream::fail_next`] makes the next request to one path fail once. A path with a
+//! `/delay/<ms>/` segment (e.g. `/paid/delay/3000/x`) answers after that many milliseconds (a
+//! slow upstream).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -144,6 +146,13 @@ async fn handle(
         })
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    if let Some(ms) = path
+        .split_once("/delay/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let body = serde_json::json!({"upstream": true, "path": path}).to_string();
     (status, [("content-type", "application/json")], body).into_response()
 }

@@ -169,6 +169,12 @@ impl Engine {
             Ok(true) => {
                 self.metrics.payments_redeemed.inc();
                 tracing::debug!(%receipt, "redeemable payment redeemed");
+                // A facilitator settlement has no outcome report: final at once.
+                if c.final_on_consume {
+                    if let Err(e) = self.store.record_outcome(receipt, 200, as_i64(now)).await {
+                        tracing::warn!(error = %e, "could not finalize a facilitator redemption");
+                    }
+                }
                 self.admit(c, receipt.to_owned(), true)
             }
         }
