@@ -80,23 +80,32 @@ async fn present_until_settled(s: &Stack, path: &str, header: &str, limit: Durat
 
 #[tokio::test]
 async fn confirmation_after_the_filter_stopped_waiting_is_served_once_on_retry() {
-    // Scenario 1. Every node answer takes 1.5 s and the ledger confirms 7.5 s after the block
-    // arrives: checks + broadcast + confirmation outlast the filter's 10 s. Before, the wait
-    // started after the checks, the settlement finished after the filter had given up (503),
-    // and every retry got `duplicate_settlement` for 120 s, then `challenge_expired`. Now the
-    // wait ends 8 s after arrival, the sidecar keeps tracking the block, records it redeemable
-    // when it confirms, and the payer's retry is served, once, with the same payment.
-    let s = Stack::start(StackConfig {
-        confirm_ms: 7_500,
+    // Scenario 1. The node is slow at first: `account_info` times out twice (2 s call timeout,
+    // 2 retries, the shipped defaults) and answers on the third try, 4 s in; the ledger then
+    // confirms 6.5 s after the broadcast. Before, the 8 s wait started after the checks, the
+    // settlement finished after the filter had given up (503 at 10 s), and every retry got
+    // `duplicate_settlement` for 120 s, then `challenge_expired`. Now the wait ends 8 s after
+    // arrival, the sidecar keeps tracking the block, records it redeemable when it confirms,
+    // and the payer's retry is served, once, with the same payment.
+    let mut cfg = StackConfig {
+        confirm_ms: 6_500,
         ..shipped(1)
-    })
-    .await;
+    };
+    cfg.sidecar_env
+        .push(("NANOGATE_RPC_RETRIES".to_owned(), "2".to_owned()));
+    let s = Stack::start(cfg).await;
     let w = s.wallet();
     let path = "/paid/late-confirmation";
     let (header, block) = s.pay_header(0, path, &w).await;
     let balance = s.ledger().balance(&w.account());
-    s.devnet.faults().set_latency(Duration::from_millis(1_500));
+    let faults = s.devnet.faults();
+    faults.set_latency(Duration::from_millis(2_500));
+    let recover = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        faults.set_latency(Duration::ZERO);
+    });
     let r = s.get(path, &[("payment-signature", &header)]).await;
+    recover.await.expect("latency reset");
     eprintln!(
         "late confirmation: first answer {} {:?} after {:?}",
         r.status,
@@ -106,7 +115,6 @@ async fn confirmation_after_the_filter_stopped_waiting_is_served_once_on_retry()
     assert_ne!(r.status, 200, "{}", r.text());
     assert_eq!(s.upstream_hits(path), 0);
     assert!(s.confirmed(&block.hash(), Duration::from_secs(30)).await);
-    s.devnet.faults().set_latency(Duration::ZERO);
     let r = present_until_settled(&s, path, &header, Duration::from_secs(60)).await;
     assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
     assert_eq!(s.upstream_hits(path), 1);
