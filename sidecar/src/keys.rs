@@ -68,15 +68,22 @@ impl ChallengeKeys {
     }
 }
 
+/// At most this many retired keys are handed to the filter (15 with the default 300 s
+/// rotation); a very short rotation period lists only the newest ones.
+pub const MAX_RETIRED_KEYS: usize = 24;
+
 impl ChallengeKeys {
     /// The retired keys at `now`: older than the previous one, but whose period ended less
     /// than `horizon_secs` ago, so a challenge issued under one may still have a redeemable
-    /// payment. Newest first.
+    /// payment. Newest first, at most [`MAX_RETIRED_KEYS`].
     pub fn retired(&self, now: u64, horizon_secs: u64) -> Vec<CurrentKey> {
         let current = key_id_at(now, self.rotation_secs);
         let mut out = Vec::new();
         let mut k = current.saturating_sub(2);
-        while current >= 2 && self.retired_in_horizon(k, now, horizon_secs) {
+        while current >= 2
+            && out.len() < MAX_RETIRED_KEYS
+            && self.retired_in_horizon(k, now, horizon_secs)
+        {
             out.push(CurrentKey {
                 key_id: k,
                 key: ChallengeKey::derive(&self.master, k),
@@ -146,5 +153,8 @@ mod tests {
         // Retired keys are never honoured for fresh payments.
         assert!(k.honoured(8, 1_050).is_none());
         assert!(k.retired(150, 10_000).is_empty());
+        // A short rotation period: only the newest keys are listed.
+        let short = ChallengeKeys::new(b"0123456789abcdef".to_vec(), 3);
+        assert_eq!(short.retired(1_000_000, 4_260).len(), MAX_RETIRED_KEYS);
     }
 }
