@@ -38,6 +38,9 @@ pub struct ApiLabel {
     pub api: String,
 }
 
+/// The payment gauges are read from the store at most this often (seconds).
+pub const PAYMENT_TOTALS_EVERY_SECS: u64 = 5;
+
 type HistFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -66,6 +69,8 @@ pub struct Metrics {
     pub payments: Family<StateLabel, Gauge>,
     /// Raw sum of the payments in each state (a float: exact up to 2^53 raw, then rounded).
     pub payments_raw: Family<StateLabel, Gauge<f64, AtomicU64>>,
+    /// When the payment gauges were last read from the store (unix seconds).
+    payments_read_at: AtomicU64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +105,7 @@ impl Metrics {
             stray_payments: Family::default(),
             payments: Family::default(),
             payments_raw: Family::default(),
+            payments_read_at: AtomicU64::new(0),
             registry: Registry::default(),
         };
         registry.register(
@@ -183,6 +189,18 @@ impl Metrics {
             m.payments_raw.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// Whether the payment gauges should be read from the store again at `now` (at most every
+    /// [`PAYMENT_TOTALS_EVERY_SECS`]); claims the refresh when they should.
+    pub fn payment_totals_due(&self, now: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.payments_read_at.load(Ordering::Acquire);
+        now.saturating_sub(last) >= PAYMENT_TOTALS_EVERY_SECS
+            && self
+                .payments_read_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// Sets the per-state gauges (every state, zero when absent).
