@@ -7,6 +7,7 @@ mod common;
 use common::*;
 use nanogate_devnet::{Confirm, Devnet};
 use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::nano::StateBlock;
 use nanogate_protocol::x402::PaymentRequirements;
 use nanogate_sidecar::config::Config;
 use nanogate_sidecar::keys::ChallengeKeys;
@@ -68,6 +69,21 @@ fn challenge_issued(issued: u64, valid_before: u64) -> PaymentRequirements {
         max_timeout_seconds: valid_before.saturating_sub(issued),
         extra: challenge::extra(&k.key, &terms, &stamp),
     }
+}
+
+/// The state a presentation made while `req` was valid leaves: its nonce bound to `block`
+/// (constructed directly: reaching it over HTTP means waiting out the challenge).
+async fn bind_in_time(sc: &Sidecar, req: &PaymentRequirements, block: &StateBlock) {
+    let nonce = req.extra["nonce"].as_str().expect("nonce");
+    let key = format!("{NETWORK}:{}", block.hash().to_hex());
+    let b = sc
+        .state
+        .engine
+        .store()
+        .bind_nonce(nonce, &key, i64::try_from(now()).unwrap_or(0) + 600)
+        .await
+        .expect("store");
+    assert_eq!(b, nanogate_sidecar::store::NonceBinding::Fresh);
 }
 
 #[tokio::test]
@@ -150,9 +166,10 @@ async fn block_confirmed_after_the_wait_is_recorded_redeemable_and_survives_a_re
 
 #[tokio::test]
 async fn block_confirmed_after_its_challenge_expired_is_admitted_or_owed() {
-    // Scenario 2 (sidecar side): the block reached the ledger (e.g. broadcast by the payer's
-    // wallet after our wait ended, with no tracker running) and confirmed; the payer presents
-    // it under its challenge after validBefore. Paid in time (seen before validBefore + the
+    // Scenario 2 (sidecar side): the payer presented the block in time (the nonce is bound to
+    // it), the block reached the ledger (e.g. broadcast by the payer's wallet after our wait
+    // ended, with no tracker running) and confirmed; the payer presents it under its challenge
+    // after validBefore. Paid in time (seen before validBefore + the
     // fork grace): recorded and admitted. Paid too late: recorded owed, listed for a refund.
     let a = key(62);
     let b = key(63);
@@ -163,6 +180,7 @@ async fn block_confirmed_after_its_challenge_expired_is_admitted_or_owed() {
 
     let in_time = challenge_issued(t - 150, t - 30);
     let block = good_block(&d, &a, PRICE, payee());
+    bind_in_time(&sc, &in_time, &block).await;
     d.ledger().process(&block).expect("processed");
     assert!(
         d.ledger()
@@ -177,6 +195,7 @@ async fn block_confirmed_after_its_challenge_expired_is_admitted_or_owed() {
 
     let too_late = challenge_issued(t - 300, t - 100);
     let block = good_block(&d, &b, PRICE, payee());
+    bind_in_time(&sc, &too_late, &block).await;
     d.ledger().process(&block).expect("processed");
     assert!(
         d.ledger()

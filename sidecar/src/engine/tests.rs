@@ -337,6 +337,18 @@ impl Fixture {
         receipt
     }
 
+    /// The payer presented `block` under `req` while it was valid (the nonce is bound to it).
+    async fn bind_in_time(&self, req: &PaymentRequirements, block: &StateBlock) {
+        let nonce = req.extra["nonce"].as_str().expect("nonce");
+        let bound = self
+            .engine
+            .store
+            .bind_nonce(nonce, &self.spent_key(block), as_i64(unix_now()) + 600)
+            .await
+            .expect("store");
+        assert_eq!(bound, crate::store::NonceBinding::Fresh);
+    }
+
     async fn state_of(&self, block: &StateBlock) -> Option<PaymentState> {
         self.engine
             .store
@@ -567,6 +579,7 @@ async fn block_confirmed_after_its_challenge_expired_is_recorded_and_admitted_in
     let now = unix_now();
     let req = f.requirements_issued(now - 220, now - 100, PRICE);
     let block = f.block();
+    f.bind_in_time(&req, &block).await;
     f.ledger.process(&block).await.expect("processed");
     f.ledger.set_seen_at(&block.hash(), now - 110);
     let input = f.input(req, &block, BindingPolicy::Required);
@@ -583,6 +596,7 @@ async fn block_confirmed_late_and_presented_after_the_window_is_recorded_owed() 
     let now = unix_now();
     let req = f.requirements_issued(now - 900, now - 800, PRICE);
     let block = f.block();
+    f.bind_in_time(&req, &block).await;
     f.ledger.process(&block).await.expect("processed");
     f.ledger.set_seen_at(&block.hash(), now - 805);
     let v = f
@@ -655,4 +669,35 @@ async fn unbound_takeover_with_a_different_amount_is_refused() {
     let dear = f.input(unbound(2 * PRICE), &block, BindingPolicy::Facilitator);
     let v = f.engine.pay(&dear).await;
     assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch), "{v:?}");
+}
+
+#[tokio::test]
+async fn confirmed_block_of_another_payer_cannot_be_claimed_under_an_expired_challenge() {
+    // An observer sees a confirmed payment on the ledger (its payer presented it in time, the
+    // confirmation came late) and presents it under its own authentic but expired challenge
+    // for the same terms. It buys nothing, records nothing, and the payer's own presentation
+    // is still served.
+    let f = fixture(false).await;
+    let now = unix_now();
+    let payers = f.requirements_issued(now - 220, now - 100, PRICE);
+    let observers = f.requirements_issued(now - 200, now - 90, PRICE);
+    let block = f.block();
+    f.bind_in_time(&payers, &block).await;
+    f.ledger.process(&block).await.expect("processed");
+    f.ledger.set_seen_at(&block.hash(), now - 110);
+    let stolen = f
+        .engine
+        .pay(&f.input(observers, &block, BindingPolicy::Required))
+        .await;
+    assert_eq!(
+        stolen.reason(),
+        Some(ErrorReason::ChallengeExpired),
+        "{stolen:?}"
+    );
+    assert_eq!(f.state_of(&block).await, None);
+    let v = f
+        .engine
+        .pay(&f.input(payers, &block, BindingPolicy::Required))
+        .await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
 }

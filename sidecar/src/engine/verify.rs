@@ -383,12 +383,19 @@ impl Engine {
             .precheck(input, now, mode == Mode::Settle)
             .map_err(|r| self.reject(r))?;
         let with_payer = |r: Rejection| r.with_payer(&c.payer);
-        // 4. nonce registry
+        // 4. nonce registry. A binding is kept for the redemption window after the fork grace:
+        // it is what proves, for a block that confirmed late and was never recorded, that it
+        // was presented under this very challenge while the challenge was valid.
+        let mut bound_here = false;
         if let Some(nonce) = &c.nonce {
             let t = Instant::now();
             let binding = match mode {
                 Mode::Settle if !c.expired => {
-                    let expires = as_i64(c.valid_before.saturating_add(self.cfg.fork_grace_secs));
+                    let keep = self
+                        .cfg
+                        .fork_grace_secs
+                        .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0));
+                    let expires = as_i64(c.valid_before.saturating_add(keep));
                     self.store.bind_nonce(nonce, &c.spent_key, expires).await
                 }
                 Mode::Settle | Mode::Probe => {
@@ -410,7 +417,7 @@ impl Engine {
                 }
                 // An expired challenge binds nothing; its recorded payment (step 8) or its claim
                 // (step 9) is matched on the nonce, and a never-recorded block is judged below.
-                Ok(_) => {}
+                Ok(b) => bound_here = b == NonceBinding::Same,
             }
         }
 
@@ -462,9 +469,17 @@ impl Engine {
                 ))));
             }
         }
-        // An expired challenge: no recorded payment, no claim to finish (above).
+        // An expired challenge: no recorded payment, no claim to finish (above). Only a block
+        // presented under this challenge in time may be recorded now: anyone can see a
+        // confirmed block on the ledger and present it under another expired challenge.
         if c.expired {
-            return Ok(Verified::Late(c));
+            if bound_here {
+                return Ok(Verified::Late(c));
+            }
+            return Err(self.reject(with_payer(reject(
+                ErrorReason::ChallengeExpired,
+                "the challenge has expired",
+            ))));
         }
 
         // 10. account_info
