@@ -314,3 +314,60 @@ async fn operators_list_payments_by_state_and_see_counts_and_sums_in_metrics() {
     d.shutdown().await;
     db.cleanup().await;
 }
+
+#[tokio::test]
+async fn challenge_key_lists_retired_keys_and_a_pay_holds_the_routes_upstream_timeout() {
+    let payer = key(68);
+    let d = devnet(&[&payer], Confirm::AfterMs(20)).await;
+    let db = Db::sqlite();
+    let sc = Sidecar::start(&shipped(&d, &db)).await;
+
+    // Retired keys: older than the previous one, within the redemption horizon (3600 + 60 +
+    // 600 s with the defaults, 300 s periods), each the key the sidecar derives for its id.
+    let v: Value = http()
+        .get(format!("{}/v1/challenge-key", sc.base))
+        .header("x-nanogate-secret", FILTER_SECRET)
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let previous = v["previous"]["keyId"].as_u64().expect("previous");
+    let retired = v["retired"].as_array().expect("retired");
+    assert!((13..=15).contains(&retired.len()), "{v}");
+    let keys = ChallengeKeys::new(CHALLENGE_SECRET.as_bytes().to_vec(), 300);
+    for (i, r) in retired.iter().enumerate() {
+        let id = r["keyId"].as_u64().expect("keyId");
+        assert_eq!(id, previous - 1 - i as u64, "newest first, contiguous");
+        assert_eq!(r["key"], json!(keys.current(id * 300).key.to_hex()));
+    }
+
+    // The lease of an admission is the upstream timeout the filter sends, plus 5 s.
+    let req = challenge();
+    let block = good_block(&d, &payer, PRICE, payee());
+    let v: Value = http()
+        .post(format!("{}/v1/pay", sc.base))
+        .header("x-nanogate-secret", FILTER_SECRET)
+        .json(&json!({"resource": RESOURCE, "requirements": req,
+            "payment": payment(&req, &block), "upstreamTimeoutMs": 300_000}))
+        .send()
+        .await
+        .expect("pay")
+        .json()
+        .await
+        .expect("json");
+    assert_admit(&v);
+    let rec = sc
+        .state
+        .engine
+        .store()
+        .spent(&format!("{NETWORK}:{}", block.hash().to_hex()))
+        .await
+        .expect("store")
+        .expect("row");
+    assert!(rec.lease_until >= rec.settled_at + 305, "{rec:?}");
+    assert!(rec.lease_until <= rec.settled_at + 306, "{rec:?}");
+    sc.stop().await;
+    d.shutdown().await;
+}
