@@ -6,7 +6,7 @@
 //! refused by name. Any error stops the plugin from starting with one log line; nothing here
 //! panics. The full schema, with an example, is in `filter/README.md`.
 
-use crate::routes::{HostMatch, PathMatch};
+use crate::routes::{HostMatch, PathMatch, Spelling};
 use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -127,6 +127,8 @@ pub struct Route {
     pub path: PathMatch,
     /// Upper-case method names; `None` matches any method.
     pub methods: Option<Vec<String>>,
+    /// Case and `;` parameters (`caseSensitive`, `pathParams`).
+    pub spelling: Spelling,
     pub kind: RouteKind,
 }
 
@@ -385,7 +387,7 @@ fn parse_route(
         .map(|h| HostMatch::parse(h).map_err(|p| err(o.at("host"), p)))
         .transpose()?;
 
-    let path_match = match o.opt_obj("path")? {
+    let mut path_match = match o.opt_obj("path")? {
         Some(p) => parse_path(p)?,
         None => {
             return Err(err(
@@ -542,14 +544,41 @@ fn parse_route(
             RouteKind::Paid(price)
         }
     };
+    let spelling = parse_spelling(&mut o, matches!(kind, RouteKind::Free))?;
+    if !spelling.case_sensitive {
+        if let PathMatch::Regex(re) = path_match {
+            path_match = PathMatch::Regex(re.case_folded());
+        }
+    }
     o.finish()?;
     Ok(Route {
         name,
         host,
         path: path_match,
         methods,
+        spelling,
         kind,
     })
+}
+
+/// `caseSensitive` and `pathParams`, with the defaults of [`Spelling::default_for`].
+fn parse_spelling(o: &mut Obj<'_>, free: bool) -> Result<Spelling, ConfigError> {
+    let mut spelling = Spelling::default_for(free);
+    if let Some(b) = o.opt_bool("caseSensitive")? {
+        spelling.case_sensitive = b;
+    }
+    match o.opt_str("pathParams")? {
+        None => {}
+        Some("strip") => spelling.strip_params = true,
+        Some("keep") => spelling.strip_params = false,
+        Some(other) => {
+            return Err(err(
+                o.at("pathParams"),
+                format!("`{other}` is not \"strip\" or \"keep\""),
+            ))
+        }
+    }
+    Ok(spelling)
 }
 
 fn parse_path(mut p: Obj<'_>) -> Result<PathMatch, ConfigError> {
@@ -674,6 +703,43 @@ mod tests {
         assert_eq!(p.amount_raw, 1000);
         assert_eq!(p.failure_mode, FailureMode::Open);
         assert_eq!(p.max_timeout_secs, DEFAULT_MAX_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn route_spelling_defaults_widen_paid_routes_only() {
+        let c = parse_value(&base()).unwrap();
+        let paid = Spelling {
+            case_sensitive: false,
+            strip_params: true,
+        };
+        assert_eq!(c.routes[0].spelling, paid);
+        assert_eq!(c.routes[2].spelling, paid);
+        assert_eq!(
+            c.routes[1].spelling,
+            Spelling {
+                case_sensitive: true,
+                strip_params: true,
+            }
+        );
+        let v = with(base(), "/routes/0/caseSensitive", json!(true));
+        let v = with(v, "/routes/0/pathParams", json!("keep"));
+        let v = with(v, "/routes/1/caseSensitive", json!(false));
+        let v = with(v, "/routes/2/pathParams", json!("strip"));
+        let c = parse_value(&v).unwrap();
+        assert_eq!(
+            c.routes[0].spelling,
+            Spelling {
+                case_sensitive: true,
+                strip_params: false,
+            }
+        );
+        assert!(!c.routes[1].spelling.case_sensitive);
+        assert!(c.routes[2].spelling.strip_params);
+        let e = parse_value(&with(base(), "/routes/0/pathParams", json!("drop"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes[0].pathParams: `drop` is not \"strip\" or \"keep\""
+        );
     }
 
     #[test]
@@ -817,6 +883,28 @@ mod tests {
             ("/routes/1/free", json!("yes"), "routes[1].free"),
             ("/routes/1/price", json!("1"), "routes[1].free"),
             ("/routes/1/description", json!("d"), "routes[1].description"),
+            (
+                "/routes/0/caseSensitive",
+                json!("yes"),
+                "routes[0].caseSensitive",
+            ),
+            (
+                "/routes/1/caseSensitive",
+                json!(0),
+                "routes[1].caseSensitive",
+            ),
+            (
+                "/routes/0/pathParams",
+                json!("drop"),
+                "routes[0].pathParams",
+            ),
+            ("/routes/2/pathParams", json!(true), "routes[2].pathParams"),
+            (
+                "/routes/2/pathParams",
+                json!("Strip"),
+                "routes[2].pathParams",
+            ),
+            ("/routes/0/host", json!("."), "routes[0].host"),
         ];
         for (ptr, v, want) in cases {
             let cfg = with(base(), ptr, v.clone());
@@ -901,7 +989,8 @@ mod tests {
         ) {
             for v in [json!(n), json!(s), json!([s]), json!({key.clone(): s}), Value::Null, json!(true)] {
                 for ptr in ["/sidecar", "/network", "/payTo", "/routes", "/routes/0", "/routes/0/path",
-                            "/routes/0/price", "/routes/0/methods", "/routes/0/host", "/sidecar/timeoutMs"] {
+                            "/routes/0/price", "/routes/0/methods", "/routes/0/host", "/sidecar/timeoutMs",
+                            "/routes/0/caseSensitive", "/routes/0/pathParams"] {
                     let _ = parse_value(&with(base(), ptr, v.clone()));
                 }
                 let _ = parse_value(&with(base(), &format!("/routes/0/{key}"), v.clone()));
