@@ -24,10 +24,23 @@ pub async fn request(
         conn.write_all(head.as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
+        // Read until the response is complete rather than to EOF: Envoy holds a closing
+        // connection open for its delayed-close timeout (1 s) waiting for the client.
         let mut raw = Vec::new();
-        conn.read_to_end(&mut raw)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            if response_complete(&raw, method == "HEAD") {
+                break;
+            }
+            let n = conn
+                .read(&mut buf)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
         let text = String::from_utf8_lossy(&raw).into_owned();
         let status = text
             .strip_prefix("HTTP/1.1 ")
@@ -39,4 +52,22 @@ pub async fn request(
     tokio::time::timeout(Duration::from_secs(15), exchange)
         .await
         .map_err(|_| format!("{method} {target}: no answer in 15 s"))?
+}
+
+/// Whether `raw` holds a whole response: the head, and `Content-Length` bytes of body (none for
+/// a HEAD). Without a `Content-Length` the response ends at EOF.
+fn response_complete(raw: &[u8], head_request: bool) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length:")
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    match length {
+        _ if head_request => true,
+        Some(n) => raw.len() >= end + 4 + n,
+        None => false,
+    }
 }
