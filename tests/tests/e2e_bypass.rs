@@ -57,7 +57,7 @@ fn extra_routes() -> Vec<Value> {
     ]
 }
 
-/// Spellings of a path (always `/first/.../last`, two segments or more).
+/// A named rewrite of a path or a Host. Paths are always `/first/.../last`, two segments or more.
 type Spelling = (&'static str, fn(&str) -> String);
 
 const PATH_SPELLINGS: &[Spelling] = &[
@@ -111,7 +111,7 @@ const PATH_SPELLINGS: &[Spelling] = &[
 ];
 
 /// Spellings of a Host.
-const HOST_SPELLINGS: &[(&str, fn(&str) -> String)] = &[
+const HOST_SPELLINGS: &[Spelling] = &[
     ("as written", |h| h.to_owned()),
     ("upper case", |h| h.to_ascii_uppercase()),
     ("trailing dot", |h| format!("{h}.")),
