@@ -13,14 +13,29 @@ pub async fn request(
     target: &str,
     host: &str,
 ) -> Result<(u16, String), String> {
+    request_with(port, method, target, host, &[]).await
+}
+
+/// [`request`] with more header lines.
+pub async fn request_with(
+    port: u16,
+    method: &str,
+    target: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
     let exchange = async {
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let head = format!(
+        let mut head = format!(
             "{method} {target} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n\
-             Connection: close\r\n\r\n"
+             Connection: close\r\n"
         );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
         conn.write_all(head.as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
@@ -70,4 +85,9 @@ fn response_complete(raw: &[u8], head_request: bool) -> bool {
         Some(n) => raw.len() >= end + 4 + n,
         None => false,
     }
+}
+
+/// The body of a raw response (after the head).
+pub fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }

@@ -13,12 +13,13 @@
 
 use futures_util::future::join_all;
 use nanogate_devnet::{Confirm, Devnet, DevnetConfig};
-use nanogate_protocol::nano::PrivateKey;
+use nanogate_protocol::nano::{parse_raw, PrivateKey, PublicKey};
 use nanogate_tests::envoy::{self, Envoy};
 use nanogate_tests::ports::free_port;
 use nanogate_tests::raw_http;
 use nanogate_tests::sidecar::{SidecarProcess, SidecarSettings};
 use nanogate_tests::stack::{self, CHALLENGE_SECRET, FILTER_SECRET, NETWORK};
+use nanogate_tests::stack::{signed_block, Challenge};
 use nanogate_tests::upstream::Upstream;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -179,7 +180,10 @@ struct Stand {
     listener: u16,
     upstream: Upstream,
     sidecar: SidecarProcess,
-    _devnet: Devnet,
+    devnet: Devnet,
+    /// A funded account, and who the routes pay.
+    payer: PrivateKey,
+    payee: PublicKey,
     dir: std::path::PathBuf,
 }
 
@@ -192,8 +196,10 @@ impl Stand {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).expect("scratch dir");
+        let payer = PrivateKey::from_seed(&rand::random::<[u8; 32]>(), 0);
         let mut dcfg = DevnetConfig::local();
         dcfg.confirm = Confirm::AfterMs(100);
+        dcfg.fund = vec![(payer.public_key(), stack::XNO)];
         let devnet = Devnet::start(dcfg).await.expect("devnet");
         let upstream = Upstream::start().await;
         let sidecar_port = free_port();
@@ -244,7 +250,9 @@ impl Stand {
             listener,
             upstream,
             sidecar,
-            _devnet: devnet,
+            devnet,
+            payer,
+            payee,
             dir,
         };
         stand.wait_for_key().await;
@@ -432,4 +440,57 @@ async fn free_routes_and_unpriced_paths_still_pass_and_exemptions_are_exact() {
         assert_eq!(*status, 402, "{label}");
     }
     assert_eq!(s.upstream.requests().len(), before, "nothing priced passed");
+}
+
+/// A spelled-out path is paid like the route it reaches, and the admitted request reaches the
+/// upstream exactly as it was sent: the rewrites are for matching only.
+#[tokio::test]
+async fn a_paid_spelling_is_admitted_and_forwarded_as_written() {
+    let s = Stand::start(true).await;
+    let (target, host) = ("/PAID;v=1/Report", "demo.test");
+    let (status, response) = raw_http::request(s.listener, "POST", target, host)
+        .await
+        .expect("unpaid request");
+    assert_eq!(status, 402, "{response}");
+    let raw: Value = serde_json::from_str(raw_http::body(&response)).expect("402 body is JSON");
+    let challenge = Challenge {
+        required: serde_json::from_value(raw.clone()).expect("PaymentRequired"),
+        raw,
+    };
+    assert_eq!(
+        challenge.required.resource.url,
+        format!("http://{host}{target}")
+    );
+    let amount = parse_raw(&challenge.required.accepts[0].amount).expect("amount");
+    assert_eq!(amount, stack::PRICE_RAW, "the /paid/ price");
+    let account = s
+        .devnet
+        .ledger()
+        .account(&s.payer.public_key())
+        .expect("payer funded");
+    let block = signed_block(
+        &s.payer,
+        account.frontier,
+        account.representative,
+        account.balance - amount,
+        s.payee.0,
+    );
+    let header = challenge.header_for(&block);
+    let (status, response) = raw_http::request_with(
+        s.listener,
+        "POST",
+        target,
+        host,
+        &[("payment-signature", &header)],
+    )
+    .await
+    .expect("paid request");
+    assert_eq!(status, 200, "{response}\n{}", s.sidecar.log());
+    let seen = s.upstream.requests();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", target)
+    );
+    assert_eq!(seen[0].header("payment-signature"), None);
 }
