@@ -16,7 +16,7 @@
 //! - a paid host-scoped route ignores trailing dots in the Host (`api.example.com.`); every
 //!   route ignores case and the port.
 
-pub use crate::canonical::{canonical_path, path_only, PathForms};
+pub use crate::canonical::{canonical_path, PathForms};
 use crate::config::{Route, RouteKind};
 
 /// How a route reads the request path. Defaults: see [`Spelling::default_for`].
