@@ -63,6 +63,11 @@ impl HostMatch {
         let lower = s.to_ascii_lowercase();
         // `api.example.com.:443` is `api.example.com`: as requests are read.
         let host = trim_dots(strip_port(&lower));
+        if host.contains(':') && !host.starts_with('[') {
+            return Err(format!(
+                "`{s}` is not a host name (write an IPv6 address in brackets: [::1])"
+            ));
+        }
         match host.strip_prefix('*') {
             Some(rest) if rest.starts_with('.') && rest.len() > 1 => {
                 Ok(HostMatch::Suffix(rest.to_owned()))
@@ -594,6 +599,9 @@ mod tests {
             ".",
             "..",
             ".example.com",
+            "::1",
+            "a:b",
+            "*.a:b",
         ] {
             assert!(HostMatch::parse(bad).is_err(), "{bad}");
         }
@@ -608,6 +616,10 @@ mod tests {
         assert_eq!(
             HostMatch::parse("API.example.com.:443"),
             Ok(HostMatch::Exact("api.example.com".into()))
+        );
+        assert_eq!(
+            HostMatch::parse("[2001:DB8::1]:443"),
+            Ok(HostMatch::Exact("[2001:db8::1]".into()))
         );
     }
 
