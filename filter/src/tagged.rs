@@ -205,12 +205,24 @@ pub trait SharedData {
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
-/// Takes one usable session from the pool (dropping stale ones), with CAS retries.
-pub fn pop(sh: &mut dyn SharedData, key: &str, now: u64, min_left: u64) -> Option<Session> {
+/// Takes one usable session from the pool, with CAS retries. Stale sessions, and sessions
+/// whose key `ring` no longer holds (the payer could pay, but this filter would refuse the
+/// presentation), are dropped on the way.
+pub fn pop(
+    sh: &mut dyn SharedData,
+    key: &str,
+    now: u64,
+    min_left: u64,
+    ring: &KeyRing,
+) -> Option<Session> {
     for _ in 0..4 {
         let (bytes, cas) = sh.get(key);
         let mut sessions = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left);
+        sessions.retain(|s| ring.for_id(s.key_id).is_some());
         if sessions.is_empty() {
+            if bytes.is_some_and(|b| !b.is_empty()) {
+                let _ = sh.set(key, b"", cas);
+            }
             return None;
         }
         let first = sessions.remove(0);
@@ -501,6 +513,7 @@ fn has_payment<H: Host + ?Sized>(host: &H) -> bool {
 /// tagged offer from the route's pool when there is one (never while the request already
 /// carries a payment: a rejected retry is not a new customer), and answers a browser with the
 /// paywall page.
+#[allow(clippy::too_many_arguments)]
 pub fn send_challenge<H: Host + ?Sized>(
     host: &mut H,
     cfg: &Config,
@@ -509,11 +522,12 @@ pub fn send_challenge<H: Host + ?Sized>(
     mut body: Vec<u8>,
     status: u32,
     now: u64,
+    ring: &KeyRing,
 ) {
     // Only tagged routes look further (the plain 402 path stays as it was).
     let session = match &price.tagged {
         Some(t) if !has_payment(host) => {
-            let s = host.pop_session(&t.key, now, min_left(price));
+            let s = host.pop_session(&t.key, now, min_left(price), ring);
             if s.is_none() {
                 host.count(Metric::SessionPoolEmpty);
             }
@@ -624,16 +638,23 @@ mod tests {
         // Duplicate id 1 ignored; session 9 has less than 10 s left.
         let mut got = Vec::new();
         m.fail_next = 1;
-        while let Some(s) = pop(&mut m, "k", 100, 10) {
+        let ring = crate::tests_support::ring(7, 10_000);
+        while let Some(s) = pop(&mut m, "k", 100, 10, &ring) {
             got.push(s.id);
         }
         assert_eq!(got.len(), 3);
         got.dedup();
         assert_eq!(got.len(), 3);
-        assert_eq!(pop(&mut m, "k", 100, 10), None);
+        assert_eq!(pop(&mut m, "k", 100, 10, &ring), None);
         // Past their validity, pooled sessions are never handed out.
         assert!(push(&mut m, "k", &fresh, 100, 10));
-        assert_eq!(pop(&mut m, "k", 995, 10), None);
+        assert_eq!(pop(&mut m, "k", 995, 10, &ring), None);
+        // Nor sessions whose key this filter no longer holds (it would refuse them after
+        // the payer paid): they are dropped from the pool.
+        assert!(push(&mut m, "k", &fresh, 100, 10));
+        let rotated = crate::tests_support::ring(9, 10_000);
+        assert_eq!(pop(&mut m, "k", 100, 10, &rotated), None);
+        assert_eq!(pop(&mut m, "k", 100, 10, &ring), None, "dropped, not kept");
     }
 
     #[test]

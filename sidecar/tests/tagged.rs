@@ -156,6 +156,37 @@ async fn open_sessions_on_one_account_get_distinct_amounts_spread_over_the_pool(
     assert_eq!(r.status(), 401);
 }
 
+/// Scenario: a route asks for sessions longer than two key periods (an hour, at the default
+/// 300 s rotation). Were they issued as asked, the wallet could pay a session that the key
+/// ring no longer verifies. Each session must end while its key is still honoured.
+#[tokio::test]
+async fn sessions_longer_than_the_key_periods_end_while_their_key_is_honoured() {
+    let (_d, _db, sc) = setup(&[], 999_999_999_999).await;
+    let before = now();
+    let sessions = issue(&sc, 8, &pool(), 3_600).await;
+    let after = now();
+    assert_eq!(sessions.len(), 8);
+    let keys = ChallengeKeys::new(CHALLENGE_SECRET.as_bytes().to_vec(), 300);
+    for s in &sessions {
+        let vb = s["validBefore"].as_u64().expect("validBefore");
+        let key_id = s["keyId"].as_u64().expect("keyId");
+        assert!(
+            keys.honoured(key_id, vb - 1).is_some(),
+            "session key {key_id} is no longer honoured at its last valid second {}",
+            vb - 1
+        );
+        assert!(vb <= before + 3_600 + 1, "never longer than asked");
+        assert!(vb >= before + 300, "at least one key period of validity");
+        assert!(vb <= after + 600, "at most two key periods");
+    }
+    // A validity of one key period is issued as asked.
+    let short = issue(&sc, 2, &pool(), 300).await;
+    for s in &short {
+        let vb = s["validBefore"].as_u64().expect("validBefore");
+        assert!(vb >= before + 300 && vb <= now() + 300, "{vb}");
+    }
+}
+
 #[tokio::test]
 async fn tagged_payment_is_admitted_once_and_its_hash_never_buys_another_session() {
     let payer = key(1);

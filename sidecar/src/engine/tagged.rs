@@ -141,6 +141,22 @@ pub fn pool_index(id: &[u8; 16], pool_len: usize) -> usize {
     }
 }
 
+/// When a session issued at `now` under the key whose period ends at `key_not_after` expires:
+/// after `validity_secs`, but never later than the end of the **next** key period. A key id is
+/// honoured while it is the current or the previous one, so a session clamped this way is
+/// verifiable (here and by the filter) for its whole life; a longer validity would let the
+/// wallet pay for a session that the key ring refuses before it expires. A session thus lives
+/// at least one rotation period (`key_rotation_secs`) and at most two.
+pub fn session_valid_before(
+    now: u64,
+    validity_secs: u64,
+    key_not_after: u64,
+    rotation_secs: u64,
+) -> u64 {
+    now.saturating_add(validity_secs)
+        .min(key_not_after.saturating_add(rotation_secs))
+}
+
 fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
     Rejection::new(reason, msg)
 }
@@ -212,7 +228,12 @@ impl Engine {
         let count = req.count.min(st.max_batch);
         let now = unix_now();
         let key = self.keys.current(now);
-        let valid_before = now.saturating_add(req.validity_secs);
+        let valid_before = session_valid_before(
+            now,
+            req.validity_secs,
+            key.not_after,
+            self.keys.rotation_secs(),
+        );
         let mut out = Vec::with_capacity(count);
         for k in &req.pay_to {
             self.watch_pool(*k);
@@ -832,6 +853,28 @@ mod tests {
         assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
         assert_eq!(pool_index(&[9; 16], 1), 0);
         assert_eq!(pool_index(&[9; 16], 0), 0);
+    }
+
+    #[test]
+    fn a_session_never_outlives_the_keys_that_verify_it() {
+        let keys = crate::keys::ChallengeKeys::new(b"0123456789abcdef".to_vec(), 300);
+        for now in [3_000u64, 3_001, 3_150, 3_299] {
+            for validity in [1u64, 299, 300, 301, 600, 3_600] {
+                let k = keys.current(now);
+                let vb = session_valid_before(now, validity, k.not_after, 300);
+                assert!(vb <= now + validity);
+                assert!(vb > now, "a session is valid for a while");
+                // Its key is honoured up to its last valid second.
+                assert!(
+                    keys.honoured(k.key_id, vb - 1).is_some(),
+                    "{now} {validity}"
+                );
+                // A validity of one rotation period is never shortened.
+                if validity <= 300 {
+                    assert_eq!(vb, now + validity);
+                }
+            }
+        }
     }
 
     #[test]
