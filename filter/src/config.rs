@@ -284,6 +284,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             r,
             pay_to.as_ref(),
             &network,
+            &sidecar.cluster,
         )?);
     }
     root.finish()?;
@@ -374,6 +375,7 @@ fn parse_route(
     value: &Value,
     default_pay_to: Option<&Payee>,
     network: &str,
+    cluster: &str,
 ) -> Result<Route, ConfigError> {
     let mut o = Obj::new(path, value)?;
     let name = o
@@ -445,6 +447,11 @@ fn parse_route(
             ))
         }
     };
+    let session_budget = o.opt_u64(
+        "sessionBudget",
+        crate::tagged::BATCH as u64,
+        crate::tagged::MAX_BUDGET,
+    )?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
     let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
@@ -469,6 +476,7 @@ fn parse_route(
                 ("maxTimeoutSeconds", max_timeout.is_some()),
                 ("tagged", tagged),
                 ("payToPool", pay_to_pool.is_some()),
+                ("sessionBudget", session_budget.is_some()),
             ];
             if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(err(
@@ -532,10 +540,21 @@ fn parse_route(
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
             }
+            if session_budget.is_some() && !tagged {
+                return Err(err(
+                    o.at("sessionBudget"),
+                    "only applies with \"tagged\": true",
+                ));
+            }
             if tagged {
                 let pool = pay_to_pool.unwrap_or_else(|| vec![price.pay_to.clone()]);
                 price.tagged = Some(Box::new(crate::tagged::TaggedTerms::new(
-                    index, &name, pool,
+                    &name,
+                    pool,
+                    cluster,
+                    network,
+                    &price,
+                    session_budget.unwrap_or(crate::tagged::DEFAULT_BUDGET),
                 )));
             }
             price.template = crate::challenge::ChallengeTemplate::new(network, &price);
