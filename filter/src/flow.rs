@@ -236,7 +236,13 @@ impl Flow {
                     )
                 }
             };
-        let call = sidecar::pay_call(&cfg.sidecar, &bound, &requirements, &payment);
+        let call = sidecar::pay_call(
+            &cfg.sidecar,
+            &bound,
+            &requirements,
+            &payment,
+            price.upstream_timeout_ms,
+        );
         match host.dispatch(&call) {
             Ok(token) => {
                 self.state = State::Awaiting {
