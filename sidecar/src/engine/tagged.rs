@@ -71,6 +71,8 @@ pub struct TaggedState {
     pub settings: TaggedSettings,
     /// Pool accounts whose confirmations we follow.
     watched: Mutex<HashSet<PublicKey>>,
+    /// Wakes the reconciler early (the watcher fell behind the confirmation stream).
+    reconcile: Arc<tokio::sync::Notify>,
 }
 
 impl TaggedState {
@@ -78,7 +80,28 @@ impl TaggedState {
         TaggedState {
             settings,
             watched: Mutex::default(),
+            reconcile: Arc::default(),
         }
+    }
+
+    /// The pool accounts followed now.
+    pub fn watched_accounts(&self) -> Vec<PublicKey> {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Asks the reconciler for a pass now.
+    pub fn request_reconcile(&self) {
+        self.reconcile.notify_one();
+    }
+
+    /// What [`Self::request_reconcile`] wakes (held by the reconciler without the engine).
+    pub(crate) fn reconcile_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.reconcile)
     }
 
     fn is_watched(&self, key: &PublicKey) -> bool {
@@ -186,12 +209,16 @@ impl Engine {
     fn watch_pool(&self, key: PublicKey) {
         if self.tagged.watch(key) {
             self.ledger.watch_payee(&key);
+            // A first pass over the new account sets its reconciliation cursor now.
+            self.tagged.request_reconcile();
         }
     }
 
-    /// Watches the accounts of sessions still open (after a restart).
+    /// Watches the accounts of sessions still open, or expired within the retention (after a
+    /// restart: a send made in time for one of them may still have to be caught up).
     pub async fn rewatch_open_sessions(&self) -> Result<usize, StoreError> {
-        let accounts = self.store.open_session_accounts(as_i64(unix_now())).await?;
+        let since = unix_now().saturating_sub(self.tagged.settings.retention_secs);
+        let accounts = self.store.open_session_accounts(as_i64(since)).await?;
         let mut n = 0;
         for a in accounts {
             if let Ok(k) = PublicKey::from_hex(&a) {
@@ -740,17 +767,23 @@ impl Engine {
         {
             return None;
         }
-        let first_seen = cb.local_timestamp.filter(|t| *t > 0).unwrap_or(now);
+        // Judged by when the node first saw the send, not when we hear of it: a send caught up
+        // from the ledger after a gap was still made in time if the node saw it in time.
+        let first_seen = cb
+            .local_timestamp
+            .filter(|t| *t > 0)
+            .unwrap_or(now)
+            .min(now);
         let reason = if as_i64(first_seen) < s.issued_at {
             "too_early"
-        } else if s.valid_before <= as_i64(now) {
+        } else if s.valid_before <= as_i64(first_seen) {
             "late"
         } else if s.paid_hash.is_some() || s.consumed_hash.is_some() {
             "session_used"
         } else {
             match self
                 .store
-                .mark_session_paid(&s.id, &hash, as_i64(now))
+                .mark_session_paid(&s.id, &hash, as_i64(first_seen))
                 .await
             {
                 Ok(true) => {
@@ -797,9 +830,28 @@ impl Engine {
     }
 }
 
-/// Follows confirmations and hands sends to pool accounts to the engine, until the engine is
-/// dropped. Sends matching no session are judged after `settle_window` (they may be
-/// signed-block payments still being recorded).
+/// The one place a confirmed send to a pool account is judged, whether the WebSocket pushed
+/// it or the reconciler found it on the ledger ([`super::reconcile`]): it marks the matching
+/// session paid or records a stray payment; a send matching no session is judged after
+/// `settle_window` (it may be a signed-block payment still being recorded).
+pub async fn handle_confirmed_send(
+    engine: &Arc<Engine>,
+    cb: ConfirmedBlock,
+    settle_window: Duration,
+) {
+    if engine.on_confirmed_send(&cb).await.is_some() {
+        let engine = Arc::downgrade(engine);
+        tokio::spawn(async move {
+            tokio::time::sleep(settle_window).await;
+            if let Some(e) = engine.upgrade() {
+                e.unmatched_later(&cb).await;
+            }
+        });
+    }
+}
+
+/// Follows confirmations and hands sends to pool accounts to [`handle_confirmed_send`], until
+/// the engine is dropped. A receiver that fell behind asks the reconciler to catch up.
 pub fn spawn_watcher(
     engine: &Arc<Engine>,
     mut rx: tokio::sync::broadcast::Receiver<ConfirmedBlock>,
@@ -811,7 +863,13 @@ pub fn spawn_watcher(
             let cb = match rx.recv().await {
                 Ok(cb) => cb,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "watcher lagged behind confirmations");
+                    tracing::warn!(
+                        missed = n,
+                        "watcher lagged behind confirmations; reconciling"
+                    );
+                    if let Some(engine) = weak.upgrade() {
+                        engine.tagged.request_reconcile();
+                    }
                     continue;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -819,15 +877,7 @@ pub fn spawn_watcher(
             let Some(engine) = weak.upgrade() else {
                 return;
             };
-            if engine.on_confirmed_send(&cb).await.is_some() {
-                let engine = Arc::downgrade(&engine);
-                tokio::spawn(async move {
-                    tokio::time::sleep(settle_window).await;
-                    if let Some(e) = engine.upgrade() {
-                        e.unmatched_later(&cb).await;
-                    }
-                });
-            }
+            handle_confirmed_send(&engine, cb, settle_window).await;
         }
     })
 }
