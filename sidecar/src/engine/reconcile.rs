@@ -46,6 +46,17 @@ pub enum ReconcileError {
     Store(#[from] StoreError),
 }
 
+/// What [`Reconciler::feed`] did with a hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fed {
+    /// Handed to the handler.
+    Yes,
+    /// Already fed, unknown to the node, not a send to this account, or too old.
+    No,
+    /// Not confirmed yet: look again next pass.
+    NotYet,
+}
+
 /// What one pass did (for logs and tests).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PassReport {
@@ -142,9 +153,7 @@ impl Reconciler {
             .receivable_sends(account, MAX_RECEIVABLE)
             .await?
         {
-            if self.feed(engine, account, hash, cursor.since).await? {
-                fed += 1;
-            }
+            fed += usize::from(self.feed(engine, account, hash, cursor.since).await? == Fed::Yes);
         }
         Ok(fed)
     }
@@ -175,11 +184,17 @@ impl Reconciler {
                     return Ok(fed);
                 };
                 let mut last = from;
+                let mut blocked = false;
                 for b in page.blocks.iter().filter(|b| b.hash != from) {
                     if let Some(send) = received(b) {
-                        if b.local_timestamp == 0 || as_i64(b.local_timestamp) >= cursor.since {
-                            fed +=
-                                usize::from(self.feed(engine, account, send, cursor.since).await?);
+                        match self.feed(engine, account, send, cursor.since).await? {
+                            Fed::Yes => fed += 1,
+                            Fed::No => {}
+                            // The cursor stays before it until its send is confirmed.
+                            Fed::NotYet => {
+                                blocked = true;
+                                break;
+                            }
                         }
                     }
                     last = b.hash;
@@ -190,13 +205,14 @@ impl Reconciler {
                         .await?;
                 }
                 match page.next {
-                    Some(next) if next != last => from = last,
+                    Some(_) if !blocked => from = last,
                     _ => break,
                 }
             }
             return Ok(fed);
         }
-        // No cursor yet: walk back from the frontier to `since`, then handle oldest first.
+        // No cursor yet: walk back from the frontier to `since` (at most MAX_PAGES pages: an
+        // older busy history is not ours to judge), then handle oldest first.
         let mut blocks = Vec::new();
         let mut from: Option<BlockHash> = None;
         'pages: for _ in 0..MAX_PAGES {
@@ -217,45 +233,49 @@ impl Reconciler {
                 None => break,
             }
         }
-        let frontier = blocks.first().map(|b| b.hash);
+        // Oldest first; the cursor ends on the last block handled (before an unconfirmed one).
+        let mut last = None;
         for b in blocks.iter().rev() {
             if let Some(send) = received(b) {
-                fed += usize::from(self.feed(engine, account, send, cursor.since).await?);
+                match self.feed(engine, account, send, cursor.since).await? {
+                    Fed::Yes => fed += 1,
+                    Fed::No => {}
+                    Fed::NotYet => break,
+                }
             }
+            last = Some(b.hash);
         }
-        if let Some(f) = frontier {
+        if let Some(l) = last {
             store
-                .advance_cursor(&cursor.account, Some(&f.to_hex()), as_i64(unix_now()))
+                .advance_cursor(&cursor.account, Some(&l.to_hex()), as_i64(unix_now()))
                 .await?;
         }
         Ok(fed)
     }
 
-    /// Hands a confirmed send to `account` to the handler once; `false` when it was already
-    /// fed, is no such send, predates `since`, or is not confirmed yet (the next pass looks
-    /// again).
+    /// Hands a confirmed send to `account` to the handler, once.
     async fn feed(
         &self,
         engine: &Arc<Engine>,
         account: &PublicKey,
         hash: BlockHash,
         since: i64,
-    ) -> Result<bool, ReconcileError> {
+    ) -> Result<Fed, ReconcileError> {
         if self.seen(&hash) {
-            return Ok(false);
+            return Ok(Fed::No);
         }
         let Some(facts) = engine.ledger.send_facts(&hash).await? else {
-            return Ok(false);
+            return Ok(Fed::No);
         };
         if !facts.confirmed {
-            return Ok(false);
+            return Ok(Fed::NotYet);
         }
         self.remember(hash);
         let is_ours = facts.subtype.as_deref() == Some("send")
             && facts.destination == Some(*account)
             && (facts.local_timestamp == 0 || as_i64(facts.local_timestamp) >= since);
         let Some(block) = facts.block.filter(|_| is_ours) else {
-            return Ok(false);
+            return Ok(Fed::No);
         };
         let cb = ConfirmedBlock {
             hash,
@@ -269,7 +289,7 @@ impl Reconciler {
             time_ms: None,
         };
         handle_confirmed_send(engine, cb, self.settle_window).await;
-        Ok(true)
+        Ok(Fed::Yes)
     }
 }
 
