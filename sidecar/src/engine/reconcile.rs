@@ -348,3 +348,326 @@ pub fn spawn_reconciler(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+    use crate::keys::ChallengeKeys;
+    use crate::ledger::{
+        AccountState, Confirmation, Ledger, LedgerFuture, ProcessOutcome, SendFacts,
+    };
+    use crate::metrics::Metrics;
+    use crate::node::{ChainBlock, HistoryPage};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::RedeemPolicy;
+    use nanogate_protocol::nano::{Network, Signature, StateBlock};
+    use std::collections::HashMap;
+
+    /// A ledger that serves one pool account's chain, its receivable sends and the sends'
+    /// facts from memory; everything else is unused here.
+    #[derive(Default)]
+    struct Scripted {
+        /// The pool account's chain, oldest first.
+        chain: Mutex<Vec<ChainBlock>>,
+        receivable: Mutex<Vec<BlockHash>>,
+        sends: Mutex<HashMap<BlockHash, SendFacts>>,
+    }
+
+    fn unused<'a, T: Send + 'a>() -> LedgerFuture<'a, T> {
+        Box::pin(async { Err(LedgerError::Node("unused".into())) })
+    }
+
+    impl Ledger for Scripted {
+        fn network(&self) -> LedgerFuture<'_, String> {
+            unused()
+        }
+        fn account_state<'a>(&'a self, _: &'a PublicKey) -> LedgerFuture<'a, Option<AccountState>> {
+            unused()
+        }
+        fn block_confirmed<'a>(&'a self, _: &'a BlockHash) -> LedgerFuture<'a, Option<bool>> {
+            unused()
+        }
+        fn process<'a>(&'a self, _: &'a StateBlock) -> LedgerFuture<'a, ProcessOutcome> {
+            unused()
+        }
+        fn nudge<'a>(&'a self, _: &'a BlockHash) -> LedgerFuture<'a, ()> {
+            unused()
+        }
+        fn wait_confirmed<'a>(
+            &'a self,
+            _: &'a StateBlock,
+            _: std::time::Instant,
+        ) -> LedgerFuture<'a, Confirmation> {
+            unused()
+        }
+        fn send_facts<'a>(&'a self, hash: &'a BlockHash) -> LedgerFuture<'a, Option<SendFacts>> {
+            let f = self
+                .sends
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(hash)
+                .cloned();
+            Box::pin(async move { Ok(f) })
+        }
+        fn receivable_sends<'a>(
+            &'a self,
+            _: &'a PublicKey,
+            _: u64,
+        ) -> LedgerFuture<'a, Vec<BlockHash>> {
+            let r = self
+                .receivable
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            Box::pin(async move { Ok(r) })
+        }
+        fn chain_page<'a>(
+            &'a self,
+            _: &'a PublicKey,
+            head: Option<&'a BlockHash>,
+            forward: bool,
+            count: u64,
+        ) -> LedgerFuture<'a, Option<HistoryPage>> {
+            let chain = self
+                .chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
+            let n = usize::try_from(count).unwrap_or(usize::MAX);
+            let page = (|| {
+                let at = match head {
+                    Some(h) => chain.iter().position(|b| b.hash == *h)?,
+                    None if forward => 0,
+                    None => chain.len().checked_sub(1)?,
+                };
+                Some(if forward {
+                    let blocks: Vec<ChainBlock> = chain.iter().skip(at).take(n).cloned().collect();
+                    HistoryPage {
+                        next: chain.get(at + blocks.len()).map(|b| b.hash),
+                        blocks,
+                    }
+                } else {
+                    let blocks: Vec<ChainBlock> =
+                        chain[..=at].iter().rev().take(n).cloned().collect();
+                    let next = (at + 1)
+                        .checked_sub(blocks.len() + 1)
+                        .map(|i| chain[i].hash);
+                    HistoryPage { next, blocks }
+                })
+            })();
+            let page = match (head, page) {
+                (None, None) => Some(HistoryPage::default()),
+                (_, p) => p,
+            };
+            Box::pin(async move { Ok(page) })
+        }
+    }
+
+    const POOL: PublicKey = PublicKey([9; 32]);
+    const PAYER: PublicKey = PublicKey([8; 32]);
+
+    fn hash(n: u8) -> BlockHash {
+        BlockHash([n; 32])
+    }
+
+    impl Scripted {
+        /// A confirmed (or not) send of `amount` to the pool, first seen at `at`.
+        fn send(&self, n: u8, amount: u128, at: u64, confirmed: bool) -> BlockHash {
+            let block = StateBlock {
+                account: PAYER,
+                previous: BlockHash([0; 32]),
+                representative: PAYER,
+                balance: 0,
+                link: POOL.0,
+                signature: Signature([0; 64]),
+                work: 0,
+            };
+            let facts = SendFacts {
+                account: PAYER,
+                subtype: Some("send".into()),
+                destination: Some(POOL),
+                amount,
+                confirmed,
+                local_timestamp: at,
+                block: Some(block),
+            };
+            self.sends
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(hash(n), facts);
+            hash(n)
+        }
+
+        /// The pool's wallet pockets send `source` (block `n` on its chain).
+        fn receive(&self, n: u8, source: BlockHash, at: u64) {
+            self.chain
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(ChainBlock {
+                    hash: hash(n),
+                    height: 0,
+                    subtype: Some("receive".into()),
+                    link: Some(source),
+                    local_timestamp: at,
+                });
+        }
+    }
+
+    async fn engine(ledger: Arc<Scripted>) -> (Arc<Engine>, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "nanogate_reconcile_{}.db",
+            super::super::random_hex()
+        ));
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()), 4)
+            .await
+            .expect("store");
+        let cfg = EngineConfig {
+            network: "nano:devnet".into(),
+            node_network: Network::Dev,
+            max_wait: Duration::from_secs(1),
+            fork_grace_secs: 60,
+            redeem: RedeemPolicy {
+                max_redemptions: 1,
+                outcome_grace_secs: 120,
+            },
+            allow_unbound: false,
+            pay_to_allow: vec![],
+        };
+        let e = Engine::new(
+            cfg,
+            ChallengeKeys::new(b"reconcile-test-secret-0123456789".to_vec(), 300),
+            Arc::new(store),
+            ledger,
+            Arc::new(Metrics::new()),
+        );
+        e.watch_pool(POOL);
+        (Arc::new(e), path)
+    }
+
+    /// The hashes recorded as stray (every send here matches no session: `unmatched`).
+    async fn strays(e: &Engine, want: usize) -> Vec<String> {
+        for _ in 0..100 {
+            let s: Vec<String> = e
+                .store()
+                .strays(100)
+                .await
+                .expect("strays")
+                .into_iter()
+                .map(|s| s.hash)
+                .collect();
+            if s.len() >= want {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        e.store()
+            .strays(100)
+            .await
+            .expect("strays")
+            .into_iter()
+            .map(|s| s.hash)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn missed_sends_are_fed_once_and_the_cursor_waits_for_unconfirmed_ones() {
+        let ledger = Arc::new(Scripted::default());
+        let now = unix_now();
+        // Before we followed the account (older than the longest session): not ours to judge.
+        let ancient = ledger.send(1, 5, now - 7_200, true);
+        ledger.receive(11, ancient, now - 7_200);
+        let pocketed = ledger.send(2, 6, now - 10, true);
+        ledger.receive(12, pocketed, now - 10);
+        let pending = ledger.send(3, 7, now - 5, true);
+        ledger
+            .receivable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(pending);
+        let (e, path) = engine(ledger.clone()).await;
+        let r = Reconciler::new(&e, Duration::ZERO);
+
+        let report = r.pass().await;
+        assert_eq!((report.accounts, report.fed, report.errors), (1, 2, 0));
+        let mut got = strays(&e, 2).await;
+        got.sort();
+        assert_eq!(got, vec![pocketed.to_hex(), pending.to_hex()]);
+        let cursor = e
+            .store()
+            .cursor(&POOL.to_hex())
+            .await
+            .expect("cursor")
+            .expect("set");
+        assert_eq!(
+            cursor.head,
+            Some(hash(12).to_hex()),
+            "cursor at the frontier"
+        );
+
+        // Fed once: a second pass feeds nothing new.
+        assert_eq!(r.pass().await.fed, 0);
+
+        // The wallet pockets a send that is not confirmed yet: the cursor stays before it.
+        let late = ledger.send(4, 8, now, false);
+        ledger.receive(13, late, now);
+        let after = ledger.send(5, 9, now, true);
+        ledger.receive(14, after, now);
+        assert_eq!(r.pass().await.fed, 0);
+        let cursor = e
+            .store()
+            .cursor(&POOL.to_hex())
+            .await
+            .expect("cursor")
+            .expect("set");
+        assert_eq!(
+            cursor.head,
+            Some(hash(12).to_hex()),
+            "not past the unconfirmed send"
+        );
+        ledger
+            .sends
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&late)
+            .expect("late")
+            .confirmed = true;
+        assert_eq!(r.pass().await.fed, 2);
+        let cursor = e
+            .store()
+            .cursor(&POOL.to_hex())
+            .await
+            .expect("cursor")
+            .expect("set");
+        assert_eq!(cursor.head, Some(hash(14).to_hex()));
+        assert_eq!(strays(&e, 4).await.len(), 4);
+        assert!(!strays(&e, 4).await.contains(&ancient.to_hex()));
+
+        // The cursor's block leaves the chain (a rollback): it is reset, then rebuilt.
+        ledger
+            .chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|b| b.hash != hash(14));
+        r.pass().await;
+        let cursor = e
+            .store()
+            .cursor(&POOL.to_hex())
+            .await
+            .expect("cursor")
+            .expect("set");
+        assert_eq!(cursor.head, None, "reset after a rollback");
+        r.pass().await;
+        let cursor = e
+            .store()
+            .cursor(&POOL.to_hex())
+            .await
+            .expect("cursor")
+            .expect("set");
+        assert_eq!(cursor.head, Some(hash(13).to_hex()));
+        drop(e);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", path.display()));
+        }
+    }
+}

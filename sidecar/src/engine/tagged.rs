@@ -206,7 +206,7 @@ impl Engine {
         &self.tagged
     }
 
-    fn watch_pool(&self, key: PublicKey) {
+    pub(crate) fn watch_pool(&self, key: PublicKey) {
         if self.tagged.watch(key) {
             self.ledger.watch_payee(&key);
             // A first pass over the new account sets its reconciliation cursor now.
