@@ -22,6 +22,10 @@ pub const DEFAULT_RETRY_AFTER_SECS: u32 = 2;
 pub const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
 /// Upper bound on `maxTimeoutSeconds`: a challenge should not outlive a key rotation or two.
 pub const MAX_MAX_TIMEOUT_SECS: u64 = 3_600;
+/// Default `upstreamTimeoutMs`: Envoy's default route timeout (15 s).
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 15_000;
+/// Largest `upstreamTimeoutMs` (one hour).
+pub const MAX_UPSTREAM_TIMEOUT_MS: u64 = 3_600_000;
 /// Shortest accepted shared secret (bytes).
 pub const MIN_SECRET_LEN: usize = 16;
 /// Most routes one plugin may declare (matching is linear).
@@ -104,6 +108,9 @@ pub struct Price {
     pub description: Option<String>,
     pub mime_type: Option<String>,
     pub max_timeout_secs: u64,
+    /// How long Envoy waits for the upstream on this route (`upstreamTimeoutMs`): sent to the
+    /// sidecar with each payment, so it knows how long an admitted request may be in flight.
+    pub upstream_timeout_ms: u64,
     pub failure_mode: FailureMode,
     /// This route's challenge JSON, pre-rendered (see [`crate::challenge::ChallengeTemplate`]).
     pub template: crate::challenge::ChallengeTemplate,
@@ -112,6 +119,9 @@ pub struct Price {
 }
 
 /// What a matching route does.
+// Built once per configuration, read on every request: boxing `Price` would only add an
+// indirection on the request path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteKind {
     /// Passes untouched (an exemption inside a paid prefix, for example).
@@ -286,6 +296,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             r,
             pay_to.as_ref(),
             &network,
+            &sidecar.cluster,
         )?);
     }
     root.finish()?;
@@ -376,6 +387,7 @@ fn parse_route(
     value: &Value,
     default_pay_to: Option<&Payee>,
     network: &str,
+    cluster: &str,
 ) -> Result<Route, ConfigError> {
     let mut o = Obj::new(path, value)?;
     let name = o
@@ -447,6 +459,12 @@ fn parse_route(
             ))
         }
     };
+    let session_budget = o.opt_u64(
+        "sessionBudget",
+        crate::tagged::BATCH as u64,
+        crate::tagged::MAX_BUDGET,
+    )?;
+    let upstream_timeout_ms = o.opt_u64("upstreamTimeoutMs", 1, MAX_UPSTREAM_TIMEOUT_MS)?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
     let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
@@ -471,6 +489,8 @@ fn parse_route(
                 ("maxTimeoutSeconds", max_timeout.is_some()),
                 ("tagged", tagged),
                 ("payToPool", pay_to_pool.is_some()),
+                ("sessionBudget", session_budget.is_some()),
+                ("upstreamTimeoutMs", upstream_timeout_ms.is_some()),
             ];
             if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(err(
@@ -527,6 +547,7 @@ fn parse_route(
                 description,
                 mime_type,
                 max_timeout_secs: max_timeout.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
+                upstream_timeout_ms: upstream_timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
                 failure_mode,
                 template: crate::challenge::ChallengeTemplate::default(),
                 tagged: None,
@@ -534,10 +555,21 @@ fn parse_route(
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
             }
+            if session_budget.is_some() && !tagged {
+                return Err(err(
+                    o.at("sessionBudget"),
+                    "only applies with \"tagged\": true",
+                ));
+            }
             if tagged {
                 let pool = pay_to_pool.unwrap_or_else(|| vec![price.pay_to.clone()]);
                 price.tagged = Some(Box::new(crate::tagged::TaggedTerms::new(
-                    index, &name, pool,
+                    &name,
+                    pool,
+                    cluster,
+                    network,
+                    &price,
+                    session_budget.unwrap_or(crate::tagged::DEFAULT_BUDGET),
                 )));
             }
             price.template = crate::challenge::ChallengeTemplate::new(network, &price);
