@@ -20,9 +20,22 @@ pub enum RpcMode {
     Fail,
 }
 
+/// How the WebSocket port behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WsMode {
+    /// Serve subscriptions.
+    #[default]
+    Normal,
+    /// Close every open WebSocket and refuse new ones (HTTP 503 on the upgrade), as a node
+    /// whose WebSocket server is down: confirmations happen, nobody hears of them.
+    Down,
+}
+
 #[derive(Debug)]
 struct Inner {
     rpc: watch::Sender<RpcMode>,
+    ws: watch::Sender<WsMode>,
     confirming: watch::Sender<bool>,
     latency: Mutex<Duration>,
     /// (previous, competitor): when a block on `previous` is confirmed, the competitor wins.
@@ -40,6 +53,7 @@ impl Faults {
         Faults {
             inner: Arc::new(Inner {
                 rpc: watch::channel(RpcMode::Normal).0,
+                ws: watch::channel(WsMode::Normal).0,
                 confirming: watch::channel(confirming).0,
                 latency: Mutex::new(Duration::ZERO),
                 forks: Mutex::new(Vec::new()),
@@ -58,6 +72,19 @@ impl Faults {
 
     pub(crate) fn watch_rpc(&self) -> watch::Receiver<RpcMode> {
         self.inner.rpc.subscribe()
+    }
+
+    /// WebSocket up (normal) or down (open connections closed, new ones refused).
+    pub fn set_ws(&self, mode: WsMode) {
+        self.inner.ws.send_replace(mode);
+    }
+
+    pub fn ws_mode(&self) -> WsMode {
+        *self.inner.ws.borrow()
+    }
+
+    pub(crate) fn watch_ws(&self) -> watch::Receiver<WsMode> {
+        self.inner.ws.subscribe()
     }
 
     /// Delay added before every RPC answer.
@@ -121,9 +148,10 @@ impl Faults {
             .clear();
     }
 
-    /// Back to normal: RPC normal, no latency, confirming on, no fork rules.
+    /// Back to normal: RPC and WebSocket normal, no latency, confirming on, no fork rules.
     pub fn reset(&self) {
         self.set_rpc(RpcMode::Normal);
+        self.set_ws(WsMode::Normal);
         self.set_latency(Duration::ZERO);
         self.set_confirming(true);
         self.clear_forks();
@@ -155,6 +183,7 @@ impl Faults {
 #[serde(deny_unknown_fields)]
 pub struct FaultsRequest {
     pub rpc: Option<RpcMode>,
+    pub ws: Option<WsMode>,
     pub latency_ms: Option<u64>,
     pub confirming: Option<bool>,
     pub fork_instead: Option<ForkRequest>,
@@ -172,13 +201,16 @@ pub struct ForkRequest {
 }
 
 impl Faults {
-    /// Applies an admin request (in field order: reset, rpc, latency, confirming, forks).
+    /// Applies an admin request (in field order: reset, rpc, ws, latency, confirming, forks).
     pub fn apply(&self, req: FaultsRequest) {
         if req.reset {
             self.reset();
         }
         if let Some(mode) = req.rpc {
             self.set_rpc(mode);
+        }
+        if let Some(mode) = req.ws {
+            self.set_ws(mode);
         }
         if let Some(ms) = req.latency_ms {
             self.set_latency(Duration::from_millis(ms));
@@ -198,6 +230,7 @@ impl Faults {
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "rpc": self.rpc_mode(),
+            "ws": self.ws_mode(),
             "latency_ms": self.latency().as_millis() as u64,
             "confirming": self.confirming(),
             "forks": self.forks().iter().map(|(p, c)| serde_json::json!({

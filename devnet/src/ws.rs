@@ -2,9 +2,11 @@
 //! unsubscribe, ping, acks) plus the `/admin/faults` route.
 
 use crate::rpc::{admin_get, admin_post};
-use crate::{now_ms, ConfirmationEvent, Shared};
+use crate::{now_ms, ConfirmationEvent, Shared, WsMode};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
@@ -33,6 +35,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    if shared.faults.ws_mode() == WsMode::Down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "websocket down (fault)").into_response();
+    }
     ws.on_upgrade(move |socket| session(socket, shared))
 }
 
@@ -214,9 +219,15 @@ fn on_message(text: &str, sub: &mut Option<Subscription>) -> Option<Value> {
 async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
     let mut events = shared.events.subscribe();
     let mut shutdown = shared.shutdown.clone();
+    let mut ws_mode = shared.faults.watch_ws();
     let mut sub: Option<Subscription> = None;
     loop {
+        if *ws_mode.borrow_and_update() == WsMode::Down {
+            // The fault drops the connection without a close frame, as a crashed node would.
+            return;
+        }
         tokio::select! {
+            changed = ws_mode.changed() => if changed.is_err() { return },
             msg = socket.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),

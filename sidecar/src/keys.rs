@@ -68,9 +68,9 @@ impl ChallengeKeys {
     }
 }
 
-/// At most this many retired keys are handed to the filter (15 with the default 300 s
-/// rotation); a very short rotation period lists only the newest ones.
-pub const MAX_RETIRED_KEYS: usize = 24;
+/// At most this many retired keys are handed to the filter (about 15 with the default 300 s
+/// rotation; the filter keeps 16); a very short rotation period lists only the newest ones.
+pub const MAX_RETIRED_KEYS: usize = 16;
 
 impl ChallengeKeys {
     /// The retired keys at `now`: older than the previous one, but whose period ended less

@@ -11,6 +11,7 @@
 pub mod envoy;
 pub mod ports;
 pub mod procs;
+pub mod raw_http;
 pub mod sidecar;
 pub mod stack;
 pub mod upstream;

@@ -10,6 +10,7 @@
 //! [`postgres::PgStore`] (for several replicas). Their schemas are embedded in the binary and
 //! applied at start.
 
+pub mod cursor;
 pub mod payments;
 pub mod postgres;
 pub mod sqlite;
@@ -84,9 +85,12 @@ pub struct ForkEntry {
     pub terms: Option<String>,
 }
 
-/// Every backend also implements the payment ledger ([`payments::PaymentStore`]) and the
-/// tagged-amount operations ([`tagged::TaggedStore`]).
-pub trait Store: PaymentStore + tagged::TaggedStore + Send + Sync + 'static {
+/// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
+/// tagged-amount operations ([`tagged::TaggedStore`]) and the reconciliation cursors
+/// ([`cursor::CursorStore`]).
+pub trait Store:
+    PaymentStore + tagged::TaggedStore + cursor::CursorStore + Send + Sync + 'static
+{
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;
 

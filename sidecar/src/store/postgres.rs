@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payments",
         include_str!("../../migrations/postgres/0003_payments.sql"),
     ),
+    (
+        4,
+        "reconcile",
+        include_str!("../../migrations/postgres/0004_reconcile.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -237,3 +242,4 @@ impl Store for PgStore {
 
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
 super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
+super::cursor::impl_cursor_store!(PgStore, false);

@@ -23,6 +23,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payments",
         include_str!("../../migrations/sqlite/0003_payments.sql"),
     ),
+    (
+        4,
+        "reconcile",
+        include_str!("../../migrations/sqlite/0004_reconcile.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -198,3 +203,4 @@ impl Store for SqliteStore {
 
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
+super::cursor::impl_cursor_store!(SqliteStore, true);
