@@ -332,10 +332,9 @@ fn s_payee() -> PublicKey {
 }
 
 #[tokio::test]
-#[ignore = "needs the filter to forward authentic expired signed-block challenges (issue #12, \
-            scenario 2, filter side); waits the real 120 s challenge validity + 60 s fork grace"]
 async fn payment_confirmed_after_its_challenge_expired_is_served_once_within_the_window() {
-    // Scenarios 1 and 2, the slow way: the ledger stops confirming, the wait ends
+    // The one slow test here (about 3 minutes): it waits out the real 120 s challenge validity
+    // and the 60 s fork grace. Scenarios 1 and 2: the ledger stops confirming, the wait ends
     // (`block_not_confirmed`); the ledger confirms only after the challenge's validBefore and the
     // fork grace. The sidecar tracked the block and recorded it redeemable; the payer presents
     // the same payment (expired challenge, forwarded by the filter) and is served, once.
