@@ -54,6 +54,14 @@ pub struct Metrics {
     pub confirmation_polls: Counter,
     /// Payments to tagged-session accounts that bought nothing, by reason.
     pub stray_payments: Family<ReasonLabel, Counter>,
+    /// Refusals answered from the frontier cache (node calls saved).
+    pub frontier_cache_refusals: Counter,
+    /// Requests shed because the concurrency limit was full.
+    pub requests_shed: Counter,
+    /// Requests that ran past their time limit.
+    pub requests_timed_out: Counter,
+    /// Readiness probes that queried the store and the node (not answered from the cache).
+    pub readiness_probes: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -86,6 +94,10 @@ impl Metrics {
             confirmation_pushes: Counter::default(),
             confirmation_polls: Counter::default(),
             stray_payments: Family::default(),
+            frontier_cache_refusals: Counter::default(),
+            requests_shed: Counter::default(),
+            requests_timed_out: Counter::default(),
+            readiness_probes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +169,26 @@ impl Metrics {
             "stray_payments",
             "Payments to tagged-session accounts that bought nothing (wrong amount, unknown, late, too early), by reason",
             m.stray_payments.clone(),
+        );
+        registry.register(
+            "frontier_cache_refusals",
+            "Payments refused from the short account_info cache, without a node call",
+            m.frontier_cache_refusals.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests answered 503 at once because the concurrency limit was full",
+            m.requests_shed.clone(),
+        );
+        registry.register(
+            "requests_timed_out",
+            "Requests answered 408 because they ran past their time limit (slow body or handler)",
+            m.requests_timed_out.clone(),
+        );
+        registry.register(
+            "readiness_probes",
+            "Readiness probes of the store and the node (/readyz answers from the last probe)",
+            m.readiness_probes.clone(),
         );
         Metrics { registry, ..m }
     }

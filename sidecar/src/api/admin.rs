@@ -1,5 +1,6 @@
 //! Health (`/healthz`: the process is up), readiness (`/readyz`: the store answers and a node
-//! answers `version` with the configured network) and Prometheus `/metrics`.
+//! answers `version` with the configured network, from a probe cached for
+//! `server.ready_cache_secs`) and Prometheus `/metrics`.
 
 use crate::state::AppState;
 use axum::extract::State;
@@ -8,7 +9,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use std::time::Duration;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -22,25 +22,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let engine = &state.engine;
-    let bound = Duration::from_secs(3);
-    let store_ok = matches!(
-        tokio::time::timeout(bound, engine.store().ping()).await,
-        Ok(Ok(()))
-    );
-    let want = engine.config().node_network.rpc_name();
-    let ledger_ok = matches!(
-        tokio::time::timeout(bound, engine.ledger().network()).await,
-        Ok(Ok(ref n)) if n == want
-    );
-    let status = if store_ok && ledger_ok {
+    let p = state.readiness.get(&state.engine, &state.metrics).await;
+    let status = if p.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({ "ready": store_ok && ledger_ok, "store": store_ok, "ledger": ledger_ok })),
+        Json(json!({ "ready": p.ready(), "store": p.store, "ledger": p.ledger })),
     )
         .into_response()
 }

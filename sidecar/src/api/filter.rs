@@ -2,13 +2,15 @@
 //! `/v1/pay` always answers HTTP 200 with `x-nanogate-verdict: 1`, so Envoy's own 503/504 for
 //! transport failures can never read as a verdict.
 
-use super::{check_filter_secret, MAX_BODY_BYTES};
+use super::guard::bounded;
+use super::{body_limit, FilterAuth};
 use crate::engine::{unix_now, BindingPolicy, PaymentInput, Rejection, Verdict};
 use crate::error::ApiError;
+use crate::limits::parse_source;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,18 +22,32 @@ pub const VERDICT_HEADER: &str = "x-nanogate-verdict";
 /// Seconds the filter should put in `Retry-After` when the ledger is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let short = state.http.request_timeout;
     Router::new()
-        .route("/v1/challenge-key", get(challenge_key))
-        .route("/v1/pay", post(pay))
-        .route("/v1/outcome", post(outcome))
+        .route(
+            "/v1/challenge-key",
+            bounded(get(challenge_key), state, short, 0),
+        )
+        .route(
+            "/v1/pay",
+            bounded(
+                post(pay),
+                state,
+                state.http.settle_timeout,
+                body_limit::PAYMENT,
+            ),
+        )
+        .route(
+            "/v1/outcome",
+            bounded(post(outcome), state, short, body_limit::OUTCOME),
+        )
 }
 
 async fn challenge_key(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: FilterAuth,
 ) -> Result<Json<Value>, ApiError> {
-    check_filter_secret(&state, &headers)?;
     let keys = state.engine.keys();
     let k = keys.current(unix_now());
     let mut body = json!({
@@ -52,6 +68,10 @@ struct PayBody {
     resource: String,
     requirements: PaymentRequirements,
     payment: Value,
+    /// The client's address as the filter sees it (Envoy's `source.address`), for the
+    /// per-source limit.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 /// The verdict as the filter reads it.
@@ -65,12 +85,18 @@ pub fn verdict_json(v: &Verdict) -> Value {
             "paymentResponse": encode_header(&a.settlement),
             "redeemed": a.redeemed,
         }),
-        Verdict::Reject(r) => json!({
-            "verdict": "reject",
-            "reason": r.reason.as_str(),
-            "message": r.message,
-            "status": r.status,
-        }),
+        Verdict::Reject(r) => {
+            let mut v = json!({
+                "verdict": "reject",
+                "reason": r.reason.as_str(),
+                "message": r.message,
+                "status": r.status,
+            });
+            if let Some(s) = r.retry_after {
+                v["retryAfter"] = json!(s);
+            }
+            v
+        }
         Verdict::Unavailable(r) => json!({
             "verdict": "unavailable",
             "reason": r.reason.as_str(),
@@ -89,16 +115,7 @@ fn verdict_response(v: &Verdict) -> Response {
     resp
 }
 
-async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = check_filter_secret(&state, &headers) {
-        return e.into_response();
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return verdict_response(&Verdict::Reject(Rejection::new(
-            ErrorReason::InvalidPayload,
-            "request body too large",
-        )));
-    }
+async fn pay(State(state): State<AppState>, _auth: FilterAuth, body: Bytes) -> Response {
     let parsed: PayBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -109,15 +126,33 @@ async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
             )));
         }
     };
+    let source = parsed.source.as_deref().and_then(parse_source);
+    let limits = state.engine.limits().clone();
+    if let Err(wait) = limits.source_allowed(source) {
+        state.metrics.reject(ErrorReason::RateLimited.as_str());
+        return verdict_response(&Verdict::Reject(Rejection::rate_limited(
+            wait.0,
+            "too many refused payments from this client; retry later",
+        )));
+    }
     let input = PaymentInput {
         resource: parsed.resource,
         requirements: parsed.requirements,
         payment: parsed.payment,
         binding: BindingPolicy::Required,
     };
-    // Settle in its own task: a dropped connection must not cancel a settlement half-way.
+    // Settle in its own task: a dropped connection (or the request's time limit) must not
+    // cancel a settlement half-way.
     let engine = state.engine.clone();
-    let verdict = match tokio::spawn(async move { engine.pay(&input).await }).await {
+    let verdict = match tokio::spawn(async move {
+        let v = engine.pay(&input).await;
+        if matches!(v, Verdict::Reject(_)) {
+            limits.source_refused(source);
+        }
+        v
+    })
+    .await
+    {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "settlement task failed");
@@ -138,10 +173,9 @@ struct OutcomeBody {
 
 async fn outcome(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: FilterAuth,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    check_filter_secret(&state, &headers)?;
     let o: OutcomeBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/outcome body: {e}")))?;
     let recorded = state
