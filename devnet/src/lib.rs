@@ -136,7 +136,10 @@ impl Shared {
 
     /// Counts one RPC request for `action`.
     pub(crate) fn count_rpc(&self, action: &str) {
-        let mut calls = self.rpc_calls.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut calls = self
+            .rpc_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match calls.get_mut(action) {
             Some(n) => *n += 1,
             None => {

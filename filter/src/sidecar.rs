@@ -283,7 +283,9 @@ mod tests {
     #[test]
     fn a_429_reject_is_limited_with_a_bounded_retry_after() {
         assert_eq!(
-            ans(r#"{"verdict":"reject","reason":"rate_limited","message":"m","status":429,"retryAfter":7}"#),
+            ans(
+                r#"{"verdict":"reject","reason":"rate_limited","message":"m","status":429,"retryAfter":7}"#
+            ),
             Answer::Verdict(Verdict::Limited { retry_after: 7 })
         );
         for bad in ["0", "99999", "\"x\"", "null"] {

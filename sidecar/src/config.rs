@@ -490,7 +490,9 @@ impl Config {
         if (l.source_refusals_per_sec > 0 && l.source_refusal_burst == 0)
             || (l.payer_presentations_per_sec > 0 && l.payer_presentation_burst == 0)
         {
-            return bad("limits: a burst must be ≥ 1 when its rate is on (rate 0 turns a limit off)");
+            return bad(
+                "limits: a burst must be ≥ 1 when its rate is on (rate 0 turns a limit off)",
+            );
         }
         Ok(())
     }

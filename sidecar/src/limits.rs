@@ -237,8 +237,14 @@ mod tests {
         l.source_refused(a);
         let wait = l.source_allowed(a).expect_err("blocked after the burst");
         assert!(wait.0 >= 1);
-        assert!(l.source_allowed(b).is_ok(), "another source is not affected");
-        assert!(l.source_allowed(None).is_ok(), "no source, no per-source limit");
+        assert!(
+            l.source_allowed(b).is_ok(),
+            "another source is not affected"
+        );
+        assert!(
+            l.source_allowed(None).is_ok(),
+            "no source, no per-source limit"
+        );
     }
 
     #[test]
@@ -279,7 +285,9 @@ mod tests {
         let a = parse_source("192.0.2.1");
         for _ in 0..100 {
             l.source_refused(a);
-            assert!(l.payer_presented(&PublicKey([1; 32]), &BlockHash([1; 32])).is_ok());
+            assert!(l
+                .payer_presented(&PublicKey([1; 32]), &BlockHash([1; 32]))
+                .is_ok());
         }
         assert!(l.source_allowed(a).is_ok());
         l.prune();

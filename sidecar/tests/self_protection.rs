@@ -158,10 +158,7 @@ async fn a_full_server_sheds_new_requests_with_503_and_retry_after_then_recovers
     assert_eq!(r.status(), 200);
     // The held requests end at their time limit and free their slots.
     for s in &mut held {
-        assert_eq!(
-            status_within(s, Duration::from_secs(30)).await,
-            Some(408)
-        );
+        assert_eq!(status_within(s, Duration::from_secs(30)).await, Some(408));
     }
     let r = key().await.expect("challenge-key");
     assert_eq!(r.status(), 200, "slots are free again");
@@ -283,9 +280,14 @@ async fn readyz_floods_do_not_reach_the_store_or_the_node_per_request() {
     let m = metrics(&e.sidecar.base).await;
     let probes = metric(&m, "nanogate_readiness_probes_total");
     let pings = metric(&m, "nanogate_store_seconds_count{op=\"ping\"}");
-    eprintln!("200 /readyz: {version_calls} node version calls, {probes} probes, {pings} store pings");
+    eprintln!(
+        "200 /readyz: {version_calls} node version calls, {probes} probes, {pings} store pings"
+    );
     // A probe at most every ready_cache_secs (2 s) while the loop runs.
-    assert!(version_calls <= 5, "{version_calls} node calls for 200 /readyz");
+    assert!(
+        version_calls <= 5,
+        "{version_calls} node calls for 200 /readyz"
+    );
     assert!(pings <= 5.0, "{pings} store pings for 200 /readyz");
     assert_eq!(probes, pings);
     e.sidecar.stop().await;

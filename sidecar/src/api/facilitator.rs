@@ -122,8 +122,10 @@ fn answer<T: serde::Serialize>(v: &Verdict, body: T) -> Response {
         ..
     }) = v
     {
-        resp.headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(*s));
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(*s),
+        );
     }
     resp
 }

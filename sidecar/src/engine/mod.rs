@@ -10,8 +10,8 @@ pub mod tagged;
 pub mod verify;
 
 use crate::keys::ChallengeKeys;
-use crate::limits::Limits;
 use crate::ledger::{Ledger, LedgerError};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::{RedeemPolicy, Store, StoreError};
 use nanogate_protocol::nano::{BlockHash, Network, PublicKey};

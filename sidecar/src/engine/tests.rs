@@ -373,7 +373,11 @@ async fn junk_payments_under_fresh_challenges_cost_no_store_row_and_no_node_call
             assert_eq!(v.reason(), Some(*reason), "{v:?}");
         }
     }
-    assert_eq!(f.rows().await, 0, "no store row for a locally refused payment");
+    assert_eq!(
+        f.rows().await,
+        0,
+        "no store row for a locally refused payment"
+    );
     assert_eq!(f.account_calls(), 0, "no node call either");
 }
 
@@ -389,7 +393,11 @@ async fn wrong_amount_block_replayed_under_fresh_challenges_buys_one_node_call()
             .await;
         assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch), "{v:?}");
     }
-    assert_eq!(f.account_calls(), 1, "later presentations are refused from the cache");
+    assert_eq!(
+        f.account_calls(),
+        1,
+        "later presentations are refused from the cache"
+    );
     assert_eq!(f.rows().await, 0);
     assert_eq!(f.engine.metrics.frontier_cache_refusals.get(), 49);
 }
@@ -483,4 +491,18 @@ async fn one_block_replayed_past_its_frontier_limit_is_rate_limited() {
         }
     }
     assert!(limited >= 15, "{limited} of 30 limited");
+}
+
+#[tokio::test]
+async fn concurrent_replays_of_a_wrong_amount_block_share_one_node_call() {
+    let f = fixture(false).await;
+    let block = f.block_with(BlockHash([5; 32]), 8 * PRICE, f.payee.0, true, &f.payer);
+    let inputs: Vec<_> = (0..20)
+        .map(|_| f.input(f.requirements(60), &block, BindingPolicy::Required))
+        .collect();
+    let verdicts = futures_util::future::join_all(inputs.iter().map(|i| f.engine.pay(i))).await;
+    for v in &verdicts {
+        assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch), "{v:?}");
+    }
+    assert_eq!(f.account_calls(), 1);
 }

@@ -425,12 +425,10 @@ impl Engine {
         }
 
         // 11. account_info
-        self.account_checks(&c)
-            .await
-            .map_err(|r| match r {
-                AccountRefusal::Ledger(e) => self.ledger_failed(&e),
-                AccountRefusal::Reject(r) => self.reject(with_payer(r)),
-            })?;
+        self.account_checks(&c).await.map_err(|r| match r {
+            AccountRefusal::Ledger(e) => self.ledger_failed(&e),
+            AccountRefusal::Reject(r) => self.reject(with_payer(r)),
+        })?;
 
         // 12. nonce binding: the first durable write, once everything else passed
         if let (Mode::Settle, Some(nonce)) = (mode, &c.nonce) {
@@ -463,16 +461,10 @@ impl Engine {
     /// Step 11: the block against the payer's account. A refusal that the cached answer
     /// proves for good (see [`super::frontier_cache`]) costs no node call.
     async fn account_checks(&self, c: &Checked) -> Result<(), AccountRefusal> {
-        if let Some(cached) = self.frontiers.get(&c.payer) {
-            if let Err(r) = judge_account(c, &cached) {
-                if r.reason == ErrorReason::DuplicateSettlement
-                    || r.reason == ErrorReason::AmountMismatch
-                {
-                    self.metrics.frontier_cache_refusals.inc();
-                    return Err(AccountRefusal::Reject(r));
-                }
-            }
-        }
+        self.cached_refusal(c)?;
+        // Concurrent presentations for one account wait for one answer, then look again.
+        let _turn = self.frontiers.lookup_turn(&c.payer).await;
+        self.cached_refusal(c)?;
         let state = self
             .ledger
             .account_state(&c.payer)
@@ -492,6 +484,25 @@ impl Engine {
             Err(_) => self.frontiers.put(c.payer, state),
         }
         judged.map_err(AccountRefusal::Reject)
+    }
+}
+
+impl Engine {
+    /// A refusal a recent `account_info` answer proves for good (see [`super::frontier_cache`]).
+    fn cached_refusal(&self, c: &Checked) -> Result<(), AccountRefusal> {
+        let Some(cached) = self.frontiers.get(&c.payer) else {
+            return Ok(());
+        };
+        match judge_account(c, &cached) {
+            Err(r)
+                if r.reason == ErrorReason::DuplicateSettlement
+                    || r.reason == ErrorReason::AmountMismatch =>
+            {
+                self.metrics.frontier_cache_refusals.inc();
+                Err(AccountRefusal::Reject(r))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
