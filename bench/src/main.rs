@@ -616,15 +616,9 @@ async fn flood_case(
     let secs = plan.paid_secs;
     let per_run = (secs as usize * 300) + 20;
     let warm = 30;
-    eprintln!("nanogate-bench: flood: building 2 × {per_run} signed blocks and challenges");
-    let mut chain = paid::chain(
-        &devnet.rpc_url,
-        &paid::payer_key(0),
-        pay_to,
-        warm + 2 * per_run,
-    )
-    .await?;
-    let flooded_blocks = chain.split_off(warm + per_run);
+    eprintln!("nanogate-bench: flood: building {per_run} signed blocks and challenges per run");
+    let payer = paid::payer_key(0);
+    let mut chain = paid::chain(&devnet.rpc_url, &payer, pay_to, warm + per_run).await?;
     let quiet_blocks = chain.split_off(warm);
     let mut headers = paid::headers_for(&base, vec![chain, quiet_blocks]).await?;
     let quiet_headers = headers.pop().unwrap_or_default();
@@ -638,7 +632,9 @@ async fn flood_case(
     }
     eprintln!("nanogate-bench: flood: honest payer quiet, {secs} s");
     let quiet = paid::run(&base, vec![quiet_headers], Duration::from_secs(secs)).await?;
-    // The flooded run's challenges are fetched now, so that they are as fresh as the quiet ones.
+    // The flooded run's chain starts where the quiet run stopped, and its challenges are as
+    // fresh as the quiet ones were.
+    let flooded_blocks = paid::chain(&devnet.rpc_url, &payer, pay_to, per_run).await?;
     let flooded_headers = paid::headers_for(&base, vec![flooded_blocks])
         .await?
         .pop()
