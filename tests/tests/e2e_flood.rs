@@ -292,3 +292,70 @@ async fn unpaid_and_junk_floods_add_no_store_row_and_bounded_node_calls() {
     assert!(rejected("invalid_signature") > 0 && rejected("insufficient_work") > 0);
     assert!(rejected("amount_mismatch") > 0);
 }
+
+/// Presents `block` under a fresh challenge from `from` until the edge answers something other
+/// than a 402; returns that answer and how many 402s came first.
+async fn present_until_not_402(
+    stack: &Stack,
+    from: IpAddr,
+    block: &nanogate_protocol::nano::StateBlock,
+    max: usize,
+) -> (Reply, usize) {
+    let c = client(from);
+    for i in 0..max {
+        let ch = challenge(&c, stack, "/paid/limited").await;
+        let r = get(&c, stack, "/paid/limited", Some(&ch.header_for(block))).await;
+        if r.status != 402 {
+            return (r, i);
+        }
+    }
+    panic!("{max} presentations from {from} were all answered 402");
+}
+
+#[tokio::test]
+async fn limited_presentations_get_429_with_retry_after_at_the_edge_per_address() {
+    let stack = Stack::start(StackConfig::default()).await;
+    let defaults = nanogate_sidecar::config::Config::default().limits;
+    let attacker = stack.wallet();
+
+    // Per client address: junk refused by the sidecar (bad signature) from one address.
+    let mut bad = stack.send_block(&attacker.key, stack.payee, PRICE_RAW);
+    bad.signature.0[0] ^= 1;
+    let a = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 50));
+    let (r, refused) = present_until_not_402(&stack, a, &bad, 200).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        refused >= defaults.source_refusal_burst as usize,
+        "{refused}"
+    );
+    assert!(r
+        .header("retry-after")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|s| s >= 1));
+    let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
+    assert_eq!(body["error"], "rate_limited");
+    // Another address is judged on its own: Envoy's source.address reached the sidecar.
+    let b = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 51));
+    let c = client(b);
+    let ch = challenge(&c, &stack, "/paid/limited").await;
+    let r = get(&c, &stack, "/paid/limited", Some(&ch.header_for(&bad))).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.reason().as_deref(), Some("invalid_signature"));
+
+    // Per payer frontier: one valid-looking block (wrong amount) replayed from fresh addresses.
+    let wrong = stack.send_block(&attacker.key, stack.payee, 2 * PRICE_RAW);
+    let mut answers = Vec::new();
+    for i in 0..(defaults.payer_presentation_burst as u8 + 5) {
+        let from = IpAddr::V4(Ipv4Addr::new(127, 0, 1, 1 + i));
+        let c = client(from);
+        let ch = challenge(&c, &stack, "/paid/limited").await;
+        let r = get(&c, &stack, "/paid/limited", Some(&ch.header_for(&wrong))).await;
+        answers.push(r.status);
+    }
+    let first_429 = answers.iter().position(|s| *s == 429);
+    assert!(
+        first_429.is_some_and(|i| i >= defaults.payer_presentation_burst as usize),
+        "{answers:?}"
+    );
+    assert_eq!(stack.upstream_hits("/paid/limited"), 0);
+}
