@@ -7,11 +7,12 @@
 //! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
 //! and count, and everything it starts stops with it.
 //!
-//! Usage: `nanogate-bench [--quick] [--only envoy,paid,verify,spent,micro] [--pg-url URL]`.
+//! Usage: `nanogate-bench [--quick] [--only envoy,paid,flood,verify,spent,micro] [--pg-url URL]`.
 //! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
 //! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
 
 mod facts;
+mod flood;
 mod paid;
 mod report;
 mod spent;
@@ -21,7 +22,7 @@ mod verify;
 mod wrk;
 
 use anyhow::{bail, Context, Result};
-use report::{EnvoyRow, PaidRow, Report};
+use report::{EnvoyRow, FloodRow, PaidRow, Report};
 use stack::{EnvoyCase, Upstream};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -121,7 +122,7 @@ fn args() -> Result<Args> {
             "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: nanogate-bench [--quick] [--only envoy,paid,verify,spent,micro] \
+                    "usage: nanogate-bench [--quick] [--only envoy,paid,flood,verify,spent,micro] \
                      [--pg-url URL]"
                 );
                 std::process::exit(0);
@@ -213,7 +214,7 @@ async fn measure(
 ) -> Result<()> {
     let pay_to = paid::payee_key().public_key();
     let pay_to_addr = pay_to.to_address();
-    let needs_stack = wants("envoy") || wants("paid") || wants("verify");
+    let needs_stack = wants("envoy") || wants("paid") || wants("flood") || wants("verify");
     if needs_stack {
         if std::process::Command::new("wrk")
             .arg("-v")
@@ -229,6 +230,7 @@ async fn measure(
         payers.extend(
             (0..plan.verify_payers).map(|i| paid::payer_key(verify::FIRST_PAYER + i).public_key()),
         );
+        payers.push(paid::payer_key(flood::ATTACKER).public_key());
         let fund = paid::XNO * 100;
         eprintln!("nanogate-bench: starting devnet (confirm 0 ms) and sidecar");
         let devnet0 = stack::start_devnet(bin_dir, work, 0, &payers, fund).await?;
@@ -307,6 +309,21 @@ async fn measure(
                 .await?;
                 report.paid.extend(rows);
             }
+        }
+
+        if wants("flood") {
+            report.flood = Some(
+                flood_case(
+                    plan,
+                    &devnet0,
+                    &sidecar0,
+                    &upstream,
+                    wasm,
+                    pay_to,
+                    &pay_to_addr,
+                )
+                .await?,
+            );
         }
 
         if wants("verify") {
@@ -569,4 +586,100 @@ async fn paid_case(
     });
     drop(envoy);
     Ok(rows)
+}
+
+/// One honest payer, quiet then under a flood of unpaid and junk traffic (`flood.rs`).
+async fn flood_case(
+    plan: &Plan,
+    devnet: &stack::DevnetProc,
+    sidecar: &stack::SidecarProc,
+    upstream: &Upstream,
+    wasm: &std::path::Path,
+    pay_to: nanogate_protocol::nano::PublicKey,
+    pay_to_addr: &str,
+) -> Result<FloodRow> {
+    let (yaml, ports) = stack::envoy_config(
+        EnvoyCase::Filter,
+        upstream.port,
+        sidecar.port,
+        wasm,
+        pay_to_addr,
+    )?;
+    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let base = format!("http://127.0.0.1:{}", ports.listener);
+    stack::wait_status(
+        &format!("{base}{}", paid::PAID_PATH),
+        402,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let secs = plan.paid_secs;
+    let per_run = (secs as usize * 300) + 20;
+    let warm = 30;
+    eprintln!("nanogate-bench: flood: building {per_run} signed blocks and challenges per run");
+    let payer = paid::payer_key(0);
+    let mut chain = paid::chain(&devnet.rpc_url, &payer, pay_to, warm + per_run).await?;
+    let quiet_blocks = chain.split_off(warm);
+    let mut headers = paid::headers_for(&base, vec![chain, quiet_blocks]).await?;
+    let quiet_headers = headers.pop().unwrap_or_default();
+    let warm_headers = headers.pop().unwrap_or_default();
+    let warmup = paid::run(&base, vec![warm_headers], Duration::from_secs(20)).await?;
+    if warmup.failures > 0 {
+        bail!(
+            "flood warm-up failed: {}",
+            warmup.first_failure.unwrap_or_default()
+        );
+    }
+    eprintln!("nanogate-bench: flood: honest payer quiet, {secs} s");
+    let quiet = paid::run(&base, vec![quiet_headers], Duration::from_secs(secs)).await?;
+    // The flooded run's chain starts where the quiet run stopped, and its challenges are as
+    // fresh as the quiet ones were.
+    let flooded_blocks = paid::chain(&devnet.rpc_url, &payer, pay_to, per_run).await?;
+    let flooded_headers = paid::headers_for(&base, vec![flooded_blocks])
+        .await?
+        .pop()
+        .unwrap_or_default();
+    let junk = std::sync::Arc::new(
+        flood::junk(&devnet.rpc_url, &paid::payer_key(flood::ATTACKER), pay_to).await?,
+    );
+    let metrics_url = format!("http://127.0.0.1:{}/metrics", sidecar.port);
+    let m_before = stack::metrics(&metrics_url).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = {
+        let (base, stop) = (base.clone(), stop.clone());
+        tokio::spawn(async move { flood::run(&base, junk, stop).await })
+    };
+    // Let the flood reach its pace before timing the payer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    eprintln!("nanogate-bench: flood: honest payer under the flood, {secs} s");
+    let flooded = paid::run(&base, vec![flooded_headers], Duration::from_secs(secs)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let stats = flooding.await.context("flood task")??;
+    let flooded = flooded?;
+    let m_after = stack::metrics(&metrics_url).await;
+    let diff =
+        |k: &str| m_after.get(k).copied().unwrap_or(0.0) - m_before.get(k).copied().unwrap_or(0.0);
+    let refusals = [
+        "amount_mismatch",
+        "invalid_signature",
+        "insufficient_work",
+        "rate_limited",
+    ]
+    .iter()
+    .map(|r| {
+        let n = diff(&format!("nanogate_rejections_total{{reason=\"{r}\"}}"));
+        format!("{r} {n:.0}")
+    })
+    .collect::<Vec<_>>()
+    .join(", ");
+    drop(envoy);
+    Ok(FloodRow {
+        quiet,
+        flooded,
+        flood: stats,
+        refusals: format!(
+            "{refusals}; answered from the frontier cache {:.0}",
+            diff("nanogate_frontier_cache_refusals_total")
+        ),
+    })
 }

@@ -89,6 +89,21 @@ pub fn breakdown(
     parts.join("; ")
 }
 
+/// The honest payer quiet and under a flood (`flood.rs`).
+pub struct FloodRow {
+    pub quiet: LatencyRun,
+    pub flooded: LatencyRun,
+    pub flood: crate::flood::FloodStats,
+    /// The sidecar's refusals during the flooded run, by reason.
+    pub refusals: String,
+}
+
+impl FloodRow {
+    fn ratio(a: Duration, b: Duration) -> f64 {
+        a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+    }
+}
+
 pub struct Report {
     pub plan: Plan,
     pub facts: Facts,
@@ -96,6 +111,7 @@ pub struct Report {
     pub envoy: Vec<EnvoyRow>,
     pub paid: Vec<PaidRow>,
     pub verify: Option<LatencyRun>,
+    pub flood: Option<FloodRow>,
     pub spent: Vec<SpentResult>,
     pub micro: Vec<(String, Option<f64>)>,
     pub notes: Vec<String>,
@@ -154,6 +170,7 @@ impl Report {
             envoy: Vec::new(),
             paid: Vec::new(),
             verify: None,
+            flood: None,
             spent: Vec::new(),
             micro: Vec::new(),
             notes: Vec::new(),
@@ -301,6 +318,49 @@ impl Report {
                 }
             }
             s.push('\n');
+        }
+
+        if let Some(f) = &self.flood {
+            let _ = writeln!(
+                s,
+                "## An honest payer under a flood (one payer on 127.0.0.1, ledger confirms at once; \
+                 the flood: {} clients on 127.0.0.2–9, each round an unpaid request and a junk \
+                 payment under its fresh challenge: wrong amount, bad signature, bad work)\n",
+                crate::flood::WORKERS
+            );
+            let _ = writeln!(s, "| run | req/s (payer) | p50 | p99 | ok / failed |");
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            for (name, r) in [("quiet", &f.quiet), ("under the flood", &f.flooded)] {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {} | {} | {} / {} |",
+                    int(r.rps),
+                    ms(r.p50),
+                    ms(r.p99),
+                    r.ok,
+                    r.failures
+                );
+            }
+            let _ = writeln!(
+                s,
+                "\nFlooded ÷ quiet: p50 {:.2}×, p99 {:.2}×. The flood: {} requests ({} req/s); \
+                 answers 402 ×{}, 429 ×{}, 503 ×{}, 200 ×{}, other ×{}. Sidecar refusals: {}.\n",
+                FloodRow::ratio(f.flooded.p50, f.quiet.p50),
+                FloodRow::ratio(f.flooded.p99, f.quiet.p99),
+                int(f.flood.requests as f64),
+                int(f.flood.rps),
+                f.flood.statuses[0],
+                f.flood.statuses[1],
+                f.flood.statuses[2],
+                f.flood.statuses[3],
+                f.flood.statuses[4],
+                f.refusals
+            );
+            for r in [&f.quiet, &f.flooded] {
+                if let Some(e) = &r.first_failure {
+                    let _ = writeln!(s, "First failure: `{}`\n", e.replace('`', "'"));
+                }
+            }
         }
 
         if let Some(v) = &self.verify {

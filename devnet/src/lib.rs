@@ -27,7 +27,7 @@ pub use ledger::{genesis_account, genesis_hash, Ledger, PrecheckError, ProcessEr
 use anyhow::Context;
 use nanogate_protocol::nano::{BlockHash, PublicKey, Signature, StateBlock};
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -125,11 +125,35 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) history: Mutex<VecDeque<Value>>,
     pub(crate) started_ms: u64,
+    /// RPC requests answered, by action (`GET /admin/stats`, [`Devnet::rpc_calls`]).
+    pub(crate) rpc_calls: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, Ledger> {
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one RPC request for `action`.
+    pub(crate) fn count_rpc(&self, action: &str) {
+        let mut calls = self
+            .rpc_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match calls.get_mut(action) {
+            Some(n) => *n += 1,
+            None => {
+                calls.insert(action.to_owned(), 1);
+            }
+        }
+    }
+
+    /// RPC requests answered so far, by action.
+    pub(crate) fn rpc_counts(&self) -> BTreeMap<String, u64> {
+        self.rpc_calls
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Processes a block (ledger rules only; the RPC layer runs its pre-checks first) and
@@ -420,6 +444,7 @@ impl Devnet {
             shutdown: shutdown_rx,
             history: Mutex::new(VecDeque::new()),
             started_ms: now_ms(),
+            rpc_calls: Mutex::new(BTreeMap::new()),
         });
         shared.persist(shared.lock());
 
@@ -472,6 +497,12 @@ impl Devnet {
         LedgerHandle {
             shared: Arc::clone(&self.shared),
         }
+    }
+
+    /// RPC requests answered so far, by action (`account_info`, `process`, …): what the
+    /// sidecars cost the node. Also `GET /admin/stats` on either port.
+    pub fn rpc_calls(&self) -> BTreeMap<String, u64> {
+        self.shared.rpc_counts()
     }
 
     /// The configured confirmation delay.

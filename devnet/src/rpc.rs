@@ -83,12 +83,18 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, addr: Sock
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/admin/faults", get(admin_get).post(admin_post))
+        .route("/admin/stats", get(admin_stats))
         .fallback(rpc_entry)
         .with_state(shared)
 }
 
 pub(crate) async fn admin_get(State(s): State<Arc<Shared>>) -> Json<Value> {
     Json(s.faults.status_json())
+}
+
+/// `{"rpc": {"<action>": <requests answered>, …}}`.
+pub(crate) async fn admin_stats(State(s): State<Arc<Shared>>) -> Json<Value> {
+    Json(json!({ "rpc": s.rpc_counts() }))
 }
 
 pub(crate) async fn admin_post(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -123,6 +129,7 @@ async fn rpc_entry(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
             Some(action) => {
                 let action = action.to_string();
                 tracing::debug!(%action, "rpc");
+                s.count_rpc(&action);
                 handle(&s, &action, Req(&req)).await
             }
             None => Err(RpcError::from(PARSE)),

@@ -1,7 +1,7 @@
 //! The WebSocket server: nano-node's `confirmation` topic (subscribe with filters, update,
 //! unsubscribe, ping, acks) plus the `/admin/faults` route.
 
-use crate::rpc::{admin_get, admin_post};
+use crate::rpc::{admin_get, admin_post, admin_stats};
 use crate::{now_ms, ConfirmationEvent, Shared, WsMode};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
@@ -20,6 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let app = Router::new()
         .route("/admin/faults", get(admin_get).post(admin_post))
+        .route("/admin/stats", get(admin_stats))
         .fallback(get(upgrade))
         .with_state(Arc::clone(&shared));
     let mut shutdown = shared.shutdown.clone();

@@ -49,6 +49,10 @@ pub trait Host {
     ) -> Option<crate::tagged::Session> {
         None
     }
+    /// The client's address as Envoy sees it (`source.address`, `ip:port`), if known.
+    fn source_address(&self) -> Option<String> {
+        None
+    }
     /// Dispatches a call whose answer comes back to this request; returns its token.
     fn dispatch(&mut self, call: &Call) -> Result<u32, String>;
     /// Dispatches a call that must outlive this request (its answer is only counted).
@@ -236,12 +240,14 @@ impl Flow {
                     )
                 }
             };
+        let source = host.source_address();
         let call = sidecar::pay_call(
             &cfg.sidecar,
             &bound,
             &requirements,
             &payment,
             price.upstream_timeout_ms,
+            source.as_deref(),
         );
         match host.dispatch(&call) {
             Ok(token) => {
@@ -352,6 +358,11 @@ impl Flow {
                 if self.unavailable(host, price, reason, retry_after) == Next::Continue {
                     host.resume_request();
                 }
+            }
+            Answer::Verdict(Verdict::Limited { retry_after }) => {
+                host.count(Metric::Rejected(ErrorReason::RateLimited));
+                debug!(host, "nanogate: rate limited for {resource}");
+                send_limited(host, retry_after);
             }
             Answer::Timeout => {
                 host.count(Metric::SidecarTimeouts);
@@ -507,6 +518,21 @@ fn resource_info(price: &Price, resource: &str) -> nanogate_protocol::x402::Reso
         description: price.description.clone(),
         mime_type: price.mime_type.clone(),
     }
+}
+
+/// 429 + `Retry-After`: too many presentations; no fresh challenge (it would only feed the
+/// flood).
+fn send_limited<H: Host + ?Sized>(host: &mut H, retry_after: u32) {
+    let retry = retry_after.to_string();
+    host.send_response(
+        429,
+        &[
+            ("retry-after", &retry),
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        br#"{"error":"rate_limited","message":"too many payment attempts; retry after Retry-After seconds"}"#,
+    );
 }
 
 fn send_payment_required<H: Host + ?Sized>(host: &mut H, pr: &PaymentRequired, status: u32) {

@@ -351,6 +351,39 @@ fn sidecar_reject_is_a_fresh_402_with_the_reason() {
 }
 
 #[test]
+fn the_client_address_goes_to_the_sidecar_for_its_per_source_limit() {
+    let pr = challenge_for("/paid/report");
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    h.source = Some("203.0.113.7:41234".into());
+    let (_f, _) = run(&mut h);
+    let body: Value = serde_json::from_slice(h.calls[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["source"], "203.0.113.7:41234");
+    // Unknown address: no field (the sidecar then applies no per-source limit).
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    let (_f, _) = run(&mut h);
+    let body: Value = serde_json::from_slice(h.calls[0].body.as_deref().unwrap()).unwrap();
+    assert!(body.get("source").is_none());
+}
+
+#[test]
+fn a_rate_limited_presentation_is_429_with_retry_after_and_no_fresh_challenge() {
+    for route in ["/paid/report", "/open/x"] {
+        let pr = challenge_for(route);
+        let mut h = paid(route, &payment_for(&pr));
+        let (mut f, next) = run(&mut h);
+        assert_eq!(next, Next::Pause, "{route}");
+        let body = br#"{"verdict":"reject","reason":"rate_limited","message":"m","status":429,"retryAfter":7}"#;
+        f.on_sidecar_answer(&mut h, 41, Some(200), Some(b"1"), Some(body));
+        assert_eq!(h.reply().unwrap().0, 429, "{route}");
+        assert_eq!(h.reply_header("retry-after").as_deref(), Some("7"));
+        assert!(h.reply_header("payment-required").is_none());
+        assert_eq!(h.count_of(Metric::Rejected(ErrorReason::RateLimited)), 1);
+        assert_eq!(h.count_of(Metric::ChallengesIssued), 0);
+        assert_eq!(h.resumed, 0, "never forwarded, even on a fail-open route");
+    }
+}
+
+#[test]
 fn sidecar_unavailable_timeout_or_garbage_is_503_on_closed_routes() {
     type Case<'a> = (Option<u32>, Option<&'a [u8]>, &'a [u8], Metric, &'a str);
     let cases: Vec<Case> = vec![

@@ -66,24 +66,29 @@ pub fn key_call(sidecar: &SidecarConfig) -> Call {
 }
 
 /// `POST /v1/pay` with the terms we rebuilt (plus the echoed stamp), the decoded payment and
-/// the route's upstream timeout (how long an admitted request may be in flight).
+/// the route's upstream timeout (how long an admitted request may be in flight) and the client's
+/// address (for the sidecar's per-source limit).
 pub fn pay_call(
     sidecar: &SidecarConfig,
     resource: &str,
     requirements: &PaymentRequirements,
     payment: &DecodedPayment,
     upstream_timeout_ms: u64,
+    source: Option<&str>,
 ) -> Call {
     let payment_json = match payment.to_payload_v2(None) {
         Some(p) => serde_json::to_value(p).unwrap_or(Value::Null),
         None => serde_json::to_value(payment.to_payload_v1()).unwrap_or(Value::Null),
     };
-    let body = json!({
+    let mut body = json!({
         "resource": resource,
         "requirements": requirements,
         "payment": payment_json,
         "upstreamTimeoutMs": upstream_timeout_ms,
     });
+    if let Some(s) = source {
+        body["source"] = Value::from(s);
+    }
     Call::new(
         sidecar,
         "POST",
@@ -123,6 +128,9 @@ pub enum Verdict {
         reason: String,
         retry_after: Option<u32>,
     },
+    /// Too many presentations from this client or on this payer's frontier (`rate_limited`):
+    /// answered 429 with `Retry-After`.
+    Limited { retry_after: u32 },
 }
 
 /// The answer to a `/v1/pay` call as the filter sees it.
@@ -188,6 +196,14 @@ pub fn interpret(
                 receipt: receipt.to_owned(),
                 payment_response,
             })
+        }
+        Some("reject") if v.get("status").and_then(Value::as_u64) == Some(429) => {
+            let retry_after = v
+                .get("retryAfter")
+                .and_then(Value::as_u64)
+                .filter(|s| (1..=3600).contains(s))
+                .map_or(1, |s| s as u32);
+            Answer::Verdict(Verdict::Limited { retry_after })
         }
         Some("reject") => {
             let reason = match text("reason") {
@@ -265,6 +281,25 @@ mod tests {
                 retry_after: Some(7)
             })
         );
+    }
+
+    #[test]
+    fn a_429_reject_is_limited_with_a_bounded_retry_after() {
+        assert_eq!(
+            ans(
+                r#"{"verdict":"reject","reason":"rate_limited","message":"m","status":429,"retryAfter":7}"#
+            ),
+            Answer::Verdict(Verdict::Limited { retry_after: 7 })
+        );
+        for bad in ["0", "99999", "\"x\"", "null"] {
+            let body = format!(
+                r#"{{"verdict":"reject","reason":"rate_limited","status":429,"retryAfter":{bad}}}"#
+            );
+            assert_eq!(
+                ans(&body),
+                Answer::Verdict(Verdict::Limited { retry_after: 1 })
+            );
+        }
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct MockHost {
     pub resumed: u32,
     pub counts: Vec<Metric>,
     pub logs: std::cell::RefCell<Vec<String>>,
+    /// What `source_address` answers.
+    pub source: Option<String>,
 }
 
 impl MockHost {
@@ -133,6 +135,9 @@ impl Host for MockHost {
     }
     fn key_ring(&mut self) -> Option<KeyRing> {
         self.ring.clone()
+    }
+    fn source_address(&self) -> Option<String> {
+        self.source.clone()
     }
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
         if self.no_random {

@@ -1,27 +1,41 @@
 //! The HTTP surface, assembled in one place: the filter API (shared secret), the x402
 //! facilitator API and `/v1/challenge` (bearer token), and health, readiness and metrics.
+//!
+//! Credentials are extractors that read headers only, placed before the body in every
+//! handler, so a request with a missing or wrong credential is refused before its body is
+//! read. The APIs run under [`guard`]: a time limit per request and a global concurrency
+//! limit that sheds with 503 when full; health, readiness and metrics stay outside it.
 
 pub mod admin;
 pub mod facilitator;
 pub mod filter;
+pub mod guard;
 pub mod tagged;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderMap;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::Router;
 
-/// Request bodies are small JSON documents; cap them well above a payment's size.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Body caps per endpoint: the `/v1/pay` and facilitator bodies carry a payment (its header is
+/// capped at 8 KiB by the filter); the others are small.
+pub mod body_limit {
+    pub const PAYMENT: usize = 64 * 1024;
+    pub const SESSIONS: usize = 16 * 1024;
+    pub const OUTCOME: usize = 1024;
+    pub const CHALLENGE: usize = 4 * 1024;
+}
 
 pub fn router(state: AppState) -> Router {
+    let apis = Router::new()
+        .merge(filter::routes(&state))
+        .merge(facilitator::routes(&state))
+        .merge(tagged::routes(&state));
+    let apis = guard::shed_when_full(apis, &state);
     Router::new()
-        .merge(filter::routes())
-        .merge(facilitator::routes())
+        .merge(apis)
         .merge(admin::routes())
-        .merge(tagged::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -30,36 +44,50 @@ pub(crate) fn secret_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The filter's shared secret in `x-nanogate-secret`.
-pub(crate) fn check_filter_secret(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let ok = headers
-        .get("x-nanogate-secret")
-        .is_some_and(|v| secret_eq(v.as_bytes(), state.credentials.filter_secret.as_bytes()));
-    if ok {
-        Ok(())
-    } else {
-        state.metrics.auth_failure("filter");
-        Err(ApiError::Unauthorized)
+/// The filter's shared secret in `x-nanogate-secret`, checked on the headers alone.
+pub struct FilterAuth;
+
+impl FromRequestParts<AppState> for FilterAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ok = parts
+            .headers
+            .get("x-nanogate-secret")
+            .is_some_and(|v| secret_eq(v.as_bytes(), state.credentials.filter_secret.as_bytes()));
+        if ok {
+            Ok(FilterAuth)
+        } else {
+            state.metrics.auth_failure("filter");
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 
-/// `Authorization: Bearer <facilitator token>`; always refused when no token is configured.
-pub(crate) fn check_bearer(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let ok = match (
-        &state.credentials.facilitator_token,
-        headers.get("authorization"),
-    ) {
-        (Some(token), Some(v)) => v
-            .as_bytes()
-            .strip_prefix(b"Bearer ")
-            .is_some_and(|t| secret_eq(t, token.as_bytes())),
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        state.metrics.auth_failure("facilitator");
-        Err(ApiError::Unauthorized)
+/// `Authorization: Bearer <facilitator token>`, checked on the headers alone; always refused
+/// when no token is configured.
+pub struct BearerAuth;
+
+impl FromRequestParts<AppState> for BearerAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ok = match (
+            &state.credentials.facilitator_token,
+            parts.headers.get("authorization"),
+        ) {
+            (Some(token), Some(v)) => v
+                .as_bytes()
+                .strip_prefix(b"Bearer ")
+                .is_some_and(|t| secret_eq(t, token.as_bytes())),
+            _ => false,
+        };
+        if ok {
+            Ok(BearerAuth)
+        } else {
+            state.metrics.auth_failure("facilitator");
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 

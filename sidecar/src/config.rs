@@ -49,6 +49,57 @@ pub struct Config {
     pub settlement: SettlementConfig,
     pub facilitator: FacilitatorConfig,
     pub tagged: TaggedConfig,
+    pub server: ServerConfig,
+    pub limits: LimitsConfig,
+}
+
+/// How the HTTP server protects itself.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Time limit of one request (body included), seconds. Settlements (`/v1/pay`, `/settle`)
+    /// get `settlement.max_wait_secs` more.
+    pub request_timeout_secs: u64,
+    /// Requests handled at once (health, readiness and metrics excepted); beyond it, 503 with
+    /// `Retry-After` at once.
+    pub max_concurrent_requests: usize,
+    /// `/readyz` probes the store and the node at most once per this many seconds.
+    pub ready_cache_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            request_timeout_secs: 5,
+            max_concurrent_requests: 512,
+            ready_cache_secs: 2,
+        }
+    }
+}
+
+/// Limits on payment presentations (see `limits.rs`); a rate of 0 turns a limit off.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Refused presentations per second per source IP (the client address the filter forwards).
+    pub source_refusals_per_sec: u32,
+    /// Refused presentations a source may make at once before it is limited.
+    pub source_refusal_burst: u32,
+    /// Presentations per second per payer frontier (the block's account and previous).
+    pub payer_presentations_per_sec: u32,
+    /// Presentations on one payer frontier at once before it is limited.
+    pub payer_presentation_burst: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            source_refusals_per_sec: 5,
+            source_refusal_burst: 50,
+            payer_presentations_per_sec: 2,
+            payer_presentation_burst: 10,
+        }
+    }
 }
 
 /// Tagged-amount sessions (mechanism 2).
@@ -150,6 +201,8 @@ impl Default for Config {
             settlement: SettlementConfig::default(),
             facilitator: FacilitatorConfig::default(),
             tagged: TaggedConfig::default(),
+            server: ServerConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -304,6 +357,27 @@ pub struct Cli {
     /// [default: 30].
     #[arg(long, env = "NANOGATE_RECONCILE_SECS")]
     pub reconcile_secs: Option<u64>,
+    /// Time limit of one request, body included, seconds; settlements get max_wait_secs more [default: 5].
+    #[arg(long, env = "NANOGATE_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Requests handled at once; beyond it, 503 + Retry-After at once [default: 512].
+    #[arg(long, env = "NANOGATE_MAX_CONCURRENT_REQUESTS")]
+    pub max_concurrent_requests: Option<usize>,
+    /// /readyz probes the store and the node at most once per N seconds [default: 2].
+    #[arg(long, env = "NANOGATE_READY_CACHE_SECS")]
+    pub ready_cache_secs: Option<u64>,
+    /// Refused payment presentations per second per source IP; 0 = no limit [default: 5].
+    #[arg(long, env = "NANOGATE_SOURCE_REFUSALS_PER_SEC")]
+    pub source_refusals_per_sec: Option<u32>,
+    /// Refused presentations a source may make at once before 429 [default: 50].
+    #[arg(long, env = "NANOGATE_SOURCE_REFUSAL_BURST")]
+    pub source_refusal_burst: Option<u32>,
+    /// Presentations per second per payer frontier (account + previous); 0 = no limit [default: 2].
+    #[arg(long, env = "NANOGATE_PAYER_PRESENTATIONS_PER_SEC")]
+    pub payer_presentations_per_sec: Option<u32>,
+    /// Presentations on one payer frontier at once before 429 [default: 10].
+    #[arg(long, env = "NANOGATE_PAYER_PRESENTATION_BURST")]
+    pub payer_presentation_burst: Option<u32>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -373,6 +447,25 @@ impl Config {
         set(&mut c.tagged.tag_space, cli.tag_space);
         set(&mut c.tagged.retention_secs, cli.session_retention_secs);
         set(&mut c.tagged.reconcile_secs, cli.reconcile_secs);
+        set(&mut c.server.request_timeout_secs, cli.request_timeout_secs);
+        set(
+            &mut c.server.max_concurrent_requests,
+            cli.max_concurrent_requests,
+        );
+        set(&mut c.server.ready_cache_secs, cli.ready_cache_secs);
+        set(
+            &mut c.limits.source_refusals_per_sec,
+            cli.source_refusals_per_sec,
+        );
+        set(&mut c.limits.source_refusal_burst, cli.source_refusal_burst);
+        set(
+            &mut c.limits.payer_presentations_per_sec,
+            cli.payer_presentations_per_sec,
+        );
+        set(
+            &mut c.limits.payer_presentation_burst,
+            cli.payer_presentation_burst,
+        );
         c.validate()?;
         Ok(c)
     }
@@ -431,6 +524,23 @@ impl Config {
         if !(1..=3_600).contains(&self.tagged.reconcile_secs) {
             return bad("tagged.reconcile_secs must be 1 to 3600");
         }
+        if !(1..=3_600).contains(&self.server.request_timeout_secs) {
+            return bad("server.request_timeout_secs must be 1..=3600");
+        }
+        if !(1..=1_000_000).contains(&self.server.max_concurrent_requests) {
+            return bad("server.max_concurrent_requests must be 1..=1000000");
+        }
+        if self.server.ready_cache_secs > 300 {
+            return bad("server.ready_cache_secs must be ≤ 300");
+        }
+        let l = &self.limits;
+        if (l.source_refusals_per_sec > 0 && l.source_refusal_burst == 0)
+            || (l.payer_presentations_per_sec > 0 && l.payer_presentation_burst == 0)
+        {
+            return bad(
+                "limits: a burst must be ≥ 1 when its rate is on (rate 0 turns a limit off)",
+            );
+        }
         Ok(())
     }
 
@@ -440,6 +550,22 @@ impl Config {
         3_600u64
             .saturating_add(self.settlement.fork_grace_secs)
             .saturating_add(self.settlement.redeem_window_secs)
+    }
+
+    /// The presentation limits these settings describe.
+    pub fn limit_settings(&self) -> crate::limits::LimitSettings {
+        use crate::limits::Rate;
+        let l = &self.limits;
+        crate::limits::LimitSettings {
+            source_refusals: Rate {
+                per_sec: l.source_refusals_per_sec,
+                burst: l.source_refusal_burst,
+            },
+            payer_presentations: Rate {
+                per_sec: l.payer_presentations_per_sec,
+                burst: l.payer_presentation_burst,
+            },
+        }
     }
 
     pub fn node_network(&self) -> Option<Network> {
@@ -505,5 +631,21 @@ mod tests {
         c.validate().unwrap();
         c.settlement.redeem_window_secs = 0;
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn server_and_limit_settings_are_validated() {
+        let ok = |t: &str| {
+            let mut c = Config::from_toml(t).unwrap();
+            c.filter_secret = Some("0123456789abcdef".into());
+            c.challenge_secret = Some("0123456789abcdef".into());
+            c.validate()
+        };
+        assert!(ok("").is_ok());
+        assert!(ok("[server]\nrequest_timeout_secs = 0\n").is_err());
+        assert!(ok("[server]\nmax_concurrent_requests = 0\n").is_err());
+        assert!(ok("[limits]\nsource_refusal_burst = 0\n").is_err());
+        assert!(ok("[limits]\nsource_refusals_per_sec = 0\nsource_refusal_burst = 0\n").is_ok());
+        assert!(Config::from_toml("[limits]\nnope = 1\n").is_err());
     }
 }

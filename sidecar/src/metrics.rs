@@ -71,6 +71,14 @@ pub struct Metrics {
     pub payments_raw: Family<StateLabel, Gauge<f64, AtomicU64>>,
     /// When the payment gauges were last read from the store (unix seconds).
     payments_read_at: AtomicU64,
+    /// Refusals answered from the frontier cache (node calls saved).
+    pub frontier_cache_refusals: Counter,
+    /// Requests shed because the concurrency limit was full.
+    pub requests_shed: Counter,
+    /// Requests that ran past their time limit.
+    pub requests_timed_out: Counter,
+    /// Readiness probes that queried the store and the node (not answered from the cache).
+    pub readiness_probes: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -106,6 +114,10 @@ impl Metrics {
             payments: Family::default(),
             payments_raw: Family::default(),
             payments_read_at: AtomicU64::new(0),
+            frontier_cache_refusals: Counter::default(),
+            requests_shed: Counter::default(),
+            requests_timed_out: Counter::default(),
+            readiness_probes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -187,6 +199,26 @@ impl Metrics {
             "payments_raw",
             "Sum of the payments in the payment ledger in raw, by state",
             m.payments_raw.clone(),
+        );
+        registry.register(
+            "frontier_cache_refusals",
+            "Payments refused from the short account_info cache, without a node call",
+            m.frontier_cache_refusals.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests answered 503 at once because the concurrency limit was full",
+            m.requests_shed.clone(),
+        );
+        registry.register(
+            "requests_timed_out",
+            "Requests answered 408 because they ran past their time limit (slow body or handler)",
+            m.requests_timed_out.clone(),
+        );
+        registry.register(
+            "readiness_probes",
+            "Readiness probes of the store and the node (/readyz answers from the last probe)",
+            m.readiness_probes.clone(),
         );
         Metrics { registry, ..m }
     }

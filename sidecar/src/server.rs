@@ -9,9 +9,11 @@ use crate::engine::{unix_now, Engine, EngineConfig};
 use crate::keys::ChallengeKeys;
 use crate::ledger::node_ledger::{NodeLedger, NodeMetricsBridge};
 use crate::ledger::Ledger;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::node::{Confirmations, NodeClient, NodeConfig};
-use crate::state::{AppState, Credentials};
+use crate::readiness::Readiness;
+use crate::state::{AppState, Credentials, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
@@ -72,7 +74,9 @@ pub fn state_with(
             tag_space: cfg.tagged.tag_space.max(1),
             retention_secs: cfg.tagged.retention_secs,
             ..TaggedSettings::default()
-        });
+        })
+        .with_limits(Arc::new(Limits::new(cfg.limit_settings())));
+    let request_timeout = Duration::from_secs(cfg.server.request_timeout_secs);
     Ok(AppState {
         engine: Arc::new(engine),
         metrics,
@@ -81,6 +85,14 @@ pub fn state_with(
             facilitator_token: cfg.facilitator.token.clone(),
         }),
         challenge_max_timeout_secs: cfg.facilitator.max_timeout_seconds,
+        http: HttpSettings {
+            request_timeout,
+            settle_timeout: request_timeout + Duration::from_secs(cfg.settlement.max_wait_secs),
+            max_concurrent: cfg.server.max_concurrent_requests,
+        },
+        readiness: Arc::new(Readiness::new(Duration::from_secs(
+            cfg.server.ready_cache_secs,
+        ))),
     })
 }
 
@@ -151,8 +163,8 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
 }
 
 /// Every `every`, until the state is dropped: applies the time-driven payment states (lease
-/// over → redeemable, window over → owed), prunes expired nonces, fork-set entries, sessions and
-/// finished payments past their retention.
+/// over → redeemable, window over → owed), prunes expired nonces, fork-set entries, sessions,
+/// finished payments past their retention and idle rate-limit keys.
 pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandle<()> {
     let engine = Arc::downgrade(&state.engine);
     tokio::spawn(async move {
@@ -179,6 +191,7 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
             if let Err(e) = engine.store().prune_tagged(now).await {
                 tracing::warn!(error = %e, "pruning tagged sessions failed");
             }
+            engine.limits().prune();
         }
     })
 }

@@ -2,7 +2,9 @@
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Credentials the APIs check. Never logged (no `Debug`).
 pub struct Credentials {
@@ -19,4 +21,17 @@ pub struct AppState {
     pub credentials: Arc<Credentials>,
     /// maxTimeoutSeconds of challenges issued by `/v1/challenge`.
     pub challenge_max_timeout_secs: u64,
+    pub http: HttpSettings,
+    pub readiness: Arc<Readiness>,
+}
+
+/// How the HTTP server protects itself (`[server]` in the configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// Time limit of a request, body included.
+    pub request_timeout: Duration,
+    /// Time limit of a settlement request (`/v1/pay`, `/settle`): it waits for confirmation.
+    pub settle_timeout: Duration,
+    /// Requests handled at once before new ones are shed with 503.
+    pub max_concurrent: usize,
 }

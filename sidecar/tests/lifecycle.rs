@@ -63,6 +63,13 @@ fn help_lists_every_option_with_its_environment_variable() {
         "NANOGATE_ALLOW_UNBOUND",
         "NANOGATE_PAY_TO",
         "NANOGATE_SHUTDOWN_GRACE_SECS",
+        "NANOGATE_REQUEST_TIMEOUT_SECS",
+        "NANOGATE_MAX_CONCURRENT_REQUESTS",
+        "NANOGATE_READY_CACHE_SECS",
+        "NANOGATE_SOURCE_REFUSALS_PER_SEC",
+        "NANOGATE_SOURCE_REFUSAL_BURST",
+        "NANOGATE_PAYER_PRESENTATIONS_PER_SEC",
+        "NANOGATE_PAYER_PRESENTATION_BURST",
     ] {
         assert!(help.contains(var), "--help lacks {var}");
     }

@@ -103,6 +103,13 @@ impl Host for WasmHost<'_> {
         crate::tagged::pop(&mut super::HostShared, pool_key, now, min_left, ring)
     }
 
+    fn source_address(&self) -> Option<String> {
+        // The downstream peer, or the client Envoy derived from x-forwarded-for when its
+        // connection manager is told to trust it (use_remote_address, xff_num_trusted_hops).
+        let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
         let mut nonce = [0u8; 16];
         getrandom::getrandom(&mut nonce).ok()?;

@@ -111,6 +111,8 @@ error_reasons! {
     PaymentRequired => "payment_required",
     /// A payment header exceeds the size cap and was not decoded.
     HeaderTooLarge => "header_too_large",
+    /// Too many payment presentations from one source or payer: retry after `Retry-After`.
+    RateLimited => "rate_limited",
 
     // --- nanogate: later mechanisms (tagged sessions, proofs) ---
     /// The payment names a session we never issued or that was forgotten.
@@ -171,7 +173,7 @@ mod tests {
             );
             assert!(!s.starts_with("nano_"), "{s} carries a chain prefix");
         }
-        assert_eq!(seen.len(), 31);
+        assert_eq!(seen.len(), 32);
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Health (`/healthz`: the process is up), readiness (`/readyz`: the store answers and a node
-//! answers `version` with the configured network), Prometheus `/metrics` (with the payment
-//! ledger's count and raw sum per state, read from the store on scrape) and the operator's view
-//! of the payment ledger, `GET /v1/admin/payments` (bearer token; docs/payments.md).
+//! answers `version` with the configured network, from a probe cached for
+//! `server.ready_cache_secs`), Prometheus `/metrics` (with the payment ledger's count and raw
+//! sum per state, read from the store on scrape) and the operator's view of the payment
+//! ledger, `GET /v1/admin/payments` (bearer token; docs/payments.md).
 
-use super::check_bearer;
+use super::BearerAuth;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{PaymentQuery, PaymentRecord, PaymentState};
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -31,25 +31,15 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let engine = &state.engine;
-    let bound = Duration::from_secs(3);
-    let store_ok = matches!(
-        tokio::time::timeout(bound, engine.store().ping()).await,
-        Ok(Ok(()))
-    );
-    let want = engine.config().node_network.rpc_name();
-    let ledger_ok = matches!(
-        tokio::time::timeout(bound, engine.ledger().network()).await,
-        Ok(Ok(ref n)) if n == want
-    );
-    let status = if store_ok && ledger_ok {
+    let p = state.readiness.get(&state.engine, &state.metrics).await;
+    let status = if p.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (
         status,
-        Json(json!({ "ready": store_ok && ledger_ok, "store": store_ok, "ledger": ledger_ok })),
+        Json(json!({ "ready": p.ready(), "store": p.store, "ledger": p.ledger })),
     )
         .into_response()
 }
@@ -125,10 +115,9 @@ fn payment_json(r: &PaymentRecord) -> Value {
 /// payment ledger, oldest settlement first, and the cursor of the next page (`null` at the end).
 async fn payments(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: BearerAuth,
     Query(q): Query<PaymentsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_bearer(&state, &headers)?;
     let st = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(PaymentState::parse(s).ok_or_else(|| {

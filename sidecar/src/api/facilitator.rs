@@ -7,13 +7,14 @@
 //! `facilitator.pay_to`. Unbound requirements get every ledger check, but nothing ties them to
 //! one request: replay protection rests on the spent set alone (see sidecar/README.md).
 
-use super::check_bearer;
+use super::guard::bounded;
+use super::{body_limit, BearerAuth};
 use crate::engine::{unix_now, BindingPolicy, PaymentInput, Rejection, Verdict};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,12 +27,27 @@ use nanogate_protocol::x402::{
 use serde::Deserialize;
 use serde_json::Value;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let t = state.http.request_timeout;
     Router::new()
-        .route("/verify", post(verify))
-        .route("/settle", post(settle))
-        .route("/supported", get(supported))
-        .route("/v1/challenge", post(issue_challenge))
+        .route(
+            "/verify",
+            bounded(post(verify), state, t, body_limit::PAYMENT),
+        )
+        .route(
+            "/settle",
+            bounded(
+                post(settle),
+                state,
+                state.http.settle_timeout,
+                body_limit::PAYMENT,
+            ),
+        )
+        .route("/supported", bounded(get(supported), state, t, 0))
+        .route(
+            "/v1/challenge",
+            bounded(post(issue_challenge), state, t, body_limit::CHALLENGE),
+        )
 }
 
 #[derive(Deserialize)]
@@ -93,20 +109,34 @@ fn status_of(v: &Verdict) -> StatusCode {
     match v {
         Verdict::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Verdict::Reject(r) if r.status == 400 => StatusCode::BAD_REQUEST,
+        Verdict::Reject(r) if r.status == 429 => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::OK,
     }
 }
 
-async fn verify(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = check_bearer(&state, &headers) {
-        return e.into_response();
+/// A facilitator answer: its status, plus `Retry-After` on a 429.
+fn answer<T: serde::Serialize>(v: &Verdict, body: T) -> Response {
+    let mut resp = (status_of(v), Json(body)).into_response();
+    if let Verdict::Reject(Rejection {
+        retry_after: Some(s),
+        ..
+    }) = v
+    {
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(*s),
+        );
     }
+    resp
+}
+
+async fn verify(State(state): State<AppState>, _auth: BearerAuth, body: Bytes) -> Response {
     let input = match read_body(&body) {
         Ok(i) => i,
         Err(r) => {
             state.metrics.reject(r.reason.as_str());
             let v = Verdict::Reject(r);
-            return (status_of(&v), Json(verify_response(&v))).into_response();
+            return answer(&v, verify_response(&v));
         }
     };
     let v = match state.engine.verify_only(&input).await {
@@ -115,7 +145,7 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
         }
         Err(v) => v,
     };
-    (status_of(&v), Json(verify_response(&v))).into_response()
+    answer(&v, verify_response(&v))
 }
 
 fn verify_response(v: &Verdict) -> VerifyResponse {
@@ -129,10 +159,7 @@ fn verify_response(v: &Verdict) -> VerifyResponse {
     }
 }
 
-async fn settle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = check_bearer(&state, &headers) {
-        return e.into_response();
-    }
+async fn settle(State(state): State<AppState>, _auth: BearerAuth, body: Bytes) -> Response {
     let network = state.engine.config().network.clone();
     let v = match read_body(&body) {
         Ok(input) => {
@@ -158,7 +185,7 @@ async fn settle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
             s
         }
     };
-    (status_of(&v), Json(resp)).into_response()
+    answer(&v, resp)
 }
 
 async fn supported(State(state): State<AppState>) -> Json<SupportedResponse> {
@@ -190,10 +217,9 @@ struct ChallengeRequest {
 /// Issues MAC-bound `PaymentRequirements` (signed-block mechanism) for a resource server.
 async fn issue_challenge(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: BearerAuth,
     body: Bytes,
 ) -> Result<Json<PaymentRequirements>, ApiError> {
-    check_bearer(&state, &headers)?;
     let req: ChallengeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed body: {e}")))?;
     let amount = parse_raw(&req.amount)

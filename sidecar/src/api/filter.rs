@@ -2,13 +2,15 @@
 //! `/v1/pay` always answers HTTP 200 with `x-nanogate-verdict: 1`, so Envoy's own 503/504 for
 //! transport failures can never read as a verdict.
 
-use super::{check_filter_secret, MAX_BODY_BYTES};
+use super::guard::bounded;
+use super::{body_limit, FilterAuth};
 use crate::engine::{unix_now, BindingPolicy, PayContext, PaymentInput, Rejection, Verdict};
 use crate::error::ApiError;
+use crate::limits::parse_source;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,18 +22,32 @@ pub const VERDICT_HEADER: &str = "x-nanogate-verdict";
 /// Seconds the filter should put in `Retry-After` when the ledger is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let short = state.http.request_timeout;
     Router::new()
-        .route("/v1/challenge-key", get(challenge_key))
-        .route("/v1/pay", post(pay))
-        .route("/v1/outcome", post(outcome))
+        .route(
+            "/v1/challenge-key",
+            bounded(get(challenge_key), state, short, 0),
+        )
+        .route(
+            "/v1/pay",
+            bounded(
+                post(pay),
+                state,
+                state.http.settle_timeout,
+                body_limit::PAYMENT,
+            ),
+        )
+        .route(
+            "/v1/outcome",
+            bounded(post(outcome), state, short, body_limit::OUTCOME),
+        )
 }
 
 async fn challenge_key(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: FilterAuth,
 ) -> Result<Json<Value>, ApiError> {
-    check_filter_secret(&state, &headers)?;
     let keys = state.engine.keys();
     let k = keys.current(unix_now());
     let mut body = json!({
@@ -65,6 +81,10 @@ struct PayBody {
     /// The route's upstream timeout: the admission's lease (absent: Envoy's default, 15 s).
     #[serde(default)]
     upstream_timeout_ms: Option<u64>,
+    /// The client's address as the filter sees it (Envoy's `source.address`), for the
+    /// per-source limit.
+    #[serde(default)]
+    source: Option<String>,
 }
 
 /// The verdict as the filter reads it.
@@ -78,12 +98,18 @@ pub fn verdict_json(v: &Verdict) -> Value {
             "paymentResponse": encode_header(&a.settlement),
             "redeemed": a.redeemed,
         }),
-        Verdict::Reject(r) => json!({
-            "verdict": "reject",
-            "reason": r.reason.as_str(),
-            "message": r.message,
-            "status": r.status,
-        }),
+        Verdict::Reject(r) => {
+            let mut v = json!({
+                "verdict": "reject",
+                "reason": r.reason.as_str(),
+                "message": r.message,
+                "status": r.status,
+            });
+            if let Some(s) = r.retry_after {
+                v["retryAfter"] = json!(s);
+            }
+            v
+        }
         Verdict::Unavailable(r) => json!({
             "verdict": "unavailable",
             "reason": r.reason.as_str(),
@@ -102,18 +128,9 @@ fn verdict_response(v: &Verdict) -> Response {
     resp
 }
 
-async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn pay(State(state): State<AppState>, _auth: FilterAuth, body: Bytes) -> Response {
     // The settlement wait is measured from here.
     let arrived = std::time::Instant::now();
-    if let Err(e) = check_filter_secret(&state, &headers) {
-        return e.into_response();
-    }
-    if body.len() > MAX_BODY_BYTES {
-        return verdict_response(&Verdict::Reject(Rejection::new(
-            ErrorReason::InvalidPayload,
-            "request body too large",
-        )));
-    }
     let parsed: PayBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
@@ -128,20 +145,32 @@ async fn pay(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         arrived,
         ..PayContext::with_upstream_timeout_ms(parsed.upstream_timeout_ms)
     };
+    let source = parsed.source.as_deref().and_then(parse_source);
+    let limits = state.engine.limits().clone();
+    if let Err(wait) = limits.source_allowed(source) {
+        state.metrics.reject(ErrorReason::RateLimited.as_str());
+        return verdict_response(&Verdict::Reject(Rejection::rate_limited(
+            wait.0,
+            "too many refused payments from this client; retry later",
+        )));
+    }
     let input = PaymentInput {
         resource: parsed.resource,
         requirements: parsed.requirements,
         payment: parsed.payment,
         binding: BindingPolicy::Required,
     };
-    // Settle in its own task: a dropped connection must not cancel a settlement half-way. When
-    // the filter stopped waiting (it timed out and Envoy dropped the call, so this handler is
-    // gone), an admission cannot reach it: the payment becomes redeemable instead of holding
-    // a lease for a request that never runs.
+    // Settle in its own task: a dropped connection (or the request's time limit) must not
+    // cancel a settlement half-way. When the filter stopped waiting (it timed out and Envoy
+    // dropped the call, so this handler is gone), an admission cannot reach it: the payment
+    // becomes redeemable instead of holding a lease for a request that never runs.
     let engine = state.engine.clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<Verdict>();
     let task = tokio::spawn(async move {
         let verdict = engine.pay_with(&input, ctx).await;
+        if matches!(verdict, Verdict::Reject(_)) {
+            limits.source_refused(source);
+        }
         if let Err(Verdict::Admit(a)) = tx.send(verdict) {
             engine.undelivered(&a.receipt).await;
         }
@@ -168,10 +197,9 @@ struct OutcomeBody {
 
 async fn outcome(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: FilterAuth,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    check_filter_secret(&state, &headers)?;
     let o: OutcomeBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/outcome body: {e}")))?;
     let recorded = state

@@ -1,23 +1,27 @@
 //! Tagged-amount sessions: `POST /v1/sessions` (filter secret) hands the filter a batch of
 //! pre-issued sessions for its pool; `GET /v1/admin/stray` (bearer token) lists stray payments.
 
-use super::{check_bearer, check_filter_secret};
+use super::guard::bounded;
+use super::{body_limit, BearerAuth, FilterAuth};
 use crate::engine::tagged::{IssueError, SessionRequest};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use nanogate_protocol::nano::{parse_raw, PublicKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let t = state.http.request_timeout;
     Router::new()
-        .route("/v1/sessions", post(sessions))
-        .route("/v1/admin/stray", get(stray))
+        .route(
+            "/v1/sessions",
+            bounded(post(sessions), state, t, body_limit::SESSIONS),
+        )
+        .route("/v1/admin/stray", bounded(get(stray), state, t, 0))
 }
 
 #[derive(Deserialize)]
@@ -35,10 +39,9 @@ struct SessionsBody {
 
 async fn sessions(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: FilterAuth,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    check_filter_secret(&state, &headers)?;
     let b: SessionsBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/sessions body: {e}")))?;
     let price = parse_raw(&b.price)
@@ -92,10 +95,9 @@ struct StrayQuery {
 
 async fn stray(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    _auth: BearerAuth,
     Query(q): Query<StrayQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    check_bearer(&state, &headers)?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let list = state.engine.store().strays(limit).await.map_err(|e| {
         tracing::warn!(error = %e, "could not list stray payments");

@@ -4,6 +4,7 @@
 //! The verification order, each failure with its own reason, is documented in
 //! sidecar/README.md and in [`Engine::pay`].
 
+pub mod frontier_cache;
 pub mod reconcile;
 pub mod settle;
 pub mod tagged;
@@ -11,6 +12,7 @@ pub mod verify;
 
 use crate::keys::ChallengeKeys;
 use crate::ledger::{Ledger, LedgerError};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::{RedeemPolicy, Retention, Store, StoreError};
 use nanogate_protocol::nano::{BlockHash, Network, PublicKey};
@@ -119,15 +121,18 @@ pub struct PaymentInput {
 pub struct Rejection {
     pub reason: ErrorReason,
     pub message: String,
-    /// 402 (pay again) or 400 (malformed payment).
+    /// 402 (pay again), 400 (malformed payment) or 429 (`rate_limited`).
     pub status: u16,
     pub payer: Option<String>,
+    /// Seconds to wait before presenting again (`rate_limited` only).
+    pub retry_after: Option<u64>,
 }
 
 impl Rejection {
     pub fn new(reason: ErrorReason, message: impl Into<String>) -> Self {
         let status = match reason {
             ErrorReason::InvalidPayload | ErrorReason::InvalidX402Version => 400,
+            ErrorReason::RateLimited => 429,
             _ => 402,
         };
         Rejection {
@@ -135,6 +140,15 @@ impl Rejection {
             message: message.into(),
             status,
             payer: None,
+            retry_after: None,
+        }
+    }
+
+    /// Too many presentations: answered 429 with `Retry-After: retry_after`.
+    pub fn rate_limited(retry_after: u64, message: impl Into<String>) -> Self {
+        Rejection {
+            retry_after: Some(retry_after.max(1)),
+            ..Rejection::new(ErrorReason::RateLimited, message)
         }
     }
 
@@ -223,6 +237,10 @@ pub struct Engine {
     pub inflight: Inflight,
     /// Tagged-amount sessions (mechanism 2).
     pub(crate) tagged: tagged::TaggedState,
+    /// Recent `account_info` answers (refusals they prove cost no node call).
+    pub(crate) frontiers: frontier_cache::FrontierCache,
+    /// Presentation limits per source and per payer frontier.
+    pub(crate) limits: Arc<Limits>,
 }
 
 pub fn unix_now() -> u64 {
@@ -258,7 +276,19 @@ impl Engine {
             attempts: AtomicU64::new(0),
             inflight: Inflight::default(),
             tagged: tagged::TaggedState::default(),
+            frontiers: frontier_cache::FrontierCache::default(),
+            limits: Arc::new(Limits::default()),
         }
+    }
+
+    /// Applies presentation limits (before the engine is shared).
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// Replaces the tagged-amount settings (before the engine is shared).

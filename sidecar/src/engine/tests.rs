@@ -29,6 +29,10 @@ impl Drop for Fixture {
 }
 
 async fn fixture(allow_unbound: bool) -> Fixture {
+    fixture_with(allow_unbound, Limits::default()).await
+}
+
+async fn fixture_with(allow_unbound: bool, limits: Limits) -> Fixture {
     let path = std::env::temp_dir().join(format!("nanogate_engine_{}.db", random_hex()));
     let store = SqliteStore::open(&format!("sqlite://{}", path.display()), 4)
         .await
@@ -59,7 +63,8 @@ async fn fixture(allow_unbound: bool) -> Fixture {
         Arc::new(store),
         ledger.clone(),
         Arc::new(Metrics::new()),
-    );
+    )
+    .with_limits(Arc::new(limits));
     Fixture {
         engine,
         ledger,
@@ -700,4 +705,228 @@ async fn confirmed_block_of_another_payer_cannot_be_claimed_under_an_expired_cha
         .pay(&f.input(payers, &block, BindingPolicy::Required))
         .await;
     assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+}
+
+impl Fixture {
+    /// A send from the payer on `previous` leaving `balance`, to `link`, with send work (or
+    /// none) and signed by `signer`.
+    fn block_with(
+        &self,
+        previous: BlockHash,
+        balance: u128,
+        link: [u8; 32],
+        work: bool,
+        signer: &PrivateKey,
+    ) -> StateBlock {
+        let mut b = StateBlock {
+            account: self.payer.public_key(),
+            previous,
+            representative: self.payer.public_key(),
+            balance,
+            link,
+            signature: Signature([0; 64]),
+            work: 0,
+        };
+        if work {
+            b.work = nanogate_protocol::nano::work::generate(
+                &b.root(),
+                Network::Dev.thresholds().send(),
+            );
+        }
+        b.sign(signer);
+        b
+    }
+
+    /// Rows in every table of the store.
+    async fn rows(&self) -> i64 {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}", self.path.display()))
+            .await
+            .expect("open the store file");
+        // Every table but sqlx's own bookkeeping: a new table is counted without a change here.
+        let tables: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite_%' AND name != '_sqlx_migrations'",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("list tables");
+        let mut total = 0;
+        for (t,) in tables {
+            let (n,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM \"{t}\""))
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            total += n;
+        }
+        pool.close().await;
+        total
+    }
+
+    fn account_calls(&self) -> u64 {
+        self.ledger.account_calls.load(Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn junk_payments_under_fresh_challenges_cost_no_store_row_and_no_node_call() {
+    let f = fixture(false).await;
+    let stranger = PrivateKey::from_seed(&[9; 32], 0);
+    let head = BlockHash([5; 32]);
+    let cases = [
+        (
+            f.block_with(head, 9 * PRICE, [7; 32], true, &f.payer),
+            ErrorReason::WrongDestination,
+        ),
+        (
+            f.block_with(head, 9 * PRICE, f.payee.0, true, &stranger),
+            ErrorReason::InvalidSignature,
+        ),
+        (
+            f.block_with(head, 9 * PRICE, f.payee.0, false, &f.payer),
+            ErrorReason::InsufficientWork,
+        ),
+    ];
+    for (block, reason) in &cases {
+        for _ in 0..20 {
+            let v = f
+                .engine
+                .pay(&f.input(f.requirements(60), block, BindingPolicy::Required))
+                .await;
+            assert_eq!(v.reason(), Some(*reason), "{v:?}");
+        }
+    }
+    assert_eq!(
+        f.rows().await,
+        0,
+        "no store row for a locally refused payment"
+    );
+    assert_eq!(f.account_calls(), 0, "no node call either");
+}
+
+#[tokio::test]
+async fn wrong_amount_block_replayed_under_fresh_challenges_buys_one_node_call() {
+    let f = fixture(false).await;
+    // Valid signature and work, on the payer's frontier, but it pays twice the price.
+    let block = f.block_with(BlockHash([5; 32]), 8 * PRICE, f.payee.0, true, &f.payer);
+    for _ in 0..50 {
+        let v = f
+            .engine
+            .pay(&f.input(f.requirements(60), &block, BindingPolicy::Required))
+            .await;
+        assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch), "{v:?}");
+    }
+    assert_eq!(
+        f.account_calls(),
+        1,
+        "later presentations are refused from the cache"
+    );
+    assert_eq!(f.rows().await, 0);
+    assert_eq!(f.engine.metrics.frontier_cache_refusals.get(), 49);
+}
+
+#[tokio::test]
+async fn the_frontier_cache_never_fails_a_valid_payment() {
+    let f = fixture(false).await;
+    let head = BlockHash([5; 32]);
+    // A wrong amount on the head fills the cache with the head's state.
+    let wrong = f.block_with(head, 8 * PRICE, f.payee.0, true, &f.payer);
+    let v = f
+        .engine
+        .pay(&f.input(f.requirements(60), &wrong, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch));
+    // The right amount on the same head still goes to the node and is admitted.
+    let first = f.block_with(head, 9 * PRICE, f.payee.0, true, &f.payer);
+    let v = f
+        .engine
+        .pay(&f.input(f.requirements(60), &first, BindingPolicy::Required))
+        .await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+    // The cache still holds the old head; the next payment builds on the new one and is
+    // admitted too (a block off the cached frontier always asks the node).
+    let second = f.block_with(first.hash(), 8 * PRICE, f.payee.0, true, &f.payer);
+    let v = f
+        .engine
+        .pay(&f.input(f.requirements(60), &second, BindingPolicy::Required))
+        .await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+    // And a wrong amount on the new head is refused from the new answer.
+    let wrong2 = f.block_with(second.hash(), 6 * PRICE, f.payee.0, true, &f.payer);
+    let v = f
+        .engine
+        .pay(&f.input(f.requirements(60), &wrong2, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch));
+}
+
+#[tokio::test]
+async fn a_refused_payment_leaves_its_challenge_usable_for_a_corrected_block() {
+    let f = fixture(false).await;
+    let req = f.requirements(60);
+    let wrong = f.block_with(BlockHash([5; 32]), 8 * PRICE, f.payee.0, true, &f.payer);
+    let v = f
+        .engine
+        .pay(&f.input(req.clone(), &wrong, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch));
+    let v = f
+        .engine
+        .pay(&f.input(req.clone(), &f.block(), BindingPolicy::Required))
+        .await;
+    assert!(matches!(v, Verdict::Admit(_)), "{v:?}");
+    // Once bound, the challenge buys nothing else.
+    let other = f.block_with(f.block().hash(), 8 * PRICE, f.payee.0, true, &f.payer);
+    let v = f
+        .engine
+        .pay(&f.input(req, &other, BindingPolicy::Required))
+        .await;
+    assert_eq!(v.reason(), Some(ErrorReason::InvalidChallenge), "{v:?}");
+}
+
+#[tokio::test]
+async fn one_block_replayed_past_its_frontier_limit_is_rate_limited() {
+    let limits = crate::limits::Limits::new(crate::limits::LimitSettings {
+        source_refusals: crate::limits::Rate {
+            per_sec: 0,
+            burst: 0,
+        },
+        payer_presentations: crate::limits::Rate {
+            per_sec: 2,
+            burst: 10,
+        },
+    });
+    let f = fixture_with(false, limits).await;
+    let engine = &f.engine;
+    let block = f.block_with(BlockHash([5; 32]), 8 * PRICE, f.payee.0, true, &f.payer);
+    let mut limited = 0;
+    for _ in 0..30 {
+        let v = engine
+            .pay(&f.input(f.requirements(60), &block, BindingPolicy::Required))
+            .await;
+        match v {
+            Verdict::Reject(r) if r.reason == ErrorReason::RateLimited => {
+                assert_eq!(r.status, 429);
+                assert!(r.retry_after.is_some_and(|s| s >= 1));
+                limited += 1;
+            }
+            other => assert_eq!(other.reason(), Some(ErrorReason::AmountMismatch)),
+        }
+    }
+    assert!(limited >= 15, "{limited} of 30 limited");
+}
+
+#[tokio::test]
+async fn concurrent_replays_of_a_wrong_amount_block_share_one_node_call() {
+    let f = fixture(false).await;
+    let block = f.block_with(BlockHash([5; 32]), 8 * PRICE, f.payee.0, true, &f.payer);
+    let inputs: Vec<_> = (0..20)
+        .map(|_| f.input(f.requirements(60), &block, BindingPolicy::Required))
+        .collect();
+    let verdicts = futures_util::future::join_all(inputs.iter().map(|i| f.engine.pay(i))).await;
+    for v in &verdicts {
+        assert_eq!(v.reason(), Some(ErrorReason::AmountMismatch), "{v:?}");
+    }
+    assert_eq!(f.account_calls(), 1);
 }

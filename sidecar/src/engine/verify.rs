@@ -1,34 +1,42 @@
-//! Verification, in this order (each failure has its own reason):
+//! Verification, cheap checks first and durable work last: every check that needs no I/O runs
+//! before any store access or node call, and the only write (the nonce binding) comes after
+//! every check, so a payment that fails a local check costs no store row and no node call.
+//! In this order (each failure has its own reason):
 //!
 //! 1. structure: requirements are ours (`exact`, our network, `XNO`, raw amount, payee key) →
 //!    `invalid_payment_requirements`; payment JSON, `x402Version` (`invalid_x402_version`),
 //!    declared scheme (`invalid_scheme`) and network (`invalid_network`), the block
 //!    (`invalid_payload`);
 //! 2. expiry: `validBefore` > now → else `challenge_expired`; for settlement, an expired
-//!    challenge may still redeem the payment recorded for it (step 8), finish the block it
-//!    claimed in time (step 9) or record a block that confirmed after the wait (docs/payments.md);
-//!    nothing else;
+//!    challenge may still redeem the payment recorded for it (step 9), finish the block it
+//!    claimed in time (step 10) or record a block that confirmed after the wait
+//!    (docs/payments.md); nothing else;
 //! 3. challenge binding: key id current or previous (for an expired challenge, also a retired
 //!    key within the redemption horizon), MAC over the caller's terms → else
 //!    `invalid_challenge` (`resource_mismatch` when the stamp is a genuine challenge for another
 //!    resource); unbound facilitator requirements instead need `allow_unbound` and an allowed payee;
-//! 4. nonce registry: the nonce is bound to the first payment presented with it; another
-//!    payment → `invalid_challenge`;
-//! 5. destination: `link` decoded as a key equals the payee key → else `wrong_destination`;
-//! 6. signature over the block hash by `account` → else `invalid_signature`;
-//! 7. work ≥ the node network's send threshold → else `insufficient_work`;
-//! 8. payment ledger: recorded before → re-presentation rules (redeem a `redeemable` payment
+//! 4. destination: `link` decoded as a key equals the payee key → else `wrong_destination`;
+//! 5. signature over the block hash by `account` → else `invalid_signature`;
+//! 6. work ≥ the node network's send threshold → else `insufficient_work`;
+//! 7. presentations per payer frontier (account + previous, see [`crate::limits`]) → else
+//!    `rate_limited` (status 429, `retryAfter`);
+//! 8. nonce registry (read): the nonce is bound to another payment → `invalid_challenge`;
+//! 9. payment ledger: recorded before → re-presentation rules (redeem a `redeemable` payment
 //!    within the window, `duplicate_settlement` while `admitted`, else `already_spent`);
-//! 9. fork set peek: the same block under the same challenge and the same terms whose earlier
-//!    attempt ended (timed out, crashed) is taken over without ledger checks (they passed
-//!    before the claim); the same block under another challenge → `duplicate_settlement`,
-//!    under other terms → `amount_mismatch` / `resource_mismatch`;
-//! 10. `account_info`: `previous` == frontier == confirmed frontier → else `stale_frontier`;
-//!     balance − block.balance == amount exactly → else `amount_mismatch`;
-//! 11. (settle) fork set claim, atomic → else `duplicate_frontier` (another block) or
+//! 10. fork set peek: the same block under the same challenge and the same terms whose earlier
+//!     attempt ended (timed out, crashed) is taken over without ledger checks (they passed
+//!     before the claim); the same block under another challenge → `duplicate_settlement`,
+//!     under other terms → `amount_mismatch` / `resource_mismatch`;
+//! 11. `account_info` (refusals it proves are answered from a short cache, see
+//!     [`super::frontier_cache`]): `previous` == frontier == confirmed frontier → else
+//!     `stale_frontier`; balance − block.balance == amount exactly → else `amount_mismatch`;
+//! 12. (settle) nonce binding, atomic: the nonce is bound to this payment at its first
+//!     presentation that passed every check; another payment won it → `invalid_challenge`;
+//! 13. (settle) fork set claim, atomic → else `duplicate_frontier` (another block) or
 //!     `duplicate_settlement` (the same block in flight).
 
 use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
+use crate::ledger::AccountState;
 use crate::store::{NonceBinding, PaymentRecord};
 use nanogate_protocol::challenge::{
     self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
@@ -371,7 +379,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Steps 1–10. `Err` is the final verdict.
+    /// Steps 1–12. `Err` is the final verdict.
     pub(crate) async fn check(
         &self,
         input: &PaymentInput,
@@ -379,53 +387,42 @@ impl Engine {
     ) -> Result<Verified, Verdict> {
         let now = super::unix_now();
         let started = Instant::now();
+        // 1–3: structure, expiry, challenge binding (no I/O)
         let c = self
             .precheck(input, now, mode == Mode::Settle)
             .map_err(|r| self.reject(r))?;
         let with_payer = |r: Rejection| r.with_payer(&c.payer);
-        // 4. nonce registry. A binding is kept for the redemption window after the fork grace:
-        // it is what proves, for a block that confirmed late and was never recorded, that it
-        // was presented under this very challenge while the challenge was valid.
-        let mut bound_here = false;
-        if let Some(nonce) = &c.nonce {
-            let t = Instant::now();
-            let binding = match mode {
-                Mode::Settle if !c.expired => {
-                    let keep = self
-                        .cfg
-                        .fork_grace_secs
-                        .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0));
-                    let expires = as_i64(c.valid_before.saturating_add(keep));
-                    self.store.bind_nonce(nonce, &c.spent_key, expires).await
-                }
-                Mode::Settle | Mode::Probe => {
-                    self.store.nonce_binding(nonce).await.map(|b| match b {
-                        None => NonceBinding::Fresh,
-                        Some(k) if k == c.spent_key => NonceBinding::Same,
-                        Some(_) => NonceBinding::Other,
-                    })
-                }
-            };
-            self.metrics.store_op("bind_nonce", t.elapsed());
-            match binding {
-                Err(e) => return Err(self.store_failed(&e)),
-                Ok(NonceBinding::Other) => {
-                    return Err(self.reject(with_payer(reject(
-                        ErrorReason::InvalidChallenge,
-                        "this challenge was already used for another payment",
-                    ))))
-                }
-                // An expired challenge binds nothing; its recorded payment (step 8) or its claim
-                // (step 9) is matched on the nonce, and a never-recorded block is judged below.
-                Ok(b) => bound_here = b == NonceBinding::Same,
-            }
-        }
 
-        // 5–7
+        // 4–6: destination, signature, work (no I/O)
         self.block_checks(&c)
             .map_err(|r| self.reject(with_payer(r)))?;
 
-        // 8. spent set
+        // 7. presentations per payer frontier (the signature proved both)
+        if let Err(wait) = self.limits.payer_presented(&c.payer, &c.block.previous) {
+            return Err(self.reject(with_payer(Rejection::rate_limited(
+                wait.0,
+                "too many presentations of payments on this payer's frontier",
+            ))));
+        }
+
+        // 8. nonce registry (read only; bound at step 12). A binding is kept for the
+        // redemption window after the fork grace: it is what proves, for a block that confirmed
+        // late and was never recorded, that it was presented under this very challenge while
+        // the challenge was valid. An expired challenge binds nothing; its recorded payment
+        // (step 9) or its claim (step 10) is matched on the nonce.
+        let mut bound_here = false;
+        if let Some(nonce) = &c.nonce {
+            let t = Instant::now();
+            let bound = self.store.nonce_binding(nonce).await;
+            self.metrics.store_op("nonce_binding", t.elapsed());
+            match bound {
+                Err(e) => return Err(self.store_failed(&e)),
+                Ok(Some(k)) if k != c.spent_key => return Err(self.nonce_taken(&c)),
+                Ok(bound) => bound_here = bound.is_some(),
+            }
+        }
+
+        // 9. spent set
         let t = Instant::now();
         let spent = self.store.spent(&c.spent_key).await;
         self.metrics.store_op("spent", t.elapsed());
@@ -435,7 +432,7 @@ impl Engine {
             Ok(None) => {}
         }
 
-        // 9. fork set peek
+        // 10. fork set peek
         let t = Instant::now();
         let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
         self.metrics.store_op("fork_entry", t.elapsed());
@@ -482,42 +479,121 @@ impl Engine {
             ))));
         }
 
-        // 10. account_info
-        let state = match self.ledger.account_state(&c.payer).await {
-            Ok(s) => s,
-            Err(e) => return Err(self.ledger_failed(&e)),
-        };
-        let Some(state) = state else {
-            return Err(self.reject(with_payer(reject(
-                ErrorReason::StaleFrontier,
-                "the payer's account is not open on the ledger",
-            ))));
-        };
-        // The ledger already holds this very block: another presentation of it settled (or is
-        // settling) meanwhile, or someone published it. Either way it buys nothing here: a
-        // block already public could be a copied one. Name that, not a stale frontier.
-        if state.frontier == c.hash || state.confirmed_frontier == Some(c.hash) {
-            return Err(self.reject(with_payer(reject(
-                ErrorReason::DuplicateSettlement,
-                "this block is already on the ledger (settled by another presentation, or published)",
-            ))));
-        }
-        let confirmed_head = state.confirmed_frontier.unwrap_or(state.frontier);
-        if c.block.previous != state.frontier || confirmed_head != state.frontier {
-            return Err(self.reject(with_payer(reject(
-                ErrorReason::StaleFrontier,
-                "the block does not build on the payer's confirmed frontier",
-            ))));
-        }
-        if state.balance.checked_sub(c.block.balance) != Some(c.amount) {
-            return Err(self.reject(with_payer(reject(
-                ErrorReason::AmountMismatch,
-                "the balance decrement is not exactly the issued amount",
-            ))));
+        // 11. account_info
+        self.account_checks(&c).await.map_err(|r| match r {
+            AccountRefusal::Ledger(e) => self.ledger_failed(&e),
+            AccountRefusal::Reject(r) => self.reject(with_payer(r)),
+        })?;
+
+        // 12. nonce binding: the first durable write, once everything else passed
+        if let (Mode::Settle, Some(nonce)) = (mode, &c.nonce) {
+            let keep = self
+                .cfg
+                .fork_grace_secs
+                .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0));
+            let expires = as_i64(c.valid_before.saturating_add(keep));
+            let t = Instant::now();
+            let binding = self.store.bind_nonce(nonce, &c.spent_key, expires).await;
+            self.metrics.store_op("bind_nonce", t.elapsed());
+            match binding {
+                Err(e) => return Err(self.store_failed(&e)),
+                Ok(NonceBinding::Other) => return Err(self.nonce_taken(&c)),
+                Ok(NonceBinding::Fresh | NonceBinding::Same) => {}
+            }
         }
         self.metrics
             .verify_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(Verified::Fresh(c))
     }
+
+    fn nonce_taken(&self, c: &Checked) -> Verdict {
+        self.reject(
+            reject(
+                ErrorReason::InvalidChallenge,
+                "this challenge was already used for another payment",
+            )
+            .with_payer(&c.payer),
+        )
+    }
+
+    /// Step 11: the block against the payer's account. A refusal that the cached answer
+    /// proves for good (see [`super::frontier_cache`]) costs no node call.
+    async fn account_checks(&self, c: &Checked) -> Result<(), AccountRefusal> {
+        self.cached_refusal(c)?;
+        // Concurrent presentations for one account wait for one answer, then look again.
+        let _turn = self.frontiers.lookup_turn(&c.payer).await;
+        self.cached_refusal(c)?;
+        let state = self
+            .ledger
+            .account_state(&c.payer)
+            .await
+            .map_err(AccountRefusal::Ledger)?;
+        let Some(state) = state else {
+            return Err(AccountRefusal::Reject(reject(
+                ErrorReason::StaleFrontier,
+                "the payer's account is not open on the ledger",
+            )));
+        };
+        let judged = judge_account(c, &state);
+        // Only a refusal's input is kept: a payment that passes is about to move the head,
+        // and a later block on the old head must hear `stale_frontier` from the node.
+        match judged {
+            Ok(()) => self.frontiers.forget(&c.payer),
+            Err(_) => self.frontiers.put(c.payer, state),
+        }
+        judged.map_err(AccountRefusal::Reject)
+    }
+}
+
+impl Engine {
+    /// A refusal a recent `account_info` answer proves for good (see [`super::frontier_cache`]).
+    fn cached_refusal(&self, c: &Checked) -> Result<(), AccountRefusal> {
+        let Some(cached) = self.frontiers.get(&c.payer) else {
+            return Ok(());
+        };
+        match judge_account(c, &cached) {
+            Err(r)
+                if r.reason == ErrorReason::DuplicateSettlement
+                    || r.reason == ErrorReason::AmountMismatch =>
+            {
+                self.metrics.frontier_cache_refusals.inc();
+                Err(AccountRefusal::Reject(r))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+enum AccountRefusal {
+    Ledger(crate::ledger::LedgerError),
+    Reject(Rejection),
+}
+
+/// The block against an account state. The order matters to the cache: `amount_mismatch` is
+/// only reached for a block on the confirmed frontier, whose balance never changes.
+fn judge_account(c: &Checked, state: &AccountState) -> Result<(), Rejection> {
+    // The ledger already holds this very block: another presentation of it settled (or is
+    // settling) meanwhile, or someone published it. Either way it buys nothing here: a
+    // block already public could be a copied one. Name that, not a stale frontier.
+    if state.frontier == c.hash || state.confirmed_frontier == Some(c.hash) {
+        return Err(reject(
+            ErrorReason::DuplicateSettlement,
+            "this block is already on the ledger (settled by another presentation, or published)",
+        ));
+    }
+    let confirmed_head = state.confirmed_frontier.unwrap_or(state.frontier);
+    if c.block.previous != state.frontier || confirmed_head != state.frontier {
+        return Err(reject(
+            ErrorReason::StaleFrontier,
+            "the block does not build on the payer's confirmed frontier",
+        ));
+    }
+    if state.balance.checked_sub(c.block.balance) != Some(c.amount) {
+        return Err(reject(
+            ErrorReason::AmountMismatch,
+            "the balance decrement is not exactly the issued amount",
+        ));
+    }
+    Ok(())
 }

@@ -46,6 +46,8 @@ pub struct FakeLedger {
     changed: Notify,
     /// How many `process` calls reached the ledger.
     pub process_calls: AtomicU64,
+    /// How many `account_info` calls reached the ledger.
+    pub account_calls: AtomicU64,
     /// When set, `process` refuses every block with this message.
     refuse: Mutex<Option<String>>,
 }
@@ -58,6 +60,7 @@ impl Default for FakeLedger {
             down: AtomicBool::new(false),
             changed: Notify::new(),
             process_calls: AtomicU64::new(0),
+            account_calls: AtomicU64::new(0),
             refuse: Mutex::new(None),
         }
     }
@@ -195,6 +198,7 @@ impl Ledger for FakeLedger {
         account: &'a PublicKey,
     ) -> LedgerFuture<'a, Option<AccountState>> {
         Box::pin(async move {
+            self.account_calls.fetch_add(1, Ordering::SeqCst);
             self.check_up()?;
             Ok(self.lock().accounts.get(account).map(|a| AccountState {
                 frontier: a.frontier,
