@@ -452,12 +452,19 @@ async fn expired_challenge_is_refused() {
     })
     .await;
     assert_refused(s, &r, expired_path, 402, &["challenge_expired"]);
-    // From a key rotation long past.
+    // From a key rotation long past. That key is still listed as `retired` (it authenticates
+    // expired challenges, for redemption), but it never vouches for one that has not expired.
     let r = mutated(s, expired_path, &w.key, |p| {
         p["accepted"]["extra"] = genuine_extra(expired_path, s.payee, now() + 60, key_id - 5);
     })
     .await;
-    assert_refused(s, &r, expired_path, 402, &["challenge_expired"]);
+    assert_refused(
+        s,
+        &r,
+        expired_path,
+        402,
+        &["challenge_expired", "invalid_challenge"],
+    );
     assert_eq!(s.upstream_hits(path), served);
 }
 

@@ -362,3 +362,39 @@ async fn payment_confirmed_after_its_challenge_expired_is_served_once_within_the
     assert_eq!(s.upstream_hits(path), 1);
     assert_eq!(s.ledger().balance(&w.account()), balance - PRICE_RAW);
 }
+
+#[tokio::test]
+async fn payment_is_not_redeemable_while_a_request_slower_than_two_minutes_runs() {
+    // Scenario 3, the slow way (about 2.5 minutes): the demo's `/slow/` route lets the upstream
+    // run for up to 3 minutes (Envoy route timeout 180 s, filter `upstreamTimeoutMs` 180000).
+    // 130 s into the first request, past the old 120 s "no outcome means failed" grace, the
+    // same payment must still buy nothing: the request may still be running.
+    let s = Stack::start(shipped(1)).await;
+    let w = s.wallet();
+    let path = "/slow/delay/150000/report";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let url = s.url(path);
+    let first_header = header.clone();
+    let first = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .header("host", HOST)
+            .header("payment-signature", first_header)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    wait_for_state(&s, &block.hash(), "admitted", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        s.get(path, &[("payment-signature", &header)]),
+    )
+    .await
+    .expect("the re-presentation answers at once (it must not be forwarded)");
+    assert_eq!(second.status, 402, "{}", second.text());
+    assert_eq!(second.reason().as_deref(), Some("duplicate_settlement"));
+    assert_eq!(first.await.expect("first request").ok(), Some(200));
+    wait_for_state(&s, &block.hash(), "served", Duration::from_secs(10)).await;
+    assert_eq!(s.upstream_hits(path), 1, "one payment, one response");
+}
