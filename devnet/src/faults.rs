@@ -20,9 +20,24 @@ pub enum RpcMode {
     Fail,
 }
 
+/// How the WebSocket port treats new connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WsMode {
+    /// Accept upgrades as a node would.
+    #[default]
+    Normal,
+    /// Answer every upgrade with HTTP 503, so a client that lost its connection cannot
+    /// reconnect (the port stays bound: `/admin/faults` is served there too).
+    Refuse,
+}
+
 #[derive(Debug)]
 struct Inner {
     rpc: watch::Sender<RpcMode>,
+    websocket: watch::Sender<WsMode>,
+    /// Bumped to end every open WebSocket session at once.
+    ws_drops: watch::Sender<u64>,
     confirming: watch::Sender<bool>,
     latency: Mutex<Duration>,
     /// (previous, competitor): when a block on `previous` is confirmed, the competitor wins.
@@ -40,6 +55,8 @@ impl Faults {
         Faults {
             inner: Arc::new(Inner {
                 rpc: watch::channel(RpcMode::Normal).0,
+                websocket: watch::channel(WsMode::Normal).0,
+                ws_drops: watch::channel(0).0,
                 confirming: watch::channel(confirming).0,
                 latency: Mutex::new(Duration::ZERO),
                 forks: Mutex::new(Vec::new()),
@@ -58,6 +75,31 @@ impl Faults {
 
     pub(crate) fn watch_rpc(&self) -> watch::Receiver<RpcMode> {
         self.inner.rpc.subscribe()
+    }
+
+    /// Accept (normal) or refuse new WebSocket connections.
+    pub fn set_websocket(&self, mode: WsMode) {
+        self.inner.websocket.send_replace(mode);
+    }
+
+    pub fn websocket_mode(&self) -> WsMode {
+        *self.inner.websocket.borrow()
+    }
+
+    /// Ends every open WebSocket session now, without a close frame (as a dropped network
+    /// connection would); subscribers must reconnect and subscribe again. Returns how many
+    /// drops were requested so far.
+    pub fn drop_websockets(&self) -> u64 {
+        let mut n = 0;
+        self.inner.ws_drops.send_modify(|d| {
+            *d += 1;
+            n = *d;
+        });
+        n
+    }
+
+    pub(crate) fn watch_ws_drops(&self) -> watch::Receiver<u64> {
+        self.inner.ws_drops.subscribe()
     }
 
     /// Delay added before every RPC answer.
@@ -121,9 +163,11 @@ impl Faults {
             .clear();
     }
 
-    /// Back to normal: RPC normal, no latency, confirming on, no fork rules.
+    /// Back to normal: RPC normal, WebSocket accepting, no latency, confirming on, no fork
+    /// rules.
     pub fn reset(&self) {
         self.set_rpc(RpcMode::Normal);
+        self.set_websocket(WsMode::Normal);
         self.set_latency(Duration::ZERO);
         self.set_confirming(true);
         self.clear_forks();
@@ -155,6 +199,9 @@ impl Faults {
 #[serde(deny_unknown_fields)]
 pub struct FaultsRequest {
     pub rpc: Option<RpcMode>,
+    pub websocket: Option<WsMode>,
+    #[serde(default)]
+    pub drop_websockets: bool,
     pub latency_ms: Option<u64>,
     pub confirming: Option<bool>,
     pub fork_instead: Option<ForkRequest>,
@@ -172,13 +219,20 @@ pub struct ForkRequest {
 }
 
 impl Faults {
-    /// Applies an admin request (in field order: reset, rpc, latency, confirming, forks).
+    /// Applies an admin request (in field order: reset, rpc, websocket, drop_websockets,
+    /// latency, confirming, forks).
     pub fn apply(&self, req: FaultsRequest) {
         if req.reset {
             self.reset();
         }
         if let Some(mode) = req.rpc {
             self.set_rpc(mode);
+        }
+        if let Some(mode) = req.websocket {
+            self.set_websocket(mode);
+        }
+        if req.drop_websockets {
+            self.drop_websockets();
         }
         if let Some(ms) = req.latency_ms {
             self.set_latency(Duration::from_millis(ms));
@@ -198,6 +252,8 @@ impl Faults {
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "rpc": self.rpc_mode(),
+            "websocket": self.websocket_mode(),
+            "websocket_drops": *self.inner.ws_drops.borrow(),
             "latency_ms": self.latency().as_millis() as u64,
             "confirming": self.confirming(),
             "forks": self.forks().iter().map(|(p, c)| serde_json::json!({

@@ -21,7 +21,7 @@ mod state;
 mod ws;
 
 pub use blocks::genesis_key;
-pub use faults::{Faults, FaultsRequest, ForkRequest, RpcMode};
+pub use faults::{Faults, FaultsRequest, ForkRequest, RpcMode, WsMode};
 pub use ledger::{genesis_account, genesis_hash, Ledger, PrecheckError, ProcessError};
 
 use anyhow::Context;

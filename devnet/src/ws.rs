@@ -1,11 +1,13 @@
 //! The WebSocket server: nano-node's `confirmation` topic (subscribe with filters, update,
 //! unsubscribe, ping, acks) plus the `/admin/faults` route.
 
+use crate::faults::WsMode;
 use crate::rpc::{admin_get, admin_post};
 use crate::{now_ms, ConfirmationEvent, Shared};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use nanogate_protocol::nano::PublicKey;
@@ -33,6 +35,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
+    if shared.faults.websocket_mode() == WsMode::Refuse {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "injected: WebSocket refused",
+        )
+            .into_response();
+    }
     ws.on_upgrade(move |socket| session(socket, shared))
 }
 
@@ -214,9 +223,13 @@ fn on_message(text: &str, sub: &mut Option<Subscription>) -> Option<Value> {
 async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
     let mut events = shared.events.subscribe();
     let mut shutdown = shared.shutdown.clone();
+    let mut drops = shared.faults.watch_ws_drops();
+    drops.borrow_and_update();
     let mut sub: Option<Subscription> = None;
     loop {
         tokio::select! {
+            // An injected network drop: no close frame, the connection just ends.
+            _ = drops.changed() => return,
             msg = socket.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),

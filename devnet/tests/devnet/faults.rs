@@ -1,8 +1,8 @@
-//! Fault injection: refused and failing RPC, latency, stopped confirmation, forks, and the
-//! `/admin/faults` route on both ports.
+//! Fault injection: refused and failing RPC, dropped and refused WebSockets, latency, stopped
+//! confirmation, forks, and the `/admin/faults` route on both ports.
 
 use crate::common::*;
-use nanogate_devnet::{blocks, genesis_account, genesis_key, Confirm, RpcMode};
+use nanogate_devnet::{blocks, genesis_account, genesis_key, Confirm, RpcMode, WsMode};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -248,4 +248,70 @@ async fn admin_route_on_both_ports() {
         .await
         .unwrap();
     assert_eq!(v["forks"].as_array().unwrap().len(), 1);
+}
+
+/// Waits until the session ends; true when it ended without a close frame (a network drop).
+async fn ended_without_close(ws: &mut Ws, timeout: Duration) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) => return false,
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return true,
+            Err(_) => panic!("the session was not dropped within {timeout:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dropped_websockets_end_every_session_and_refusal_blocks_reconnects() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let mut a = ws_subscribe(&d, None).await;
+    let mut b = ws_subscribe(&d, None).await;
+
+    // Both sessions end at once, as a network drop: no close frame.
+    d.faults().drop_websockets();
+    assert!(ended_without_close(&mut a, Duration::from_secs(5)).await);
+    assert!(ended_without_close(&mut b, Duration::from_secs(5)).await);
+
+    // A reconnect works at once after a drop and sees confirmations again.
+    let mut c = ws_subscribe(&d, None).await;
+    let sent = genesis_send(&d, &rpc, key(1).public_key(), XNO).await;
+    let m = ws_next(&mut c, d.confirm_delay() + Duration::from_secs(2))
+        .await
+        .expect("a confirmation after the reconnect");
+    assert_eq!(m["message"]["hash"], sent.hash().to_hex());
+
+    // Refused: upgrades answer 503 until the mode is lifted (through the admin route on the
+    // same port, which keeps answering); open sessions are not touched.
+    let client = reqwest::Client::new();
+    let ws_admin = format!("http://{}/admin/faults", d.ws_addr());
+    let v: serde_json::Value = client
+        .post(&ws_admin)
+        .json(&json!({"websocket": "refuse", "drop_websockets": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["websocket"], "refuse");
+    assert_eq!(v["websocket_drops"], 2);
+    assert!(ended_without_close(&mut c, Duration::from_secs(5)).await);
+    match tokio_tungstenite::connect_async(d.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected a refused upgrade, got {:?}", other.map(|_| ())),
+    }
+    d.faults().reset();
+    assert_eq!(d.faults().websocket_mode(), WsMode::Normal);
+    let mut e = ws_subscribe(&d, None).await;
+    let sent = genesis_send(&d, &rpc, key(2).public_key(), XNO).await;
+    let m = ws_next(&mut e, d.confirm_delay() + Duration::from_secs(2))
+        .await
+        .expect("a confirmation after refusal is lifted");
+    assert_eq!(m["message"]["hash"], sent.hash().to_hex());
 }
