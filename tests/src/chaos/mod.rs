@@ -1,0 +1,372 @@
+//! The money-conservation run (`cargo xtask chaos`): payers pay for requests through the real
+//! stack while faults are injected at random from a seeded RNG; then every fault is lifted,
+//! every payer retries what it was not served, and the run checks that
+//!
+//! 1. every send that reached our accounts on the ledger is in exactly one payment state —
+//!    served, redeemable or owed, none still admitted — and the sums agree to the raw
+//!    ([`accounting`], read from the sidecar's `GET /v1/admin/payments` and `/metrics`);
+//! 2. no request reached the upstream without a payment ([`checks::service`]);
+//! 3. no payment bought two responses (each paying hash answered below 500 at most once);
+//! 4. no sidecar or Envoy log shows a panic or a wasm trap.
+//!
+//! The seed fixes the fault schedule, the payers' choices and the gates they use; the
+//! interleaving with real processes still varies from run to run.
+
+pub mod accounting;
+pub mod checks;
+pub mod faults;
+pub mod payers;
+
+use crate::stack::{Stack, StackConfig, StoreKind, PRICE_RAW, XNO};
+use nanogate_protocol::nano::PrivateKey;
+use payers::{ChaosPayer, Mechanism, RequestLog, Target};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The sidecars' facilitator/admin bearer token in a chaos run.
+pub const ADMIN_TOKEN: &str = "chaos-admin-token-0123456789abcdef";
+
+/// How long and how hard to run.
+#[derive(Debug, Clone)]
+pub struct ChaosConfig {
+    pub seed: u64,
+    pub store: StoreKind,
+    /// How long payers pay while faults are injected.
+    pub fault_secs: u64,
+    /// How long payers may retry once faults are lifted.
+    pub settle_secs: u64,
+    pub payers: usize,
+    /// Requests per payer at most.
+    pub max_requests: usize,
+    /// Keep the scratch directory (logs, stores) even when every check passes.
+    pub keep_dir: bool,
+}
+
+impl ChaosConfig {
+    /// About two minutes in all, start-up included.
+    pub fn quick(seed: u64, store: StoreKind) -> ChaosConfig {
+        ChaosConfig {
+            seed,
+            store,
+            fault_secs: 45,
+            settle_secs: 50,
+            payers: 4,
+            max_requests: 40,
+            keep_dir: false,
+        }
+    }
+
+    /// Ten minutes of faults.
+    pub fn full(seed: u64, store: StoreKind) -> ChaosConfig {
+        ChaosConfig {
+            seed,
+            store,
+            fault_secs: 600,
+            settle_secs: 180,
+            payers: 8,
+            max_requests: 600,
+            keep_dir: false,
+        }
+    }
+
+    /// The command that runs this configuration again.
+    pub fn command(&self) -> String {
+        format!(
+            "cargo xtask chaos --seed {} --secs {} --store {}",
+            self.seed,
+            self.fault_secs,
+            match self.store {
+                StoreKind::Sqlite => "sqlite",
+                StoreKind::Postgres => "postgres",
+            }
+        )
+    }
+}
+
+/// The run's findings: the report printed, and every failed check.
+#[derive(Debug)]
+pub struct Verdict {
+    pub report: String,
+    pub failures: Vec<String>,
+    /// Scratch directory with every log (kept when a check failed).
+    pub dir: PathBuf,
+}
+
+impl Verdict {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Runs the whole thing. `Err` only when the stack itself could not be run (a process that
+/// would not start again); check failures are in the [`Verdict`].
+pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let dir = std::env::temp_dir().join(format!(
+        "nanogate-chaos-{}-{}",
+        std::process::id(),
+        cfg.seed
+    ));
+    let gates = match cfg.store {
+        StoreKind::Sqlite => 1,
+        StoreKind::Postgres => 2,
+    };
+    // The shipped defaults for everything a fault is about: the sidecar's 8 s wait and node
+    // retries, the filter's 10 s timeout, the key period, the outcome and redemption rules.
+    let mut stack = Stack::start(StackConfig {
+        store: cfg.store,
+        gates,
+        max_wait_secs: 8,
+        sidecar_timeout_ms: Some(10_000),
+        rpc_retries: 2,
+        wallets: cfg.payers as u32,
+        wallet_balance: XNO,
+        sidecar_env: vec![(
+            "NANOGATE_FACILITATOR_TOKEN".to_owned(),
+            ADMIN_TOKEN.to_owned(),
+        )],
+        dir: Some(dir.clone()),
+        ..StackConfig::default()
+    })
+    .await;
+    let startup = started.elapsed();
+    let wallets: Vec<_> = (0..cfg.payers).map(|_| stack.wallet()).collect();
+    let target = Target {
+        gates: stack
+            .gates
+            .iter()
+            .map(|g| format!("http://127.0.0.1:{}", g.listener))
+            .collect(),
+        rpc_url: stack.devnet.rpc_url(),
+        dir: dir.clone(),
+    };
+
+    // Payers: half sign blocks, half pay tagged sessions.
+    let drive_until = Instant::now() + Duration::from_secs(cfg.fault_secs);
+    let (settle_tx, settle_rx) = tokio::sync::watch::channel::<Option<Instant>>(None);
+    let mut tasks = Vec::new();
+    for (i, w) in wallets.iter().enumerate() {
+        let mechanism = if i % 2 == 0 {
+            Mechanism::SignedBlock
+        } else {
+            Mechanism::Tagged
+        };
+        let mut payer = ChaosPayer::new(i, mechanism, w.clone(), target.clone(), cfg.seed)?;
+        let max = cfg.max_requests;
+        let mut settle = settle_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            payer.drive(drive_until, max).await;
+            let until = settle.wait_for(Option::is_some).await.ok().and_then(|u| *u);
+            if let Some(until) = until {
+                payer.settle(until).await;
+            }
+            payer.into_requests()
+        }));
+    }
+
+    // Faults until the drive phase ends.
+    let mut envoy_logs = Vec::new();
+    let elsewhere = PrivateKey::from_seed(&[0xC4; 32], 0).public_key();
+    let injected = {
+        let mut cx = faults::Context {
+            wallets: &wallets,
+            elsewhere,
+            envoy_logs: &mut envoy_logs,
+        };
+        faults::inject(&mut stack, &mut rng, drive_until, &mut cx).await
+    };
+    let injected = match injected {
+        Ok(i) => i,
+        Err(e) => return Err(format!("{e}\n{}", stack.diagnostics())),
+    };
+    faults::lift_all(&mut stack).await?;
+    // Everything published confirms once the ledger is healthy again.
+    let ledger = stack.ledger();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ledger.read(|l| l.unconfirmed().is_empty()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let settle_until = Instant::now() + Duration::from_secs(cfg.settle_secs);
+    let _ = settle_tx.send(Some(settle_until));
+    let mut requests: Vec<RequestLog> = Vec::new();
+    for t in tasks {
+        requests.extend(t.await.map_err(|e| format!("a payer task failed: {e}"))?);
+    }
+    // Outcome reports and any reconciliation get a moment after the last response.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut report = String::new();
+    let mut failures = Vec::new();
+    let _ = writeln!(
+        report,
+        "chaos: seed {} · store {:?} · {} gate(s) · {} payers · {} s of faults · start-up {:.1} s",
+        cfg.seed,
+        cfg.store,
+        stack.gates.len(),
+        cfg.payers,
+        cfg.fault_secs,
+        startup.as_secs_f64()
+    );
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for f in &injected {
+        *by_kind.entry(format!("{:?}", f.kind)).or_default() += 1;
+    }
+    let _ = writeln!(report, "faults injected: {} {by_kind:?}", injected.len());
+    summarize_requests(&mut report, &requests);
+
+    // 1. Conservation, against the ledger.
+    let payee = stack.payee;
+    let unconfirmed = ledger.read(|l| l.unconfirmed().len());
+    let sends: Vec<accounting::LedgerSend> = ledger.read(|l| {
+        l.receivable(&payee)
+            .into_iter()
+            .filter(|(h, _)| l.is_confirmed(h))
+            .map(|(h, p)| accounting::LedgerSend {
+                hash: h.to_hex(),
+                amount: p.amount,
+                from: p.source.to_address(),
+            })
+            .collect()
+    });
+    let paid: BTreeMap<String, u128> = sends.iter().map(|s| (s.hash.clone(), s.amount)).collect();
+    let ledger_raw: u128 = sends.iter().map(|s| s.amount).sum();
+    let _ = writeln!(
+        report,
+        "ledger: {} confirmed send(s) to our accounts, {ledger_raw} raw ({unconfirmed} block(s) still unconfirmed)",
+        sends.len()
+    );
+    let base = stack.gates[0].sidecar.base_url();
+    match accounting::fetch_payments(&base, ADMIN_TOKEN).await {
+        Err(e) => {
+            let _ = writeln!(report, "payments API: {e}");
+            failures.push(format!("conservation cannot be checked: {e}"));
+        }
+        Ok(rows) => {
+            let c = accounting::conservation(&sends, &rows);
+            let _ = writeln!(
+                report,
+                "payments API: {} row(s); per state (count, raw): {:?}; served + redeemable + owed = {} raw",
+                rows.len(),
+                c.by_state,
+                c.accounted_raw()
+            );
+            for p in c.problems() {
+                failures.push(format!("conservation: {p}"));
+            }
+            // The gauges say the same as the list.
+            let metrics = stack.gates[0].sidecar.metrics().await;
+            let gauges = accounting::metric_totals(&metrics);
+            if gauges != c.by_state {
+                failures.push(format!(
+                    "metrics: nanogate_payments{{state}}/nanogate_payments_raw{{state}} say {gauges:?}, \
+                     the payments API {:?}",
+                    c.by_state
+                ));
+            }
+        }
+    }
+
+    // 2 and 3. What the upstream saw.
+    let records = stack.upstream.requests();
+    let service = checks::service(
+        &records,
+        &[Mechanism::SignedBlock.prefix(), Mechanism::Tagged.prefix()],
+        &paid,
+        PRICE_RAW,
+    );
+    let _ = writeln!(
+        report,
+        "upstream: {} request(s) on paid routes, {} answered below 500",
+        service.reached, service.answered
+    );
+    failures.extend(service.problems());
+
+    // Never paid twice for one request: at most one of its blocks settled.
+    let twice: Vec<&RequestLog> = requests
+        .iter()
+        .filter(|r| r.hashes.iter().filter(|h| ledger_has(&ledger, h)).count() > 1)
+        .collect();
+    if !twice.is_empty() {
+        failures.push(format!(
+            "{} request(s) paid twice on the ledger: {:?}",
+            twice.len(),
+            twice.iter().take(3).collect::<Vec<_>>()
+        ));
+    }
+
+    // 4. Panics in any log, restarted processes included.
+    let mut logs = envoy_logs;
+    for (i, g) in stack.gates.iter().enumerate() {
+        logs.push((format!("gate {i} envoy"), g.envoy.log()));
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("sidecar-") && name.ends_with(".log") {
+                logs.push((name, std::fs::read_to_string(e.path()).unwrap_or_default()));
+            }
+        }
+    }
+    let panics = checks::panics(&logs);
+    let _ = writeln!(
+        report,
+        "logs: {} scanned, {} panic/trap line(s)",
+        logs.len(),
+        panics.len()
+    );
+    for (name, line) in panics.iter().take(5) {
+        failures.push(format!("panic in {name}: {line}"));
+    }
+    let _ = writeln!(
+        report,
+        "took {:.1} s in all",
+        started.elapsed().as_secs_f64()
+    );
+    let passed = failures.is_empty();
+    drop(stack);
+    if passed && !cfg.keep_dir {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(Verdict {
+        report,
+        failures,
+        dir,
+    })
+}
+
+fn ledger_has(ledger: &nanogate_devnet::LedgerHandle, hash: &str) -> bool {
+    nanogate_protocol::nano::BlockHash::from_hex(hash)
+        .is_ok_and(|h| ledger.confirmed(&h) == Some(true))
+}
+
+fn summarize_requests(report: &mut String, requests: &[RequestLog]) {
+    for m in [Mechanism::SignedBlock, Mechanism::Tagged] {
+        let of: Vec<&RequestLog> = requests.iter().filter(|r| r.mechanism == m).collect();
+        let served = of.iter().filter(|r| r.served.is_some()).count();
+        let paid_unserved: Vec<&&RequestLog> = of
+            .iter()
+            .filter(|r| r.served.is_none() && !r.hashes.is_empty())
+            .collect();
+        let unpaid = of.len() - served - paid_unserved.len();
+        let attempts: u32 = of.iter().map(|r| r.attempts).sum();
+        let _ = writeln!(
+            report,
+            "{m:?} requests: {} ({attempts} attempts): served {served}, paid but not served {}, never paid {unpaid}",
+            of.len(),
+            paid_unserved.len()
+        );
+        let mut why: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &paid_unserved {
+            *why.entry(r.last.as_str()).or_default() += 1;
+        }
+        for (last, n) in why.iter().take(8) {
+            let short: String = last.chars().take(160).collect();
+            let _ = writeln!(report, "  not served ×{n}: {short}");
+        }
+    }
+}
