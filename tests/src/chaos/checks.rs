@@ -86,7 +86,9 @@ pub fn service(
 
 /// Lines of the given logs that show a panic or a wasm trap: (log name, line).
 pub fn panics(logs: &[(String, String)]) -> Vec<(String, String)> {
-    const SIGNS: [&str; 4] = ["panicked", "RuntimeError", "wasm trap", "Wasm VM failed"];
+    // A Rust panic (the sidecar, or the filter's panic hook), and V8's report of a trap in a
+    // wasm callback ("Function: proxy_on_… failed: Uncaught RuntimeError: unreachable").
+    const SIGNS: [&str; 3] = ["panicked", "RuntimeError", "Uncaught"];
     let mut found = Vec::new();
     for (name, text) in logs {
         for line in text.lines() {
