@@ -72,7 +72,7 @@ pub fn service(
             continue;
         };
         let tx = tx.to_ascii_uppercase();
-        if !paid.get(&tx).is_some_and(|a| *a >= min_amount) {
+        if paid.get(&tx).is_none_or(|a| *a < min_amount) {
             s.not_a_payment.push((r.path.clone(), tx.clone()));
         }
         if matches!(r.outcome, Outcome::Answered(st) if st < 500) {

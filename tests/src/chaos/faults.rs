@@ -195,8 +195,10 @@ async fn one(
     })
 }
 
-/// Lifts every fault and makes sure every process runs.
-pub async fn lift_all(stack: &mut Stack) -> Result<(), String> {
+/// Lifts every fault and makes sure every process runs. Returns how many fork rules never
+/// fired (their payer had moved on, or stopped paying, before building on that frontier).
+pub async fn lift_all(stack: &mut Stack) -> Result<usize, String> {
+    let unfired = stack.devnet.faults().forks().len();
     stack.devnet.faults().reset();
     stack.upstream.set_fault(UpstreamFault::None);
     for (i, g) in stack.gates.iter_mut().enumerate() {
@@ -207,5 +209,5 @@ pub async fn lift_all(stack: &mut Stack) -> Result<(), String> {
                 .map_err(|e| format!("sidecar {i} did not restart: {e:#}"))?;
         }
     }
-    Ok(())
+    Ok(unfired)
 }

@@ -184,7 +184,7 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
         Ok(i) => i,
         Err(e) => return Err(format!("{e}\n{}", stack.diagnostics())),
     };
-    faults::lift_all(&mut stack).await?;
+    let unfired_forks = faults::lift_all(&mut stack).await?;
     // Everything published confirms once the ledger is healthy again.
     let ledger = stack.ledger();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -216,7 +216,11 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
     for f in &injected {
         *by_kind.entry(format!("{:?}", f.kind)).or_default() += 1;
     }
-    let _ = writeln!(report, "faults injected: {} {by_kind:?}", injected.len());
+    let _ = writeln!(
+        report,
+        "faults injected: {} {by_kind:?} ({unfired_forks} fork rule(s) never fired)",
+        injected.len()
+    );
     summarize_requests(&mut report, &requests);
 
     // 1. Conservation, against the ledger.
@@ -365,7 +369,7 @@ fn summarize_requests(report: &mut String, requests: &[RequestLog]) {
             *why.entry(r.last.as_str()).or_default() += 1;
         }
         for (last, n) in why.iter().take(8) {
-            let short: String = last.chars().take(160).collect();
+            let short: String = last.chars().take(400).collect();
             let _ = writeln!(report, "  not served ×{n}: {short}");
         }
     }
