@@ -372,5 +372,26 @@ fn summarize_requests(report: &mut String, requests: &[RequestLog]) {
             let short: String = last.chars().take(400).collect();
             let _ = writeln!(report, "  not served ×{n}: {short}");
         }
+        for r in paid_unserved.iter().take(5) {
+            let trail: Vec<String> = r
+                .trail
+                .iter()
+                .map(|(t, n)| {
+                    if *n > 1 {
+                        format!("{t} ×{n}")
+                    } else {
+                        t.clone()
+                    }
+                })
+                .collect();
+            let _ = writeln!(
+                report,
+                "  {} {} paid with {:?}: {}",
+                r.method,
+                r.path,
+                r.hashes,
+                trail.join(" → ")
+            );
+        }
     }
 }

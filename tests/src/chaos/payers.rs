@@ -14,7 +14,7 @@
 use crate::stack::{Wallet, HOST};
 use nanogate_client::{
     build_send_block, parse_challenge, tagged_header, tagged_offer, BlockStatus, NodeRpc, Offer,
-    Payer, PayerConfig, Progress, RequestSpec,
+    PayError, Payer, PayerConfig, Progress, RequestSpec,
 };
 use nanogate_protocol::nano::StateBlock;
 use nanogate_protocol::x402::{decode_header, SettlementResponse};
@@ -66,6 +66,8 @@ pub struct RequestLog {
     pub hashes: Vec<String>,
     /// What the last attempt ended with.
     pub last: String,
+    /// What the attempts ended with, oldest first (shortened), with how many times in a row.
+    pub trail: Vec<(String, u32)>,
 }
 
 /// A tagged payment as a wallet remembers it.
@@ -173,6 +175,7 @@ impl ChaosPayer {
                 served: None,
                 hashes: Vec::new(),
                 last: String::new(),
+                trail: Vec::new(),
             });
             self.tagged.push(None);
             self.gates.push(gate);
@@ -227,7 +230,14 @@ impl ChaosPayer {
             Mechanism::SignedBlock => self.attempt_signed(i).await,
             Mechanism::Tagged => self.attempt_tagged(i).await,
         };
-        self.requests[i].last = last;
+        let r = &mut self.requests[i];
+        let short: String = last.chars().take(160).collect();
+        // Repeats are counted, not listed: "HTTP 503 ×3".
+        match r.trail.last_mut() {
+            Some((prev, n)) if *prev == short => *n += 1,
+            _ => r.trail.push((short, 1)),
+        }
+        r.last = last;
     }
 
     async fn attempt_signed(&mut self, i: usize) -> String {
@@ -257,6 +267,11 @@ impl ChaosPayer {
                 resp.status,
                 if resp.paid { " (paid)" } else { "" }
             ),
+            // The hash is in the request's list already: keep the reason.
+            Err(PayError::PaidButRefused { reason, .. }) => {
+                format!("confirmed, but refused: {reason}")
+            }
+            Err(PayError::PaymentPending { reason, .. }) => format!("pending: {reason}"),
             Err(e) => e.to_string(),
         }
     }
