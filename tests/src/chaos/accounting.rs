@@ -276,10 +276,11 @@ pub fn conservation(sends: &[LedgerSend], rows: &[PaymentRow]) -> Conservation {
     c
 }
 
-/// `nanogate_payments_raw{state="…"}` and `nanogate_payments{state="…"}` from Prometheus text:
-/// state → (count, raw).
-pub fn metric_totals(text: &str) -> Totals {
-    let mut t = Totals::new();
+/// `nanogate_payments{state="…"}` (count) and `nanogate_payments_raw{state="…"}` (raw sum)
+/// from Prometheus text: state → (count, raw). Gauges are floats, so a raw sum beyond 2^53 is
+/// rounded: compare with [`gauges_agree`].
+pub fn metric_totals(text: &str) -> BTreeMap<String, (f64, f64)> {
+    let mut t: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     for line in text.lines() {
         let (raw, rest) = if let Some(r) = line.strip_prefix("nanogate_payments_raw{") {
             (true, r)
@@ -298,19 +299,29 @@ pub fn metric_totals(text: &str) -> Totals {
         }) else {
             continue;
         };
-        // Raw sums need every digit: a value that is no integer is left out (and the
-        // comparison with the API then names that state).
-        let Ok(v) = value.trim().parse::<u128>() else {
+        let Ok(v) = value.trim().parse::<f64>() else {
             continue;
         };
         let e = t.entry(state.to_owned()).or_default();
         if raw {
             e.1 = v;
         } else {
-            e.0 = v as usize;
+            e.0 = v;
         }
     }
     t
+}
+
+/// Whether the gauges say what the payments list says: counts exactly, raw sums to within
+/// float rounding. A state with nothing in it may be absent from either side or zero.
+pub fn gauges_agree(gauges: &BTreeMap<String, (f64, f64)>, listed: &Totals) -> bool {
+    let states: std::collections::BTreeSet<&String> = gauges.keys().chain(listed.keys()).collect();
+    states.into_iter().all(|s| {
+        let (gc, gr) = gauges.get(s).copied().unwrap_or_default();
+        let (lc, lr) = listed.get(s).copied().unwrap_or_default();
+        let lr = lr as f64;
+        gc == lc as f64 && (gr - lr).abs() <= (lr.abs() * 1e-9).max(0.5)
+    })
 }
 
 #[cfg(test)]
@@ -467,16 +478,28 @@ mod tests {
     }
 
     #[test]
-    fn metric_gauges_read_per_state() {
+    fn metric_gauges_read_per_state_and_agree_within_float_rounding() {
         let text = "# HELP nanogate_payments payments per state\n\
             nanogate_payments{state=\"served\"} 3\n\
-            nanogate_payments_raw{state=\"served\"} 3000000000000000000000000000\n\
+            nanogate_payments_raw{state=\"served\"} 3e27\n\
             nanogate_payments{state=\"owed\"} 1\n\
             nanogate_payments_raw{state=\"owed\"} 42\n\
+            nanogate_payments{state=\"admitted\"} 0\n\
             nanogate_payments_total 9\n";
-        let t = metric_totals(text);
-        assert_eq!(t["served"], (3, 3_000_000_000_000_000_000_000_000_000));
-        assert_eq!(t["owed"], (1, 42));
-        assert_eq!(t.len(), 2);
+        let g = metric_totals(text);
+        assert_eq!(g["served"], (3.0, 3e27));
+        assert_eq!(g["owed"], (1.0, 42.0));
+        assert_eq!(g.len(), 3);
+        let mut listed = Totals::new();
+        listed.insert("served".into(), (3, 3_000_000_000_000_000_000_000_000_017));
+        listed.insert("owed".into(), (1, 42));
+        assert!(gauges_agree(&g, &listed));
+        listed.insert("owed".into(), (1, 43));
+        assert!(!gauges_agree(&g, &listed));
+        listed.insert("owed".into(), (2, 42));
+        assert!(!gauges_agree(&g, &listed));
+        listed.insert("owed".into(), (1, 42));
+        listed.insert("redeemable".into(), (1, 5));
+        assert!(!gauges_agree(&g, &listed), "a state the gauges miss");
     }
 }
