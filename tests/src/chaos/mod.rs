@@ -262,6 +262,7 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
             for p in c.problems() {
                 failures.push(format!("conservation: {p}"));
             }
+            failures.extend(redeemable_but_refused(&rows, &requests));
             // The gauges say the same as the list.
             let metrics = stack.gates[0].sidecar.metrics().await;
             let gauges = accounting::metric_totals(&metrics);
@@ -343,6 +344,31 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
     })
 }
 
+/// A payment listed `redeemable` must be: a payer whose last re-presentation of it was refused
+/// (other than "the first use is still in flight") holds a payment that buys nothing.
+fn redeemable_but_refused(rows: &[accounting::PaymentRow], requests: &[RequestLog]) -> Vec<String> {
+    let redeemable: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.state == "redeemable")
+        .map(|r| r.hash.as_str())
+        .collect();
+    requests
+        .iter()
+        .filter(|r| r.served.is_none())
+        .filter_map(|r| {
+            let reason = r.refused.as_deref()?;
+            if reason == "duplicate_settlement" {
+                return None;
+            }
+            let hash = r.hashes.iter().find(|h| redeemable.contains(h.as_str()))?;
+            Some(format!(
+                "payment {hash} is listed redeemable, but presenting it again for {} {} is refused ({reason})",
+                r.method, r.path
+            ))
+        })
+        .collect()
+}
+
 fn ledger_has(ledger: &nanogate_devnet::LedgerHandle, hash: &str) -> bool {
     nanogate_protocol::nano::BlockHash::from_hex(hash)
         .is_ok_and(|h| ledger.confirmed(&h) == Some(true))
@@ -393,5 +419,60 @@ fn summarize_requests(report: &mut String, requests: &[RequestLog]) {
                 trail.join(" → ")
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(hash: &str, refused: Option<&str>, served: bool) -> RequestLog {
+        RequestLog {
+            payer: 0,
+            mechanism: Mechanism::SignedBlock,
+            method: "GET".into(),
+            path: "/paid/chaos/p0/r0".into(),
+            attempts: 3,
+            served: served.then(|| hash.to_owned()),
+            hashes: vec![hash.to_owned()],
+            last: String::new(),
+            trail: Vec::new(),
+            refused: refused.map(str::to_owned),
+        }
+    }
+
+    fn row(hash: &str, state: &str) -> accounting::PaymentRow {
+        accounting::PaymentRow {
+            hash: hash.into(),
+            payer: String::new(),
+            pay_to: String::new(),
+            amount: 1,
+            state: state.into(),
+            reason: None,
+            mechanism: None,
+        }
+    }
+
+    #[test]
+    fn a_redeemable_payment_that_its_payer_cannot_redeem_is_a_failure() {
+        let rows = [
+            row("AA", "redeemable"),
+            row("BB", "owed"),
+            row("CC", "redeemable"),
+        ];
+        let requests = [
+            request("AA", Some("already_spent"), false),
+            // Owed: refusing it is right.
+            request("BB", Some("already_spent"), false),
+            // Still in flight elsewhere: not a refusal.
+            request("CC", Some("duplicate_settlement"), false),
+        ];
+        let f = redeemable_but_refused(&rows, &requests);
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].contains("AA") && f[0].contains("already_spent"),
+            "{f:?}"
+        );
+        assert!(redeemable_but_refused(&rows, &[request("AA", None, false)]).is_empty());
     }
 }

@@ -68,6 +68,8 @@ pub struct RequestLog {
     pub last: String,
     /// What the attempts ended with, oldest first (shortened), with how many times in a row.
     pub trail: Vec<(String, u32)>,
+    /// The x402 reason when the last attempt's payment was refused with a 402.
+    pub refused: Option<String>,
 }
 
 /// A tagged payment as a wallet remembers it.
@@ -176,6 +178,7 @@ impl ChaosPayer {
                 hashes: Vec::new(),
                 last: String::new(),
                 trail: Vec::new(),
+                refused: None,
             });
             self.tagged.push(None);
             self.gates.push(gate);
@@ -226,6 +229,7 @@ impl ChaosPayer {
 
     async fn attempt(&mut self, i: usize) {
         self.requests[i].attempts += 1;
+        self.requests[i].refused = None;
         let last = match self.mechanism {
             Mechanism::SignedBlock => self.attempt_signed(i).await,
             Mechanism::Tagged => self.attempt_tagged(i).await,
@@ -269,7 +273,11 @@ impl ChaosPayer {
             ),
             // The hash is in the request's list already: keep the reason.
             Err(PayError::PaidButRefused { reason, .. }) => {
-                format!("confirmed, but refused: {reason}")
+                let text = format!("confirmed, but refused: {reason}");
+                // The library prefixes the x402 reason ("already_spent: message").
+                let code = reason.split(':').next().unwrap_or_default().trim();
+                r.refused = Some(code.to_owned());
+                text
             }
             Err(PayError::PaymentPending { reason, .. }) => format!("pending: {reason}"),
             Err(e) => e.to_string(),
@@ -378,6 +386,9 @@ impl ChaosPayer {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_challenge(Some(v), &body).ok())
                     .and_then(|c| c.error);
+                if status == 402 {
+                    self.requests[i].refused = reason.clone();
+                }
                 format!("HTTP {status} {}", reason.unwrap_or_default())
             }
         }
