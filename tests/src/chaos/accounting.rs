@@ -20,6 +20,17 @@ pub struct PaymentRow {
     pub state: String,
     pub reason: Option<String>,
     pub mechanism: Option<String>,
+    pub resource: Option<String>,
+}
+
+impl PaymentRow {
+    /// What it paid for, for messages.
+    pub fn resource_or_mechanism(&self) -> &str {
+        self.resource
+            .as_deref()
+            .or(self.mechanism.as_deref())
+            .unwrap_or("?")
+    }
 }
 
 /// The states a payment may end in.
@@ -71,6 +82,7 @@ pub fn parse_page(page: &Value) -> Result<(Vec<PaymentRow>, Option<String>), Acc
             state: need("state")?,
             reason: text("reason"),
             mechanism: text("mechanism"),
+            resource: text("resource"),
         });
     }
     let next = match page.get("next") {
@@ -338,6 +350,7 @@ mod tests {
             state: state.into(),
             reason: None,
             mechanism: Some("signed_block".into()),
+            resource: None,
         }
     }
 

@@ -244,7 +244,9 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
         "ledger: {} confirmed send(s) to our accounts, {ledger_raw} raw ({unconfirmed} block(s) still unconfirmed)",
         sends.len()
     );
+    let records = stack.upstream.requests();
     let base = stack.gates[0].sidecar.base_url();
+    let mut listed: BTreeMap<String, String> = BTreeMap::new();
     match accounting::fetch_payments(&base, ADMIN_TOKEN).await {
         Err(e) => {
             let _ = writeln!(report, "payments API: {e}");
@@ -263,6 +265,8 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
                 failures.push(format!("conservation: {p}"));
             }
             failures.extend(redeemable_but_refused(&rows, &requests));
+            failures.extend(served_without_a_response(&rows, &records));
+            listed = rows.into_iter().map(|r| (r.hash, r.state)).collect();
             // The gauges say the same as the list.
             let metrics = stack.gates[0].sidecar.metrics().await;
             let gauges = accounting::metric_totals(&metrics);
@@ -276,8 +280,28 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
         }
     }
 
+    // What became of each payment a payer holds without being served.
+    for r in requests.iter().filter(|r| r.served.is_none()) {
+        for h in &r.hashes {
+            let seen: Vec<String> = records
+                .iter()
+                .filter(|x| {
+                    x.header(checks::TRANSACTION_HEADER)
+                        .is_some_and(|t| t.eq_ignore_ascii_case(h))
+                })
+                .map(|x| format!("{:?}", x.outcome))
+                .collect();
+            let _ = writeln!(
+                report,
+                "  unserved {} {}: {h} listed {}, upstream saw it {seen:?}",
+                r.method,
+                r.path,
+                listed.get(h).map_or("nowhere", String::as_str)
+            );
+        }
+    }
+
     // 2 and 3. What the upstream saw.
-    let records = stack.upstream.requests();
     let service = checks::service(
         &records,
         &[Mechanism::SignedBlock.prefix(), Mechanism::Tagged.prefix()],
@@ -369,6 +393,30 @@ fn redeemable_but_refused(rows: &[accounting::PaymentRow], requests: &[RequestLo
         .collect()
 }
 
+/// A payment listed `served` bought a response: the upstream answered it below 500 at least
+/// once. (The payers never reset their own requests, so no "client gave up" serves here.)
+fn served_without_a_response(
+    rows: &[accounting::PaymentRow],
+    records: &[crate::upstream::Recorded],
+) -> Vec<String> {
+    let answered: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| matches!(r.outcome, crate::upstream::Outcome::Answered(s) if s < 500))
+        .filter_map(|r| r.header(checks::TRANSACTION_HEADER))
+        .map(str::to_ascii_uppercase)
+        .collect();
+    rows.iter()
+        .filter(|r| r.state == "served" && !answered.contains(&r.hash))
+        .map(|r| {
+            format!(
+                "payment {} ({}) is listed served, but the upstream never answered it below 500",
+                r.hash,
+                r.resource_or_mechanism()
+            )
+        })
+        .collect()
+}
+
 fn ledger_has(ledger: &nanogate_devnet::LedgerHandle, hash: &str) -> bool {
     nanogate_protocol::nano::BlockHash::from_hex(hash)
         .is_ok_and(|h| ledger.confirmed(&h) == Some(true))
@@ -450,6 +498,7 @@ mod tests {
             state: state.into(),
             reason: None,
             mechanism: None,
+            resource: None,
         }
     }
 
@@ -474,5 +523,30 @@ mod tests {
             "{f:?}"
         );
         assert!(redeemable_but_refused(&rows, &[request("AA", None, false)]).is_empty());
+    }
+
+    #[test]
+    fn a_payment_listed_served_without_any_upstream_answer_is_a_failure() {
+        use crate::upstream::{Outcome, Recorded};
+        let rec = |tx: &str, outcome| Recorded {
+            method: "GET".into(),
+            path: "/paid/chaos/p0/r0".into(),
+            headers: vec![(checks::TRANSACTION_HEADER.to_owned(), tx.to_owned())],
+            body: Vec::new(),
+            outcome,
+        };
+        let rows = [
+            row("AA", "served"),
+            row("BB", "served"),
+            row("CC", "redeemable"),
+        ];
+        let records = [
+            rec("aa", Outcome::Answered(200)),
+            rec("BB", Outcome::Answered(503)),
+            rec("BB", Outcome::Reset),
+        ];
+        let f = served_without_a_response(&rows, &records);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].contains("BB"), "{f:?}");
     }
 }
