@@ -357,6 +357,14 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
         started.elapsed().as_secs_f64()
     );
     let passed = failures.is_empty();
+    if !passed {
+        // Envoy's own directories go with it: keep its logs next to the sidecars'.
+        for (i, (name, text)) in logs.iter().enumerate() {
+            if name.contains("envoy") {
+                let _ = std::fs::write(dir.join(format!("envoy-{i}.log")), text);
+            }
+        }
+    }
     drop(stack);
     if passed && !cfg.keep_dir {
         let _ = std::fs::remove_dir_all(&dir);
