@@ -32,3 +32,78 @@ fn money_is_conserved_and_no_payment_buys_twice_under_random_faults() {
         verdict.failures.join("\n")
     );
 }
+
+/// The payers' retry machinery on its own: each mechanism's first presentation meets an
+/// upstream 503, and the retry presents the very same payment (no second send) and is served.
+#[test]
+fn chaos_payers_re_present_the_same_payment_after_an_upstream_failure() {
+    use nanogate_tests::chaos::payers::{ChaosPayer, Mechanism, Target};
+    use nanogate_tests::stack::{Stack, StackConfig};
+    use std::time::{Duration, Instant};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let s = Stack::start(StackConfig {
+            wallets: 2,
+            ..StackConfig::default()
+        })
+        .await;
+        let target = Target {
+            gates: vec![format!("http://127.0.0.1:{}", s.gates[0].listener)],
+            rpc_url: s.devnet.rpc_url(),
+            dir: s.dir().to_path_buf(),
+        };
+        for (i, mechanism) in [Mechanism::SignedBlock, Mechanism::Tagged]
+            .into_iter()
+            .enumerate()
+        {
+            let wallet = s.wallet();
+            let before = s.ledger().balance(&wallet.account());
+            let path = format!("{}p{i}/r0", mechanism.prefix());
+            s.upstream.fail_next(&path, 503);
+            let mut payer =
+                ChaosPayer::new(i, mechanism, wallet.clone(), target.clone(), 7).expect("payer");
+            payer
+                .drive(Instant::now() + Duration::from_secs(60), 1)
+                .await;
+            let log = payer.into_requests();
+            assert_eq!(log.len(), 1);
+            let r = &log[0];
+            assert_eq!(r.path, path);
+            assert_eq!(r.hashes.len(), 1, "{mechanism:?}: one payment: {r:?}");
+            assert_eq!(
+                r.served.as_deref(),
+                Some(r.hashes[0].as_str()),
+                "{mechanism:?}: served on the retry: {r:?}\n{}",
+                s.diagnostics()
+            );
+            assert!(r.attempts >= 2, "{r:?}");
+            let seen: Vec<(Option<String>, nanogate_tests::upstream::Outcome)> = s
+                .upstream
+                .requests_to(&path)
+                .iter()
+                .map(|x| {
+                    (
+                        x.header("x-nanogate-transaction").map(str::to_owned),
+                        x.outcome,
+                    )
+                })
+                .collect();
+            assert_eq!(seen.len(), 2, "{seen:?}");
+            assert!(
+                seen.iter()
+                    .all(|(tx, _)| tx.as_deref() == Some(r.hashes[0].as_str())),
+                "both upstream requests name the one payment: {seen:?}"
+            );
+            let spent = before - s.ledger().balance(&wallet.account());
+            assert!(
+                spent > 0 && spent < 2 * nanogate_tests::stack::PRICE_RAW,
+                "{mechanism:?}: paid once ({spent} raw)"
+            );
+        }
+    });
+}
