@@ -269,7 +269,11 @@ impl ChaosPayer {
             Ok(resp) => format!(
                 "HTTP {}{}",
                 resp.status,
-                if resp.paid { " (paid)" } else { "" }
+                match (&resp.payment, resp.paid) {
+                    (None, _) => " to the unpaid request",
+                    (Some(_), true) => " with a receipt",
+                    (Some(_), false) => " to the payment, no receipt",
+                }
             ),
             // The hash is in the request's list already: keep the reason.
             Err(PayError::PaidButRefused { reason, .. }) => {
