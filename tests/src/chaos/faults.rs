@@ -64,6 +64,8 @@ pub struct Context<'a> {
     pub elsewhere: PublicKey,
     /// Envoy logs of instances that were restarted (their scratch directory goes with them).
     pub envoy_logs: &'a mut Vec<(String, String)>,
+    /// Admissions counted by filters that were restarted (their counters go with them).
+    pub admitted_before_restarts: &'a mut u64,
 }
 
 fn ms(rng: &mut StdRng, lo: u64, hi: u64) -> Duration {
@@ -169,6 +171,7 @@ async fn one(
                 format!("gate {gate} envoy (before a restart)"),
                 g.envoy.log(),
             ));
+            *cx.admitted_before_restarts += g.counter("payments_admitted").await;
             g.restart_envoy().await;
             format!("gate {gate}: Envoy killed and started again")
         }

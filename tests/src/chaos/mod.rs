@@ -171,12 +171,14 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
 
     // Faults until the drive phase ends.
     let mut envoy_logs = Vec::new();
+    let mut admitted: u64 = 0;
     let elsewhere = PrivateKey::from_seed(&[0xC4; 32], 0).public_key();
     let injected = {
         let mut cx = faults::Context {
             wallets: &wallets,
             elsewhere,
             envoy_logs: &mut envoy_logs,
+            admitted_before_restarts: &mut admitted,
         };
         faults::inject(&mut stack, &mut rng, drive_until, &mut cx).await
     };
@@ -308,12 +310,23 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
         &paid,
         PRICE_RAW,
     );
+    for g in &stack.gates {
+        admitted += g.counter("payments_admitted").await;
+    }
     let _ = writeln!(
         report,
-        "upstream: {} request(s) on paid routes, {} answered below 500",
+        "upstream: {} request(s) on paid routes, {} answered below 500; the filters admitted {admitted}",
         service.reached, service.answered
     );
     failures.extend(service.problems());
+    // Every request on a paid route that reached the upstream was admitted first (the
+    // payers' paths have no fail-open route).
+    if service.reached as u64 > admitted {
+        failures.push(format!(
+            "the upstream saw {} request(s) on paid routes, but the filters admitted only {admitted}",
+            service.reached
+        ));
+    }
 
     // Never paid twice for one request: at most one of its blocks settled.
     let twice: Vec<&RequestLog> = requests
