@@ -293,12 +293,15 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
                 })
                 .map(|x| format!("{:?}", x.outcome))
                 .collect();
+            let listing = match (listed.get(h), paid.contains_key(h)) {
+                (Some(state), _) => state.as_str(),
+                (None, true) => "nowhere",
+                (None, false) => "nowhere (never a confirmed send to us)",
+            };
             let _ = writeln!(
                 report,
-                "  unserved {} {}: {h} listed {}, upstream saw it {seen:?}",
-                r.method,
-                r.path,
-                listed.get(h).map_or("nowhere", String::as_str)
+                "  unserved {} {}: {h} listed {listing}, upstream saw it {seen:?}",
+                r.method, r.path
             );
         }
     }
@@ -319,6 +322,19 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
         service.reached, service.answered
     );
     failures.extend(service.problems());
+    for hash in service.doubles.keys() {
+        for r in requests.iter().filter(|r| r.hashes.contains(hash)) {
+            let trail: Vec<String> = r.trail.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
+            let _ = writeln!(
+                report,
+                "  bought twice: {hash} ({} {}, listed {}): {}",
+                r.method,
+                r.path,
+                listed.get(hash).map_or("nowhere", String::as_str),
+                trail.join(" → ")
+            );
+        }
+    }
     // Every request on a paid route that reached the upstream was admitted first (the
     // payers' paths have no fail-open route).
     if service.reached as u64 > admitted {
