@@ -20,23 +20,23 @@ pub enum RpcMode {
     Fail,
 }
 
-/// How the WebSocket port treats new connections.
+/// How the WebSocket port behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WsMode {
-    /// Accept upgrades as a node would.
+    /// Serve subscriptions.
     #[default]
     Normal,
-    /// Answer every upgrade with HTTP 503, so a client that lost its connection cannot
-    /// reconnect (the port stays bound: `/admin/faults` is served there too).
-    Refuse,
+    /// Close every open WebSocket and refuse new ones (HTTP 503 on the upgrade), as a node
+    /// whose WebSocket server is down: confirmations happen, nobody hears of them.
+    Down,
 }
 
 #[derive(Debug)]
 struct Inner {
     rpc: watch::Sender<RpcMode>,
-    websocket: watch::Sender<WsMode>,
-    /// Bumped to end every open WebSocket session at once.
+    ws: watch::Sender<WsMode>,
+    /// Bumped to end every open WebSocket session at once (reconnects are accepted).
     ws_drops: watch::Sender<u64>,
     confirming: watch::Sender<bool>,
     latency: Mutex<Duration>,
@@ -55,7 +55,7 @@ impl Faults {
         Faults {
             inner: Arc::new(Inner {
                 rpc: watch::channel(RpcMode::Normal).0,
-                websocket: watch::channel(WsMode::Normal).0,
+                ws: watch::channel(WsMode::Normal).0,
                 ws_drops: watch::channel(0).0,
                 confirming: watch::channel(confirming).0,
                 latency: Mutex::new(Duration::ZERO),
@@ -77,17 +77,21 @@ impl Faults {
         self.inner.rpc.subscribe()
     }
 
-    /// Accept (normal) or refuse new WebSocket connections.
-    pub fn set_websocket(&self, mode: WsMode) {
-        self.inner.websocket.send_replace(mode);
+    /// WebSocket up (normal) or down (open connections closed, new ones refused).
+    pub fn set_ws(&self, mode: WsMode) {
+        self.inner.ws.send_replace(mode);
     }
 
-    pub fn websocket_mode(&self) -> WsMode {
-        *self.inner.websocket.borrow()
+    pub fn ws_mode(&self) -> WsMode {
+        *self.inner.ws.borrow()
     }
 
-    /// Ends every open WebSocket session now, without a close frame (as a dropped network
-    /// connection would); subscribers must reconnect and subscribe again. Returns how many
+    pub(crate) fn watch_ws(&self) -> watch::Receiver<WsMode> {
+        self.inner.ws.subscribe()
+    }
+
+    /// Ends every open WebSocket session now, without a close frame, as a dropped network
+    /// connection would; unlike [`WsMode::Down`], reconnecting works at once. Returns how many
     /// drops were requested so far.
     pub fn drop_websockets(&self) -> u64 {
         let mut n = 0;
@@ -163,11 +167,10 @@ impl Faults {
             .clear();
     }
 
-    /// Back to normal: RPC normal, WebSocket accepting, no latency, confirming on, no fork
-    /// rules.
+    /// Back to normal: RPC and WebSocket normal, no latency, confirming on, no fork rules.
     pub fn reset(&self) {
         self.set_rpc(RpcMode::Normal);
-        self.set_websocket(WsMode::Normal);
+        self.set_ws(WsMode::Normal);
         self.set_latency(Duration::ZERO);
         self.set_confirming(true);
         self.clear_forks();
@@ -199,7 +202,7 @@ impl Faults {
 #[serde(deny_unknown_fields)]
 pub struct FaultsRequest {
     pub rpc: Option<RpcMode>,
-    pub websocket: Option<WsMode>,
+    pub ws: Option<WsMode>,
     #[serde(default)]
     pub drop_websockets: bool,
     pub latency_ms: Option<u64>,
@@ -219,8 +222,8 @@ pub struct ForkRequest {
 }
 
 impl Faults {
-    /// Applies an admin request (in field order: reset, rpc, websocket, drop_websockets,
-    /// latency, confirming, forks).
+    /// Applies an admin request (in field order: reset, rpc, ws, drop_websockets, latency,
+    /// confirming, forks).
     pub fn apply(&self, req: FaultsRequest) {
         if req.reset {
             self.reset();
@@ -228,8 +231,8 @@ impl Faults {
         if let Some(mode) = req.rpc {
             self.set_rpc(mode);
         }
-        if let Some(mode) = req.websocket {
-            self.set_websocket(mode);
+        if let Some(mode) = req.ws {
+            self.set_ws(mode);
         }
         if req.drop_websockets {
             self.drop_websockets();
@@ -252,7 +255,7 @@ impl Faults {
     pub fn status_json(&self) -> serde_json::Value {
         serde_json::json!({
             "rpc": self.rpc_mode(),
-            "websocket": self.websocket_mode(),
+            "ws": self.ws_mode(),
             "websocket_drops": *self.inner.ws_drops.borrow(),
             "latency_ms": self.latency().as_millis() as u64,
             "confirming": self.confirming(),

@@ -1,13 +1,13 @@
 //! The WebSocket server: nano-node's `confirmation` topic (subscribe with filters, update,
 //! unsubscribe, ping, acks) plus the `/admin/faults` route.
 
-use crate::faults::WsMode;
 use crate::rpc::{admin_get, admin_post};
-use crate::{now_ms, ConfirmationEvent, Shared};
+use crate::{now_ms, ConfirmationEvent, Shared, WsMode};
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use nanogate_protocol::nano::PublicKey;
@@ -35,12 +35,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
 }
 
 async fn upgrade(ws: WebSocketUpgrade, State(shared): State<Arc<Shared>>) -> Response {
-    if shared.faults.websocket_mode() == WsMode::Refuse {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "injected: WebSocket refused",
-        )
-            .into_response();
+    if shared.faults.ws_mode() == WsMode::Down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "websocket down (fault)").into_response();
     }
     ws.on_upgrade(move |socket| session(socket, shared))
 }
@@ -223,11 +219,17 @@ fn on_message(text: &str, sub: &mut Option<Subscription>) -> Option<Value> {
 async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
     let mut events = shared.events.subscribe();
     let mut shutdown = shared.shutdown.clone();
+    let mut ws_mode = shared.faults.watch_ws();
     let mut drops = shared.faults.watch_ws_drops();
     drops.borrow_and_update();
     let mut sub: Option<Subscription> = None;
     loop {
+        if *ws_mode.borrow_and_update() == WsMode::Down {
+            // The fault drops the connection without a close frame, as a crashed node would.
+            return;
+        }
         tokio::select! {
+            changed = ws_mode.changed() => if changed.is_err() { return },
             // An injected network drop: no close frame, the connection just ends.
             _ = drops.changed() => return,
             msg = socket.recv() => {

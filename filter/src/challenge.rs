@@ -114,16 +114,40 @@ pub fn check_presented(
     }
     let (stamp, tag) =
         challenge::read_extra(&accepted.extra).map_err(|_| ErrorReason::InvalidChallenge)?;
-    let key = match ring.for_id(stamp.key_id) {
-        Some(k) => k,
-        // An id older than the ones we hold is a challenge from a past rotation.
-        None if stamp.key_id < ring.current.key_id => return Err(ErrorReason::ChallengeExpired),
-        None => return Err(ErrorReason::InvalidChallenge),
-    };
-    match challenge::verify(&key.key, &terms(cfg, price, resource), &stamp, &tag, now) {
-        Ok(()) => Ok(stamp_extra(&stamp, &tag)),
-        Err(ChallengeError::Expired) => Err(ErrorReason::ChallengeExpired),
-        Err(_) => Err(ErrorReason::InvalidChallenge),
+    authenticate(ring, &terms(cfg, price, resource), &stamp, &tag, now)?;
+    Ok(stamp_extra(&stamp, &tag))
+}
+
+/// Whether a presented stamp is ours for `terms`. A fresh one must verify under the current or
+/// the previous key. An **expired** one that verifies under any key we hold (retired keys
+/// included) is authentic too: its payment may have confirmed after the challenge expired,
+/// and only the sidecar can admit it (within its redemption window) or record it as owed, so
+/// it is forwarded. A retired key never vouches for a fresh challenge; forged or mutated stamps
+/// and keys we no longer hold get a local 402.
+pub(crate) fn authenticate(
+    ring: &KeyRing,
+    terms: &ChallengeTerms<'_>,
+    stamp: &ChallengeStamp,
+    tag: &[u8; 32],
+    now: u64,
+) -> Result<(), ErrorReason> {
+    if let Some(key) = ring.for_id(stamp.key_id) {
+        return match challenge::verify(&key.key, terms, stamp, tag, now) {
+            Ok(()) | Err(ChallengeError::Expired) => Ok(()),
+            Err(_) => Err(ErrorReason::InvalidChallenge),
+        };
+    }
+    if let Some(key) = ring.retired(stamp.key_id) {
+        return match challenge::verify(&key.key, terms, stamp, tag, now) {
+            Err(ChallengeError::Expired) => Ok(()),
+            Ok(()) | Err(_) => Err(ErrorReason::InvalidChallenge),
+        };
+    }
+    if stamp.key_id < ring.current.key_id {
+        // From a rotation older than any key we hold: we cannot tell it from a forgery.
+        Err(ErrorReason::ChallengeExpired)
+    } else {
+        Err(ErrorReason::InvalidChallenge)
     }
 }
 

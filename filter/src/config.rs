@@ -6,7 +6,7 @@
 //! refused by name. Any error stops the plugin from starting with one log line; nothing here
 //! panics. The full schema, with an example, is in `filter/README.md`.
 
-use crate::routes::{HostMatch, PathMatch};
+use crate::routes::{HostMatch, PathMatch, Spelling};
 use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -22,6 +22,10 @@ pub const DEFAULT_RETRY_AFTER_SECS: u32 = 2;
 pub const DEFAULT_MAX_TIMEOUT_SECS: u64 = 120;
 /// Upper bound on `maxTimeoutSeconds`: a challenge should not outlive a key rotation or two.
 pub const MAX_MAX_TIMEOUT_SECS: u64 = 3_600;
+/// Default `upstreamTimeoutMs`: Envoy's default route timeout (15 s).
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 15_000;
+/// Largest `upstreamTimeoutMs` (one hour).
+pub const MAX_UPSTREAM_TIMEOUT_MS: u64 = 3_600_000;
 /// Shortest accepted shared secret (bytes).
 pub const MIN_SECRET_LEN: usize = 16;
 /// Most routes one plugin may declare (matching is linear).
@@ -104,6 +108,9 @@ pub struct Price {
     pub description: Option<String>,
     pub mime_type: Option<String>,
     pub max_timeout_secs: u64,
+    /// How long Envoy waits for the upstream on this route (`upstreamTimeoutMs`): sent to the
+    /// sidecar with each payment, so it knows how long an admitted request may be in flight.
+    pub upstream_timeout_ms: u64,
     pub failure_mode: FailureMode,
     /// This route's challenge JSON, pre-rendered (see [`crate::challenge::ChallengeTemplate`]).
     pub template: crate::challenge::ChallengeTemplate,
@@ -112,6 +119,9 @@ pub struct Price {
 }
 
 /// What a matching route does.
+// Built once per configuration, read on every request: boxing `Price` would only add an
+// indirection on the request path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteKind {
     /// Passes untouched (an exemption inside a paid prefix, for example).
@@ -127,6 +137,8 @@ pub struct Route {
     pub path: PathMatch,
     /// Upper-case method names; `None` matches any method.
     pub methods: Option<Vec<String>>,
+    /// Case and `;` parameters (`caseSensitive`, `pathParams`).
+    pub spelling: Spelling,
     pub kind: RouteKind,
 }
 
@@ -284,6 +296,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
             r,
             pay_to.as_ref(),
             &network,
+            &sidecar.cluster,
         )?);
     }
     root.finish()?;
@@ -374,6 +387,7 @@ fn parse_route(
     value: &Value,
     default_pay_to: Option<&Payee>,
     network: &str,
+    cluster: &str,
 ) -> Result<Route, ConfigError> {
     let mut o = Obj::new(path, value)?;
     let name = o
@@ -385,7 +399,7 @@ fn parse_route(
         .map(|h| HostMatch::parse(h).map_err(|p| err(o.at("host"), p)))
         .transpose()?;
 
-    let path_match = match o.opt_obj("path")? {
+    let mut path_match = match o.opt_obj("path")? {
         Some(p) => parse_path(p)?,
         None => {
             return Err(err(
@@ -445,6 +459,12 @@ fn parse_route(
             ))
         }
     };
+    let session_budget = o.opt_u64(
+        "sessionBudget",
+        crate::tagged::BATCH as u64,
+        crate::tagged::MAX_BUDGET,
+    )?;
+    let upstream_timeout_ms = o.opt_u64("upstreamTimeoutMs", 1, MAX_UPSTREAM_TIMEOUT_MS)?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
     let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
@@ -469,6 +489,8 @@ fn parse_route(
                 ("maxTimeoutSeconds", max_timeout.is_some()),
                 ("tagged", tagged),
                 ("payToPool", pay_to_pool.is_some()),
+                ("sessionBudget", session_budget.is_some()),
+                ("upstreamTimeoutMs", upstream_timeout_ms.is_some()),
             ];
             if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(err(
@@ -525,6 +547,7 @@ fn parse_route(
                 description,
                 mime_type,
                 max_timeout_secs: max_timeout.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
+                upstream_timeout_ms: upstream_timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
                 failure_mode,
                 template: crate::challenge::ChallengeTemplate::default(),
                 tagged: None,
@@ -532,24 +555,62 @@ fn parse_route(
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
             }
+            if session_budget.is_some() && !tagged {
+                return Err(err(
+                    o.at("sessionBudget"),
+                    "only applies with \"tagged\": true",
+                ));
+            }
             if tagged {
                 let pool = pay_to_pool.unwrap_or_else(|| vec![price.pay_to.clone()]);
                 price.tagged = Some(Box::new(crate::tagged::TaggedTerms::new(
-                    index, &name, pool,
+                    &name,
+                    pool,
+                    cluster,
+                    network,
+                    &price,
+                    session_budget.unwrap_or(crate::tagged::DEFAULT_BUDGET),
                 )));
             }
             price.template = crate::challenge::ChallengeTemplate::new(network, &price);
             RouteKind::Paid(price)
         }
     };
+    let spelling = parse_spelling(&mut o, matches!(kind, RouteKind::Free))?;
+    if !spelling.case_sensitive {
+        if let PathMatch::Regex(re) = path_match {
+            path_match = PathMatch::Regex(re.case_folded());
+        }
+    }
     o.finish()?;
     Ok(Route {
         name,
         host,
         path: path_match,
         methods,
+        spelling,
         kind,
     })
+}
+
+/// `caseSensitive` and `pathParams`, with the defaults of [`Spelling::default_for`].
+fn parse_spelling(o: &mut Obj<'_>, free: bool) -> Result<Spelling, ConfigError> {
+    let mut spelling = Spelling::default_for(free);
+    if let Some(b) = o.opt_bool("caseSensitive")? {
+        spelling.case_sensitive = b;
+    }
+    match o.opt_str("pathParams")? {
+        None => {}
+        Some("strip") => spelling.strip_params = true,
+        Some("keep") => spelling.strip_params = false,
+        Some(other) => {
+            return Err(err(
+                o.at("pathParams"),
+                format!("`{other}` is not \"strip\" or \"keep\""),
+            ))
+        }
+    }
+    Ok(spelling)
 }
 
 fn parse_path(mut p: Obj<'_>) -> Result<PathMatch, ConfigError> {
@@ -674,6 +735,43 @@ mod tests {
         assert_eq!(p.amount_raw, 1000);
         assert_eq!(p.failure_mode, FailureMode::Open);
         assert_eq!(p.max_timeout_secs, DEFAULT_MAX_TIMEOUT_SECS);
+    }
+
+    #[test]
+    fn route_spelling_defaults_widen_paid_routes_only() {
+        let c = parse_value(&base()).unwrap();
+        let paid = Spelling {
+            case_sensitive: false,
+            strip_params: true,
+        };
+        assert_eq!(c.routes[0].spelling, paid);
+        assert_eq!(c.routes[2].spelling, paid);
+        assert_eq!(
+            c.routes[1].spelling,
+            Spelling {
+                case_sensitive: true,
+                strip_params: true,
+            }
+        );
+        let v = with(base(), "/routes/0/caseSensitive", json!(true));
+        let v = with(v, "/routes/0/pathParams", json!("keep"));
+        let v = with(v, "/routes/1/caseSensitive", json!(false));
+        let v = with(v, "/routes/2/pathParams", json!("strip"));
+        let c = parse_value(&v).unwrap();
+        assert_eq!(
+            c.routes[0].spelling,
+            Spelling {
+                case_sensitive: true,
+                strip_params: false,
+            }
+        );
+        assert!(!c.routes[1].spelling.case_sensitive);
+        assert!(c.routes[2].spelling.strip_params);
+        let e = parse_value(&with(base(), "/routes/0/pathParams", json!("drop"))).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes[0].pathParams: `drop` is not \"strip\" or \"keep\""
+        );
     }
 
     #[test]
@@ -817,6 +915,28 @@ mod tests {
             ("/routes/1/free", json!("yes"), "routes[1].free"),
             ("/routes/1/price", json!("1"), "routes[1].free"),
             ("/routes/1/description", json!("d"), "routes[1].description"),
+            (
+                "/routes/0/caseSensitive",
+                json!("yes"),
+                "routes[0].caseSensitive",
+            ),
+            (
+                "/routes/1/caseSensitive",
+                json!(0),
+                "routes[1].caseSensitive",
+            ),
+            (
+                "/routes/0/pathParams",
+                json!("drop"),
+                "routes[0].pathParams",
+            ),
+            ("/routes/2/pathParams", json!(true), "routes[2].pathParams"),
+            (
+                "/routes/2/pathParams",
+                json!("Strip"),
+                "routes[2].pathParams",
+            ),
+            ("/routes/0/host", json!("."), "routes[0].host"),
         ];
         for (ptr, v, want) in cases {
             let cfg = with(base(), ptr, v.clone());
@@ -901,7 +1021,8 @@ mod tests {
         ) {
             for v in [json!(n), json!(s), json!([s]), json!({key.clone(): s}), Value::Null, json!(true)] {
                 for ptr in ["/sidecar", "/network", "/payTo", "/routes", "/routes/0", "/routes/0/path",
-                            "/routes/0/price", "/routes/0/methods", "/routes/0/host", "/sidecar/timeoutMs"] {
+                            "/routes/0/price", "/routes/0/methods", "/routes/0/host", "/sidecar/timeoutMs",
+                            "/routes/0/caseSensitive", "/routes/0/pathParams"] {
                     let _ = parse_value(&with(base(), ptr, v.clone()));
                 }
                 let _ = parse_value(&with(base(), &format!("/routes/0/{key}"), v.clone()));

@@ -40,12 +40,14 @@ pub trait Host {
     /// 16 random bytes, or `None` when no randomness is available.
     fn random_nonce(&mut self) -> Option<[u8; 16]>;
     /// Takes one pre-issued tagged session from the pool at `pool_key` (shared data) that is
-    /// valid for at least `min_left` more seconds. Hosts without a pool have none.
+    /// valid for at least `min_left` more seconds and signed with a key `ring` holds. Hosts
+    /// without a pool have none.
     fn pop_session(
         &mut self,
         _pool_key: &str,
         _now: u64,
         _min_left: u64,
+        _ring: &KeyRing,
     ) -> Option<crate::tagged::Session> {
         None
     }
@@ -244,7 +246,13 @@ impl Flow {
                     )
                 }
             };
-        let call = sidecar::pay_call(&cfg.sidecar, &bound, &requirements, &payment);
+        let call = sidecar::pay_call(
+            &cfg.sidecar,
+            &bound,
+            &requirements,
+            &payment,
+            price.upstream_timeout_ms,
+        );
         match host.dispatch(&call) {
             Ok(token) => {
                 self.state = State::Awaiting {
@@ -450,7 +458,7 @@ impl Flow {
         };
         let body = challenge::render_challenge(&self.cfg, price, resource, key, now, nonce, reason);
         host.count(Metric::ChallengesIssued);
-        crate::tagged::send_challenge(host, &self.cfg, price, resource, body, status, now);
+        crate::tagged::send_challenge(host, &self.cfg, price, resource, body, status, now, ring);
         self.state = State::Idle;
         Next::Pause
     }

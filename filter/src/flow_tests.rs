@@ -591,7 +591,7 @@ fn local_refusal(path: &str, mutate: impl FnOnce(&mut Value), now: u64) -> Optio
 }
 
 #[test]
-fn forged_mutated_expired_and_cross_route_challenges_are_refused_locally() {
+fn forged_mutated_and_cross_route_challenges_are_refused_locally() {
     let flip = |p: &mut Value| {
         let mac = p["accepted"]["extra"]["mac"].as_str().unwrap().to_owned();
         let flipped = match mac.strip_prefix('0') {
@@ -616,10 +616,6 @@ fn forged_mutated_expired_and_cross_route_challenges_are_refused_locally() {
     assert_eq!(
         local_refusal("/paid/report", no_extra, NOW).as_deref(),
         Some("invalid_challenge")
-    );
-    assert_eq!(
-        local_refusal("/paid/report", |_| {}, NOW + 60).as_deref(),
-        Some("challenge_expired")
     );
     // Another route's challenge: the echoed resource gives it away; without it the MAC does.
     assert_eq!(
@@ -652,6 +648,171 @@ fn forged_mutated_expired_and_cross_route_challenges_are_refused_locally() {
     assert_eq!(
         local_refusal("/paid/report", future_key, NOW).as_deref(),
         Some("invalid_challenge")
+    );
+}
+
+/// The `/v1/pay` body of the one sidecar call `h` made.
+fn pay_body(h: &MockHost) -> Value {
+    assert_eq!(h.calls.len(), 1, "one /v1/pay call");
+    serde_json::from_slice(h.calls[0].body.as_deref().unwrap_or_default()).unwrap()
+}
+
+/// Scenario: the payer's block confirms only after its challenge expired. Answering 402
+/// locally would make the payment impossible to present; the sidecar alone can admit it
+/// (within its redemption window) or record it as owed.
+#[test]
+fn an_authentic_expired_challenge_is_forwarded_to_the_sidecar() {
+    let pr = challenge_for("/paid/report");
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    h.now = NOW + 300;
+    let (_, next) = run(&mut h);
+    assert_eq!(next, Next::Pause);
+    assert!(h.responses.is_empty(), "no local 402");
+    let body = pay_body(&h);
+    assert_eq!(
+        body["requirements"]["extra"],
+        serde_json::to_value(&pr.accepts[0].extra).unwrap(),
+        "the stamp as issued"
+    );
+    assert_eq!(body["resource"], "http://api.example.com/paid/report");
+}
+
+/// The hostile side of the same rule: an expired stamp is forwarded only when its MAC is ours.
+#[test]
+fn an_expired_challenge_with_a_forged_or_mutated_stamp_gets_a_local_402() {
+    let late = NOW + 61;
+    let flip = |p: &mut Value| {
+        let mac = p["accepted"]["extra"]["mac"].as_str().unwrap().to_owned();
+        let c = if mac.starts_with('0') { "1" } else { "0" };
+        p["accepted"]["extra"]["mac"] = json!(format!("{c}{}", &mac[1..]));
+    };
+    assert_eq!(
+        local_refusal("/paid/report", flip, late).as_deref(),
+        Some("invalid_challenge")
+    );
+    let earlier = |p: &mut Value| {
+        let vb = p["accepted"]["extra"]["validBefore"].as_u64().unwrap();
+        p["accepted"]["extra"]["validBefore"] = json!(vb - 1);
+    };
+    assert_eq!(
+        local_refusal("/paid/report", earlier, late).as_deref(),
+        Some("invalid_challenge")
+    );
+    let other_nonce = |p: &mut Value| p["accepted"]["extra"]["nonce"] = json!("00".repeat(16));
+    assert_eq!(
+        local_refusal("/paid/report", other_nonce, late).as_deref(),
+        Some("invalid_challenge")
+    );
+    // Another route's expired challenge.
+    let strip_resource = |p: &mut Value| {
+        p.as_object_mut().unwrap().remove("resource");
+    };
+    assert_eq!(
+        local_refusal("/paid/other", strip_resource, late).as_deref(),
+        Some("invalid_challenge")
+    );
+    // A key older than any we hold cannot be told from a forgery.
+    let old_key = |p: &mut Value| p["accepted"]["extra"]["keyId"] = json!(3);
+    assert_eq!(
+        local_refusal("/paid/report", old_key, late).as_deref(),
+        Some("challenge_expired")
+    );
+}
+
+/// `retired` keys from `/v1/challenge-key` authenticate expired challenges only: a challenge
+/// signed with a retired key that has not expired was not issued by this system in the
+/// retired key's period (or is replayed from a leaked key) and is refused locally.
+#[test]
+fn retired_keys_are_parsed_and_used_only_for_expired_challenges() {
+    // Issued under key 10 (`[7; 32]`), presented after two rotations.
+    let pr = challenge_for("/paid/report");
+    let answer = crate::keys::parse_key_response(
+        json!({
+            "keyId": 12, "key": "0c".repeat(32), "notAfter": NOW + 900,
+            "previous": {"keyId": 11, "key": "0b".repeat(32)},
+            "retired": [{"keyId": 10, "key": "07".repeat(32)}, {"keyId": 9, "key": "zz"}, "junk"]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("parses, skipping malformed retired entries");
+    assert_eq!(answer.retired.len(), 1);
+    let ring = crate::keys::KeyRing::rotate(
+        None,
+        answer.current,
+        answer.not_after,
+        answer.previous,
+        answer.retired,
+    );
+    let ring = crate::keys::KeyRing::decode(&ring.encode()).expect("shared-data round trip");
+    assert_eq!(
+        ring.retired(10).map(|k| k.key.clone()),
+        Some(ChallengeKey([7; 32]))
+    );
+    assert!(
+        ring.for_id(10).is_none(),
+        "retired keys are not honoured keys"
+    );
+
+    // Expired: forwarded.
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    h.now = NOW + 60;
+    h.ring = Some(ring.clone());
+    let (_, next) = run(&mut h);
+    assert_eq!(next, Next::Pause);
+    assert_eq!(pay_body(&h)["requirements"]["extra"]["keyId"], 10);
+
+    // Not expired, yet under a retired key: refused without a sidecar call.
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    h.now = NOW + 59;
+    h.ring = Some(ring.clone());
+    run(&mut h);
+    assert!(h.calls.is_empty());
+    assert_eq!(error_of(&h).as_deref(), Some("invalid_challenge"));
+
+    // Without the retired key the same expired challenge cannot be authenticated.
+    let mut bare = ring;
+    bare.retired.clear();
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    h.now = NOW + 60;
+    h.ring = Some(bare);
+    run(&mut h);
+    assert!(h.calls.is_empty());
+    assert_eq!(error_of(&h).as_deref(), Some("challenge_expired"));
+
+    // Absent `retired` is empty.
+    let plain = crate::keys::parse_key_response(
+        json!({"keyId": 12, "key": "0c".repeat(32), "notAfter": 1})
+            .to_string()
+            .as_bytes(),
+    )
+    .expect("parses");
+    assert!(plain.retired.is_empty());
+}
+
+#[test]
+fn the_route_upstream_timeout_goes_to_the_sidecar() {
+    let pr = challenge_for("/paid/report");
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    run(&mut h);
+    assert_eq!(pay_body(&h)["upstreamTimeoutMs"], 15_000, "Envoy's default");
+    let mut cfg = config_json();
+    cfg["routes"][1]["upstreamTimeoutMs"] = json!(90_000);
+    let cfg = crate::config::parse(cfg.to_string().as_bytes()).expect("config");
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    Flow::new(Rc::new(cfg)).on_request_headers(&mut h);
+    assert_eq!(pay_body(&h)["upstreamTimeoutMs"], 90_000);
+    for bad in [json!(0), json!(3_600_001), json!("15000")] {
+        let mut cfg = config_json();
+        cfg["routes"][1]["upstreamTimeoutMs"] = bad;
+        let e = crate::config::parse(cfg.to_string().as_bytes()).expect_err("refused");
+        assert!(e.to_string().contains("upstreamTimeoutMs"), "{e}");
+    }
+    let mut cfg = config_json();
+    cfg["routes"][0]["upstreamTimeoutMs"] = json!(1000);
+    assert!(
+        crate::config::parse(cfg.to_string().as_bytes()).is_err(),
+        "free route"
     );
 }
 

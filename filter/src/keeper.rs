@@ -150,6 +150,7 @@ impl KeyKeeper {
                         answer.current.clone(),
                         answer.not_after,
                         answer.previous.clone(),
+                        answer.retired.clone(),
                     );
                     if host.shared_set(&shared_key, &ring.encode(), cas) {
                         *self.cache.borrow_mut() = Some(ring);

@@ -18,13 +18,16 @@ pub const ISSUE_GRACE_SECS: u64 = 30;
 pub const REFRESH_LEAD_SECS: u64 = 10;
 
 /// Shared-data key prefix; the cluster name follows, so two plugins that use different
-/// sidecars in one VM id do not mix their keys.
-pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v1.";
+/// sidecars in one VM id do not mix their keys. (v2: the ring carries retired keys.)
+pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v2.";
+
+/// Most retired keys a filter keeps (the sidecar decides which; extra ones are ignored).
+pub const MAX_RETIRED: usize = 16;
 
 /// The lease that elects one VM to fetch (value: the lease's expiry, u64 BE).
 pub const SHARED_LEASE_PREFIX: &str = "nanogate.challenge_key_lease.v1.";
 
-const CODEC_VERSION: u8 = 1;
+const CODEC_VERSION: u8 = 2;
 
 /// One key and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +43,9 @@ pub struct KeyRing {
     /// When the filter must have fetched the next key (end of the current key's period).
     pub not_after: u64,
     pub previous: Option<IdKey>,
+    /// Older keys the sidecar lists as `retired`: they only authenticate **expired**
+    /// challenges (whose payment the sidecar may still admit or record), never a fresh one.
+    pub retired: Vec<IdKey>,
 }
 
 impl KeyRing {
@@ -56,6 +62,11 @@ impl KeyRing {
         self.previous.as_ref().filter(|p| p.key_id == key_id)
     }
 
+    /// A retired key by id (only for challenges that have expired).
+    pub fn retired(&self, key_id: u64) -> Option<&IdKey> {
+        self.retired.iter().find(|k| k.key_id == key_id)
+    }
+
     /// Whether a refresh is due.
     pub fn refresh_due(&self, now: u64) -> bool {
         now.saturating_add(REFRESH_LEAD_SECS) >= self.not_after
@@ -65,11 +76,14 @@ impl KeyRing {
     /// previous when the id changed.
     /// `fetched_previous` (what the sidecar says it still honours) fills in when this ring
     /// has no older key of its own, e.g. in a filter started just after a rotation.
+    /// `retired` is taken as the sidecar sent it (it alone knows how long it still admits
+    /// late payments), minus anything not older than the honoured keys.
     pub fn rotate(
         old: Option<&KeyRing>,
         fetched: IdKey,
         not_after: u64,
         fetched_previous: Option<IdKey>,
+        mut retired: Vec<IdKey>,
     ) -> KeyRing {
         let previous = match old {
             Some(o) if o.current.key_id != fetched.key_id => Some(o.current.clone()),
@@ -78,24 +92,29 @@ impl KeyRing {
         }
         .filter(|p| p.key_id.checked_add(1) == Some(fetched.key_id))
         .or(fetched_previous);
+        let oldest_honoured = previous.as_ref().map_or(fetched.key_id, |p| p.key_id);
+        retired.retain(|k| k.key_id < oldest_honoured);
+        retired.truncate(MAX_RETIRED);
         KeyRing {
             current: fetched,
             not_after,
             previous,
+            retired,
         }
     }
 
-    /// Compact binary form for shared data: version, current (id, key), notAfter, then
-    /// optionally previous (id, key).
+    /// Compact binary form for shared data: version, current (id, key), notAfter, whether a
+    /// previous key follows (0/1) and it, then the retired keys (id, key) to the end.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 48 + 40);
+        let mut out = Vec::with_capacity(1 + 48 + 1 + 40 * (1 + self.retired.len()));
         out.push(CODEC_VERSION);
         out.extend_from_slice(&self.current.key_id.to_be_bytes());
         out.extend_from_slice(&self.current.key.0);
         out.extend_from_slice(&self.not_after.to_be_bytes());
-        if let Some(p) = &self.previous {
-            out.extend_from_slice(&p.key_id.to_be_bytes());
-            out.extend_from_slice(&p.key.0);
+        out.push(u8::from(self.previous.is_some()));
+        for k in self.previous.iter().chain(&self.retired) {
+            out.extend_from_slice(&k.key_id.to_be_bytes());
+            out.extend_from_slice(&k.key.0);
         }
         out
     }
@@ -107,15 +126,30 @@ impl KeyRing {
         }
         let (current, rest) = read_id_key(rest)?;
         let (not_after, rest) = read_u64(rest)?;
-        let previous = match rest.len() {
+        let (&has_previous, mut rest) = rest.split_first()?;
+        let previous = match has_previous {
             0 => None,
-            40 => Some(read_id_key(rest)?.0),
+            1 => {
+                let (p, r) = read_id_key(rest)?;
+                rest = r;
+                Some(p)
+            }
             _ => return None,
         };
+        if rest.len() % 40 != 0 || rest.len() / 40 > MAX_RETIRED {
+            return None;
+        }
+        let mut retired = Vec::with_capacity(rest.len() / 40);
+        while !rest.is_empty() {
+            let (k, r) = read_id_key(rest)?;
+            retired.push(k);
+            rest = r;
+        }
         Some(KeyRing {
             current,
             not_after,
             previous,
+            retired,
         })
     }
 }
@@ -176,7 +210,26 @@ pub fn parse_key_response(body: &[u8]) -> Result<KeyAnswer, &'static str> {
         current: IdKey { key_id, key },
         not_after,
         previous,
+        retired: parse_retired(v.get("retired"), key_id),
     })
+}
+
+/// `retired: [{"keyId": k, "key": "<64 hex>"}, …]`, read leniently: absent or malformed is
+/// empty, a malformed entry or one not older than `current_id` is skipped, at most
+/// [`MAX_RETIRED`] are kept.
+fn parse_retired(v: Option<&Value>, current_id: u64) -> Vec<IdKey> {
+    let Some(items) = v.and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|e| {
+            let key_id = e.get("keyId").and_then(Value::as_u64)?;
+            let key = ChallengeKey::from_hex(e.get("key").and_then(Value::as_str)?).ok()?;
+            (key_id < current_id).then_some(IdKey { key_id, key })
+        })
+        .take(MAX_RETIRED)
+        .collect()
 }
 
 /// What `GET /v1/challenge-key` answered.
@@ -185,6 +238,8 @@ pub struct KeyAnswer {
     pub current: IdKey,
     pub not_after: u64,
     pub previous: Option<IdKey>,
+    /// Keys only for authenticating expired challenges.
+    pub retired: Vec<IdKey>,
 }
 
 /// Lease value: its expiry in unix seconds.
@@ -212,13 +267,13 @@ mod tests {
 
     #[test]
     fn ring_round_trips_with_and_without_previous() {
-        let r1 = KeyRing::rotate(None, idk(5, 1), 100, None);
+        let r1 = KeyRing::rotate(None, idk(5, 1), 100, None, vec![]);
         assert_eq!(KeyRing::decode(&r1.encode()), Some(r1.clone()));
-        let r2 = KeyRing::rotate(Some(&r1), idk(6, 2), 200, None);
+        let r2 = KeyRing::rotate(Some(&r1), idk(6, 2), 200, None, vec![]);
         assert_eq!(r2.previous, Some(idk(5, 1)));
         assert_eq!(KeyRing::decode(&r2.encode()), Some(r2.clone()));
         // Same id again: previous is kept, not replaced by the same key.
-        let r3 = KeyRing::rotate(Some(&r2), idk(6, 2), 210, None);
+        let r3 = KeyRing::rotate(Some(&r2), idk(6, 2), 210, None, vec![]);
         assert_eq!(r3.previous, Some(idk(5, 1)));
         assert_eq!(r3.for_id(5), Some(&idk(5, 1)));
         assert_eq!(r3.for_id(6), Some(&idk(6, 2)));
@@ -227,24 +282,24 @@ mod tests {
 
     #[test]
     fn a_filter_started_after_a_rotation_takes_the_previous_key_from_the_sidecar() {
-        let fresh = KeyRing::rotate(None, idk(6, 2), 200, Some(idk(5, 1)));
+        let fresh = KeyRing::rotate(None, idk(6, 2), 200, Some(idk(5, 1)), vec![]);
         assert_eq!(fresh.for_id(5), Some(&idk(5, 1)));
         // Its own older key wins only when it is the one just before; a skipped period's key
         // (no longer honoured) gives way to what the sidecar sent.
-        let old = KeyRing::rotate(None, idk(3, 9), 100, None);
-        let next = KeyRing::rotate(Some(&old), idk(6, 2), 200, Some(idk(5, 1)));
+        let old = KeyRing::rotate(None, idk(3, 9), 100, None, vec![]);
+        let next = KeyRing::rotate(Some(&old), idk(6, 2), 200, Some(idk(5, 1)), vec![]);
         assert_eq!(next.previous, Some(idk(5, 1)));
     }
 
     #[test]
     fn stale_key_stops_issuing_after_the_grace() {
-        let r = KeyRing::rotate(None, idk(5, 1), 100, None);
+        let r = KeyRing::rotate(None, idk(5, 1), 100, None, vec![]);
         assert!(!r.refresh_due(100 - REFRESH_LEAD_SECS - 1));
         assert!(r.refresh_due(100 - REFRESH_LEAD_SECS));
         assert!(r.refresh_due(100));
         assert!(r.issuing(100 + ISSUE_GRACE_SECS - 1).is_some());
         assert!(r.issuing(100 + ISSUE_GRACE_SECS).is_none());
-        let far = KeyRing::rotate(None, idk(5, 1), u64::MAX, None);
+        let far = KeyRing::rotate(None, idk(5, 1), u64::MAX, None, vec![]);
         assert!(far.issuing(u64::MAX - 1).is_some());
     }
 

@@ -64,6 +64,15 @@ impl ByteSet {
         }
     }
 
+    /// Adds the other ASCII case of every letter in the set.
+    fn fold_case(&mut self) {
+        for b in (b'a'..=b'z').chain(b'A'..=b'Z') {
+            if self.contains(b) {
+                self.add(b ^ 0x20);
+            }
+        }
+    }
+
     fn contains(&self, b: u8) -> bool {
         self.0[usize::from(b >> 6)] & (1 << (b & 63)) != 0
     }
@@ -462,6 +471,16 @@ impl PathRegex {
         &self.source
     }
 
+    /// The same pattern matching ASCII letters in either case: a text matches iff some
+    /// upper/lower-case spelling of it matches the original pattern (so `[^a-z]` folds to any
+    /// byte: only ever more matches, never fewer).
+    pub fn case_folded(mut self) -> PathRegex {
+        for set in &mut self.sets {
+            set.fold_case();
+        }
+        self
+    }
+
     /// Whether the whole of `text` matches.
     pub fn is_match(&self, text: &str) -> bool {
         let n = self.insts.len();
@@ -568,6 +587,23 @@ mod tests {
     }
 
     #[test]
+    fn case_folded_matches_any_case_spelling() {
+        let re = PathRegex::new("/Items/[a-c0-9]+/x").unwrap().case_folded();
+        for t in ["/items/12/x", "/ITEMS/Ab1/X", "/iTeMs/c/x"] {
+            assert!(re.is_match(t), "{t}");
+        }
+        for t in ["/items/d/x", "/items//x", "/items/1/y"] {
+            assert!(!re.is_match(t), "{t}");
+        }
+        // Folding never loses a match the original had.
+        assert!(PathRegex::new("[^a-z]")
+            .unwrap()
+            .case_folded()
+            .is_match("q"));
+        assert!(!PathRegex::new("/Items").unwrap().is_match("/items"));
+    }
+
+    #[test]
     fn pathological_patterns_stay_linear() {
         let re = PathRegex::new("(a*)*(a|aa)*b").unwrap();
         let text = "a".repeat(20_000);
@@ -629,6 +665,20 @@ mod tests {
         ) {
             let ours = PathRegex::new(&pattern);
             if let (Ok(ours), Some(theirs)) = (ours, reference(&pattern)) {
+                proptest::prop_assert_eq!(ours.is_match(&text), theirs.is_match(&text), "{} on {}", pattern, text);
+            }
+        }
+
+        /// Folded matching is matching some case spelling: differential against regex-lite's
+        /// `(?i)` on patterns without negated classes (where the two definitions agree).
+        #[test]
+        fn case_folded_agrees_with_regex_lite_case_insensitive(
+            pattern in "([aB/.]|\\[[aBc/]{1,3}\\]|\\(|\\)|\\||[*+?]|\\\\w){0,10}",
+            text in "[aAbBcC/0-9_]{0,12}",
+        ) {
+            let ours = PathRegex::new(&pattern).map(PathRegex::case_folded);
+            let theirs = regex_lite::Regex::new(&format!("^(?i:{pattern})$")).ok();
+            if let (Ok(ours), Some(theirs)) = (ours, theirs) {
                 proptest::prop_assert_eq!(ours.is_match(&text), theirs.is_match(&text), "{} on {}", pattern, text);
             }
         }

@@ -65,12 +65,14 @@ pub fn key_call(sidecar: &SidecarConfig) -> Call {
     )
 }
 
-/// `POST /v1/pay` with the terms we rebuilt (plus the echoed stamp) and the decoded payment.
+/// `POST /v1/pay` with the terms we rebuilt (plus the echoed stamp), the decoded payment and
+/// the route's upstream timeout (how long an admitted request may be in flight).
 pub fn pay_call(
     sidecar: &SidecarConfig,
     resource: &str,
     requirements: &PaymentRequirements,
     payment: &DecodedPayment,
+    upstream_timeout_ms: u64,
 ) -> Call {
     let payment_json = match payment.to_payload_v2(None) {
         Some(p) => serde_json::to_value(p).unwrap_or(Value::Null),
@@ -80,6 +82,7 @@ pub fn pay_call(
         "resource": resource,
         "requirements": requirements,
         "payment": payment_json,
+        "upstreamTimeoutMs": upstream_timeout_ms,
     });
     Call::new(
         sidecar,

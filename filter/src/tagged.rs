@@ -2,7 +2,7 @@
 //! sidecar pre-issued, so an unpaid request still gets its 402 without a sidecar call.
 //!
 //! * The root context keeps, per tagged route, a pool of sessions in proxy-wasm shared data
-//!   (`nanogate.sessions.<route index>`, one line per session). On each tick, a VM that finds
+//!   (`nanogate.sessions.v2.<hash of the route's session terms>`, one line per session). On each tick, a VM that finds
 //!   fewer than [`LOW_WATER`] usable sessions takes a short lease and asks the sidecar for a
 //!   batch (`POST /v1/sessions`); the answer is merged into the pool with compare-and-swap.
 //! * A 402 pops one session (CAS) and adds a second `accepts[]` entry for it. An empty pool
@@ -26,7 +26,7 @@ use nanogate_protocol::x402::{DecodedPayment, ErrorReason, PaymentMechanism, Pay
 use serde_json::Value;
 use std::rc::Rc;
 
-pub const POOL_KEY_PREFIX: &str = "nanogate.sessions.";
+pub const POOL_KEY_PREFIX: &str = "nanogate.sessions.v2.";
 pub const SCOPE_PREFIX: &str = "nanogate-route:";
 pub const PATH_SESSIONS: &str = "/v1/sessions";
 /// `extra.mechanism` of the tagged offer.
@@ -39,6 +39,12 @@ pub const BATCH: usize = 16;
 pub const MAX_POOL: usize = 64;
 /// A refill lease older than this is taken over (the holder's call timed out or its VM died).
 const LEASE_SECS: u64 = 5;
+/// Default `sessionBudget`: sessions a route may request per window of `maxTimeoutSeconds`.
+/// Without demand a pool needs about `2 × BATCH` per window (its sessions are handed out only
+/// during the first half of their validity); the rest serves honest tagged payers.
+pub const DEFAULT_BUDGET: u64 = 128;
+/// Largest `sessionBudget`.
+pub const MAX_BUDGET: u64 = 65_536;
 
 /// A route's tagged-amount settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,18 +58,55 @@ pub struct TaggedTerms {
     pub key: String,
     /// Shared-data key of its refill lease.
     pub lease: String,
+    /// Shared-data key of its refill budget: `<window> <sessions requested in it>`.
+    pub budget_key: String,
+    /// Most sessions requested per window of `maxTimeoutSeconds` (`sessionBudget`).
+    pub budget: u64,
 }
 
 impl TaggedTerms {
-    pub fn new(route_index: usize, route_name: &str, pool: Vec<Payee>) -> Self {
-        let key = [POOL_KEY_PREFIX, &route_index.to_string()].concat();
+    /// The route's terms. Its pool lives under a key derived from everything a session is
+    /// bound to (sidecar cluster, network, scope, price, validity, payees): two plugin
+    /// configurations in one VM id share shared data, and must only share a pool when each
+    /// would accept the other's sessions.
+    pub fn new(
+        route_name: &str,
+        pool: Vec<Payee>,
+        cluster: &str,
+        network: &str,
+        price: &Price,
+        budget: u64,
+    ) -> Self {
+        let scope = [SCOPE_PREFIX, route_name].concat();
+        let key = pool_key(cluster, network, &scope, price, &pool);
         TaggedTerms {
             pool,
-            scope: [SCOPE_PREFIX, route_name].concat(),
+            scope,
             lease: [&key, ".lease"].concat(),
+            budget_key: [&key, ".budget"].concat(),
             key,
+            budget,
         }
     }
+}
+
+/// `nanogate.sessions.v2.<16 hex>`: the namespace of a route's pool in shared data.
+fn pool_key(cluster: &str, network: &str, scope: &str, price: &Price, pool: &[Payee]) -> String {
+    let mut terms = Vec::with_capacity(128 + pool.len() * 32);
+    for field in [cluster, network, scope] {
+        terms.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        terms.extend_from_slice(field.as_bytes());
+    }
+    terms.extend_from_slice(&price.amount_raw.to_be_bytes());
+    terms.extend_from_slice(&price.max_timeout_secs.to_be_bytes());
+    for p in pool {
+        terms.extend_from_slice(&p.key.0);
+    }
+    let digest = nanogate_protocol::nano::blake2b_256(&[&terms]);
+    let mut key = String::with_capacity(POOL_KEY_PREFIX.len() + 16);
+    key.push_str(POOL_KEY_PREFIX);
+    key.push_str(&hex::encode_lower(&digest[..8]));
+    key
 }
 
 /// A pre-issued session.
@@ -205,12 +248,24 @@ pub trait SharedData {
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
 }
 
-/// Takes one usable session from the pool (dropping stale ones), with CAS retries.
-pub fn pop(sh: &mut dyn SharedData, key: &str, now: u64, min_left: u64) -> Option<Session> {
+/// Takes one usable session from the pool, with CAS retries. Stale sessions, and sessions
+/// whose key `ring` no longer holds (the payer could pay, but this filter would refuse the
+/// presentation), are dropped on the way.
+pub fn pop(
+    sh: &mut dyn SharedData,
+    key: &str,
+    now: u64,
+    min_left: u64,
+    ring: &KeyRing,
+) -> Option<Session> {
     for _ in 0..4 {
         let (bytes, cas) = sh.get(key);
         let mut sessions = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left);
+        sessions.retain(|s| ring.for_id(s.key_id).is_some());
         if sessions.is_empty() {
+            if bytes.is_some_and(|b| !b.is_empty()) {
+                let _ = sh.set(key, b"", cas);
+            }
             return None;
         }
         let first = sessions.remove(0);
@@ -297,7 +352,23 @@ pub fn parse_sessions(body: &[u8]) -> Vec<Session> {
         .unwrap_or_default()
 }
 
-/// The root context's pool keeper: refills the pools of tagged routes.
+/// Sessions already requested in `window`, from the budget value `<window> <count>`.
+fn budget_used(value: Option<&[u8]>, window: u64) -> u64 {
+    let text = value
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or("");
+    let mut it = text.split(' ');
+    match (
+        it.next().and_then(|w| w.parse::<u64>().ok()),
+        it.next().and_then(|c| c.parse::<u64>().ok()),
+    ) {
+        (Some(w), Some(c)) if w == window => c,
+        _ => 0,
+    }
+}
+
+/// The root context's pool keeper: refills the pools of tagged routes, within each route's
+/// budget of `sessionBudget` sessions per window of `maxTimeoutSeconds`.
 pub struct PoolKeeper {
     cfg: Rc<Config>,
     /// In-flight refills: (call token, route index).
@@ -333,6 +404,14 @@ impl PoolKeeper {
             if have.len() >= LOW_WATER {
                 continue;
             }
+            // The budget: a flood of 402s drains the pool, never the store. Checked before
+            // the lease so an exhausted route costs one shared-data read per tick.
+            let window = now / price.max_timeout_secs.max(1);
+            let (budget, budget_cas) = host.shared_get(&t.budget_key);
+            let used = budget_used(budget.as_deref(), window);
+            if used.saturating_add(BATCH as u64) > t.budget {
+                continue;
+            }
             // The lease: one VM refills at a time.
             let lease_key = &t.lease;
             let (lease, cas) = host.shared_get(lease_key);
@@ -347,6 +426,14 @@ impl PoolKeeper {
             let mut stamp = String::new();
             push_num(&mut stamp, u128::from(now));
             if !host.shared_set(lease_key, stamp.as_bytes(), cas) {
+                continue;
+            }
+            let mut spent = String::new();
+            push_num(&mut spent, u128::from(window));
+            spent.push(' ');
+            push_num(&mut spent, u128::from(used.saturating_add(BATCH as u64)));
+            if !host.shared_set(&t.budget_key, spent.as_bytes(), budget_cas) {
+                let _ = host.shared_set(lease_key, b"0", None);
                 continue;
             }
             match host.dispatch(&sessions_call(&cfg, price, t)) {
@@ -449,11 +536,6 @@ fn check_presented(
         .ok_or(ErrorReason::InvalidChallenge)?;
     let (stamp, tag) =
         challenge::read_extra(&accepted.extra).map_err(|_| ErrorReason::InvalidChallenge)?;
-    let idk = match ring.for_id(stamp.key_id) {
-        Some(k) => k,
-        None if stamp.key_id < ring.current.key_id => return Err(ErrorReason::ChallengeExpired),
-        None => return Err(ErrorReason::InvalidChallenge),
-    };
     let terms = ChallengeTerms {
         network: &cfg.network,
         scheme: crate::challenge::SCHEME,
@@ -463,12 +545,9 @@ fn check_presented(
         resource: &t.scope,
         mechanism: Mechanism::TaggedSession,
     };
-    match challenge::verify(&idk.key, &terms, &stamp, &tag, now) {
-        // An authentic session that expired may still be finished by the sidecar (a payment
-        // made in time) or be reported as late: let it decide.
-        Ok(()) | Err(challenge::ChallengeError::Expired) => {}
-        Err(_) => return Err(ErrorReason::InvalidChallenge),
-    }
+    // An authentic session that expired may still be finished by the sidecar (a payment
+    // made in time) or be reported as late: let it decide.
+    crate::challenge::authenticate(ring, &terms, &stamp, &tag, now)?;
     let requirements = PaymentRequirements {
         scheme: crate::challenge::SCHEME.to_owned(),
         network: cfg.network.clone(),
@@ -501,6 +580,7 @@ fn has_payment<H: Host + ?Sized>(host: &H) -> bool {
 /// tagged offer from the route's pool when there is one (never while the request already
 /// carries a payment: a rejected retry is not a new customer), and answers a browser with the
 /// paywall page.
+#[allow(clippy::too_many_arguments)]
 pub fn send_challenge<H: Host + ?Sized>(
     host: &mut H,
     cfg: &Config,
@@ -509,11 +589,12 @@ pub fn send_challenge<H: Host + ?Sized>(
     mut body: Vec<u8>,
     status: u32,
     now: u64,
+    ring: &KeyRing,
 ) {
     // Only tagged routes look further (the plain 402 path stays as it was).
     let session = match &price.tagged {
         Some(t) if !has_payment(host) => {
-            let s = host.pop_session(&t.key, now, min_left(price));
+            let s = host.pop_session(&t.key, now, min_left(price), ring);
             if s.is_none() {
                 host.count(Metric::SessionPoolEmpty);
             }
@@ -624,16 +705,23 @@ mod tests {
         // Duplicate id 1 ignored; session 9 has less than 10 s left.
         let mut got = Vec::new();
         m.fail_next = 1;
-        while let Some(s) = pop(&mut m, "k", 100, 10) {
+        let ring = crate::tests_support::ring(7, 10_000);
+        while let Some(s) = pop(&mut m, "k", 100, 10, &ring) {
             got.push(s.id);
         }
         assert_eq!(got.len(), 3);
         got.dedup();
         assert_eq!(got.len(), 3);
-        assert_eq!(pop(&mut m, "k", 100, 10), None);
+        assert_eq!(pop(&mut m, "k", 100, 10, &ring), None);
         // Past their validity, pooled sessions are never handed out.
         assert!(push(&mut m, "k", &fresh, 100, 10));
-        assert_eq!(pop(&mut m, "k", 995, 10), None);
+        assert_eq!(pop(&mut m, "k", 995, 10, &ring), None);
+        // Nor sessions whose key this filter no longer holds (it would refuse them after
+        // the payer paid): they are dropped from the pool.
+        assert!(push(&mut m, "k", &fresh, 100, 10));
+        let rotated = crate::tests_support::ring(9, 10_000);
+        assert_eq!(pop(&mut m, "k", 100, 10, &rotated), None);
+        assert_eq!(pop(&mut m, "k", 100, 10, &ring), None, "dropped, not kept");
     }
 
     #[test]
@@ -752,7 +840,8 @@ mod tests {
         let cfg = tagged_config();
         let t = price(&cfg, 0).tagged.as_ref().expect("tagged");
         assert_eq!(t.pool.len(), 2);
-        assert_eq!(t.key, "nanogate.sessions.0");
+        assert!(t.key.starts_with("nanogate.sessions.v2."), "{}", t.key);
+        assert_eq!(t.key.len(), POOL_KEY_PREFIX.len() + 16);
         assert!(price(&cfg, 1).tagged.is_none());
         let bad = |route: Value| {
             let v = json!({
@@ -776,6 +865,202 @@ mod tests {
             json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "tagged": true, "payToPool": ["nano_x"]}),
         );
         assert!(e.contains("payToPool[0]"), "{e}");
+    }
+
+    /// A root host over shared data that records the refill calls.
+    #[derive(Default)]
+    struct Root {
+        now: u64,
+        shared: Mem,
+        calls: Vec<Call>,
+    }
+
+    impl RootHost for Root {
+        fn now_unix(&self) -> u64 {
+            self.now
+        }
+        fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            self.shared.get(key)
+        }
+        fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+            self.shared.set(key, value, cas)
+        }
+        fn dispatch(&mut self, call: &Call) -> Result<u32, String> {
+            self.calls.push(call.clone());
+            Ok(self.calls.len() as u32)
+        }
+        fn count(&mut self, _metric: Metric) {}
+        fn log(&self, _level: Level, _message: &str) {}
+    }
+
+    /// The sidecar's answer to refill call `token`: `count` fresh sessions to `pay_to`.
+    fn answer(token: u32, count: u32, pay_to: &str, valid_before: u64) -> Vec<u8> {
+        let sessions: Vec<Value> = (0..count)
+            .map(|i| {
+                json!({"id": format!("{:016x}{:016x}", token, i), "payTo": pay_to,
+                       "amount": "1001", "validBefore": valid_before, "keyId": 7,
+                       "mac": "ab".repeat(32)})
+            })
+            .collect();
+        json!({ "sessions": sessions }).to_string().into_bytes()
+    }
+
+    fn config_with(route: Value) -> Config {
+        let cfg = json!({
+            "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+            "network": "nano:devnet", "payTo": POOL_A, "routes": [route]
+        });
+        crate::config::parse(cfg.to_string().as_bytes()).expect("config")
+    }
+
+    /// Scenario: two plugin configurations in one `vm_id` (one shared-data space) each have a
+    /// tagged route at index 0, with different prices. Neither may offer the other's
+    /// sessions: the payer would pay, and the filter that checks the presentation would refuse.
+    #[test]
+    fn two_configurations_on_one_vm_never_offer_each_others_sessions() {
+        let a = Rc::new(config_with(
+            json!({"name": "tagged", "path": {"prefix": "/t/"},
+            "priceRaw": "1000", "tagged": true, "maxTimeoutSeconds": 600}),
+        ));
+        let b = Rc::new(config_with(
+            json!({"name": "tagged", "path": {"prefix": "/t/"},
+            "priceRaw": "2000", "tagged": true, "payToPool": [POOL_B], "maxTimeoutSeconds": 600}),
+        ));
+        let ring = crate::tests_support::ring(7, 10_000);
+        let mut h = Root {
+            now: 1_000,
+            ..Root::default()
+        };
+        let mut ka = PoolKeeper::new(Rc::clone(&a));
+        ka.tick(&mut h);
+        assert_eq!(h.calls.len(), 1);
+        ka.on_answer(
+            &mut h,
+            1,
+            Some(200),
+            Some(&answer(1, BATCH as u32, POOL_A, 1_600)),
+        );
+        let (pa, pb) = (price(&a, 0), price(&b, 0));
+        let (ta, tb) = (
+            pa.tagged.as_ref().expect("tagged"),
+            pb.tagged.as_ref().expect("tagged"),
+        );
+        assert_ne!(ta.key, tb.key, "pools are namespaced per configuration");
+        // B's pool is its own: empty until B's own refill, which B therefore starts.
+        assert_eq!(
+            pop(&mut h.shared, &tb.key, 1_000, min_left(pb), &ring),
+            None
+        );
+        let mut kb = PoolKeeper::new(Rc::clone(&b));
+        kb.tick(&mut h);
+        assert_eq!(h.calls.len(), 2, "B refills its own pool");
+        let body: Value =
+            serde_json::from_slice(h.calls[1].body.as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(body["price"], "2000");
+        kb.on_answer(&mut h, 2, Some(200), Some(&answer(2, 3, POOL_B, 1_600)));
+        let got = pop(&mut h.shared, &tb.key, 1_000, min_left(pb), &ring).expect("B's session");
+        assert_eq!(got.pay_to, POOL_B);
+        // A's pool still holds all of A's sessions.
+        let (bytes, _) = h.shared.get(&ta.key);
+        assert_eq!(
+            decode_pool(&bytes.unwrap_or_default(), 1_000, 0).len(),
+            BATCH
+        );
+        // Identical session terms may share a pool (each accepts the other's sessions).
+        let a2 = config_with(json!({"name": "tagged", "path": {"prefix": "/other/"},
+            "priceRaw": "1000", "tagged": true, "maxTimeoutSeconds": 600}));
+        assert_eq!(price(&a2, 0).tagged.as_ref().map(|t| &t.key), Some(&ta.key));
+    }
+
+    /// Scenario (#13): a flood of unpaid requests on a tagged route. Each 402 pops a session;
+    /// refills must stay within the route's budget per validity window, so the flood drains
+    /// the pool, never the store.
+    #[test]
+    fn a_flood_of_402s_triggers_at_most_the_budgeted_refills() {
+        let cfg = Rc::new(config_with(
+            json!({"name": "tagged", "path": {"prefix": "/t/"},
+            "priceRaw": "1000", "tagged": true, "maxTimeoutSeconds": 600}),
+        ));
+        let p = price(&cfg, 0);
+        let t = p.tagged.as_ref().expect("tagged");
+        assert_eq!(t.budget, DEFAULT_BUDGET);
+        let ring = crate::tests_support::ring(7, 10_000);
+        let start = 6_000; // a window boundary (600 s windows)
+        let mut h = Root {
+            now: start,
+            ..Root::default()
+        };
+        let mut k = PoolKeeper::new(Rc::clone(&cfg));
+        let (mut offered, mut requests) = (0u64, 0u64);
+        // Two windows, one tick a second, 20 unpaid requests between ticks: 24 000 402s.
+        for second in 0..1_200u64 {
+            h.now = start + second;
+            let before = h.calls.len();
+            k.tick(&mut h);
+            if h.calls.len() > before {
+                let token = h.calls.len() as u32;
+                let vb = h.now + 600;
+                k.on_answer(
+                    &mut h,
+                    token,
+                    Some(200),
+                    Some(&answer(token, BATCH as u32, POOL_A, vb)),
+                );
+            }
+            for _ in 0..20 {
+                requests += 1;
+                if pop(&mut h.shared, &t.key, h.now, min_left(p), &ring).is_some() {
+                    offered += 1;
+                }
+            }
+        }
+        let asked: u64 = h
+            .calls
+            .iter()
+            .map(|c| {
+                let v: Value = serde_json::from_slice(c.body.as_deref().unwrap_or_default())
+                    .unwrap_or_default();
+                v["count"].as_u64().unwrap_or(0)
+            })
+            .sum();
+        assert_eq!(requests, 24_000);
+        assert!(
+            asked <= 2 * DEFAULT_BUDGET,
+            "{asked} sessions requested in two windows (budget {DEFAULT_BUDGET} per window)"
+        );
+        assert!(h.calls.len() as u64 <= 2 * DEFAULT_BUDGET / BATCH as u64);
+        // The budget was used, not starved: the pool was refilled in each window.
+        assert!(offered >= DEFAULT_BUDGET, "{offered} tagged offers");
+    }
+
+    #[test]
+    fn the_session_budget_is_validated() {
+        let ok = config_with(
+            json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "tagged": true,
+            "sessionBudget": 1024}),
+        );
+        assert_eq!(price(&ok, 0).tagged.as_ref().map(|t| t.budget), Some(1024));
+        for (route, what) in [
+            (
+                json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "tagged": true, "sessionBudget": 15}),
+                "sessionBudget",
+            ),
+            (
+                json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "tagged": true, "sessionBudget": 65_537}),
+                "sessionBudget",
+            ),
+            (
+                json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "sessionBudget": 64}),
+                "sessionBudget",
+            ),
+        ] {
+            let v = json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": "nano:devnet", "payTo": POOL_A, "routes": [route]
+            });
+            let e = crate::config::parse(v.to_string().as_bytes()).expect_err("refused");
+            assert!(e.to_string().contains(what), "{e}");
+        }
     }
 
     #[test]

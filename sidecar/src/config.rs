@@ -59,6 +59,9 @@ pub struct TaggedConfig {
     pub tag_space: u64,
     /// How long expired sessions are kept so that late payments are recognized.
     pub retention_secs: u64,
+    /// How often the pool accounts are reconciled against the ledger (besides at start, on
+    /// every WebSocket reconnect and when the watcher fell behind).
+    pub reconcile_secs: u64,
 }
 
 impl Default for TaggedConfig {
@@ -66,6 +69,7 @@ impl Default for TaggedConfig {
         TaggedConfig {
             tag_space: 999_999_999_999,
             retention_secs: 86_400,
+            reconcile_secs: 30,
         }
     }
 }
@@ -281,6 +285,11 @@ pub struct Cli {
     /// Tagged sessions: seconds expired sessions are kept to recognize late payments [default: 86400].
     #[arg(long, env = "NANOGATE_SESSION_RETENTION_SECS")]
     pub session_retention_secs: Option<u64>,
+    /// Tagged sessions: seconds between reconciliations of the pool accounts against the
+    /// ledger (catching up on sends the WebSocket missed; also at start and on reconnect)
+    /// [default: 30].
+    #[arg(long, env = "NANOGATE_RECONCILE_SECS")]
+    pub reconcile_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -344,6 +353,7 @@ impl Config {
         set(&mut c.log, cli.log);
         set(&mut c.tagged.tag_space, cli.tag_space);
         set(&mut c.tagged.retention_secs, cli.session_retention_secs);
+        set(&mut c.tagged.reconcile_secs, cli.reconcile_secs);
         c.validate()?;
         Ok(c)
     }
@@ -383,6 +393,9 @@ impl Config {
         }
         if self.pay_to_keys().is_err() {
             return bad("facilitator.pay_to holds an invalid nano_ address");
+        }
+        if !(1..=3_600).contains(&self.tagged.reconcile_secs) {
+            return bad("tagged.reconcile_secs must be 1 to 3600");
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use crate::api;
 use crate::config::Config;
+use crate::engine::reconcile::spawn_reconciler;
 use crate::engine::tagged::{spawn_watcher, TaggedSettings};
 use crate::engine::{unix_now, Engine, EngineConfig};
 use crate::keys::ChallengeKeys;
@@ -113,6 +114,7 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
     // Tagged sessions: follow confirmations to the pool accounts (marks sessions paid, records
     // stray payments), starting with the accounts of sessions still open.
     let confirmations = node.confirmations().subscribe();
+    let resubscribed = node.confirmations().ws_status();
     let ledger: Arc<dyn Ledger> = Arc::new(node);
     let state = state_with(cfg, store, ledger, metrics)?;
     let window = Duration::from_secs(cfg.settlement.max_wait_secs.saturating_add(5));
@@ -120,6 +122,14 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
     if let Err(e) = state.engine.rewatch_open_sessions().await {
         tracing::warn!(error = %e, "could not list the accounts of open sessions");
     }
+    // Catch up from the ledger on what the WebSocket missed: now (a restart), after every
+    // reconnect, when the watcher lagged, and periodically.
+    spawn_reconciler(
+        &state.engine,
+        Some(resubscribed),
+        Duration::from_secs(cfg.tagged.reconcile_secs),
+        window,
+    );
     Ok(state)
 }
 

@@ -156,6 +156,37 @@ async fn open_sessions_on_one_account_get_distinct_amounts_spread_over_the_pool(
     assert_eq!(r.status(), 401);
 }
 
+/// Scenario: a route asks for sessions longer than two key periods (an hour, at the default
+/// 300 s rotation). Were they issued as asked, the wallet could pay a session that the key
+/// ring no longer verifies. Each session must end while its key is still honoured.
+#[tokio::test]
+async fn sessions_longer_than_the_key_periods_end_while_their_key_is_honoured() {
+    let (_d, _db, sc) = setup(&[], 999_999_999_999).await;
+    let before = now();
+    let sessions = issue(&sc, 8, &pool(), 3_600).await;
+    let after = now();
+    assert_eq!(sessions.len(), 8);
+    let keys = ChallengeKeys::new(CHALLENGE_SECRET.as_bytes().to_vec(), 300);
+    for s in &sessions {
+        let vb = s["validBefore"].as_u64().expect("validBefore");
+        let key_id = s["keyId"].as_u64().expect("keyId");
+        assert!(
+            keys.honoured(key_id, vb - 1).is_some(),
+            "session key {key_id} is no longer honoured at its last valid second {}",
+            vb - 1
+        );
+        assert!(vb <= before + 3_600 + 1, "never longer than asked");
+        assert!(vb >= before + 300, "at least one key period of validity");
+        assert!(vb <= after + 600, "at most two key periods");
+    }
+    // A validity of one key period is issued as asked.
+    let short = issue(&sc, 2, &pool(), 300).await;
+    for s in &short {
+        let vb = s["validBefore"].as_u64().expect("validBefore");
+        assert!(vb >= before + 300 && vb <= now() + 300, "{vb}");
+    }
+}
+
 #[tokio::test]
 async fn tagged_payment_is_admitted_once_and_its_hash_never_buys_another_session() {
     let payer = key(1);
@@ -388,4 +419,130 @@ async fn replicas_on_postgres_never_share_an_amount_and_admit_a_tagged_payment_o
     a.stop().await;
     b.stop().await;
     db.cleanup().await;
+}
+
+/// Presents `s` without a proof until admitted (the watcher or the reconciler must have
+/// matched the send), at most `secs` seconds.
+async fn admitted_within(sc: &Sidecar, s: &Value, secs: u64) -> Value {
+    let mut v = Value::Null;
+    for _ in 0..secs * 5 {
+        v = present(sc, s, None).await;
+        if verdict(&v) == "admit" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    v
+}
+
+/// Scenario 4: the node's WebSocket is down while a wallet pays a session (the push is never
+/// sent). Once the sidecar reconnects it catches up from the ledger: the session alone (no
+/// proof, as the browser paywall presents it) is admitted, and a send matching no session is
+/// listed as stray rather than forgotten.
+#[tokio::test]
+async fn a_payment_sent_while_the_websocket_is_down_is_caught_up_from_the_ledger() {
+    use nanogate_devnet::WsMode;
+    let payer = key(20);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 300).await[0];
+    d.faults().set_ws(WsMode::Down);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s)).await;
+    let stray = broadcast(&d, &payer, payee(), amount(s) + 7).await;
+    d.faults().set_ws(WsMode::Normal);
+    let v = admitted_within(&sc, s, 20).await;
+    assert_admit(&v);
+    assert_eq!(v["transaction"].as_str(), Some(hash.to_hex().as_str()));
+    // The unmatched send is judged after the settle window (max_wait_secs + 5).
+    let mut listed = false;
+    for _ in 0..60 {
+        if strays(&sc).await.iter().any(|x| {
+            x["hash"].as_str() == Some(stray.to_hex().as_str()) && x["reason"] == "unmatched"
+        }) {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        listed,
+        "the unmatched send is listed: {:?}",
+        strays(&sc).await
+    );
+}
+
+/// Scenario 4 across a restart: the sidecar is stopped while two sessions are paid; the
+/// payee's wallet pockets one of the sends meanwhile (so only the account's own chain shows
+/// it, read from the stored cursor), the other stays receivable. The new process catches up
+/// on both and admits both sessions.
+#[tokio::test]
+async fn payments_sent_while_the_sidecar_is_stopped_are_admitted_after_the_restart() {
+    let payer = key(21);
+    let wallet = key(200); // the payee's own wallet (payee() is its account)
+    let d = devnet(&[&payer], Confirm::AfterMs(20)).await;
+    // The payee account exists before the sidecar follows it.
+    let first = broadcast(&d, &payer, payee(), 1).await;
+    let open = nanogate_devnet::blocks::open(&wallet, first, 1);
+    let open_hash = d.ledger().process(&open).expect("open");
+    assert!(
+        d.ledger()
+            .wait_confirmed(&open_hash, Duration::from_secs(10))
+            .await
+    );
+
+    let db = Db::sqlite();
+    let cfg = devnet_config(&d, &db);
+    let sc = Sidecar::start(&cfg).await;
+    let s = issue(&sc, 2, &[payee()], 300).await;
+    // Following the account starts with a pass that sets its cursor at the frontier.
+    let store = sc.state.engine.store().clone();
+    let mut head = None;
+    for _ in 0..50 {
+        head = store
+            .cursor(&payee().to_hex())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.head);
+        if head.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(head, Some(open_hash.to_hex()), "cursor at the frontier");
+    sc.stop().await;
+
+    let h1 = broadcast(&d, &payer, pay_to(&s[0]), amount(&s[0])).await;
+    let h2 = broadcast(&d, &payer, pay_to(&s[1]), amount(&s[1])).await;
+    let recv = nanogate_devnet::blocks::receive(&wallet, open_hash, 1, h2, amount(&s[1]));
+    let recv_hash = d.ledger().process(&recv).expect("receive");
+    assert!(
+        d.ledger()
+            .wait_confirmed(&recv_hash, Duration::from_secs(10))
+            .await
+    );
+
+    let sc = Sidecar::start(&cfg).await;
+    for (s, h) in [(&s[0], h1), (&s[1], h2)] {
+        let v = admitted_within(&sc, s, 20).await;
+        assert_admit(&v);
+        assert_eq!(v["transaction"].as_str(), Some(h.to_hex().as_str()));
+    }
+    let head = store_head(&sc).await;
+    assert_eq!(
+        head,
+        Some(recv_hash.to_hex()),
+        "the cursor moved past the receive"
+    );
+}
+
+async fn store_head(sc: &Sidecar) -> Option<String> {
+    sc.state
+        .engine
+        .store()
+        .cursor(&payee().to_hex())
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.head)
 }

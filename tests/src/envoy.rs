@@ -71,6 +71,34 @@ pub fn render(template: &str, vars: &[(&str, String)]) -> Result<String, String>
     Ok(out)
 }
 
+/// Rewrites the plugin configuration of a rendered bootstrap: the JSON block scalar after the
+/// first `value: |` (as in `envoy/envoy.yaml`), parsed, handed to `edit`, written back in place.
+pub fn edit_plugin_config(
+    yaml: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<String, String> {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("value: |"))
+        .ok_or("no `value: |` block in the bootstrap")?;
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let outer = indent(lines[start]);
+    let end = lines[start + 1..]
+        .iter()
+        .position(|l| !l.trim().is_empty() && indent(l) <= outer)
+        .map_or(lines.len(), |n| start + 1 + n);
+    let body = lines[start + 1..end].join("\n");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("plugin configuration: {e}"))?;
+    edit(&mut config);
+    let pad = " ".repeat(outer + 2);
+    let mut out: Vec<String> = lines[..=start].iter().map(|l| l.to_string()).collect();
+    out.push(format!("{pad}{config}"));
+    out.extend(lines[end..].iter().map(|l| l.to_string()));
+    Ok(out.join("\n") + "\n")
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A fresh scratch directory for one Envoy (removed on drop of [`Envoy`]).
@@ -246,5 +274,16 @@ mod tests {
             .contains("${Y}"));
         assert!(render("${X", &[]).is_err());
         assert_eq!(render("no vars", &[]).as_deref(), Ok("no vars"));
+    }
+
+    #[test]
+    fn edit_plugin_config_rewrites_only_the_json_block() {
+        let yaml = "a:\n  value: |\n    {\"routes\": [1],\n     \"x\": 2}\n  next: 3\n";
+        let out = edit_plugin_config(yaml, |c| c["routes"] = serde_json::json!([1, 2])).unwrap();
+        assert_eq!(
+            out,
+            "a:\n  value: |\n    {\"routes\":[1,2],\"x\":2}\n  next: 3\n"
+        );
+        assert!(edit_plugin_config("a: 1", |_| {}).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod envoy;
 pub mod ports;
 pub mod procs;
+pub mod raw_http;
 pub mod sidecar;
 pub mod stack;
 pub mod upstream;

@@ -51,6 +51,8 @@ struct FakeState {
     outcomes: Mutex<Vec<Value>>,
     key_fetches: Mutex<u32>,
     unauthorized: Mutex<u32>,
+    /// `POST /v1/sessions` bodies.
+    session_requests: Mutex<Vec<Value>>,
 }
 
 struct FakeSidecar {
@@ -73,6 +75,7 @@ impl FakeSidecar {
             .route("/v1/challenge-key", get(challenge_key))
             .route("/v1/pay", post(pay))
             .route("/v1/outcome", post(outcome))
+            .route("/v1/sessions", post(sessions))
             .with_state(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -233,6 +236,63 @@ async fn pay(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byte
         )
             .into_response(),
     }
+}
+
+/// Issues `count` sessions as the real sidecar does (payee `payTo[0]`, amount = price + a
+/// small tag, MAC'd for the scope with `Mechanism::TaggedSession`).
+async fn sessions(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    lock(&state.session_requests).push(req.clone());
+    let (Some(price), Some(pay_to), Some(scope), Some(validity), Some(count)) = (
+        req["price"].as_str().and_then(|p| parse_raw(p).ok()),
+        req["payTo"][0]
+            .as_str()
+            .and_then(|a| PublicKey::from_address(a).ok()),
+        req["scope"].as_str(),
+        req["validitySeconds"].as_u64(),
+        req["count"].as_u64(),
+    ) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (key_id, _) = lock(&state.key).unwrap_or((KEY_ID, 3600));
+    let key = ChallengeKey::derive(MASTER, key_id);
+    let out: Vec<Value> = (0..count)
+        .map(|_| {
+            let id: [u8; 16] = rand::random();
+            let tag = u128::from(rand::random::<u8>()) + 1;
+            let stamp = challenge::ChallengeStamp {
+                valid_before: now + validity,
+                nonce: id,
+                key_id,
+            };
+            let terms = ChallengeTerms {
+                network: NETWORK,
+                scheme: "exact",
+                asset: "XNO",
+                pay_to,
+                amount: price + tag,
+                resource: scope,
+                mechanism: Mechanism::TaggedSession,
+            };
+            json!({
+                "id": nanogate_protocol::hex::encode_lower(&id), "payTo": pay_to.to_address(),
+                "amount": (price + tag).to_string(), "tag": tag.to_string(),
+                "validBefore": now + validity, "keyId": key_id,
+                "mac": nanogate_protocol::hex::encode_lower(&challenge::mac(&key, &terms, &stamp)),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "sessions": out })).into_response()
 }
 
 async fn outcome(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -757,4 +817,164 @@ async fn other_spellings_of_a_paid_path_are_still_paid() {
         s.upstream.requests().is_empty(),
         "nothing unpaid reached the upstream"
     );
+}
+
+/// Two listeners whose nanogate filters share one `vm_id` (so one shared-data space) but have
+/// different plugin configurations: a tagged route named `tagged` at index 0 in both, priced
+/// `price_a` / `price_b` raw, paying `PAY_TO` / `pay_to_b`.
+fn two_configs_bootstrap(
+    listeners: (u16, u16),
+    admin: u16,
+    upstream: u16,
+    sidecar: u16,
+    prices: (u128, u128),
+    pay_to_b: &str,
+) -> String {
+    let listener = |name: &str, port: u16, price: u128, pay_to: &str| {
+        format!(
+            r#"
+  - name: {name}
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {name}
+          route_config:
+            virtual_hosts:
+            - name: upstream
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: upstream }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: nanogate
+                root_id: nanogate
+                vm_config:
+                  vm_id: nanogate
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: "{wasm}" }} }}
+                failure_policy: FAIL_CLOSED
+                configuration:
+                  "@type": type.googleapis.com/google.protobuf.StringValue
+                  value: |
+                    {{"sidecar": {{"cluster": "nanogate_sidecar", "authority": "nanogate-sidecar",
+                                  "timeoutMs": {SIDECAR_TIMEOUT_MS}, "secret": "{SECRET}"}},
+                     "network": "{NETWORK}", "payTo": "{pay_to}",
+                     "routes": [{{"name": "tagged", "path": {{"prefix": "/tagged/"}},
+                                 "priceRaw": "{price}", "tagged": true, "maxTimeoutSeconds": 120}}]}}
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#,
+            wasm = envoy::filter_wasm().display(),
+        )
+    };
+    let cluster = |name: &str, port: u16| {
+        format!(
+            r#"
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {port} }}"#
+        )
+    };
+    format!(
+        "admin:\n  address:\n    socket_address: {{ address: 127.0.0.1, port_value: {admin} }}\n\
+         static_resources:\n  listeners:{}{}\n  clusters:{}{}\n",
+        listener("a", listeners.0, prices.0, PAY_TO),
+        listener("b", listeners.1, prices.1, pay_to_b),
+        cluster("upstream", upstream),
+        cluster("nanogate_sidecar", sidecar),
+    )
+}
+
+/// The tagged offer of a 402 from `port`, waiting (bounded) for that configuration's pool.
+async fn tagged_offer_at(http: &reqwest::Client, port: u16, envoy: &Envoy) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/tagged/x"))
+            .send()
+            .await
+            .expect("request through envoy");
+        if r.status() == 402 {
+            let (pr, _) = payment_required(r).await;
+            if let Some(o) = pr
+                .accepts
+                .iter()
+                .find(|a| a.extra.get("mechanism").and_then(Value::as_str) == Some("tagged"))
+            {
+                return serde_json::to_value(o).expect("offer");
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tagged offer on port {port}:\n{}",
+            envoy.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Scenario 6 of #12, in real Envoy: two plugin configurations on one `vm_id` share shared
+/// data. Each must offer only sessions issued for its own terms (its price and payee): a
+/// session of the other configuration would be paid, then refused by this one's filter.
+#[tokio::test]
+async fn two_plugin_configurations_on_one_vm_id_never_offer_each_others_sessions() {
+    const PAY_TO_B: &str = "nano_18gmu6engqhgtjnppqam181o5nfhj4sdtgyhy36dan3jr9spt84rzwmktafc";
+    let (price_a, price_b) = (1_000u128, 1_000_000u128);
+    let upstream = Upstream::start().await;
+    let sidecar = FakeSidecar::start().await;
+    let (a, b, admin) = (free_port(), free_port(), free_port());
+    let config = two_configs_bootstrap(
+        (a, b),
+        admin,
+        upstream.port,
+        sidecar.port,
+        (price_a, price_b),
+        PAY_TO_B,
+    );
+    let envoy = Envoy::start(&config, admin).await;
+    let http = reqwest::Client::new();
+    // A's pool first, so that B would find it already full if the pools were shared.
+    let offer_a = tagged_offer_at(&http, a, &envoy).await;
+    let offer_b = tagged_offer_at(&http, b, &envoy).await;
+    for _ in 0..5 {
+        for (port, price, pay_to) in [(a, price_a, PAY_TO), (b, price_b, PAY_TO_B)] {
+            let o = tagged_offer_at(&http, port, &envoy).await;
+            let amount = o["amount"]
+                .as_str()
+                .and_then(|x| parse_raw(x).ok())
+                .unwrap_or(0);
+            assert!(
+                amount > price && amount <= price + 256,
+                "port {port} offers a session of another configuration: {o}"
+            );
+            assert_eq!(o["payTo"], pay_to, "{o}");
+            assert_eq!(
+                o["extra"]["nanoSession"]["resourceAmountRaw"],
+                price.to_string()
+            );
+        }
+    }
+    assert_ne!(offer_a["extra"]["nonce"], offer_b["extra"]["nonce"]);
+    // Each configuration asked for its own sessions.
+    let asked: Vec<String> = lock(&sidecar.state.session_requests)
+        .iter()
+        .filter_map(|r| r["price"].as_str().map(str::to_owned))
+        .collect();
+    assert!(asked.contains(&price_a.to_string()), "{asked:?}");
+    assert!(asked.contains(&price_b.to_string()), "{asked:?}");
 }

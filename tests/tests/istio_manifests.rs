@@ -203,6 +203,20 @@ fn wasmplugins_pass_our_schema_and_the_schema_catches_mistakes() {
             mutate("/spec/pluginConfig/routes/1/price", Some(json!(0.001))),
         ),
         (
+            "caseSensitive not a boolean",
+            mutate(
+                "/spec/pluginConfig/routes/1/caseSensitive",
+                Some(json!("yes")),
+            ),
+        ),
+        (
+            "pathParams misspelt",
+            mutate(
+                "/spec/pluginConfig/routes/1/pathParams",
+                Some(json!("drop")),
+            ),
+        ),
+        (
             "network not CAIP-2",
             mutate("/spec/pluginConfig/network", Some(json!("mainnet"))),
         ),

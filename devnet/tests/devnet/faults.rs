@@ -1,8 +1,8 @@
-//! Fault injection: refused and failing RPC, dropped and refused WebSockets, latency, stopped
+//! Fault injection: refused and failing RPC, a WebSocket down or dropped, latency, stopped
 //! confirmation, forks, and the `/admin/faults` route on both ports.
 
 use crate::common::*;
-use nanogate_devnet::{blocks, genesis_account, genesis_key, Confirm, RpcMode, WsMode};
+use nanogate_devnet::{blocks, genesis_account, genesis_key, Confirm, RpcMode};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -250,6 +250,101 @@ async fn admin_route_on_both_ports() {
     assert_eq!(v["forks"].as_array().unwrap().len(), 1);
 }
 
+/// The WebSocket fault the sidecar's catch-up is tested against: open connections drop, new
+/// ones are refused, confirmations still happen (and are not replayed later); back up, new
+/// subscriptions work again.
+#[tokio::test]
+async fn websocket_down_drops_and_refuses_connections_while_the_ledger_confirms() {
+    use futures_util::StreamExt;
+    use nanogate_devnet::WsMode;
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let dest = crate::common::key(77).public_key();
+    let mut ws = ws_subscribe(&d, Some(json!({"accounts": [dest.to_address()]}))).await;
+    d.faults().set_ws(WsMode::Down);
+    assert_eq!(d.faults().status_json()["ws"], "down");
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the open WebSocket is dropped");
+    assert!(
+        tokio_tungstenite::connect_async(d.ws_url()).await.is_err(),
+        "new WebSocket connections are refused while down"
+    );
+    // The ledger keeps confirming meanwhile.
+    let send = genesis_send(&d, &rpc, dest, 5).await;
+    assert!(
+        rpc.wait_confirmed(&send.hash(), Duration::from_secs(5))
+            .await
+    );
+
+    d.faults()
+        .apply(serde_json::from_value(json!({"ws": "normal"})).unwrap());
+    let mut ws = ws_subscribe(&d, Some(json!({"accounts": [dest.to_address()]}))).await;
+    let send2 = genesis_send(&d, &rpc, dest, 6).await;
+    let pushed = ws_next(&mut ws, Duration::from_secs(5))
+        .await
+        .expect("a push");
+    assert_eq!(pushed["message"]["hash"], send2.hash().to_hex());
+}
+
+/// The `account_history` calls the sidecar's reconciler makes: raw entries with `hash`,
+/// `subtype` and `link`, walked forward from a cursor (`head` + `reverse`, paging by `next`)
+/// and backward from the frontier (paging by `previous`).
+#[tokio::test]
+async fn raw_account_history_pages_forward_from_a_head_and_backward_from_the_frontier() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let k = crate::common::key(78);
+    let (s1, open) = fund_and_open(&d, &rpc, &k, 10).await;
+    let s2 = genesis_send(&d, &rpc, k.public_key(), 7).await;
+    assert!(rpc.wait_confirmed(&s2.hash(), Duration::from_secs(5)).await);
+    let recv = blocks::receive(&k, open.hash(), 10, s2.hash(), 7);
+    let recv_hash = rpc.process_ok(&recv).await;
+    let acc = k.public_key().to_address();
+
+    let fwd = rpc
+        .call(
+            json!({"action": "account_history", "account": acc, "count": "1", "raw": "true",
+                     "reverse": "true", "head": open.hash().to_hex()}),
+        )
+        .await;
+    let h = &fwd["history"][0];
+    assert_eq!(h["hash"], open.hash().to_hex());
+    // nano-node names a state open block's subtype `receive` (the devnet too).
+    assert_eq!(h["subtype"], "receive");
+    assert_eq!(h["link"], s1.hash().to_hex());
+    assert_eq!(fwd["next"], recv_hash.to_hex(), "next page: the successor");
+    let fwd2 = rpc
+        .call(
+            json!({"action": "account_history", "account": acc, "count": "10", "raw": "true",
+                     "reverse": "true", "head": recv_hash.to_hex()}),
+        )
+        .await;
+    assert_eq!(fwd2["history"][0]["subtype"], "receive");
+    assert_eq!(fwd2["history"][0]["link"], s2.hash().to_hex());
+    assert!(fwd2.get("next").is_none(), "the frontier ends the walk");
+
+    let back = rpc
+        .call(json!({"action": "account_history", "account": acc, "count": "1", "raw": "true"}))
+        .await;
+    assert_eq!(back["history"][0]["hash"], recv_hash.to_hex());
+    assert_eq!(back["previous"], open.hash().to_hex());
+    let gone = rpc
+        .call(
+            json!({"action": "account_history", "account": acc, "count": "1", "raw": "true",
+                     "head": "AB".repeat(32)}),
+        )
+        .await;
+    assert_eq!(gone["error"], "Block not found");
+}
+
 /// Waits until the session ends; true when it ended without a close frame (a network drop).
 async fn ended_without_close(ws: &mut Ws, timeout: Duration) -> bool {
     use futures_util::StreamExt;
@@ -267,7 +362,7 @@ async fn ended_without_close(ws: &mut Ws, timeout: Duration) -> bool {
 }
 
 #[tokio::test]
-async fn dropped_websockets_end_every_session_and_refusal_blocks_reconnects() {
+async fn dropped_websockets_end_every_session_and_reconnects_work_at_once() {
     let d = start().await;
     let rpc = Rpc::new(&d);
     let mut a = ws_subscribe(&d, None).await;
@@ -278,7 +373,7 @@ async fn dropped_websockets_end_every_session_and_refusal_blocks_reconnects() {
     assert!(ended_without_close(&mut a, Duration::from_secs(5)).await);
     assert!(ended_without_close(&mut b, Duration::from_secs(5)).await);
 
-    // A reconnect works at once after a drop and sees confirmations again.
+    // Unlike `ws: down`, a reconnect works at once and sees confirmations again.
     let mut c = ws_subscribe(&d, None).await;
     let sent = genesis_send(&d, &rpc, key(1).public_key(), XNO).await;
     let m = ws_next(&mut c, d.confirm_delay() + Duration::from_secs(2))
@@ -286,32 +381,23 @@ async fn dropped_websockets_end_every_session_and_refusal_blocks_reconnects() {
         .expect("a confirmation after the reconnect");
     assert_eq!(m["message"]["hash"], sent.hash().to_hex());
 
-    // Refused: upgrades answer 503 until the mode is lifted (through the admin route on the
-    // same port, which keeps answering); open sessions are not touched.
-    let client = reqwest::Client::new();
-    let ws_admin = format!("http://{}/admin/faults", d.ws_addr());
-    let v: serde_json::Value = client
-        .post(&ws_admin)
-        .json(&json!({"websocket": "refuse", "drop_websockets": true}))
+    // Through the admin route (served on the WebSocket port too).
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/admin/faults", d.ws_addr()))
+        .json(&json!({"drop_websockets": true}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(v["websocket"], "refuse");
     assert_eq!(v["websocket_drops"], 2);
+    assert_eq!(v["ws"], "normal");
     assert!(ended_without_close(&mut c, Duration::from_secs(5)).await);
-    match tokio_tungstenite::connect_async(d.ws_url()).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
-        other => panic!("expected a refused upgrade, got {:?}", other.map(|_| ())),
-    }
-    d.faults().reset();
-    assert_eq!(d.faults().websocket_mode(), WsMode::Normal);
     let mut e = ws_subscribe(&d, None).await;
     let sent = genesis_send(&d, &rpc, key(2).public_key(), XNO).await;
     let m = ws_next(&mut e, d.confirm_delay() + Duration::from_secs(2))
         .await
-        .expect("a confirmation after refusal is lifted");
+        .expect("a confirmation after the second reconnect");
     assert_eq!(m["message"]["hash"], sent.hash().to_hex());
 }

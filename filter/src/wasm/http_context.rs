@@ -106,8 +106,9 @@ impl Host for WasmHost<'_> {
         pool_key: &str,
         now: u64,
         min_left: u64,
+        ring: &KeyRing,
     ) -> Option<crate::tagged::Session> {
-        crate::tagged::pop(&mut super::HostShared, pool_key, now, min_left)
+        crate::tagged::pop(&mut super::HostShared, pool_key, now, min_left, ring)
     }
 
     fn random_nonce(&mut self) -> Option<[u8; 16]> {

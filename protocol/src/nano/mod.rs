@@ -20,7 +20,7 @@ use blake2::digest::consts::{U32, U5, U8};
 use blake2::{Blake2b, Digest};
 
 /// BLAKE2b-256 of the concatenated parts.
-pub(crate) fn blake2b_256(parts: &[&[u8]]) -> [u8; 32] {
+pub fn blake2b_256(parts: &[&[u8]]) -> [u8; 32] {
     let mut h = Blake2b::<U32>::new();
     for p in parts {
         h.update(p);

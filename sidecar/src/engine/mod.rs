@@ -4,6 +4,7 @@
 //! The verification order, each failure with its own reason, is documented in
 //! sidecar/README.md and in [`Engine::pay`].
 
+pub mod reconcile;
 pub mod settle;
 pub mod tagged;
 pub mod verify;

@@ -71,6 +71,8 @@ pub struct TaggedState {
     pub settings: TaggedSettings,
     /// Pool accounts whose confirmations we follow.
     watched: Mutex<HashSet<PublicKey>>,
+    /// Wakes the reconciler early (the watcher fell behind the confirmation stream).
+    reconcile: Arc<tokio::sync::Notify>,
 }
 
 impl TaggedState {
@@ -78,7 +80,28 @@ impl TaggedState {
         TaggedState {
             settings,
             watched: Mutex::default(),
+            reconcile: Arc::default(),
         }
+    }
+
+    /// The pool accounts followed now.
+    pub fn watched_accounts(&self) -> Vec<PublicKey> {
+        self.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    /// Asks the reconciler for a pass now.
+    pub fn request_reconcile(&self) {
+        self.reconcile.notify_one();
+    }
+
+    /// What [`Self::request_reconcile`] wakes (held by the reconciler without the engine).
+    pub(crate) fn reconcile_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.reconcile)
     }
 
     fn is_watched(&self, key: &PublicKey) -> bool {
@@ -141,6 +164,22 @@ pub fn pool_index(id: &[u8; 16], pool_len: usize) -> usize {
     }
 }
 
+/// When a session issued at `now` under the key whose period ends at `key_not_after` expires:
+/// after `validity_secs`, but never later than the end of the **next** key period. A key id is
+/// honoured while it is the current or the previous one, so a session clamped this way is
+/// verifiable (here and by the filter) for its whole life; a longer validity would let the
+/// wallet pay for a session that the key ring refuses before it expires. A session thus lives
+/// at least one rotation period (`key_rotation_secs`) and at most two.
+pub fn session_valid_before(
+    now: u64,
+    validity_secs: u64,
+    key_not_after: u64,
+    rotation_secs: u64,
+) -> u64 {
+    now.saturating_add(validity_secs)
+        .min(key_not_after.saturating_add(rotation_secs))
+}
+
 fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
     Rejection::new(reason, msg)
 }
@@ -167,15 +206,19 @@ impl Engine {
         &self.tagged
     }
 
-    fn watch_pool(&self, key: PublicKey) {
+    pub(crate) fn watch_pool(&self, key: PublicKey) {
         if self.tagged.watch(key) {
             self.ledger.watch_payee(&key);
+            // A first pass over the new account sets its reconciliation cursor now.
+            self.tagged.request_reconcile();
         }
     }
 
-    /// Watches the accounts of sessions still open (after a restart).
+    /// Watches the accounts of sessions still open, or expired within the retention (after a
+    /// restart: a send made in time for one of them may still have to be caught up).
     pub async fn rewatch_open_sessions(&self) -> Result<usize, StoreError> {
-        let accounts = self.store.open_session_accounts(as_i64(unix_now())).await?;
+        let since = unix_now().saturating_sub(self.tagged.settings.retention_secs);
+        let accounts = self.store.open_session_accounts(as_i64(since)).await?;
         let mut n = 0;
         for a in accounts {
             if let Ok(k) = PublicKey::from_hex(&a) {
@@ -212,7 +255,12 @@ impl Engine {
         let count = req.count.min(st.max_batch);
         let now = unix_now();
         let key = self.keys.current(now);
-        let valid_before = now.saturating_add(req.validity_secs);
+        let valid_before = session_valid_before(
+            now,
+            req.validity_secs,
+            key.not_after,
+            self.keys.rotation_secs(),
+        );
         let mut out = Vec::with_capacity(count);
         for k in &req.pay_to {
             self.watch_pool(*k);
@@ -719,17 +767,23 @@ impl Engine {
         {
             return None;
         }
-        let first_seen = cb.local_timestamp.filter(|t| *t > 0).unwrap_or(now);
+        // Judged by when the node first saw the send, not when we hear of it: a send caught up
+        // from the ledger after a gap was still made in time if the node saw it in time.
+        let first_seen = cb
+            .local_timestamp
+            .filter(|t| *t > 0)
+            .unwrap_or(now)
+            .min(now);
         let reason = if as_i64(first_seen) < s.issued_at {
             "too_early"
-        } else if s.valid_before <= as_i64(now) {
+        } else if s.valid_before <= as_i64(first_seen) {
             "late"
         } else if s.paid_hash.is_some() || s.consumed_hash.is_some() {
             "session_used"
         } else {
             match self
                 .store
-                .mark_session_paid(&s.id, &hash, as_i64(now))
+                .mark_session_paid(&s.id, &hash, as_i64(first_seen))
                 .await
             {
                 Ok(true) => {
@@ -776,9 +830,28 @@ impl Engine {
     }
 }
 
-/// Follows confirmations and hands sends to pool accounts to the engine, until the engine is
-/// dropped. Sends matching no session are judged after `settle_window` (they may be
-/// signed-block payments still being recorded).
+/// The one place a confirmed send to a pool account is judged, whether the WebSocket pushed
+/// it or the reconciler found it on the ledger ([`super::reconcile`]): it marks the matching
+/// session paid or records a stray payment; a send matching no session is judged after
+/// `settle_window` (it may be a signed-block payment still being recorded).
+pub async fn handle_confirmed_send(
+    engine: &Arc<Engine>,
+    cb: ConfirmedBlock,
+    settle_window: Duration,
+) {
+    if engine.on_confirmed_send(&cb).await.is_some() {
+        let engine = Arc::downgrade(engine);
+        tokio::spawn(async move {
+            tokio::time::sleep(settle_window).await;
+            if let Some(e) = engine.upgrade() {
+                e.unmatched_later(&cb).await;
+            }
+        });
+    }
+}
+
+/// Follows confirmations and hands sends to pool accounts to [`handle_confirmed_send`], until
+/// the engine is dropped. A receiver that fell behind asks the reconciler to catch up.
 pub fn spawn_watcher(
     engine: &Arc<Engine>,
     mut rx: tokio::sync::broadcast::Receiver<ConfirmedBlock>,
@@ -790,7 +863,13 @@ pub fn spawn_watcher(
             let cb = match rx.recv().await {
                 Ok(cb) => cb,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "watcher lagged behind confirmations");
+                    tracing::warn!(
+                        missed = n,
+                        "watcher lagged behind confirmations; reconciling"
+                    );
+                    if let Some(engine) = weak.upgrade() {
+                        engine.tagged.request_reconcile();
+                    }
                     continue;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -798,15 +877,7 @@ pub fn spawn_watcher(
             let Some(engine) = weak.upgrade() else {
                 return;
             };
-            if engine.on_confirmed_send(&cb).await.is_some() {
-                let engine = Arc::downgrade(&engine);
-                tokio::spawn(async move {
-                    tokio::time::sleep(settle_window).await;
-                    if let Some(e) = engine.upgrade() {
-                        e.unmatched_later(&cb).await;
-                    }
-                });
-            }
+            handle_confirmed_send(&engine, cb, settle_window).await;
         }
     })
 }
@@ -832,6 +903,28 @@ mod tests {
         assert!(counts.iter().all(|c| *c > 800), "{counts:?}");
         assert_eq!(pool_index(&[9; 16], 1), 0);
         assert_eq!(pool_index(&[9; 16], 0), 0);
+    }
+
+    #[test]
+    fn a_session_never_outlives_the_keys_that_verify_it() {
+        let keys = crate::keys::ChallengeKeys::new(b"0123456789abcdef".to_vec(), 300);
+        for now in [3_000u64, 3_001, 3_150, 3_299] {
+            for validity in [1u64, 299, 300, 301, 600, 3_600] {
+                let k = keys.current(now);
+                let vb = session_valid_before(now, validity, k.not_after, 300);
+                assert!(vb <= now + validity);
+                assert!(vb > now, "a session is valid for a while");
+                // Its key is honoured up to its last valid second.
+                assert!(
+                    keys.honoured(k.key_id, vb - 1).is_some(),
+                    "{now} {validity}"
+                );
+                // A validity of one rotation period is never shortened.
+                if validity <= 300 {
+                    assert_eq!(vb, now + validity);
+                }
+            }
+        }
     }
 
     #[test]

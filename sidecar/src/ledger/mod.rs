@@ -114,4 +114,28 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Follow confirmations of sends to `account` (a tagged-session payee). Best effort.
     fn watch_payee(&self, _account: &PublicKey) {}
+
+    /// Confirmed sends to `account` not received yet (`receivable`), at most `count`. Used to
+    /// catch up on sends the confirmation push missed; ledgers without it refuse.
+    fn receivable_sends<'a>(
+        &'a self,
+        _account: &'a PublicKey,
+        _count: u64,
+    ) -> LedgerFuture<'a, Vec<BlockHash>> {
+        Box::pin(async { Err(LedgerError::Node("receivable is not supported".into())) })
+    }
+
+    /// A page of `account`'s own chain (`account_history`, raw): from `head` towards the
+    /// frontier when `forward` (from the open block when `head` is `None`), else from `head`
+    /// (the frontier when `None`) towards the open block. `None` when `head` is not on the
+    /// chain (rolled back). Ledgers without it refuse.
+    fn chain_page<'a>(
+        &'a self,
+        _account: &'a PublicKey,
+        _head: Option<&'a BlockHash>,
+        _forward: bool,
+        _count: u64,
+    ) -> LedgerFuture<'a, Option<crate::node::HistoryPage>> {
+        Box::pin(async { Err(LedgerError::Node("account_history is not supported".into())) })
+    }
 }

@@ -149,6 +149,34 @@ impl Ledger for NodeLedger {
         self.confirmations.watch_account(account);
     }
 
+    fn receivable_sends<'a>(
+        &'a self,
+        account: &'a PublicKey,
+        count: u64,
+    ) -> LedgerFuture<'a, Vec<BlockHash>> {
+        Box::pin(async move {
+            self.client
+                .receivable(account, count)
+                .await
+                .map_err(map_err)
+        })
+    }
+
+    fn chain_page<'a>(
+        &'a self,
+        account: &'a PublicKey,
+        head: Option<&'a BlockHash>,
+        forward: bool,
+        count: u64,
+    ) -> LedgerFuture<'a, Option<crate::node::HistoryPage>> {
+        Box::pin(async move {
+            self.client
+                .account_history(account, head, forward, count)
+                .await
+                .map_err(map_err)
+        })
+    }
+
     fn wait_confirmed<'a>(
         &'a self,
         block: &'a StateBlock,

@@ -169,7 +169,7 @@ impl Default for ConfirmTimings {
 
 /// The WebSocket state seen by waiters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct WsStatus {
+pub struct WsStatus {
     /// Subscribed (ack received) on a live connection.
     pub connected: bool,
     /// Incremented at every successful (re)subscription.
@@ -449,6 +449,12 @@ impl Confirmations {
         tokio::time::timeout(timeout, rx.wait_for(|s| s.connected))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The WebSocket state; `epoch` grows at every (re)subscription, after which pushes missed
+    /// during the gap must be caught up from the ledger.
+    pub fn ws_status(&self) -> watch::Receiver<WsStatus> {
+        self.inner.hub.status.subscribe()
     }
 
     /// Every confirmation seen on the WebSocket (first sighting of each hash).

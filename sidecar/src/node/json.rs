@@ -211,10 +211,121 @@ pub(crate) fn parse_block_info(hash: &BlockHash, obj: &Obj) -> Result<BlockInfo,
     })
 }
 
+/// `receivable` with `source`: `{"blocks": {"<hash>": {"amount", "source"}}}`; plain and
+/// threshold shapes (`["<hash>"]`, `{"<hash>": "<amount>"}`) give the hashes too. Empty lists
+/// come as `""` (nano-node) or `[]`/`{}` (RsNano).
+pub(crate) fn parse_receivable(obj: &Obj) -> Result<Vec<BlockHash>, NodeError> {
+    let Some(blocks) = field(obj, "blocks") else {
+        return Ok(Vec::new());
+    };
+    let hashes: Vec<BlockHash> = match blocks {
+        Value::Object(m) => m
+            .keys()
+            .filter_map(|k| as_hash(&Value::from(k.as_str())))
+            .collect(),
+        Value::Array(a) => a.iter().filter_map(as_hash).collect(),
+        other => return Err(bad("blocks", format!("unexpected {}", short(other)))),
+    };
+    Ok(hashes)
+}
+
+/// One block of an account's own chain, from `account_history` with `raw`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBlock {
+    pub hash: BlockHash,
+    pub height: u64,
+    /// `send`, `receive`, `change`, `epoch`, `open` (legacy), as the node names it.
+    pub subtype: Option<String>,
+    /// For a receive: the send it received (the state block's `link`).
+    pub link: Option<BlockHash>,
+    pub local_timestamp: u64,
+}
+
+/// A page of `account_history`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryPage {
+    pub blocks: Vec<ChainBlock>,
+    /// Where the next page starts (`next` when walking with `reverse`, else `previous`).
+    pub next: Option<BlockHash>,
+}
+
+pub(crate) fn parse_history(obj: &Obj, reverse: bool) -> Result<HistoryPage, NodeError> {
+    let entries = match field(obj, "history") {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a.clone(),
+        Some(other) => return Err(bad("history", format!("unexpected {}", short(other)))),
+    };
+    let mut blocks = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let Some(o) = e.as_object() else {
+            return Err(bad("history", "an entry is not an object"));
+        };
+        blocks.push(ChainBlock {
+            hash: req(o, "hash", as_hash)?,
+            height: opt(o, "height", as_u64).unwrap_or(0),
+            subtype: opt(o, "subtype", |v| v.as_str().map(str::to_owned))
+                .or_else(|| opt(o, "type", |v| v.as_str().map(str::to_owned))),
+            link: opt(o, "link", as_hash).filter(|h| !h.is_zero()),
+            local_timestamp: opt(o, "local_timestamp", as_u64).unwrap_or(0),
+        });
+    }
+    let next = opt(obj, if reverse { "next" } else { "previous" }, as_hash);
+    Ok(HistoryPage { blocks, next })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn receivable_shapes_all_give_hashes() {
+        let h = "AB".repeat(32);
+        for v in [
+            json!({"blocks": {h.clone(): {"amount": "5", "source": "nano_x"}}}),
+            json!({"blocks": {h.clone(): "5"}}),
+            json!({"blocks": [h.clone()]}),
+        ] {
+            let got = parse_receivable(v.as_object().unwrap_or(&Obj::new())).unwrap();
+            assert_eq!(got, vec![BlockHash::from_hex(&h).unwrap()]);
+        }
+        for empty in [
+            json!({"blocks": ""}),
+            json!({"blocks": []}),
+            json!({"blocks": {}}),
+            json!({}),
+        ] {
+            assert!(parse_receivable(empty.as_object().unwrap_or(&Obj::new()))
+                .unwrap()
+                .is_empty());
+        }
+        assert!(parse_receivable(json!({"blocks": 5}).as_object().unwrap_or(&Obj::new())).is_err());
+    }
+
+    #[test]
+    fn raw_history_entries_carry_hash_link_and_paging() {
+        let send = "CD".repeat(32);
+        let v = json!({"account": "nano_x", "history": [
+            {"type": "state", "subtype": "receive", "hash": "AB".repeat(32), "link": send,
+             "height": "3", "local_timestamp": "1700000000", "amount": "5"},
+            {"type": "state", "subtype": "change", "hash": "EF".repeat(32), "link": "0".repeat(64),
+             "height": "2", "local_timestamp": "1699999999"}
+        ], "next": "12".repeat(32)});
+        let page = parse_history(v.as_object().unwrap_or(&Obj::new()), true).unwrap();
+        assert_eq!(page.blocks.len(), 2);
+        assert_eq!(page.blocks[0].subtype.as_deref(), Some("receive"));
+        assert_eq!(page.blocks[0].link, BlockHash::from_hex(&send).ok());
+        assert_eq!(page.blocks[0].height, 3);
+        assert_eq!(page.blocks[1].link, None, "a zero link is no link");
+        assert_eq!(page.next, BlockHash::from_hex(&"12".repeat(32)).ok());
+        let last = json!({"account": "nano_x", "history": ""});
+        assert_eq!(
+            parse_history(last.as_object().unwrap_or(&Obj::new()), true).unwrap(),
+            HistoryPage::default()
+        );
+        let bad = json!({"history": [{"height": "1"}]});
+        assert!(parse_history(bad.as_object().unwrap_or(&Obj::new()), true).is_err());
+    }
 
     #[test]
     fn scalars_tolerate_node_spellings() {

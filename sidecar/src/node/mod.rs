@@ -33,7 +33,8 @@ mod json;
 mod rpc;
 mod ws;
 
-pub use confirm::{ConfirmTimings, Confirmations, ConfirmedBlock, WaitOutcome};
+pub use confirm::{ConfirmTimings, Confirmations, ConfirmedBlock, WaitOutcome, WsStatus};
+pub use json::{ChainBlock, HistoryPage};
 pub use rpc::NodeClient;
 
 use nanogate_protocol::nano::{BlockHash, Network, PublicKey, StateBlock};

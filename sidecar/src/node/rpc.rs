@@ -1,7 +1,7 @@
 //! The RPC client: failover across nodes, bounded retries for idempotent calls, quirk-tolerant
 //! parsing and typed outcomes.
 
-use super::json::{self, Obj};
+use super::json::{self, HistoryPage, Obj};
 use super::{
     redact_url, AccountInfo, BlockInfo, LedgerRejection, NodeConfig, NodeError, NodeMetrics,
     ProcessResult, VersionInfo,
@@ -271,6 +271,65 @@ impl NodeClient {
             }
         }
         Ok(work)
+    }
+
+    /// `receivable` of `account` (confirmed sends not yet received), at most `count` hashes.
+    pub async fn receivable(
+        &self,
+        account: &PublicKey,
+        count: u64,
+    ) -> Result<Vec<BlockHash>, NodeError> {
+        let body = json!({
+            "action": "receivable",
+            "account": account.to_address(),
+            "count": count.to_string(),
+            "source": "true",
+            "include_only_confirmed": "true",
+        });
+        let obj = self.call("receivable", body, Mode::Idempotent).await?;
+        if let Some(e) = json::error_of(&obj) {
+            return if e.trim().eq_ignore_ascii_case("Account not found") {
+                Ok(Vec::new())
+            } else {
+                Err(NodeError::Node(e))
+            };
+        }
+        json::parse_receivable(&obj)
+    }
+
+    /// One page of `account_history` (`raw`, so every block of the chain with its `link`):
+    /// from `head` towards the open block, or with `reverse` from `head` (the open block when
+    /// `None`) towards the frontier. `Ok(None)` when `head` is not (or no longer) on the
+    /// account's chain.
+    pub async fn account_history(
+        &self,
+        account: &PublicKey,
+        head: Option<&BlockHash>,
+        reverse: bool,
+        count: u64,
+    ) -> Result<Option<HistoryPage>, NodeError> {
+        let mut body = json!({
+            "action": "account_history",
+            "account": account.to_address(),
+            "count": count.to_string(),
+            "raw": "true",
+            "reverse": if reverse { "true" } else { "false" },
+        });
+        if let Some(h) = head {
+            body["head"] = json!(h.to_hex());
+        }
+        let obj = self.call("account_history", body, Mode::Idempotent).await?;
+        if let Some(e) = json::error_of(&obj) {
+            let e_l = e.trim().to_ascii_lowercase();
+            return if e_l == "block not found" {
+                Ok(None)
+            } else if e_l == "account not found" {
+                Ok(Some(HistoryPage::default()))
+            } else {
+                Err(NodeError::Node(e))
+            };
+        }
+        json::parse_history(&obj, reverse).map(Some)
     }
 
     /// Any other action, with failover and retries (the action must be idempotent). Returns

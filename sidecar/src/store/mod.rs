@@ -10,6 +10,7 @@
 //! [`postgres::PgStore`] (for several replicas). Their schemas are embedded in the binary and
 //! applied at start.
 
+pub mod cursor;
 pub mod postgres;
 pub mod sqlite;
 pub mod tagged;
@@ -117,7 +118,7 @@ pub struct RedeemPolicy {
 }
 
 /// Every backend also implements the tagged-amount operations ([`tagged::TaggedStore`]).
-pub trait Store: tagged::TaggedStore + Send + Sync + 'static {
+pub trait Store: tagged::TaggedStore + cursor::CursorStore + Send + Sync + 'static {
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;
 

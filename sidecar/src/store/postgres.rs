@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tagged",
         include_str!("../../migrations/postgres/0002_tagged.sql"),
     ),
+    (
+        4,
+        "reconcile",
+        include_str!("../../migrations/postgres/0004_reconcile.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -325,3 +330,4 @@ impl Store for PgStore {
 }
 
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
+super::cursor::impl_cursor_store!(PgStore, false);

@@ -21,6 +21,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "tagged",
         include_str!("../../migrations/sqlite/0002_tagged.sql"),
     ),
+    (
+        4,
+        "reconcile",
+        include_str!("../../migrations/sqlite/0004_reconcile.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -286,3 +291,4 @@ impl Store for SqliteStore {
 }
 
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
+super::cursor::impl_cursor_store!(SqliteStore, true);

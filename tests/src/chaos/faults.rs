@@ -119,10 +119,10 @@ async fn one(
             "every subscriber cut off".into()
         }
         Kind::WebSocketOutage => {
-            faults.set_websocket(WsMode::Refuse);
-            faults.drop_websockets();
+            // Down: open sessions end and reconnects are refused until it is lifted.
+            faults.set_ws(WsMode::Down);
             tokio::time::sleep(hold).await;
-            faults.set_websocket(WsMode::Normal);
+            faults.set_ws(WsMode::Normal);
             format!("cut off, reconnects refused for {hold:?}")
         }
         Kind::StoppedConfirmation => {
