@@ -266,6 +266,19 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
             for p in c.problems() {
                 failures.push(format!("conservation: {p}"));
             }
+            // What the payer of each lost payment went through.
+            for lost in c.missing.iter().take(10) {
+                for r in requests.iter().filter(|r| r.hashes.contains(&lost.hash)) {
+                    let _ = writeln!(
+                        report,
+                        "  lost: {} ({} {}): {}",
+                        lost.hash,
+                        r.method,
+                        r.path,
+                        trail_text(r)
+                    );
+                }
+            }
             failures.extend(redeemable_but_refused(&rows, &requests));
             failures.extend(served_without_a_response(&rows, &records));
             listed = rows.into_iter().map(|r| (r.hash, r.state)).collect();
@@ -324,14 +337,13 @@ pub async fn run(cfg: &ChaosConfig) -> Result<Verdict, String> {
     failures.extend(service.problems());
     for hash in service.doubles.keys() {
         for r in requests.iter().filter(|r| r.hashes.contains(hash)) {
-            let trail: Vec<String> = r.trail.iter().map(|(t, n)| format!("{t} ×{n}")).collect();
             let _ = writeln!(
                 report,
                 "  bought twice: {hash} ({} {}, listed {}): {}",
                 r.method,
                 r.path,
                 listed.get(hash).map_or("nowhere", String::as_str),
-                trail.join(" → ")
+                trail_text(r)
             );
         }
     }
@@ -454,6 +466,21 @@ fn served_without_a_response(
         .collect()
 }
 
+/// A request's answers, oldest first: "HTTP 503 ×3 → served".
+fn trail_text(r: &RequestLog) -> String {
+    r.trail
+        .iter()
+        .map(|(t, n)| {
+            if *n > 1 {
+                format!("{t} ×{n}")
+            } else {
+                t.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
 fn ledger_has(ledger: &nanogate_devnet::LedgerHandle, hash: &str) -> bool {
     nanogate_protocol::nano::BlockHash::from_hex(hash)
         .is_ok_and(|h| ledger.confirmed(&h) == Some(true))
@@ -484,24 +511,13 @@ fn summarize_requests(report: &mut String, requests: &[RequestLog]) {
             let _ = writeln!(report, "  not served ×{n}: {short}");
         }
         for r in paid_unserved.iter().take(5) {
-            let trail: Vec<String> = r
-                .trail
-                .iter()
-                .map(|(t, n)| {
-                    if *n > 1 {
-                        format!("{t} ×{n}")
-                    } else {
-                        t.clone()
-                    }
-                })
-                .collect();
             let _ = writeln!(
                 report,
                 "  {} {} paid with {:?}: {}",
                 r.method,
                 r.path,
                 r.hashes,
-                trail.join(" → ")
+                trail_text(r)
             );
         }
     }
