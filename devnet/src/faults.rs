@@ -36,6 +36,8 @@ pub enum WsMode {
 struct Inner {
     rpc: watch::Sender<RpcMode>,
     ws: watch::Sender<WsMode>,
+    /// Bumped to end every open WebSocket session at once (reconnects are accepted).
+    ws_drops: watch::Sender<u64>,
     confirming: watch::Sender<bool>,
     latency: Mutex<Duration>,
     /// (previous, competitor): when a block on `previous` is confirmed, the competitor wins.
@@ -54,6 +56,7 @@ impl Faults {
             inner: Arc::new(Inner {
                 rpc: watch::channel(RpcMode::Normal).0,
                 ws: watch::channel(WsMode::Normal).0,
+                ws_drops: watch::channel(0).0,
                 confirming: watch::channel(confirming).0,
                 latency: Mutex::new(Duration::ZERO),
                 forks: Mutex::new(Vec::new()),
@@ -85,6 +88,22 @@ impl Faults {
 
     pub(crate) fn watch_ws(&self) -> watch::Receiver<WsMode> {
         self.inner.ws.subscribe()
+    }
+
+    /// Ends every open WebSocket session now, without a close frame, as a dropped network
+    /// connection would; unlike [`WsMode::Down`], reconnecting works at once. Returns how many
+    /// drops were requested so far.
+    pub fn drop_websockets(&self) -> u64 {
+        let mut n = 0;
+        self.inner.ws_drops.send_modify(|d| {
+            *d += 1;
+            n = *d;
+        });
+        n
+    }
+
+    pub(crate) fn watch_ws_drops(&self) -> watch::Receiver<u64> {
+        self.inner.ws_drops.subscribe()
     }
 
     /// Delay added before every RPC answer.
@@ -184,6 +203,8 @@ impl Faults {
 pub struct FaultsRequest {
     pub rpc: Option<RpcMode>,
     pub ws: Option<WsMode>,
+    #[serde(default)]
+    pub drop_websockets: bool,
     pub latency_ms: Option<u64>,
     pub confirming: Option<bool>,
     pub fork_instead: Option<ForkRequest>,
@@ -201,7 +222,8 @@ pub struct ForkRequest {
 }
 
 impl Faults {
-    /// Applies an admin request (in field order: reset, rpc, ws, latency, confirming, forks).
+    /// Applies an admin request (in field order: reset, rpc, ws, drop_websockets, latency,
+    /// confirming, forks).
     pub fn apply(&self, req: FaultsRequest) {
         if req.reset {
             self.reset();
@@ -211,6 +233,9 @@ impl Faults {
         }
         if let Some(mode) = req.ws {
             self.set_ws(mode);
+        }
+        if req.drop_websockets {
+            self.drop_websockets();
         }
         if let Some(ms) = req.latency_ms {
             self.set_latency(Duration::from_millis(ms));
@@ -231,6 +256,7 @@ impl Faults {
         serde_json::json!({
             "rpc": self.rpc_mode(),
             "ws": self.ws_mode(),
+            "websocket_drops": *self.inner.ws_drops.borrow(),
             "latency_ms": self.latency().as_millis() as u64,
             "confirming": self.confirming(),
             "forks": self.forks().iter().map(|(p, c)| serde_json::json!({

@@ -221,6 +221,8 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
     let mut events = shared.events.subscribe();
     let mut shutdown = shared.shutdown.clone();
     let mut ws_mode = shared.faults.watch_ws();
+    let mut drops = shared.faults.watch_ws_drops();
+    drops.borrow_and_update();
     let mut sub: Option<Subscription> = None;
     loop {
         if *ws_mode.borrow_and_update() == WsMode::Down {
@@ -229,6 +231,8 @@ async fn session(mut socket: WebSocket, shared: Arc<Shared>) {
         }
         tokio::select! {
             changed = ws_mode.changed() => if changed.is_err() { return },
+            // An injected network drop: no close frame, the connection just ends.
+            _ = drops.changed() => return,
             msg = socket.recv() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t.to_string(),

@@ -31,6 +31,8 @@ pub trait Host {
     /// A request header's raw value (`:method`, `:path`, … included).
     fn request_header(&self, name: &str) -> Option<Vec<u8>>;
     fn remove_request_header(&mut self, name: &str);
+    /// Sets (replaces) a header of the request forwarded upstream.
+    fn set_request_header(&mut self, name: &str, value: &str);
     /// Adds a header to the upstream's response (from the response-headers callback).
     fn add_response_header(&mut self, name: &str, value: &str);
     /// The challenge keys held by this VM, if any.
@@ -75,6 +77,9 @@ pub enum Next {
 
 /// Payment headers we strip before the upstream.
 const PAYMENT_HEADERS: [&str; 2] = ["payment-signature", "x-payment"];
+/// Names the block that paid for an admitted request, for the upstream (and the tests that
+/// check one payment buys one response). Only the filter sets it on paid routes.
+pub const TRANSACTION_HEADER: &str = "x-nanogate-transaction";
 /// Headers a browser client may read on our responses.
 pub(crate) const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
 
@@ -158,6 +163,11 @@ impl Flow {
             debug!(host, "nanogate: free route {}", route.name);
             return Next::Continue;
         };
+        // Whatever reaches the upstream of a paid route, its transaction header is ours (the
+        // headers are already cached: no extra hostcall unless the client sent one).
+        if host.request_header(TRANSACTION_HEADER).is_some() {
+            host.remove_request_header(TRANSACTION_HEADER);
+        }
         let resource = challenge::resource_url(&req.scheme, &req.authority, &req.path);
         let now = host.now_unix();
         self.now = now;
@@ -300,11 +310,15 @@ impl Flow {
             Answer::Verdict(Verdict::Admit {
                 receipt,
                 payment_response,
+                transaction,
             }) => {
                 host.count(Metric::PaymentsAdmitted);
                 debug!(host, "nanogate: admitted {resource}");
                 for h in PAYMENT_HEADERS {
                     host.remove_request_header(h);
+                }
+                if let Some(tx) = transaction.as_deref() {
+                    host.set_request_header(TRANSACTION_HEADER, tx);
                 }
                 self.state = State::Admitted {
                     receipt,

@@ -263,9 +263,51 @@ fn admitted(path: &str) -> (Flow, MockHost) {
     let mut h = paid(path, &payment_for(&pr)).header("x-payment", "also-sent");
     let (mut f, next) = run(&mut h);
     assert_eq!(next, Next::Pause);
-    let body = br#"{"verdict":"admit","receipt":"rcpt-1","transaction":"AB","payer":"nano_x","paymentResponse":"eyJzdWNjZXNzIjp0cnVlfQ=="}"#;
-    f.on_sidecar_answer(&mut h, 41, Some(200), Some(b"1"), Some(body));
+    let body = format!(
+        r#"{{"verdict":"admit","receipt":"rcpt-1","transaction":"{TX}","payer":"nano_x","paymentResponse":"eyJzdWNjZXNzIjp0cnVlfQ=="}}"#
+    );
+    f.on_sidecar_answer(&mut h, 41, Some(200), Some(b"1"), Some(body.as_bytes()));
     (f, h)
+}
+
+/// The block hash of [`admitted`]'s verdict.
+const TX: &str = "0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF";
+
+#[test]
+fn admitted_request_tells_the_upstream_which_transaction_paid_for_it() {
+    let (_, h) = admitted("/paid/report");
+    assert_eq!(
+        h.request_headers
+            .get("x-nanogate-transaction")
+            .map(Vec::as_slice),
+        Some(TX.as_bytes())
+    );
+    assert_eq!(
+        h.set,
+        vec![("x-nanogate-transaction".to_owned(), TX.to_owned())]
+    );
+}
+
+#[test]
+fn client_cannot_name_a_transaction_to_the_upstream_of_a_paid_route() {
+    // Fail-open pass: forwarded unpaid, without the client's claim.
+    let mut h = get("/open/x").header("x-nanogate-transaction", TX);
+    h.ring = None;
+    let (_, next) = run(&mut h);
+    assert_eq!(next, Next::Continue);
+    assert!(!h.request_headers.contains_key("x-nanogate-transaction"));
+    // Admitted with a verdict that names no transaction: the client's value is gone too.
+    let pr = challenge_for("/paid/report");
+    let mut h = paid("/paid/report", &payment_for(&pr)).header("x-nanogate-transaction", TX);
+    let (mut f, _) = run(&mut h);
+    let body = br#"{"verdict":"admit","receipt":"r"}"#;
+    f.on_sidecar_answer(&mut h, 41, Some(200), Some(b"1"), Some(body));
+    assert_eq!(h.resumed, 1);
+    assert!(!h.request_headers.contains_key("x-nanogate-transaction"));
+    // A free route is left alone.
+    let mut h = get("/paid/health").header("x-nanogate-transaction", TX);
+    run(&mut h);
+    assert!(h.removed.is_empty());
 }
 
 #[test]

@@ -117,6 +117,9 @@ pub enum Verdict {
         receipt: String,
         /// Value for `PAYMENT-RESPONSE` (base64 `SettlementResponse`).
         payment_response: Option<String>,
+        /// The paying block's hash (64 hex digits), for the upstream's
+        /// `x-nanogate-transaction`; `None` when absent or malformed.
+        transaction: Option<String>,
     },
     Reject {
         /// The wire reason (one of ours, or any other snake_case string the sidecar sent).
@@ -192,9 +195,13 @@ pub fn interpret(
                 Some(_) => return Answer::Error("paymentResponse is not base64".into()),
                 None => None,
             };
+            let transaction = text("transaction")
+                .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+                .map(str::to_owned);
             Answer::Verdict(Verdict::Admit {
                 receipt: receipt.to_owned(),
                 payment_response,
+                transaction,
             })
         }
         Some("reject") if v.get("status").and_then(Value::as_u64) == Some(429) => {
@@ -257,9 +264,33 @@ mod tests {
             ans(r#"{"verdict":"admit","receipt":"r1","paymentResponse":"eyJhIjoxfQ=="}"#),
             Answer::Verdict(Verdict::Admit {
                 receipt: "r1".into(),
-                payment_response: Some("eyJhIjoxfQ==".into())
+                payment_response: Some("eyJhIjoxfQ==".into()),
+                transaction: None,
             })
         );
+        let tx = "AB".repeat(32);
+        assert_eq!(
+            ans(&format!(
+                r#"{{"verdict":"admit","receipt":"r1","transaction":"{tx}"}}"#
+            )),
+            Answer::Verdict(Verdict::Admit {
+                receipt: "r1".into(),
+                payment_response: None,
+                transaction: Some(tx),
+            })
+        );
+        // A transaction that is not a block hash never reaches a header.
+        for bad in ["AB", "x\r\nX-Evil: 1", &"ZZ".repeat(32)] {
+            let body = json!({"verdict": "admit", "receipt": "r1", "transaction": bad});
+            assert_eq!(
+                ans(&body.to_string()),
+                Answer::Verdict(Verdict::Admit {
+                    receipt: "r1".into(),
+                    payment_response: None,
+                    transaction: None,
+                })
+            );
+        }
         assert_eq!(
             ans(r#"{"verdict":"reject","reason":"already_spent","message":"m","status":402}"#),
             Answer::Verdict(Verdict::Reject {

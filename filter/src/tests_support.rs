@@ -63,6 +63,8 @@ pub struct MockHost {
     pub responses: Vec<Reply>,
     pub response_headers_added: Vec<(String, String)>,
     pub removed: Vec<String>,
+    /// Request headers set for the upstream, in order.
+    pub set: Vec<(String, String)>,
     pub resumed: u32,
     pub counts: Vec<Metric>,
     pub logs: std::cell::RefCell<Vec<String>>,
@@ -128,6 +130,11 @@ impl Host for MockHost {
     fn remove_request_header(&mut self, name: &str) {
         self.request_headers.remove(&name.to_ascii_lowercase());
         self.removed.push(name.to_owned());
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.request_headers
+            .insert(name.to_ascii_lowercase(), value.as_bytes().to_vec());
+        self.set.push((name.to_owned(), value.to_owned()));
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         self.response_headers_added

@@ -77,6 +77,8 @@ pub struct StackConfig {
     pub max_wait_secs: u64,
     /// Put an unreachable node before the devnet in every sidecar's node list (failover).
     pub dead_node_first: bool,
+    /// The sidecars' retries of a failed node call (`nodes.retries`; the shipped default is 2).
+    pub rpc_retries: u32,
     /// Funded payer accounts handed out by [`Stack::wallet`].
     pub wallets: u32,
     pub wallet_balance: u128,
@@ -106,6 +108,7 @@ impl Default for StackConfig {
             gates: 1,
             max_wait_secs: 5,
             dead_node_first: false,
+            rpc_retries: 1,
             wallets: 16,
             wallet_balance: XNO,
             fund: Vec::new(),
@@ -519,7 +522,7 @@ impl Stack {
                 postgres_schema,
                 max_wait_secs: config.max_wait_secs,
                 rpc_timeout_ms: 2_000,
-                rpc_retries: 1,
+                rpc_retries: config.rpc_retries,
                 log: config.sidecar_log.clone(),
             };
             let mut env = vec![(

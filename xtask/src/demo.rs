@@ -25,7 +25,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         "nanogate-tests",
         "--bins",
     ]))?;
-    let bin_dir = target_dir().join("debug");
+    let bin_dir = setup::target_dir().join("debug");
     let demo = bin_dir.join("nanogate-demo");
     if !demo.exists() {
         return Err(format!("the build did not produce {}", demo.display()));
@@ -37,14 +37,6 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .env("NANOGATE_BIN_DIR", &bin_dir);
     eprintln!("xtask: $ {}", demo.display());
     exec(cmd)
-}
-
-/// Cargo's target directory (`$CARGO_TARGET_DIR`, relative to the workspace, or `target/`).
-fn target_dir() -> std::path::PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(d) => root().join(d),
-        None => root().join("target"),
-    }
 }
 
 #[cfg(unix)]

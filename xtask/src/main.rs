@@ -2,6 +2,7 @@
 //! to rot). It installs what it needs by itself: the wasm target and the pinned Envoy.
 
 mod bench;
+mod chaos;
 mod demo;
 mod setup;
 mod test;
@@ -16,6 +17,9 @@ commands:
   demo    run the local demo (devnet, sidecar, upstream, Envoy on fixed ports), pay for one
           request with nanogate-pay step by step, then serve until Ctrl-C
   bench   run the benchmarks (add --quick for a run under 3 minutes)
+  chaos   the money-conservation run: payers pay through the whole stack while faults are
+          injected at random, then every payment must be served, redeemable or owed
+          (--quick: about 2 minutes; --seed N, --secs N, --store sqlite|postgres, --keep)
   oci     build the filter and package it as an OCI image layout for Istio's WasmPlugin
           (target/oci/nanogate-filter), printing the sha256 to put in the WasmPlugin
   setup   only install what the other commands need (wasm target, pinned Envoy, and the
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Some("oci") => oci(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),
+        Some("chaos") => chaos::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

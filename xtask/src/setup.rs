@@ -22,6 +22,14 @@ pub fn root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, relative to the workspace, or `target/`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => root().join(d),
+        None => root().join("target"),
+    }
+}
+
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
@@ -117,7 +125,7 @@ pub fn filter_wasm() -> Result<PathBuf, String> {
         "--profile",
         "wasm",
     ]))?;
-    let path = root().join("target/wasm32-wasip1/wasm/nanogate_filter.wasm");
+    let path = target_dir().join("wasm32-wasip1/wasm/nanogate_filter.wasm");
     if !path.exists() {
         return Err(format!("the filter build did not produce {path:?}"));
     }

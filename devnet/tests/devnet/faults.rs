@@ -1,5 +1,5 @@
-//! Fault injection: refused and failing RPC, latency, stopped confirmation, forks, and the
-//! `/admin/faults` route on both ports.
+//! Fault injection: refused and failing RPC, a WebSocket down or dropped, latency, stopped
+//! confirmation, forks, and the `/admin/faults` route on both ports.
 
 use crate::common::*;
 use nanogate_devnet::{blocks, genesis_account, genesis_key, Confirm, RpcMode};
@@ -343,4 +343,61 @@ async fn raw_account_history_pages_forward_from_a_head_and_backward_from_the_fro
         )
         .await;
     assert_eq!(gone["error"], "Block not found");
+}
+
+/// Waits until the session ends; true when it ended without a close frame (a network drop).
+async fn ended_without_close(ws: &mut Ws, timeout: Duration) -> bool {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) => return false,
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_))) | Ok(None) => return true,
+            Err(_) => panic!("the session was not dropped within {timeout:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dropped_websockets_end_every_session_and_reconnects_work_at_once() {
+    let d = start().await;
+    let rpc = Rpc::new(&d);
+    let mut a = ws_subscribe(&d, None).await;
+    let mut b = ws_subscribe(&d, None).await;
+
+    // Both sessions end at once, as a network drop: no close frame.
+    d.faults().drop_websockets();
+    assert!(ended_without_close(&mut a, Duration::from_secs(5)).await);
+    assert!(ended_without_close(&mut b, Duration::from_secs(5)).await);
+
+    // Unlike `ws: down`, a reconnect works at once and sees confirmations again.
+    let mut c = ws_subscribe(&d, None).await;
+    let sent = genesis_send(&d, &rpc, key(1).public_key(), XNO).await;
+    let m = ws_next(&mut c, d.confirm_delay() + Duration::from_secs(2))
+        .await
+        .expect("a confirmation after the reconnect");
+    assert_eq!(m["message"]["hash"], sent.hash().to_hex());
+
+    // Through the admin route (served on the WebSocket port too).
+    let v: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{}/admin/faults", d.ws_addr()))
+        .json(&json!({"drop_websockets": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["websocket_drops"], 2);
+    assert_eq!(v["ws"], "normal");
+    assert!(ended_without_close(&mut c, Duration::from_secs(5)).await);
+    let mut e = ws_subscribe(&d, None).await;
+    let sent = genesis_send(&d, &rpc, key(2).public_key(), XNO).await;
+    let m = ws_next(&mut e, d.confirm_delay() + Duration::from_secs(2))
+        .await
+        .expect("a confirmation after the second reconnect");
+    assert_eq!(m["message"]["hash"], sent.hash().to_hex());
 }

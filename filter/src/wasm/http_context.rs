@@ -71,6 +71,14 @@ impl Host for WasmHost<'_> {
         }
     }
 
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        if let Some(headers) = self.headers.get_mut() {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.push((name.to_owned(), value.as_bytes().to_vec()));
+        }
+    }
+
     fn add_response_header(&mut self, name: &str, value: &str) {
         let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
     }
