@@ -354,9 +354,10 @@ async fn payment_confirmed_after_its_challenge_expired_is_served_once_within_the
     tokio::time::sleep(Duration::from_secs(120 + 60 + 5)).await;
     s.devnet.faults().set_confirming(true);
     assert!(s.confirmed(&block.hash(), Duration::from_secs(20)).await);
-    wait_for_state(&s, &block.hash(), "redeemable", Duration::from_secs(30)).await;
-    let r = s.get(path, &[("payment-signature", &header)]).await;
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(30)).await;
     assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    let row = payment_row(&s, &block.hash()).await.expect("row");
+    assert!(row["settledAt"].as_u64().is_some(), "{row}");
     let again = s.get(path, &[("payment-signature", &header)]).await;
     assert_eq!(again.status, 402);
     assert_eq!(s.upstream_hits(path), 1);
@@ -366,9 +367,10 @@ async fn payment_confirmed_after_its_challenge_expired_is_served_once_within_the
 #[tokio::test]
 async fn payment_is_not_redeemable_while_a_request_slower_than_two_minutes_runs() {
     // Scenario 3, the slow way (about 2.5 minutes): the demo's `/slow/` route lets the upstream
-    // run for up to 3 minutes (Envoy route timeout 180 s, filter `upstreamTimeoutMs` 180000).
-    // 130 s into the first request, past the old 120 s "no outcome means failed" grace, the
-    // same payment must still buy nothing: the request may still be running.
+    // run for up to 3 minutes (Envoy route timeout 180 s, filter `upstreamTimeoutMs` 180000;
+    // challenges valid 300 s). 130 s into the first request, past the old 120 s "no outcome
+    // means failed" grace and with the challenge still valid, the same payment must still buy
+    // nothing: the request may still be running.
     let s = Stack::start(shipped(1)).await;
     let w = s.wallet();
     let path = "/slow/delay/150000/report";
@@ -384,7 +386,15 @@ async fn payment_is_not_redeemable_while_a_request_slower_than_two_minutes_runs(
             .await
             .map(|r| r.status().as_u16())
     });
-    wait_for_state(&s, &block.hash(), "admitted", Duration::from_secs(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.upstream_hits(path) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never forwarded:\n{}",
+            s.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     tokio::time::sleep(Duration::from_secs(130)).await;
     let second = tokio::time::timeout(
         Duration::from_secs(10),
