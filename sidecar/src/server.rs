@@ -177,7 +177,7 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
             };
             let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
             let cfg = engine.config();
-            match engine.store().sweep(now, cfg.redeem.window_secs).await {
+            match engine.store().sweep(now, cfg.redeem).await {
                 Ok(n) => tracing::debug!(changed = n, "payment states swept"),
                 Err(e) => tracing::warn!(error = %e, "sweeping payment states failed"),
             }

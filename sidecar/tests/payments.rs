@@ -65,10 +65,16 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
         .await
         .unwrap());
     // outcome 0 (client reset) and 1..=499: served; served takes no further outcome.
-    assert!(s.record_outcome("receipt1", 0, now + 1).await.unwrap());
+    assert!(s
+        .record_outcome("receipt1", 0, now + 1, POLICY)
+        .await
+        .unwrap());
     assert_eq!(state(&s, 1).await, Some(PaymentState::Served));
-    assert!(!s.record_outcome("receipt1", 502, now + 2).await.unwrap());
-    assert!(!s.release("receipt1", now + 2).await.unwrap());
+    assert!(!s
+        .record_outcome("receipt1", 502, now + 2, POLICY)
+        .await
+        .unwrap());
+    assert!(!s.release("receipt1", now + 2, POLICY).await.unwrap());
     assert!(!s
         .redeem("receipt1", POLICY, now + 30, now + 50)
         .await
@@ -79,9 +85,15 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
     s.consume(&consumption(2, PaymentState::Admitted, now, now + 20))
         .await
         .unwrap();
-    assert!(s.record_outcome("receipt2", 504, now + 1).await.unwrap());
+    assert!(s
+        .record_outcome("receipt2", 504, now + 1, POLICY)
+        .await
+        .unwrap());
     assert_eq!(state(&s, 2).await, Some(PaymentState::Redeemable));
-    assert!(!s.record_outcome("receipt2", 200, now + 1).await.unwrap());
+    assert!(!s
+        .record_outcome("receipt2", 200, now + 1, POLICY)
+        .await
+        .unwrap());
     assert!(s
         .redeem("receipt2", POLICY, now + 2, now + 22)
         .await
@@ -98,18 +110,24 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
         .unwrap());
 
     // release: admitted → redeemable (the filter never got the admission); only from admitted.
-    assert!(s.release("receipt2", now + 4).await.unwrap());
-    assert!(!s.release("receipt2", now + 4).await.unwrap());
+    assert!(s.release("receipt2", now + 4, POLICY).await.unwrap());
+    assert!(!s.release("receipt2", now + 4, POLICY).await.unwrap());
     assert!(s
         .redeem("receipt2", POLICY, now + 5, now + 25)
         .await
         .unwrap());
-    assert!(s.release("receipt2", now + 6).await.unwrap());
-    // the bound (2 re-redemptions) is reached.
+    // The bound (2 re-redemptions) is reached: not served once more, the payment can buy
+    // nothing any more and is owed, never left redeemable.
+    assert!(s.release("receipt2", now + 6, POLICY).await.unwrap());
     assert!(!s
         .redeem("receipt2", POLICY, now + 7, now + 27)
         .await
         .unwrap());
+    let rec = s.spent("nano:devnet:HASH2").await.unwrap().unwrap();
+    assert_eq!(
+        (rec.state, rec.reason.as_deref(), rec.redemptions),
+        (PaymentState::Owed, Some("redemptions_exhausted"), 2)
+    );
 
     // The window is measured from settlement, nothing else.
     s.consume(&consumption(3, PaymentState::Redeemable, now, 0))
@@ -184,7 +202,7 @@ async fn sweep_applies_lease_and_window(db: Db) {
     s.consume(&consumption(4, PaymentState::Redeemable, now - 600, 0))
         .await
         .unwrap();
-    assert_eq!(s.sweep(now, WINDOW).await.unwrap(), 2);
+    assert_eq!(s.sweep(now, POLICY).await.unwrap(), 2);
     assert_eq!(state(&s, 1).await, Some(PaymentState::Admitted));
     assert_eq!(state(&s, 2).await, Some(PaymentState::Redeemable));
     assert_eq!(state(&s, 3).await, Some(PaymentState::Redeemable));
@@ -257,7 +275,7 @@ async fn listing_totals_and_retention(db: Db) {
     }
     for n in 0..3u32 {
         assert!(s
-            .record_outcome(&format!("receipt{n}"), 200, now + 10)
+            .record_outcome(&format!("receipt{n}"), 200, now + 10, POLICY)
             .await
             .unwrap());
     }

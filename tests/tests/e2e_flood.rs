@@ -278,7 +278,10 @@ async fn unpaid_and_junk_floods_add_no_store_row_and_bounded_node_calls() {
             grew(t)
         );
     }
-    assert!(grew(CURSORS) <= after["(pool accounts)"], "a cursor per pool account at most");
+    assert!(
+        grew(CURSORS) <= after["(pool accounts)"],
+        "a cursor per pool account at most"
+    );
     for t in after.keys().filter(|t| t.as_str() != "(pool accounts)") {
         let t = t.as_str();
         if !PAYMENT_TABLES.contains(&t) && !POOL_TABLES.contains(&t) && t != CURSORS {

@@ -136,11 +136,7 @@ async fn payments(
     let now = i64::try_from(crate::engine::unix_now()).unwrap_or(i64::MAX);
     // Show time-driven states as they are now (lease over, window over), not as of the
     // last sweep.
-    if let Err(e) = engine
-        .store()
-        .sweep(now, engine.config().redeem.window_secs)
-        .await
-    {
+    if let Err(e) = engine.store().sweep(now, engine.config().redeem).await {
         tracing::debug!(error = %e, "sweep before listing payments failed");
     }
     let query = PaymentQuery {

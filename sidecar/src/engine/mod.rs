@@ -331,7 +331,12 @@ impl Engine {
         let t = std::time::Instant::now();
         let r = self
             .store
-            .record_outcome(receipt, i64::from(status), as_i64(unix_now()))
+            .record_outcome(
+                receipt,
+                i64::from(status),
+                as_i64(unix_now()),
+                self.cfg.redeem,
+            )
             .await;
         self.metrics.store_op("record_outcome", t.elapsed());
         r
@@ -340,7 +345,11 @@ impl Engine {
     /// The filter never received this admission (it stopped waiting): `admitted →
     /// redeemable`, so the payer's retry is served.
     pub async fn undelivered(&self, receipt: &str) {
-        match self.store.release(receipt, as_i64(unix_now())).await {
+        match self
+            .store
+            .release(receipt, as_i64(unix_now()), self.cfg.redeem)
+            .await
+        {
             Ok(true) => tracing::info!(%receipt, "admission undelivered; payment is redeemable"),
             Ok(false) => {}
             Err(e) => {

@@ -116,6 +116,12 @@ impl Engine {
                 ErrorReason::AlreadySpent,
                 "this payment already bought a response",
             )),
+            PaymentState::Owed if rec.reason.as_deref() == Some(owed::REDEMPTIONS_EXHAUSTED) => {
+                Some(Rejection::new(
+                    ErrorReason::AlreadySpent,
+                    "this payment was redeemed as often as allowed; it is listed for a refund",
+                ))
+            }
             PaymentState::Owed => Some(Rejection::new(
                 ErrorReason::PaymentExpired,
                 "this payment can no longer buy anything; it is listed for a refund",
@@ -171,7 +177,11 @@ impl Engine {
                 tracing::debug!(%receipt, "redeemable payment redeemed");
                 // A facilitator settlement has no outcome report: final at once.
                 if c.final_on_consume {
-                    if let Err(e) = self.store.record_outcome(receipt, 200, as_i64(now)).await {
+                    if let Err(e) = self
+                        .store
+                        .record_outcome(receipt, 200, as_i64(now), self.cfg.redeem)
+                        .await
+                    {
                         tracing::warn!(error = %e, "could not finalize a facilitator redemption");
                     }
                 }

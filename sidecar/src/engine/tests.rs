@@ -404,7 +404,7 @@ async fn redeemable_payment_past_the_window_is_refused_and_swept_to_owed() {
     assert_eq!(v.reason(), Some(ErrorReason::PaymentExpired), "{v:?}");
     f.engine
         .store
-        .sweep(as_i64(unix_now()), 600)
+        .sweep(as_i64(unix_now()), f.engine.config().redeem)
         .await
         .expect("sweep");
     let rec = f

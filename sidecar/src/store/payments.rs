@@ -64,7 +64,17 @@ pub mod owed {
     pub const REDEEM_WINDOW_PASSED: &str = "redeem_window_passed";
     /// A block confirmed after its challenge expired, presented after the window.
     pub const LATE: &str = "late";
+    /// A payment whose request failed at the upstream after it had used every redemption
+    /// (`settlement.max_redemptions`): it cannot buy the response any more.
+    pub const REDEMPTIONS_EXHAUSTED: &str = "redemptions_exhausted";
 }
+
+/// The state a payment that was not served goes to: `redeemable`, or `owed`
+/// (`redemptions_exhausted`) once it has used every redemption. `$1` is `max_redemptions`;
+/// the reason column follows the same rule.
+pub(crate) const NOT_SERVED: &str =
+    "state = CASE WHEN redemptions >= $1 THEN 'owed' ELSE 'redeemable' END, \
+     reason = CASE WHEN redemptions >= $1 THEN 'redemptions_exhausted' ELSE reason END";
 
 /// One payment-ledger row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,23 +218,32 @@ pub trait PaymentStore: Send + Sync {
     ) -> StoreFuture<'a, bool>;
 
     /// `admitted → served` (status 1..=499, or 0: the client reset before the response headers)
-    /// or `admitted → redeemable` (status ≥ 500). `false` = unknown receipt or not admitted.
+    /// or `admitted → redeemable` (status ≥ 500; `owed` once every redemption is used).
+    /// `false` = unknown receipt or not admitted.
     fn record_outcome<'a>(
         &'a self,
         receipt: &'a str,
         status: i64,
         now: i64,
+        policy: RedeemPolicy,
     ) -> StoreFuture<'a, bool>;
 
-    /// `admitted → redeemable`: the filter never received the admission (it stopped waiting).
-    fn release<'a>(&'a self, receipt: &'a str, now: i64) -> StoreFuture<'a, bool>;
+    /// `admitted → redeemable` (or `owed` once every redemption is used): the filter never
+    /// received the admission (it stopped waiting).
+    fn release<'a>(
+        &'a self,
+        receipt: &'a str,
+        now: i64,
+        policy: RedeemPolicy,
+    ) -> StoreFuture<'a, bool>;
 
     /// Records an owed payment once per spent key (`true` = new).
     fn record_owed<'a>(&'a self, o: &'a OwedPayment) -> StoreFuture<'a, bool>;
 
-    /// Time-driven transitions: `admitted` whose lease ended → `redeemable`; `redeemable`
-    /// whose window ended → `owed` (`redeem_window_passed`).
-    fn sweep(&self, now: i64, window_secs: i64) -> StoreFuture<'_, u64>;
+    /// Time-driven transitions: `admitted` whose lease ended → `redeemable` (or `owed` once
+    /// every redemption is used); `redeemable` whose window ended → `owed`
+    /// (`redeem_window_passed`).
+    fn sweep(&self, now: i64, policy: RedeemPolicy) -> StoreFuture<'_, u64>;
 
     /// One page of payments, oldest settlement first.
     fn payments<'a>(&'a self, q: &'a PaymentQuery) -> StoreFuture<'a, Vec<PaymentRecord>>;
@@ -267,7 +286,7 @@ macro_rules! impl_payment_store {
     ($store:ty, $row:ty, $sqlite:expr) => {
         const _: () = {
             use $crate::store::payments::{
-                from_limbs, owed, Consumption, OwedPayment, PaymentQuery, PaymentRecord,
+                from_limbs, owed, Consumption, OwedPayment, PaymentQuery, PaymentRecord, NOT_SERVED,
                 PaymentState, PaymentStore, PendingSettlement, RedeemPolicy, Retention,
                 StateTotal,
             };
@@ -311,6 +330,30 @@ macro_rules! impl_payment_store {
                     nonce: row.try_get("nonce")?,
                     track_until: row.try_get("track_until")?,
                 })
+            }
+
+            impl $store {
+                /// `admitted → redeemable`, or `owed` once every redemption is used.
+                async fn not_served(
+                    &self,
+                    receipt: &str,
+                    now: i64,
+                    policy: RedeemPolicy,
+                ) -> Result<bool, $crate::store::StoreError> {
+                    let done = sqlx::query(&sql(
+                        &format!(
+                            "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
+                             WHERE receipt = $3 AND state = 'admitted'"
+                        ),
+                        $sqlite,
+                    ))
+                    .bind(policy.max_redemptions)
+                    .bind(now)
+                    .bind(receipt)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
             }
 
             impl PaymentStore for $store {
@@ -387,31 +430,14 @@ macro_rules! impl_payment_store {
                     receipt: &'a str,
                     status: i64,
                     now: i64,
+                    policy: RedeemPolicy,
                 ) -> StoreFuture<'a, bool> {
                     Box::pin(async move {
-                        let to = if status >= 500 {
-                            PaymentState::Redeemable
-                        } else {
-                            PaymentState::Served
-                        };
+                        if status >= 500 {
+                            return self.not_served(receipt, now, policy).await;
+                        }
                         let done = sqlx::query(&sql(
-                            "UPDATE payments SET state = $1, updated_at = $2 \
-                             WHERE receipt = $3 AND state = 'admitted'",
-                            $sqlite,
-                        ))
-                        .bind(to.as_str())
-                        .bind(now)
-                        .bind(receipt)
-                        .execute(&self.pool)
-                        .await?;
-                        Ok(done.rows_affected() == 1)
-                    })
-                }
-
-                fn release<'a>(&'a self, receipt: &'a str, now: i64) -> StoreFuture<'a, bool> {
-                    Box::pin(async move {
-                        let done = sqlx::query(&sql(
-                            "UPDATE payments SET state = 'redeemable', updated_at = $1 \
+                            "UPDATE payments SET state = 'served', updated_at = $1 \
                              WHERE receipt = $2 AND state = 'admitted'",
                             $sqlite,
                         ))
@@ -421,6 +447,15 @@ macro_rules! impl_payment_store {
                         .await?;
                         Ok(done.rows_affected() == 1)
                     })
+                }
+
+                fn release<'a>(
+                    &'a self,
+                    receipt: &'a str,
+                    now: i64,
+                    policy: RedeemPolicy,
+                ) -> StoreFuture<'a, bool> {
+                    Box::pin(self.not_served(receipt, now, policy))
                 }
 
                 fn record_owed<'a>(&'a self, o: &'a OwedPayment) -> StoreFuture<'a, bool> {
@@ -447,13 +482,17 @@ macro_rules! impl_payment_store {
                     })
                 }
 
-                fn sweep(&self, now: i64, window_secs: i64) -> StoreFuture<'_, u64> {
+                fn sweep(&self, now: i64, policy: RedeemPolicy) -> StoreFuture<'_, u64> {
+                    let window_secs = policy.window_secs;
                     Box::pin(async move {
                         let a = sqlx::query(&sql(
-                            "UPDATE payments SET state = 'redeemable', updated_at = $1 \
-                             WHERE state = 'admitted' AND lease_until <= $1",
+                            &format!(
+                                "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
+                                 WHERE state = 'admitted' AND lease_until <= $2"
+                            ),
                             $sqlite,
                         ))
+                        .bind(policy.max_redemptions)
                         .bind(now)
                         .execute(&self.pool)
                         .await?;
