@@ -1,9 +1,14 @@
 //! Catching up from the ledger. The tagged watcher learns of sends by WebSocket push, and a
 //! push can be missed: the connection drops, the node restarts, the watcher falls behind, or
-//! the sidecar itself is down. The reconciler walks each watched pool account on the node and
-//! feeds every confirmed send to it into the **same** handler the push uses
-//! ([`super::tagged::handle_confirmed_send`]), so a send made during a gap is matched to its
-//! session or recorded as stray like any other.
+//! the sidecar itself is down. The reconciler walks each watched pool account and each
+//! signed-block payee account on the node and feeds every confirmed send to it into the
+//! **same** handler the push uses ([`super::tagged::handle_confirmed_send`]), so a send made
+//! during a gap is matched to its session, left to the settlement path (a signed-block payment
+//! of ours), or recorded owed like any other.
+//!
+//! Signed-block payees are the distinct `pay_to` of the payment ledger and of pending
+//! settlements, the facilitator's `pay_to` list (read at start and on every WebSocket
+//! resubscription), and each payee at its first presentation (when its block is claimed).
 //!
 //! Two views cover every send to an account:
 //! * `receivable`: sends not received yet (the payee's wallet has not pocketed them);
@@ -11,8 +16,11 @@
 //!   send it received in `link`. It is read from a per-account cursor kept in the store
 //!   (`reconcile_cursors`), so a restart resumes where the last pass stopped.
 //!
-//! Sends first seen before the account's `since` (set when we start following the account,
-//! minus the longest session validity) predate everything we issued for it and are ignored.
+//! Sends first seen before the account's `since` predate everything we issued for it and are
+//! ignored: for a pool account, when we started following it minus the longest session
+//! validity; for a payee account, when the sidecar first knew it (its first recorded payment
+//! or presentation, or the first pass that read it from the configuration). The account's
+//! older history is not ours to judge.
 //! Passes run at start, after every WebSocket (re)subscription, when the watcher lagged, and
 //! every `tagged.reconcile_secs`. The handler is idempotent (a session paid by the same block
 //! stays paid; a stray is recorded once per block), so feeding a send twice is harmless; a
@@ -98,20 +106,46 @@ impl Reconciler {
         seen.insert(hash);
     }
 
-    /// One pass over every watched pool account.
+    /// Follows every signed-block payee the store and the configuration know (payees first
+    /// presented from now on are followed at their presentation).
+    pub async fn rewatch_payees(&self) {
+        let Some(engine) = self.engine.upgrade() else {
+            return;
+        };
+        if let Err(e) = engine.rewatch_payees().await {
+            tracing::warn!(error = %e, "could not list the signed-block payee accounts");
+        }
+    }
+
+    /// One pass over every watched pool and signed-block payee account.
     pub async fn pass(&self) -> PassReport {
         let mut report = PassReport::default();
         let Some(engine) = self.engine.upgrade() else {
             return report;
         };
-        for account in engine.tagged().watched_accounts() {
+        let now = unix_now();
+        let pools = engine.tagged().watched_accounts();
+        // A pool account's sends count from the longest session validity back (a session
+        // issued before we followed it may be paid); a payee's only from when we first knew it.
+        let pool_since = now.saturating_sub(engine.tagged().settings.max_validity_secs);
+        let payees = engine
+            .tagged()
+            .payee_accounts()
+            .into_iter()
+            .filter(|(k, _)| !pools.contains(k));
+        let accounts: Vec<(PublicKey, u64)> = pools
+            .iter()
+            .map(|k| (*k, pool_since))
+            .chain(payees)
+            .collect();
+        for (account, since) in accounts {
             report.accounts += 1;
-            match self.account(&engine, &account).await {
+            match self.account(&engine, &account, since).await {
                 Ok(n) => report.fed += n,
                 Err(e) => {
                     report.errors += 1;
                     tracing::warn!(account = %account.to_address(), error = %e,
-                        "reconciling a pool account failed; retried next pass");
+                        "reconciling an account failed; retried next pass");
                 }
             }
         }
@@ -126,10 +160,12 @@ impl Reconciler {
     }
 
     /// Catches up on one account; returns how many sends were fed to the handler.
+    /// `since`: where a new cursor starts (an existing one keeps its own).
     async fn account(
         &self,
         engine: &Arc<Engine>,
         account: &PublicKey,
+        since: u64,
     ) -> Result<usize, ReconcileError> {
         let store = engine.store();
         let key = account.to_hex();
@@ -137,7 +173,6 @@ impl Reconciler {
         let cursor = match store.cursor(&key).await? {
             Some(c) => c,
             None => {
-                let since = now.saturating_sub(engine.tagged().settings.max_validity_secs);
                 let c = ReconcileCursor {
                     account: key.clone(),
                     head: None,
@@ -316,9 +351,13 @@ pub fn spawn_reconciler(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let mut epoch = resubscribed.as_ref().map_or(0, |r| r.borrow().epoch);
+        let mut rewatch = true;
         loop {
             if reconciler.engine.strong_count() == 0 {
                 return;
+            }
+            if std::mem::take(&mut rewatch) {
+                reconciler.rewatch_payees().await;
             }
             reconciler.pass().await;
             // Wait for the next reason to look.
@@ -340,6 +379,7 @@ pub fn spawn_reconciler(
                         let now = resubscribed.as_ref().map_or(epoch, |r| r.borrow().epoch);
                         if now != epoch {
                             epoch = now;
+                            rewatch = true;
                             break;
                         }
                     }
@@ -514,7 +554,7 @@ mod tests {
         }
     }
 
-    async fn engine(ledger: Arc<Scripted>) -> (Arc<Engine>, std::path::PathBuf) {
+    async fn engine(ledger: Arc<Scripted>, pool: bool) -> (Arc<Engine>, std::path::PathBuf) {
         let path = std::env::temp_dir().join(format!(
             "nanogate_reconcile_{}.db",
             super::super::random_hex()
@@ -545,7 +585,11 @@ mod tests {
             ledger,
             Arc::new(Metrics::new()),
         );
-        e.watch_pool(POOL);
+        if pool {
+            e.watch_pool(POOL);
+        } else {
+            e.watch_payee(POOL, unix_now() - 60);
+        }
         (Arc::new(e), path)
     }
 
@@ -574,6 +618,35 @@ mod tests {
             .collect()
     }
 
+    /// The hashes of every owed payment (any mechanism).
+    async fn owed(e: &Engine, want: usize) -> Vec<String> {
+        let q = crate::store::PaymentQuery {
+            state: Some(crate::store::PaymentState::Owed),
+            resource: None,
+            payer: None,
+            since: None,
+            until: None,
+            after: None,
+            limit: 100,
+        };
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = e
+                .store()
+                .payments(&q)
+                .await
+                .expect("payments")
+                .iter()
+                .map(|p| p.hash().to_owned())
+                .collect();
+            if got.len() >= want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        got
+    }
+
     #[tokio::test]
     async fn missed_sends_are_fed_once_and_the_cursor_waits_for_unconfirmed_ones() {
         let ledger = Arc::new(Scripted::default());
@@ -589,7 +662,7 @@ mod tests {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(pending);
-        let (e, path) = engine(ledger.clone()).await;
+        let (e, path) = engine(ledger.clone(), true).await;
         let r = Reconciler::new(&e, Duration::ZERO);
 
         let report = r.pass().await;
@@ -669,6 +742,79 @@ mod tests {
             .expect("cursor")
             .expect("set");
         assert_eq!(cursor.head, Some(hash(13).to_hex()));
+        drop(e);
+        for s in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{s}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_to_a_signed_block_payee_that_are_not_our_payments_are_owed() {
+        // POOL is a signed-block payee here (no session account), known since a minute ago.
+        let ledger = Arc::new(Scripted::default());
+        let now = unix_now();
+        // Before the sidecar knew the account: its older history is not ours to judge.
+        let older = ledger.send(1, 5, now - 3_600, true);
+        ledger.receive(11, older, now - 3_600);
+        // Someone paid the account directly (pocketed by its wallet, and one still receivable).
+        let direct = ledger.send(2, 6, now - 10, true);
+        ledger.receive(12, direct, now - 10);
+        let ours = ledger.send(3, 7, now - 5, true);
+        let receivable = ledger.send(4, 8, now - 5, true);
+        ledger
+            .receivable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend([ours, receivable]);
+        let (e, path) = engine(ledger.clone(), false).await;
+        // `ours` is a signed-block payment being settled: claimed in the fork set.
+        let claim = crate::store::ForkEntry {
+            frontier_key: format!("nano:devnet:{}:{}", PAYER.to_hex(), hash(0).to_hex()),
+            block_hash: ours.to_hex(),
+            nonce: None,
+            owner: "settler".into(),
+            lease_until: as_i64(now + 60),
+            expires_at: as_i64(now + 120),
+            terms: None,
+        };
+        assert!(e
+            .store()
+            .fork_claim(&claim, as_i64(now))
+            .await
+            .expect("claim"));
+        let r = Reconciler::new(&e, Duration::ZERO);
+        let report = r.pass().await;
+        assert_eq!((report.accounts, report.errors), (1, 0));
+        let mut got = owed(&e, 2).await;
+        got.sort();
+        assert_eq!(got, vec![direct.to_hex(), receivable.to_hex()]);
+        for h in [direct, receivable] {
+            let row = e
+                .store()
+                .spent(&format!("nano:devnet:{}", h.to_hex()))
+                .await
+                .expect("store")
+                .expect("row");
+            assert_eq!(
+                (row.mechanism.as_str(), row.state, row.reason.as_deref()),
+                (
+                    "signed_block",
+                    crate::store::PaymentState::Owed,
+                    Some("unmatched")
+                )
+            );
+        }
+        let cursor = e
+            .store()
+            .cursor(&POOL.to_hex())
+            .await
+            .expect("cursor")
+            .expect("set");
+        assert_eq!(
+            cursor.since,
+            as_i64(now - 60),
+            "since the account was known"
+        );
         drop(e);
         for s in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{s}", path.display()));

@@ -308,7 +308,8 @@ impl Engine {
         self.metrics.store_op("fork_claim", t.elapsed());
         match claimed {
             Err(e) => return self.store_failed(&e),
-            Ok(true) => {}
+            // From its first presentation on, every send to the payee is accounted for.
+            Ok(true) => self.watch_payee(c.pay_to, now),
             Ok(false) => {
                 let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
                 let same = matches!(&entry, Ok(Some(e)) if e.block_hash == claim.block_hash);

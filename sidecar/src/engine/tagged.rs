@@ -14,7 +14,9 @@
 //!   send the fork set (or the ledger) knows as a signed-block payment is never matched to a
 //!   session: we claim the frontier before we broadcast, so the watcher always sees the claim
 //!   first, and a signed-block price that happens to equal a session's amount on a shared
-//!   payee can never be consumed by that session.
+//!   payee can never be consumed by that session. Signed-block payee accounts are followed
+//!   the same way ([`Engine::watch_payee`]): a send to one that is not a signed-block payment
+//!   of ours is recorded `owed` (`unmatched`, under `signed_block`) after the settle window.
 //! * **Admitting** ([`Engine::pay_tagged`]): the client presents the session (MAC-bound) and,
 //!   optionally, the block hash. We admit only a confirmed send to the session's account of
 //!   exactly its amount, first seen (node `local_timestamp`, fail closed when 0) no earlier
@@ -26,7 +28,7 @@ use super::verify::Checked;
 use super::{as_i64, random_hex, unix_now, Engine, PayContext, PaymentInput, Rejection, Verdict};
 use crate::ledger::Confirmation;
 use crate::node::ConfirmedBlock;
-use crate::store::payments::TAGGED;
+use crate::store::payments::{SIGNED_BLOCK, TAGGED};
 use crate::store::tagged::{StrayPayment, TaggedConsume, TaggedSession};
 use crate::store::{Consumption, OwedPayment, PaymentState, StoreError};
 use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
@@ -34,7 +36,7 @@ use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, BlockHash, PublicKey, Signature, StateBlock};
 use nanogate_protocol::x402::{decode_payment_value, ErrorReason, PaymentMechanism};
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -76,6 +78,9 @@ pub struct TaggedState {
     pub settings: TaggedSettings,
     /// Pool accounts whose confirmations we follow.
     watched: Mutex<HashSet<PublicKey>>,
+    /// Signed-block payee accounts we follow too, each with the unix time we first knew it:
+    /// sends to them that are not our signed-block payments are recorded owed.
+    payees: Mutex<HashMap<PublicKey, u64>>,
     /// Wakes the reconciler early (the watcher fell behind the confirmation stream).
     reconcile: Arc<tokio::sync::Notify>,
 }
@@ -85,7 +90,40 @@ impl TaggedState {
         TaggedState {
             settings,
             watched: Mutex::default(),
+            payees: Mutex::default(),
             reconcile: Arc::default(),
+        }
+    }
+
+    /// The signed-block payee accounts followed now, with the time each was first known.
+    pub fn payee_accounts(&self) -> Vec<(PublicKey, u64)> {
+        self.payees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, t)| (*k, *t))
+            .collect()
+    }
+
+    fn is_payee(&self, key: &PublicKey) -> bool {
+        self.payees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
+    /// `true` when `key` was not a known payee before (an earlier `since` is kept).
+    fn know_payee(&self, key: PublicKey, since: u64) -> bool {
+        let mut payees = self.payees.lock().unwrap_or_else(PoisonError::into_inner);
+        match payees.get_mut(&key) {
+            Some(t) => {
+                *t = (*t).min(since);
+                false
+            }
+            None => {
+                payees.insert(key, since);
+                true
+            }
         }
     }
 
@@ -217,6 +255,35 @@ impl Engine {
             // A first pass over the new account sets its reconciliation cursor now.
             self.tagged.request_reconcile();
         }
+    }
+
+    /// Follows a signed-block payee account (at its first presentation, from the payment
+    /// ledger, or from the facilitator's `pay_to` list): WebSocket confirmations and the
+    /// reconciler's passes then cover it. `since`: sends first seen earlier are not ours to
+    /// judge (used when the account gets its reconciliation cursor).
+    pub(crate) fn watch_payee(&self, key: PublicKey, since: u64) {
+        if self.tagged.know_payee(key, since) {
+            self.ledger.watch_payee(&key);
+            self.tagged.request_reconcile();
+        }
+    }
+
+    /// Follows every signed-block payee the store and the configuration know (at start, and
+    /// on each WebSocket resubscription: another replica may have learnt new ones).
+    pub async fn rewatch_payees(&self) -> Result<usize, StoreError> {
+        let now = unix_now();
+        let mut n = 0;
+        for key in self.cfg.pay_to_allow.clone() {
+            self.watch_payee(key, now);
+            n += 1;
+        }
+        for (address, since) in self.store.signed_block_payees(as_i64(now)).await? {
+            if let Ok(k) = PublicKey::from_address(&address) {
+                self.watch_payee(k, u64::try_from(since).unwrap_or(now).min(now));
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Watches the accounts of sessions still open, or expired within the retention (after a
@@ -440,6 +507,12 @@ impl Engine {
 
     /// Records a stray payment as `owed` (once per block) and counts it.
     pub async fn record_stray(&self, s: StrayPayment) {
+        self.record_unmatched(s, TAGGED).await;
+    }
+
+    /// Records a send to one of our accounts that bought nothing as `owed` under `mechanism`
+    /// (once per block), unless it is a signed-block payment of ours, and counts it.
+    async fn record_unmatched(&self, s: StrayPayment, mechanism: &'static str) {
         let reason = s.reason.clone();
         let spent_key = format!("{}:{}", self.cfg.network, s.hash);
         // A signed-block payment is accounted for by its own row (or claim): never stray.
@@ -453,7 +526,7 @@ impl Engine {
         }
         let o = OwedPayment {
             spent_key,
-            mechanism: TAGGED,
+            mechanism,
             payer: s.payer.clone(),
             pay_to: s.pay_to.clone(),
             amount: s.amount.clone(),
@@ -792,7 +865,8 @@ impl Engine {
     /// `Some(hash)` asks the caller to re-check later whether it was a signed-block payment.
     pub async fn on_confirmed_send(&self, cb: &ConfirmedBlock) -> Option<BlockHash> {
         let dest = cb.destination()?;
-        if !self.tagged.is_watched(&dest) {
+        let pool = self.tagged.is_watched(&dest);
+        if !pool && !self.tagged.is_payee(&dest) {
             return None;
         }
         let now = unix_now();
@@ -807,6 +881,11 @@ impl Engine {
                 tracing::warn!(error = %e, "watcher: store error");
                 return None;
             }
+        }
+        if !pool {
+            // A signed-block payee only: anything but our own payment is owed, judged after
+            // the settle window (a presentation in flight claims its block first).
+            return Some(cb.hash);
         }
         let found = self
             .store
@@ -871,8 +950,9 @@ impl Engine {
         None
     }
 
-    /// A send to a pool account that matched no session: unless it was recorded meanwhile (or
-    /// is a signed-block payment), it is a stray payment.
+    /// A send to a pool account that matched no session, or to a signed-block payee account:
+    /// unless it was recorded meanwhile (or is a signed-block payment), it is owed
+    /// (`unmatched`).
     async fn unmatched_later(&self, cb: &ConfirmedBlock) {
         let key = format!("{}:{}", self.cfg.network, cb.hash.to_hex());
         let known = match self.store.spent(&key).await {
@@ -885,7 +965,13 @@ impl Engine {
             Ok(false) => {
                 if let Some(dest) = cb.destination() {
                     let s = Self::stray(&cb.hash, &dest, cb.amount, &cb.account, "unmatched", None);
-                    self.record_stray(s).await;
+                    // Listed under the mechanism the account serves.
+                    let mechanism = if self.tagged.is_watched(&dest) {
+                        TAGGED
+                    } else {
+                        SIGNED_BLOCK
+                    };
+                    self.record_unmatched(s, mechanism).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "watcher: store error"),
@@ -893,10 +979,11 @@ impl Engine {
     }
 }
 
-/// The one place a confirmed send to a pool account is judged, whether the WebSocket pushed
+/// The one place a confirmed send to a pool or signed-block payee account is judged, whether the WebSocket pushed
 /// it or the reconciler found it on the ledger ([`super::reconcile`]): it marks the matching
-/// session paid or records a stray payment; a send matching no session is judged after
-/// `settle_window` (it may be a signed-block payment still being recorded).
+/// session paid or records a stray payment; a send matching no session (and any send to a
+/// signed-block payee that is not our payment) is judged after `settle_window` (it may be a
+/// signed-block payment still being presented or recorded).
 pub async fn handle_confirmed_send(
     engine: &Arc<Engine>,
     cb: ConfirmedBlock,

@@ -27,6 +27,11 @@ pub trait CursorStore: Send + Sync {
         head: Option<&'a str>,
         now: i64,
     ) -> StoreFuture<'a, ()>;
+
+    /// The payee accounts of signed-block payments (`nano_` addresses, as the ledger keeps
+    /// them), each with the earliest time the sidecar is known to have followed it: its first
+    /// recorded payment, or `now` for an account only tracked (`pending_settlements`) so far.
+    fn signed_block_payees(&self, now: i64) -> StoreFuture<'_, Vec<(String, i64)>>;
 }
 
 /// Implements [`CursorStore`] for a backend struct with a `pool` field; the SQL is shared.
@@ -100,6 +105,25 @@ macro_rules! impl_cursor_store {
                         .execute(&self.pool)
                         .await?;
                         Ok(())
+                    })
+                }
+
+                fn signed_block_payees(&self, now: i64) -> StoreFuture<'_, Vec<(String, i64)>> {
+                    Box::pin(async move {
+                        let rows: Vec<(String, i64)> = sqlx::query_as(&sql(
+                            "SELECT pay_to, MIN(since) FROM ( \
+                               SELECT pay_to, MIN(settled_at) AS since FROM payments \
+                                 WHERE mechanism = 'signed_block' AND pay_to <> '' \
+                                 GROUP BY pay_to \
+                               UNION ALL SELECT pay_to, CAST($1 AS BIGINT) AS since \
+                                 FROM pending_settlements \
+                             ) known GROUP BY pay_to",
+                            $sqlite,
+                        ))
+                        .bind(now)
+                        .fetch_all(&self.pool)
+                        .await?;
+                        Ok(rows)
                     })
                 }
             }
