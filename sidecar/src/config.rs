@@ -110,7 +110,7 @@ pub struct TaggedConfig {
     pub tag_space: u64,
     /// How long expired sessions are kept so that late payments are recognized.
     pub retention_secs: u64,
-    /// How often the pool accounts are reconciled against the ledger (besides at start, on
+    /// How often the pool and signed-block payee accounts are reconciled against the ledger (besides at start, on
     /// every WebSocket reconnect and when the watcher fell behind).
     pub reconcile_secs: u64,
 }
@@ -352,7 +352,7 @@ pub struct Cli {
     /// Tagged sessions: seconds expired sessions are kept to recognize late payments [default: 86400].
     #[arg(long, env = "NANOGATE_SESSION_RETENTION_SECS")]
     pub session_retention_secs: Option<u64>,
-    /// Tagged sessions: seconds between reconciliations of the pool accounts against the
+    /// Tagged sessions: seconds between reconciliations of the pool and payee accounts against the
     /// ledger (catching up on sends the WebSocket missed; also at start and on reconnect)
     /// [default: 30].
     #[arg(long, env = "NANOGATE_RECONCILE_SECS")]
