@@ -110,8 +110,8 @@ pub struct TaggedConfig {
     pub tag_space: u64,
     /// How long expired sessions are kept so that late payments are recognized.
     pub retention_secs: u64,
-    /// How often the pool and signed-block payee accounts are reconciled against the ledger (besides at start, on
-    /// every WebSocket reconnect and when the watcher fell behind).
+    /// How often the pool and signed-block payee accounts are reconciled against the ledger
+    /// (besides at start, on every WebSocket reconnect and when the watcher fell behind).
     pub reconcile_secs: u64,
 }
 
