@@ -223,6 +223,70 @@ async fn the_watcher_marks_a_session_paid_so_the_session_alone_redeems_it() {
     assert_admit(&v);
 }
 
+/// The listing row of `hash` in `/v1/admin/payments`.
+async fn payment_row(sc: &Sidecar, hash: &BlockHash) -> Option<Value> {
+    let r = http()
+        .get(format!("{}/v1/admin/payments?limit=1000", sc.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("payments");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    v["payments"]
+        .as_array()?
+        .iter()
+        .find(|p| p["hash"].as_str() == Some(hash.to_hex().as_str()))
+        .cloned()
+}
+
+/// Chaos seed 1001: a wallet paid its session, the watcher matched the send, and the payer was
+/// never heard from again (its presentations were rate limited). The send reached us, so it
+/// is listed (`redeemable`: settled, not served) before anyone presents it, and its first
+/// presentation is still served as a first use, not as a redemption.
+#[tokio::test]
+async fn a_session_paid_but_never_presented_is_listed_redeemable_and_still_buys_its_request() {
+    let payer = key(4);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s)).await;
+    let mut listed = None;
+    for _ in 0..100 {
+        listed = payment_row(&sc, &hash).await;
+        if listed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = listed.expect("the matched send is listed before any presentation");
+    assert_eq!(row["state"], "redeemable", "{row}");
+    assert_eq!(row["mechanism"], "tagged", "{row}");
+    assert_eq!(row["amount"].as_str(), Some(amount(s).to_string().as_str()));
+    assert_eq!(
+        row["payer"].as_str(),
+        Some(payer.public_key().to_address().as_str())
+    );
+
+    let v = present(&sc, s, None).await;
+    assert_admit(&v);
+    assert_eq!(v["transaction"].as_str(), Some(hash.to_hex().as_str()));
+    let row = payment_row(&sc, &hash).await.expect("listed");
+    assert_eq!(row["state"], "admitted", "{row}");
+    assert_eq!(
+        row["redemptions"], 0,
+        "the first use is not a redemption: {row}"
+    );
+    // Once: presented again while its request is in flight.
+    assert_reject(&present(&sc, s, None).await, "duplicate_settlement");
+    // Served: final.
+    sc.outcome(v["receipt"].as_str().unwrap_or(""), 200).await;
+    assert_eq!(
+        payment_row(&sc, &hash).await.expect("listed")["state"],
+        "served"
+    );
+    assert_reject(&present(&sc, s, None).await, "already_spent");
+}
+
 #[tokio::test]
 async fn an_amount_off_by_one_raw_is_refused_and_reported() {
     let payer = key(3);
@@ -252,22 +316,15 @@ async fn an_amount_off_by_one_raw_is_refused_and_reported() {
 #[tokio::test]
 async fn a_payment_made_before_its_session_was_issued_is_refused() {
     let payer = key(4);
-    // One tag: the next session on the account gets the very same amount.
+    // One tag: every session on the account gets the amount price + 1.
     let (d, _db, sc) = setup(&[&payer], 1).await;
-    let s1 = &issue(&sc, 1, &[payee()], 2).await[0];
-    let hash = broadcast(&d, &payer, pay_to(s1), amount(s1)).await;
-    // Wait until s1 has expired and its amount is free again.
-    let mut s2 = None;
-    for _ in 0..60 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some(s) = issue(&sc, 1, &[payee()], 30).await.pop() {
-            s2 = Some(s);
-            break;
-        }
-    }
-    let s2 = s2.expect("a second session once the first expired");
-    assert_eq!(amount(&s2), amount(s1));
-    assert_reject(&present(&sc, &s2, Some(&hash)).await, "payment_too_early");
+    // Sent before any session with that amount exists (a session the watcher matched in time
+    // is that session's payment instead: see the test below about never presenting one).
+    let hash = broadcast(&d, &payer, payee(), PRICE + 1).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let s = &issue(&sc, 1, &[payee()], 30).await[0];
+    assert_eq!(amount(s), PRICE + 1);
+    assert_reject(&present(&sc, s, Some(&hash)).await, "payment_too_early");
     let list = strays(&sc).await;
     assert!(list
         .iter()
@@ -320,8 +377,11 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
     };
     let mut unknown = requirements(s);
     unknown.extra = challenge::extra(&k.key, &terms, &stamp);
+    // A send that paid no session, presented under it, is reported. (`hash` paid `s`: the
+    // watcher lists it for `s`, never as stray.)
+    let other = broadcast(&d, &payer, payee(), amount(s) + 3).await;
     let payment =
-        json!({"x402Version": 2, "accepted": unknown, "payload": {"proof": hash.to_hex()}});
+        json!({"x402Version": 2, "accepted": unknown, "payload": {"proof": other.to_hex()}});
     assert_reject(
         &pay_at(&sc.base, SCOPE, &unknown, &payment).await,
         "unknown_session",
@@ -329,7 +389,13 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
     assert!(strays(&sc)
         .await
         .iter()
-        .any(|e| e["hash"] == json!(hash.to_hex()) && e["reason"] == "unknown_session"));
+        .any(|e| e["hash"] == json!(other.to_hex()) && e["reason"] == "unknown_session"));
+    let payment =
+        json!({"x402Version": 2, "accepted": unknown, "payload": {"proof": hash.to_hex()}});
+    assert_reject(
+        &pay_at(&sc.base, SCOPE, &unknown, &payment).await,
+        "unknown_session",
+    );
 
     // A session for another scope (route).
     let v = present_at(&sc, s, "nanogate-route:other", &hash).await;

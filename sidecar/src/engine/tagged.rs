@@ -629,11 +629,24 @@ impl Engine {
         let spent_key = format!("{}:{}", self.cfg.network, hash.to_hex());
 
         // A consumed block: the redemption rules of signed blocks (same spent set).
+        let mut matched_unused = false;
         match self.store.spent(&spent_key).await {
             Err(e) => return self.store_failed(&e),
             // A send recorded owed by this mechanism (e.g. presented with the wrong session
             // first) may still buy its own session: the consumption below takes the row over.
             Ok(Some(rec)) if rec.state == PaymentState::Owed && rec.mechanism == TAGGED => {}
+            // The watcher matched it to this session and listed it redeemable; this is its
+            // first use (the session was never consumed), within the redemption window.
+            Ok(Some(rec))
+                if rec.state == PaymentState::Redeemable
+                    && rec.mechanism == TAGGED
+                    && rec.redemptions == 0
+                    && rec.nonce.as_deref() == Some(p.session_id.as_str())
+                    && session.consumed_hash.is_none()
+                    && rec.settled_at.saturating_add(self.cfg.redeem.window_secs) > as_i64(now) =>
+            {
+                matched_unused = true;
+            }
             Ok(Some(rec)) => {
                 let payer = PublicKey::from_address(&rec.payer).unwrap_or(p.pay_to);
                 let c = self.checked(&p, hash, payer, spent_key, &input.resource);
@@ -657,12 +670,13 @@ impl Engine {
         }
 
         // Validity: presented before validBefore, or paid (matched by the watcher) in time and
-        // finished within the grace.
+        // finished within the grace, or, once the watcher listed it redeemable, within the
+        // redemption window after its settlement (like any redeemable payment).
         let vb = session.valid_before;
         let paid_in_time = paid_hash == Some(hash) && session.paid_at.is_some_and(|t| t < vb);
         let expired = vb <= as_i64(now);
         let in_grace = as_i64(now) < vb.saturating_add(as_i64(self.cfg.fork_grace_secs));
-        if expired && !(paid_in_time && in_grace) {
+        if expired && !(paid_in_time && (in_grace || matched_unused)) {
             self.report_presented_stray(&hash, &p.pay_to, "late", &p.session_id)
                 .await;
             return self.reject(reject(
@@ -918,11 +932,23 @@ impl Engine {
         } else if s.paid_hash.is_some() || s.consumed_hash.is_some() {
             "session_used"
         } else {
-            match self
-                .store
-                .mark_session_paid(&s.id, &hash, as_i64(first_seen))
-                .await
-            {
+            // Settled, not served yet: listed `redeemable` at once, so the send is accounted
+            // for even if its payer never presents it; its first presentation takes the row
+            // over (see `pay_tagged`).
+            let paid = Consumption {
+                spent_key: spent_key.clone(),
+                receipt: random_hex(),
+                mechanism: TAGGED,
+                payer: cb.account.to_address(),
+                pay_to: dest.to_address(),
+                amount: cb.amount,
+                resource: s.scope.clone(),
+                nonce: Some(s.id.clone()),
+                now: as_i64(first_seen),
+                state: PaymentState::Redeemable,
+                lease_until: 0,
+            };
+            match self.store.mark_session_paid(&paid, &s.id, &hash).await {
                 Ok(true) => {
                     tracing::debug!(session = %s.id, %hash, "session paid");
                     return None;

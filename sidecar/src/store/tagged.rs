@@ -8,9 +8,12 @@
 //! the session's `consumed_hash` is set only if it is still empty (conditional `UPDATE`), and
 //! the block is inserted into the **same** payment ledger as signed-block payments
 //! (`network:HASH`, insert-if-absent), so a block can never be consumed twice, whichever
-//! mechanism presents it. The one exception to insert-if-absent: a send recorded `owed` by the
-//! tagged mechanism (e.g. first presented with the wrong session) that then buys its own
-//! session takes that row over (`owed → admitted`, tagged rows only).
+//! mechanism presents it. The exceptions to insert-if-absent, tagged rows only: a send recorded
+//! `owed` by the tagged mechanism (e.g. first presented with the wrong session) that then buys
+//! its own session takes that row over (`owed → admitted`), and so does the first presentation
+//! of a send the watcher matched to this very session (recorded `redeemable` when it marked the
+//! session paid, never redeemed: `redeemable → admitted`; the session's `consumed_hash`, set in
+//! the same transaction, makes this happen once).
 
 use super::{Consumption, StoreFuture};
 
@@ -72,12 +75,15 @@ pub trait TaggedStore: Send + Sync {
         amount: &'a str,
     ) -> StoreFuture<'a, Option<TaggedSession>>;
 
-    /// Marks a session paid by `hash` unless it already is (`true` = marked now).
+    /// Marks a session paid by `hash` unless it already is (`true` = marked now) and, in the
+    /// same transaction, records the send in the payment ledger as `paid` says (`redeemable`:
+    /// settled, not served yet) unless the ledger already has it. A send we know of is never
+    /// in no state, even if its payer never presents it.
     fn mark_session_paid<'a>(
         &'a self,
-        id: &'a str,
+        paid: &'a Consumption,
+        session_id: &'a str,
         hash: &'a str,
-        at: i64,
     ) -> StoreFuture<'a, bool>;
 
     /// Consumes the session with `c.spent_key`'s block, atomically (see the module docs).
@@ -212,22 +218,49 @@ macro_rules! impl_tagged_store {
 
                 fn mark_session_paid<'a>(
                     &'a self,
-                    id: &'a str,
+                    paid: &'a Consumption,
+                    session_id: &'a str,
                     hash: &'a str,
-                    at: i64,
                 ) -> StoreFuture<'a, bool> {
                     Box::pin(async move {
+                        let mut tx = self.pool.begin().await?;
                         let done = sqlx::query(&sql(
                             "UPDATE tagged_sessions SET paid_hash = $1, paid_at = $2 \
                              WHERE id = $3 AND paid_hash IS NULL",
                             $sqlite,
                         ))
                         .bind(hash)
-                        .bind(at)
-                        .bind(id)
-                        .execute(&self.pool)
+                        .bind(paid.now)
+                        .bind(session_id)
+                        .execute(&mut *tx)
                         .await?;
-                        Ok(done.rows_affected() == 1)
+                        if done.rows_affected() != 1 {
+                            tx.rollback().await?;
+                            return Ok(false);
+                        }
+                        sqlx::query(&sql(
+                            "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
+                               amount, resource, nonce, state, reason, settled_at, updated_at, \
+                               lease_until, redemptions) \
+                             VALUES ($1, $2, 'tagged', $3, $4, $5, $6, $7, $8, NULL, $9, $9, \
+                               $10, 0) \
+                             ON CONFLICT (spent_key) DO NOTHING",
+                            $sqlite,
+                        ))
+                        .bind(&paid.spent_key)
+                        .bind(&paid.receipt)
+                        .bind(&paid.payer)
+                        .bind(&paid.pay_to)
+                        .bind(paid.amount.to_string())
+                        .bind(&paid.resource)
+                        .bind(&paid.nonce)
+                        .bind(paid.state.as_str())
+                        .bind(paid.now)
+                        .bind(paid.lease_until)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(true)
                     })
                 }
 
@@ -268,7 +301,9 @@ macro_rules! impl_tagged_store {
                                settled_at = excluded.settled_at, \
                                updated_at = excluded.updated_at, \
                                lease_until = excluded.lease_until, redemptions = 0 \
-                             WHERE payments.state = 'owed' AND payments.mechanism = 'tagged'",
+                             WHERE payments.mechanism = 'tagged' AND (payments.state = 'owed' \
+                               OR (payments.state = 'redeemable' AND payments.redemptions = 0 \
+                                   AND payments.nonce = excluded.nonce))",
                             $sqlite,
                         ))
                         .bind(&c.spent_key)
