@@ -2,17 +2,24 @@
 //! runs the same through the `nanogate-chaos` driver): payers pay through real Envoy, filter,
 //! sidecar and devnet while faults are injected at random, then every send that reached us
 //! must be served, redeemable or owed, nothing is served unpaid or twice, and nothing panics.
-//! `NANOGATE_CHAOS_SEED=N` replays a schedule; the seed is printed either way.
+//! The suite replays a fixed schedule (seed 42); `NANOGATE_CHAOS_SEED=N` runs another one.
 
 use nanogate_tests::chaos::{self, ChaosConfig};
 use nanogate_tests::stack::StoreKind;
 
+/// The schedule the suite replays (11 faults in 45 s: sidecar kills, an Envoy restart, a fork,
+/// upstream slow and reset, a WebSocket outage, devnet latency, stopped confirmation).
+const DEFAULT_SEED: u64 = 42;
+
 #[test]
 fn money_is_conserved_and_no_payment_buys_twice_under_random_faults() {
+    // A fixed schedule by default, so a red suite always replays: exploring new schedules is
+    // `cargo xtask chaos` (a random seed, printed), whose failing seeds become this one's
+    // regression cases through NANOGATE_CHAOS_SEED.
     let seed = std::env::var("NANOGATE_CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
+        .unwrap_or(DEFAULT_SEED);
     let cfg = ChaosConfig::quick(seed, StoreKind::Sqlite);
     eprintln!("chaos: seed {seed} (reproduce: {})", cfg.command());
     let runtime = tokio::runtime::Builder::new_multi_thread()
