@@ -398,12 +398,12 @@ fn the_client_address_goes_to_the_sidecar_for_its_per_source_limit() {
     let mut h = paid("/paid/report", &payment_for(&pr));
     h.source = Some("203.0.113.7:41234".into());
     let (_f, _) = run(&mut h);
-    let body: Value = serde_json::from_slice(h.calls[0].body.as_deref().unwrap()).unwrap();
+    let body = pay_body(&h);
     assert_eq!(body["source"], "203.0.113.7:41234");
     // Unknown address: no field (the sidecar then applies no per-source limit).
     let mut h = paid("/paid/report", &payment_for(&pr));
     let (_f, _) = run(&mut h);
-    let body: Value = serde_json::from_slice(h.calls[0].body.as_deref().unwrap()).unwrap();
+    let body = pay_body(&h);
     assert!(body.get("source").is_none());
 }
 
