@@ -1,22 +1,17 @@
-//! Building 402 challenges and checking the challenge a payment echoes, with
-//! `nanogate_protocol::challenge` (see `docs/filter-sidecar.md`, "Challenges without a sidecar
-//! call"). The terms always come from our route configuration and the request URL; the client's
-//! `accepted` contributes only validBefore, nonce, keyId and the MAC.
+//! Issuing 402 challenges with `nanogate_protocol::challenge`: an [`Offer`] is what a payer is
+//! asked to pay and what the challenge's MAC binds, so an offer can later be checked without a
+//! sidecar call ([`crate::presented`]). The terms always come from our route configuration and
+//! the request URL (or, for a tagged session, from the sidecar that issued it).
 
-use crate::config::{Config, Price};
-use crate::keys::{IdKey, KeyRing};
-use nanogate_protocol::challenge::{
-    self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
-};
-use nanogate_protocol::hex;
+use crate::config::{Config, Payee, Price};
+use crate::jsontext::{num, push_num};
+use crate::keys::IdKey;
+use crate::pool::Session;
+use crate::template::{ASSET, SCHEME};
+use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
 use nanogate_protocol::x402::{
-    DecodedPayment, ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
+    ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
 };
-
-pub const SCHEME: &str = "exact";
-pub const ASSET: &str = "XNO";
-/// The filter issues signed-block challenges; later mechanisms get their own entries.
-pub const MECHANISM: Mechanism = Mechanism::SignedBlock;
 
 /// The resource URL a challenge is bound to: `scheme://authority/path`, lower-cased scheme and
 /// authority, with the canonical path (no query string or fragment; see
@@ -31,33 +26,66 @@ pub fn resource_url(scheme: &str, authority: &str, path: &str) -> String {
     )
 }
 
-fn terms<'a>(cfg: &'a Config, price: &'a Price, resource: &'a str) -> ChallengeTerms<'a> {
-    ChallengeTerms {
-        network: &cfg.network,
-        scheme: SCHEME,
-        asset: ASSET,
-        pay_to: price.pay_to.key,
-        amount: price.amount_raw,
-        resource,
-        mechanism: MECHANISM,
+/// One offer: `amount` raw to `payee`, bound to `resource` (a URL, or a tagged route's scope)
+/// under `mechanism`.
+#[derive(Debug, Clone, Copy)]
+pub struct Offer<'a> {
+    pub mechanism: Mechanism,
+    pub payee: &'a Payee,
+    pub amount: u128,
+    pub resource: &'a str,
+    pub max_timeout_secs: u64,
+}
+
+impl<'a> Offer<'a> {
+    /// The signed-block offer of a paid route for `resource`.
+    pub fn signed_block(price: &'a Price, resource: &'a str) -> Offer<'a> {
+        Offer {
+            mechanism: Mechanism::SignedBlock,
+            payee: &price.pay_to,
+            amount: price.amount_raw,
+            resource,
+            max_timeout_secs: price.max_timeout_secs,
+        }
+    }
+
+    /// What the challenge MAC binds.
+    pub fn terms(&self, network: &'a str) -> ChallengeTerms<'a> {
+        ChallengeTerms {
+            network,
+            scheme: SCHEME,
+            asset: ASSET,
+            pay_to: self.payee.key,
+            amount: self.amount,
+            resource: self.resource,
+            mechanism: self.mechanism,
+        }
+    }
+
+    /// The `accepts[]` entry, with the given `extra`.
+    pub fn requirements(&self, network: &str, extra: JsonObject) -> PaymentRequirements {
+        PaymentRequirements {
+            scheme: SCHEME.to_owned(),
+            network: network.to_owned(),
+            amount: num(self.amount),
+            asset: ASSET.to_owned(),
+            pay_to: self.payee.address.clone(),
+            max_timeout_seconds: self.max_timeout_secs,
+            extra,
+        }
     }
 }
 
-/// The `accepts[]` entry for `price` with the given `extra`.
-pub fn requirements(cfg: &Config, price: &Price, extra: JsonObject) -> PaymentRequirements {
-    PaymentRequirements {
-        scheme: SCHEME.to_owned(),
-        network: cfg.network.clone(),
-        amount: price.amount_raw.to_string(),
-        asset: ASSET.to_owned(),
-        pay_to: price.pay_to.address.clone(),
-        max_timeout_seconds: price.max_timeout_secs,
-        extra,
+fn stamp(price: &Price, key: &IdKey, now: u64, nonce: [u8; 16]) -> ChallengeStamp {
+    ChallengeStamp {
+        valid_before: now.saturating_add(price.max_timeout_secs),
+        nonce,
+        key_id: key.key_id,
     }
 }
 
 /// A fresh challenge for `resource`, signed with `key`, valid for the route's
-/// `maxTimeoutSeconds` from `now`.
+/// `maxTimeoutSeconds` from `now` (the serde reference of [`render_challenge`]).
 pub fn payment_required(
     cfg: &Config,
     price: &Price,
@@ -67,12 +95,9 @@ pub fn payment_required(
     nonce: [u8; 16],
     reason: Option<ErrorReason>,
 ) -> PaymentRequired {
-    let stamp = ChallengeStamp {
-        valid_before: now.saturating_add(price.max_timeout_secs),
-        nonce,
-        key_id: key.key_id,
-    };
-    let extra = challenge::extra(&key.key, &terms(cfg, price, resource), &stamp);
+    let offer = Offer::signed_block(price, resource);
+    let stamp = stamp(price, key, now, nonce);
+    let extra = challenge::extra(&key.key, &offer.terms(&cfg.network), &stamp);
     let mut pr = PaymentRequired::new(
         None,
         ResourceInfo {
@@ -80,135 +105,10 @@ pub fn payment_required(
             description: price.description.clone(),
             mime_type: price.mime_type.clone(),
         },
-        vec![requirements(cfg, price, extra)],
+        vec![offer.requirements(&cfg.network, extra)],
     );
     pr.error = reason.map(|r| r.as_str().to_owned());
     pr
-}
-
-/// Checks the challenge a payment echoes against our own terms for this route and URL.
-/// `Ok` carries the stamp's `extra` to forward to the sidecar; `Err` is the reason for a fresh
-/// 402.
-pub fn check_presented(
-    cfg: &Config,
-    price: &Price,
-    resource: &str,
-    payment: &DecodedPayment,
-    ring: &KeyRing,
-    now: u64,
-) -> Result<JsonObject, ErrorReason> {
-    // v1 payloads echo no offer, so they cannot carry our challenge binding.
-    let accepted = payment
-        .accepted()
-        .ok_or(ErrorReason::InvalidPaymentRequirements)?;
-    if payment.scheme() != SCHEME {
-        return Err(ErrorReason::InvalidScheme);
-    }
-    if payment.network() != cfg.network {
-        return Err(ErrorReason::InvalidNetwork);
-    }
-    if let Some(r) = payment.resource() {
-        if r.url != resource {
-            return Err(ErrorReason::ResourceMismatch);
-        }
-    }
-    let (stamp, tag) =
-        challenge::read_extra(&accepted.extra).map_err(|_| ErrorReason::InvalidChallenge)?;
-    authenticate(ring, &terms(cfg, price, resource), &stamp, &tag, now)?;
-    Ok(stamp_extra(&stamp, &tag))
-}
-
-/// Whether a presented stamp is ours for `terms`. A fresh one must verify under the current or
-/// the previous key. An **expired** one that verifies under any key we hold (retired keys
-/// included) is authentic too: its payment may have confirmed after the challenge expired,
-/// and only the sidecar can admit it (within its redemption window) or record it as owed, so
-/// it is forwarded. A retired key never vouches for a fresh challenge; forged or mutated stamps
-/// and keys we no longer hold get a local 402.
-pub(crate) fn authenticate(
-    ring: &KeyRing,
-    terms: &ChallengeTerms<'_>,
-    stamp: &ChallengeStamp,
-    tag: &[u8; 32],
-    now: u64,
-) -> Result<(), ErrorReason> {
-    if let Some(key) = ring.for_id(stamp.key_id) {
-        return match challenge::verify(&key.key, terms, stamp, tag, now) {
-            Ok(()) | Err(ChallengeError::Expired) => Ok(()),
-            Err(_) => Err(ErrorReason::InvalidChallenge),
-        };
-    }
-    if let Some(key) = ring.retired(stamp.key_id) {
-        return match challenge::verify(&key.key, terms, stamp, tag, now) {
-            Err(ChallengeError::Expired) => Ok(()),
-            Ok(()) | Err(_) => Err(ErrorReason::InvalidChallenge),
-        };
-    }
-    if stamp.key_id < ring.current.key_id {
-        // From a rotation older than any key we hold: we cannot tell it from a forgery.
-        Err(ErrorReason::ChallengeExpired)
-    } else {
-        Err(ErrorReason::InvalidChallenge)
-    }
-}
-
-/// The four stamp fields in canonical form (lower-case hex), as forwarded to the sidecar.
-pub(crate) fn stamp_extra(stamp: &ChallengeStamp, tag: &[u8; 32]) -> JsonObject {
-    let mut extra = JsonObject::new();
-    extra.insert(
-        challenge::EXTRA_VALID_BEFORE.into(),
-        stamp.valid_before.into(),
-    );
-    extra.insert(
-        challenge::EXTRA_NONCE.into(),
-        hex::encode_lower(&stamp.nonce).into(),
-    );
-    extra.insert(challenge::EXTRA_KEY_ID.into(), stamp.key_id.into());
-    extra.insert(challenge::EXTRA_MAC.into(), hex::encode_lower(tag).into());
-    extra
-}
-
-/// A paid route's challenge JSON, pre-rendered around the parts that change per request
-/// (error, resource URL, stamp, MAC), so the 402 path does no serde work. Renders exactly the
-/// bytes `serde_json::to_vec(&payment_required(..))` would (tested).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChallengeTemplate {
-    /// `,"description":…,"mimeType":…}` closing `resource`.
-    resource_tail: String,
-    /// `,"accepts":[{…,"extra":{"keyId":`
-    accepts_head: String,
-}
-
-fn json_str(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
-}
-
-impl ChallengeTemplate {
-    pub fn new(network: &str, price: &Price) -> ChallengeTemplate {
-        let mut resource_tail = String::new();
-        if let Some(d) = &price.description {
-            resource_tail.push_str(",\"description\":");
-            resource_tail.push_str(&json_str(d));
-        }
-        if let Some(m) = &price.mime_type {
-            resource_tail.push_str(",\"mimeType\":");
-            resource_tail.push_str(&json_str(m));
-        }
-        resource_tail.push('}');
-        let accepts_head = format!(
-            ",\"accepts\":[{{\"scheme\":{},\"network\":{},\"amount\":\"{}\",\"asset\":{},\"payTo\":{},\"maxTimeoutSeconds\":{},\"extra\":{{\"{}\":",
-            json_str(SCHEME),
-            json_str(network),
-            price.amount_raw,
-            json_str(ASSET),
-            json_str(&price.pay_to.address),
-            price.max_timeout_secs,
-            challenge::EXTRA_KEY_ID,
-        );
-        ChallengeTemplate {
-            resource_tail,
-            accepts_head,
-        }
-    }
 }
 
 /// A fresh challenge for `resource` signed with `key` at `now`, as JSON bytes, from the route's
@@ -222,35 +122,45 @@ pub fn render_challenge(
     nonce: [u8; 16],
     error: Option<&str>,
 ) -> Vec<u8> {
-    let stamp = ChallengeStamp {
-        valid_before: now.saturating_add(price.max_timeout_secs),
-        nonce,
-        key_id: key.key_id,
-    };
-    let tag = challenge::mac(&key.key, &terms(cfg, price, resource), &stamp);
-    let t = &price.template;
-    let mut out = String::with_capacity(
-        96 + resource.len() + t.resource_tail.len() + t.accepts_head.len() + 160,
-    );
-    out.push_str("{\"x402Version\":2");
-    if let Some(e) = error {
-        out.push_str(",\"error\":");
-        out.push_str(&json_str(e));
-    }
-    out.push_str(",\"resource\":{\"url\":");
-    out.push_str(&json_str(resource));
-    out.push_str(&t.resource_tail);
-    out.push_str(&t.accepts_head);
-    // `extra` keys in serde_json's (sorted) order: keyId, mac, nonce, validBefore.
-    out.push_str(&stamp.key_id.to_string());
-    out.push_str(",\"mac\":\"");
-    out.push_str(&hex::encode_lower(&tag));
-    out.push_str("\",\"nonce\":\"");
-    out.push_str(&hex::encode_lower(&stamp.nonce));
-    out.push_str("\",\"validBefore\":");
-    out.push_str(&stamp.valid_before.to_string());
-    out.push_str("}}]}");
-    out.into_bytes()
+    let stamp = stamp(price, key, now, nonce);
+    let terms = Offer::signed_block(price, resource).terms(&cfg.network);
+    let tag = challenge::mac(&key.key, &terms, &stamp);
+    price.template.render(resource, &stamp, &tag, error)
+}
+
+/// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, as JSON text
+/// (rendered by hand like the signed-block template: every part is a number, hex, a checked
+/// address or the validated CAIP-2 network id, so nothing needs escaping).
+pub fn session_offer_json(network: &str, price: &Price, session: &Session) -> String {
+    let mut o = String::with_capacity(512);
+    o.push_str("{\"scheme\":\"");
+    o.push_str(SCHEME);
+    o.push_str("\",\"network\":\"");
+    o.push_str(network);
+    o.push_str("\",\"amount\":\"");
+    push_num(&mut o, session.amount);
+    o.push_str("\",\"asset\":\"");
+    o.push_str(ASSET);
+    o.push_str("\",\"payTo\":\"");
+    o.push_str(&session.pay_to);
+    o.push_str("\",\"maxTimeoutSeconds\":");
+    push_num(&mut o, u128::from(price.max_timeout_secs));
+    o.push_str(",\"extra\":{\"keyId\":");
+    push_num(&mut o, u128::from(session.key_id));
+    o.push_str(",\"mac\":\"");
+    o.push_str(&session.mac);
+    o.push_str("\",\"mechanism\":\"tagged\",\"nanoSession\":{\"id\":\"");
+    o.push_str(&session.id);
+    o.push_str("\",\"resourceAmountRaw\":\"");
+    push_num(&mut o, price.amount_raw);
+    o.push_str("\",\"tagAmountRaw\":\"");
+    push_num(&mut o, session.amount.saturating_sub(price.amount_raw));
+    o.push_str("\"},\"nonce\":\"");
+    o.push_str(&session.id);
+    o.push_str("\",\"validBefore\":");
+    push_num(&mut o, u128::from(session.valid_before));
+    o.push_str("}}");
+    o
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 //! panics. The full schema, with an example, is in `filter/README.md`.
 
 use crate::routes::{HostMatch, PathMatch, Spelling};
+use crate::template::ChallengeTemplate;
+use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
 use serde_json::{Map, Value};
 use std::fmt;
@@ -112,10 +114,86 @@ pub struct Price {
     /// sidecar with each payment, so it knows how long an admitted request may be in flight.
     pub upstream_timeout_ms: u64,
     pub failure_mode: FailureMode,
-    /// This route's challenge JSON, pre-rendered (see [`crate::challenge::ChallengeTemplate`]).
-    pub template: crate::challenge::ChallengeTemplate,
-    /// Tagged-amount sessions offered too (`"tagged": true`, see [`crate::tagged`]).
-    pub tagged: Option<Box<crate::tagged::TaggedTerms>>,
+    /// This route's challenge JSON, pre-rendered (see [`ChallengeTemplate`]).
+    pub template: ChallengeTemplate,
+    /// Tagged-amount sessions offered too (`"tagged": true`, see [`TaggedTerms`]).
+    pub tagged: Option<Box<TaggedTerms>>,
+}
+
+/// Shared-data namespace of the tagged routes' session pools.
+pub const POOL_KEY_PREFIX: &str = "nanogate.sessions.v2.";
+/// The MAC resource of a tagged route's sessions: this prefix and the route name.
+pub const SCOPE_PREFIX: &str = "nanogate-route:";
+/// Sessions asked for per refill (so also the smallest `sessionBudget`).
+pub const SESSION_BATCH: usize = 16;
+/// Default `sessionBudget`: sessions a route may request per window of `maxTimeoutSeconds`.
+/// Without demand a pool needs about `2 × SESSION_BATCH` per window (its sessions are handed
+/// out only during the first half of their validity); the rest serves honest tagged payers.
+pub const DEFAULT_BUDGET: u64 = 128;
+/// Largest `sessionBudget`.
+pub const MAX_BUDGET: u64 = 65_536;
+
+/// A route's tagged-amount settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedTerms {
+    /// Payees the sidecar spreads sessions over.
+    pub pool: Vec<Payee>,
+    /// The MAC's resource: `nanogate-route:<route name>` (sessions are pre-issued, so they
+    /// cannot know the request URL; the price and payees are per route anyway).
+    pub scope: String,
+    /// Shared-data key of the route's session pool.
+    pub key: String,
+    /// Shared-data key of its refill lease.
+    pub lease: String,
+    /// Shared-data key of its refill budget: `<window> <sessions requested in it>`.
+    pub budget_key: String,
+    /// Most sessions requested per window of `maxTimeoutSeconds` (`sessionBudget`).
+    pub budget: u64,
+}
+
+impl TaggedTerms {
+    /// The route's terms. Its pool lives under a key derived from everything a session is
+    /// bound to (sidecar cluster, network, scope, price, validity, payees): two plugin
+    /// configurations in one VM id share shared data, and must only share a pool when each
+    /// would accept the other's sessions.
+    pub fn new(
+        route_name: &str,
+        pool: Vec<Payee>,
+        cluster: &str,
+        network: &str,
+        price: &Price,
+        budget: u64,
+    ) -> Self {
+        let scope = [SCOPE_PREFIX, route_name].concat();
+        let key = pool_key(cluster, network, &scope, price, &pool);
+        TaggedTerms {
+            pool,
+            scope,
+            lease: [&key, ".lease"].concat(),
+            budget_key: [&key, ".budget"].concat(),
+            key,
+            budget,
+        }
+    }
+}
+
+/// `nanogate.sessions.v2.<16 hex>`: the namespace of a route's pool in shared data.
+fn pool_key(cluster: &str, network: &str, scope: &str, price: &Price, pool: &[Payee]) -> String {
+    let mut terms = Vec::with_capacity(128 + pool.len() * 32);
+    for field in [cluster, network, scope] {
+        terms.extend_from_slice(&(field.len() as u64).to_be_bytes());
+        terms.extend_from_slice(field.as_bytes());
+    }
+    terms.extend_from_slice(&price.amount_raw.to_be_bytes());
+    terms.extend_from_slice(&price.max_timeout_secs.to_be_bytes());
+    for p in pool {
+        terms.extend_from_slice(&p.key.0);
+    }
+    let digest = nanogate_protocol::nano::blake2b_256(&[&terms]);
+    let mut key = String::with_capacity(POOL_KEY_PREFIX.len() + 16);
+    key.push_str(POOL_KEY_PREFIX);
+    key.push_str(&hex::encode_lower(&digest[..8]));
+    key
 }
 
 /// What a matching route does.
@@ -459,11 +537,7 @@ fn parse_route(
             ))
         }
     };
-    let session_budget = o.opt_u64(
-        "sessionBudget",
-        crate::tagged::BATCH as u64,
-        crate::tagged::MAX_BUDGET,
-    )?;
+    let session_budget = o.opt_u64("sessionBudget", SESSION_BATCH as u64, MAX_BUDGET)?;
     let upstream_timeout_ms = o.opt_u64("upstreamTimeoutMs", 1, MAX_UPSTREAM_TIMEOUT_MS)?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
@@ -549,7 +623,7 @@ fn parse_route(
                 max_timeout_secs: max_timeout.unwrap_or(DEFAULT_MAX_TIMEOUT_SECS),
                 upstream_timeout_ms: upstream_timeout_ms.unwrap_or(DEFAULT_UPSTREAM_TIMEOUT_MS),
                 failure_mode,
-                template: crate::challenge::ChallengeTemplate::default(),
+                template: ChallengeTemplate::default(),
                 tagged: None,
             };
             if pay_to_pool.is_some() && !tagged {
@@ -563,16 +637,23 @@ fn parse_route(
             }
             if tagged {
                 let pool = pay_to_pool.unwrap_or_else(|| vec![price.pay_to.clone()]);
-                price.tagged = Some(Box::new(crate::tagged::TaggedTerms::new(
+                price.tagged = Some(Box::new(TaggedTerms::new(
                     &name,
                     pool,
                     cluster,
                     network,
                     &price,
-                    session_budget.unwrap_or(crate::tagged::DEFAULT_BUDGET),
+                    session_budget.unwrap_or(DEFAULT_BUDGET),
                 )));
             }
-            price.template = crate::challenge::ChallengeTemplate::new(network, &price);
+            price.template = ChallengeTemplate::new(
+                network,
+                price.amount_raw,
+                &price.pay_to.address,
+                price.max_timeout_secs,
+                price.description.as_deref(),
+                price.mime_type.as_deref(),
+            );
             RouteKind::Paid(price)
         }
     };
@@ -704,6 +785,79 @@ mod tests {
 
     fn setting_of(v: &Value) -> String {
         parse_value(v).unwrap_err().setting
+    }
+
+    #[test]
+    fn tagged_settings_are_validated() {
+        let cfg = crate::tests_support::tagged_config();
+        let t = crate::tests_support::paid(&cfg, 0)
+            .tagged
+            .as_ref()
+            .expect("tagged");
+        assert_eq!(t.pool.len(), 2);
+        assert!(t.key.starts_with("nanogate.sessions.v2."), "{}", t.key);
+        assert_eq!(t.key.len(), POOL_KEY_PREFIX.len() + 16);
+        assert!(crate::tests_support::paid(&cfg, 1).tagged.is_none());
+        let bad = |route: Value| {
+            let v = json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": "nano:devnet", "payTo": crate::tests_support::POOL_A, "routes": [route]
+            });
+            parse(v.to_string().as_bytes())
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let e = bad(
+            json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "payToPool": [crate::tests_support::POOL_A]}),
+        );
+        assert!(e.contains("payToPool"), "{e}");
+        let e = bad(json!({"path": {"prefix": "/x/"}, "free": true, "tagged": true}));
+        assert!(e.contains("tagged"), "{e}");
+        let e = bad(
+            json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "tagged": true, "payToPool": []}),
+        );
+        assert!(e.contains("payToPool"), "{e}");
+        let e = bad(
+            json!({"path": {"prefix": "/x/"}, "priceRaw": "1", "tagged": true, "payToPool": ["nano_x"]}),
+        );
+        assert!(e.contains("payToPool[0]"), "{e}");
+    }
+
+    #[test]
+    fn the_session_budget_is_validated() {
+        let ok = crate::tests_support::config_with(
+            json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "tagged": true,
+            "sessionBudget": 1024}),
+        );
+        assert_eq!(
+            crate::tests_support::paid(&ok, 0)
+                .tagged
+                .as_ref()
+                .map(|t| t.budget),
+            Some(1024)
+        );
+        for (route, what) in [
+            (
+                json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "tagged": true, "sessionBudget": 15}),
+                "sessionBudget",
+            ),
+            (
+                json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "tagged": true, "sessionBudget": 65_537}),
+                "sessionBudget",
+            ),
+            (
+                json!({"path": {"prefix": "/t/"}, "priceRaw": "1", "sessionBudget": 64}),
+                "sessionBudget",
+            ),
+        ] {
+            let v = json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": "nano:devnet", "payTo": crate::tests_support::POOL_A, "routes": [route]
+            });
+            let e = parse(v.to_string().as_bytes()).expect_err("refused");
+            assert!(e.to_string().contains(what), "{e}");
+        }
     }
 
     #[test]

@@ -1030,14 +1030,14 @@ fn timing_probe_unpaid_402() {
     let routes = &cfg.routes;
     let t = std::time::Instant::now();
     for _ in 0..n {
-        std::hint::black_box(crate::routes::find(
+        std::hint::black_box(crate::router::find(
             routes,
             "GET",
             "api.example.com",
             "/paid/report",
         ));
     }
-    println!("routes::find: {:?}/req", t.elapsed() / n);
+    println!("router::find: {:?}/req", t.elapsed() / n);
     let crate::config::RouteKind::Paid(price) = &routes[1].kind else {
         panic!()
     };

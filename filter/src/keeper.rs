@@ -4,23 +4,12 @@
 //! `GET /v1/challenge-key` and publishes the new ring to every VM.
 
 use crate::config::Config;
-use crate::flow::Level;
+use crate::host::{Level, RootHost};
 use crate::keys::{self, KeyRing};
 use crate::metrics::Metric;
-use crate::sidecar::{self, Call};
+use crate::sidecar;
 use std::cell::RefCell;
 use std::rc::Rc;
-
-/// What a root context can ask of its host.
-pub trait RootHost {
-    fn now_unix(&self) -> u64;
-    fn shared_get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
-    /// Compare-and-set write; `false` on a CAS mismatch or any failure.
-    fn shared_set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool;
-    fn dispatch(&mut self, call: &Call) -> Result<u32, String>;
-    fn count(&mut self, metric: Metric);
-    fn log(&self, level: Level, message: &str);
-}
 
 /// The VM-local copy of the key ring, shared by the root context with its request contexts.
 pub type KeyCache = Rc<RefCell<Option<KeyRing>>>;
@@ -205,6 +194,7 @@ impl KeyKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sidecar::Call;
     use std::collections::HashMap;
 
     #[derive(Default)]

@@ -1,9 +1,19 @@
 //! nanogate's Envoy filter: x402 (HTTP 402) challenges and payment admission settled in Nano.
 //!
-//! The decisions live in plain modules that run natively in tests ([`config`], [`routes`] + [`canonical`],
-//! [`challenge`], [`flow`], [`keeper`], [`sidecar`]); [`wasm`] only translates between them and
-//! proxy-wasm (Kuadrant wasm-shim style). The filter never panics on input: a panic would trap
-//! the VM that serves every request on its worker.
+//! The decisions live in plain modules that run natively in tests; [`wasm`] only translates
+//! between them and proxy-wasm (through the [`host`] traits), and nothing below [`flow`] imports
+//! it. Bottom up:
+//!
+//! - codecs and settings: [`jsontext`], [`pathre`], [`canonical`], [`routes`] (matchers),
+//!   [`template`] (the pre-rendered 402), [`keys`], [`metrics`], [`config`];
+//! - offers: [`challenge`] issues them, [`presented`] checks the one a payment echoes;
+//! - sessions of tagged routes: [`pool`] (in shared data), [`refill`] (from the sidecar);
+//! - the sidecar exchange: [`sidecar`]; keeping the challenge key: [`keeper`];
+//! - a request: [`router`] picks the route, [`flow`] decides, [`respond`] sends local replies
+//!   ([`paywall`] for browsers).
+//!
+//! The filter never panics on input: a panic would trap the VM that serves every request on
+//! its worker.
 
 #![cfg_attr(
     not(test),
@@ -14,14 +24,21 @@ pub mod canonical;
 pub mod challenge;
 pub mod config;
 pub mod flow;
+pub mod host;
+pub mod jsontext;
 pub mod keeper;
 pub mod keys;
 pub mod metrics;
 pub mod pathre;
 pub mod paywall;
+pub mod pool;
+pub mod presented;
+pub mod refill;
+pub mod respond;
+pub mod router;
 pub mod routes;
 pub mod sidecar;
-pub mod tagged;
+pub mod template;
 pub mod wasm;
 
 #[cfg(test)]

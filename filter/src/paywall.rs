@@ -14,12 +14,13 @@
 //! which covers any `nano:` URI with an amount), so the module carries no QR library.
 
 use crate::config::Price;
-use crate::tagged::Session;
+use crate::jsontext::push_num;
+use crate::pool::Session;
 
 /// The `nano:` URI of a payment (amount in raw, as wallets read it).
 pub fn payment_uri(address: &str, amount: u128) -> String {
     let mut uri = ["nano:", address, "?amount="].concat();
-    crate::tagged::push_num(&mut uri, amount);
+    push_num(&mut uri, amount);
     uri
 }
 
@@ -101,9 +102,9 @@ pub fn page(price: &Price, resource: &str, offer: &str, session: &Session) -> St
     let uri = payment_uri(&session.pay_to, session.amount);
     let title = esc(price.description.as_deref().unwrap_or("Payment required"));
     let mut amount = String::new();
-    crate::tagged::push_num(&mut amount, session.amount);
+    push_num(&mut amount, session.amount);
     let mut valid_before = String::new();
-    crate::tagged::push_num(&mut valid_before, u128::from(session.valid_before));
+    push_num(&mut valid_before, u128::from(session.valid_before));
     // Data for the script; every part is hex, digits, an address or the offer's JSON.
     let data = [
         "{\"id\":\"",
@@ -177,7 +178,7 @@ mod tests {
             key_id: 1,
             mac: "ab".repeat(32),
         };
-        let offer = s.offer_json(&cfg, p);
+        let offer = crate::challenge::session_offer_json(&cfg.network, p, &s);
         let v: serde_json::Value = serde_json::from_str(&offer).expect("offer is JSON");
         assert_eq!(v["extra"]["nanoSession"]["tagAmountRaw"], "42");
         assert_eq!(v["amount"], (p.amount_raw + 42).to_string());

@@ -1,4 +1,5 @@
-//! Route matching: host, path (exact, prefix, regex) and method; the first matching route wins.
+//! Route matching: host, path (exact, prefix, regex) and method; the first matching route wins
+//! ([`crate::router::find`]).
 //!
 //! The filter prices the path it sees while the upstream serves the path it understands, so a
 //! paid route matches every spelling a common upstream serves as the same resource, and a free
@@ -17,7 +18,6 @@
 //!   route ignores case and the port.
 
 pub use crate::canonical::{canonical_path, PathForms};
-use crate::config::{Route, RouteKind};
 
 /// How a route reads the request path. Defaults: see [`Spelling::default_for`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl HostMatch {
 
     /// `host` is lower case without the port ([`normalize_host`]); `lenient` also ignores
     /// trailing dots (`api.example.com.` is the same name, fully qualified).
-    fn matches(&self, host: &str, lenient: bool) -> bool {
+    pub fn matches(&self, host: &str, lenient: bool) -> bool {
         let host = if lenient { trim_dots(host) } else { host };
         match self {
             HostMatch::Exact(h) => host == h,
@@ -128,7 +128,7 @@ fn same(a: &[u8], b: &[u8], fold: bool) -> bool {
 impl PathMatch {
     /// `fold`: letters match in either case. `lenient` (paid routes): a trailing slash is not
     /// significant for exact and regex routes, and a prefix `/dir/` also matches `/dir`.
-    fn matches(&self, path: &str, fold: bool, lenient: bool) -> bool {
+    pub fn matches(&self, path: &str, fold: bool, lenient: bool) -> bool {
         match self {
             PathMatch::Exact(p) => {
                 same(path.as_bytes(), p.as_bytes(), fold)
@@ -183,66 +183,12 @@ pub fn normalize_host(authority: &str) -> String {
     strip_port(&authority.to_ascii_lowercase()).to_owned()
 }
 
-impl Route {
-    fn is_paid(&self) -> bool {
-        matches!(self.kind, RouteKind::Paid(_))
-    }
-
-    /// Whether this route matches the request, reading the path as `path` (a form from
-    /// [`PathForms`]; `params_stripped` when it is the parameter-free one).
-    fn matches(&self, method: &str, host: &str, path: &str, params_stripped: bool) -> bool {
-        let lenient = self.is_paid();
-        (!params_stripped || self.spelling.strip_params)
-            && self.host.as_ref().is_none_or(|h| h.matches(host, lenient))
-            && self
-                .methods
-                .as_ref()
-                .is_none_or(|ms| ms.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            && self
-                .path
-                .matches(path, !self.spelling.case_sensitive, lenient)
-    }
-}
-
-/// The route deciding the request, with its index. In each form of the path, the first route
-/// that matches decides that form; the request is paid when any form's decision is paid (the
-/// highest price among them, so no spelling makes a request cheaper), else free when any form
-/// hit a free route.
-pub fn find<'r>(
-    routes: &'r [Route],
-    method: &str,
-    authority: &str,
-    path: &str,
-) -> Option<(usize, &'r Route)> {
-    let host = normalize_host(authority);
-    let forms = PathForms::of(path);
-    let readings = std::iter::once((forms.canonical.as_str(), false))
-        .chain(forms.without_params.as_deref().map(|p| (p, true)));
-    let mut paid: Option<(usize, &Route, u128)> = None;
-    let mut free = None;
-    for (reading, stripped) in readings {
-        let Some((i, r)) = routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| r.matches(method, &host, reading, stripped))
-        else {
-            continue;
-        };
-        match &r.kind {
-            RouteKind::Paid(p) if paid.is_none_or(|(_, _, a)| p.amount_raw > a) => {
-                paid = Some((i, r, p.amount_raw));
-            }
-            RouteKind::Paid(_) => {}
-            RouteKind::Free => free = free.or(Some((i, r))),
-        }
-    }
-    paid.map(|(i, r, _)| (i, r)).or(free)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config;
+    use crate::config::Route;
+    use crate::router::find;
     use serde_json::{json, Value};
 
     fn parse_routes(routes: Value) -> Vec<Route> {

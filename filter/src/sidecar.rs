@@ -1,9 +1,13 @@
-//! Messages to and from the sidecar (`docs/filter-sidecar.md`): the `/v1/pay` and
-//! `/v1/outcome` bodies, and how an answer becomes a verdict. Only an HTTP 200 carrying
+//! Messages to and from the sidecar (`docs/filter-sidecar.md`): the `/v1/pay`, `/v1/outcome`
+//! and `/v1/sessions` bodies, and how an answer becomes a verdict or sessions. Only an HTTP 200 carrying
 //! `x-nanogate-verdict: 1` and a well-formed verdict counts; Envoy synthesizes 503/504 for
 //! transport failures, and those must never read as a verdict.
 
-use crate::config::SidecarConfig;
+use crate::config::{Config, Price, SidecarConfig, TaggedTerms, SESSION_BATCH};
+use crate::jsontext::push_num;
+use crate::pool::Session;
+use nanogate_protocol::hex;
+use nanogate_protocol::nano::parse_raw;
 use nanogate_protocol::x402::{DecodedPayment, ErrorReason, PaymentRequirements, MAX_HEADER_BYTES};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -11,6 +15,7 @@ use std::time::Duration;
 pub const PATH_PAY: &str = "/v1/pay";
 pub const PATH_OUTCOME: &str = "/v1/outcome";
 pub const PATH_CHALLENGE_KEY: &str = "/v1/challenge-key";
+pub const PATH_SESSIONS: &str = "/v1/sessions";
 pub const SECRET_HEADER: &str = "x-nanogate-secret";
 pub const VERDICT_HEADER: &str = "x-nanogate-verdict";
 /// Largest sidecar answer the filter reads.
@@ -108,6 +113,69 @@ pub fn outcome_call(sidecar: &SidecarConfig, receipt: &str, status: u32) -> Call
         Some(body.to_string().into_bytes()),
         sidecar.control_timeout,
     )
+}
+
+/// `POST /v1/sessions`: a batch of sessions for a tagged route's pool.
+pub fn sessions_call(cfg: &Config, price: &Price, t: &TaggedTerms) -> Call {
+    // Scope: `nanogate-route:` + the route name, which may need JSON escaping.
+    let scope = serde_json::to_string(&t.scope).unwrap_or_else(|_| "\"\"".into());
+    let mut body = String::with_capacity(256);
+    body.push_str("{\"count\":");
+    push_num(&mut body, SESSION_BATCH as u128);
+    body.push_str(",\"price\":\"");
+    push_num(&mut body, price.amount_raw);
+    body.push_str("\",\"validitySeconds\":");
+    push_num(&mut body, u128::from(price.max_timeout_secs));
+    body.push_str(",\"scope\":");
+    body.push_str(&scope);
+    body.push_str(",\"payTo\":[");
+    for (i, p) in t.pool.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        // Canonical nano_ addresses: base32 and `_` only.
+        body.push('"');
+        body.push_str(&p.address);
+        body.push('"');
+    }
+    body.push_str("]}");
+    Call::new(
+        &cfg.sidecar,
+        "POST",
+        PATH_SESSIONS,
+        Some(body.into_bytes()),
+        cfg.sidecar.control_timeout,
+    )
+}
+
+/// The well-formed sessions of a `/v1/sessions` answer.
+pub fn parse_sessions(body: &[u8]) -> Vec<Session> {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("sessions")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(session_from_json).collect())
+        })
+        .unwrap_or_default()
+}
+
+fn session_from_json(v: &Value) -> Option<Session> {
+    let s = Session {
+        id: v.get("id")?.as_str()?.to_ascii_lowercase(),
+        pay_to: v.get("payTo")?.as_str()?.to_owned(),
+        amount: parse_raw(v.get("amount")?.as_str()?).ok()?,
+        valid_before: v.get("validBefore")?.as_u64()?,
+        key_id: v.get("keyId")?.as_u64()?,
+        mac: v.get("mac")?.as_str()?.to_ascii_lowercase(),
+    };
+    let ok = hex::decode_array::<16>(&s.id).is_ok()
+        && hex::decode_array::<32>(&s.mac).is_ok()
+        && !s.pay_to.is_empty()
+        && s.pay_to
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    ok.then_some(s)
 }
 
 /// What the sidecar decided.
@@ -366,6 +434,28 @@ mod tests {
                 reason: "invalid_payload".into(),
                 status: 402
             })
+        );
+    }
+
+    #[test]
+    fn malformed_sessions_are_dropped() {
+        assert!(parse_sessions(b"not json").is_empty());
+        let body = json!({"sessions": [
+            {"id": "00112233445566778899aabbccddeeff", "payTo": "nano_x", "amount": "12",
+             "validBefore": 50, "keyId": 1, "mac": "cd".repeat(32)},
+            {"id": "short", "payTo": "nano_x", "amount": "12", "validBefore": 50, "keyId": 1, "mac": "cd"},
+            {"id": "00112233445566778899aabbccddeeff", "payTo": "nano x", "amount": "12",
+             "validBefore": 50, "keyId": 1, "mac": "cd".repeat(32)}
+        ]});
+        let s = parse_sessions(body.to_string().as_bytes());
+        assert_eq!(s.len(), 1);
+        // What the answer gave, the pool keeps.
+        let mut shared = crate::tests_support::MemShared::default();
+        assert!(crate::pool::push(&mut shared, "k", &s, 0, 0));
+        let (bytes, _) = crate::pool::SharedData::get(&shared, "k");
+        assert_eq!(
+            crate::pool::decode_pool(&bytes.unwrap_or_default(), 0, 0),
+            s
         );
     }
 

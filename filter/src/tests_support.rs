@@ -1,13 +1,14 @@
 //! Test helpers: a reference configuration and a recording mock of the [`Host`].
 
-use crate::config::{self, Config};
-use crate::flow::{Host, Level};
+use crate::config::{self, Config, Price, RouteKind};
+use crate::host::{Host, Level};
 use crate::keys::{IdKey, KeyRing};
 use crate::metrics::Metric;
+use crate::pool::SharedData;
 use crate::sidecar::Call;
 use nanogate_protocol::challenge::ChallengeKey;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 pub const PAY_TO: &str = "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc";
 pub const SECRET: &str = "0123456789abcdef-test-secret";
@@ -188,5 +189,73 @@ impl Host for MockHost {
     }
     fn log(&self, _level: Level, message: &str) {
         self.logs.borrow_mut().push(message.to_owned());
+    }
+}
+
+/// Shared data in memory, with compare-and-swap like proxy-wasm's.
+#[derive(Default)]
+pub struct MemShared {
+    map: HashMap<String, (Vec<u8>, u32)>,
+    /// Fail this many coming writes as if another VM had written in between.
+    pub fail_next: usize,
+}
+
+impl SharedData for MemShared {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.map.get(key) {
+            Some((v, c)) => (Some(v.clone()), Some(*c)),
+            None => (None, None),
+        }
+    }
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> bool {
+        if self.fail_next > 0 {
+            self.fail_next -= 1;
+            // Someone else wrote in between.
+            let e = self.map.entry(key.into()).or_default();
+            e.1 += 1;
+            return false;
+        }
+        let cur = self.map.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != cur {
+            return false;
+        }
+        let next = cur.unwrap_or(0) + 1;
+        self.map.insert(key.into(), (value.to_vec(), next));
+        true
+    }
+}
+
+pub const POOL_A: &str = "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc";
+pub const POOL_B: &str = "nano_18gmu6engqhgtjnppqam181o5nfhj4sdtgyhy36dan3jr9spt84rzwmktafc";
+
+/// A tagged route `t` over a pool of two payees, and a plain paid route `p`.
+pub fn tagged_config() -> Config {
+    let cfg = json!({
+        "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+        "network": "nano:devnet",
+        "payTo": POOL_A,
+        "routes": [
+            {"name": "t", "path": {"prefix": "/t/"}, "priceRaw": "1000", "tagged": true,
+             "payToPool": [POOL_A, POOL_B], "maxTimeoutSeconds": 60},
+            {"name": "p", "path": {"prefix": "/p/"}, "priceRaw": "1000"}
+        ]
+    });
+    config::parse(cfg.to_string().as_bytes()).expect("config")
+}
+
+/// A configuration with the one route `route`.
+pub fn config_with(route: Value) -> Config {
+    let cfg = json!({
+        "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+        "network": "nano:devnet", "payTo": POOL_A, "routes": [route]
+    });
+    config::parse(cfg.to_string().as_bytes()).expect("config")
+}
+
+/// The price of paid route `i`.
+pub fn paid(cfg: &Config, i: usize) -> &Price {
+    match &cfg.routes[i].kind {
+        RouteKind::Paid(p) => p,
+        RouteKind::Free => panic!("route {i} is free"),
     }
 }

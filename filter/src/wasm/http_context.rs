@@ -1,7 +1,8 @@
 //! Request context: hands each callback to the core [`Flow`] with a [`Host`] over hostcalls.
 
 use super::VmShared;
-use crate::flow::{Flow, Host, Level, Next};
+use crate::flow::{Flow, Next};
+use crate::host::{Host, Level};
 use crate::keys::{self, KeyRing};
 use crate::metrics::Metric;
 use crate::sidecar::{self, Call};
@@ -107,8 +108,8 @@ impl Host for WasmHost<'_> {
         now: u64,
         min_left: u64,
         ring: &KeyRing,
-    ) -> Option<crate::tagged::Session> {
-        crate::tagged::pop(&mut super::HostShared, pool_key, now, min_left, ring)
+    ) -> Option<crate::pool::Session> {
+        crate::pool::pop(&mut super::HostShared, pool_key, now, min_left, ring)
     }
 
     fn source_address(&self) -> Option<String> {

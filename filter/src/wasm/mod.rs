@@ -1,5 +1,5 @@
 //! The proxy-wasm layer: translates Envoy callbacks into calls on the core modules and the
-//! core's [`Host`](crate::flow::Host) / [`RootHost`](crate::keeper::RootHost) requests into
+//! core's [`Host`](crate::host::Host) / [`RootHost`](crate::host::RootHost) requests into
 //! hostcalls. Hostcalls are used through `proxy_wasm::hostcalls` (which return `Result`), not
 //! the SDK's trait helpers, which `unwrap()` and would trap the VM on a host error.
 
@@ -7,7 +7,7 @@ pub mod http_context;
 pub mod root_context;
 
 use crate::config::Config;
-use crate::flow::Level;
+use crate::host::Level;
 use crate::keeper::KeyCache;
 use crate::metrics::Metric;
 use proxy_wasm::hostcalls;
@@ -114,7 +114,7 @@ pub fn now_unix() -> u64 {
 /// Proxy-wasm shared data (one store per plugin, shared by every VM on every worker).
 pub struct HostShared;
 
-impl crate::tagged::SharedData for HostShared {
+impl crate::pool::SharedData for HostShared {
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
         hostcalls::get_shared_data(key).unwrap_or((None, None))
     }

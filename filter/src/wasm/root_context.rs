@@ -4,9 +4,10 @@
 use super::http_context::Http;
 use super::{Metrics, VmShared};
 use crate::config;
-use crate::flow::Level;
-use crate::keeper::{KeyCache, KeyKeeper, RootHost};
+use crate::host::{Level, RootHost};
+use crate::keeper::{KeyCache, KeyKeeper};
 use crate::metrics::Metric;
+use crate::refill::PoolKeeper;
 use crate::sidecar::Call;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -21,7 +22,7 @@ pub struct Root {
     shared: Option<Rc<VmShared>>,
     keeper: Option<KeyKeeper>,
     /// Refills the session pools of tagged routes.
-    pools: Option<crate::tagged::PoolKeeper>,
+    pools: Option<PoolKeeper>,
 }
 
 impl Root {
@@ -130,7 +131,7 @@ impl RootContext for Root {
             metrics: &shared.metrics,
         });
         self.keeper = Some(keeper);
-        self.pools = Some(crate::tagged::PoolKeeper::new(Rc::clone(&shared.cfg)));
+        self.pools = Some(PoolKeeper::new(Rc::clone(&shared.cfg)));
         self.shared = Some(shared);
         let _ = hostcalls::set_tick_period(TICK);
         true

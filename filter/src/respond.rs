@@ -1,0 +1,191 @@
+//! The replies the filter sends itself: 402/400 challenges (JSON, or the paywall page for a
+//! browser on a tagged route), 429 and 503.
+
+use crate::config::Price;
+use crate::host::Host;
+use crate::keys::KeyRing;
+use crate::metrics::Metric;
+use crate::pool::{min_left, Session};
+use nanogate_protocol::x402::{encode_bytes, ErrorReason, PaymentRequired, ResourceInfo};
+
+/// Headers a browser client may read on our responses.
+pub const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
+
+/// What a fresh challenge is sent with.
+pub struct Challenge<'a> {
+    pub price: &'a Price,
+    pub resource: &'a str,
+    /// The signed-block challenge, rendered by [`crate::challenge::render_challenge`].
+    pub body: Vec<u8>,
+    pub status: u32,
+    pub now: u64,
+    pub ring: &'a KeyRing,
+}
+
+/// Sends a 402/400 challenge: adds a tagged offer from the route's pool when there is one
+/// (never while the request already carries a payment: a rejected retry is not a new
+/// customer), and answers a browser with the paywall page.
+pub fn send_challenge<H: Host + ?Sized>(host: &mut H, network: &str, mut c: Challenge<'_>) {
+    let Some(session) = take_session(host, &c) else {
+        send_payment_required_json(host, &c.body, c.status);
+        return;
+    };
+    let offer = crate::challenge::session_offer_json(network, c.price, &session);
+    let mut body = std::mem::take(&mut c.body);
+    // The template ends with `]}`: the accepts array, then the object.
+    if body.ends_with(b"]}") {
+        body.truncate(body.len() - 2);
+        body.push(b',');
+        body.extend_from_slice(offer.as_bytes());
+        body.extend_from_slice(b"]}");
+    }
+    if wants_html(host) {
+        send_paywall(host, &c, &body, &offer, &session);
+    } else {
+        send_payment_required_json(host, &body, c.status);
+    }
+}
+
+/// A session to offer too: only tagged routes look (the plain 402 path stays as it is).
+fn take_session<H: Host + ?Sized>(host: &mut H, c: &Challenge<'_>) -> Option<Session> {
+    let t = c.price.tagged.as_ref()?;
+    if has_payment(host) {
+        return None;
+    }
+    let s = host.pop_session(&t.key, c.now, min_left(c.price), c.ring);
+    if s.is_none() {
+        host.count(Metric::SessionPoolEmpty);
+    }
+    s
+}
+
+fn has_payment<H: Host + ?Sized>(host: &H) -> bool {
+    host.request_header("payment-signature").is_some() || host.request_header("x-payment").is_some()
+}
+
+fn wants_html<H: Host + ?Sized>(host: &H) -> bool {
+    host.request_header("accept")
+        .is_some_and(|a| prefers_html(&a))
+}
+
+/// Whether the client would rather read HTML than JSON: a browser navigating lists
+/// `text/html` first (API clients send `application/json`, `*/*` or nothing).
+pub fn prefers_html(accept: &[u8]) -> bool {
+    accept
+        .get(..9)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"text/html"))
+}
+
+fn send_paywall<H: Host + ?Sized>(
+    host: &mut H,
+    c: &Challenge<'_>,
+    body: &[u8],
+    offer: &str,
+    session: &Session,
+) {
+    let header = encode_bytes(body);
+    let page = crate::paywall::page(c.price, c.resource, offer, session);
+    host.send_response(
+        c.status,
+        &[
+            ("payment-required", &header),
+            ("content-type", "text/html; charset=utf-8"),
+            ("access-control-expose-headers", EXPOSE),
+            ("cache-control", "no-store"),
+            (
+                "content-security-policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'",
+            ),
+        ],
+        page.as_bytes(),
+    );
+}
+
+/// A 402/400 that says why but offers nothing (no key to issue a challenge with).
+pub fn send_reason_only<H: Host + ?Sized>(
+    host: &mut H,
+    price: &Price,
+    resource: &str,
+    reason: String,
+    status: u32,
+) {
+    let info = ResourceInfo {
+        url: resource.to_owned(),
+        description: price.description.clone(),
+        mime_type: price.mime_type.clone(),
+    };
+    let pr = PaymentRequired {
+        error: Some(reason),
+        ..PaymentRequired::new(None, info, vec![])
+    };
+    let body = serde_json::to_vec(&pr).unwrap_or_default();
+    send_payment_required_json(host, &body, status);
+}
+
+/// The 402/400 for a serialized `PaymentRequired`: the header is the base64 of exactly the
+/// body's bytes.
+pub fn send_payment_required_json<H: Host + ?Sized>(host: &mut H, body: &[u8], status: u32) {
+    let header = encode_bytes(body);
+    host.send_response(
+        status,
+        &[
+            ("payment-required", &header),
+            ("content-type", "application/json"),
+            ("access-control-expose-headers", EXPOSE),
+            ("cache-control", "no-store"),
+        ],
+        body,
+    );
+}
+
+/// 429 + `Retry-After`: too many presentations; no fresh challenge (it would only feed the
+/// flood).
+pub fn send_limited<H: Host + ?Sized>(host: &mut H, retry_after: u32) {
+    let retry = retry_after.to_string();
+    host.send_response(
+        429,
+        &[
+            ("retry-after", &retry),
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        br#"{"error":"rate_limited","message":"too many payment attempts; retry after Retry-After seconds"}"#,
+    );
+}
+
+/// 503 + `Retry-After`: payments cannot be decided now.
+pub fn send_unavailable<H: Host + ?Sized>(host: &mut H, reason: ErrorReason, retry_after: u32) {
+    let retry = retry_after.to_string();
+    let body = serde_json::json!({
+        "error": reason.as_str(),
+        "message": "payment verification is temporarily unavailable; retry later",
+    })
+    .to_string();
+    host.send_response(
+        503,
+        &[
+            ("retry-after", &retry),
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        body.as_bytes(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn browsers_prefer_html_api_clients_do_not() {
+        assert!(prefers_html(
+            b"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+        ));
+        assert!(prefers_html(b"TEXT/HTML"));
+        assert!(!prefers_html(b"application/json"));
+        assert!(!prefers_html(b"*/*"));
+        assert!(!prefers_html(b"application/json, text/html"));
+        assert!(!prefers_html(b"text/h"));
+    }
+}

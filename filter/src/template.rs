@@ -1,0 +1,97 @@
+//! A paid route's challenge JSON, pre-rendered around the parts that change per request (error,
+//! resource URL, stamp, MAC), so the 402 path does no serde work. [`ChallengeTemplate::render`]
+//! writes exactly the bytes serde writes for the same `PaymentRequired` (tested in
+//! [`crate::challenge`]).
+
+use crate::jsontext::{json_str, push_num};
+use nanogate_protocol::challenge::{ChallengeStamp, EXTRA_KEY_ID};
+use nanogate_protocol::hex;
+
+/// The x402 scheme of every offer.
+pub const SCHEME: &str = "exact";
+/// The asset of every offer.
+pub const ASSET: &str = "XNO";
+
+/// The pre-rendered parts of one route's challenge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChallengeTemplate {
+    /// `,"description":…,"mimeType":…}` closing `resource`.
+    resource_tail: String,
+    /// `,"accepts":[{…,"extra":{"keyId":`
+    accepts_head: String,
+}
+
+impl ChallengeTemplate {
+    /// The template of the signed-block offer of `amount_raw` to `pay_to` on `network`.
+    pub fn new(
+        network: &str,
+        amount_raw: u128,
+        pay_to: &str,
+        max_timeout_secs: u64,
+        description: Option<&str>,
+        mime_type: Option<&str>,
+    ) -> ChallengeTemplate {
+        let mut resource_tail = String::new();
+        if let Some(d) = description {
+            resource_tail.push_str(",\"description\":");
+            resource_tail.push_str(&json_str(d));
+        }
+        if let Some(m) = mime_type {
+            resource_tail.push_str(",\"mimeType\":");
+            resource_tail.push_str(&json_str(m));
+        }
+        resource_tail.push('}');
+        let mut h = String::with_capacity(256);
+        h.push_str(",\"accepts\":[{\"scheme\":");
+        h.push_str(&json_str(SCHEME));
+        h.push_str(",\"network\":");
+        h.push_str(&json_str(network));
+        h.push_str(",\"amount\":\"");
+        push_num(&mut h, amount_raw);
+        h.push_str("\",\"asset\":");
+        h.push_str(&json_str(ASSET));
+        h.push_str(",\"payTo\":");
+        h.push_str(&json_str(pay_to));
+        h.push_str(",\"maxTimeoutSeconds\":");
+        push_num(&mut h, u128::from(max_timeout_secs));
+        h.push_str(",\"extra\":{\"");
+        h.push_str(EXTRA_KEY_ID);
+        h.push_str("\":");
+        ChallengeTemplate {
+            resource_tail,
+            accepts_head: h,
+        }
+    }
+
+    /// The challenge for `resource` with `stamp` and its MAC `tag`, as JSON bytes.
+    pub fn render(
+        &self,
+        resource: &str,
+        stamp: &ChallengeStamp,
+        tag: &[u8; 32],
+        error: Option<&str>,
+    ) -> Vec<u8> {
+        let mut out = String::with_capacity(
+            96 + resource.len() + self.resource_tail.len() + self.accepts_head.len() + 160,
+        );
+        out.push_str("{\"x402Version\":2");
+        if let Some(e) = error {
+            out.push_str(",\"error\":");
+            out.push_str(&json_str(e));
+        }
+        out.push_str(",\"resource\":{\"url\":");
+        out.push_str(&json_str(resource));
+        out.push_str(&self.resource_tail);
+        out.push_str(&self.accepts_head);
+        // `extra` keys in serde_json's (sorted) order: keyId, mac, nonce, validBefore.
+        push_num(&mut out, u128::from(stamp.key_id));
+        out.push_str(",\"mac\":\"");
+        out.push_str(&hex::encode_lower(tag));
+        out.push_str("\",\"nonce\":\"");
+        out.push_str(&hex::encode_lower(&stamp.nonce));
+        out.push_str("\",\"validBefore\":");
+        push_num(&mut out, u128::from(stamp.valid_before));
+        out.push_str("}}]}");
+        out.into_bytes()
+    }
+}
