@@ -1,14 +1,17 @@
-//! Issuing 402 challenges with `nanogate_protocol::challenge`: an [`Offer`] is what a payer is
-//! asked to pay and what the challenge's MAC binds, so an offer can later be checked without a
-//! sidecar call ([`crate::presented`]). The terms always come from our route configuration and
+//! Issuing 402 challenges: a `contract::Offer` is what a payer is asked to pay and what the
+//! challenge's MAC binds, so an offer can later be checked without a sidecar call
+//! ([`crate::presented`]). The terms always come from our route configuration and
 //! the request URL (or, for a tagged session, from the sidecar that issued it).
 
-use crate::config::{Config, Payee, Price};
-use crate::jsontext::{num, push_num};
+use crate::config::{Config, Price};
+use crate::jsontext::num;
 use crate::keys::IdKey;
 use crate::pool::Session;
-use crate::template::{ASSET, SCHEME};
-use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::challenge::{
+    self, Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
+    EXTRA_VALID_BEFORE,
+};
+use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::x402::{
     ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
 };
@@ -26,61 +29,15 @@ pub fn resource_url(scheme: &str, authority: &str, path: &str) -> String {
     )
 }
 
-/// One offer: `amount` raw to `payee`, bound to `resource` (a URL, or a tagged route's scope)
-/// under `mechanism`.
-#[derive(Debug, Clone, Copy)]
-pub struct Offer<'a> {
-    pub mechanism: Mechanism,
-    pub payee: &'a Payee,
-    pub amount: u128,
-    pub resource: &'a str,
-    pub max_timeout_secs: u64,
-}
-
-impl<'a> Offer<'a> {
-    /// The signed-block offer of a paid route for `resource`.
-    pub fn signed_block(price: &'a Price, resource: &'a str) -> Offer<'a> {
-        Offer {
-            mechanism: Mechanism::SignedBlock,
-            payee: &price.pay_to,
-            amount: price.amount_raw,
-            resource,
-            max_timeout_secs: price.max_timeout_secs,
-        }
-    }
-
-    /// What the challenge MAC binds.
-    pub fn terms(&self, network: &'a str) -> ChallengeTerms<'a> {
-        ChallengeTerms {
-            network,
-            scheme: SCHEME,
-            asset: ASSET,
-            pay_to: self.payee.key,
-            amount: self.amount,
-            resource: self.resource,
-            mechanism: self.mechanism,
-        }
-    }
-
-    /// The `accepts[]` entry, with the given `extra`.
-    pub fn requirements(&self, network: &str, extra: JsonObject) -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: SCHEME.to_owned(),
-            network: network.to_owned(),
-            amount: num(self.amount),
-            asset: ASSET.to_owned(),
-            pay_to: self.payee.address.clone(),
-            max_timeout_seconds: self.max_timeout_secs,
-            extra,
-        }
-    }
-}
-
-fn stamp(price: &Price, key: &IdKey, now: u64, nonce: [u8; 16]) -> ChallengeStamp {
-    ChallengeStamp {
-        valid_before: now.saturating_add(price.max_timeout_secs),
-        nonce,
-        key_id: key.key_id,
+/// The signed-block offer of a paid route for `resource`.
+pub fn signed_block<'a>(network: &'a str, price: &'a Price, resource: &'a str) -> Offer<'a> {
+    Offer {
+        network,
+        pay_to: &price.pay_to,
+        amount: price.amount_raw,
+        max_timeout_seconds: price.max_timeout_secs,
+        resource,
+        mechanism: Mechanism::SignedBlock,
     }
 }
 
@@ -95,9 +52,8 @@ pub fn payment_required(
     nonce: [u8; 16],
     reason: Option<ErrorReason>,
 ) -> PaymentRequired {
-    let offer = Offer::signed_block(price, resource);
-    let stamp = stamp(price, key, now, nonce);
-    let extra = challenge::extra(&key.key, &offer.terms(&cfg.network), &stamp);
+    let offer = signed_block(&cfg.network, price, resource);
+    let stamp = offer.stamp(now, nonce, key.key_id);
     let mut pr = PaymentRequired::new(
         None,
         ResourceInfo {
@@ -105,7 +61,7 @@ pub fn payment_required(
             description: price.description.clone(),
             mime_type: price.mime_type.clone(),
         },
-        vec![offer.requirements(&cfg.network, extra)],
+        vec![offer.issue(&key.key, &stamp)],
     );
     pr.error = reason.map(|r| r.as_str().to_owned());
     pr
@@ -122,45 +78,44 @@ pub fn render_challenge(
     nonce: [u8; 16],
     error: Option<&str>,
 ) -> Vec<u8> {
-    let stamp = stamp(price, key, now, nonce);
-    let terms = Offer::signed_block(price, resource).terms(&cfg.network);
-    let tag = challenge::mac(&key.key, &terms, &stamp);
+    let offer = signed_block(&cfg.network, price, resource);
+    let stamp = offer.stamp(now, nonce, key.key_id);
+    let tag = challenge::mac(&key.key, &offer.terms(), &stamp);
     price.template.render(resource, &stamp, &tag, error)
 }
 
-/// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, as JSON text
-/// (rendered by hand like the signed-block template: every part is a number, hex, a checked
-/// address or the validated CAIP-2 network id, so nothing needs escaping).
+/// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, as JSON text.
+/// Its MAC came from the sidecar (`Mechanism::TaggedSession`, resource = the route's scope);
+/// `extra` also says the mechanism and how the amount splits into price and tag.
 pub fn session_offer_json(network: &str, price: &Price, session: &Session) -> String {
-    let mut o = String::with_capacity(512);
-    o.push_str("{\"scheme\":\"");
-    o.push_str(SCHEME);
-    o.push_str("\",\"network\":\"");
-    o.push_str(network);
-    o.push_str("\",\"amount\":\"");
-    push_num(&mut o, session.amount);
-    o.push_str("\",\"asset\":\"");
-    o.push_str(ASSET);
-    o.push_str("\",\"payTo\":\"");
-    o.push_str(&session.pay_to);
-    o.push_str("\",\"maxTimeoutSeconds\":");
-    push_num(&mut o, u128::from(price.max_timeout_secs));
-    o.push_str(",\"extra\":{\"keyId\":");
-    push_num(&mut o, u128::from(session.key_id));
-    o.push_str(",\"mac\":\"");
-    o.push_str(&session.mac);
-    o.push_str("\",\"mechanism\":\"tagged\",\"nanoSession\":{\"id\":\"");
-    o.push_str(&session.id);
-    o.push_str("\",\"resourceAmountRaw\":\"");
-    push_num(&mut o, price.amount_raw);
-    o.push_str("\",\"tagAmountRaw\":\"");
-    push_num(&mut o, session.amount.saturating_sub(price.amount_raw));
-    o.push_str("\"},\"nonce\":\"");
-    o.push_str(&session.id);
-    o.push_str("\",\"validBefore\":");
-    push_num(&mut o, u128::from(session.valid_before));
-    o.push_str("}}");
-    o
+    let nano_session = NanoSession {
+        id: session.id.clone(),
+        resource_amount_raw: price.amount_raw,
+        tag_amount_raw: session.amount.saturating_sub(price.amount_raw),
+    };
+    let mut extra = JsonObject::new();
+    extra.insert(EXTRA_KEY_ID.into(), session.key_id.into());
+    extra.insert(EXTRA_MAC.into(), session.mac.clone().into());
+    extra.insert(
+        EXTRA_MECHANISM.into(),
+        Mechanism::TaggedSession.as_str().into(),
+    );
+    extra.insert(
+        EXTRA_NANO_SESSION.into(),
+        serde_json::to_value(nano_session).unwrap_or_default(),
+    );
+    extra.insert(EXTRA_NONCE.into(), session.id.clone().into());
+    extra.insert(EXTRA_VALID_BEFORE.into(), session.valid_before.into());
+    let offer = PaymentRequirements {
+        scheme: SCHEME_EXACT.to_owned(),
+        network: network.to_owned(),
+        amount: num(session.amount),
+        asset: ASSET_XNO.to_owned(),
+        pay_to: session.pay_to.clone(),
+        max_timeout_seconds: price.max_timeout_secs,
+        extra,
+    };
+    serde_json::to_string(&offer).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -176,7 +131,7 @@ mod tests {
         fn template_matches_serde(
             description in proptest::option::of(".{0,20}"),
             mime in proptest::option::of("[a-z/+\"\\\\]{0,12}"),
-            network in "[a-z]{3,8}:[a-zA-Z0-9_-]{1,12}",
+            network in "nano:[a-zA-Z0-9_-]{1,12}",
             price in 1u128..u128::MAX,
             timeout in 1u64..3600,
             resource in ".{0,60}",
@@ -206,5 +161,29 @@ mod tests {
             let rendered = render_challenge(&cfg, p, &resource, &key, now, nonce, error.as_deref());
             proptest::prop_assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(reference).unwrap());
         }
+    }
+
+    /// The tagged offer is exactly what it was when it was rendered by hand (clients and the
+    /// paywall read it; its key order is serde_json's sorted map order).
+    #[test]
+    fn the_tagged_offer_keeps_its_wire_form() {
+        let cfg = crate::tests_support::tagged_config();
+        let p = crate::tests_support::paid(&cfg, 0);
+        let s = Session {
+            id: "00112233445566778899aabbccddeeff".into(),
+            pay_to: crate::tests_support::POOL_B.into(),
+            amount: 1042,
+            valid_before: 500,
+            key_id: 7,
+            mac: "ab".repeat(32),
+        };
+        let want = format!(
+            "{{\"scheme\":\"exact\",\"network\":\"nano:devnet\",\"amount\":\"1042\",\"asset\":\"XNO\",\
+             \"payTo\":\"{}\",\"maxTimeoutSeconds\":60,\"extra\":{{\"keyId\":7,\"mac\":\"{}\",\
+             \"mechanism\":\"tagged\",\"nanoSession\":{{\"id\":\"{}\",\"resourceAmountRaw\":\"1000\",\
+             \"tagAmountRaw\":\"42\"}},\"nonce\":\"{}\",\"validBefore\":500}}}}",
+            s.pay_to, s.mac, s.id, s.id
+        );
+        assert_eq!(session_offer_json(&cfg.network, p, &s), want);
     }
 }

@@ -8,6 +8,7 @@
 
 use crate::routes::{HostMatch, PathMatch, Spelling};
 use crate::template::ChallengeTemplate;
+use nanogate_protocol::contract;
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
 use serde_json::{Map, Value};
@@ -87,11 +88,7 @@ impl fmt::Debug for SidecarConfig {
 }
 
 /// A payee: the key (what the MAC binds) and its canonical `nano_` spelling (what we emit).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Payee {
-    pub key: PublicKey,
-    pub address: String,
-}
+pub use nanogate_protocol::contract::Payee;
 
 /// What the sidecar is unable to decide should do to a paid route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +119,6 @@ pub struct Price {
 
 /// Shared-data namespace of the tagged routes' session pools.
 pub const POOL_KEY_PREFIX: &str = "nanogate.sessions.v2.";
-/// The MAC resource of a tagged route's sessions: this prefix and the route name.
-pub const SCOPE_PREFIX: &str = "nanogate-route:";
 /// Sessions asked for per refill (so also the smallest `sessionBudget`).
 pub const SESSION_BATCH: usize = 16;
 /// Default `sessionBudget`: sessions a route may request per window of `maxTimeoutSeconds`.
@@ -164,7 +159,7 @@ impl TaggedTerms {
         price: &Price,
         budget: u64,
     ) -> Self {
-        let scope = [SCOPE_PREFIX, route_name].concat();
+        let scope = contract::route_scope(route_name);
         let key = pool_key(cluster, network, &scope, price, &pool);
         TaggedTerms {
             pool,
@@ -426,26 +421,12 @@ fn parse_sidecar(mut o: Obj<'_>) -> Result<SidecarConfig, ConfigError> {
     })
 }
 
-/// CAIP-2 shape: `namespace:reference`, namespace `[-a-z0-9]{3,8}`, reference
-/// `[-_a-zA-Z0-9]{1,32}`.
+/// `nano:` and a CAIP-2 reference ([`contract::check_network`]): the id is written unescaped
+/// into the pre-rendered challenge, and only Nano networks can be settled.
 fn parse_network(s: &str) -> Result<String, String> {
-    let ok = s.split_once(':').is_some_and(|(ns, reference)| {
-        (3..=8).contains(&ns.len())
-            && ns
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && (1..=32).contains(&reference.len())
-            && reference
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    });
-    if ok {
-        Ok(s.to_owned())
-    } else {
-        Err(format!(
-            "`{s}` is not a CAIP-2 network id such as nano:mainnet or nano:devnet"
-        ))
-    }
+    contract::check_network(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_payee(s: &str) -> Result<Payee, String> {

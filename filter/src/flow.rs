@@ -15,7 +15,8 @@ use crate::metrics::Metric;
 use crate::presented::{self, Presented};
 use crate::respond::{self, Challenge, EXPOSE};
 use crate::router;
-use crate::sidecar::{self, Answer, Call, Verdict};
+use crate::sidecar::{self, Call};
+use nanogate_protocol::contract::{self, PayAnswer, Verdict};
 use nanogate_protocol::x402::{
     decode_payment, headers, DecodedPayment, ErrorReason, MAX_HEADER_BYTES,
 };
@@ -32,7 +33,7 @@ pub enum Next {
 const PAYMENT_HEADERS: [&str; 2] = ["payment-signature", "x-payment"];
 /// Names the block that paid for an admitted request, for the upstream (and the tests that
 /// check one payment buys one response). Only the filter sets it on paid routes.
-pub const TRANSACTION_HEADER: &str = "x-nanogate-transaction";
+const TRANSACTION_HEADER: &str = contract::headers::TRANSACTION;
 
 macro_rules! debug {
     ($host:expr, $($arg:tt)*) => {
@@ -252,8 +253,8 @@ impl Flow {
             return;
         };
         let resource = &pending.resource;
-        let next = match sidecar::interpret(status, verdict_header, body) {
-            Answer::Verdict(Verdict::Admit {
+        let next = match contract::read_pay_answer(status, verdict_header, body) {
+            PayAnswer::Verdict(Verdict::Admit {
                 receipt,
                 payment_response,
                 transaction,
@@ -269,10 +270,10 @@ impl Flow {
                 );
                 Next::Continue
             }
-            Answer::Verdict(Verdict::Reject { reason, status }) => {
+            PayAnswer::Verdict(Verdict::Reject { reason, status }) => {
                 self.rejected(host, price, resource, reason, status)
             }
-            Answer::Verdict(Verdict::Unavailable {
+            PayAnswer::Verdict(Verdict::Unavailable {
                 reason,
                 retry_after,
             }) => {
@@ -283,18 +284,18 @@ impl Flow {
                     .unwrap_or(ErrorReason::UnexpectedVerifyError);
                 self.unavailable(host, price, reason, retry_after)
             }
-            Answer::Verdict(Verdict::Limited { retry_after }) => {
+            PayAnswer::Verdict(Verdict::Limited { retry_after }) => {
                 host.count(Metric::Rejected(ErrorReason::RateLimited));
                 debug!(host, "nanogate: rate limited for {resource}");
                 respond::send_limited(host, retry_after);
                 Next::Pause
             }
-            Answer::Timeout => {
+            PayAnswer::Timeout => {
                 host.count(Metric::SidecarTimeouts);
                 debug!(host, "nanogate: sidecar timed out");
                 self.unavailable(host, price, ErrorReason::UnexpectedVerifyError, None)
             }
-            Answer::Error(why) => {
+            PayAnswer::Error(why) => {
                 host.count(Metric::SidecarErrors);
                 debug!(host, "nanogate: sidecar error: {why}");
                 self.unavailable(host, price, ErrorReason::UnexpectedVerifyError, None)

@@ -6,6 +6,7 @@ use crate::flow::{Flow, Next};
 use crate::metrics::Metric;
 use crate::tests_support::*;
 use nanogate_protocol::challenge::{self, ChallengeKey, ChallengeTerms, Mechanism};
+use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::nano::PublicKey;
 use nanogate_protocol::x402::{
     decode_header, encode_header, ErrorReason, PaymentRequired, MAX_HEADER_BYTES,
@@ -132,8 +133,8 @@ fn unpaid_request_gets_a_decodable_402_without_a_sidecar_call() {
     assert_eq!(stamp.valid_before, NOW + 60);
     let terms = ChallengeTerms {
         network: "nano:devnet",
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: PublicKey::from_address(PAY_TO).unwrap(),
         amount: 1_000_000_000_000_000_000_000_000_000,
         resource: "http://api.example.com/paid/report",
@@ -1003,8 +1004,8 @@ fn timing_probe_unpaid_402() {
     let key = ChallengeKey([7; 32]);
     let terms = ChallengeTerms {
         network: "nano:devnet",
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: PublicKey([1; 32]),
         amount: 5,
         resource: "http://api.example.com/paid/report",

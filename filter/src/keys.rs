@@ -6,7 +6,7 @@
 //! for [`ISSUE_GRACE_SECS`] past its `notAfter` while the next fetch is retried.
 
 use nanogate_protocol::challenge::ChallengeKey;
-use serde_json::Value;
+use nanogate_protocol::contract::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 
 /// How long past `notAfter` a key may still sign new challenges while the refresh is retried.
 /// The sidecar still honours it as the previous key for a whole rotation period.
@@ -22,7 +22,7 @@ pub const REFRESH_LEAD_SECS: u64 = 10;
 pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v2.";
 
 /// Most retired keys a filter keeps (the sidecar decides which; extra ones are ignored).
-pub const MAX_RETIRED: usize = 16;
+pub const MAX_RETIRED: usize = MAX_RETIRED_KEYS;
 
 /// The lease that elects one VM to fetch (value: the lease's expiry, u64 BE).
 pub const SHARED_LEASE_PREFIX: &str = "nanogate.challenge_key_lease.v1.";
@@ -171,65 +171,24 @@ fn read_id_key(b: &[u8]) -> Option<(IdKey, &[u8])> {
     ))
 }
 
-/// Parses `GET /v1/challenge-key`'s body: `{"keyId": u64, "key": "<64 hex>", "notAfter": u64}`.
-/// The error never quotes the key.
+/// Reads `GET /v1/challenge-key`'s body ([`ChallengeKeyAnswer::parse`]: the previous key
+/// only with the id just before the current one, at most [`MAX_RETIRED`] retired keys older
+/// than it). The error never quotes the key.
 pub fn parse_key_response(body: &[u8]) -> Result<KeyAnswer, &'static str> {
-    let v: Value = serde_json::from_slice(body).map_err(|_| "body is not JSON")?;
-    let key_id = v
-        .get("keyId")
-        .and_then(Value::as_u64)
-        .ok_or("keyId missing or not a number")?;
-    let not_after = v
-        .get("notAfter")
-        .and_then(Value::as_u64)
-        .ok_or("notAfter missing or not a number")?;
-    let key = v
-        .get("key")
-        .and_then(Value::as_str)
-        .ok_or("key missing or not a string")?;
-    let key = ChallengeKey::from_hex(key).map_err(|_| "key is not 64 hex digits")?;
-    // Optional: the previous key, which the sidecar still honours. Only the id just before
-    // the current one is taken; anything else in that field is refused as malformed.
-    let previous = match v.get("previous") {
-        None | Some(Value::Null) => None,
-        Some(p) => {
-            let id = p
-                .get("keyId")
-                .and_then(Value::as_u64)
-                .filter(|id| id.checked_add(1) == Some(key_id))
-                .ok_or("previous.keyId missing or not the id before keyId")?;
-            let k = p
-                .get("key")
-                .and_then(Value::as_str)
-                .and_then(|k| ChallengeKey::from_hex(k).ok())
-                .ok_or("previous.key is not 64 hex digits")?;
-            Some(IdKey { key_id: id, key: k })
-        }
+    let a = ChallengeKeyAnswer::parse(body)?;
+    let id_key = |e: KeyEntry| IdKey {
+        key_id: e.key_id,
+        key: e.key,
     };
     Ok(KeyAnswer {
-        current: IdKey { key_id, key },
-        not_after,
-        previous,
-        retired: parse_retired(v.get("retired"), key_id),
+        current: IdKey {
+            key_id: a.key_id,
+            key: a.key,
+        },
+        not_after: a.not_after,
+        previous: a.previous.map(id_key),
+        retired: a.retired.into_iter().map(id_key).collect(),
     })
-}
-
-/// `retired: [{"keyId": k, "key": "<64 hex>"}, …]`, read leniently: absent or malformed is
-/// empty, a malformed entry or one not older than `current_id` is skipped, at most
-/// [`MAX_RETIRED`] are kept.
-fn parse_retired(v: Option<&Value>, current_id: u64) -> Vec<IdKey> {
-    let Some(items) = v.and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|e| {
-            let key_id = e.get("keyId").and_then(Value::as_u64)?;
-            let key = ChallengeKey::from_hex(e.get("key").and_then(Value::as_str)?).ok()?;
-            (key_id < current_id).then_some(IdKey { key_id, key })
-        })
-        .take(MAX_RETIRED)
-        .collect()
 }
 
 /// What `GET /v1/challenge-key` answered.

@@ -4,13 +4,12 @@
 //! tagged session's payee and amount, which the MAC then vouches for) and the stamp: validBefore,
 //! nonce, keyId and the MAC.
 
-use crate::challenge::Offer;
 use crate::config::{Config, Price, TaggedTerms};
 use crate::keys::KeyRing;
-use crate::template::SCHEME;
 use nanogate_protocol::challenge::{
     self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
 };
+use nanogate_protocol::contract::{Offer, SCHEME_EXACT};
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, PublicKey};
 use nanogate_protocol::x402::{
@@ -43,6 +42,7 @@ impl<'a> Binding<'a> {
     /// Our offer as the payment presents it, or why it cannot be ours.
     fn offer(
         &self,
+        network: &'a str,
         price: &'a Price,
         payment: &DecodedPayment,
         accepted: &PaymentRequirements,
@@ -52,7 +52,7 @@ impl<'a> Binding<'a> {
                 if payment.resource().is_some_and(|r| r.url != resource) {
                     return Err(ErrorReason::ResourceMismatch);
                 }
-                Ok(Offer::signed_block(price, resource))
+                Ok(crate::challenge::signed_block(network, price, resource))
             }
             Binding::TaggedSession(t) => {
                 let key = PublicKey::from_address(&accepted.pay_to)
@@ -67,11 +67,12 @@ impl<'a> Binding<'a> {
                     .filter(|a| *a > price.amount_raw)
                     .ok_or(ErrorReason::InvalidChallenge)?;
                 Ok(Offer {
-                    mechanism: Mechanism::TaggedSession,
-                    payee,
+                    network,
+                    pay_to: payee,
                     amount,
+                    max_timeout_seconds: price.max_timeout_secs,
                     resource: &t.scope,
-                    max_timeout_secs: price.max_timeout_secs,
+                    mechanism: Mechanism::TaggedSession,
                 })
             }
         }
@@ -100,14 +101,14 @@ pub fn check(
     let binding = Binding::of(price, resource, payment);
     let accepted = echoed_offer(payment)?;
     same_scheme_and_network(cfg, payment)?;
-    let offer = binding.offer(price, payment, accepted)?;
+    let offer = binding.offer(&cfg.network, price, payment, accepted)?;
     let (stamp, tag) =
         challenge::read_extra(&accepted.extra).map_err(|_| ErrorReason::InvalidChallenge)?;
     // An authentic challenge that expired may still be finished by the sidecar (a payment made
     // in time) or be reported as late: let it decide.
-    authenticate(ring, &offer.terms(&cfg.network), &stamp, &tag, now)?;
+    authenticate(ring, &offer.terms(), &stamp, &tag, now)?;
     Ok(Presented {
-        requirements: offer.requirements(&cfg.network, stamp_extra(&stamp, &tag)),
+        requirements: offer.requirements(stamp_extra(&stamp, &tag)),
         resource: offer.resource.to_owned(),
     })
 }
@@ -120,7 +121,7 @@ fn echoed_offer(payment: &DecodedPayment) -> Result<&PaymentRequirements, ErrorR
 }
 
 fn same_scheme_and_network(cfg: &Config, payment: &DecodedPayment) -> Result<(), ErrorReason> {
-    if payment.scheme() != SCHEME {
+    if payment.scheme() != SCHEME_EXACT {
         return Err(ErrorReason::InvalidScheme);
     }
     if payment.network() != cfg.network {
@@ -201,8 +202,8 @@ mod tests {
         };
         let terms = ChallengeTerms {
             network: "nano:devnet",
-            scheme: "exact",
-            asset: "XNO",
+            scheme: nanogate_protocol::contract::SCHEME_EXACT,
+            asset: nanogate_protocol::contract::ASSET_XNO,
             pay_to: key,
             amount: mac_amount,
             resource: "nanogate-route:t",

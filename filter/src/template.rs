@@ -5,12 +5,8 @@
 
 use crate::jsontext::{json_str, push_num};
 use nanogate_protocol::challenge::{ChallengeStamp, EXTRA_KEY_ID};
+use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::hex;
-
-/// The x402 scheme of every offer.
-pub const SCHEME: &str = "exact";
-/// The asset of every offer.
-pub const ASSET: &str = "XNO";
 
 /// The pre-rendered parts of one route's challenge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,13 +39,13 @@ impl ChallengeTemplate {
         resource_tail.push('}');
         let mut h = String::with_capacity(256);
         h.push_str(",\"accepts\":[{\"scheme\":");
-        h.push_str(&json_str(SCHEME));
+        h.push_str(&json_str(SCHEME_EXACT));
         h.push_str(",\"network\":");
         h.push_str(&json_str(network));
         h.push_str(",\"amount\":\"");
         push_num(&mut h, amount_raw);
         h.push_str("\",\"asset\":");
-        h.push_str(&json_str(ASSET));
+        h.push_str(&json_str(ASSET_XNO));
         h.push_str(",\"payTo\":");
         h.push_str(&json_str(pay_to));
         h.push_str(",\"maxTimeoutSeconds\":");

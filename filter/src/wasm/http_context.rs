@@ -5,7 +5,7 @@ use crate::flow::{Flow, Next};
 use crate::host::{Host, Level};
 use crate::keys::{self, KeyRing};
 use crate::metrics::Metric;
-use crate::sidecar::{self, Call};
+use crate::sidecar::Call;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -181,7 +181,7 @@ impl Context for Http {
         let status = super::call_status();
         let verdict = hostcalls::get_map_value_bytes(
             MapType::HttpCallResponseHeaders,
-            sidecar::VERDICT_HEADER,
+            nanogate_protocol::contract::headers::VERDICT,
         )
         .ok()
         .flatten();

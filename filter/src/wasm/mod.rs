@@ -154,7 +154,7 @@ pub fn call_status() -> Option<u32> {
 
 /// The body of an HTTP call's answer, capped.
 pub fn call_body(size: usize) -> Option<Vec<u8>> {
-    let size = size.min(crate::sidecar::MAX_RESPONSE_BODY);
+    let size = size.min(nanogate_protocol::contract::MAX_ANSWER_BYTES);
     if size == 0 {
         return None;
     }
