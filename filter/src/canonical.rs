@@ -24,7 +24,7 @@ pub fn path_only(path: &str) -> &str {
 /// fragment, with percent-encoded unreserved characters decoded, `%2F`, `%5C` and `\` read as
 /// `/`, repeated slashes merged and `.`/`..` segments resolved (RFC 3986 §5.2.4).
 ///
-/// This is defence in depth for invariant 1: an upstream that decodes or normalizes paths must
+/// This is defence in depth for invariant 1 (`docs/design.md`): an upstream that decodes or normalizes paths must
 /// not be reachable unpaid through a spelling the prefix or exact match does not recognize
 /// (`/free/../paid/x`, `/%70aid/x`, `//paid/x`, `/paid%2Fx`). Every rewrite can only make a
 /// path look *more* like the paid route it reaches, never less. Envoy's own `normalize_path`,

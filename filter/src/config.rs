@@ -93,7 +93,7 @@ pub use nanogate_protocol::contract::Payee;
 /// What the sidecar is unable to decide should do to a paid route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureMode {
-    /// 503 + `Retry-After` (the default; invariant 6).
+    /// 503 + `Retry-After` (the default; invariant 6 in `docs/design.md`).
     Closed,
     /// Pass to the upstream, counted.
     Open,

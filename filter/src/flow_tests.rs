@@ -220,7 +220,7 @@ fn valid_payment_calls_the_sidecar_with_our_terms_and_pauses() {
     let pr = challenge_for("/paid/report");
     let mut payment = payment_for(&pr);
     // A client that lowers the amount or changes payTo in `accepted` changes nothing:
-    // the terms sent to the sidecar are ours (invariant 2).
+    // the terms sent to the sidecar are ours (invariant 2 in docs/design.md).
     payment["accepted"]["amount"] = json!("1");
     payment["accepted"]["payTo"] =
         json!("nano_1111111111111111111111111111111111111111111111111111hifc8npp");
@@ -901,7 +901,8 @@ fn the_secret_never_reaches_clients_or_logs() {
 }
 
 /// After the request headers the request is either passing (Continue, no reply, no call) or
-/// paused with exactly one reply or exactly one sidecar call in flight (gotcha 11).
+/// paused with exactly one reply or exactly one sidecar call in flight (a request left paused
+/// with neither hangs until Envoy's stream timeout).
 fn assert_no_hang(h: &MockHost, next: Next) {
     match next {
         Next::Continue => assert!(h.responses.is_empty() && h.calls.is_empty()),
