@@ -163,7 +163,86 @@ pub fn call_body(size: usize) -> Option<Vec<u8>> {
         .flatten()
 }
 
+/// Logs the filter's version, once per VM (at its first `on_vm_start`).
+pub fn log_version_once() {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        log(Level::Info, &version_line());
+    }
+}
+
+fn version_line() -> String {
+    ["nanogate filter ", env!("CARGO_PKG_VERSION"), " starting"].concat()
+}
+
+/// Makes a panic leave a message: the module aborts on panic (a trap that takes the VM, and
+/// every request on its worker, down), and without a hook Envoy only reports the trap.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(
+            LogLevel::Critical,
+            &panic_line(info.payload(), info.location()),
+        );
+    }));
+}
+
+/// The one log line a panic leaves: where, and its message.
+fn panic_line(
+    payload: &(dyn std::any::Any + Send),
+    location: Option<&std::panic::Location<'_>>,
+) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    match location {
+        Some(l) => format!(
+            "nanogate: panic at {}:{}:{}: {message}",
+            l.file(),
+            l.line(),
+            l.column()
+        ),
+        None => format!("nanogate: panic: {message}"),
+    }
+}
+
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
+    install_panic_hook();
     proxy_wasm::set_root_context(|context_id| Box::new(root_context::Root::new(context_id)));
 }}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_leaves_its_location_and_message() {
+        let here = std::panic::Location::caller();
+        let line = panic_line(&"index out of bounds", Some(here));
+        assert_eq!(
+            line,
+            format!(
+                "nanogate: panic at {}:{}:{}: index out of bounds",
+                here.file(),
+                here.line(),
+                here.column()
+            )
+        );
+        let formatted: String = format!("bad value {}", 7);
+        assert_eq!(panic_line(&formatted, None), "nanogate: panic: bad value 7");
+        assert_eq!(panic_line(&42u8, None), "nanogate: panic: (no message)");
+        // What std hands the hook: the message of a real panic.
+        let caught = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+        assert_eq!(panic_line(caught.as_ref(), None), "nanogate: panic: boom 1");
+    }
+
+    #[test]
+    fn the_version_line_names_the_crate_version() {
+        assert_eq!(
+            version_line(),
+            format!("nanogate filter {} starting", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

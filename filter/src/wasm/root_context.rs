@@ -100,6 +100,11 @@ impl Context for Root {
 }
 
 impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        super::log_version_once();
+        true
+    }
+
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         let bytes = hostcalls::get_buffer(
             BufferType::PluginConfiguration,
