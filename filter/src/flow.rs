@@ -30,7 +30,7 @@ pub enum Next {
 }
 
 /// Payment headers we strip before the upstream.
-const PAYMENT_HEADERS: [&str; 2] = ["payment-signature", "x-payment"];
+const PAYMENT_HEADERS: [&str; 2] = [headers::PAYMENT_SIGNATURE, headers::X_PAYMENT];
 /// Names the block that paid for an admitted request, for the upstream (and the tests that
 /// check one payment buys one response). Only the filter sets it on paid routes.
 const TRANSACTION_HEADER: &str = contract::headers::TRANSACTION;

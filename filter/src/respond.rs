@@ -6,7 +6,7 @@ use crate::host::Host;
 use crate::keys::KeyRing;
 use crate::metrics::Metric;
 use crate::pool::{min_left, Session};
-use nanogate_protocol::x402::{encode_bytes, ErrorReason, PaymentRequired, ResourceInfo};
+use nanogate_protocol::x402::{encode_bytes, headers, ErrorReason, PaymentRequired, ResourceInfo};
 
 /// Headers a browser client may read on our responses.
 pub const EXPOSE: &str = "PAYMENT-REQUIRED, PAYMENT-RESPONSE, X-PAYMENT-RESPONSE";
@@ -60,7 +60,8 @@ fn take_session<H: Host + ?Sized>(host: &mut H, c: &Challenge<'_>) -> Option<Ses
 }
 
 fn has_payment<H: Host + ?Sized>(host: &H) -> bool {
-    host.request_header("payment-signature").is_some() || host.request_header("x-payment").is_some()
+    host.request_header(headers::PAYMENT_SIGNATURE).is_some()
+        || host.request_header(headers::X_PAYMENT).is_some()
 }
 
 fn wants_html<H: Host + ?Sized>(host: &H) -> bool {
@@ -88,7 +89,7 @@ fn send_paywall<H: Host + ?Sized>(
     host.send_response(
         c.status,
         &[
-            ("payment-required", &header),
+            (headers::PAYMENT_REQUIRED, &header),
             ("content-type", "text/html; charset=utf-8"),
             ("access-control-expose-headers", EXPOSE),
             ("cache-control", "no-store"),
@@ -130,7 +131,7 @@ pub fn send_payment_required_json<H: Host + ?Sized>(host: &mut H, body: &[u8], s
     host.send_response(
         status,
         &[
-            ("payment-required", &header),
+            (headers::PAYMENT_REQUIRED, &header),
             ("content-type", "application/json"),
             ("access-control-expose-headers", EXPOSE),
             ("cache-control", "no-store"),

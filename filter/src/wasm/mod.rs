@@ -172,7 +172,7 @@ pub fn log_version_once() {
 }
 
 fn version_line() -> String {
-    ["nanogate filter ", env!("CARGO_PKG_VERSION"), " starting"].concat()
+    ["nanogate: filter ", env!("CARGO_PKG_VERSION"), " starting"].concat()
 }
 
 /// Makes a panic leave a message: the module aborts on panic (a trap that takes the VM, and
@@ -242,7 +242,7 @@ mod tests {
     fn the_version_line_names_the_crate_version() {
         assert_eq!(
             version_line(),
-            format!("nanogate filter {} starting", env!("CARGO_PKG_VERSION"))
+            format!("nanogate: filter {} starting", env!("CARGO_PKG_VERSION"))
         );
     }
 }
