@@ -984,6 +984,8 @@ mod tests {
             ("/sidecar", json!([]), "sidecar"),
             ("/network", json!("devnet"), "network"),
             ("/network", json!("NANO:devnet"), "network"),
+            // Only Nano networks: nanogate cannot settle anywhere else.
+            ("/network", json!("eip155:8453"), "network"),
             ("/network", json!(7), "network"),
             ("/payTo", json!("nano_1111"), "payTo"),
             ("/retryAfterSeconds", json!(0), "retryAfterSeconds"),
