@@ -1,8 +1,8 @@
 //! The per-request decision: what a request on a free, unpaid or paid route gets, driven
 //! through the [`Host`] trait so it runs natively in tests and under Envoy alike.
 //!
-//! A paid request goes through named steps: read the payment header ([`read_payment`]), check
-//! the offer it presents ([`crate::presented`]), ask the sidecar ([`Flow::ask_sidecar`]), act on
+//! A paid request goes through named steps: read the payment header (`read_payment`), check
+//! the offer it presents ([`crate::presented`]), ask the sidecar (`Flow::ask_sidecar`), act on
 //! its verdict. Every path that returns [`Next::Pause`] either has a sidecar call in flight or
 //! has already replied, and every sidecar answer ends in `resume_request` or `send_response`:
 //! a request left paused would hang until Envoy's stream timeout.

@@ -1,6 +1,6 @@
 //! Checking the offer a payment presents (echoes in `accepted`) against our own terms, before any
 //! sidecar call: one check for every mechanism, which differs only in how its offer is bound
-//! ([`Binding`]). The client's `accepted` contributes only what the binding lets it choose (a
+//! (`Binding`). The client's `accepted` contributes only what the binding lets it choose (a
 //! tagged session's payee and amount, which the MAC then vouches for) and the stamp: validBefore,
 //! nonce, keyId and the MAC.
 
