@@ -237,13 +237,36 @@ async fn measure(
         let sidecar0 = stack::start_sidecar(bin_dir, work, &devnet0).await?;
 
         if wants("envoy") {
-            // Two rounds in opposite orders, best throughput of each case kept: other load on
+            // The floor module answers with our filter's own 402, byte for byte: captured once
+            // from a filter Envoy (each 402 has a fresh nonce; any one stands for all).
+            let floor = {
+                let (yaml, ports) = stack::envoy_config(
+                    EnvoyCase::Filter,
+                    upstream.port,
+                    sidecar0.port,
+                    wasm,
+                    &pay_to_addr,
+                    None,
+                )?;
+                let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+                let url = format!("http://127.0.0.1:{}{}", ports.listener, paid::PAID_PATH);
+                stack::wait_status(&url, 402, Duration::from_secs(20)).await?;
+                let reply = stack::capture_reply(&url).await?;
+                drop(envoy);
+                stack::Floor {
+                    wasm: stack::floor_wasm()?,
+                    reply,
+                }
+            };
+            // Rounds in alternating order, best throughput of each case kept: other load on
             // the shared machine then hurts one round, not the comparison.
             let cases = [
                 (EnvoyCase::Direct, "/", 200),
                 (EnvoyCase::Proxy, "/", 200),
                 (EnvoyCase::Filter, "/paid/free", 200),
                 (EnvoyCase::Filter, paid::PAID_PATH, 402),
+                (EnvoyCase::FloorReply, paid::PAID_PATH, 402),
+                (EnvoyCase::FloorPass, "/paid/free", 200),
             ];
             let mut best: Vec<Option<(wrk::WrkResult, Option<f64>)>> = vec![None; cases.len()];
             for round in 0..plan.envoy_rounds {
@@ -254,41 +277,51 @@ async fn measure(
                 };
                 for i in order {
                     let (case, path, want) = cases[i];
-                    let r = wrk_case(
-                        plan,
+                    let (yaml, ports) = stack::envoy_config(
                         case,
-                        path,
-                        want,
-                        &upstream,
+                        upstream.port,
                         sidecar0.port,
                         wasm,
                         &pay_to_addr,
-                    )
-                    .await?;
+                        Some(&floor),
+                    )?;
+                    let r = wrk_case(plan, case, path, want, &yaml, &ports).await?;
                     if best[i].as_ref().is_none_or(|b| r.0.rps > b.0.rps) {
                         best[i] = Some(r);
                     }
                 }
             }
             let mut best = best.into_iter().flatten();
-            let (Some(direct), Some(proxy), Some(free), Some(unpaid)) =
-                (best.next(), best.next(), best.next(), best.next())
-            else {
+            let (Some(direct), Some(proxy), Some(free), Some(unpaid), Some(floor402), Some(pass)) = (
+                best.next(),
+                best.next(),
+                best.next(),
+                best.next(),
+                best.next(),
+                best.next(),
+            ) else {
                 bail!("an Envoy case produced no result");
             };
-            let (direct_rps, proxy_rps) = (direct.0.rps, proxy.0.rps);
+            let (a, b, e, f) = (
+                ("A", direct.0.rps),
+                ("B", proxy.0.rps),
+                ("E", floor402.0.rps),
+                ("F", pass.0.rps),
+            );
             report.envoy = vec![
-                EnvoyRow::new("A. Envoy alone, direct response", None, direct),
-                EnvoyRow::new("B. Envoy alone, proxy to upstream", None, proxy),
+                EnvoyRow::new("A. Envoy alone, direct response", vec![], direct),
+                EnvoyRow::new("B. Envoy alone, proxy to upstream", vec![], proxy),
+                EnvoyRow::new("C. Envoy + filter, free route (proxied)", vec![f, b], free),
+                EnvoyRow::new("D. Envoy + filter, unpaid → 402", vec![e, a], unpaid),
                 EnvoyRow::new(
-                    "C. Envoy + filter, free route (proxied)",
-                    Some(("B", proxy_rps)),
-                    free,
+                    "E. Envoy + floor module answering the same 402 bytes",
+                    vec![a],
+                    floor402,
                 ),
                 EnvoyRow::new(
-                    "D. Envoy + filter, unpaid → 402",
-                    Some(("A", direct_rps)),
-                    unpaid,
+                    "F. Envoy + floor module reading one header (proxied)",
+                    vec![b],
+                    pass,
                 ),
             ];
         }
@@ -406,19 +439,15 @@ async fn measure(
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn wrk_case(
     plan: &Plan,
     case: EnvoyCase,
     path: &str,
     want: u16,
-    upstream: &Upstream,
-    sidecar_port: u16,
-    wasm: &std::path::Path,
-    pay_to: &str,
+    yaml: &str,
+    ports: &stack::EnvoyPorts,
 ) -> Result<(wrk::WrkResult, Option<f64>)> {
-    let (yaml, ports) = stack::envoy_config(case, upstream.port, sidecar_port, wasm, pay_to)?;
-    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let envoy = nanogate_tests::envoy::Envoy::start(yaml, ports.admin).await;
     let url = format!("http://127.0.0.1:{}{path}", ports.listener);
     stack::wait_status(&url, want, Duration::from_secs(20)).await?;
     eprintln!("nanogate-bench: wrk {case:?} {path} (expect {want})");
@@ -473,6 +502,7 @@ async fn paid_case(
         sidecar.port,
         wasm,
         pay_to_addr,
+        None,
     )?;
     let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
     let base = format!("http://127.0.0.1:{}", ports.listener);
@@ -604,6 +634,7 @@ async fn flood_case(
         sidecar.port,
         wasm,
         pay_to_addr,
+        None,
     )?;
     let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
     let base = format!("http://127.0.0.1:{}", ports.listener);

@@ -234,6 +234,69 @@ pub enum EnvoyCase {
     Proxy,
     /// The nanogate filter, proxy to the upstream (route decides free / 402 / paid).
     Filter,
+    /// The floor module (bench/floor) answering every request with fixed bytes.
+    FloorReply,
+    /// The floor module reading one request header, proxy to the upstream.
+    FloorPass,
+}
+
+/// The floor module and what it is told to do (its plain-text plugin configuration).
+#[derive(Debug, Clone)]
+pub struct Floor {
+    pub wasm: PathBuf,
+    /// `reply STATUS` + headers + body: our filter's own 402, captured by [`capture_reply`].
+    pub reply: String,
+}
+
+/// The floor module: `$NANOGATE_FLOOR_WASM`, else the `wasm` profile build output.
+pub fn floor_wasm() -> Result<PathBuf> {
+    let path = std::env::var_os("NANOGATE_FLOOR_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            nanogate_tests::workspace_root().join("target/wasm32-wasip1/wasm/nanogate_floor.wasm")
+        });
+    if !path.exists() {
+        bail!(
+            "floor module not found at {} (set NANOGATE_FLOOR_WASM or build it with `cargo build \
+             -p nanogate-floor --target wasm32-wasip1 --profile wasm`; cargo xtask bench does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Headers Envoy adds to every local reply itself; the floor must not send them twice.
+const ENVOY_OWN_HEADERS: [&str; 5] = [
+    "content-length",
+    "date",
+    "server",
+    "connection",
+    "transfer-encoding",
+];
+
+/// Our filter's answer to `url` (one unpaid request), as the floor module's `reply`
+/// configuration: the same status, headers and body bytes, so the two differ only in the work
+/// done to produce them.
+pub async fn capture_reply(url: &str) -> Result<String> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let mut out = format!("reply {}\n", resp.status().as_u16());
+    for (name, value) in resp.headers() {
+        if ENVOY_OWN_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = value
+            .to_str()
+            .with_context(|| format!("header {name} is not text"))?;
+        out.push_str(&format!("{name}: {value}\n"));
+    }
+    out.push('\n');
+    let body = resp.text().await.context("402 body")?;
+    out.push_str(&body);
+    Ok(out)
 }
 
 pub struct EnvoyPorts {
@@ -248,6 +311,7 @@ pub fn envoy_config(
     sidecar: u16,
     filter_wasm: &Path,
     pay_to: &str,
+    floor: Option<&Floor>,
 ) -> Result<(String, EnvoyPorts)> {
     let ports = EnvoyPorts {
         listener: free_port(),
@@ -257,11 +321,34 @@ pub fn envoy_config(
         EnvoyCase::Direct => {
             r#"direct_response: { status: 200, body: { inline_string: "hello\n" } }"#.to_string()
         }
-        EnvoyCase::Proxy | EnvoyCase::Filter => {
+        EnvoyCase::Proxy | EnvoyCase::Filter | EnvoyCase::FloorReply | EnvoyCase::FloorPass => {
             "route: { cluster: upstream, timeout: 30s }".to_string()
         }
     };
-    let wasm = if case == EnvoyCase::Filter {
+    let floor_config = match (case, floor) {
+        (EnvoyCase::FloorReply, Some(f)) => Some((f, f.reply.clone())),
+        (EnvoyCase::FloorPass, Some(f)) => Some((
+            f,
+            format!(
+                "pass {}",
+                nanogate_protocol::x402::headers::PAYMENT_SIGNATURE
+            ),
+        )),
+        (EnvoyCase::FloorReply | EnvoyCase::FloorPass, None) => {
+            bail!("{case:?} needs the floor module")
+        }
+        _ => None,
+    };
+    let wasm = if let Some((f, text)) = floor_config {
+        nanogate_tests::envoy::render(
+            include_str!("../floor-filter.yaml"),
+            &[
+                ("FLOOR_WASM", f.wasm.display().to_string()),
+                ("FLOOR_CONFIG", serde_json::to_string(&text)?),
+            ],
+        )
+        .map_err(|e| anyhow!("floor-filter.yaml: {e}"))?
+    } else if case == EnvoyCase::Filter {
         nanogate_tests::envoy::render(
             include_str!("../wasm-filter.yaml"),
             &[

@@ -21,12 +21,16 @@ use nanogate_protocol::x402::{
 /// [`crate::routes::canonical_path`]).
 pub fn resource_url(scheme: &str, authority: &str, path: &str) -> String {
     let scheme = if scheme.is_empty() { "http" } else { scheme };
-    format!(
-        "{}://{}{}",
-        scheme.to_ascii_lowercase(),
-        authority.to_ascii_lowercase(),
-        crate::routes::canonical_path(path)
-    )
+    let path = crate::routes::canonical_path(path);
+    // Pushed, not `format!`ted: this runs on every 402, and the formatting machinery cost as
+    // much as the rest of the URL's work.
+    let mut url = String::with_capacity(scheme.len() + 3 + authority.len() + path.len());
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(authority);
+    url.make_ascii_lowercase();
+    url.push_str(&path);
+    url
 }
 
 /// The signed-block offer of a paid route for `resource`.

@@ -98,8 +98,10 @@ impl Req {
 }
 
 fn header_string<H: Host + ?Sized>(host: &H, name: &str) -> Option<String> {
-    host.request_header(name)
-        .map(|v| String::from_utf8_lossy(&v).into_owned())
+    // Valid UTF-8 (the usual case) is taken as is, without the copy `from_utf8_lossy` makes.
+    host.request_header(name).map(|v| {
+        String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    })
 }
 
 /// The payment a request carries: `Ok(None)` without one; `Err` is why it is malformed (400).

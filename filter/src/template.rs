@@ -82,9 +82,9 @@ impl ChallengeTemplate {
         // `extra` keys in serde_json's (sorted) order: keyId, mac, nonce, validBefore.
         push_num(&mut out, u128::from(stamp.key_id));
         out.push_str(",\"mac\":\"");
-        out.push_str(&hex::encode_lower(tag));
+        hex::push_lower(&mut out, tag);
         out.push_str("\",\"nonce\":\"");
-        out.push_str(&hex::encode_lower(&stamp.nonce));
+        hex::push_lower(&mut out, &stamp.nonce);
         out.push_str("\",\"validBefore\":");
         push_num(&mut out, u128::from(stamp.valid_before));
         out.push_str("}}]}");

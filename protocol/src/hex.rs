@@ -62,12 +62,28 @@ const UPPER: &[u8; 16] = b"0123456789ABCDEF";
 const LOWER: &[u8; 16] = b"0123456789abcdef";
 
 fn encode_with(bytes: &[u8], table: &[u8; 16]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(table[(b >> 4) as usize] as char);
-        s.push(table[(b & 0x0f) as usize] as char);
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_with(&mut out, bytes, table);
+    out
+}
+
+fn push_with(out: &mut String, bytes: &[u8], table: &[u8; 16]) {
+    // Through a byte buffer, not `String::push`, which re-encodes each char as UTF-8: that made
+    // hex a tenth of the filter's work per 402 (the MAC and nonce of every challenge).
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(buf.len() / 2) {
+        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = table[(b >> 4) as usize];
+            pair[1] = table[(b & 0x0f) as usize];
+        }
+        // Always ASCII: both tables are.
+        out.push_str(std::str::from_utf8(&buf[..chunk.len() * 2]).unwrap_or_default());
     }
-    s
+}
+
+/// Appends the lower-case hex of `bytes` to `out` (no intermediate string).
+pub fn push_lower(out: &mut String, bytes: &[u8]) {
+    push_with(out, bytes, LOWER)
 }
 
 pub fn encode_upper(bytes: &[u8]) -> String {
@@ -87,6 +103,12 @@ mod tests {
         assert_eq!(decode_array::<2>("aBcD"), Ok([0xab, 0xcd]));
         assert_eq!(encode_upper(&[0xab, 0x01]), "AB01");
         assert_eq!(encode_lower(&[0xab, 0x01]), "ab01");
+        let long: Vec<u8> = (0..=255).collect();
+        let mut pushed = String::from("x");
+        push_lower(&mut pushed, &long);
+        assert_eq!(pushed.len(), 1 + 512);
+        assert_eq!(&pushed[1..], encode_lower(&long));
+        assert!(pushed.ends_with("fdfeff") && pushed.starts_with("x000102"));
         assert!(matches!(
             decode_array::<2>("abc"),
             Err(HexError::Length { .. })

@@ -28,6 +28,17 @@ pub fn run_bench(args: &[String]) -> Result<(), String> {
     let envoy = setup::envoy()?;
     let wasm = setup::filter_wasm()?;
     wrk()?;
+    // The floor module the filter is measured against (bench/floor; never shipped).
+    run(Command::new(cargo()).current_dir(root()).args([
+        "build",
+        "--package",
+        "nanogate-floor",
+        "--target",
+        "wasm32-wasip1",
+        "--profile",
+        "wasm",
+    ]))?;
+    let floor = setup::target_dir().join("wasm32-wasip1/wasm/nanogate_floor.wasm");
     run(Command::new(cargo()).current_dir(root()).args([
         "build",
         "--release",
@@ -55,9 +66,12 @@ pub fn run_bench(args: &[String]) -> Result<(), String> {
         }
         run(&mut cmd)?;
     }
-    run(Command::new(root().join("target/release/nanogate-bench"))
-        .current_dir(root())
-        .args(args)
-        .env("NANOGATE_ENVOY", envoy)
-        .env("NANOGATE_FILTER_WASM", wasm))
+    run(
+        Command::new(setup::target_dir().join("release/nanogate-bench"))
+            .current_dir(root())
+            .args(args)
+            .env("NANOGATE_ENVOY", envoy)
+            .env("NANOGATE_FILTER_WASM", wasm)
+            .env("NANOGATE_FLOOR_WASM", floor),
+    )
 }

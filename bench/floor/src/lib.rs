@@ -1,0 +1,159 @@
+//! The floor for `cargo xtask bench`: a proxy-wasm module that does the least a wasm HTTP
+//! filter can do, so the filter's own cost is measured against Envoy's cost of running *any*
+//! wasm filter rather than against Envoy alone. Built by the bench, never shipped.
+//!
+//! Its plugin configuration is plain text, parsed once at configure time:
+//!
+//! ```text
+//! reply 402            answer every request with this status, these headers and this body
+//! name: value          (one response header per line)
+//!                      (a blank line)
+//! body bytes…          (everything after the blank line, verbatim)
+//! ```
+//!
+//! or `pass NAME`: read request header NAME (as our filter reads the payment header on a free
+//! route) and let the request continue.
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::rc::Rc;
+
+/// What every request gets, decided once by the plugin configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Reply {
+        status: u32,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
+    Pass {
+        header: String,
+    },
+}
+
+/// Parses the configuration described in the module docs.
+pub fn parse(config: &[u8]) -> Result<Mode, String> {
+    let text = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8")?;
+    let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
+    let mut words = first.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("pass"), Some(header), None) => Ok(Mode::Pass {
+            header: header.to_ascii_lowercase(),
+        }),
+        (Some("reply"), Some(status), None) => {
+            let status = status
+                .parse::<u32>()
+                .ok()
+                .filter(|s| (200..600).contains(s))
+                .ok_or_else(|| format!("bad status `{status}`"))?;
+            let (head, body) = rest.split_once("\n\n").unwrap_or((rest, ""));
+            let headers = head
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| {
+                    l.split_once(": ")
+                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                        .ok_or_else(|| format!("bad header line `{l}`"))
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(Mode::Reply {
+                status,
+                headers,
+                body: body.as_bytes().to_vec(),
+            })
+        }
+        _ => Err(format!(
+            "first line must be `reply STATUS` or `pass HEADER`, got `{first}`"
+        )),
+    }
+}
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Warn);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root(None)) });
+}}
+
+struct Root(Option<Rc<Mode>>);
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let parsed = parse(&self.get_plugin_configuration().unwrap_or_default());
+        match parsed {
+            Ok(mode) => {
+                self.0 = Some(Rc::new(mode));
+                true
+            }
+            Err(e) => {
+                proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("floor: {e}")).ok();
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Http(self.0.clone()?)))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Http(Rc<Mode>);
+
+impl Context for Http {}
+
+impl HttpContext for Http {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        match &*self.0 {
+            Mode::Reply {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                self.send_http_response(*status, headers, Some(body));
+                Action::Pause
+            }
+            Mode::Pass { header } => {
+                let _ = self.get_http_request_header(header);
+                Action::Continue
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_modes_and_refuses_the_rest() {
+        assert_eq!(
+            parse(b"pass Payment-Signature"),
+            Ok(Mode::Pass {
+                header: "payment-signature".into()
+            })
+        );
+        assert_eq!(
+            parse(b"reply 402\ncontent-type: application/json\nx-a: b: c\n\n{\"a\":\n1}"),
+            Ok(Mode::Reply {
+                status: 402,
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("x-a".into(), "b: c".into())
+                ],
+                body: b"{\"a\":\n1}".to_vec(),
+            })
+        );
+        assert!(parse(b"reply 99").is_err());
+        assert!(parse(b"reply 402\nno-colon\n\n").is_err());
+        assert!(parse(b"echo").is_err());
+        assert!(parse(b"pass").is_err());
+    }
+}
