@@ -8,7 +8,7 @@ use crate::jsontext::num;
 use crate::keys::IdKey;
 use crate::pool::Session;
 use nanogate_protocol::challenge::{
-    self, Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
+    Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
     EXTRA_VALID_BEFORE,
 };
 use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
@@ -84,7 +84,7 @@ pub fn render_challenge(
 ) -> Vec<u8> {
     let offer = signed_block(&cfg.network, price, resource);
     let stamp = offer.stamp(now, nonce, key.key_id);
-    let tag = challenge::mac(&key.key, &offer.terms(), &stamp);
+    let tag = price.template.mac(&key.key, &offer.terms(), &stamp);
     price.template.render(resource, &stamp, &tag, error)
 }
 
@@ -164,6 +164,51 @@ mod tests {
             };
             let rendered = render_challenge(&cfg, p, &resource, &key, now, nonce, error.as_deref());
             proptest::prop_assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(reference).unwrap());
+        }
+    }
+
+    /// The route's cached MAC prefix follows key rotation (and a key replaced under the same
+    /// id, as after a sidecar restart with a new master secret).
+    #[test]
+    fn rendered_challenges_follow_the_key() {
+        let cfg = crate::tests_support::config();
+        let p = crate::tests_support::paid(&cfg, 1);
+        let keys = [
+            IdKey {
+                key_id: 1,
+                key: ChallengeKey([1; 32]),
+            },
+            IdKey {
+                key_id: 2,
+                key: ChallengeKey([2; 32]),
+            },
+            IdKey {
+                key_id: 2,
+                key: ChallengeKey([3; 32]),
+            },
+            IdKey {
+                key_id: 1,
+                key: ChallengeKey([1; 32]),
+            },
+        ];
+        for (i, key) in keys.iter().enumerate() {
+            let resource = format!("http://h/paid/{i}");
+            let want = serde_json::to_vec(&payment_required(
+                &cfg,
+                p,
+                &resource,
+                key,
+                100,
+                [i as u8; 16],
+                None,
+            ))
+            .unwrap();
+            let got = render_challenge(&cfg, p, &resource, key, 100, [i as u8; 16], None);
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(want).unwrap(),
+                "key {i}"
+            );
         }
     }
 

@@ -4,9 +4,12 @@
 //! [`crate::challenge`]).
 
 use crate::jsontext::{json_str, push_num};
-use nanogate_protocol::challenge::{ChallengeStamp, EXTRA_KEY_ID};
+use nanogate_protocol::challenge::{
+    ChallengeKey, ChallengeStamp, ChallengeTerms, MacPrefix, EXTRA_KEY_ID,
+};
 use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::hex;
+use std::cell::RefCell;
 
 /// The pre-rendered parts of one route's challenge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,7 +18,22 @@ pub struct ChallengeTemplate {
     resource_tail: String,
     /// `,"accepts":[{…,"extra":{"keyId":`
     accepts_head: String,
+    /// The route's MAC prefix under the last key used (the VM is single-threaded).
+    mac: MacCache,
 }
+
+/// The route's last [`MacPrefix`]: part of the template's state, not of its value (two
+/// templates with the same text are equal whatever they cached).
+#[derive(Debug, Clone, Default)]
+struct MacCache(RefCell<Option<MacPrefix>>);
+
+impl PartialEq for MacCache {
+    fn eq(&self, _: &MacCache) -> bool {
+        true
+    }
+}
+
+impl Eq for MacCache {}
 
 impl ChallengeTemplate {
     /// The template of the signed-block offer of `amount_raw` to `pay_to` on `network`.
@@ -56,6 +74,25 @@ impl ChallengeTemplate {
         ChallengeTemplate {
             resource_tail,
             accepts_head: h,
+            mac: MacCache::default(),
+        }
+    }
+
+    /// The challenge MAC of `terms` (this route's) and `stamp` under `key`: the same bytes as
+    /// `challenge::mac`, from the route's cached prefix while the key stays the same.
+    pub fn mac(
+        &self,
+        key: &ChallengeKey,
+        terms: &ChallengeTerms<'_>,
+        stamp: &ChallengeStamp,
+    ) -> [u8; 32] {
+        let mut cache = self.mac.0.borrow_mut();
+        if !cache.as_ref().is_some_and(|p| p.is_for(key)) {
+            *cache = MacPrefix::new(key, terms);
+        }
+        match cache.as_ref() {
+            Some(prefix) => prefix.finish(terms, stamp),
+            None => nanogate_protocol::challenge::mac(key, terms, stamp),
         }
     }
 

@@ -159,6 +159,69 @@ pub fn mac(key: &ChallengeKey, terms: &ChallengeTerms<'_>, stamp: &ChallengeStam
     )
 }
 
+/// A challenge MAC hashed as far as the terms a route fixes (domain, network, scheme, asset,
+/// payee, amount) under one key; [`MacPrefix::finish`] adds the per-challenge rest. Gives the
+/// same bytes as [`mac`] (tested) with one BLAKE2b block less per challenge: the filter keeps
+/// one per route and key for its 402s.
+#[derive(Clone)]
+pub struct MacPrefix {
+    key: ChallengeKey,
+    state: Blake2bMac<U32>,
+}
+
+impl std::fmt::Debug for MacPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MacPrefix(<redacted>)")
+    }
+}
+
+fn absorb(state: &mut Blake2bMac<U32>, part: &[u8]) {
+    state.update(&(part.len() as u32).to_be_bytes());
+    state.update(part);
+}
+
+impl MacPrefix {
+    /// The state after `key` and the fixed parts of `terms`.
+    pub fn new(key: &ChallengeKey, terms: &ChallengeTerms<'_>) -> Option<MacPrefix> {
+        let mut state = Blake2bMac::<U32>::new_from_slice(&key.0).ok()?;
+        for part in [
+            MAC_DOMAIN,
+            terms.network.as_bytes(),
+            terms.scheme.as_bytes(),
+            terms.asset.as_bytes(),
+            &terms.pay_to.0,
+            &terms.amount.to_be_bytes(),
+        ] {
+            absorb(&mut state, part);
+        }
+        Some(MacPrefix {
+            key: key.clone(),
+            state,
+        })
+    }
+
+    /// Whether this prefix was computed under `key` (the caller keeps one per set of fixed
+    /// terms; the key rotates).
+    pub fn is_for(&self, key: &ChallengeKey) -> bool {
+        self.key == *key
+    }
+
+    /// The MAC of `terms` and `stamp`, whose fixed terms must be the ones this prefix hashed.
+    pub fn finish(&self, terms: &ChallengeTerms<'_>, stamp: &ChallengeStamp) -> [u8; 32] {
+        let mut state = self.state.clone();
+        for part in [
+            terms.resource.as_bytes(),
+            terms.mechanism.as_str().as_bytes(),
+            &stamp.valid_before.to_be_bytes(),
+            &stamp.nonce,
+            &stamp.key_id.to_be_bytes(),
+        ] {
+            absorb(&mut state, part);
+        }
+        state.finalize().into_bytes().into()
+    }
+}
+
 /// Builds the `extra` object of a challenge.
 pub fn extra(
     key: &ChallengeKey,
@@ -254,6 +317,34 @@ mod tests {
         nonce: [1; 16],
         key_id: 7,
     };
+
+    proptest::proptest! {
+        /// The filter's cached prefix gives exactly the MAC the sidecar computes in one go.
+        #[test]
+        fn prefix_then_finish_is_the_mac(
+            key in proptest::prelude::any::<[u8; 32]>(),
+            network in ".{0,40}",
+            amount in proptest::prelude::any::<u128>(),
+            resources in proptest::collection::vec(".{0,200}", 1..4),
+            tagged in proptest::prelude::any::<bool>(),
+            valid_before in proptest::prelude::any::<u64>(),
+            nonce in proptest::prelude::any::<[u8; 16]>(),
+            key_id in proptest::prelude::any::<u64>(),
+        ) {
+            let key = ChallengeKey(key);
+            let stamp = ChallengeStamp { valid_before, nonce, key_id };
+            let mechanism = if tagged { Mechanism::TaggedSession } else { Mechanism::SignedBlock };
+            let fixed = ChallengeTerms { network: &network, mechanism, ..terms(amount, "") };
+            let prefix = MacPrefix::new(&key, &fixed).unwrap();
+            proptest::prop_assert!(prefix.is_for(&key));
+            proptest::prop_assert!(!prefix.is_for(&ChallengeKey([key.0[0] ^ 1; 32])) || key.0.iter().all(|b| *b == key.0[0] ^ 1));
+            // One prefix serves many challenges.
+            for resource in &resources {
+                let t = ChallengeTerms { resource, ..fixed.clone() };
+                proptest::prop_assert_eq!(prefix.finish(&t, &stamp), mac(&key, &t, &stamp));
+            }
+        }
+    }
 
     #[test]
     fn issued_challenge_verifies_and_round_trips_through_extra() {
