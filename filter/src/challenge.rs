@@ -20,8 +20,12 @@ use nanogate_protocol::x402::{
 /// authority, with the canonical path (no query string or fragment; see
 /// [`crate::routes::canonical_path`]).
 pub fn resource_url(scheme: &str, authority: &str, path: &str) -> String {
+    resource_url_of_canonical(scheme, authority, &crate::routes::canonical_path(path))
+}
+
+/// [`resource_url`] for a path already in canonical form.
+pub fn resource_url_of_canonical(scheme: &str, authority: &str, path: &str) -> String {
     let scheme = if scheme.is_empty() { "http" } else { scheme };
-    let path = crate::routes::canonical_path(path);
     // Pushed, not `format!`ted: this runs on every 402, and the formatting machinery cost as
     // much as the rest of the URL's work.
     let mut url = String::with_capacity(scheme.len() + 3 + authority.len() + path.len());
@@ -29,7 +33,7 @@ pub fn resource_url(scheme: &str, authority: &str, path: &str) -> String {
     url.push_str("://");
     url.push_str(authority);
     url.make_ascii_lowercase();
-    url.push_str(&path);
+    url.push_str(path);
     url
 }
 

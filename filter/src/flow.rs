@@ -15,6 +15,7 @@ use crate::metrics::Metric;
 use crate::presented::{self, Presented};
 use crate::respond::{self, Challenge, EXPOSE};
 use crate::router;
+use crate::routes::PathForms;
 use crate::sidecar::{self, Call};
 use nanogate_protocol::contract::{self, PayAnswer, Verdict};
 use nanogate_protocol::x402::{
@@ -144,8 +145,9 @@ impl Flow {
             return Next::Continue;
         };
         let cfg = Rc::clone(&self.cfg);
+        let forms = PathForms::of(&req.path);
         let Some((index, route)) =
-            router::find(&cfg.routes, &req.method, &req.authority, &req.path)
+            router::find_in(&cfg.routes, &req.method, &req.authority, &forms)
         else {
             return Next::Continue;
         };
@@ -158,7 +160,8 @@ impl Flow {
         if host.request_header(TRANSACTION_HEADER).is_some() {
             host.remove_request_header(TRANSACTION_HEADER);
         }
-        let resource = challenge::resource_url(&req.scheme, &req.authority, &req.path);
+        let resource =
+            challenge::resource_url_of_canonical(&req.scheme, &req.authority, &forms.canonical);
         let now = host.now_unix();
         self.now = now;
         let Some(ring) = host.key_ring().filter(|r| r.issuing(now).is_some()) else {

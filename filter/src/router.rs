@@ -34,8 +34,18 @@ pub fn find<'r>(
     authority: &str,
     path: &str,
 ) -> Option<(usize, &'r Route)> {
+    find_in(routes, method, authority, &PathForms::of(path))
+}
+
+/// [`find`] for a path whose forms the caller computed (the 402 path needs the canonical one
+/// again for the resource URL).
+pub fn find_in<'r>(
+    routes: &'r [Route],
+    method: &str,
+    authority: &str,
+    forms: &PathForms,
+) -> Option<(usize, &'r Route)> {
     let host = normalize_host(authority);
-    let forms = PathForms::of(path);
     let readings = std::iter::once((forms.canonical.as_str(), false))
         .chain(forms.without_params.as_deref().map(|p| (p, true)));
     let mut paid: Option<(usize, &Route, u128)> = None;

@@ -3,7 +3,7 @@
 //! writes exactly the bytes serde writes for the same `PaymentRequired` (tested in
 //! [`crate::challenge`]).
 
-use crate::jsontext::{json_str, push_num};
+use crate::jsontext::{json_str, push_json_str, push_num};
 use nanogate_protocol::challenge::{
     ChallengeKey, ChallengeStamp, ChallengeTerms, MacPrefix, EXTRA_KEY_ID,
 };
@@ -113,7 +113,7 @@ impl ChallengeTemplate {
             out.push_str(&json_str(e));
         }
         out.push_str(",\"resource\":{\"url\":");
-        out.push_str(&json_str(resource));
+        push_json_str(&mut out, resource);
         out.push_str(&self.resource_tail);
         out.push_str(&self.accepts_head);
         // `extra` keys in serde_json's (sorted) order: keyId, mac, nonce, validBefore.
