@@ -110,7 +110,7 @@ impl ChallengeTemplate {
         out.push_str("{\"x402Version\":2");
         if let Some(e) = error {
             out.push_str(",\"error\":");
-            out.push_str(&json_str(e));
+            push_json_str(&mut out, e);
         }
         out.push_str(",\"resource\":{\"url\":");
         push_json_str(&mut out, resource);

@@ -72,12 +72,14 @@ fn push_with(out: &mut String, bytes: &[u8], table: &[u8; 16]) {
     // hex a tenth of the filter's work per 402 (the MAC and nonce of every challenge).
     let mut buf = [0u8; 64];
     for chunk in bytes.chunks(buf.len() / 2) {
-        for (pair, b) in buf.chunks_exact_mut(2).zip(chunk) {
-            pair[0] = table[(b >> 4) as usize];
-            pair[1] = table[(b & 0x0f) as usize];
+        let mut i = 0;
+        for b in chunk {
+            buf[i] = table[(b >> 4) as usize];
+            buf[i + 1] = table[(b & 0x0f) as usize];
+            i += 2;
         }
         // Always ASCII: both tables are.
-        out.push_str(std::str::from_utf8(&buf[..chunk.len() * 2]).unwrap_or_default());
+        out.push_str(std::str::from_utf8(&buf[..i]).unwrap_or_default());
     }
 }
 
