@@ -362,6 +362,19 @@ impl Flow {
         }
     }
 
+    /// Whether [`Flow::on_response_headers`] has anything to do: only an admitted request
+    /// not yet reported needs the upstream's status (the host skips reading it otherwise,
+    /// which on the 402 path is a hostcall saved per request).
+    pub fn wants_response_status(&self) -> bool {
+        matches!(
+            self.state,
+            State::Admitted {
+                reported: false,
+                ..
+            }
+        )
+    }
+
     /// The upstream's response headers: add the receipt and report the outcome.
     pub fn on_response_headers<H: Host + ?Sized>(&mut self, host: &mut H, status: Option<u32>) {
         if let State::Admitted {

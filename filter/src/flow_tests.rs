@@ -311,6 +311,20 @@ fn client_cannot_name_a_transaction_to_the_upstream_of_a_paid_route() {
     assert!(h.removed.is_empty());
 }
 
+/// The host reads the upstream's status only when the flow needs it: never after a 402 (a
+/// hostcall saved on the hot path), once for an admitted request.
+#[test]
+fn only_an_admitted_request_wants_the_response_status() {
+    let mut h = get("/paid/report");
+    let (f, _) = run(&mut h);
+    assert_eq!(h.responses.len(), 1);
+    assert!(!f.wants_response_status());
+    let (mut f, mut h) = admitted("/paid/report");
+    assert!(f.wants_response_status());
+    f.on_response_headers(&mut h, Some(200));
+    assert!(!f.wants_response_status());
+}
+
 #[test]
 fn admitted_payment_is_forwarded_without_payment_headers_and_gets_a_receipt() {
     let (mut f, mut h) = admitted("/paid/report");

@@ -5,6 +5,7 @@ use crate::keys::KeyRing;
 use crate::metrics::Metric;
 use crate::pool::Session;
 use crate::sidecar::Call;
+use std::rc::Rc;
 
 /// Log levels the core uses (per-request messages are debug only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -27,7 +28,7 @@ pub trait Host {
     /// Adds a header to the upstream's response (from the response-headers callback).
     fn add_response_header(&mut self, name: &str, value: &str);
     /// The challenge keys held by this VM, if any.
-    fn key_ring(&mut self) -> Option<KeyRing>;
+    fn key_ring(&mut self) -> Option<Rc<KeyRing>>;
     /// 16 random bytes, or `None` when no randomness is available.
     fn random_nonce(&mut self) -> Option<[u8; 16]>;
     /// Takes one pre-issued tagged session from the pool at `pool_key` (shared data) that is

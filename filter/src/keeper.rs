@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 /// The VM-local copy of the key ring, shared by the root context with its request contexts.
-pub type KeyCache = Rc<RefCell<Option<KeyRing>>>;
+pub type KeyCache = Rc<RefCell<Option<Rc<KeyRing>>>>;
 
 pub struct KeyKeeper {
     cfg: Rc<Config>,
@@ -50,10 +50,10 @@ impl KeyKeeper {
     pub fn sync<H: RootHost + ?Sized>(&mut self, host: &H) -> Option<KeyRing> {
         let (bytes, _) = host.shared_get(&self.shared_key());
         let ring = bytes.as_deref().and_then(KeyRing::decode);
-        if ring.is_some() {
-            *self.cache.borrow_mut() = ring.clone();
+        if let Some(ring) = ring {
+            *self.cache.borrow_mut() = Some(Rc::new(ring));
         }
-        self.cache.borrow().clone()
+        self.cache.borrow().as_deref().cloned()
     }
 
     /// Called at configure time: every VM fetches at once, without the lease. Envoy creates
@@ -142,7 +142,7 @@ impl KeyKeeper {
                         answer.retired.clone(),
                     );
                     if host.shared_set(&shared_key, &ring.encode(), cas) {
-                        *self.cache.borrow_mut() = Some(ring);
+                        *self.cache.borrow_mut() = Some(Rc::new(ring));
                         break;
                     }
                 }
@@ -288,7 +288,7 @@ mod tests {
         k.tick(&mut h);
         let ring = cache.borrow().clone().unwrap();
         assert_eq!(ring.current.key_id, 8);
-        assert_eq!(ring.previous.map(|p| p.key_id), Some(7));
+        assert_eq!(ring.previous.as_ref().map(|p| p.key_id), Some(7));
     }
 
     #[test]

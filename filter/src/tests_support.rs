@@ -141,8 +141,8 @@ impl Host for MockHost {
         self.response_headers_added
             .push((name.to_owned(), value.to_owned()));
     }
-    fn key_ring(&mut self) -> Option<KeyRing> {
-        self.ring.clone()
+    fn key_ring(&mut self) -> Option<std::rc::Rc<KeyRing>> {
+        self.ring.clone().map(std::rc::Rc::new)
     }
     fn source_address(&self) -> Option<String> {
         self.source.clone()

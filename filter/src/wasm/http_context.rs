@@ -36,6 +36,7 @@ impl Http {
                 shared,
                 context_id: self.context_id,
                 headers: std::cell::OnceCell::new(),
+                now: std::cell::OnceCell::new(),
             },
         ))
     }
@@ -48,11 +49,13 @@ struct WasmHost<'a> {
     /// All request headers, fetched with one hostcall on first use (cheaper than one hostcall
     /// per header on the 402 path, which reads six).
     headers: std::cell::OnceCell<Vec<(String, Vec<u8>)>>,
+    /// The time, read once per callback (the flow and the key ring both ask on the 402 path).
+    now: std::cell::OnceCell<u64>,
 }
 
 impl Host for WasmHost<'_> {
     fn now_unix(&self) -> u64 {
-        super::now_unix()
+        *self.now.get_or_init(super::now_unix)
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
@@ -84,7 +87,7 @@ impl Host for WasmHost<'_> {
         let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
     }
 
-    fn key_ring(&mut self) -> Option<KeyRing> {
+    fn key_ring(&mut self) -> Option<Rc<KeyRing>> {
         let now = self.now_unix();
         let cached = self.shared.cache.borrow().clone();
         if let Some(ring) = cached.filter(|r| r.issuing(now).is_some()) {
@@ -97,8 +100,8 @@ impl Host for WasmHost<'_> {
             self.shared.cfg.sidecar.cluster
         );
         let (bytes, _) = hostcalls::get_shared_data(&key).ok()?;
-        let ring = KeyRing::decode(&bytes?)?;
-        *self.shared.cache.borrow_mut() = Some(ring.clone());
+        let ring = Rc::new(KeyRing::decode(&bytes?)?);
+        *self.shared.cache.borrow_mut() = Some(Rc::clone(&ring));
         Some(ring)
     }
 
@@ -120,9 +123,10 @@ impl Host for WasmHost<'_> {
     }
 
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).ok()?;
-        Some(nonce)
+        self.shared
+            .nonces
+            .borrow_mut()
+            .take(|batch| getrandom::getrandom(batch).is_ok())
     }
 
     fn dispatch(&mut self, call: &Call) -> Result<u32, String> {
@@ -208,7 +212,7 @@ impl HttpContext for Http {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Some((flow, mut host)) = self.parts() {
+        if let Some((flow, mut host)) = self.parts().filter(|(f, _)| f.wants_response_status()) {
             let status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
                 .ok()
                 .flatten()

@@ -20,6 +20,37 @@ pub struct VmShared {
     pub cache: KeyCache,
     pub metrics: Metrics,
     pub root_id: u32,
+    pub nonces: std::cell::RefCell<NoncePool>,
+}
+
+/// Challenge nonces drawn from the host's random source a batch at a time: one hostcall per
+/// [`NoncePool::BATCH`] bytes instead of one per 402. Nonces need to be unique and
+/// unguessable, not secret (each is published in its challenge), so holding some in the VM's
+/// memory ahead of use is harmless.
+#[derive(Debug, Default)]
+pub struct NoncePool {
+    bytes: Vec<u8>,
+}
+
+impl NoncePool {
+    /// Bytes fetched per refill: 64 nonces.
+    pub const BATCH: usize = 1024;
+
+    /// The next nonce, refilling through `fill` (which reports success) when empty.
+    pub fn take(&mut self, fill: impl FnOnce(&mut [u8]) -> bool) -> Option<[u8; 16]> {
+        if self.bytes.len() < 16 {
+            let mut batch = vec![0u8; Self::BATCH];
+            if !fill(&mut batch) {
+                return None;
+            }
+            self.bytes = batch;
+        }
+        let at = self.bytes.len() - 16;
+        let mut nonce = [0u8; 16];
+        nonce.copy_from_slice(self.bytes.get(at..)?);
+        self.bytes.truncate(at);
+        Some(nonce)
+    }
 }
 
 /// Metric ids, defined once per VM.
@@ -216,6 +247,28 @@ proxy_wasm::main! {{
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonces_come_a_batch_per_refill_and_never_repeat() {
+        let mut pool = NoncePool::default();
+        let mut refills = 0u8;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..(NoncePool::BATCH / 16) * 3 {
+            let nonce = pool.take(|batch| {
+                refills += 1;
+                // Distinct per position and refill, like real random bytes would be.
+                for (k, chunk) in batch.chunks_mut(16).enumerate() {
+                    chunk[0] = k as u8;
+                    chunk[1] = refills;
+                }
+                true
+            });
+            assert!(seen.insert((refills, nonce.unwrap())));
+        }
+        assert_eq!(refills, 3);
+        // No randomness, no nonce (the flow then answers 503).
+        assert_eq!(NoncePool::default().take(|_| false), None);
+    }
 
     #[test]
     fn a_panic_leaves_its_location_and_message() {

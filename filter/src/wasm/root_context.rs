@@ -130,6 +130,7 @@ impl RootContext for Root {
             cache: Rc::clone(&cache),
             metrics: Metrics::define(),
             root_id: self.context_id,
+            nonces: Default::default(),
         });
         let mut keeper = KeyKeeper::new(cfg, cache);
         keeper.start(&mut Host {
