@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nanogate_client::{
-    receipt_json, PaidResponse, PayError, Payer, PayerConfig, Progress, RequestSpec,
+    receipt_json, Mechanism, PaidResponse, PayError, Payer, PayerConfig, Progress, RequestSpec,
     DEFAULT_RPC_URL,
 };
 use nanogate_protocol::nano::{format_xno, parse_xno, PrivateKey};
@@ -62,7 +62,12 @@ struct Cli {
     local_work: bool,
     /// Payment mechanism: `block` (sign a send the server publishes) or `tagged` (publish a
     /// send of the session's tagged amount ourselves, then present its hash with the session).
-    #[arg(long, value_name = "block|tagged", default_value = "block", value_parser = ["block", "tagged"])]
+    #[arg(
+        long,
+        value_name = "block|tagged",
+        default_value = Mechanism::SignedBlock.as_str(),
+        value_parser = [Mechanism::SignedBlock.as_str(), Mechanism::TaggedSession.as_str()],
+    )]
     mechanism: String,
     /// Seconds to wait for each HTTP answer (the paid retry includes settlement).
     #[arg(long, default_value_t = 120, value_name = "SECS")]
@@ -224,8 +229,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut config = PayerConfig::new(cli.rpc.clone(), key, journal);
     config.max_raw = max_raw;
     config.local_work = cli.local_work;
-    if cli.mechanism == "tagged" {
-        config.mechanism = nanogate_client::Mechanism::Tagged;
+    if cli.mechanism == Mechanism::TaggedSession.as_str() {
+        config.mechanism = Mechanism::TaggedSession;
     }
     config.http_timeout = Duration::from_secs(cli.timeout.max(1));
     config.progress = Some(Arc::new(|p: &Progress| eprintln!("{p}")));
