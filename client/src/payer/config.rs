@@ -9,7 +9,7 @@ use super::ProgressFn;
 
 /// Which offer the payer takes: a signed block (the default) or a tagged session (a send of
 /// the session's tagged amount that we publish ourselves; see [`super::tagged`]).
-pub use nanogate_protocol::challenge::Mechanism;
+pub use nanogate_protocol::contract::Mechanism;
 
 /// The devnet's (and a dev node's) default RPC address.
 pub const DEFAULT_RPC_URL: &str = "http://127.0.0.1:45000";

@@ -14,8 +14,10 @@ use super::{PaidResponse, PayError, Payer, PaymentInfo, Progress, RequestSpec};
 use crate::offer::{parse_challenge, usable_offer, Challenge, Offer};
 use crate::payment::build_send_block;
 use crate::rpc::BlockStatus;
+use nanogate_protocol::challenge;
+use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::nano::{BlockHash, StateBlock};
-use nanogate_protocol::x402::{encode_header, headers};
+use nanogate_protocol::x402::{encode_header, headers, payload_keys};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -29,14 +31,15 @@ pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, Stri
     for (i, raw) in challenge.accepts.iter().enumerate() {
         let extra = raw.get("extra");
         let tagged = extra
-            .and_then(|e| e.get("mechanism"))
+            .and_then(|e| e.get(challenge::EXTRA_MECHANISM))
             .and_then(Value::as_str)
-            == Some("tagged");
+            .and_then(|m| m.parse().ok())
+            == Some(Mechanism::TaggedSession);
         if !tagged {
             continue;
         }
         let Some(id) = extra
-            .and_then(|e| e.get("nonce"))
+            .and_then(|e| e.get(challenge::EXTRA_NONCE))
             .and_then(Value::as_str)
             .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         else {
@@ -47,7 +50,7 @@ pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, Stri
         // mechanism marker (which `usable_offer` reserves for signed blocks).
         let mut plain = raw.clone();
         if let Some(e) = plain.get_mut("extra").and_then(Value::as_object_mut) {
-            e.retain(|k, _| k == "validBefore");
+            e.retain(|k, _| k == challenge::EXTRA_VALID_BEFORE);
         }
         match usable_offer(i, &plain) {
             Ok(mut o) if o.amount <= max_raw => {
@@ -77,7 +80,7 @@ pub fn tagged_header(
     let mut v = json!({
         "x402Version": 2,
         "accepted": offer.raw,
-        "payload": {"proof": hash.to_hex(), "sessionId": session},
+        "payload": {payload_keys::PROOF: hash.to_hex(), payload_keys::SESSION_ID: session},
     });
     if let Some(r) = resource {
         v["resource"] = r.clone();
@@ -153,7 +156,8 @@ impl Payer {
     ) -> Result<(), PayError> {
         let valid_before = offer
             .raw
-            .pointer("/extra/validBefore")
+            .get("extra")
+            .and_then(|e| e.get(challenge::EXTRA_VALID_BEFORE))
             .and_then(Value::as_u64)
             .unwrap_or(u64::MAX);
         let deadline = Instant::now() + CONFIRM_WAIT;
