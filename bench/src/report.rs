@@ -1,4 +1,5 @@
-//! The Markdown report: one table per part, then the DESIGN.md targets as met or missed.
+//! The Markdown report: one table per part, then the performance targets of docs/design.md
+//! (`#performance-targets`) as met or missed.
 
 use crate::facts::{utc, Facts};
 use crate::spent::SpentResult;
@@ -459,7 +460,7 @@ impl Report {
             );
         }
 
-        let _ = writeln!(s, "## DESIGN.md targets\n");
+        let _ = writeln!(s, "## Targets (docs/design.md#performance-targets)\n");
         let _ = writeln!(s, "| target | measured | result |");
         let _ = writeln!(s, "|---|---|---|");
         if let Some(d) = self.envoy.iter().find(|r| r.case.starts_with("D.")) {
