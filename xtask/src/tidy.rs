@@ -169,6 +169,11 @@ pub fn check_references(tree: &Tree) -> Vec<Offence> {
                 ));
             }
         }
+        if path == DESIGN_DOC {
+            for (at, what) in missing_defenders(tree, text) {
+                out.insert(offence(path, text, at, what));
+            }
+        }
         for at in numbered_mechanisms(text) {
             out.insert(offence(
                 path,
@@ -200,6 +205,48 @@ pub fn numbered_invariants(design: &str) -> BTreeSet<u32> {
         }
     }
     found
+}
+
+/// The tests the design doc names under its invariants (`` `file.rs`: `test_a`, `test_b` ``)
+/// that do not exist: a missing file, or no `fn test_a` in it.
+fn missing_defenders(tree: &Tree, design: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut inside = false;
+    let mut file: Option<String> = None;
+    for (line, at) in outside_fences(design) {
+        if let Some(h) = line.strip_prefix("## ") {
+            inside = h.trim().eq_ignore_ascii_case("invariants");
+            file = None;
+            continue;
+        }
+        if !inside {
+            continue;
+        }
+        for (i, token) in line.split('`').enumerate().filter(|(i, _)| i % 2 == 1) {
+            let token_at = at + line.split('`').take(i).map(|s| s.len() + 1).sum::<usize>();
+            if token.ends_with(".rs") {
+                if !tree.exists(token) {
+                    out.push((
+                        token_at,
+                        format!("`{token}`: no such file in the repository"),
+                    ));
+                }
+                file = Some(token.to_owned());
+            } else if let Some(f) = &file {
+                let is_fn_name = token.contains('_')
+                    && token
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                let defined = tree.text(f).is_some_and(|t| {
+                    t.contains(&format!("fn {token}(")) || t.contains(&format!("fn {token}<"))
+                });
+                if is_fn_name && tree.exists(f) && !defined {
+                    out.push((token_at, format!("`{token}`: no such test in {f}")));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The heading anchors of a markdown file, as GitHub renders them (fenced code skipped).
@@ -480,6 +527,9 @@ pub struct WireStrings {
     /// Values that double as JSON keys or config fields (`exact`, `block`, `tagged`): a literal
     /// used as an object key or looked up by name is not the wire value.
     pub words: BTreeSet<String>,
+    /// `(file, value)` pairs where the value means something else (a migration's name, a
+    /// config field), each justified where the list is written.
+    pub not_wire: BTreeSet<(String, String)>,
 }
 
 impl WireStrings {
@@ -521,7 +571,12 @@ pub fn check_wire_literals(tree: &Tree, wire: &WireStrings) -> Vec<Offence> {
         if test_files.contains(path.as_str()) {
             continue;
         }
-        for lit in scan.literals.iter().filter(|l| wire.matches(l)) {
+        let not_wire = |l: &StrLit| wire.not_wire.contains(&(path.clone(), l.value.clone()));
+        for lit in scan
+            .literals
+            .iter()
+            .filter(|l| wire.matches(l) && !not_wire(l))
+        {
             out.push(offence(
                 path,
                 text,
@@ -724,7 +779,10 @@ pub fn scan_rust(src: &str) -> RustScan {
             let as_field = next == Some(&Tok::Punct(':')) && next2 != Some(&Tok::Punct(':'));
             let prev = i.checked_sub(1).map(|p| &toks[p].1);
             let prev2 = i.checked_sub(2).map(|p| &toks[p].1);
-            let looked_up = prev == Some(&Tok::Punct('['))
+            // `x["k"]` indexes; `&["k"]`, `= ["k"]` are arrays of values.
+            let indexed = prev == Some(&Tok::Punct('['))
+                && matches!(prev2, Some(Tok::Word(_) | Tok::Punct(')' | ']')));
+            let looked_up = indexed
                 || prev == Some(&Tok::Punct('('))
                     && matches!(prev2, Some(Tok::Word(w)) if is_key_lookup(w));
             scan.literals.push(StrLit {
@@ -805,14 +863,17 @@ fn skip_item(toks: &[(usize, Tok)], mut i: usize, test_modules: &mut Vec<String>
 mod tests {
     use super::*;
 
-    const DESIGN: &str = "# Design\n\n## Invariants\n\n1. **One**: x.\n2. **Two**: y.\n\n## Mechanisms\n\nSigned block.\n";
+    const DESIGN: &str = "# Design\n\n## Invariants\n\n1. **One**: x.\n   - `t/a.rs`: `defends_one`\n2. **Two**: y.\n\n## Mechanisms\n\nSigned block.\n";
 
     fn whats(offences: &[Offence]) -> Vec<String> {
         offences.iter().map(ToString::to_string).collect()
     }
 
     fn refs(files: &[(&str, &str)]) -> Vec<String> {
-        let mut all = vec![(DESIGN_DOC, DESIGN)];
+        let mut all = vec![
+            (DESIGN_DOC, DESIGN),
+            ("t/a.rs", "#[test]\nfn defends_one() {}\n"),
+        ];
         all.extend_from_slice(files);
         whats(&check_references(&Tree::from_files(&all)))
     }
@@ -893,6 +954,19 @@ mod tests {
     }
 
     #[test]
+    fn tests_named_by_the_design_doc_must_exist() {
+        let design = "## Invariants\n\n1. **One**.\n   - `t/a.rs`: `defends_one`,\n     `gone_test`\n   - `t/b.rs`: `x_y`\n";
+        let tree = Tree::from_files(&[(DESIGN_DOC, design), ("t/a.rs", "fn defends_one() {}")]);
+        assert_eq!(
+            whats(&check_references(&tree)),
+            [
+                "docs/design.md:5: `gone_test`: no such test in t/a.rs",
+                "docs/design.md:6: `t/b.rs`: no such file in the repository",
+            ]
+        );
+    }
+
+    #[test]
     fn invariant_lists_and_slugs() {
         let n: Vec<u32> =
             invariant_numbers("invariants 1, 4, and 10; invariant 7: x; invariants are")
@@ -912,6 +986,7 @@ mod tests {
             exact: ["PAYMENT-SIGNATURE", "/v1/pay"].map(String::from).into(),
             prefixes: vec!["x-nanogate-".into()],
             words: ["exact", "XNO", "tagged"].map(String::from).into(),
+            not_wire: [("filter/src/other.rs".to_owned(), "tagged".to_owned())].into(),
         }
     }
 
@@ -928,6 +1003,7 @@ fn f(v: &serde_json::Value) {
     let _ = json!({"exact": 1, "scheme": "exact"});
     let _ = v.get("tagged");
     let _ = v["XNO"];
+    const NAMES: &[&str] = &["tagged", "other"];
     let _ = r#"x-nanogate-secret"#;
     let _ = 'a'; let _: &'static str = "/v1/pay";
 }
@@ -939,6 +1015,7 @@ mod more;
         let found = literals(&[
             ("filter/src/lib.rs", src),
             ("filter/src/more.rs", "const X: &str = \"XNO\";"),
+            ("filter/src/other.rs", "const M: &str = \"tagged\";"),
             ("filter/tests/it.rs", "const X: &str = \"XNO\";"),
             ("protocol/src/lib.rs", "pub const SCHEME: &str = \"exact\";"),
         ]);
@@ -947,8 +1024,9 @@ mod more;
             [
                 "filter/src/lib.rs:3: wire string \"payment-signature\" as a literal: use protocol's constant",
                 "filter/src/lib.rs:5: wire string \"exact\" as a literal: use protocol's constant",
-                "filter/src/lib.rs:8: wire string \"x-nanogate-secret\" as a literal: use protocol's constant",
-                "filter/src/lib.rs:9: wire string \"/v1/pay\" as a literal: use protocol's constant",
+                "filter/src/lib.rs:8: wire string \"tagged\" as a literal: use protocol's constant",
+                "filter/src/lib.rs:9: wire string \"x-nanogate-secret\" as a literal: use protocol's constant",
+                "filter/src/lib.rs:10: wire string \"/v1/pay\" as a literal: use protocol's constant",
             ]
         );
     }
