@@ -7,7 +7,7 @@
 //!   `*/README.md`, `README.md#section`) names a file and heading that exist; nothing points at
 //!   the team's design input outside the repository (`DESIGN.md`, `shared/docs`, `../shared`);
 //!   `invariant N` names an invariant numbered in `docs/design.md`; mechanisms are named, not
-//!   numbered.
+//!   numbered; every test the design doc lists under an invariant exists.
 //! - [`check_wire_literals`]: a wire string (filter↔sidecar path, `x-nanogate-*` header, x402
 //!   header, `exact`, `XNO`, a mechanism name) appears as a string literal only in `protocol/`
 //!   or in test code, so each has one definition.
