@@ -7,7 +7,7 @@
 use crate::paid::{self, PAID_PATH, PRICE};
 use anyhow::{anyhow, Result};
 use nanogate_protocol::nano::{PrivateKey, PublicKey, StateBlock};
-use nanogate_protocol::x402::{decode_header, encode_header, PaymentRequired};
+use nanogate_protocol::x402::{decode_header, encode_header, headers, PaymentRequired};
 use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -94,7 +94,7 @@ pub async fn run(
                 counts[slot(status)].fetch_add(1, Ordering::Relaxed);
                 let pr = r
                     .headers()
-                    .get("payment-required")
+                    .get(headers::PAYMENT_REQUIRED)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|h| decode_header::<PaymentRequired>(h, 64 * 1024).ok());
                 let _ = r.bytes().await;
@@ -105,7 +105,7 @@ pub async fn run(
                 i += 1;
                 let r = client
                     .get(url.as_str())
-                    .header("payment-signature", h)
+                    .header(headers::PAYMENT_SIGNATURE, h)
                     .send()
                     .await?;
                 counts[slot(r.status().as_u16())].fetch_add(1, Ordering::Relaxed);

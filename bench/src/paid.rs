@@ -10,7 +10,9 @@ use crate::stats::{percentile, LatencyRun};
 use anyhow::{anyhow, bail, Context, Result};
 use nanogate_protocol::nano::work::generate;
 use nanogate_protocol::nano::{BlockHash, Network, PrivateKey, PublicKey, Signature, StateBlock};
-use nanogate_protocol::x402::{decode_header, encode_header, PaymentRequired, MAX_HEADER_BYTES};
+use nanogate_protocol::x402::{
+    decode_header, encode_header, headers, PaymentRequired, MAX_HEADER_BYTES,
+};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,7 +105,7 @@ pub async fn headers_for(base: &str, blocks: Vec<Vec<StateBlock>>) -> Result<Vec
                 }
                 let pr_header = r
                     .headers()
-                    .get("payment-required")
+                    .get(headers::PAYMENT_REQUIRED)
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| anyhow!("402 without PAYMENT-REQUIRED"))?
                     .to_string();
@@ -163,13 +165,13 @@ pub async fn run(base: &str, headers: Vec<Vec<String>>, duration: Duration) -> R
                 let t = Instant::now();
                 let r = client
                     .get(url.as_str())
-                    .header("payment-signature", h)
+                    .header(headers::PAYMENT_SIGNATURE, h)
                     .send()
                     .await;
                 let outcome = match r {
                     Ok(r) => {
                         let status = r.status().as_u16();
-                        let has_receipt = r.headers().contains_key("payment-response");
+                        let has_receipt = r.headers().contains_key(headers::PAYMENT_RESPONSE);
                         let body = r.bytes().await.unwrap_or_default();
                         if status == 200 && has_receipt {
                             Ok(())

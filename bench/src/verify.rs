@@ -7,7 +7,7 @@ use crate::paid::{chain, payer_key, PRICE};
 use crate::stack::{DevnetProc, CHALLENGE_SECRET, FILTER_SECRET, NETWORK};
 use crate::stats::{percentile, LatencyRun};
 use anyhow::{anyhow, Context, Result};
-use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::contract::{Mechanism, Offer, Payee};
 use nanogate_protocol::nano::PublicKey;
 use nanogate_protocol::x402::PaymentRequirements;
 use nanogate_sidecar::config::Config;
@@ -28,29 +28,16 @@ fn requirements(pay_to: PublicKey) -> PaymentRequirements {
         .map_or(0, |d| d.as_secs());
     let keys = ChallengeKeys::new(CHALLENGE_SECRET.as_bytes().to_vec(), 300);
     let k = keys.current(now);
-    let stamp = ChallengeStamp {
-        valid_before: now + 120,
-        nonce: rand::random(),
-        key_id: k.key_id,
-    };
-    let terms = ChallengeTerms {
+    let payee = Payee::from_key(pay_to);
+    let offer = Offer {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
-        pay_to,
+        pay_to: &payee,
         amount: PRICE,
+        max_timeout_seconds: 120,
         resource: RESOURCE,
         mechanism: Mechanism::SignedBlock,
     };
-    PaymentRequirements {
-        scheme: "exact".into(),
-        network: NETWORK.into(),
-        amount: PRICE.to_string(),
-        asset: "XNO".into(),
-        pay_to: pay_to.to_address(),
-        max_timeout_seconds: 120,
-        extra: challenge::extra(&k.key, &terms, &stamp),
-    }
+    offer.issue(&k.key, &offer.stamp(now, rand::random(), k.key_id))
 }
 
 pub async fn run(

@@ -1,7 +1,8 @@
 //! The payment journal: every signed block is written down *before* it is sent, keyed by the
 //! request it pays for, so that a retry after a lost response re-presents the same block (and
-//! the same accepted offer) instead of paying twice (docs/x402-nano.md §5, §7: feeless402's
-//! "journal and re-present, never re-sign").
+//! the same accepted offer) instead of paying twice: journal and re-present, never re-sign
+//! (feeless402's Nano x402 client follows the same rule; client/README.md#the-journal-never-pay-twice
+//! tells the user's side).
 //!
 //! One JSON file; every change rewrites it atomically (temporary file in the same directory,
 //! fsync, rename, fsync of the directory), so a crash leaves either the old or the new journal,

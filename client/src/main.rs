@@ -1,11 +1,13 @@
 //! `nanogate-pay`: request a URL, pay its x402 402 in Nano, print the answer and the receipt.
 
 use anyhow::{bail, Context, Result};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use nanogate_client::{
-    receipt_json, PaidResponse, PayError, Payer, PayerConfig, Progress, RequestSpec,
+    receipt_json, Mechanism, PaidResponse, PayError, Payer, PayerConfig, Progress, RequestSpec,
     DEFAULT_RPC_URL,
 };
+use nanogate_protocol::contract::ASSET_XNO;
 use nanogate_protocol::nano::{format_xno, parse_xno, PrivateKey};
 use serde_json::json;
 use std::io::Write;
@@ -42,7 +44,7 @@ struct Cli {
     #[arg(short = 'H', long = "header", value_name = "K: V")]
     headers: Vec<String>,
     /// Never pay more than this many XNO.
-    #[arg(long, value_name = "XNO", default_value = "0.01")]
+    #[arg(long, value_name = ASSET_XNO, default_value = "0.01")]
     max: String,
     /// Nano node RPC URL.
     #[arg(long, env = "NANOGATE_RPC", default_value = DEFAULT_RPC_URL, value_name = "URL")]
@@ -62,8 +64,14 @@ struct Cli {
     local_work: bool,
     /// Payment mechanism: `block` (sign a send the server publishes) or `tagged` (publish a
     /// send of the session's tagged amount ourselves, then present its hash with the session).
-    #[arg(long, value_name = "block|tagged", default_value = "block", value_parser = ["block", "tagged"])]
-    mechanism: String,
+    #[arg(
+        long,
+        value_name = "block|tagged",
+        default_value = Mechanism::SignedBlock.as_str(),
+        value_parser = PossibleValuesParser::new(Mechanism::ALL.map(Mechanism::as_str))
+            .try_map(|name| name.parse::<Mechanism>()),
+    )]
+    mechanism: Mechanism,
     /// Seconds to wait for each HTTP answer (the paid retry includes settlement).
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
@@ -224,9 +232,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut config = PayerConfig::new(cli.rpc.clone(), key, journal);
     config.max_raw = max_raw;
     config.local_work = cli.local_work;
-    if cli.mechanism == "tagged" {
-        config.mechanism = nanogate_client::Mechanism::Tagged;
-    }
+    config.mechanism = cli.mechanism;
     config.http_timeout = Duration::from_secs(cli.timeout.max(1));
     config.progress = Some(Arc::new(|p: &Progress| eprintln!("{p}")));
     let payer = Payer::new(config)?;

@@ -1,16 +1,18 @@
 //! Reading a 402 and choosing what to pay.
 //!
-//! Sources, in order (docs/x402-nano.md §1.1): the `PAYMENT-REQUIRED` header (v2, authoritative
-//! when present: a malformed header is an error, not a reason to trust the body), else a JSON
-//! body with `x402Version: 2`, else a v1 body (`x402Version: 1`, or `accepts[]` entries with
-//! `maxAmountRequired`).
+//! Sources, in order (as x402 v2's HTTP transport has it): the `PAYMENT-REQUIRED` header (v2,
+//! authoritative when present: a malformed header is an error, not a reason to trust the
+//! body), else a JSON body with `x402Version: 2`, else a v1 body (`x402Version: 1`, or
+//! `accepts[]` entries with `maxAmountRequired`).
 //!
 //! Offers are kept as the server's raw JSON so that `accepted` echoes them verbatim (the
 //! filter's MAC covers fields our typed structs might normalise).
 
+use nanogate_protocol::challenge;
+use nanogate_protocol::contract::{Mechanism, ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::nano::network::{X402_DEVNET, X402_MAINNET};
 use nanogate_protocol::nano::{parse_raw, Network, PublicKey, WorkThresholds};
-use nanogate_protocol::x402::{decode_header_bytes, PaymentRequirements};
+use nanogate_protocol::x402::{decode_header_bytes, payload_keys, PaymentRequirements};
 use serde_json::{Map, Value};
 
 use crate::error::PayError;
@@ -21,10 +23,20 @@ pub const MAX_CHALLENGE_HEADER_BYTES: usize = 64 * 1024;
 
 /// `extra` keys that mark an offer for a mechanism other than a signed block (a tagged
 /// session, or a proof of a block the client broadcasts itself).
-pub const OTHER_MECHANISM_KEYS: &[&str] = &["session", "nanoSession", "tagAmountRaw", "proof"];
+pub const OTHER_MECHANISM_KEYS: &[&str] = &[
+    "session",
+    challenge::EXTRA_NANO_SESSION,
+    "tagAmountRaw",
+    payload_keys::PROOF,
+];
 
-/// `extra.mechanism` values that mean "signed block" (ours is `block`).
-pub const SIGNED_BLOCK_MECHANISMS: &[&str] = &["block", "signed-block", "signedBlock", "nanoTxn"];
+/// `extra.mechanism` values that mean "signed block": ours, and other servers' spellings.
+pub const SIGNED_BLOCK_MECHANISMS: &[&str] = &[
+    Mechanism::SignedBlock.as_str(),
+    "signed-block",
+    "signedBlock",
+    "nanoTxn",
+];
 
 /// Which x402 version a challenge speaks, which decides the retry header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -218,16 +230,16 @@ fn text<'a>(o: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
 pub fn usable_offer(index: usize, raw: &Value) -> Result<Offer, String> {
     let o = raw.as_object().ok_or("not a JSON object")?;
     let scheme = text(o, "scheme")?;
-    if scheme != "exact" {
-        return Err(format!("scheme `{scheme}` is not `exact`"));
+    if scheme != SCHEME_EXACT {
+        return Err(format!("scheme `{scheme}` is not `{SCHEME_EXACT}`"));
     }
     let network = text(o, "network")?;
     if !network.starts_with("nano:") {
         return Err(format!("network `{network}` is not a Nano network"));
     }
     let asset = text(o, "asset")?;
-    if asset != "XNO" {
-        return Err(format!("asset `{asset}` is not XNO"));
+    if asset != ASSET_XNO {
+        return Err(format!("asset `{asset}` is not {ASSET_XNO}"));
     }
     match o.get("extra") {
         None | Some(Value::Null) => {}
@@ -240,7 +252,10 @@ pub fn usable_offer(index: usize, raw: &Value) -> Result<Offer, String> {
                     "`extra.{k}` marks another payment mechanism than a signed block"
                 ));
             }
-            if let Some(m) = extra.get("mechanism").and_then(Value::as_str) {
+            if let Some(m) = extra
+                .get(challenge::EXTRA_MECHANISM)
+                .and_then(Value::as_str)
+            {
                 if !SIGNED_BLOCK_MECHANISMS.contains(&m) {
                     return Err(format!("mechanism `{m}` is not a signed block"));
                 }

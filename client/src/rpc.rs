@@ -1,6 +1,6 @@
 //! The few node RPC calls a payer needs (`account_info`, `work_generate`, `block_info`,
-//! `version`), tolerant of nano-node's and RsNano's differences (docs/nano.md §2.1): errors
-//! arrive as `{"error": …}` with HTTP 200, booleans are strings, hex case varies.
+//! `version`), tolerant of nano-node's and RsNano's differences: errors arrive as
+//! `{"error": …}` with HTTP 200, booleans are strings, hex case varies.
 
 use nanogate_protocol::nano::work::{difficulty, work_from_hex};
 use nanogate_protocol::nano::{parse_raw, BlockHash, Network, PublicKey};

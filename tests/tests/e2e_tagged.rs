@@ -1,4 +1,4 @@
-//! End to end, mechanism 2 (session-bound tagged amounts): real Envoy with the filter, the
+//! End to end, tagged sessions (session-bound tagged amounts): real Envoy with the filter, the
 //! real sidecar, the devnet. The payer broadcasts its own send (as any wallet would) and
 //! presents the session and the block hash. A tagged payment is admitted once; its hash never
 //! buys another session; an amount off by one raw is refused and reported as a stray payment;

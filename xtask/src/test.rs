@@ -3,7 +3,7 @@
 use crate::setup::{self, cargo, root, run as sh};
 use std::process::Command;
 
-/// The filter module must stay under this size (DESIGN.md performance targets).
+/// The filter module must stay under this size (docs/design.md#performance-targets).
 const MAX_FILTER_BYTES: u64 = 400 * 1024;
 
 pub fn run_all() -> Result<(), String> {

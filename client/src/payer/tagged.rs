@@ -1,5 +1,5 @@
-//! `--mechanism tagged`: pays a session-bound tagged-amount offer (nanogate's mechanism 2) the
-//! way an ordinary wallet would. The offer's `amount` is the price plus a session tag; we sign
+//! `--mechanism tagged`: pays a tagged-session offer (a session-bound tagged amount) the way an
+//! ordinary wallet would. The offer's `amount` is the price plus a session tag; we sign
 //! a send of exactly that amount to `payTo`, **publish it ourselves** (`process`), wait until
 //! the ledger confirms it, then present `{"proof": <block hash>, "sessionId": <extra.nonce>}`
 //! with the offer echoed as `accepted`.
@@ -9,12 +9,15 @@
 //! again while the session is valid (both are printed on stderr); the server then applies its
 //! redemption rules (the upstream failed → served again; otherwise `already_spent`).
 
+use super::response::names_ours;
 use super::{PaidResponse, PayError, Payer, PaymentInfo, Progress, RequestSpec};
-use crate::offer::{usable_offer, Challenge, Offer};
+use crate::offer::{parse_challenge, usable_offer, Challenge, Offer};
 use crate::payment::build_send_block;
 use crate::rpc::BlockStatus;
-use nanogate_protocol::nano::BlockHash;
-use nanogate_protocol::x402::{encode_header, headers};
+use nanogate_protocol::challenge;
+use nanogate_protocol::contract::Mechanism;
+use nanogate_protocol::nano::{BlockHash, StateBlock};
+use nanogate_protocol::x402::{encode_header, headers, payload_keys};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -28,14 +31,15 @@ pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, Stri
     for (i, raw) in challenge.accepts.iter().enumerate() {
         let extra = raw.get("extra");
         let tagged = extra
-            .and_then(|e| e.get("mechanism"))
+            .and_then(|e| e.get(challenge::EXTRA_MECHANISM))
             .and_then(Value::as_str)
-            == Some("tagged");
+            .and_then(|m| m.parse().ok())
+            == Some(Mechanism::TaggedSession);
         if !tagged {
             continue;
         }
         let Some(id) = extra
-            .and_then(|e| e.get("nonce"))
+            .and_then(|e| e.get(challenge::EXTRA_NONCE))
             .and_then(Value::as_str)
             .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
         else {
@@ -46,7 +50,7 @@ pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, Stri
         // mechanism marker (which `usable_offer` reserves for signed blocks).
         let mut plain = raw.clone();
         if let Some(e) = plain.get_mut("extra").and_then(Value::as_object_mut) {
-            e.retain(|k, _| k == "validBefore");
+            e.retain(|k, _| k == challenge::EXTRA_VALID_BEFORE);
         }
         match usable_offer(i, &plain) {
             Ok(mut o) if o.amount <= max_raw => {
@@ -76,7 +80,7 @@ pub fn tagged_header(
     let mut v = json!({
         "x402Version": 2,
         "accepted": offer.raw,
-        "payload": {"proof": hash.to_hex(), "sessionId": session},
+        "payload": {payload_keys::PROOF: hash.to_hex(), payload_keys::SESSION_ID: session},
     });
     if let Some(r) = resource {
         v["resource"] = r.clone();
@@ -102,13 +106,7 @@ impl Payer {
             "tagged session {session}: sending exactly {} raw (price + tag)",
             offer.amount
         )));
-        let thresholds = self.thresholds(&offer).await?;
-        let info = self.own_account().await?;
-        self.progress(Progress::Signing {
-            account: self.account.to_address(),
-            frontier: info.frontier.to_hex(),
-        });
-        let work = self.work(info.frontier.0, thresholds.send()).await?;
+        let (info, work) = self.prepare_send(&offer, None).await?;
         let block = build_send_block(
             &offer.pay_to_key,
             offer.amount,
@@ -120,6 +118,17 @@ impl Payer {
         self.progress(Progress::Paying {
             hash: hash.to_hex(),
         });
+        self.publish(&block).await?;
+        self.await_confirmation(&hash, &offer, &session).await?;
+        self.progress(Progress::Note(format!(
+            "send {hash} confirmed; presenting it with session {session}"
+        )));
+        self.present_tagged(req, challenge, &offer, &session, &hash)
+            .await
+    }
+
+    /// Publishes our send (`process`); the node's refusal is final.
+    async fn publish(&self, block: &StateBlock) -> Result<(), PayError> {
         let published = self
             .rpc
             .call(
@@ -127,24 +136,35 @@ impl Payer {
                 json!({"json_block": "true", "subtype": "send", "block": block.to_json()}),
             )
             .await?;
-        if let Some(e) = published.get("error").and_then(Value::as_str) {
-            return Err(PayError::Refused {
+        match published.get("error").and_then(Value::as_str) {
+            Some(e) => Err(PayError::Refused {
                 reason: format!("the node refused our send: {e}"),
                 status: 0,
-                hash: Some(hash.to_hex()),
-            });
+                hash: Some(block.hash().to_hex()),
+            }),
+            None => Ok(()),
         }
-        // Wait for the ledger: the server admits only a confirmed send.
+    }
+
+    /// Waits for the ledger to confirm our send (the server admits only a confirmed one),
+    /// nudging the node once; gives up at [`CONFIRM_WAIT`] or the session's expiry.
+    async fn await_confirmation(
+        &self,
+        hash: &BlockHash,
+        offer: &Offer,
+        session: &str,
+    ) -> Result<(), PayError> {
         let valid_before = offer
             .raw
-            .pointer("/extra/validBefore")
+            .get("extra")
+            .and_then(|e| e.get(challenge::EXTRA_VALID_BEFORE))
             .and_then(Value::as_u64)
             .unwrap_or(u64::MAX);
         let deadline = Instant::now() + CONFIRM_WAIT;
         let mut nudged = false;
         loop {
-            if self.rpc.block_status(&hash).await? == BlockStatus::Confirmed {
-                break;
+            if self.rpc.block_status(hash).await? == BlockStatus::Confirmed {
+                return Ok(());
             }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -167,10 +187,19 @@ impl Payer {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        self.progress(Progress::Note(format!(
-            "send {hash} confirmed; presenting it with session {session}"
-        )));
-        let value = tagged_header(&offer, &session, &hash, challenge.resource.as_ref());
+    }
+
+    /// Presents the confirmed send with its session. It is spent whatever the answer, so a
+    /// refusal is [`PayError::PaidButRefused`].
+    async fn present_tagged(
+        &self,
+        req: &RequestSpec,
+        challenge: &Challenge,
+        offer: &Offer,
+        session: &str,
+        hash: &BlockHash,
+    ) -> Result<PaidResponse, PayError> {
+        let value = tagged_header(offer, session, hash, challenge.resource.as_ref());
         let resp = self
             .send(req, Some((headers::PAYMENT_SIGNATURE, value)))
             .await
@@ -179,12 +208,11 @@ impl Payer {
                 hash: Some(hash.to_hex()),
             })?;
         let receipt = resp.receipt().and_then(Result::ok);
-        if resp.status == 402 || resp.status == 400 {
-            let reason =
-                crate::offer::parse_challenge(resp.header(headers::PAYMENT_REQUIRED), &resp.body)
-                    .ok()
-                    .and_then(|c| c.error)
-                    .unwrap_or_else(|| format!("HTTP {} without a reason", resp.status));
+        if resp.is_refusal() {
+            let reason = parse_challenge(resp.header(headers::PAYMENT_REQUIRED), &resp.body)
+                .ok()
+                .and_then(|c| c.error)
+                .unwrap_or_else(|| format!("HTTP {} without a reason", resp.status));
             return Err(PayError::PaidButRefused {
                 hash: hash.to_hex(),
                 amount: offer.amount,
@@ -192,31 +220,21 @@ impl Payer {
                 reason,
             });
         }
-        let matches = receipt
-            .as_ref()
-            .is_some_and(|r| r.success && r.transaction.eq_ignore_ascii_case(&hash.to_hex()));
-        let success = (200..300).contains(&resp.status);
-        if success {
+        let matches = names_ours(receipt.as_ref(), &[hash.to_hex()]);
+        if resp.is_success() {
             self.progress(Progress::Confirmed {
                 hash: hash.to_hex(),
             });
         }
-        Ok(PaidResponse {
-            status: resp.status,
-            headers: resp.headers,
-            body: resp.body,
-            paid: success || receipt.as_ref().is_some_and(|r| r.success),
-            receipt,
-            payment: Some(PaymentInfo {
-                hash: hash.to_hex(),
-                amount_raw: offer.amount,
-                network: offer.network.clone(),
-                pay_to: offer.pay_to.clone(),
-                payer: self.account.to_address(),
-                re_presented: false,
-            }),
-            receipt_matches: matches,
-        })
+        let info = PaymentInfo {
+            hash: hash.to_hex(),
+            amount_raw: offer.amount,
+            network: offer.network.clone(),
+            pay_to: offer.pay_to.clone(),
+            payer: self.account.to_address(),
+            re_presented: false,
+        };
+        Ok(PaidResponse::paid(resp, receipt, info, matches))
     }
 }
 
