@@ -4,26 +4,35 @@
 //! sum per state, read from the store on scrape) and the operator's view of the payment
 //! ledger, `GET /v1/admin/payments` (bearer token; docs/payments.md).
 
-use super::BearerAuth;
+use super::{Credential, Group, Verb};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{PaymentQuery, PaymentRecord, PaymentState};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use nanogate_protocol::contract::paths;
 use nanogate_protocol::hex;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/admin/payments", get(payments))
+pub fn routes(state: &AppState) -> Group {
+    Group::new(state, Credential::Public, false)
+        .route(Verb::Get, paths::HEALTHZ, healthz, None)
+        .route(Verb::Get, paths::READYZ, readyz, None)
+        .route(Verb::Get, paths::METRICS, metrics, None)
+}
+
+/// The payment ledger (bearer token).
+pub fn ledger_routes(state: &AppState) -> Group {
+    Group::new(state, Credential::Bearer, false).route(
+        Verb::Get,
+        paths::ADMIN_PAYMENTS,
+        payments,
+        None,
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -115,7 +124,6 @@ fn payment_json(r: &PaymentRecord) -> Value {
 /// payment ledger, oldest settlement first, and the cursor of the next page (`null` at the end).
 async fn payments(
     State(state): State<AppState>,
-    _auth: BearerAuth,
     Query(q): Query<PaymentsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let st = match q.state.as_deref() {
