@@ -103,7 +103,7 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Tagged-amount sessions (mechanism 2).
+/// Tagged-amount sessions (docs/filter-sidecar.md, "Tagged-amount sessions").
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaggedConfig {
