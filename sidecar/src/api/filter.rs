@@ -83,6 +83,7 @@ pub fn verdict_body(v: &Verdict) -> VerdictBody {
             a.payer.clone(),
             encode_header(&a.settlement),
             a.redeemed,
+            None,
         ),
         Verdict::Reject(r) => {
             VerdictBody::reject(r.reason, r.message.clone(), r.status, r.retry_after)
