@@ -10,12 +10,14 @@
 //! * [`pay`]: `/v1/pay` (request, verdict and how the filter reads it) and `/v1/outcome`.
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
+//! * [`admin`]: the payment ledger page and the error body.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
 //! filter always was where it matters (a malformed optional field is ignored, not fatal), and
 //! nothing here pulls in more than `serde`/`serde_json`, so the filter module stays small.
 
+pub mod admin;
 pub mod facilitator;
 pub mod keys;
 pub mod network;
@@ -23,6 +25,7 @@ mod offer;
 pub mod pay;
 pub mod sessions;
 
+pub use admin::{ErrorBody, PaymentRow, PaymentsPage};
 pub use facilitator::ChallengeRequest;
 pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 pub use network::{check_network, NetworkError};

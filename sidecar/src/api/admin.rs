@@ -12,10 +12,10 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nanogate_protocol::contract::paths;
+use nanogate_protocol::contract::{paths, PaymentRow, PaymentsPage};
 use nanogate_protocol::hex;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::Duration;
 
 pub fn routes(state: &AppState) -> Group {
@@ -104,20 +104,20 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, key.to_owned()))
 }
 
-fn payment_json(r: &PaymentRecord) -> Value {
-    json!({
-        "hash": r.hash(),
-        "payer": r.payer,
-        "payTo": r.pay_to,
-        "amount": r.amount,
-        "state": r.state.as_str(),
-        "reason": r.reason,
-        "mechanism": r.mechanism,
-        "resource": r.resource,
-        "settledAt": r.settled_at,
-        "updatedAt": r.updated_at,
-        "redemptions": r.redemptions,
-    })
+fn payment_row(r: &PaymentRecord) -> PaymentRow {
+    PaymentRow {
+        hash: r.hash().to_owned(),
+        payer: r.payer.clone(),
+        pay_to: r.pay_to.clone(),
+        amount: r.amount.clone(),
+        state: r.state.as_str().to_owned(),
+        reason: r.reason.clone(),
+        mechanism: r.mechanism.clone(),
+        resource: r.resource.clone(),
+        settled_at: r.settled_at,
+        updated_at: r.updated_at,
+        redemptions: r.redemptions,
+    }
 }
 
 /// `GET /v1/admin/payments?state=&route=&payer=&since=&until=&limit=&cursor=`: one page of the
@@ -125,7 +125,7 @@ fn payment_json(r: &PaymentRecord) -> Value {
 async fn payments(
     State(state): State<AppState>,
     Query(q): Query<PaymentsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentsPage>, ApiError> {
     let st = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(PaymentState::parse(s).ok_or_else(|| {
@@ -167,10 +167,10 @@ async fn payments(
     } else {
         None
     };
-    Ok(Json(json!({
-        "payments": rows.iter().map(payment_json).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(Json(PaymentsPage {
+        payments: rows.iter().map(payment_row).collect(),
+        next,
+    }))
 }
 
 #[cfg(test)]
@@ -201,6 +201,6 @@ mod tests {
         );
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor(&hex::encode_lower(b"x:y")), None);
-        assert_eq!(payment_json(&r)["hash"], "AB");
+        assert_eq!(payment_row(&r).hash, "AB");
     }
 }
