@@ -1,5 +1,5 @@
-//! The operator's API: `GET /v1/admin/payments` (bearer token), one page of the payment ledger,
-//! and the error body every sidecar endpoint answers with outside a verdict.
+//! The operator's API: `GET /v1/admin/payments` (bearer token), one page of the payment ledger;
+//! `GET /readyz`; and the error body every sidecar endpoint answers with outside a verdict.
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,16 @@ pub struct PaymentsPage {
     pub next: Option<String>,
 }
 
+/// `GET /readyz` answer (200 when `ready`, else 503): which dependency answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyBody {
+    pub ready: bool,
+    /// The store answered.
+    pub store: bool,
+    /// A node answered `version` with the configured network.
+    pub ledger: bool,
+}
+
 /// The body of a sidecar error answer (401, 400, 403, 503, …): human text, never a secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -57,6 +67,15 @@ mod tests {
         let page: PaymentsPage = serde_json::from_value(sent.clone()).unwrap();
         assert_eq!(page.payments[0].pay_to, "nano_q");
         assert_eq!(serde_json::to_value(&page).unwrap(), sent);
+        let r = ReadyBody {
+            ready: false,
+            store: true,
+            ledger: false,
+        };
+        assert_eq!(
+            serde_json::to_value(r).unwrap(),
+            json!({"ready": false, "store": true, "ledger": false})
+        );
         let e = ErrorBody {
             error: "missing or wrong credential".into(),
         };

@@ -25,7 +25,7 @@ mod offer;
 pub mod pay;
 pub mod sessions;
 
-pub use admin::{ErrorBody, PaymentRow, PaymentsPage};
+pub use admin::{ErrorBody, PaymentRow, PaymentsPage, ReadyBody};
 pub use facilitator::ChallengeRequest;
 pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 pub use network::{check_network, NetworkError};

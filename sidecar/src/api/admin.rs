@@ -12,10 +12,9 @@ use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nanogate_protocol::contract::{paths, PaymentRow, PaymentsPage};
+use nanogate_protocol::contract::{paths, PaymentRow, PaymentsPage, ReadyBody};
 use nanogate_protocol::hex;
 use serde::Deserialize;
-use serde_json::json;
 use std::time::Duration;
 
 pub fn routes(state: &AppState) -> Group {
@@ -48,7 +47,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({ "ready": p.ready(), "store": p.store, "ledger": p.ledger })),
+        Json(ReadyBody {
+            ready: p.ready(),
+            store: p.store,
+            ledger: p.ledger,
+        }),
     )
         .into_response()
 }
