@@ -1,5 +1,6 @@
 //! Every vector in tests/vectors/nano-vectors.json, checked against our Nano primitives.
 //! A missing vector file fails the suite: these tests never skip.
+#![allow(clippy::unwrap_used)]
 
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{

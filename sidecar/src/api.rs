@@ -1,21 +1,23 @@
 //! The HTTP surface, assembled in one place: the filter API (shared secret), the x402
-//! facilitator API and `/v1/challenge` (bearer token), and health, readiness and metrics.
+//! facilitator API, `/v1/challenge` and the operator's views (bearer token), and health,
+//! readiness and metrics.
 //!
-//! Credentials are extractors that read headers only, placed before the body in every
-//! handler, so a request with a missing or wrong credential is refused before its body is
-//! read. The APIs run under [`guard`]: a time limit per request and a global concurrency
-//! limit that sheds with 503 when full; health, readiness and metrics stay outside it.
+//! Routes come in [`Group`]s, one credential each, checked by a layer in front of the whole
+//! group on the headers alone ([`auth`]): a request with a missing or wrong credential is
+//! refused before its body is read, and no handler can forget the check. The APIs run under
+//! [`guard`]: a time limit per request and a global concurrency limit that sheds with 503 when
+//! full; health, readiness, metrics and the payment ledger view stay outside it.
 
 pub mod admin;
+pub mod auth;
 pub mod facilitator;
 pub mod filter;
 pub mod guard;
 pub mod tagged;
 
-use crate::error::ApiError;
+pub use auth::{Credential, Group, Verb};
+
 use crate::state::AppState;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::Router;
 
 /// Body caps per endpoint: the `/v1/pay` and facilitator bodies carry a payment (its header is
@@ -27,78 +29,30 @@ pub mod body_limit {
     pub const CHALLENGE: usize = 4 * 1024;
 }
 
+/// Every route, grouped by credential (see [`auth`]): what [`router`] serves.
+pub fn groups(state: &AppState) -> Vec<Group> {
+    vec![
+        filter::routes(state),
+        tagged::filter_routes(state),
+        facilitator::routes(state),
+        tagged::admin_routes(state),
+        facilitator::public_routes(state),
+        admin::routes(state),
+        admin::ledger_routes(state),
+    ]
+}
+
 pub fn router(state: AppState) -> Router {
-    let apis = Router::new()
-        .merge(filter::routes(&state))
-        .merge(facilitator::routes(&state))
-        .merge(tagged::routes(&state));
-    let apis = guard::shed_when_full(apis, &state);
+    let (mut apis, mut rest) = (Router::new(), Router::new());
+    for group in groups(&state) {
+        if group.shed {
+            apis = apis.merge(group.into_router());
+        } else {
+            rest = rest.merge(group.into_router());
+        }
+    }
     Router::new()
-        .merge(apis)
-        .merge(admin::routes())
+        .merge(guard::shed_when_full(apis, &state))
+        .merge(rest)
         .with_state(state)
-}
-
-/// Constant-time equality of two byte strings (length is not secret).
-pub(crate) fn secret_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The filter's shared secret in `x-nanogate-secret`, checked on the headers alone.
-pub struct FilterAuth;
-
-impl FromRequestParts<AppState> for FilterAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ok = parts
-            .headers
-            .get("x-nanogate-secret")
-            .is_some_and(|v| secret_eq(v.as_bytes(), state.credentials.filter_secret.as_bytes()));
-        if ok {
-            Ok(FilterAuth)
-        } else {
-            state.metrics.auth_failure("filter");
-            Err(ApiError::Unauthorized)
-        }
-    }
-}
-
-/// `Authorization: Bearer <facilitator token>`, checked on the headers alone; always refused
-/// when no token is configured.
-pub struct BearerAuth;
-
-impl FromRequestParts<AppState> for BearerAuth {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ok = match (
-            &state.credentials.facilitator_token,
-            parts.headers.get("authorization"),
-        ) {
-            (Some(token), Some(v)) => v
-                .as_bytes()
-                .strip_prefix(b"Bearer ")
-                .is_some_and(|t| secret_eq(t, token.as_bytes())),
-            _ => false,
-        };
-        if ok {
-            Ok(BearerAuth)
-        } else {
-            state.metrics.auth_failure("facilitator");
-            Err(ApiError::Unauthorized)
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::secret_eq;
-
-    #[test]
-    fn secret_comparison() {
-        assert!(secret_eq(b"abc", b"abc"));
-        assert!(!secret_eq(b"abc", b"abd"));
-        assert!(!secret_eq(b"abc", b"abcd"));
-    }
 }

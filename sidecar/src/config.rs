@@ -3,6 +3,7 @@
 //! option is listed in `--help` and in sidecar/README.md.
 
 use clap::Parser;
+use nanogate_protocol::contract::{check_network, network};
 use nanogate_protocol::nano::{Network, PublicKey};
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -102,7 +103,7 @@ impl Default for LimitsConfig {
     }
 }
 
-/// Tagged-amount sessions (mechanism 2).
+/// Tagged-amount sessions (docs/filter-sidecar.md, "Tagged-amount sessions").
 #[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaggedConfig {
@@ -189,7 +190,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8402)),
-            network: "nano:mainnet".into(),
+            network: network::MAINNET.into(),
             node_network: "live".into(),
             filter_secret: None,
             challenge_secret: None,
@@ -491,10 +492,10 @@ impl Config {
         if self.node_network().is_none() {
             return bad("node_network must be live, beta, dev or test");
         }
-        if !self.network.starts_with("nano:") {
-            return bad("network must be a nano: CAIP-2 id, e.g. nano:mainnet");
+        if let Err(e) = check_network(&self.network) {
+            return bad(&format!("network: {e}"));
         }
-        if self.network == "nano:mainnet" && self.node_network != "live" {
+        if self.network == network::MAINNET && self.node_network != "live" {
             return bad("network nano:mainnet needs node_network = live");
         }
         if self.nodes.rpc.is_empty() {
@@ -585,6 +586,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

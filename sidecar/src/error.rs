@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use nanogate_protocol::contract::ErrorBody;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -27,7 +28,9 @@ impl IntoResponse for ApiError {
         };
         (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
         )
             .into_response()
     }

@@ -117,6 +117,7 @@ impl ChallengeKeys {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -4,6 +4,7 @@
 //! facilitator API, health, readiness and metrics. See sidecar/README.md.
 
 pub mod api;
+pub mod build_info;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use nanogate_sidecar::config::{Cli, Config};
-use nanogate_sidecar::server;
+use nanogate_sidecar::{build_info, server};
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
@@ -38,6 +38,12 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
+    tracing::info!(
+        version = build_info::VERSION,
+        commit = build_info::COMMIT.unwrap_or("unknown"),
+        profile = build_info::PROFILE,
+        "nanogate sidecar starting"
+    );
     let state = server::open_state(&cfg)
         .await
         .context("starting the sidecar")?;

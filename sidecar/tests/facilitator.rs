@@ -1,6 +1,7 @@
 //! The x402 facilitator API: `/supported`, bearer auth, `/v1/challenge` + `/verify` +
 //! `/settle` for MAC-bound requirements, and the unbound policy (refused by default; allowed
 //! only for listed payees when `allow_unbound = true`).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Invariant 6 (fail closed, visibly): failover to a second node when the first refuses, a
 //! clear `ledger_unavailable` verdict when every node is down, and readiness that says so.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Operation: graceful shutdown finishes in-flight settlements; the binary documents every
 //! option in `--help` and refuses to start without its secrets.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The node RPC client against in-test mock nodes: failover, fail-closed unavailability,
 //! nano-node / RsNano quirks, and `process` outcome mapping (invariant 6: fail closed,
 //! visibly; invariant 4: settle before serving, so `process` outcomes must never be guessed).
+#![allow(clippy::unwrap_used)]
 
 mod node_mock;
 

@@ -1,6 +1,7 @@
 //! Confirmation tracking against mock nodes: WebSocket push (the latency path), reconnect and
 //! resubscribe, polling fallback, forks (invariant 4: a fork published after verification must
 //! not buy anything) and fail-closed unavailability (invariant 6).
+#![allow(clippy::unwrap_used)]
 
 mod node_mock;
 

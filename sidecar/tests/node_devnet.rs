@@ -2,6 +2,7 @@
 //! fault injection): process outcomes, push vs polling confirmation latency, forks (invariant
 //! 4: a fork published after verification must not buy anything) and RPC faults (invariant 6:
 //! fail closed, visibly).
+#![allow(clippy::unwrap_used)]
 
 use futures_util::{SinkExt, StreamExt};
 use nanogate_devnet::blocks;

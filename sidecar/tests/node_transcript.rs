@@ -2,6 +2,7 @@
 //! dev node gave (`tests/vectors/rsnano-dev-transcript.json`). Every recorded answer the
 //! client can meet must parse to the right typed outcome, and nothing we send may carry a JSON
 //! boolean (RsNano answers HTTP 422 to those).
+#![allow(clippy::unwrap_used)]
 
 mod node_mock;
 

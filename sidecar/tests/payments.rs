@@ -1,6 +1,7 @@
 //! The payment ledger's states and transitions (docs/payments.md), enforced by the store, on
 //! SQLite and PostgreSQL alike: every transition is a conditional update from one state, so an
 //! illegal one changes nothing; the states themselves are a CHECK constraint.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! payment again, a bounded number of times; one whose upstream succeeded cannot, nor one whose
 //! client reset before the response headers (status 0: the upstream may have run it); while
 //! the request may be in flight, a re-presentation is refused.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -4,6 +4,7 @@
 //!
 //! PostgreSQL: DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test); every test
 //! works in its own schema and drops it at the end.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

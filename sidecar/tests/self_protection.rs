@@ -7,6 +7,8 @@ mod common;
 
 use common::*;
 use nanogate_devnet::Confirm;
+use nanogate_protocol::contract::paths;
+use nanogate_sidecar::api::{self, Credential, Verb};
 use serde_json::json;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,6 +91,74 @@ async fn a_wrong_secret_is_refused_before_the_body_is_read() {
         status_within(&mut s, Duration::from_secs(3)).await,
         Some(401)
     );
+    e.sidecar.stop().await;
+}
+
+/// Every route of every group (`api::groups`, what the server serves) sits behind its group's
+/// credential: none, a wrong one, or the other API's one gets 401, before the body is read; the
+/// right one gets through. Public routes need none. And every path of the contract is served.
+#[tokio::test]
+async fn every_route_refuses_a_missing_or_wrong_credential() {
+    let e = env(&[]).await;
+    let secret = |v: &str| Some(("x-nanogate-secret", v.to_owned()));
+    let bearer = |v: &str| Some(("authorization", format!("Bearer {v}")));
+    let mut served = Vec::new();
+    for group in api::groups(&e.sidecar.state) {
+        let (wrong, right) = match group.credential {
+            Credential::FilterSecret => (
+                vec![
+                    None,
+                    secret("wrong-secret-0123456789"),
+                    bearer(TOKEN),
+                    bearer(FILTER_SECRET),
+                ],
+                secret(FILTER_SECRET),
+            ),
+            Credential::Bearer => (
+                vec![
+                    None,
+                    bearer("wrong-token-0123456789"),
+                    bearer(FILTER_SECRET),
+                    secret(FILTER_SECRET),
+                ],
+                bearer(TOKEN),
+            ),
+            Credential::Public => (vec![], None),
+        };
+        for &(verb, path) in &group.routes {
+            served.push(path);
+            let send = |credential: Option<(&'static str, String)>| {
+                let mut r = http().request(verb.method(), format!("{}{path}", e.sidecar.base));
+                if let Some((name, value)) = credential {
+                    r = r.header(name, value);
+                }
+                if verb == Verb::Post {
+                    r = r.json(&json!({}));
+                }
+                async move { r.send().await.expect("answer").status().as_u16() }
+            };
+            for credential in &wrong {
+                let shown = credential.as_ref().map(|(n, _)| *n);
+                assert_eq!(send(credential.clone()).await, 401, "{path} with {shown:?}");
+            }
+            let status = send(right.clone()).await;
+            assert!(
+                ![401, 404, 405].contains(&status),
+                "{path} with its credential: {status}"
+            );
+            if verb == Verb::Post && group.credential != Credential::Public {
+                let mut s = head_only(&e.sidecar.base, path, "wrong-secret-0123456789", 4096).await;
+                assert_eq!(
+                    status_within(&mut s, Duration::from_secs(3)).await,
+                    Some(401),
+                    "{path}: refused on the headers"
+                );
+            }
+        }
+    }
+    for path in paths::ALL {
+        assert!(served.contains(path), "{path} is not served");
+    }
     e.sidecar.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! Every rejection reason of the filter API, each named for the attack it stops, against an
 //! in-process devnet and a SQLite store. Invariants: 1 (nothing unpaid passes), 2 (never trust
 //! the client's copy), 3 (compare keys; exact amounts), 4 (settle before serving).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

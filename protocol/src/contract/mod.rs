@@ -9,18 +9,24 @@
 //! * [`network`]: which x402 network ids nanogate accepts.
 //! * [`pay`]: `/v1/pay` (request, verdict and how the filter reads it) and `/v1/outcome`.
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
+//! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
+//! * [`admin`]: the payment ledger page and the error body.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
 //! filter always was where it matters (a malformed optional field is ignored, not fatal), and
 //! nothing here pulls in more than `serde`/`serde_json`, so the filter module stays small.
 
+pub mod admin;
+pub mod facilitator;
 pub mod keys;
 pub mod network;
 mod offer;
 pub mod pay;
 pub mod sessions;
 
+pub use admin::{ErrorBody, PaymentRow, PaymentsPage, ReadyBody};
+pub use facilitator::ChallengeRequest;
 pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 pub use network::{check_network, NetworkError};
 pub use offer::{Mechanism, Offer, Payee, UnknownMechanism};
@@ -70,6 +76,23 @@ pub mod paths {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
+
+    /// Every path above (the sidecar's tests check each is served, behind its credential).
+    pub const ALL: &[&str] = &[
+        CHALLENGE_KEY,
+        PAY,
+        OUTCOME,
+        SESSIONS,
+        VERIFY,
+        SETTLE,
+        SUPPORTED,
+        CHALLENGE,
+        ADMIN_PAYMENTS,
+        ADMIN_STRAY,
+        HEALTHZ,
+        READYZ,
+        METRICS,
+    ];
 }
 
 /// Header names (lower case, as HTTP/2 and Envoy carry them) and fixed values.

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 /// Longest receipt id the filter accepts and echoes back.
 pub const MAX_RECEIPT_LEN: usize = 256;
+/// Longest admission token the filter keeps and returns with the outcome (hex digits).
+pub const MAX_ADMISSION_TOKEN_LEN: usize = 128;
 /// Bounds of a `retryAfter` the filter copies into `Retry-After` (seconds).
 pub const RETRY_AFTER_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
@@ -88,6 +90,14 @@ pub struct VerdictBody {
         deserialize_with = "lenient_bool"
     )]
     pub redeemed: Option<bool>,
+    /// Admit, when the sidecar issues per-admission tokens: the token the filter returns with
+    /// this admission's outcome (hex), and sends nowhere else.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub admission_token: Option<String>,
     /// Reject, unavailable: an [`ErrorReason`] wire string.
     #[serde(
         default,
@@ -155,6 +165,7 @@ impl VerdictBody {
         payer: String,
         payment_response: String,
         redeemed: bool,
+        admission_token: Option<String>,
     ) -> Self {
         VerdictBody {
             verdict: Some(VerdictKind::Admit),
@@ -163,6 +174,7 @@ impl VerdictBody {
             payer: Some(payer),
             payment_response: Some(payment_response),
             redeemed: Some(redeemed),
+            admission_token,
             ..VerdictBody::default()
         }
     }
@@ -205,7 +217,8 @@ impl VerdictBody {
 
     /// What the filter may act on, every value it copies into a response checked:
     /// * admit needs a receipt of 1..=[`MAX_RECEIPT_LEN`] bytes and a `paymentResponse`, if
-    ///   any, that is [`safe_header_value`]; a `transaction` that is not a 64-digit hex hash is
+    ///   any, that is [`safe_header_value`]; a `transaction` that is not a 64-digit hex hash,
+    ///   and an `admissionToken` that is not 1..=[`MAX_ADMISSION_TOKEN_LEN`] hex digits, are
     ///   dropped;
     /// * a reject with status 429 is [`Verdict::Limited`], `retryAfter` outside
     ///   [`RETRY_AFTER_RANGE`] reads as 1;
@@ -239,10 +252,19 @@ impl VerdictBody {
                     .as_deref()
                     .filter(|t| is_block_hash(t))
                     .map(str::to_owned);
+                let admission_token = self
+                    .admission_token
+                    .as_deref()
+                    .filter(|t| {
+                        (1..=MAX_ADMISSION_TOKEN_LEN).contains(&t.len())
+                            && t.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+                    .map(str::to_owned);
                 Ok(Verdict::Admit {
                     receipt: receipt.to_owned(),
                     payment_response,
                     transaction,
+                    admission_token,
                 })
             }
             Some(VerdictKind::Reject) if self.status == Some(429) => Ok(Verdict::Limited {
@@ -271,6 +293,9 @@ pub enum Verdict {
         /// The paying block's hash (64 hex digits), for `x-nanogate-transaction`; `None` when
         /// absent or malformed.
         transaction: Option<String>,
+        /// This admission's token, returned with the outcome and never sent anywhere else (not
+        /// to the client, not to the upstream); `None` when absent or malformed.
+        admission_token: Option<String>,
     },
     Reject {
         /// The wire reason (one of ours, or any other snake_case string the sidecar sent).
@@ -349,9 +374,13 @@ pub fn is_block_hash(s: &str) -> bool {
 /// `POST /v1/outcome` body: the upstream's status for an admitted request (Envoy's own 503/504
 /// for an upstream reset or timeout included; `0` = the client reset first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutcomeRequest {
     pub receipt: String,
     pub status: u16,
+    /// The admission's token from its verdict, when the sidecar issued one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_token: Option<String>,
 }
 
 /// `/v1/outcome` answer: `recorded` is false for a receipt that was already settled or unknown.
@@ -410,6 +439,7 @@ mod tests {
             "nano_p".into(),
             "eyJ9".into(),
             false,
+            None,
         );
         // The former `json!` form.
         let old = json!({"verdict": "admit", "receipt": "r1", "transaction": tx, "payer": "nano_p",
@@ -437,6 +467,7 @@ mod tests {
                     receipt: "r1".into(),
                     payment_response: Some("eyJ9".into()),
                     transaction: Some("AB".repeat(32)),
+                    admission_token: None,
                 },
             ),
             (
@@ -470,6 +501,7 @@ mod tests {
                 receipt: "r1".into(),
                 payment_response: Some("eyJhIjoxfQ==".into()),
                 transaction: None,
+                admission_token: None,
             })
         );
         // A transaction that is not a block hash never reaches a header.
@@ -486,6 +518,27 @@ mod tests {
                     receipt: "r1".into(),
                     payment_response: None,
                     transaction: None,
+                    admission_token: None,
+                })
+            );
+        }
+        // The admission token is kept when it is hex, dropped otherwise.
+        let token = "ab".repeat(32);
+        for (given, kept) in [
+            (json!(token), Some(token.clone())),
+            (json!("not hex"), None),
+            (json!("a".repeat(129)), None),
+            (json!(""), None),
+            (json!(7), None),
+        ] {
+            let body = json!({"verdict": "admit", "receipt": "r1", "admissionToken": given});
+            assert_eq!(
+                ans(&body.to_string()),
+                PayAnswer::Verdict(Verdict::Admit {
+                    receipt: "r1".into(),
+                    payment_response: None,
+                    transaction: None,
+                    admission_token: kept,
                 })
             );
         }
@@ -550,7 +603,8 @@ mod tests {
             PayAnswer::Verdict(Verdict::Admit {
                 receipt: "r".into(),
                 payment_response: None,
-                transaction: None
+                transaction: None,
+                admission_token: None,
             })
         );
         assert!(matches!(
@@ -620,17 +674,18 @@ mod tests {
             o,
             OutcomeRequest {
                 receipt: "r".into(),
-                status: 0
+                status: 0,
+                admission_token: None,
             }
         );
         assert_eq!(
-            serde_json::to_string(&OutcomeRequest {
-                receipt: "r".into(),
-                status: 503
-            })
-            .unwrap(),
-            r#"{"receipt":"r","status":503}"#
+            serde_json::to_string(&o).unwrap(),
+            r#"{"receipt":"r","status":0}"#
         );
+        let with_token = r#"{"receipt":"r","status":503,"admissionToken":"ab"}"#;
+        let o: OutcomeRequest = serde_json::from_str(with_token).unwrap();
+        assert_eq!(o.admission_token.as_deref(), Some("ab"));
+        assert_eq!(serde_json::to_string(&o).unwrap(), with_token);
         assert!(
             serde_json::from_str::<OutcomeRequest>(r#"{"receipt":"r","status":70000}"#).is_err()
         );

@@ -3,7 +3,7 @@
 //! v1 matters for Nano only through clients that still pay with `X-PAYMENT` (feeless402 sends
 //! both headers); the v2 `PAYMENT-REQUIRED` header stays authoritative.
 
-use super::types::{JsonObject, X402_VERSION_1};
+use super::types::{JsonObject, PaymentRequirements, X402_VERSION_1};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,6 +28,22 @@ pub struct PaymentRequirementsV1 {
     pub asset: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<JsonObject>,
+}
+
+impl PaymentRequirementsV1 {
+    /// The v2 form of this offer (`maxAmountRequired` becomes `amount`; the resource and its
+    /// description move out of the requirement, into v2's `ResourceInfo`).
+    pub fn to_v2(&self) -> PaymentRequirements {
+        PaymentRequirements {
+            scheme: self.scheme.clone(),
+            network: self.network.clone(),
+            amount: self.max_amount_required.clone(),
+            asset: self.asset.clone(),
+            pay_to: self.pay_to.clone(),
+            max_timeout_seconds: self.max_timeout_seconds,
+            extra: self.extra.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// The v1 402 body. `error` is required in v1.
@@ -83,6 +99,11 @@ mod tests {
         assert_eq!(
             serde_json::to_string(&body).expect("serialize"),
             r#"{"x402Version":1,"error":"X-PAYMENT header is required","accepts":[{"scheme":"exact","network":"nano:devnet","maxAmountRequired":"5","resource":"https://a/b","description":"d","payTo":"nano_x","maxTimeoutSeconds":60,"asset":"XNO"}]}"#
+        );
+        let v2 = body.accepts[0].to_v2();
+        assert_eq!(
+            (v2.amount.as_str(), v2.pay_to.as_str(), v2.extra.is_empty()),
+            ("5", "nano_x", true)
         );
         let back: PaymentRequiredV1 =
             serde_json::from_str(&serde_json::to_string(&body).expect("serialize"))

@@ -4,26 +4,34 @@
 //! sum per state, read from the store on scrape) and the operator's view of the payment
 //! ledger, `GET /v1/admin/payments` (bearer token; docs/payments.md).
 
-use super::BearerAuth;
+use super::{Credential, Group, Verb};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{PaymentQuery, PaymentRecord, PaymentState};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
+use nanogate_protocol::contract::{paths, PaymentRow, PaymentsPage, ReadyBody};
 use nanogate_protocol::hex;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use std::time::Duration;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/admin/payments", get(payments))
+pub fn routes(state: &AppState) -> Group {
+    Group::new(state, Credential::Public, false)
+        .route(Verb::Get, paths::HEALTHZ, healthz, None)
+        .route(Verb::Get, paths::READYZ, readyz, None)
+        .route(Verb::Get, paths::METRICS, metrics, None)
+}
+
+/// The payment ledger (bearer token).
+pub fn ledger_routes(state: &AppState) -> Group {
+    Group::new(state, Credential::Bearer, false).route(
+        Verb::Get,
+        paths::ADMIN_PAYMENTS,
+        payments,
+        None,
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -39,7 +47,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
     };
     (
         status,
-        Json(json!({ "ready": p.ready(), "store": p.store, "ledger": p.ledger })),
+        Json(ReadyBody {
+            ready: p.ready(),
+            store: p.store,
+            ledger: p.ledger,
+        }),
     )
         .into_response()
 }
@@ -95,29 +107,28 @@ fn decode_cursor(c: &str) -> Option<(i64, String)> {
     Some((at.parse().ok()?, key.to_owned()))
 }
 
-fn payment_json(r: &PaymentRecord) -> Value {
-    json!({
-        "hash": r.hash(),
-        "payer": r.payer,
-        "payTo": r.pay_to,
-        "amount": r.amount,
-        "state": r.state.as_str(),
-        "reason": r.reason,
-        "mechanism": r.mechanism,
-        "resource": r.resource,
-        "settledAt": r.settled_at,
-        "updatedAt": r.updated_at,
-        "redemptions": r.redemptions,
-    })
+fn payment_row(r: &PaymentRecord) -> PaymentRow {
+    PaymentRow {
+        hash: r.hash().to_owned(),
+        payer: r.payer.clone(),
+        pay_to: r.pay_to.clone(),
+        amount: r.amount.clone(),
+        state: r.state.as_str().to_owned(),
+        reason: r.reason.clone(),
+        mechanism: r.mechanism.clone(),
+        resource: r.resource.clone(),
+        settled_at: r.settled_at,
+        updated_at: r.updated_at,
+        redemptions: r.redemptions,
+    }
 }
 
 /// `GET /v1/admin/payments?state=&route=&payer=&since=&until=&limit=&cursor=`: one page of the
 /// payment ledger, oldest settlement first, and the cursor of the next page (`null` at the end).
 async fn payments(
     State(state): State<AppState>,
-    _auth: BearerAuth,
     Query(q): Query<PaymentsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PaymentsPage>, ApiError> {
     let st = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(PaymentState::parse(s).ok_or_else(|| {
@@ -159,10 +170,10 @@ async fn payments(
     } else {
         None
     };
-    Ok(Json(json!({
-        "payments": rows.iter().map(payment_json).collect::<Vec<_>>(),
-        "next": next,
-    })))
+    Ok(Json(PaymentsPage {
+        payments: rows.iter().map(payment_row).collect(),
+        next,
+    }))
 }
 
 #[cfg(test)]
@@ -193,6 +204,6 @@ mod tests {
         );
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor(&hex::encode_lower(b"x:y")), None);
-        assert_eq!(payment_json(&r)["hash"], "AB");
+        assert_eq!(payment_row(&r).hash, "AB");
     }
 }

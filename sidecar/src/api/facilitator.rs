@@ -7,95 +7,81 @@
 //! `facilitator.pay_to`. Unbound requirements get every ledger check, but nothing ties them to
 //! one request: replay protection rests on the spent set alone (see sidecar/README.md).
 
-use super::guard::bounded;
-use super::{body_limit, BearerAuth};
-use crate::engine::{unix_now, BindingPolicy, PaymentInput, Rejection, Verdict};
+use super::guard::Limit;
+use super::{body_limit, Credential, Group, Verb};
+use crate::engine::{
+    unix_now, BindingPolicy, PaymentInput, Rejection, Verdict, MAX_CHALLENGE_SECS,
+};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
-use nanogate_protocol::nano::{parse_raw, PublicKey};
+use axum::Json;
+use nanogate_protocol::challenge::EXTRA_RESOURCE;
+use nanogate_protocol::contract::{paths, ChallengeRequest, Mechanism, Offer, Payee, SCHEME_EXACT};
+use nanogate_protocol::nano::parse_raw;
 use nanogate_protocol::x402::{
-    ErrorReason, PaymentRequirements, SettlementResponse, SupportedKind, SupportedResponse,
-    VerifyResponse, X402_VERSION_1, X402_VERSION_2,
+    ErrorReason, FacilitatorRequest, PaymentRequirements, PaymentRequirementsV1,
+    SettlementResponse, SupportedKind, SupportedResponse, VerifyResponse, X402_VERSION_1,
+    X402_VERSION_2,
 };
-use serde::Deserialize;
 use serde_json::Value;
 
-pub fn routes(state: &AppState) -> Router<AppState> {
+pub fn routes(state: &AppState) -> Group {
     let t = state.http.request_timeout;
-    Router::new()
+    Group::new(state, Credential::Bearer, true)
         .route(
-            "/verify",
-            bounded(post(verify), state, t, body_limit::PAYMENT),
+            Verb::Post,
+            paths::VERIFY,
+            verify,
+            Some(Limit::new(t, body_limit::PAYMENT)),
         )
         .route(
-            "/settle",
-            bounded(
-                post(settle),
-                state,
-                state.http.settle_timeout,
-                body_limit::PAYMENT,
-            ),
+            Verb::Post,
+            paths::SETTLE,
+            settle,
+            Some(Limit::new(state.http.settle_timeout, body_limit::PAYMENT)),
         )
-        .route("/supported", bounded(get(supported), state, t, 0))
         .route(
-            "/v1/challenge",
-            bounded(post(issue_challenge), state, t, body_limit::CHALLENGE),
+            Verb::Post,
+            paths::CHALLENGE,
+            issue_challenge,
+            Some(Limit::new(t, body_limit::CHALLENGE)),
         )
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct FacilitatorBody {
-    payment_payload: Value,
-    payment_requirements: Value,
+/// `/supported` needs no credential.
+pub fn public_routes(state: &AppState) -> Group {
+    let limit = Limit::new(state.http.request_timeout, 0);
+    Group::new(state, Credential::Public, true).route(
+        Verb::Get,
+        paths::SUPPORTED,
+        supported,
+        Some(limit),
+    )
 }
 
-/// Reads a facilitator body (v2 requirements, or v1 with `maxAmountRequired` + `resource`).
+/// Reads a facilitator body: v2 requirements, or v1 ones (told apart by `maxAmountRequired`),
+/// whose `resource` is the URL the payment is bound to. The payment stays JSON: the engine
+/// decodes it with the same rules as a payment header.
 fn read_body(body: &[u8]) -> Result<PaymentInput, Rejection> {
-    let bad = |m: String| Rejection::new(ErrorReason::InvalidPayload, m);
-    let b: FacilitatorBody =
-        serde_json::from_slice(body).map_err(|e| bad(format!("malformed body: {e}")))?;
-    let r = &b.payment_requirements;
-    let (requirements, resource) = if let Some(max) = r.get("maxAmountRequired") {
-        let s = |k: &str| {
-            r.get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let req = PaymentRequirements {
-            scheme: s("scheme"),
-            network: s("network"),
-            amount: max.as_str().unwrap_or_default().to_owned(),
-            asset: s("asset"),
-            pay_to: s("payTo"),
-            max_timeout_seconds: r
-                .get("maxTimeoutSeconds")
-                .and_then(Value::as_u64)
-                .unwrap_or(0),
-            extra: r
-                .get("extra")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default(),
-        };
-        (req, s("resource"))
+    let b: FacilitatorRequest<Value, Value> = serde_json::from_slice(body)
+        .map_err(|e| Rejection::new(ErrorReason::InvalidPayload, format!("malformed body: {e}")))?;
+    let bad_requirements = |e: serde_json::Error| {
+        Rejection::new(
+            ErrorReason::InvalidPaymentRequirements,
+            format!("paymentRequirements: {e}"),
+        )
+    };
+    let r = b.payment_requirements;
+    let (requirements, resource) = if r.get("maxAmountRequired").is_some() {
+        let v1: PaymentRequirementsV1 = serde_json::from_value(r).map_err(bad_requirements)?;
+        (v1.to_v2(), v1.resource)
     } else {
-        let req: PaymentRequirements = serde_json::from_value(b.payment_requirements.clone())
-            .map_err(|e| {
-                Rejection::new(
-                    ErrorReason::InvalidPaymentRequirements,
-                    format!("paymentRequirements: {e}"),
-                )
-            })?;
-        (req, String::new())
+        let v2: PaymentRequirements = serde_json::from_value(r).map_err(bad_requirements)?;
+        (v2, String::new())
     };
     Ok(PaymentInput {
         resource,
@@ -130,7 +116,7 @@ fn answer<T: serde::Serialize>(v: &Verdict, body: T) -> Response {
     resp
 }
 
-async fn verify(State(state): State<AppState>, _auth: BearerAuth, body: Bytes) -> Response {
+async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
     let input = match read_body(&body) {
         Ok(i) => i,
         Err(r) => {
@@ -159,7 +145,7 @@ fn verify_response(v: &Verdict) -> VerifyResponse {
     }
 }
 
-async fn settle(State(state): State<AppState>, _auth: BearerAuth, body: Bytes) -> Response {
+async fn settle(State(state): State<AppState>, body: Bytes) -> Response {
     let network = state.engine.config().network.clone();
     let v = match read_body(&body) {
         Ok(input) => {
@@ -192,7 +178,7 @@ async fn supported(State(state): State<AppState>) -> Json<SupportedResponse> {
     let network = state.engine.config().network.clone();
     let kind = |v| SupportedKind {
         x402_version: v,
-        scheme: "exact".into(),
+        scheme: SCHEME_EXACT.into(),
         network: network.clone(),
         extra: None,
     };
@@ -203,21 +189,9 @@ async fn supported(State(state): State<AppState>) -> Json<SupportedResponse> {
     })
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ChallengeRequest {
-    /// The resource URL the payment will buy.
-    resource: String,
-    /// Raw amount, decimal string.
-    amount: String,
-    pay_to: String,
-    max_timeout_seconds: Option<u64>,
-}
-
 /// Issues MAC-bound `PaymentRequirements` (signed-block mechanism) for a resource server.
 async fn issue_challenge(
     State(state): State<AppState>,
-    _auth: BearerAuth,
     body: Bytes,
 ) -> Result<Json<PaymentRequirements>, ApiError> {
     let req: ChallengeRequest = serde_json::from_slice(&body)
@@ -226,43 +200,30 @@ async fn issue_challenge(
         .ok()
         .filter(|a| *a > 0)
         .ok_or_else(|| ApiError::BadRequest("amount must be a positive raw integer".into()))?;
-    let pay_to = PublicKey::from_address(&req.pay_to)
+    let pay_to = Payee::from_address(&req.pay_to)
         .map_err(|_| ApiError::BadRequest("payTo is not a Nano address".into()))?;
     let cfg = state.engine.config();
-    if !cfg.pay_to_allow.is_empty() && !cfg.pay_to_allow.contains(&pay_to) {
+    if !cfg.pay_to_allow.is_empty() && !cfg.pay_to_allow.contains(&pay_to.key) {
         return Err(ApiError::BadRequest(
             "payTo is not in the allow-list".into(),
         ));
     }
-    let timeout = req
-        .max_timeout_seconds
-        .unwrap_or(state.challenge_max_timeout_secs)
-        .clamp(1, 3_600);
-    let now = unix_now();
-    let key = state.engine.keys().current(now);
-    let stamp = ChallengeStamp {
-        valid_before: now.saturating_add(timeout),
-        nonce: rand::random(),
-        key_id: key.key_id,
-    };
-    let terms = ChallengeTerms {
+    let offer = Offer {
         network: &cfg.network,
-        scheme: "exact",
-        asset: "XNO",
-        pay_to,
+        pay_to: &pay_to,
         amount,
+        max_timeout_seconds: req
+            .max_timeout_seconds
+            .unwrap_or(state.challenge_max_timeout_secs)
+            .clamp(1, MAX_CHALLENGE_SECS),
         resource: &req.resource,
         mechanism: Mechanism::SignedBlock,
     };
-    let mut extra = challenge::extra(&key.key, &terms, &stamp);
-    extra.insert("resource".into(), Value::String(req.resource.clone()));
-    Ok(Json(PaymentRequirements {
-        scheme: "exact".into(),
-        network: cfg.network.clone(),
-        amount: amount.to_string(),
-        asset: "XNO".into(),
-        pay_to: pay_to.to_address(),
-        max_timeout_seconds: timeout,
-        extra,
-    }))
+    let now = unix_now();
+    let key = state.engine.keys().current(now);
+    let mut requirements = offer.issue(&key.key, &offer.stamp(now, rand::random(), key.key_id));
+    requirements
+        .extra
+        .insert(EXTRA_RESOURCE.into(), Value::String(req.resource.clone()));
+    Ok(Json(requirements))
 }

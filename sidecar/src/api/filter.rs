@@ -1,9 +1,10 @@
-//! The filter API (docs/filter-sidecar.md). Every endpoint needs `x-nanogate-secret`.
-//! `/v1/pay` always answers HTTP 200 with `x-nanogate-verdict: 1`, so Envoy's own 503/504 for
-//! transport failures can never read as a verdict.
+//! The filter API (docs/filter-sidecar.md; bodies: `nanogate_protocol::contract`). Every
+//! endpoint needs `x-nanogate-secret` (the group's credential, [`super::auth`]). `/v1/pay` always answers HTTP 200 with
+//! `x-nanogate-verdict: 1`, so Envoy's own 503/504 for transport failures can never read as a
+//! verdict.
 
-use super::guard::bounded;
-use super::{body_limit, FilterAuth};
+use super::guard::Limit;
+use super::{body_limit, Credential, Group, Verb};
 use crate::engine::{unix_now, BindingPolicy, PayContext, PaymentInput, Rejection, Verdict};
 use crate::error::ApiError;
 use crate::limits::parse_source;
@@ -12,126 +13,100 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use nanogate_protocol::x402::{encode_header, ErrorReason, PaymentRequirements};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use axum::Json;
+use nanogate_protocol::contract::{
+    headers, paths, ChallengeKeyAnswer, KeyEntry, OutcomeAnswer, OutcomeRequest, PayRequest,
+    VerdictBody,
+};
+use nanogate_protocol::x402::{encode_header, ErrorReason};
 
-pub const VERDICT_HEADER: &str = "x-nanogate-verdict";
 /// Seconds the filter should put in `Retry-After` when the ledger is unavailable.
 pub const RETRY_AFTER_SECS: u64 = 2;
 
-pub fn routes(state: &AppState) -> Router<AppState> {
+pub fn routes(state: &AppState) -> Group {
     let short = state.http.request_timeout;
-    Router::new()
+    Group::new(state, Credential::FilterSecret, true)
         .route(
-            "/v1/challenge-key",
-            bounded(get(challenge_key), state, short, 0),
+            Verb::Get,
+            paths::CHALLENGE_KEY,
+            challenge_key,
+            Some(Limit::new(short, 0)),
         )
         .route(
-            "/v1/pay",
-            bounded(
-                post(pay),
-                state,
-                state.http.settle_timeout,
-                body_limit::PAYMENT,
-            ),
+            Verb::Post,
+            paths::PAY,
+            pay,
+            Some(Limit::new(state.http.settle_timeout, body_limit::PAYMENT)),
         )
         .route(
-            "/v1/outcome",
-            bounded(post(outcome), state, short, body_limit::OUTCOME),
+            Verb::Post,
+            paths::OUTCOME,
+            outcome,
+            Some(Limit::new(short, body_limit::OUTCOME)),
         )
 }
 
 async fn challenge_key(
     State(state): State<AppState>,
-    _auth: FilterAuth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ChallengeKeyAnswer>, ApiError> {
     let keys = state.engine.keys();
-    let k = keys.current(unix_now());
-    let mut body = json!({
-        "keyId": k.key_id,
-        "key": k.key.to_hex(),
-        "notAfter": k.not_after,
-    });
-    // The previous key is still honoured: a filter that starts (or restarts) just after a
-    // rotation needs it to accept challenges issued before it, by itself or another replica.
-    if let Some(p) = keys.previous(unix_now()) {
-        body["previous"] = json!({"keyId": p.key_id, "key": p.key.to_hex()});
-    }
-    // Older keys whose challenges may still have a redeemable payment: the filter uses them
-    // only to authenticate expired challenges it forwards for redemption, never to accept a
-    // fresh payment (docs/payments.md).
-    let retired: Vec<Value> = keys
-        .retired(unix_now(), state.engine.redemption_horizon_secs())
-        .iter()
-        .map(|r| json!({"keyId": r.key_id, "key": r.key.to_hex()}))
-        .collect();
-    body["retired"] = Value::Array(retired);
-    Ok(Json(body))
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct PayBody {
-    resource: String,
-    requirements: PaymentRequirements,
-    payment: Value,
-    /// The route's upstream timeout: the admission's lease (absent: Envoy's default, 15 s).
-    #[serde(default)]
-    upstream_timeout_ms: Option<u64>,
-    /// The client's address as the filter sees it (Envoy's `source.address`), for the
-    /// per-source limit.
-    #[serde(default)]
-    source: Option<String>,
+    let now = unix_now();
+    let k = keys.current(now);
+    let entry = |key_id, key: &nanogate_protocol::challenge::ChallengeKey| KeyEntry {
+        key_id,
+        key: key.clone(),
+    };
+    Ok(Json(ChallengeKeyAnswer {
+        key_id: k.key_id,
+        key: k.key.clone(),
+        not_after: k.not_after,
+        // The previous key is still honoured: a filter that starts (or restarts) just after a
+        // rotation needs it to accept challenges issued before it, by itself or another replica.
+        previous: keys.previous(now).map(|p| entry(p.key_id, &p.key)),
+        // Older keys whose challenges may still have a redeemable payment: the filter uses them
+        // only to authenticate expired challenges it forwards for redemption, never to accept a
+        // fresh payment (docs/payments.md).
+        retired: keys
+            .retired(now, state.engine.redemption_horizon_secs())
+            .iter()
+            .map(|r| entry(r.key_id, &r.key))
+            .collect(),
+    }))
 }
 
 /// The verdict as the filter reads it.
-pub fn verdict_json(v: &Verdict) -> Value {
+pub fn verdict_body(v: &Verdict) -> VerdictBody {
     match v {
-        Verdict::Admit(a) => json!({
-            "verdict": "admit",
-            "receipt": a.receipt,
-            "transaction": a.transaction.to_hex(),
-            "payer": a.payer,
-            "paymentResponse": encode_header(&a.settlement),
-            "redeemed": a.redeemed,
-        }),
+        Verdict::Admit(a) => VerdictBody::admit(
+            a.receipt.clone(),
+            a.transaction.to_hex(),
+            a.payer.clone(),
+            encode_header(&a.settlement),
+            a.redeemed,
+            None,
+        ),
         Verdict::Reject(r) => {
-            let mut v = json!({
-                "verdict": "reject",
-                "reason": r.reason.as_str(),
-                "message": r.message,
-                "status": r.status,
-            });
-            if let Some(s) = r.retry_after {
-                v["retryAfter"] = json!(s);
-            }
-            v
+            VerdictBody::reject(r.reason, r.message.clone(), r.status, r.retry_after)
         }
-        Verdict::Unavailable(r) => json!({
-            "verdict": "unavailable",
-            "reason": r.reason.as_str(),
-            "message": r.message,
-            "retryAfter": RETRY_AFTER_SECS,
-        }),
+        Verdict::Unavailable(r) => {
+            VerdictBody::unavailable(r.reason, r.message.clone(), RETRY_AFTER_SECS)
+        }
     }
 }
 
 fn verdict_response(v: &Verdict) -> Response {
-    let mut resp = Json(verdict_json(v)).into_response();
+    let mut resp = Json(verdict_body(v)).into_response();
     resp.headers_mut().insert(
-        HeaderName::from_static(VERDICT_HEADER),
-        HeaderValue::from_static("1"),
+        HeaderName::from_static(headers::VERDICT),
+        HeaderValue::from_static(headers::VERDICT_MARKER),
     );
     resp
 }
 
-async fn pay(State(state): State<AppState>, _auth: FilterAuth, body: Bytes) -> Response {
+async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
     // The settlement wait is measured from here.
     let arrived = std::time::Instant::now();
-    let parsed: PayBody = match serde_json::from_slice(&body) {
+    let parsed: PayRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             state.metrics.reject(ErrorReason::InvalidPayload.as_str());
@@ -189,18 +164,11 @@ async fn pay(State(state): State<AppState>, _auth: FilterAuth, body: Bytes) -> R
     verdict_response(&verdict)
 }
 
-#[derive(Deserialize)]
-struct OutcomeBody {
-    receipt: String,
-    status: u16,
-}
-
 async fn outcome(
     State(state): State<AppState>,
-    _auth: FilterAuth,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let o: OutcomeBody = serde_json::from_slice(&body)
+) -> Result<Json<OutcomeAnswer>, ApiError> {
+    let o: OutcomeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/outcome body: {e}")))?;
     let recorded = state
         .engine
@@ -211,5 +179,5 @@ async fn outcome(
             ApiError::Unavailable("store".into())
         })?;
     tracing::debug!(receipt = %o.receipt, status = o.status, recorded, "upstream outcome");
-    Ok(Json(json!({ "ok": true, "recorded": recorded })))
+    Ok(Json(OutcomeAnswer { ok: true, recorded }))
 }

@@ -57,18 +57,30 @@ pub fn shed_when_full(apis: Router<AppState>, state: &AppState) -> Router<AppSta
     )
 }
 
-/// A route under its time limit (which covers reading the body) and its body cap.
+/// A route's time limit (which covers reading the body) and body cap.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub timeout: Duration,
+    pub body: usize,
+}
+
+impl Limit {
+    pub fn new(timeout: Duration, body: usize) -> Limit {
+        Limit { timeout, body }
+    }
+}
+
+/// A route under its [`Limit`].
 pub fn bounded(
     route: MethodRouter<AppState>,
     state: &AppState,
-    timeout: Duration,
-    body_limit: usize,
+    limit: Limit,
 ) -> MethodRouter<AppState> {
     route
         .layer::<_, std::convert::Infallible>(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(on_error(state.metrics.clone())))
-                .timeout(timeout),
+                .timeout(limit.timeout),
         )
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(limit.body))
 }

@@ -1,48 +1,44 @@
 //! Tagged-amount sessions: `POST /v1/sessions` (filter secret) hands the filter a batch of
 //! pre-issued sessions for its pool; `GET /v1/admin/stray` (bearer token) lists stray payments.
 
-use super::guard::bounded;
-use super::{body_limit, BearerAuth, FilterAuth};
+use super::guard::Limit;
+use super::{body_limit, Credential, Group, Verb};
 use crate::engine::tagged::{IssueError, SessionRequest};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use nanogate_protocol::contract::{paths, SessionOffer, SessionsAnswer, SessionsRequest};
 use nanogate_protocol::nano::{parse_raw, PublicKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub fn routes(state: &AppState) -> Router<AppState> {
-    let t = state.http.request_timeout;
-    Router::new()
-        .route(
-            "/v1/sessions",
-            bounded(post(sessions), state, t, body_limit::SESSIONS),
-        )
-        .route("/v1/admin/stray", bounded(get(stray), state, t, 0))
+pub fn filter_routes(state: &AppState) -> Group {
+    let limit = Limit::new(state.http.request_timeout, body_limit::SESSIONS);
+    Group::new(state, Credential::FilterSecret, true).route(
+        Verb::Post,
+        paths::SESSIONS,
+        sessions,
+        Some(limit),
+    )
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SessionsBody {
-    count: usize,
-    /// The route scope the sessions are for (the MAC's resource).
-    scope: String,
-    /// The route's price, raw.
-    price: String,
-    /// The payee pool (`nano_` addresses).
-    pay_to: Vec<String>,
-    validity_seconds: u64,
+pub fn admin_routes(state: &AppState) -> Group {
+    let limit = Limit::new(state.http.request_timeout, 0);
+    Group::new(state, Credential::Bearer, true).route(
+        Verb::Get,
+        paths::ADMIN_STRAY,
+        stray,
+        Some(limit),
+    )
 }
 
 async fn sessions(
     State(state): State<AppState>,
-    _auth: FilterAuth,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let b: SessionsBody = serde_json::from_slice(&body)
+) -> Result<Json<SessionsAnswer>, ApiError> {
+    let b: SessionsRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/sessions body: {e}")))?;
     let price = parse_raw(&b.price)
         .map_err(|_| ApiError::BadRequest("price must be a raw integer".into()))?;
@@ -71,21 +67,19 @@ async fn sessions(
                 ApiError::Unavailable("store".into())
             }
         })?;
-    let sessions: Vec<Value> = issued
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "payTo": s.pay_to.to_address(),
-                "amount": s.amount.to_string(),
-                "tag": s.tag.to_string(),
-                "validBefore": s.valid_before,
-                "keyId": s.key_id,
-                "mac": s.mac,
-            })
+    let sessions = issued
+        .into_iter()
+        .map(|s| SessionOffer {
+            id: s.id,
+            pay_to: s.pay_to.to_address(),
+            amount: s.amount,
+            tag: s.tag,
+            valid_before: s.valid_before,
+            key_id: s.key_id,
+            mac: s.mac,
         })
         .collect();
-    Ok(Json(json!({ "sessions": sessions })))
+    Ok(Json(SessionsAnswer { sessions }))
 }
 
 #[derive(Deserialize)]
@@ -95,7 +89,6 @@ struct StrayQuery {
 
 async fn stray(
     State(state): State<AppState>,
-    _auth: BearerAuth,
     Query(q): Query<StrayQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

@@ -274,6 +274,7 @@ pub(crate) fn parse_history(obj: &Obj, reverse: bool) -> Result<HistoryPage, Nod
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -753,6 +753,7 @@ macro_rules! impl_payment_store {
 pub(crate) use impl_payment_store;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

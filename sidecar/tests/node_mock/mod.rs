@@ -1,4 +1,5 @@
 //! Tiny in-test Nano node mocks (RPC over axum, WebSocket over axum) for the node module tests.
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
