@@ -418,7 +418,7 @@ async fn wrk_case(
     pay_to: &str,
 ) -> Result<(wrk::WrkResult, Option<f64>)> {
     let (yaml, ports) = stack::envoy_config(case, upstream.port, sidecar_port, wasm, pay_to)?;
-    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let envoy = stack::start_envoy(&yaml, ports.admin).await;
     let url = format!("http://127.0.0.1:{}{path}", ports.listener);
     stack::wait_status(&url, want, Duration::from_secs(20)).await?;
     eprintln!("nanogate-bench: wrk {case:?} {path} (expect {want})");
@@ -474,7 +474,7 @@ async fn paid_case(
         wasm,
         pay_to_addr,
     )?;
-    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let envoy = stack::start_envoy(&yaml, ports.admin).await;
     let base = format!("http://127.0.0.1:{}", ports.listener);
     stack::wait_status(
         &format!("{base}{}", paid::PAID_PATH),
@@ -605,7 +605,7 @@ async fn flood_case(
         wasm,
         pay_to_addr,
     )?;
-    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let envoy = stack::start_envoy(&yaml, ports.admin).await;
     let base = format!("http://127.0.0.1:{}", ports.listener);
     stack::wait_status(
         &format!("{base}{}", paid::PAID_PATH),

@@ -325,13 +325,17 @@ fn bootstrap(listener: u16, admin: u16, upstream: u16, sidecar: u16) -> String {
             ("UPSTREAM_PORT", upstream.to_string()),
             ("SIDECAR_PORT", sidecar.to_string()),
             ("FILTER_WASM", envoy::filter_wasm().display().to_string()),
-            ("SIDECAR_SECRET", SECRET.to_owned()),
             ("SIDECAR_TIMEOUT_MS", SIDECAR_TIMEOUT_MS.to_string()),
             ("NETWORK", NETWORK.to_owned()),
             ("PAY_TO", PAY_TO.to_owned()),
         ],
     )
     .expect("envoy.yaml renders")
+}
+
+/// Envoy with the filter secret in its environment, as the shipped bootstraps expect.
+async fn start_envoy(config: &str, admin: u16) -> Envoy {
+    Envoy::start_with_env(config, admin, &[(envoy::FILTER_SECRET_ENV, SECRET)]).await
 }
 
 impl Stand {
@@ -346,7 +350,7 @@ impl Stand {
         prepare(&sidecar);
         let (listener, admin) = (free_port(), free_port());
         let config = bootstrap(listener, admin, upstream.port, sidecar.port);
-        let envoy = Envoy::start(&config, admin).await;
+        let envoy = start_envoy(&config, admin).await;
         let stand = Stand {
             envoy,
             upstream,
@@ -579,6 +583,37 @@ async fn paid_request_is_admitted_forwarded_without_payment_headers_and_receipte
     );
     assert_eq!(s.counter("payments_admitted").await, 1);
     assert_eq!(s.counter("outcomes_reported").await, 1);
+}
+
+/// The shipped bootstrap takes the filter secret from Envoy's environment: the sidecar gets it
+/// (the fake sidecar answers only with it, so a payment goes through), and neither the
+/// bootstrap nor Envoy's admin `/config_dump` ever holds it.
+#[tokio::test]
+async fn secret_from_the_environment_pays_and_never_shows_in_the_config_dump() {
+    let s = Stand::start().await;
+    let payment = s.payment_for("/paid/env-secret").await;
+    let r = s
+        .get("/paid/env-secret", &[("payment-signature", &payment)])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.sidecar.pays().len(), 1);
+    let dump = s.envoy.config_dump().await;
+    assert!(
+        dump.contains("secretEnv"),
+        "the plugin config is in the dump"
+    );
+    assert!(dump.contains(envoy::FILTER_SECRET_ENV));
+    assert!(
+        !dump.contains(SECRET),
+        "the filter secret is in /config_dump"
+    );
+    let on_disk = std::fs::read_to_string(s.envoy.dir().join("envoy.yaml")).expect("bootstrap");
+    assert!(
+        !on_disk.contains(SECRET),
+        "the filter secret is in the bootstrap"
+    );
+    // No warning about a literal secret: the shipped configuration does not have one.
+    assert!(!s.envoy.log().contains("sidecar.secret is written"));
 }
 
 #[tokio::test]
@@ -860,12 +895,13 @@ fn two_configs_bootstrap(
                   vm_id: nanogate
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: "{wasm}" }} }}
+                  environment_variables: {{ host_env_keys: ["NANOGATE_FILTER_SECRET"] }}
                 failure_policy: FAIL_CLOSED
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: |
                     {{"sidecar": {{"cluster": "nanogate_sidecar", "authority": "nanogate-sidecar",
-                                  "timeoutMs": {SIDECAR_TIMEOUT_MS}, "secret": "{SECRET}"}},
+                                  "timeoutMs": {SIDECAR_TIMEOUT_MS}, "secretEnv": "NANOGATE_FILTER_SECRET"}},
                      "network": "{NETWORK}", "payTo": "{pay_to}",
                      "routes": [{{"name": "tagged", "path": {{"prefix": "/tagged/"}},
                                  "priceRaw": "{price}", "tagged": true, "maxTimeoutSeconds": 120}}]}}
@@ -946,7 +982,7 @@ async fn two_plugin_configurations_on_one_vm_id_never_offer_each_others_sessions
         (price_a, price_b),
         PAY_TO_B,
     );
-    let envoy = Envoy::start(&config, admin).await;
+    let envoy = start_envoy(&config, admin).await;
     let http = reqwest::Client::new();
     // A's pool first, so that B would find it already full if the pools were shared.
     let offer_a = tagged_offer_at(&http, a, &envoy).await;
