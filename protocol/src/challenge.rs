@@ -26,25 +26,16 @@ pub const EXTRA_VALID_BEFORE: &str = "validBefore";
 pub const EXTRA_NONCE: &str = "nonce";
 pub const EXTRA_KEY_ID: &str = "keyId";
 pub const EXTRA_MAC: &str = "mac";
+/// `extra` key naming the mechanism of an offer other than a signed block
+/// ([`Mechanism::as_str`]).
+pub const EXTRA_MECHANISM: &str = "mechanism";
+/// `extra` key of a tagged offer's session ([`crate::contract::NanoSession`]).
+pub const EXTRA_NANO_SESSION: &str = "nanoSession";
+/// `extra` key of the resource URL in requirements issued by the facilitator's `/v1/challenge`.
+pub const EXTRA_RESOURCE: &str = "resource";
 
-/// Payment mechanisms a challenge can be issued for (DESIGN.md): bound into the MAC so a
-/// challenge for one mechanism cannot be redeemed through another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mechanism {
-    /// The client signs a send block; we broadcast it.
-    SignedBlock,
-    /// The client broadcasts a send of a session-unique tagged amount.
-    TaggedSession,
-}
-
-impl Mechanism {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mechanism::SignedBlock => "block",
-            Mechanism::TaggedSession => "tagged",
-        }
-    }
-}
+/// The mechanism an offer is issued for, bound into the MAC (defined with the contract).
+pub use crate::contract::Mechanism;
 
 /// A 32-byte challenge key, as derived by the sidecar and held by the filter. Never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -53,6 +44,21 @@ pub struct ChallengeKey(pub [u8; 32]);
 impl std::fmt::Debug for ChallengeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("ChallengeKey(<redacted>)")
+    }
+}
+
+/// On the wire (`/v1/challenge-key`): 64 hex digits. Errors never quote the value.
+impl serde::Serialize for ChallengeKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChallengeKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ChallengeKey::from_hex(&s)
+            .map_err(|_| serde::de::Error::custom("challenge key is not 64 hex digits"))
     }
 }
 

@@ -1,7 +1,8 @@
 //! x402 v1 and v2 wire types, the header codec and the error reasons.
 //!
 //! No I/O and no panics on input: the filter runs this inside Envoy, where a panic takes down
-//! the VM for every request. Facts: `docs/x402-nano.md` §1; vectors: `tests/vectors/`.
+//! the VM for every request. Conformance vectors:
+//! `tests/vectors/` (see its README).
 
 mod header;
 mod payment;
@@ -14,8 +15,8 @@ pub use header::{
     HeaderDecodeError, HeaderError, MAX_HEADER_BYTES,
 };
 pub use payment::{
-    decode_payment, decode_payment_value, DecodedPayment, PaymentError, PaymentMechanism,
-    X402Version, CLIENT_BROADCAST_KEYS,
+    decode_payment, decode_payment_value, is_client_broadcast, payload_keys, DecodedPayment,
+    PaymentError, PaymentMechanism, X402Version, CLIENT_BROADCAST_KEYS,
 };
 pub use reason::{ErrorReason, UnknownErrorReason};
 pub use types::{

@@ -24,9 +24,33 @@ use crate::nano::{BlockError, StateBlock};
 use serde_json::Value;
 use thiserror::Error;
 
-/// `payload` keys that mark a payment the client broadcast itself: `proof` (x402.Nano rev 6–7
-/// tagged session) and `blockHash` (rev 8 NOMS proof).
-pub const CLIENT_BROADCAST_KEYS: &[&str] = &["proof", "blockHash", "sessionId"];
+/// `payload` keys, as x402 Nano clients write them.
+pub mod payload_keys {
+    /// The signed send block (we broadcast it).
+    pub const BLOCK: &str = "block";
+    /// The hash of a send the client broadcast (x402.Nano rev 6–7 tagged session).
+    pub const PROOF: &str = "proof";
+    /// The hash of a send the client broadcast (rev 8 NOMS proof).
+    pub const BLOCK_HASH: &str = "blockHash";
+    /// The tagged session a client-broadcast payment pays.
+    pub const SESSION_ID: &str = "sessionId";
+}
+
+/// `payload` keys that mark a payment the client broadcast itself.
+pub const CLIENT_BROADCAST_KEYS: &[&str] = &[
+    payload_keys::PROOF,
+    payload_keys::BLOCK_HASH,
+    payload_keys::SESSION_ID,
+];
+
+/// Whether `payload` is a client-broadcast payment: no `block`, and one of
+/// [`CLIENT_BROADCAST_KEYS`] (the mechanism rule in the module docs).
+pub fn is_client_broadcast(payload: &JsonObject) -> bool {
+    !payload.contains_key(payload_keys::BLOCK)
+        && CLIENT_BROADCAST_KEYS
+            .iter()
+            .any(|k| payload.contains_key(*k))
+}
 
 /// Longest error detail we keep: details may quote the attacker's input and end up in logs.
 const MAX_DETAIL: usize = 160;
@@ -147,6 +171,17 @@ pub enum PaymentMechanism {
     /// The client broadcast its own block and names it (`proof` or `blockHash`); the sidecar
     /// validates the rest of `payload`.
     ClientBroadcast,
+}
+
+impl PaymentMechanism {
+    /// The offer mechanism this payload form pays: a signed block, or (the only
+    /// client-broadcast mechanism so far) a tagged session.
+    pub fn mechanism(&self) -> crate::contract::Mechanism {
+        match self {
+            PaymentMechanism::SignedBlock(_) => crate::contract::Mechanism::SignedBlock,
+            PaymentMechanism::ClientBroadcast => crate::contract::Mechanism::TaggedSession,
+        }
+    }
 }
 
 /// A well-formed payment. Fields are read-only so the parsed block always matches `payload`.
@@ -303,16 +338,11 @@ pub fn decode_payment_value(value: Value) -> Result<DecodedPayment, PaymentError
         X402Version::V1 => (None, None),
     };
 
-    let mechanism = match payload.get("block") {
+    let mechanism = match payload.get(payload_keys::BLOCK) {
         Some(block) => PaymentMechanism::SignedBlock(Box::new(
             StateBlock::from_json(block).map_err(PaymentError::Block)?,
         )),
-        None if CLIENT_BROADCAST_KEYS
-            .iter()
-            .any(|k| payload.contains_key(*k)) =>
-        {
-            PaymentMechanism::ClientBroadcast
-        }
+        None if is_client_broadcast(&payload) => PaymentMechanism::ClientBroadcast,
         None => return Err(PaymentError::MissingBlock),
     };
 

@@ -1,0 +1,90 @@
+//! The filter ↔ sidecar contract in code: every path, header, literal and body the two ends
+//! exchange, defined once (prose: `docs/filter-sidecar.md`).
+//!
+//! * [`paths`] and [`headers`]: where requests go and the `x-nanogate-*` header names.
+//! * [`SCHEME_EXACT`], [`ASSET_XNO`], [`Mechanism`]: the literals every offer carries.
+//! * [`Offer`]: one offer's terms, from which both the challenge MAC input
+//!   ([`crate::challenge::ChallengeTerms`]) and the `accepts[]` entry
+//!   ([`crate::x402::PaymentRequirements`]) are built, so the two cannot drift apart.
+//! * [`network`]: which x402 network ids nanogate accepts.
+//! * [`pay`]: `/v1/pay` (request, verdict and how the filter reads it) and `/v1/outcome`.
+//! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
+//!
+//! Wire compatibility: field names and shapes here are what both ends sent before these types
+//! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
+//! filter always was where it matters (a malformed optional field is ignored, not fatal), and
+//! nothing here pulls in more than `serde`/`serde_json`, so the filter module stays small.
+
+pub mod keys;
+pub mod network;
+mod offer;
+pub mod pay;
+pub mod sessions;
+
+pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
+pub use network::{check_network, NetworkError};
+pub use offer::{Mechanism, Offer, Payee, UnknownMechanism};
+pub use pay::{
+    read_pay_answer, OutcomeAnswer, OutcomeRequest, PayAnswer, PayRequest, Verdict, VerdictBody,
+    VerdictKind,
+};
+pub use sessions::{
+    parse_sessions, route_scope, NanoSession, SessionOffer, SessionsAnswer, SessionsRequest,
+    SCOPE_PREFIX,
+};
+
+/// The only x402 scheme nanogate offers and accepts.
+pub const SCHEME_EXACT: &str = "exact";
+/// The only asset: Nano, amounts in raw (10^-30 XNO).
+pub const ASSET_XNO: &str = "XNO";
+
+/// Request paths of the sidecar's HTTP surface.
+pub mod paths {
+    // The filter API (`x-nanogate-secret`).
+    /// `GET`: the challenge keys ([`super::ChallengeKeyAnswer`]).
+    pub const CHALLENGE_KEY: &str = "/v1/challenge-key";
+    /// `POST` [`super::PayRequest`] → [`super::VerdictBody`].
+    pub const PAY: &str = "/v1/pay";
+    /// `POST` [`super::OutcomeRequest`] → [`super::OutcomeAnswer`].
+    pub const OUTCOME: &str = "/v1/outcome";
+    /// `POST` [`super::SessionsRequest`] → [`super::SessionsAnswer`].
+    pub const SESSIONS: &str = "/v1/sessions";
+
+    // The x402 facilitator API (bearer token, except `/supported`).
+    /// `POST` `FacilitatorRequest` → `VerifyResponse`.
+    pub const VERIFY: &str = "/verify";
+    /// `POST` `FacilitatorRequest` → `SettlementResponse`.
+    pub const SETTLE: &str = "/settle";
+    /// `GET` → `SupportedResponse` (public).
+    pub const SUPPORTED: &str = "/supported";
+    /// `POST`: MAC-bound requirements for a resource server.
+    pub const CHALLENGE: &str = "/v1/challenge";
+
+    // The operator's API (bearer token).
+    /// `GET`: one page of the payment ledger.
+    pub const ADMIN_PAYMENTS: &str = "/v1/admin/payments";
+    /// `GET`: stray payments (the older view of `owed` ones).
+    pub const ADMIN_STRAY: &str = "/v1/admin/stray";
+
+    // Public probes.
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+}
+
+/// Header names (lower case, as HTTP/2 and Envoy carry them) and fixed values.
+pub mod headers {
+    /// The filter's shared secret, on every filter API call.
+    pub const SECRET: &str = "x-nanogate-secret";
+    /// Set to [`VERDICT_MARKER`] on every `/v1/pay` answer the sidecar itself wrote, so an
+    /// answer Envoy synthesized (503/504) never reads as a verdict.
+    pub const VERDICT: &str = "x-nanogate-verdict";
+    pub const VERDICT_MARKER: &str = "1";
+    /// The paying block's hash, added by the filter to an admitted request for the upstream.
+    pub const TRANSACTION: &str = "x-nanogate-transaction";
+    /// Scheme prefix of the facilitator and admin APIs' `authorization` header.
+    pub const BEARER_PREFIX: &str = "Bearer ";
+}
+
+/// Largest sidecar answer the filter reads (bytes).
+pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
