@@ -15,6 +15,8 @@ pub const SECRET_HEADER: &str = "x-nanogate-secret";
 pub const VERDICT_HEADER: &str = "x-nanogate-verdict";
 /// Largest sidecar answer the filter reads.
 pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+/// Longest admission token we keep and return with the outcome (hex digits).
+pub const MAX_ADMISSION_TOKEN_LEN: usize = 128;
 /// Longest receipt id we accept and echo back.
 const MAX_RECEIPT_LEN: usize = 256;
 
@@ -98,9 +100,18 @@ pub fn pay_call(
     )
 }
 
-/// `POST /v1/outcome`: the upstream's status for a receipt (`0` = timeout or reset).
-pub fn outcome_call(sidecar: &SidecarConfig, receipt: &str, status: u32) -> Call {
-    let body = json!({"receipt": receipt, "status": status});
+/// `POST /v1/outcome`: the upstream's status for a receipt (`0` = timeout or reset), with the
+/// admission's token from the verdict (the sidecar records the outcome only with it).
+pub fn outcome_call(
+    sidecar: &SidecarConfig,
+    receipt: &str,
+    status: u32,
+    admission_token: Option<&str>,
+) -> Call {
+    let mut body = json!({"receipt": receipt, "status": status});
+    if let Some(t) = admission_token {
+        body["admissionToken"] = json!(t);
+    }
     Call::new(
         sidecar,
         "POST",
@@ -120,6 +131,9 @@ pub enum Verdict {
         /// The paying block's hash (64 hex digits), for the upstream's
         /// `x-nanogate-transaction`; `None` when absent or malformed.
         transaction: Option<String>,
+        /// This admission's token, returned with the outcome and never sent anywhere else (not
+        /// to the client, not to the upstream); `None` when absent or malformed.
+        admission_token: Option<String>,
     },
     Reject {
         /// The wire reason (one of ours, or any other snake_case string the sidecar sent).
@@ -198,10 +212,17 @@ pub fn interpret(
             let transaction = text("transaction")
                 .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
                 .map(str::to_owned);
+            let admission_token = text("admissionToken")
+                .filter(|t| {
+                    (1..=MAX_ADMISSION_TOKEN_LEN).contains(&t.len())
+                        && t.bytes().all(|b| b.is_ascii_hexdigit())
+                })
+                .map(str::to_owned);
             Answer::Verdict(Verdict::Admit {
                 receipt: receipt.to_owned(),
                 payment_response,
                 transaction,
+                admission_token,
             })
         }
         Some("reject") if v.get("status").and_then(Value::as_u64) == Some(429) => {
@@ -266,6 +287,7 @@ mod tests {
                 receipt: "r1".into(),
                 payment_response: Some("eyJhIjoxfQ==".into()),
                 transaction: None,
+                admission_token: None,
             })
         );
         let tx = "AB".repeat(32);
@@ -277,6 +299,7 @@ mod tests {
                 receipt: "r1".into(),
                 payment_response: None,
                 transaction: Some(tx),
+                admission_token: None,
             })
         );
         // A transaction that is not a block hash never reaches a header.
@@ -288,6 +311,26 @@ mod tests {
                     receipt: "r1".into(),
                     payment_response: None,
                     transaction: None,
+                    admission_token: None,
+                })
+            );
+        }
+        // The admission token is kept when it is hex, dropped otherwise.
+        let token = "ab".repeat(32);
+        for (given, kept) in [
+            (json!(token), Some(token.clone())),
+            (json!("not hex"), None),
+            (json!("a".repeat(129)), None),
+            (json!(7), None),
+        ] {
+            let body = json!({"verdict": "admit", "receipt": "r1", "admissionToken": given});
+            assert_eq!(
+                ans(&body.to_string()),
+                Answer::Verdict(Verdict::Admit {
+                    receipt: "r1".into(),
+                    payment_response: None,
+                    transaction: None,
+                    admission_token: kept,
                 })
             );
         }

@@ -194,6 +194,11 @@ fn binding_verifies(body: &Value) -> bool {
     .is_ok()
 }
 
+/// The fake sidecar's admission token for its `n`th `/v1/pay` (hex, as the real one's).
+fn admission_token(n: usize) -> String {
+    format!("{n:064x}")
+}
+
 async fn pay(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&state, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -217,6 +222,7 @@ async fn pay(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byte
                 "verdict": "admit", "receipt": receipt,
                 "transaction": settlement.transaction, "payer": settlement.payer,
                 "paymentResponse": encode_header(&settlement),
+                "admissionToken": admission_token(n),
             }))
         }
         PayMode::Reject(reason, status) => verdict(
@@ -575,12 +581,19 @@ async fn paid_request_is_admitted_forwarded_without_payment_headers_and_receipte
     assert_eq!(pays[0]["requirements"]["amount"], PAID_PRICE_RAW);
     assert_eq!(pays[0]["requirements"]["payTo"], PAY_TO);
     assert_eq!(pays[0]["payment"]["payload"]["block"]["type"], "state");
-    // The outcome is reported after the response.
+    // The outcome is reported after the response, with the admission's token, which
+    // reached neither the upstream nor the client.
     let outcomes = s.outcomes(1).await;
     assert_eq!(
         outcomes,
-        vec![json!({"receipt": "receipt-1", "status": 200})]
+        vec![json!({"receipt": "receipt-1", "status": 200, "admissionToken": admission_token(1)})]
     );
+    let token = admission_token(1);
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(&token)));
+    assert!(!r
+        .headers()
+        .values()
+        .any(|v| v.to_str().unwrap_or("").contains(&token)));
     assert_eq!(s.counter("payments_admitted").await, 1);
     assert_eq!(s.counter("outcomes_reported").await, 1);
 }
@@ -627,7 +640,7 @@ async fn upstream_failure_is_reported_as_the_outcome() {
     let outcomes = s.outcomes(1).await;
     assert_eq!(
         outcomes,
-        vec![json!({"receipt": "receipt-1", "status": 503})]
+        vec![json!({"receipt": "receipt-1", "status": 503, "admissionToken": admission_token(1)})]
     );
 }
 

@@ -11,6 +11,8 @@ use serde_json::Value;
 
 /// Longest receipt id the filter accepts and echoes back.
 pub const MAX_RECEIPT_LEN: usize = 256;
+/// Longest admission token (hex digits) the filter keeps and returns with the outcome.
+pub const MAX_ADMISSION_TOKEN_LEN: usize = 128;
 /// Bounds of a `retryAfter` the filter copies into `Retry-After` (seconds).
 pub const RETRY_AFTER_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
@@ -81,6 +83,15 @@ pub struct VerdictBody {
         deserialize_with = "lenient_string"
     )]
     pub payment_response: Option<String>,
+    /// Admit: this admission's token (hex). The filter keeps it in the request's context and
+    /// returns it with the outcome only; the sidecar records an outcome only with the token of
+    /// the payment's current admission.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub admission_token: Option<String>,
     /// Admit: this admits a payment again after a failed upstream call.
     #[serde(
         default,
@@ -167,6 +178,12 @@ impl VerdictBody {
         }
     }
 
+    /// An admit verdict carrying its admission token.
+    pub fn with_admission_token(mut self, token: String) -> Self {
+        self.admission_token = Some(token);
+        self
+    }
+
     /// `retry_after` only with status 429.
     pub fn reject(
         reason: ErrorReason,
@@ -239,10 +256,16 @@ impl VerdictBody {
                     .as_deref()
                     .filter(|t| is_block_hash(t))
                     .map(str::to_owned);
+                let admission_token = self
+                    .admission_token
+                    .as_deref()
+                    .filter(|t| is_admission_token(t))
+                    .map(str::to_owned);
                 Ok(Verdict::Admit {
                     receipt: receipt.to_owned(),
                     payment_response,
                     transaction,
+                    admission_token,
                 })
             }
             Some(VerdictKind::Reject) if self.status == Some(429) => Ok(Verdict::Limited {
@@ -271,6 +294,8 @@ pub enum Verdict {
         /// The paying block's hash (64 hex digits), for `x-nanogate-transaction`; `None` when
         /// absent or malformed.
         transaction: Option<String>,
+        /// Returned with the outcome and sent nowhere else; `None` when absent or malformed.
+        admission_token: Option<String>,
     },
     Reject {
         /// The wire reason (one of ours, or any other snake_case string the sidecar sent).
@@ -341,6 +366,12 @@ pub fn safe_header_value(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
 }
 
+/// An admission token the filter keeps: 1..=[`MAX_ADMISSION_TOKEN_LEN`] hex digits (the sidecar
+/// writes 64).
+pub fn is_admission_token(s: &str) -> bool {
+    (1..=MAX_ADMISSION_TOKEN_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A block hash as the sidecar writes it: 64 hex digits.
 pub fn is_block_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -349,9 +380,14 @@ pub fn is_block_hash(s: &str) -> bool {
 /// `POST /v1/outcome` body: the upstream's status for an admitted request (Envoy's own 503/504
 /// for an upstream reset or timeout included; `0` = the client reset first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct OutcomeRequest {
     pub receipt: String,
     pub status: u16,
+    /// The token of the admission this outcome is for (from its verdict); without the current
+    /// admission's token the sidecar refuses the report (403) and records nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_token: Option<String>,
 }
 
 /// `/v1/outcome` answer: `recorded` is false for a receipt that was already settled or unknown.
@@ -437,6 +473,7 @@ mod tests {
                     receipt: "r1".into(),
                     payment_response: Some("eyJ9".into()),
                     transaction: Some("AB".repeat(32)),
+                    admission_token: None,
                 },
             ),
             (
@@ -470,6 +507,7 @@ mod tests {
                 receipt: "r1".into(),
                 payment_response: Some("eyJhIjoxfQ==".into()),
                 transaction: None,
+                admission_token: None,
             })
         );
         // A transaction that is not a block hash never reaches a header.
@@ -486,6 +524,7 @@ mod tests {
                     receipt: "r1".into(),
                     payment_response: None,
                     transaction: None,
+                    admission_token: None,
                 })
             );
         }
@@ -550,7 +589,8 @@ mod tests {
             PayAnswer::Verdict(Verdict::Admit {
                 receipt: "r".into(),
                 payment_response: None,
-                transaction: None
+                transaction: None,
+                admission_token: None,
             })
         );
         assert!(matches!(
@@ -614,22 +654,65 @@ mod tests {
     }
 
     #[test]
+    fn admission_token_travels_in_the_admit_verdict_and_is_checked() {
+        let token = "0f".repeat(32);
+        let body = VerdictBody::admit(
+            "r".into(),
+            "AB".repeat(32),
+            "nano_x".into(),
+            "eyJ9".into(),
+            false,
+        )
+        .with_admission_token(token.clone());
+        let wire = serde_json::to_value(&body).unwrap();
+        assert_eq!(wire["admissionToken"], token.as_str());
+        let read = VerdictBody::parse(wire.to_string().as_bytes()).unwrap();
+        assert!(matches!(
+            read.check(),
+            Ok(Verdict::Admit { admission_token: Some(ref t), .. }) if *t == token
+        ));
+        for bad in [json!("not hex"), json!("a".repeat(129)), json!(5)] {
+            let mut w = wire.clone();
+            w["admissionToken"] = bad;
+            let read = VerdictBody::parse(w.to_string().as_bytes()).unwrap();
+            assert!(matches!(
+                read.check(),
+                Ok(Verdict::Admit {
+                    admission_token: None,
+                    ..
+                })
+            ));
+        }
+    }
+
+    #[test]
     fn outcome_bodies_keep_their_shape() {
         let o: OutcomeRequest = serde_json::from_str(r#"{"receipt":"r","status":0}"#).unwrap();
         assert_eq!(
             o,
             OutcomeRequest {
                 receipt: "r".into(),
-                status: 0
+                status: 0,
+                admission_token: None,
             }
         );
         assert_eq!(
             serde_json::to_string(&OutcomeRequest {
                 receipt: "r".into(),
-                status: 503
+                status: 503,
+                admission_token: None,
             })
             .unwrap(),
             r#"{"receipt":"r","status":503}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&OutcomeRequest {
+                receipt: "r".into(),
+                status: 200,
+                admission_token: Some("ab".into()),
+            })
+            .unwrap(),
+            r#"{"receipt":"r","status":200,"admissionToken":"ab"}"#
         );
         assert!(
             serde_json::from_str::<OutcomeRequest>(r#"{"receipt":"r","status":70000}"#).is_err()

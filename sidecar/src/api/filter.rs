@@ -4,7 +4,9 @@
 
 use super::guard::bounded;
 use super::{body_limit, FilterAuth};
-use crate::engine::{unix_now, BindingPolicy, PayContext, PaymentInput, Rejection, Verdict};
+use crate::engine::{
+    unix_now, BindingPolicy, OutcomeReport, PayContext, PaymentInput, Rejection, Verdict,
+};
 use crate::error::ApiError;
 use crate::limits::parse_source;
 use crate::state::AppState;
@@ -90,14 +92,21 @@ struct PayBody {
 /// The verdict as the filter reads it.
 pub fn verdict_json(v: &Verdict) -> Value {
     match v {
-        Verdict::Admit(a) => json!({
-            "verdict": "admit",
-            "receipt": a.receipt,
-            "transaction": a.transaction.to_hex(),
-            "payer": a.payer,
-            "paymentResponse": encode_header(&a.settlement),
-            "redeemed": a.redeemed,
-        }),
+        Verdict::Admit(a) => {
+            let mut v = json!({
+                "verdict": "admit",
+                "receipt": a.receipt,
+                "transaction": a.transaction.to_hex(),
+                "payer": a.payer,
+                "paymentResponse": encode_header(&a.settlement),
+                "redeemed": a.redeemed,
+            });
+            // Only the admitting proxy gets it: it never leaves the proxy.
+            if let Some(t) = &a.admission_token {
+                v["admissionToken"] = json!(t);
+            }
+            v
+        }
         Verdict::Reject(r) => {
             let mut v = json!({
                 "verdict": "reject",
@@ -190,9 +199,13 @@ async fn pay(State(state): State<AppState>, _auth: FilterAuth, body: Bytes) -> R
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct OutcomeBody {
     receipt: String,
     status: u16,
+    /// The token of the admission this outcome is for (from its verdict).
+    #[serde(default)]
+    admission_token: Option<String>,
 }
 
 async fn outcome(
@@ -202,14 +215,24 @@ async fn outcome(
 ) -> Result<Json<Value>, ApiError> {
     let o: OutcomeBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/outcome body: {e}")))?;
-    let recorded = state
+    let report = state
         .engine
-        .record_outcome(&o.receipt, o.status)
+        .record_outcome(&o.receipt, o.status, o.admission_token.as_deref())
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "could not record an outcome");
             ApiError::Unavailable("store".into())
         })?;
+    let recorded = match report {
+        OutcomeReport::Recorded => true,
+        OutcomeReport::NotAdmitted => false,
+        OutcomeReport::Refused(why) => {
+            return Err(ApiError::Forbidden(format!(
+                "outcome not recorded ({why}): only the admission's own token (from its \
+                 verdict) reports its outcome"
+            )))
+        }
+    };
     tracing::debug!(receipt = %o.receipt, status = o.status, recorded, "upstream outcome");
     Ok(Json(json!({ "ok": true, "recorded": recorded })))
 }
