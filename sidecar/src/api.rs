@@ -33,10 +33,16 @@ pub fn router(state: AppState) -> Router {
         .merge(facilitator::routes(&state))
         .merge(tagged::routes(&state));
     let apis = guard::shed_when_full(apis, &state);
-    Router::new()
-        .merge(apis)
-        .merge(admin::routes())
-        .with_state(state)
+    let mut router = Router::new().merge(apis).merge(admin::routes());
+    if !state.http.metrics_separate {
+        router = router.merge(admin::metrics_routes());
+    }
+    router.with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`metrics.listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    admin::metrics_routes().with_state(state)
 }
 
 /// Constant-time equality of two byte strings (length is not secret).
@@ -59,6 +65,31 @@ impl FromRequestParts<AppState> for FilterAuth {
             Ok(FilterAuth)
         } else {
             state.metrics.auth_failure("filter");
+            Err(ApiError::Unauthorized)
+        }
+    }
+}
+
+/// `Authorization: Bearer <metrics token>` when one is configured (else anyone who reaches the
+/// metrics listener may scrape).
+pub struct MetricsAuth;
+
+impl FromRequestParts<AppState> for MetricsAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Some(token) = &state.credentials.metrics_token else {
+            return Ok(MetricsAuth);
+        };
+        let ok = parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .is_some_and(|t| secret_eq(t, token.as_bytes()));
+        if ok {
+            Ok(MetricsAuth)
+        } else {
+            state.metrics.auth_failure("metrics");
             Err(ApiError::Unauthorized)
         }
     }

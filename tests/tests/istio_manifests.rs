@@ -659,4 +659,10 @@ fn configmap_toml_is_accepted_by_the_sidecar_with_the_secrets_from_the_environme
         }
     }
     assert!(cfg.store.postgres_schema.is_some());
+    // The API listens on the pod network; /metrics stays on loopback, off the Service port.
+    assert!(!cfg.listen.ip().is_loopback());
+    assert!(
+        cfg.metrics_listener().is_some_and(|a| a.ip().is_loopback()),
+        "/metrics must not be served on the Service port"
+    );
 }

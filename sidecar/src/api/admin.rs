@@ -4,7 +4,7 @@
 //! sum per state, read from the store on scrape) and the operator's view of the payment
 //! ledger, `GET /v1/admin/payments` (bearer token; docs/payments.md).
 
-use super::BearerAuth;
+use super::{BearerAuth, MetricsAuth};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{PaymentQuery, PaymentRecord, PaymentState};
@@ -22,8 +22,12 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .route("/v1/admin/payments", get(payments))
+}
+
+/// `/metrics`: with the APIs, or on its own listener (`metrics.listen`).
+pub fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -44,7 +48,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, _auth: MetricsAuth) -> Response {
     // One grouped query, at most every few seconds and bounded in time: scrapes from several
     // collectors cost the store nothing more, and a slow store leaves the last values.
     let now = crate::engine::unix_now();
