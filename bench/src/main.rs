@@ -248,7 +248,7 @@ async fn measure(
                     &pay_to_addr,
                     None,
                 )?;
-                let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+                let envoy = stack::start_envoy(&yaml, ports.admin).await;
                 let url = format!("http://127.0.0.1:{}{}", ports.listener, paid::PAID_PATH);
                 stack::wait_status(&url, 402, Duration::from_secs(20)).await?;
                 let reply = stack::capture_reply(&url).await?;
@@ -447,7 +447,7 @@ async fn wrk_case(
     yaml: &str,
     ports: &stack::EnvoyPorts,
 ) -> Result<(wrk::WrkResult, Option<f64>)> {
-    let envoy = nanogate_tests::envoy::Envoy::start(yaml, ports.admin).await;
+    let envoy = stack::start_envoy(yaml, ports.admin).await;
     let url = format!("http://127.0.0.1:{}{path}", ports.listener);
     stack::wait_status(&url, want, Duration::from_secs(20)).await?;
     eprintln!("nanogate-bench: wrk {case:?} {path} (expect {want})");
@@ -504,7 +504,7 @@ async fn paid_case(
         pay_to_addr,
         None,
     )?;
-    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let envoy = stack::start_envoy(&yaml, ports.admin).await;
     let base = format!("http://127.0.0.1:{}", ports.listener);
     stack::wait_status(
         &format!("{base}{}", paid::PAID_PATH),
@@ -636,7 +636,7 @@ async fn flood_case(
         pay_to_addr,
         None,
     )?;
-    let envoy = nanogate_tests::envoy::Envoy::start(&yaml, ports.admin).await;
+    let envoy = stack::start_envoy(&yaml, ports.admin).await;
     let base = format!("http://127.0.0.1:{}", ports.listener);
     stack::wait_status(
         &format!("{base}{}", paid::PAID_PATH),

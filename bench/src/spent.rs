@@ -59,6 +59,7 @@ fn consumption(key: String) -> Consumption {
         now: 1,
         state: store::PaymentState::Served,
         lease_until: 0,
+        admission_token: None,
     }
 }
 

@@ -353,7 +353,6 @@ pub fn envoy_config(
             include_str!("../wasm-filter.yaml"),
             &[
                 ("FILTER_WASM", filter_wasm.display().to_string()),
-                ("SIDECAR_SECRET", FILTER_SECRET.to_string()),
                 ("NETWORK", NETWORK.to_string()),
                 ("PAY_TO", pay_to.to_string()),
             ],
@@ -378,6 +377,17 @@ pub fn envoy_config(
 }
 
 /// Waits until `GET url` answers `want` (the filter answers 503 until it holds a challenge key).
+/// Envoy on a bootstrap from [`envoy_config`], with the filter secret in its environment (the
+/// bootstrap only names the variable).
+pub async fn start_envoy(yaml: &str, admin: u16) -> nanogate_tests::envoy::Envoy {
+    nanogate_tests::envoy::Envoy::start_with_env(
+        yaml,
+        admin,
+        &[(nanogate_tests::envoy::FILTER_SECRET_ENV, FILTER_SECRET)],
+    )
+    .await
+}
+
 pub async fn wait_status(url: &str, want: u16, timeout: Duration) -> Result<()> {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + timeout;

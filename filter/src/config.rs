@@ -73,6 +73,9 @@ pub struct SidecarConfig {
     pub control_timeout: Duration,
     /// Shared secret sent as `x-nanogate-secret`. Never logged.
     pub secret: String,
+    /// The wasm VM environment variable the secret came from (`secretEnv`); `None` when it
+    /// was written into the plugin configuration itself (`secret`, local use only).
+    pub secret_env: Option<String>,
 }
 
 impl fmt::Debug for SidecarConfig {
@@ -83,6 +86,7 @@ impl fmt::Debug for SidecarConfig {
             .field("pay_timeout", &self.pay_timeout)
             .field("control_timeout", &self.control_timeout)
             .field("secret", &"<redacted>")
+            .field("secret_env", &self.secret_env)
             .finish()
     }
 }
@@ -325,8 +329,17 @@ impl<'a> Obj<'a> {
     }
 }
 
-/// Parses and validates the plugin configuration bytes.
+/// Parses and validates the plugin configuration bytes; `secretEnv` is read from the wasm VM's
+/// environment (WASI `environ`, which Envoy fills from `vm_config.environment_variables`).
 pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+    parse_with_env(bytes, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the environment given as a lookup (tests).
+pub fn parse_with_env(
+    bytes: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(err(
             "",
@@ -341,7 +354,7 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     let mut root = Obj::new(String::new(), &value)?;
 
     let sidecar = match root.opt_obj("sidecar")? {
-        Some(s) => parse_sidecar(s)?,
+        Some(s) => parse_sidecar(s, env)?,
         None => return Err(err("sidecar", "is required")),
     };
     let network = parse_network(root.str("network")?).map_err(|p| err("network", p))?;
@@ -383,7 +396,10 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
     })
 }
 
-fn parse_sidecar(mut o: Obj<'_>) -> Result<SidecarConfig, ConfigError> {
+fn parse_sidecar(
+    mut o: Obj<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<SidecarConfig, ConfigError> {
     let cluster = o.str("cluster")?.to_owned();
     let authority = o.str("authority")?.to_owned();
     if authority
@@ -398,16 +414,16 @@ fn parse_sidecar(mut o: Obj<'_>) -> Result<SidecarConfig, ConfigError> {
     let control_timeout_ms = o
         .opt_u64("controlTimeoutMs", 1, 60_000)?
         .unwrap_or(DEFAULT_CONTROL_TIMEOUT_MS);
-    let secret = o.str("secret")?.to_owned();
+    let (secret, secret_env, setting) = parse_secret(&mut o, env)?;
     if secret.len() < MIN_SECRET_LEN {
         return Err(err(
-            o.at("secret"),
+            setting,
             format!("must be at least {MIN_SECRET_LEN} bytes"),
         ));
     }
     if secret.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
         return Err(err(
-            o.at("secret"),
+            setting,
             "must be printable ASCII without spaces (it travels in a header)",
         ));
     }
@@ -418,7 +434,60 @@ fn parse_sidecar(mut o: Obj<'_>) -> Result<SidecarConfig, ConfigError> {
         pay_timeout: Duration::from_millis(pay_timeout_ms),
         control_timeout: Duration::from_millis(control_timeout_ms),
         secret,
+        secret_env,
     })
+}
+
+/// The filter secret: from the VM environment variable named by `secretEnv` (what shipped
+/// configurations do, so no config dump or reader of the plugin configuration sees it), or,
+/// for local use, literally from `secret`. Returns the secret, the variable's name and the
+/// setting to blame when the value is unfit; no error ever contains the value.
+fn parse_secret(
+    o: &mut Obj<'_>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, Option<String>, String), ConfigError> {
+    let from_env = o.opt_str("secretEnv")?;
+    let literal = o.opt_str("secret")?;
+    match (from_env, literal) {
+        (Some(_), Some(_)) => Err(err(
+            o.at("secret"),
+            "set secretEnv or secret, not both (secretEnv keeps it out of the configuration)",
+        )),
+        (Some(name), None) => {
+            let valid_name =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid_name {
+                return Err(err(
+                    o.at("secretEnv"),
+                    "must name an environment variable ([A-Za-z0-9_]+)",
+                ));
+            }
+            match env(name) {
+                Some(v) if !v.is_empty() => Ok((
+                    v,
+                    Some(name.to_owned()),
+                    format!("{} ({name})", o.at("secretEnv")),
+                )),
+                Some(_) => Err(err(
+                    o.at("secretEnv"),
+                    format!("environment variable {name} of the wasm VM is empty"),
+                )),
+                None => Err(err(
+                    o.at("secretEnv"),
+                    format!(
+                        "environment variable {name} is not set in the wasm VM (Envoy: \
+                         vm_config.environment_variables.host_env_keys; Istio: vmConfig.env)"
+                    ),
+                )),
+            }
+        }
+        (None, Some(s)) if s.trim().is_empty() => Err(err(o.at("secret"), "must not be empty")),
+        (None, Some(s)) => Ok((s.to_owned(), None, o.at("secret"))),
+        (None, None) => Err(err(
+            o.at("secretEnv"),
+            "is required: the wasm VM environment variable that holds the filter secret",
+        )),
+    }
 }
 
 /// `nano:` and a CAIP-2 reference ([`contract::check_network`]): the id is written unescaped
@@ -947,7 +1016,7 @@ mod tests {
         );
         assert_eq!(
             setting_of(&without(base(), "/sidecar/secret")),
-            "sidecar.secret"
+            "sidecar.secretEnv"
         );
         assert_eq!(setting_of(&without(base(), "/network")), "network");
         assert_eq!(setting_of(&without(base(), "/routes")), "routes");
@@ -1106,6 +1175,80 @@ mod tests {
         assert!(!e.to_string().contains("tiny"));
     }
 
+    fn parse_env(v: &Value, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        parse_with_env(v.to_string().as_bytes(), &|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn from_env(name: &str) -> Value {
+        with(
+            without(base(), "/sidecar/secret"),
+            "/sidecar/secretEnv",
+            json!(name),
+        )
+    }
+
+    #[test]
+    fn secret_comes_from_the_named_environment_variable() {
+        let c = parse_env(
+            &from_env("NANOGATE_FILTER_SECRET"),
+            &[("NANOGATE_FILTER_SECRET", "from-the-environment-0123")],
+        )
+        .unwrap();
+        assert_eq!(c.sidecar.secret, "from-the-environment-0123");
+        assert_eq!(
+            c.sidecar.secret_env.as_deref(),
+            Some("NANOGATE_FILTER_SECRET")
+        );
+        // A literal secret still works (local use), and says so.
+        let c = parse_value(&base()).unwrap();
+        assert_eq!(c.sidecar.secret_env, None);
+    }
+
+    #[test]
+    fn missing_empty_or_unfit_environment_secret_stops_the_plugin() {
+        let cfg = from_env("NANOGATE_FILTER_SECRET");
+        let e = parse_env(&cfg, &[]).unwrap_err();
+        assert_eq!(e.setting, "sidecar.secretEnv");
+        assert!(
+            e.problem.contains("NANOGATE_FILTER_SECRET is not set"),
+            "{e}"
+        );
+        let e = parse_env(&cfg, &[("NANOGATE_FILTER_SECRET", "")]).unwrap_err();
+        assert!(e.problem.contains("is empty"), "{e}");
+        let e = parse_env(&cfg, &[("NANOGATE_FILTER_SECRET", "short")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("sidecar.secretEnv (NANOGATE_FILTER_SECRET): must be at least"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("short"), "{e}");
+        let spaced = "a secret with spaces in it";
+        let e = parse_env(&cfg, &[("NANOGATE_FILTER_SECRET", spaced)]).unwrap_err();
+        assert!(!e.to_string().contains(spaced), "{e}");
+        for bad in [json!(""), json!("BAD-NAME"), json!(7)] {
+            let e = parse_env(&with(cfg.clone(), "/sidecar/secretEnv", bad), &[]).unwrap_err();
+            assert_eq!(e.setting, "sidecar.secretEnv", "{e}");
+        }
+        // Both at once is ambiguous.
+        let both = with(
+            base(),
+            "/sidecar/secretEnv",
+            json!("NANOGATE_FILTER_SECRET"),
+        );
+        let e = parse_env(
+            &both,
+            &[("NANOGATE_FILTER_SECRET", "from-the-environment-0123")],
+        )
+        .unwrap_err();
+        assert_eq!(e.setting, "sidecar.secret");
+    }
+
     #[test]
     fn canonicalizes_xrb_addresses_to_nano() {
         let xrb = PAY_TO.replacen("nano_", "xrb_", 1);
@@ -1123,24 +1266,25 @@ mod tests {
         let json_start = block.find("```json").unwrap() + "```json".len();
         let json_end = json_start + block[json_start..].find("```").unwrap();
         let example = &block[json_start..json_end];
-        let c = parse(example.as_bytes()).unwrap();
+        let env = [("NANOGATE_FILTER_SECRET", "readme-example-filter-secret")];
+        let c = parse_env(&serde_json::from_str(example).unwrap(), &env).unwrap();
         assert_eq!(c.routes.len(), 3);
         assert_eq!(c.network, "nano:mainnet");
         let v: Value = serde_json::from_str(example).unwrap();
         let bad = with(v.clone(), "/routes/1/price", json!("0.001 XNO"));
         assert!(readme.contains(&format!(
             "invalid plugin configuration: {}",
-            parse_value(&bad).unwrap_err()
+            parse_env(&bad, &env).unwrap_err()
         )));
         let bad = with(v.clone(), "/sidecar/timeoutMs", json!(0));
         assert!(readme.contains(&format!(
             "invalid plugin configuration: {}",
-            parse_value(&bad).unwrap_err()
+            parse_env(&bad, &env).unwrap_err()
         )));
         let bad = with(v, "/routes/0/pricee", json!("1"));
         assert!(readme.contains(&format!(
             "invalid plugin configuration: {}",
-            parse_value(&bad).unwrap_err()
+            parse_env(&bad, &env).unwrap_err()
         )));
     }
 

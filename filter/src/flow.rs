@@ -53,6 +53,8 @@ enum State {
     /// Admitted: the receipt is added to the response and the outcome reported.
     Admitted {
         receipt: String,
+        /// Returned with the outcome only (it never leaves the proxy otherwise).
+        admission_token: Option<String>,
         payment_response: Option<String>,
         v1_header: bool,
         reported: bool,
@@ -263,12 +265,14 @@ impl Flow {
                 receipt,
                 payment_response,
                 transaction,
+                admission_token,
             }) => {
                 host.count(Metric::PaymentsAdmitted);
                 debug!(host, "nanogate: admitted {resource}");
                 self.admit(
                     host,
                     receipt,
+                    admission_token,
                     payment_response,
                     transaction,
                     pending.v1_header,
@@ -318,6 +322,7 @@ impl Flow {
         &mut self,
         host: &mut H,
         receipt: String,
+        admission_token: Option<String>,
         payment_response: Option<String>,
         transaction: Option<String>,
         v1_header: bool,
@@ -330,6 +335,7 @@ impl Flow {
         }
         self.state = State::Admitted {
             receipt,
+            admission_token,
             payment_response,
             v1_header,
             reported: false,
@@ -379,6 +385,7 @@ impl Flow {
     pub fn on_response_headers<H: Host + ?Sized>(&mut self, host: &mut H, status: Option<u32>) {
         if let State::Admitted {
             receipt,
+            admission_token,
             payment_response,
             v1_header,
             reported,
@@ -395,7 +402,12 @@ impl Flow {
                 host.add_response_header("access-control-expose-headers", EXPOSE);
             }
             *reported = true;
-            let call = sidecar::outcome_call(&self.cfg.sidecar, receipt, status.unwrap_or(0));
+            let call = sidecar::outcome_call(
+                &self.cfg.sidecar,
+                receipt,
+                status.unwrap_or(0),
+                admission_token.as_deref(),
+            );
             report(host, &call);
         }
     }
@@ -405,11 +417,13 @@ impl Flow {
     pub fn on_done<H: Host + ?Sized>(&mut self, host: &mut H) {
         if let State::Admitted {
             receipt,
+            admission_token,
             reported: false,
             ..
         } = &self.state
         {
-            let call = sidecar::outcome_call(&self.cfg.sidecar, receipt, 0);
+            let call =
+                sidecar::outcome_call(&self.cfg.sidecar, receipt, 0, admission_token.as_deref());
             report(host, &call);
         }
         self.state = State::Idle;

@@ -353,6 +353,57 @@ fn admitted_payment_is_forwarded_without_payment_headers_and_gets_a_receipt() {
     assert_eq!(h.detached.len(), 1);
 }
 
+/// #19: the admission token from the verdict goes back to the sidecar with the outcome, and
+/// nowhere else: not to the upstream, not to the client.
+#[test]
+fn admission_token_returns_with_the_outcome_only() {
+    let token = "5a".repeat(32);
+    let pr = challenge_for("/paid/report");
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    let (mut f, _) = run(&mut h);
+    let body = json!({"verdict": "admit", "receipt": "r9", "admissionToken": token,
+                      "paymentResponse": "eyJ9"});
+    f.on_sidecar_answer(
+        &mut h,
+        41,
+        Some(200),
+        Some(b"1"),
+        Some(&body.to_string().into_bytes()),
+    );
+    assert_eq!(h.resumed, 1);
+    f.on_response_headers(&mut h, Some(503));
+    let out: Value = serde_json::from_slice(h.detached[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        out,
+        json!({"receipt": "r9", "status": 503, "admissionToken": token})
+    );
+    let leaked = |v: &[u8]| String::from_utf8_lossy(v).contains(&token);
+    assert!(!h.request_headers.values().any(|v| leaked(v)), "upstream");
+    assert!(!h.set.iter().any(|(_, v)| leaked(v.as_bytes())), "upstream");
+    assert!(
+        !h.response_headers_added
+            .iter()
+            .any(|(_, v)| leaked(v.as_bytes())),
+        "client"
+    );
+    // A stream that ends before the response headers reports 0, with the token too.
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    let (mut f, _) = run(&mut h);
+    f.on_sidecar_answer(
+        &mut h,
+        41,
+        Some(200),
+        Some(b"1"),
+        Some(&body.to_string().into_bytes()),
+    );
+    f.on_done(&mut h);
+    let out: Value = serde_json::from_slice(h.detached[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        out,
+        json!({"receipt": "r9", "status": 0, "admissionToken": token})
+    );
+}
+
 #[test]
 fn v1_header_also_gets_the_v1_receipt_header() {
     let pr = challenge_for("/paid/report");

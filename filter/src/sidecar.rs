@@ -92,11 +92,18 @@ pub fn pay_call(
     )
 }
 
-/// `POST /v1/outcome`: the upstream's status for a receipt (`0` = timeout or reset).
-pub fn outcome_call(sidecar: &SidecarConfig, receipt: &str, status: u32) -> Call {
+/// `POST /v1/outcome`: the upstream's status for a receipt (`0` = timeout or reset), with the
+/// admission's token from the verdict (the sidecar records the outcome only with it).
+pub fn outcome_call(
+    sidecar: &SidecarConfig,
+    receipt: &str,
+    status: u32,
+    admission_token: Option<&str>,
+) -> Call {
     let body = OutcomeRequest {
         receipt: receipt.to_owned(),
         status: u16::try_from(status).unwrap_or(0),
+        admission_token: admission_token.map(str::to_owned),
     };
     Call::new(
         sidecar,

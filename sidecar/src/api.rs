@@ -31,7 +31,7 @@ pub mod body_limit {
 
 /// Every route, grouped by credential (see [`auth`]): what [`router`] serves.
 pub fn groups(state: &AppState) -> Vec<Group> {
-    vec![
+    let mut groups = vec![
         filter::routes(state),
         tagged::filter_routes(state),
         facilitator::routes(state),
@@ -39,7 +39,19 @@ pub fn groups(state: &AppState) -> Vec<Group> {
         facilitator::public_routes(state),
         admin::routes(state),
         admin::ledger_routes(state),
-    ]
+    ];
+    // `/metrics` moves to its own listener when one is configured (`metrics.listen`).
+    if !state.http.metrics_separate {
+        groups.push(admin::metrics_routes(state));
+    }
+    groups
+}
+
+/// `/metrics` alone, for its own listener (`metrics.listen`).
+pub fn metrics_router(state: AppState) -> Router {
+    admin::metrics_routes(&state)
+        .into_router()
+        .with_state(state)
 }
 
 pub fn router(state: AppState) -> Router {

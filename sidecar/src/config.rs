@@ -52,7 +52,23 @@ pub struct Config {
     pub tagged: TaggedConfig,
     pub server: ServerConfig,
     pub limits: LimitsConfig,
+    pub metrics: MetricsConfig,
 }
+
+/// Where `/metrics` is served, and whether it needs a token.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A listener of its own for `/metrics` (then not on `listen`). Unset: `/metrics` is on
+    /// `listen` when that is loopback or a token is set, else on [`DEFAULT_METRICS_LISTEN`].
+    pub listen: Option<SocketAddr>,
+    /// `Authorization: Bearer <token>` required for `/metrics` (≥ 16 bytes).
+    pub token: Option<String>,
+}
+
+/// Where `/metrics` goes when the API listens beyond loopback and nothing else is said.
+pub const DEFAULT_METRICS_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9402);
 
 /// How the HTTP server protects itself.
 #[derive(Clone, Deserialize)]
@@ -204,6 +220,7 @@ impl Default for Config {
             tagged: TaggedConfig::default(),
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -379,6 +396,13 @@ pub struct Cli {
     /// Presentations on one payer frontier at once before 429 [default: 10].
     #[arg(long, env = "NANOGATE_PAYER_PRESENTATION_BURST")]
     pub payer_presentation_burst: Option<u32>,
+    /// A separate listener for /metrics [default: on --listen if that is loopback or a metrics
+    /// token is set, else 127.0.0.1:9402].
+    #[arg(long, env = "NANOGATE_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Bearer token required for /metrics, ≥ 16 bytes (off without one).
+    #[arg(long, env = "NANOGATE_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -467,6 +491,12 @@ impl Config {
             &mut c.limits.payer_presentation_burst,
             cli.payer_presentation_burst,
         );
+        if cli.metrics_listen.is_some() {
+            c.metrics.listen = cli.metrics_listen;
+        }
+        if cli.metrics_token.is_some() {
+            c.metrics.token = cli.metrics_token;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -488,6 +518,12 @@ impl Config {
             if t.len() < 16 {
                 return bad("facilitator.token must be ≥ 16 bytes");
             }
+        }
+        if self.metrics.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return bad("metrics.token (NANOGATE_METRICS_TOKEN) must be ≥ 16 bytes");
+        }
+        if self.metrics_listener() == Some(self.listen) {
+            return bad("metrics.listen must differ from listen");
         }
         if self.node_network().is_none() {
             return bad("node_network must be live, beta, dev or test");
@@ -543,6 +579,17 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The separate listener `/metrics` is served on, or `None`: on `listen`. Metrics stay off
+    /// the network unless asked for: beside a loopback API, behind a token, or where
+    /// `metrics.listen` says.
+    pub fn metrics_listener(&self) -> Option<SocketAddr> {
+        match self.metrics.listen {
+            Some(a) => Some(a),
+            None if self.listen.ip().is_loopback() || self.metrics.token.is_some() => None,
+            None => Some(DEFAULT_METRICS_LISTEN),
+        }
     }
 
     /// How long after a challenge's key period a payment made under it can still be redeemed

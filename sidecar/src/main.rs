@@ -51,6 +51,21 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
+    if let Some(addr) = cfg.metrics_listener() {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        tracing::info!(metrics = %addr, "serving /metrics on its own listener");
+        // Ends with the process; it holds no settlement to drain.
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) =
+                server::serve_metrics(metrics, state, std::future::pending::<()>()).await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
     tracing::info!(
         listen = %cfg.listen,
         network = %cfg.network,

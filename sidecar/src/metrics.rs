@@ -79,6 +79,8 @@ pub struct Metrics {
     pub requests_timed_out: Counter,
     /// Readiness probes that queried the store and the node (not answered from the cache).
     pub readiness_probes: Counter,
+    /// Outcome reports refused for a missing or stale admission token, by reason.
+    pub outcomes_refused: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,8 +120,14 @@ impl Metrics {
             requests_shed: Counter::default(),
             requests_timed_out: Counter::default(),
             readiness_probes: Counter::default(),
+            outcomes_refused: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "outcomes_refused",
+            "Outcome reports refused (not recorded) for a missing or stale admission token",
+            m.outcomes_refused.clone(),
+        );
         registry.register(
             "payments_settled",
             "Payments settled (confirmed and consumed)",
@@ -250,6 +258,14 @@ impl Metrics {
             let raw = t.map_or(0.0, |t| t.raw as f64);
             self.payments_raw.get_or_create(&label).set(raw);
         }
+    }
+
+    pub fn outcome_refused(&self, reason: &str) {
+        self.outcomes_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

@@ -83,12 +83,14 @@ pub fn state_with(
         credentials: Arc::new(Credentials {
             filter_secret: cfg.filter_secret.clone().unwrap_or_default(),
             facilitator_token: cfg.facilitator.token.clone(),
+            metrics_token: cfg.metrics.token.clone(),
         }),
         challenge_max_timeout_secs: cfg.facilitator.max_timeout_seconds,
         http: HttpSettings {
             request_timeout,
             settle_timeout: request_timeout + Duration::from_secs(cfg.settlement.max_wait_secs),
             max_concurrent: cfg.server.max_concurrent_requests,
+            metrics_separate: cfg.metrics_listener().is_some(),
         },
         readiness: Arc::new(Readiness::new(Duration::from_secs(
             cfg.server.ready_cache_secs,
@@ -194,6 +196,18 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
             engine.limits().prune();
         }
     })
+}
+
+/// Serves `/metrics` alone on `listener` (`metrics.listen`) until `shutdown` resolves.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    axum::serve(listener, api::metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets open requests finish and

@@ -12,6 +12,8 @@ pub struct Credentials {
     pub filter_secret: String,
     /// `Authorization: Bearer` for the facilitator API and `/v1/challenge`; `None` = off.
     pub facilitator_token: Option<String>,
+    /// `Authorization: Bearer` for `/metrics`; `None` = open to whoever reaches its listener.
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -34,4 +36,7 @@ pub struct HttpSettings {
     pub settle_timeout: Duration,
     /// Requests handled at once before new ones are shed with 503.
     pub max_concurrent: usize,
+    /// `/metrics` is served on a listener of its own ([`crate::api::metrics_router`]), not
+    /// with the APIs.
+    pub metrics_separate: bool,
 }

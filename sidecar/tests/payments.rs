@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use nanogate_sidecar::store::payments::admission_token_hash;
 use nanogate_sidecar::store::{
     self, Consumption, OwedPayment, PaymentQuery, PaymentState, RedeemPolicy, Retention, Store,
 };
@@ -36,6 +37,7 @@ fn consumption(n: u32, state: PaymentState, now: i64, lease_until: i64) -> Consu
         now,
         state,
         lease_until,
+        admission_token: None,
     }
 }
 
@@ -175,6 +177,64 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
     assert_eq!(rec.receipt, None);
     assert_eq!(rec.reason.as_deref(), Some("late"));
     db.cleanup().await;
+}
+
+/// An outcome from the filter counts only with the hash of the current admission's token; a
+/// redemption replaces it.
+async fn outcomes_need_the_current_admission_token(db: Db) {
+    let s = open(&db).await;
+    let now = 10_000;
+    let (first, second) = (
+        admission_token_hash("first"),
+        admission_token_hash("second"),
+    );
+    let mut c = consumption(1, PaymentState::Admitted, now, now + 20);
+    c.admission_token = Some(first.clone());
+    assert!(s.consume(&c).await.unwrap());
+    assert_eq!(
+        s.admission_token("receipt1").await.unwrap(),
+        Some(Some(first.clone()))
+    );
+    for wrong in [second.as_str(), "", "00"] {
+        assert!(!s
+            .record_outcome_with_token("receipt1", 502, now + 1, POLICY, Some(wrong))
+            .await
+            .unwrap());
+    }
+    assert_eq!(state(&s, 1).await, Some(PaymentState::Admitted));
+    assert!(s
+        .record_outcome_with_token("receipt1", 502, now + 1, POLICY, Some(&first))
+        .await
+        .unwrap());
+    assert_eq!(
+        s.admission_token("receipt1").await.unwrap(),
+        None,
+        "not admitted"
+    );
+    assert!(s
+        .redeem_with_token("receipt1", POLICY, now + 2, now + 30, Some(&second))
+        .await
+        .unwrap());
+    assert!(!s
+        .record_outcome_with_token("receipt1", 200, now + 3, POLICY, Some(&first))
+        .await
+        .unwrap());
+    assert!(s
+        .record_outcome_with_token("receipt1", 200, now + 3, POLICY, Some(&second))
+        .await
+        .unwrap());
+    assert_eq!(state(&s, 1).await, Some(PaymentState::Served));
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn outcomes_need_the_current_admission_token_sqlite() {
+    outcomes_need_the_current_admission_token(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn outcomes_need_the_current_admission_token_postgres() {
+    outcomes_need_the_current_admission_token(Db::postgres()).await;
 }
 
 #[tokio::test]

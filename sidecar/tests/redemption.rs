@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use nanogate_devnet::Confirm;
+use serde_json::json;
 
 async fn setup(
     payer: &nanogate_protocol::nano::PrivateKey,
@@ -47,6 +48,69 @@ async fn upstream_failure_is_redeemed_once_then_refused_when_bound_is_reached() 
     // The retry failed too (Envoy's upstream timeout, 504), but the bound (1) is reached.
     sidecar.outcome(&receipt, 504).await;
     assert_reject(&sidecar.pay(&req, &p).await, "already_spent");
+    sidecar.stop().await;
+    devnet.shutdown().await;
+    db.cleanup().await;
+}
+
+/// #19: an outcome counts only with the token of the payment's current admission; a missing,
+/// made-up or stale token (an earlier admission's, after a redemption) is refused with 403
+/// and changes nothing.
+#[tokio::test]
+async fn outcome_needs_the_token_of_the_current_admission() {
+    let payer = key(47);
+    let (devnet, sidecar, db) = setup(&payer, 2).await;
+    let req = challenge();
+    let block = good_block(&devnet, &payer, PRICE, payee());
+    let p = payment(&req, &block);
+    let first = sidecar.pay(&req, &p).await;
+    assert_admit(&first);
+    let receipt = first["receipt"].as_str().unwrap().to_owned();
+    let first_token = first["admissionToken"].as_str().expect("token").to_owned();
+    assert_eq!(first_token.len(), 64);
+    let made_up = "cd".repeat(32);
+    for token in [None, Some(made_up.as_str())] {
+        let (code, body) = sidecar.outcome_with(&receipt, 502, token).await;
+        assert_eq!(code, 403, "{token:?}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains("admission"),
+            "{body}"
+        );
+    }
+    // Still admitted (nothing was recorded): a re-presentation is refused as in flight.
+    assert_reject(&sidecar.pay(&req, &p).await, "duplicate_settlement");
+    let (code, body) = sidecar
+        .outcome_with(&receipt, 502, Some(&first_token))
+        .await;
+    assert_eq!((code, &body["recorded"]), (200, &json!(true)), "{body}");
+
+    // The redemption is a new admission with a new token; the first one is stale now.
+    let again = sidecar.pay(&req, &p).await;
+    assert_admit(&again);
+    let second_token = again["admissionToken"].as_str().expect("token").to_owned();
+    assert_ne!(second_token, first_token);
+    let (code, _) = sidecar
+        .outcome_with(&receipt, 502, Some(&first_token))
+        .await;
+    assert_eq!(code, 403, "the earlier admission's token is stale");
+    let (code, body) = sidecar
+        .outcome_with(&receipt, 200, Some(&second_token))
+        .await;
+    assert_eq!((code, &body["recorded"]), (200, &json!(true)), "{body}");
+    assert_reject(&sidecar.pay(&req, &p).await, "already_spent");
+    let metrics = http()
+        .get(format!("{}/metrics", sidecar.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains("nanogate_outcomes_refused_total{reason=\"stale_token\"} 2")
+            && metrics.contains("nanogate_outcomes_refused_total{reason=\"missing_token\"} 1"),
+        "{metrics}"
+    );
     sidecar.stop().await;
     devnet.shutdown().await;
     db.cleanup().await;

@@ -82,6 +82,7 @@ async fn concurrent_consumption_on_shared_postgres_inserts_once() {
                 now: 1,
                 state: store::PaymentState::Admitted,
                 lease_until: 20,
+                admission_token: None,
             })
             .await
             .unwrap()
@@ -239,6 +240,7 @@ async fn prune_keeps_the_spent_set(db: Db) {
             now: 1,
             state: store::PaymentState::Admitted,
             lease_until: 20,
+            admission_token: None,
         })
         .await
         .unwrap());

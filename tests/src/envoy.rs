@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 const RUN_XTASK: &str =
     "run `cargo xtask test` (it installs Envoy into .venv and builds the filter)";
 
+/// The environment variable of Envoy that the shipped bootstraps pass into the wasm VM and the
+/// filter reads its sidecar secret from (`sidecar.secretEnv`).
+pub const FILTER_SECRET_ENV: &str = "NANOGATE_FILTER_SECRET";
+
 /// The Envoy binary: `$NANOGATE_ENVOY`, else `<workspace>/.venv/bin/envoy`. Panics (failing the
 /// test) with instructions when missing.
 pub fn envoy_binary() -> PathBuf {
@@ -110,7 +114,12 @@ fn scratch_dir(tag: &str) -> PathBuf {
     dir
 }
 
-/// Runs `envoy --mode validate` on a rendered bootstrap. `Err` carries Envoy's output.
+/// A filter secret for `envoy --mode validate` only: validation runs the plugin's
+/// `on_configure` (which reads the secret's variable) but never calls the sidecar.
+pub const VALIDATE_FILTER_SECRET: &str = "validate-only-filter-secret-0123";
+
+/// Runs `envoy --mode validate` on a rendered bootstrap (with [`FILTER_SECRET_ENV`] set to
+/// [`VALIDATE_FILTER_SECRET`]). `Err` carries Envoy's output.
 pub fn validate(config_yaml: &str) -> Result<String, String> {
     let dir = scratch_dir("validate");
     let path = dir.join("envoy.yaml");
@@ -118,6 +127,7 @@ pub fn validate(config_yaml: &str) -> Result<String, String> {
     let out = Command::new(envoy_binary())
         .args(["--mode", "validate", "--disable-hot-restart", "-c"])
         .arg(&path)
+        .env(FILTER_SECRET_ENV, VALIDATE_FILTER_SECRET)
         .output()
         .map_err(|e| format!("cannot run envoy: {e}"))?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -144,6 +154,12 @@ impl Envoy {
     /// Starts Envoy on `config_yaml` (whose admin listener is on `admin_port`) and waits until
     /// `/ready` says LIVE.
     pub async fn start(config_yaml: &str, admin_port: u16) -> Envoy {
+        Envoy::start_with_env(config_yaml, admin_port, &[]).await
+    }
+
+    /// [`Envoy::start`] with extra environment variables for Envoy (the filter secret the
+    /// shipped bootstraps pass into the wasm VM: [`FILTER_SECRET_ENV`]).
+    pub async fn start_with_env(config_yaml: &str, admin_port: u16, env: &[(&str, &str)]) -> Envoy {
         let dir = scratch_dir("envoy");
         let path = dir.join("envoy.yaml");
         std::fs::write(&path, config_yaml).unwrap_or_else(|e| panic!("write config: {e}"));
@@ -153,6 +169,7 @@ impl Envoy {
         let mut cmd = Command::new(envoy_binary());
         // Dies with the thread that started it, even when the test process is killed.
         crate::procs::die_with_parent(&mut cmd);
+        cmd.envs(env.iter().copied());
         let child = cmd
             .arg("-c")
             .arg(&path)
@@ -225,6 +242,16 @@ impl Envoy {
     /// Everything Envoy logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The admin `/config_dump` (everything Envoy would show an operator of its config).
+    pub async fn config_dump(&self) -> String {
+        reqwest::get(self.admin_url("/config_dump?include_eds"))
+            .await
+            .expect("admin /config_dump")
+            .text()
+            .await
+            .expect("config dump body")
     }
 
     /// The admin `/stats` text (optionally filtered by a regex, as Envoy's `filter=`).

@@ -160,7 +160,7 @@ impl Gate {
     pub async fn restart_envoy(&mut self) {
         // Only one Envoy may own the ports: stop the old one before the new one binds.
         self.envoy.stop();
-        self.envoy = Envoy::start(&self.bootstrap, self.admin).await;
+        self.envoy = start_envoy(&self.bootstrap, self.admin).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -407,13 +407,23 @@ pub fn bootstrap(
             ("UPSTREAM_PORT", upstream.to_string()),
             ("SIDECAR_PORT", sidecar.to_string()),
             ("FILTER_WASM", envoy::filter_wasm().display().to_string()),
-            ("SIDECAR_SECRET", FILTER_SECRET.to_owned()),
             ("SIDECAR_TIMEOUT_MS", sidecar_timeout_ms.to_string()),
             ("NETWORK", NETWORK.to_owned()),
             ("PAY_TO", pay_to.to_address()),
         ],
     )
     .expect("envoy/envoy.yaml renders")
+}
+
+/// Envoy on a rendered [`bootstrap`], with the filter secret in its environment (the
+/// bootstrap names the variable; the value is in no file).
+pub async fn start_envoy(bootstrap: &str, admin: u16) -> Envoy {
+    Envoy::start_with_env(
+        bootstrap,
+        admin,
+        &[(envoy::FILTER_SECRET_ENV, FILTER_SECRET)],
+    )
+    .await
 }
 
 impl Stack {
@@ -541,7 +551,7 @@ impl Stack {
                 sidecar_timeout_ms,
                 &config.payee,
             );
-            let envoy = Envoy::start(&yaml, admin).await;
+            let envoy = start_envoy(&yaml, admin).await;
             gates.push(Gate {
                 envoy,
                 sidecar,

@@ -244,7 +244,7 @@ impl Stand {
                 yaml = yaml.replace(on, off);
             }
         }
-        let envoy = Envoy::start(&yaml, admin).await;
+        let envoy = stack::start_envoy(&yaml, admin).await;
         let stand = Stand {
             envoy,
             listener,

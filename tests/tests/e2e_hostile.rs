@@ -18,7 +18,7 @@ static STACK: OnceLock<&'static Stack> = OnceLock::new();
 
 fn stack() -> &'static Stack {
     shared(&STACK, || StackConfig {
-        wallets: 24,
+        wallets: 25,
         ..StackConfig::default()
     })
 }
@@ -808,4 +808,124 @@ async fn challenge_presented_after_its_window_is_refused() {
     let r = s.get(path, &[("payment-signature", &header)]).await;
     assert_refused(s, &r, path, 402, &["challenge_expired"]);
     assert!(!s.ledger().contains(&block.hash()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// A leaked filter secret buys nothing (#19)
+// ---------------------------------------------------------------------------------------------
+
+/// `POST <sidecar>/v1/outcome` as a caller holding the filter secret: (status, body).
+async fn report_outcome(
+    s: &Stack,
+    receipt: &str,
+    status: u16,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut body = json!({"receipt": receipt, "status": status});
+    if let Some(t) = token {
+        body["admissionToken"] = json!(t);
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/outcome", s.gate(0).sidecar.base_url()))
+        .header("x-nanogate-secret", nanogate_tests::stack::FILTER_SECRET)
+        .json(&body)
+        .send()
+        .await
+        .expect("sidecar answers /v1/outcome");
+    let code = r.status().as_u16();
+    (code, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+/// Someone holding the filter secret calls the sidecar directly: presents its own payment to
+/// `/v1/pay` (and learns its receipt), reports a failure for its own admission, and, while the
+/// proxy serves the payment, reports failures for the proxy's admission of the same receipt
+/// (with its stale token, with none, with a made-up one). The proxy's admission carries a
+/// token that never left the proxy, so none of those is recorded, and the payment buys
+/// exactly one response.
+#[tokio::test]
+async fn a_caller_with_the_filter_secret_is_served_at_most_once_per_payment() {
+    let s = stack();
+    let w = s.wallet();
+    // A slow upstream: the proxy's admission is in flight long enough to be reported on.
+    let path = "/paid/delay/2000/leaked-secret";
+    let c = s.challenge(0, path).await;
+    let block = s.send_block(&w.key, s.payee, PRICE_RAW);
+    let pay_body = json!({
+        "resource": Stack::resource(path),
+        "requirements": c.offer(),
+        "payment": c.payment(&block),
+    });
+    let http = reqwest::Client::new();
+    let direct_pay = || async {
+        http.post(format!("{}/v1/pay", s.gate(0).sidecar.base_url()))
+            .header("x-nanogate-secret", nanogate_tests::stack::FILTER_SECRET)
+            .json(&pay_body)
+            .send()
+            .await
+            .expect("sidecar answers /v1/pay")
+            .json::<Value>()
+            .await
+            .expect("a verdict")
+    };
+    let direct = direct_pay().await;
+    assert_eq!(direct["verdict"], "admit", "{direct}\n{}", s.diagnostics());
+    let receipt = direct["receipt"].as_str().expect("receipt").to_owned();
+    let own_token = direct["admissionToken"]
+        .as_str()
+        .expect("an admission token in the verdict")
+        .to_owned();
+    // No token, or another's, never records an outcome for the caller's own admission either.
+    let (code, _) = report_outcome(s, &receipt, 500, None).await;
+    assert_eq!(code, 403, "an outcome without an admission token");
+    // Its own admission failing is its own to report: the payment becomes redeemable.
+    let (code, body) = report_outcome(s, &receipt, 500, Some(&own_token)).await;
+    assert_eq!((code, &body["recorded"]), (200, &json!(true)), "{body}");
+
+    // Through the proxy: redeemed, and while the upstream works on it, the caller reports
+    // failures for the same receipt.
+    let header = c.header_for(&block);
+    let through = {
+        let header = header.clone();
+        tokio::spawn(async move { s.get(path, &[("payment-signature", &header)]).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.upstream_hits(path) == 0 {
+        assert!(std::time::Instant::now() < deadline, "{}", s.diagnostics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let made_up = "ab".repeat(32);
+    for token in [Some(own_token.as_str()), None, Some(made_up.as_str())] {
+        let (code, body) = report_outcome(s, &receipt, 500, token).await;
+        assert_eq!(code, 403, "outcome with {token:?} refused: {body}");
+        assert_ne!(body["recorded"], json!(true), "{body}");
+    }
+    let r = through.await.expect("the proxied request");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    // The proxy's token reaches neither the client nor the upstream (nor could the caller's).
+    let upstream_saw = s.upstream.requests_to(path);
+    assert_eq!(upstream_saw.len(), 1);
+    for (name, value) in upstream_saw[0].headers.iter().chain(
+        r.headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+            .collect::<Vec<_>>()
+            .iter(),
+    ) {
+        assert!(!name.contains("admission"), "{name}: {value}");
+        assert!(!value.contains(&own_token), "{name}: {value}");
+    }
+
+    // Served: neither the proxy nor the sidecar admits the payment again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(again.status, 402, "{}", again.text());
+    let direct = direct_pay().await;
+    assert_eq!(direct["verdict"], "reject", "{direct}");
+    assert_eq!(s.upstream_hits(path), 1, "one payment, one response");
+    let metrics = s.gate(0).sidecar.metrics().await;
+    assert!(
+        metrics.contains("nanogate_outcomes_refused_total"),
+        "{metrics}"
+    );
 }

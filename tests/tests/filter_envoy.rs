@@ -194,6 +194,11 @@ fn binding_verifies(body: &Value) -> bool {
     .is_ok()
 }
 
+/// The fake sidecar's admission token for its `n`th `/v1/pay` (hex, as the real one's).
+fn admission_token(n: usize) -> String {
+    format!("{n:064x}")
+}
+
 async fn pay(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&state, &headers) {
         return StatusCode::UNAUTHORIZED.into_response();
@@ -217,6 +222,7 @@ async fn pay(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byte
                 "verdict": "admit", "receipt": receipt,
                 "transaction": settlement.transaction, "payer": settlement.payer,
                 "paymentResponse": encode_header(&settlement),
+                "admissionToken": admission_token(n),
             }))
         }
         PayMode::Reject(reason, status) => verdict(
@@ -325,13 +331,17 @@ fn bootstrap(listener: u16, admin: u16, upstream: u16, sidecar: u16) -> String {
             ("UPSTREAM_PORT", upstream.to_string()),
             ("SIDECAR_PORT", sidecar.to_string()),
             ("FILTER_WASM", envoy::filter_wasm().display().to_string()),
-            ("SIDECAR_SECRET", SECRET.to_owned()),
             ("SIDECAR_TIMEOUT_MS", SIDECAR_TIMEOUT_MS.to_string()),
             ("NETWORK", NETWORK.to_owned()),
             ("PAY_TO", PAY_TO.to_owned()),
         ],
     )
     .expect("envoy.yaml renders")
+}
+
+/// Envoy with the filter secret in its environment, as the shipped bootstraps expect.
+async fn start_envoy(config: &str, admin: u16) -> Envoy {
+    Envoy::start_with_env(config, admin, &[(envoy::FILTER_SECRET_ENV, SECRET)]).await
 }
 
 impl Stand {
@@ -346,7 +356,7 @@ impl Stand {
         prepare(&sidecar);
         let (listener, admin) = (free_port(), free_port());
         let config = bootstrap(listener, admin, upstream.port, sidecar.port);
-        let envoy = Envoy::start(&config, admin).await;
+        let envoy = start_envoy(&config, admin).await;
         let stand = Stand {
             envoy,
             upstream,
@@ -571,14 +581,52 @@ async fn paid_request_is_admitted_forwarded_without_payment_headers_and_receipte
     assert_eq!(pays[0]["requirements"]["amount"], PAID_PRICE_RAW);
     assert_eq!(pays[0]["requirements"]["payTo"], PAY_TO);
     assert_eq!(pays[0]["payment"]["payload"]["block"]["type"], "state");
-    // The outcome is reported after the response.
+    // The outcome is reported after the response, with the admission's token, which
+    // reached neither the upstream nor the client.
     let outcomes = s.outcomes(1).await;
     assert_eq!(
         outcomes,
-        vec![json!({"receipt": "receipt-1", "status": 200})]
+        vec![json!({"receipt": "receipt-1", "status": 200, "admissionToken": admission_token(1)})]
     );
+    let token = admission_token(1);
+    assert!(!seen[0].headers.iter().any(|(_, v)| v.contains(&token)));
+    assert!(!r
+        .headers()
+        .values()
+        .any(|v| v.to_str().unwrap_or("").contains(&token)));
     assert_eq!(s.counter("payments_admitted").await, 1);
     assert_eq!(s.counter("outcomes_reported").await, 1);
+}
+
+/// The shipped bootstrap takes the filter secret from Envoy's environment: the sidecar gets it
+/// (the fake sidecar answers only with it, so a payment goes through), and neither the
+/// bootstrap nor Envoy's admin `/config_dump` ever holds it.
+#[tokio::test]
+async fn secret_from_the_environment_pays_and_never_shows_in_the_config_dump() {
+    let s = Stand::start().await;
+    let payment = s.payment_for("/paid/env-secret").await;
+    let r = s
+        .get("/paid/env-secret", &[("payment-signature", &payment)])
+        .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.sidecar.pays().len(), 1);
+    let dump = s.envoy.config_dump().await;
+    assert!(
+        dump.contains("secretEnv"),
+        "the plugin config is in the dump"
+    );
+    assert!(dump.contains(envoy::FILTER_SECRET_ENV));
+    assert!(
+        !dump.contains(SECRET),
+        "the filter secret is in /config_dump"
+    );
+    let on_disk = std::fs::read_to_string(s.envoy.dir().join("envoy.yaml")).expect("bootstrap");
+    assert!(
+        !on_disk.contains(SECRET),
+        "the filter secret is in the bootstrap"
+    );
+    // No warning about a literal secret: the shipped configuration does not have one.
+    assert!(!s.envoy.log().contains("sidecar.secret is written"));
 }
 
 #[tokio::test]
@@ -592,7 +640,7 @@ async fn upstream_failure_is_reported_as_the_outcome() {
     let outcomes = s.outcomes(1).await;
     assert_eq!(
         outcomes,
-        vec![json!({"receipt": "receipt-1", "status": 503})]
+        vec![json!({"receipt": "receipt-1", "status": 503, "admissionToken": admission_token(1)})]
     );
 }
 
@@ -860,12 +908,13 @@ fn two_configs_bootstrap(
                   vm_id: nanogate
                   runtime: envoy.wasm.runtime.v8
                   code: {{ local: {{ filename: "{wasm}" }} }}
+                  environment_variables: {{ host_env_keys: ["NANOGATE_FILTER_SECRET"] }}
                 failure_policy: FAIL_CLOSED
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: |
                     {{"sidecar": {{"cluster": "nanogate_sidecar", "authority": "nanogate-sidecar",
-                                  "timeoutMs": {SIDECAR_TIMEOUT_MS}, "secret": "{SECRET}"}},
+                                  "timeoutMs": {SIDECAR_TIMEOUT_MS}, "secretEnv": "NANOGATE_FILTER_SECRET"}},
                      "network": "{NETWORK}", "payTo": "{pay_to}",
                      "routes": [{{"name": "tagged", "path": {{"prefix": "/tagged/"}},
                                  "priceRaw": "{price}", "tagged": true, "maxTimeoutSeconds": 120}}]}}
@@ -946,7 +995,7 @@ async fn two_plugin_configurations_on_one_vm_id_never_offer_each_others_sessions
         (price_a, price_b),
         PAY_TO_B,
     );
-    let envoy = Envoy::start(&config, admin).await;
+    let envoy = start_envoy(&config, admin).await;
     let http = reqwest::Client::new();
     // A's pool first, so that B would find it already full if the pools were shared.
     let offer_a = tagged_offer_at(&http, a, &envoy).await;

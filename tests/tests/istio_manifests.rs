@@ -17,6 +17,9 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The proxy environment variable the WasmPlugins read the filter secret from.
+const FILTER_SECRET_ENV: &str = "NANOGATE_FILTER_SECRET";
+
 /// Kubernetes versions the core objects are validated against (oldest we claim, newest bundled).
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
 
@@ -34,14 +37,21 @@ fn resources() -> Vec<String> {
         .collect()
 }
 
-/// Files holding core Kubernetes objects: the kustomization's, minus the WasmPlugins, plus the
-/// Secret example.
+/// The Istio security objects (validated with `security.schema.json`).
+const SECURITY: [&str; 2] = [
+    "sidecar-peerauthentication.yaml",
+    "sidecar-authorizationpolicy.yaml",
+];
+
+/// Files holding core Kubernetes objects: the kustomization's, minus the WasmPlugins and the
+/// Istio security objects, plus the Secret examples.
 fn core_object_files() -> Vec<String> {
     let mut files: Vec<String> = resources()
         .into_iter()
-        .filter(|f| !WASMPLUGINS.contains(&f.as_str()))
+        .filter(|f| !WASMPLUGINS.contains(&f.as_str()) && !SECURITY.contains(&f.as_str()))
         .collect();
     files.push("secret.example.yaml".into());
+    files.push("proxy-secret.example.yaml".into());
     files
 }
 
@@ -120,10 +130,15 @@ print(json.dumps([[e.message for e in v.iter_errors(d)] for d in docs]))\n";
 
 /// Validates `docs` with `envoy/istio/wasmplugin.schema.json`; one error list per document.
 fn schema_errors(docs: &[Value]) -> Vec<Vec<String>> {
+    errors_against("wasmplugin.schema.json", docs)
+}
+
+/// Validates `docs` with `envoy/istio/<schema>`; one error list per document.
+fn errors_against(schema: &str, docs: &[Value]) -> Vec<Vec<String>> {
     let dir = scratch("schema");
     let input = dir.join("docs.json");
     std::fs::write(&input, serde_json::to_vec(docs).expect("json")).expect("write");
-    let schema = istio_dir().join("wasmplugin.schema.json");
+    let schema = istio_dir().join(schema);
     let out = run_python(
         VALIDATE_WITH_SCHEMA,
         &[&schema.display().to_string(), &input.display().to_string()],
@@ -189,6 +204,24 @@ fn wasmplugins_pass_our_schema_and_the_schema_catches_mistakes() {
         (
             "short secret",
             mutate("/spec/pluginConfig/sidecar/secret", Some(json!("short"))),
+        ),
+        (
+            "secret and secretEnv",
+            mutate(
+                "/spec/pluginConfig/sidecar/secret",
+                Some(json!("a-literal-secret-0123456789")),
+            ),
+        ),
+        (
+            "no secret at all",
+            mutate("/spec/pluginConfig/sidecar/secretEnv", None),
+        ),
+        (
+            "secretEnv not a variable name",
+            mutate(
+                "/spec/pluginConfig/sidecar/secretEnv",
+                Some(json!("NOT A NAME")),
+            ),
         ),
         (
             "price and priceRaw",
@@ -261,8 +294,32 @@ fn wasmplugins_are_fail_closed_authz_payment_gates_on_one_image() {
         assert_eq!(sha, SHA256_PLACEHOLDER, "{f}: documented placeholder");
         let c = &s["pluginConfig"];
         assert_eq!(c["payTo"], PAY_TO_PLACEHOLDER, "{f}");
-        assert_eq!(c["sidecar"]["secret"], SECRET_PLACEHOLDER, "{f}");
+        // The filter secret comes from the proxy's environment, never from the WasmPlugin.
+        assert!(
+            c["sidecar"].get("secret").is_none(),
+            "{f}: a literal secret"
+        );
+        assert_eq!(c["sidecar"]["secretEnv"], FILTER_SECRET_ENV, "{f}");
+        assert_eq!(
+            s["vmConfig"]["env"],
+            json!([{"name": FILTER_SECRET_ENV, "valueFrom": "HOST"}]),
+            "{f}"
+        );
     }
+    // The proxies' Secret example names the same variable and key.
+    let proxy_secret = manifest("proxy-secret.example.yaml");
+    assert_eq!(proxy_secret["kind"], "Secret");
+    assert_eq!(proxy_secret["metadata"]["namespace"], "istio-system");
+    assert_eq!(
+        proxy_secret["stringData"]["filter-secret"],
+        SECRET_PLACEHOLDER
+    );
+    let text = std::fs::read_to_string(istio_dir().join("proxy-secret.example.yaml"))
+        .expect("proxy secret example");
+    assert!(
+        text.contains(&format!("name: {FILTER_SECRET_ENV}")),
+        "{text}"
+    );
     let (gw, wl) = (&plugins[0]["spec"], &plugins[1]["spec"]);
     assert_eq!(gw["url"], wl["url"], "one image for both");
     assert_eq!(gw["sha256"], wl["sha256"], "one image for both");
@@ -327,14 +384,14 @@ fn kustomization_ties_every_manifest_together() {
         .expect("envoy/istio")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml"))
-        .filter(|n| n != "kustomization.yaml" && n != "secret.example.yaml")
+        .filter(|n| n != "kustomization.yaml" && !n.ends_with(".example.yaml"))
         .collect();
     on_disk.sort();
     let mut sorted = listed.clone();
     sorted.sort();
     assert_eq!(
         sorted, on_disk,
-        "every manifest (except the Secret example) is listed"
+        "every manifest (except the Secret examples) is listed"
     );
     // Namespaces: the sidecar's objects in the Namespace we ship, the plugins in Istio's root.
     let ns = manifest("namespace.yaml");
@@ -347,6 +404,123 @@ fn kustomization_ties_every_manifest_together() {
             "Namespace" => {}
             "WasmPlugin" => assert_eq!(obj["metadata"]["namespace"], "istio-system", "{f}"),
             _ => assert_eq!(obj["metadata"]["namespace"], sidecar_ns, "{f}"),
+        }
+    }
+}
+
+#[test]
+fn security_objects_pass_our_schema_and_the_schema_catches_mistakes() {
+    let objects: Vec<Value> = SECURITY.iter().map(|f| manifest(f)).collect();
+    for (f, errors) in SECURITY
+        .iter()
+        .zip(errors_against("security.schema.json", &objects))
+    {
+        assert!(errors.is_empty(), "{f}: {errors:?}");
+    }
+    let (pa, ap) = (objects[0].clone(), objects[1].clone());
+    let set = |mut d: Value, ptr: &str, v: Value| {
+        *d.pointer_mut(ptr).unwrap_or_else(|| panic!("{ptr}")) = v;
+        d
+    };
+    let cases = [
+        (
+            "unknown mTLS mode",
+            set(pa.clone(), "/spec/mtls/mode", json!("STRICTER")),
+        ),
+        (
+            "misspelt field",
+            set(pa.clone(), "/spec/mtls", json!({"mod": "STRICT"})),
+        ),
+        (
+            "wrong kind",
+            set(pa.clone(), "/kind", json!("PeerAuthorization")),
+        ),
+        (
+            "unknown action",
+            set(ap.clone(), "/spec/action", json!("PERMIT")),
+        ),
+        (
+            "principals not a list",
+            set(
+                ap.clone(),
+                "/spec/rules/0/from/0/source/principals",
+                json!("x"),
+            ),
+        ),
+        (
+            "misspelt operation field",
+            set(
+                ap.clone(),
+                "/spec/rules/0/to/0/operation",
+                json!({"path": ["/v1/pay"]}),
+            ),
+        ),
+        (
+            "PeerAuthentication spec on an AuthorizationPolicy",
+            set(ap.clone(), "/spec", pa["spec"].clone()),
+        ),
+    ];
+    let docs: Vec<Value> = cases.iter().map(|(_, d)| d.clone()).collect();
+    for ((name, _), errors) in cases
+        .iter()
+        .zip(errors_against("security.schema.json", &docs))
+    {
+        assert!(!errors.is_empty(), "the schema accepted: {name}");
+    }
+}
+
+/// Only mTLS reaches the sidecar; the filter API only from the filter's proxies; the
+/// facilitator and admin APIs only with a bearer token.
+#[test]
+fn only_the_filters_proxies_reach_the_filter_api_and_only_over_mtls() {
+    let deploy = manifest("sidecar-deployment.yaml");
+    let pod_labels = &deploy["spec"]["template"]["metadata"]["labels"];
+    let pa = manifest("sidecar-peerauthentication.yaml");
+    assert_eq!(pa["spec"]["mtls"]["mode"], "STRICT");
+    assert!(pa["spec"].get("portLevelMtls").is_none(), "no port exempt");
+    let ap = manifest("sidecar-authorizationpolicy.yaml");
+    assert_eq!(ap["spec"]["action"], "ALLOW");
+    for obj in [&pa, &ap] {
+        assert_eq!(obj["metadata"]["namespace"], "nanogate");
+        let sel = obj["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .expect("selects the sidecar's pods");
+        assert!(!sel.is_empty());
+        for (k, v) in sel {
+            assert_eq!(&pod_labels[k], v, "selector {k} matches the sidecar's pods");
+        }
+    }
+    let rules = ap["spec"]["rules"].as_array().expect("rules");
+    let filter_paths = json!([
+        "/v1/challenge-key",
+        "/v1/pay",
+        "/v1/outcome",
+        "/v1/sessions"
+    ]);
+    let filter_rule = rules
+        .iter()
+        .find(|r| r["to"][0]["operation"]["paths"] == filter_paths)
+        .expect("a rule for the filter API");
+    let principals = filter_rule["from"][0]["source"]["principals"]
+        .as_array()
+        .expect("principals");
+    assert!(principals.contains(&json!(
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+    )));
+    assert!(principals.iter().all(|p| p
+        .as_str()
+        .is_some_and(|p| p.starts_with("cluster.local/ns/") && p.contains("/sa/"))));
+    assert_eq!(filter_rule["from"].as_array().map(Vec::len), Some(1));
+    // Every other rule needs a bearer token and never opens the filter API.
+    for r in rules.iter().filter(|r| *r != filter_rule) {
+        assert_eq!(
+            r["when"],
+            json!([{"key": "request.headers[authorization]", "values": ["Bearer *"]}]),
+            "{r}"
+        );
+        for p in r["to"][0]["operation"]["paths"].as_array().expect("paths") {
+            assert!(!filter_paths.as_array().expect("list").contains(p), "{r}");
+            assert_ne!(p, "/metrics", "{r}");
         }
     }
 }
@@ -485,4 +659,10 @@ fn configmap_toml_is_accepted_by_the_sidecar_with_the_secrets_from_the_environme
         }
     }
     assert!(cfg.store.postgres_schema.is_some());
+    // The API listens on the pod network; /metrics stays on loopback, off the Service port.
+    assert!(!cfg.listen.ip().is_loopback());
+    assert!(
+        cfg.metrics_listener().is_some_and(|a| a.ip().is_loopback()),
+        "/metrics must not be served on the Service port"
+    );
 }

@@ -10,9 +10,9 @@
 //!   send: unpaid → 402 with the manifest's price, paid → 200 with a receipt.
 //!
 //! Only what an operator must fill in is replaced: `payTo` (shipped as a placeholder that is
-//! not an address — and the first test shows Envoy refuses to start on it), the filter secret,
-//! and `network` (`nano:devnet` for the devnet). Routes, hosts, prices, cluster, authority and
-//! timeouts are the shipped ones.
+//! not an address — and the first test shows Envoy refuses to start on it) and `network` (`nano:devnet` for the devnet). Routes, hosts, prices, cluster, authority and
+//! timeouts are the shipped ones. The filter secret is never in the plugin configuration: as in
+//! Istio, the proxy's environment holds it and `vmConfig.env` passes it into the wasm VM.
 
 mod istio_support;
 
@@ -40,7 +40,6 @@ fn plugin(file: &str) -> Value {
 fn filled_in(spec: &Value, pay_to: &PublicKey) -> Value {
     let mut c = spec["pluginConfig"].clone();
     c["payTo"] = json!(pay_to.to_address());
-    c["sidecar"]["secret"] = json!(TEST_SECRET);
     c["network"] = json!(NETWORK);
     c
 }
@@ -69,6 +68,23 @@ fn static_cluster(name: &str, port: u16, connect_timeout: &str) -> Value {
     })
 }
 
+/// Istio's `vmConfig.env` → Envoy's `vm_config.environment_variables` (HOST: the proxy's own
+/// variable, INLINE: the value given).
+fn environment_variables(spec: &Value) -> Value {
+    let mut host = vec![];
+    let mut inline = serde_json::Map::new();
+    for e in spec["vmConfig"]["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().expect("env name");
+        match e["valueFrom"].as_str() {
+            Some("HOST") => host.push(json!(name)),
+            _ => {
+                inline.insert(name.to_owned(), e["value"].clone());
+            }
+        }
+    }
+    json!({"host_env_keys": host, "key_values": inline})
+}
+
 /// An Envoy bootstrap (JSON, which Envoy reads as YAML) that loads the filter as Istio would
 /// for `spec`, with `config` as the plugin configuration and the sidecar cluster named
 /// `sidecar_cluster` pointing at `sidecar_port`.
@@ -91,7 +107,8 @@ fn bootstrap(
                 "vm_config": {
                     "vm_id": name,
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": envoy::filter_wasm().display().to_string()}}
+                    "code": {"local": {"filename": envoy::filter_wasm().display().to_string()}},
+                    "environment_variables": environment_variables(spec)
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
@@ -185,7 +202,11 @@ async fn start_envoy(make: impl Fn(u16, u16) -> String) -> (Envoy, u16) {
     for _ in 0..3 {
         let (listener, admin) = (free_port(), free_port());
         let yaml = make(listener, admin);
-        match tokio::spawn(async move { Envoy::start(&yaml, admin).await }).await {
+        match tokio::spawn(async move {
+            Envoy::start_with_env(&yaml, admin, &[(envoy::FILTER_SECRET_ENV, TEST_SECRET)]).await
+        })
+        .await
+        {
             Ok(envoy) => return (envoy, listener),
             Err(e) => last = e.to_string(),
         }
@@ -425,6 +446,16 @@ async fn shipped_plugin_configs_charge_in_envoy_through_the_istio_cluster_name()
     let last = seen.last().expect("forwarded");
     assert_eq!(last.path, "/v1/reports/q3");
     assert_eq!(last.header("payment-signature"), None, "payment stripped");
+    // The secret reached the sidecar from the proxy's environment and is in no config dump.
+    let dump = envoy.config_dump().await;
+    assert!(
+        dump.contains("secretEnv"),
+        "the plugin configuration is dumped"
+    );
+    assert!(
+        !dump.contains(TEST_SECRET),
+        "the filter secret is in /config_dump"
+    );
     // The same payment does not buy a second response.
     let again = request(
         listener,

@@ -124,6 +124,13 @@ impl RootContext for Root {
                 return false;
             }
         };
+        if cfg.sidecar.secret_env.is_none() {
+            super::log(
+                Level::Warn,
+                "nanogate: sidecar.secret is written in the plugin configuration, where config \
+                 dumps show it; for anything but local use set sidecar.secretEnv instead",
+            );
+        }
         let cache = KeyCache::default();
         let shared = Rc::new(VmShared {
             cfg: Rc::clone(&cfg),

@@ -83,6 +83,15 @@ pub struct VerdictBody {
         deserialize_with = "lenient_string"
     )]
     pub payment_response: Option<String>,
+    /// Admit: this admission's token (hex). The filter keeps it in the request's context and
+    /// returns it with the outcome only; the sidecar records an outcome only with the token of
+    /// the payment's current admission.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_string"
+    )]
+    pub admission_token: Option<String>,
     /// Admit: this admits a payment again after a failed upstream call.
     #[serde(
         default,
@@ -90,14 +99,6 @@ pub struct VerdictBody {
         deserialize_with = "lenient_bool"
     )]
     pub redeemed: Option<bool>,
-    /// Admit, when the sidecar issues per-admission tokens: the token the filter returns with
-    /// this admission's outcome (hex), and sends nowhere else.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "lenient_string"
-    )]
-    pub admission_token: Option<String>,
     /// Reject, unavailable: an [`ErrorReason`] wire string.
     #[serde(
         default,
@@ -255,10 +256,7 @@ impl VerdictBody {
                 let admission_token = self
                     .admission_token
                     .as_deref()
-                    .filter(|t| {
-                        (1..=MAX_ADMISSION_TOKEN_LEN).contains(&t.len())
-                            && t.bytes().all(|b| b.is_ascii_hexdigit())
-                    })
+                    .filter(|t| is_admission_token(t))
                     .map(str::to_owned);
                 Ok(Verdict::Admit {
                     receipt: receipt.to_owned(),
@@ -366,6 +364,12 @@ pub fn safe_header_value(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_'))
 }
 
+/// An admission token the filter keeps: 1..=[`MAX_ADMISSION_TOKEN_LEN`] hex digits (the sidecar
+/// writes 64).
+pub fn is_admission_token(s: &str) -> bool {
+    (1..=MAX_ADMISSION_TOKEN_LEN).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A block hash as the sidecar writes it: 64 hex digits.
 pub fn is_block_hash(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
@@ -378,7 +382,8 @@ pub fn is_block_hash(s: &str) -> bool {
 pub struct OutcomeRequest {
     pub receipt: String,
     pub status: u16,
-    /// The admission's token from its verdict, when the sidecar issued one.
+    /// The token of the admission this outcome is for (from its verdict); without the current
+    /// admission's token the sidecar refuses the report (403) and records nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission_token: Option<String>,
 }
@@ -665,6 +670,38 @@ mod tests {
         );
         assert!(!safe_header_value(&"a".repeat(MAX_HEADER_BYTES + 1)));
         assert!(is_block_hash(&"aF".repeat(32)) && !is_block_hash(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn admission_token_travels_in_the_admit_verdict_and_is_checked() {
+        let token = "0f".repeat(32);
+        let body = VerdictBody::admit(
+            "r".into(),
+            "AB".repeat(32),
+            "nano_x".into(),
+            "eyJ9".into(),
+            false,
+            Some(token.clone()),
+        );
+        let wire = serde_json::to_value(&body).unwrap();
+        assert_eq!(wire["admissionToken"], token.as_str());
+        let read = VerdictBody::parse(wire.to_string().as_bytes()).unwrap();
+        assert!(matches!(
+            read.check(),
+            Ok(Verdict::Admit { admission_token: Some(ref t), .. }) if *t == token
+        ));
+        for bad in [json!("not hex"), json!("a".repeat(129)), json!(5)] {
+            let mut w = wire.clone();
+            w["admissionToken"] = bad;
+            let read = VerdictBody::parse(w.to_string().as_bytes()).unwrap();
+            assert!(matches!(
+                read.check(),
+                Ok(Verdict::Admit {
+                    admission_token: None,
+                    ..
+                })
+            ));
+        }
     }
 
     #[test]

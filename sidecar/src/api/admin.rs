@@ -21,7 +21,12 @@ pub fn routes(state: &AppState) -> Group {
     Group::new(state, Credential::Public, false)
         .route(Verb::Get, paths::HEALTHZ, healthz, None)
         .route(Verb::Get, paths::READYZ, readyz, None)
-        .route(Verb::Get, paths::METRICS, metrics, None)
+}
+
+/// `/metrics` (the metrics token when configured): with the APIs, or on its own listener
+/// (`metrics.listen`).
+pub fn metrics_routes(state: &AppState) -> Group {
+    Group::new(state, Credential::Metrics, false).route(Verb::Get, paths::METRICS, metrics, None)
 }
 
 /// The payment ledger (bearer token).

@@ -25,6 +25,9 @@ pub enum Credential {
     /// Resource servers and operators: `Authorization: Bearer <facilitator.token>`; always
     /// refused when no token is configured.
     Bearer,
+    /// Scrapers: `Authorization: Bearer <metrics.token>` when one is configured, else anyone
+    /// who reaches the metrics listener (loopback by default).
+    Metrics,
 }
 
 impl Credential {
@@ -45,6 +48,14 @@ impl Credential {
                     .is_some_and(|t| secret_eq(t, token.as_bytes())),
                 _ => false,
             },
+            Credential::Metrics => match &state.credentials.metrics_token {
+                None => true,
+                Some(token) => headers.get(header::AUTHORIZATION).is_some_and(|v| {
+                    v.as_bytes()
+                        .strip_prefix(headers::BEARER_PREFIX.as_bytes())
+                        .is_some_and(|t| secret_eq(t, token.as_bytes()))
+                }),
+            },
         }
     }
 
@@ -54,6 +65,7 @@ impl Credential {
             Credential::Public => "public",
             Credential::FilterSecret => "filter",
             Credential::Bearer => "facilitator",
+            Credential::Metrics => "metrics",
         }
     }
 }

@@ -5,7 +5,9 @@
 
 use super::guard::Limit;
 use super::{body_limit, Credential, Group, Verb};
-use crate::engine::{unix_now, BindingPolicy, PayContext, PaymentInput, Rejection, Verdict};
+use crate::engine::{
+    unix_now, BindingPolicy, OutcomeReport, PayContext, PaymentInput, Rejection, Verdict,
+};
 use crate::error::ApiError;
 use crate::limits::parse_source;
 use crate::state::AppState;
@@ -83,7 +85,8 @@ pub fn verdict_body(v: &Verdict) -> VerdictBody {
             a.payer.clone(),
             encode_header(&a.settlement),
             a.redeemed,
-            None,
+            // Only the admitting proxy gets it: it never leaves the proxy.
+            a.admission_token.clone(),
         ),
         Verdict::Reject(r) => {
             VerdictBody::reject(r.reason, r.message.clone(), r.status, r.retry_after)
@@ -170,14 +173,24 @@ async fn outcome(
 ) -> Result<Json<OutcomeAnswer>, ApiError> {
     let o: OutcomeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed /v1/outcome body: {e}")))?;
-    let recorded = state
+    let report = state
         .engine
-        .record_outcome(&o.receipt, o.status)
+        .record_outcome(&o.receipt, o.status, o.admission_token.as_deref())
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "could not record an outcome");
             ApiError::Unavailable("store".into())
         })?;
+    let recorded = match report {
+        OutcomeReport::Recorded => true,
+        OutcomeReport::NotAdmitted => false,
+        OutcomeReport::Refused(why) => {
+            return Err(ApiError::Forbidden(format!(
+                "outcome not recorded ({why}): only the admission's own token (from its \
+                 verdict) reports its outcome"
+            )))
+        }
+    };
     tracing::debug!(receipt = %o.receipt, status = o.status, recorded, "upstream outcome");
     Ok(Json(OutcomeAnswer { ok: true, recorded }))
 }

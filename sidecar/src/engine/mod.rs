@@ -168,6 +168,27 @@ pub struct Admission {
     pub settlement: SettlementResponse,
     /// `true` when this admits a payment again after a failed upstream call.
     pub redeemed: bool,
+    /// This admission's token (fresh for every admission, first or redemption): the outcome
+    /// is recorded only with it. `None` for facilitator settlements, which have no outcome.
+    pub admission_token: Option<String>,
+}
+
+/// What became of an outcome report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutcomeReport {
+    Recorded,
+    /// Unknown receipt, or its payment is no longer admitted (reported already, or its lease
+    /// ended): nothing to record.
+    NotAdmitted,
+    /// No token, or not the token of the payment's current admission: refused, not recorded.
+    Refused(&'static str),
+}
+
+/// A fresh admission token and the hash the store keeps of it.
+pub(crate) fn new_admission_token() -> (String, String) {
+    let token = nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 32]>());
+    let hash = crate::store::payments::admission_token_hash(&token);
+    (token, hash)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -327,19 +348,50 @@ impl Engine {
     /// served` (1..=499, and 0: the client reset before the response headers, so the upstream
     /// may have run the request) or `admitted → redeemable` (≥ 500: the upstream failed, or
     /// Envoy's own 503/504 for an upstream reset or timeout).
-    pub async fn record_outcome(&self, receipt: &str, status: u16) -> Result<bool, StoreError> {
+    ///
+    /// Only with the token of the payment's current admission (what the admitting proxy got in
+    /// its verdict): a caller holding the filter secret but not that token cannot turn the
+    /// proxy's admission into a redeemable payment, nor mark it served.
+    pub async fn record_outcome(
+        &self,
+        receipt: &str,
+        status: u16,
+        token: Option<&str>,
+    ) -> Result<OutcomeReport, StoreError> {
+        let Some(token) = token else {
+            // Refused if there is an admission it could have changed; else nothing to record.
+            if self.store.admission_token(receipt).await?.is_none() {
+                return Ok(OutcomeReport::NotAdmitted);
+            }
+            self.metrics.outcome_refused("missing_token");
+            tracing::warn!(%receipt, "outcome without an admission token refused");
+            return Ok(OutcomeReport::Refused("missing_token"));
+        };
+        let hash = crate::store::payments::admission_token_hash(token);
         let t = std::time::Instant::now();
-        let r = self
+        let recorded = self
             .store
-            .record_outcome(
+            .record_outcome_with_token(
                 receipt,
                 i64::from(status),
                 as_i64(unix_now()),
                 self.cfg.redeem,
+                Some(&hash),
             )
             .await;
         self.metrics.store_op("record_outcome", t.elapsed());
-        r
+        if recorded? {
+            return Ok(OutcomeReport::Recorded);
+        }
+        // Not recorded: a stale (or forged) token for an admitted payment, or nothing to do.
+        match self.store.admission_token(receipt).await? {
+            Some(current) if current.as_deref() != Some(hash.as_str()) => {
+                self.metrics.outcome_refused("stale_token");
+                tracing::warn!(%receipt, "outcome with a stale admission token refused");
+                Ok(OutcomeReport::Refused("stale_token"))
+            }
+            _ => Ok(OutcomeReport::NotAdmitted),
+        }
     }
 
     /// The filter never received this admission (it stopped waiting): `admitted →

@@ -157,10 +157,18 @@ impl Engine {
                     .with_payer(&c.payer),
             );
         };
+        // A facilitator redemption is final at once: no outcome, so no token.
+        let token = (!c.final_on_consume).then(super::new_admission_token);
         let t = Instant::now();
         let redeemed = self
             .store
-            .redeem(receipt, self.cfg.redeem, as_i64(now), ctx.lease_until(now))
+            .redeem_with_token(
+                receipt,
+                self.cfg.redeem,
+                as_i64(now),
+                ctx.lease_until(now),
+                token.as_ref().map(|(_, hash)| hash.as_str()),
+            )
             .await;
         self.metrics.store_op("redeem", t.elapsed());
         match redeemed {
@@ -185,7 +193,7 @@ impl Engine {
                         tracing::warn!(error = %e, "could not finalize a facilitator redemption");
                     }
                 }
-                self.admit(c, receipt.to_owned(), true)
+                self.admit(c, receipt.to_owned(), true, token.map(|(t, _)| t))
             }
         }
     }
@@ -261,7 +269,13 @@ impl Engine {
         self.consume(c, Instant::now(), ctx).await
     }
 
-    pub(crate) fn admit(&self, c: &Checked, receipt: String, redeemed: bool) -> Verdict {
+    pub(crate) fn admit(
+        &self,
+        c: &Checked,
+        receipt: String,
+        redeemed: bool,
+        admission_token: Option<String>,
+    ) -> Verdict {
         let payer = c.payer.to_address();
         Verdict::Admit(Box::new(Admission {
             receipt,
@@ -273,6 +287,7 @@ impl Engine {
             ),
             payer,
             redeemed,
+            admission_token,
         }))
     }
 
@@ -425,6 +440,7 @@ impl Engine {
     /// settlements `served` at once), then admits.
     async fn consume(&self, c: &Checked, started: Instant, ctx: &PayContext) -> Verdict {
         let receipt = random_hex();
+        let token = (!c.final_on_consume).then(super::new_admission_token);
         let now = super::unix_now();
         let t = Instant::now();
         let consumed = self
@@ -445,6 +461,7 @@ impl Engine {
                     PaymentState::Admitted
                 },
                 lease_until: ctx.lease_until(now),
+                admission_token: token.as_ref().map(|(_, hash)| hash.clone()),
             })
             .await;
         self.metrics.store_op("consume", t.elapsed());
@@ -466,7 +483,7 @@ impl Engine {
                     .settlement_seconds
                     .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(hash = %c.hash, "payment settled and recorded");
-                self.admit(c, receipt, false)
+                self.admit(c, receipt, false, token.map(|(t, _)| t))
             }
         }
     }
@@ -564,6 +581,7 @@ async fn track_confirmation(
         now: as_i64(super::unix_now()),
         state: PaymentState::Redeemable,
         lease_until: 0,
+        admission_token: None,
     };
     // Until it is recorded, the row keeps it tracked (a restart retries).
     match store.consume(&c).await {

@@ -771,6 +771,7 @@ impl Engine {
         }
 
         let receipt = random_hex();
+        let (token, token_hash) = super::new_admission_token();
         let at = unix_now();
         let c = Consumption {
             spent_key: spent_key.clone(),
@@ -784,6 +785,7 @@ impl Engine {
             now: as_i64(at),
             state: PaymentState::Admitted,
             lease_until: ctx.lease_until(at),
+            admission_token: Some(token_hash),
         };
         let t = Instant::now();
         let consumed = self
@@ -836,7 +838,7 @@ impl Engine {
                     .observe(started.elapsed().as_secs_f64());
                 tracing::debug!(%hash, session = %p.session_id, "tagged payment consumed");
                 let c = self.checked(&p, hash, facts.account, spent_key, &input.resource);
-                self.admit(&c, receipt, false)
+                self.admit(&c, receipt, false, Some(token))
             }
         }
     }
@@ -947,6 +949,7 @@ impl Engine {
                 now: as_i64(first_seen),
                 state: PaymentState::Redeemable,
                 lease_until: 0,
+                admission_token: None,
             };
             match self.store.mark_session_paid(&paid, &s.id, &hash).await {
                 Ok(true) => {

@@ -335,6 +335,7 @@ impl Fixture {
                 now: now - settled_ago,
                 state,
                 lease_until,
+                admission_token: None,
             })
             .await
             .expect("store");
@@ -490,7 +491,13 @@ async fn client_reset_before_response_headers_never_buys_a_second_run() {
     let Verdict::Admit(a) = f.engine.pay(&input).await else {
         panic!("admitted")
     };
-    assert!(f.engine.record_outcome(&a.receipt, 0).await.expect("store"));
+    assert_eq!(
+        f.engine
+            .record_outcome(&a.receipt, 0, a.admission_token.as_deref())
+            .await
+            .expect("store"),
+        OutcomeReport::Recorded
+    );
     assert_eq!(f.state_of(&block).await, Some(PaymentState::Served));
     let v = f.engine.pay(&input).await;
     assert_eq!(v.reason(), Some(ErrorReason::AlreadySpent), "{v:?}");
@@ -505,29 +512,44 @@ async fn upstream_5xx_makes_the_payment_redeemable_once() {
     let Verdict::Admit(a) = f.engine.pay(&input).await else {
         panic!("admitted")
     };
-    assert!(f
-        .engine
-        .record_outcome(&a.receipt, 504)
-        .await
-        .expect("store"));
+    assert_eq!(
+        f.engine
+            .record_outcome(&a.receipt, 504, a.admission_token.as_deref())
+            .await
+            .expect("store"),
+        OutcomeReport::Recorded
+    );
     assert_eq!(f.state_of(&block).await, Some(PaymentState::Redeemable));
     let v = f.engine.pay(&input).await;
-    assert!(
-        matches!(v, Verdict::Admit(ref r) if r.redeemed && r.receipt == a.receipt),
-        "{v:?}"
+    let Verdict::Admit(r) = &v else {
+        panic!("redeemed: {v:?}")
+    };
+    assert!(r.redeemed && r.receipt == a.receipt, "{v:?}");
+    // The redemption is a new admission: the first one's token no longer reports.
+    assert_ne!(r.admission_token, a.admission_token);
+    assert_eq!(
+        f.engine
+            .record_outcome(&a.receipt, 502, a.admission_token.as_deref())
+            .await
+            .expect("store"),
+        OutcomeReport::Refused("stale_token")
     );
-    assert!(f
-        .engine
-        .record_outcome(&a.receipt, 200)
-        .await
-        .expect("store"));
+    assert_eq!(
+        f.engine
+            .record_outcome(&a.receipt, 200, r.admission_token.as_deref())
+            .await
+            .expect("store"),
+        OutcomeReport::Recorded
+    );
     assert_eq!(f.state_of(&block).await, Some(PaymentState::Served));
     // A late duplicate report changes nothing.
-    assert!(!f
-        .engine
-        .record_outcome(&a.receipt, 502)
-        .await
-        .expect("store"));
+    assert_eq!(
+        f.engine
+            .record_outcome(&a.receipt, 502, r.admission_token.as_deref())
+            .await
+            .expect("store"),
+        OutcomeReport::NotAdmitted
+    );
     let v = f.engine.pay(&input).await;
     assert_eq!(v.reason(), Some(ErrorReason::AlreadySpent), "{v:?}");
 }

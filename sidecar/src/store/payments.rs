@@ -129,6 +129,14 @@ pub struct Consumption {
     pub state: PaymentState,
     /// For `Admitted`: the end of the request's lease.
     pub lease_until: i64,
+    /// For `Admitted` by the filter: the hash of the admission's token ([`admission_token_hash`]),
+    /// without which no outcome is recorded.
+    pub admission_token: Option<String>,
+}
+
+/// What the store keeps of an admission token: its BLAKE2b-256, hex.
+pub fn admission_token_hash(token: &str) -> String {
+    nanogate_protocol::hex::encode_lower(&nanogate_protocol::nano::blake2b_256(&[token.as_bytes()]))
 }
 
 /// A payment that cannot buy anything (a stray send, a payment confirmed too late).
@@ -208,25 +216,56 @@ pub trait PaymentStore: Send + Sync {
     fn consume<'a>(&'a self, c: &'a Consumption) -> StoreFuture<'a, bool>;
 
     /// `redeemable → admitted` (also `admitted` whose lease ended, which is redeemable), if the
-    /// window since settlement is open and the bound not reached; a new lease.
+    /// window since settlement is open and the bound not reached; a new lease, and no admission
+    /// token (no outcome report is accepted: see [`PaymentStore::redeem_with_token`]).
     fn redeem<'a>(
         &'a self,
         receipt: &'a str,
         policy: RedeemPolicy,
         now: i64,
         lease_until: i64,
+    ) -> StoreFuture<'a, bool> {
+        self.redeem_with_token(receipt, policy, now, lease_until, None)
+    }
+
+    /// [`PaymentStore::redeem`], the new admission's token hash replacing the previous one.
+    fn redeem_with_token<'a>(
+        &'a self,
+        receipt: &'a str,
+        policy: RedeemPolicy,
+        now: i64,
+        lease_until: i64,
+        token_hash: Option<&'a str>,
     ) -> StoreFuture<'a, bool>;
 
     /// `admitted → served` (status 1..=499, or 0: the client reset before the response headers)
     /// or `admitted → redeemable` (status ≥ 500; `owed` once every redemption is used).
-    /// `false` = unknown receipt or not admitted.
+    /// `false` = unknown receipt or not admitted. No token check: for the sidecar's own
+    /// transitions; reports from the filter go through [`PaymentStore::record_outcome_with_token`].
     fn record_outcome<'a>(
         &'a self,
         receipt: &'a str,
         status: i64,
         now: i64,
         policy: RedeemPolicy,
+    ) -> StoreFuture<'a, bool> {
+        self.record_outcome_with_token(receipt, status, now, policy, None)
+    }
+
+    /// [`PaymentStore::record_outcome`] only if the current admission's token hash is
+    /// `token_hash` (`None`: no check).
+    fn record_outcome_with_token<'a>(
+        &'a self,
+        receipt: &'a str,
+        status: i64,
+        now: i64,
+        policy: RedeemPolicy,
+        token_hash: Option<&'a str>,
     ) -> StoreFuture<'a, bool>;
+
+    /// The token hash of the receipt's current admission: `None` = no such receipt or not
+    /// `admitted`; `Some(None)` = admitted without a token.
+    fn admission_token<'a>(&'a self, receipt: &'a str) -> StoreFuture<'a, Option<Option<String>>>;
 
     /// `admitted → redeemable` (or `owed` once every redemption is used): the filter never
     /// received the admission (it stopped waiting).
@@ -319,6 +358,15 @@ macro_rules! impl_payment_store {
                 })
             }
 
+            /// The extra condition of an outcome that must match the admission's token hash,
+            /// bound as parameter `$n` (nothing, and nothing bound, when there is no check).
+            fn token_check(token_hash: Option<&str>, n: u32) -> String {
+                match token_hash {
+                    Some(_) => format!(" AND admission_token = ${n}"),
+                    None => String::new(),
+                }
+            }
+
             fn pending_row(row: &$row) -> Result<PendingSettlement, sqlx::Error> {
                 Ok(PendingSettlement {
                     spent_key: row.try_get("spent_key")?,
@@ -339,19 +387,22 @@ macro_rules! impl_payment_store {
                     receipt: &str,
                     now: i64,
                     policy: RedeemPolicy,
+                    token_hash: Option<&str>,
                 ) -> Result<bool, $crate::store::StoreError> {
-                    let done = sqlx::query(&sql(
-                        &format!(
-                            "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
-                             WHERE receipt = $3 AND state = 'admitted'"
-                        ),
-                        $sqlite,
-                    ))
-                    .bind(policy.max_redemptions)
-                    .bind(now)
-                    .bind(receipt)
-                    .execute(&self.pool)
-                    .await?;
+                    let q = format!(
+                        "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
+                         WHERE receipt = $3 AND state = 'admitted'{}",
+                        token_check(token_hash, 4)
+                    );
+                    let q = sql(&q, $sqlite);
+                    let mut query = sqlx::query(&q)
+                        .bind(policy.max_redemptions)
+                        .bind(now)
+                        .bind(receipt);
+                    if let Some(h) = token_hash {
+                        query = query.bind(h);
+                    }
+                    let done = query.execute(&self.pool).await?;
                     Ok(done.rows_affected() == 1)
                 }
             }
@@ -376,8 +427,8 @@ macro_rules! impl_payment_store {
                         let done = sqlx::query(&sql(
                             "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
                                amount, resource, nonce, state, settled_at, updated_at, \
-                               lease_until) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) \
+                               lease_until, admission_token) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
                              ON CONFLICT (spent_key) DO NOTHING",
                             $sqlite,
                         ))
@@ -392,23 +443,26 @@ macro_rules! impl_payment_store {
                         .bind(c.state.as_str())
                         .bind(c.now)
                         .bind(c.lease_until)
+                        .bind(&c.admission_token)
                         .execute(&self.pool)
                         .await?;
                         Ok(done.rows_affected() == 1)
                     })
                 }
 
-                fn redeem<'a>(
+                fn redeem_with_token<'a>(
                     &'a self,
                     receipt: &'a str,
                     p: RedeemPolicy,
                     now: i64,
                     lease_until: i64,
+                    token_hash: Option<&'a str>,
                 ) -> StoreFuture<'a, bool> {
                     Box::pin(async move {
                         let done = sqlx::query(&sql(
                             "UPDATE payments SET state = 'admitted', \
-                               redemptions = redemptions + 1, lease_until = $1, updated_at = $2 \
+                               redemptions = redemptions + 1, lease_until = $1, updated_at = $2, \
+                               admission_token = $6 \
                              WHERE receipt = $3 AND redemptions < $4 AND settled_at + $5 > $2 \
                                AND (state = 'redeemable' \
                                     OR (state = 'admitted' AND lease_until <= $2))",
@@ -419,33 +473,56 @@ macro_rules! impl_payment_store {
                         .bind(receipt)
                         .bind(p.max_redemptions)
                         .bind(p.window_secs)
+                        .bind(token_hash)
                         .execute(&self.pool)
                         .await?;
                         Ok(done.rows_affected() == 1)
                     })
                 }
 
-                fn record_outcome<'a>(
+                fn record_outcome_with_token<'a>(
                     &'a self,
                     receipt: &'a str,
                     status: i64,
                     now: i64,
                     policy: RedeemPolicy,
+                    token_hash: Option<&'a str>,
                 ) -> StoreFuture<'a, bool> {
                     Box::pin(async move {
                         if status >= 500 {
-                            return self.not_served(receipt, now, policy).await;
+                            return self.not_served(receipt, now, policy, token_hash).await;
                         }
-                        let done = sqlx::query(&sql(
+                        let q = format!(
                             "UPDATE payments SET state = 'served', updated_at = $1 \
-                             WHERE receipt = $2 AND state = 'admitted'",
+                             WHERE receipt = $2 AND state = 'admitted'{}",
+                            token_check(token_hash, 3)
+                        );
+                        let q = sql(&q, $sqlite);
+                        let mut query = sqlx::query(&q).bind(now).bind(receipt);
+                        if let Some(h) = token_hash {
+                            query = query.bind(h);
+                        }
+                        let done = query.execute(&self.pool).await?;
+                        Ok(done.rows_affected() == 1)
+                    })
+                }
+
+                fn admission_token<'a>(
+                    &'a self,
+                    receipt: &'a str,
+                ) -> StoreFuture<'a, Option<Option<String>>> {
+                    Box::pin(async move {
+                        let row = sqlx::query(&sql(
+                            "SELECT admission_token FROM payments \
+                             WHERE receipt = $1 AND state = 'admitted'",
                             $sqlite,
                         ))
-                        .bind(now)
                         .bind(receipt)
-                        .execute(&self.pool)
+                        .fetch_optional(&self.pool)
                         .await?;
-                        Ok(done.rows_affected() == 1)
+                        Ok(row
+                            .map(|r| r.try_get::<Option<String>, _>("admission_token"))
+                            .transpose()?)
                     })
                 }
 
@@ -455,7 +532,7 @@ macro_rules! impl_payment_store {
                     now: i64,
                     policy: RedeemPolicy,
                 ) -> StoreFuture<'a, bool> {
-                    Box::pin(self.not_served(receipt, now, policy))
+                    Box::pin(self.not_served(receipt, now, policy, None))
                 }
 
                 fn record_owed<'a>(&'a self, o: &'a OwedPayment) -> StoreFuture<'a, bool> {

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reconcile",
         include_str!("../../migrations/postgres/0004_reconcile.sql"),
     ),
+    (
+        5,
+        "admission_token",
+        include_str!("../../migrations/postgres/0005_admission_token.sql"),
+    ),
 ];
 
 pub struct PgStore {

@@ -28,6 +28,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reconcile",
         include_str!("../../migrations/sqlite/0004_reconcile.sql"),
     ),
+    (
+        5,
+        "admission_token",
+        include_str!("../../migrations/sqlite/0005_admission_token.sql"),
+    ),
 ];
 
 pub struct SqliteStore {

@@ -291,10 +291,11 @@ macro_rules! impl_tagged_store {
                         let spent = sqlx::query(&sql(
                             "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
                                amount, resource, nonce, state, reason, settled_at, updated_at, \
-                               lease_until, redemptions) \
+                               lease_until, redemptions, admission_token) \
                              VALUES ($1, $2, 'tagged', $3, $4, $5, $6, $7, $8, NULL, $9, $9, \
-                               $10, 0) \
+                               $10, 0, $11) \
                              ON CONFLICT (spent_key) DO UPDATE SET receipt = excluded.receipt, \
+                               admission_token = excluded.admission_token, \
                                payer = excluded.payer, pay_to = excluded.pay_to, \
                                amount = excluded.amount, resource = excluded.resource, \
                                nonce = excluded.nonce, state = excluded.state, reason = NULL, \
@@ -316,6 +317,7 @@ macro_rules! impl_tagged_store {
                         .bind(c.state.as_str())
                         .bind(c.now)
                         .bind(c.lease_until)
+                        .bind(&c.admission_token)
                         .execute(&mut *tx)
                         .await?;
                         if spent.rows_affected() != 1 {

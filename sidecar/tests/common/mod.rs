@@ -190,17 +190,37 @@ impl Sidecar {
         pay_at(&self.base, RESOURCE, requirements, payment).await
     }
 
+    /// Reports an outcome as the filter does: with the token of the receipt's latest admission
+    /// made through [`pay_at`].
     pub async fn outcome(&self, receipt: &str, status: u16) -> Value {
-        http()
+        let token = admission_tokens()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(receipt)
+            .cloned();
+        self.outcome_with(receipt, status, token.as_deref()).await.1
+    }
+
+    /// `POST /v1/outcome` with the given admission token (or none): (HTTP status, body).
+    pub async fn outcome_with(
+        &self,
+        receipt: &str,
+        status: u16,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut body = json!({"receipt": receipt, "status": status});
+        if let Some(t) = token {
+            body["admissionToken"] = json!(t);
+        }
+        let resp = http()
             .post(format!("{}/v1/outcome", self.base))
             .header("x-nanogate-secret", FILTER_SECRET)
-            .json(&json!({"receipt": receipt, "status": status}))
+            .json(&body)
             .send()
             .await
-            .expect("outcome")
-            .json()
-            .await
-            .expect("outcome json")
+            .expect("outcome");
+        let code = resp.status().as_u16();
+        (code, resp.json().await.expect("outcome json"))
     }
 }
 
@@ -239,7 +259,23 @@ pub async fn pay_at(
             .map(|v| v.as_bytes()),
         Some(&b"1"[..])
     );
-    resp.json().await.expect("verdict json")
+    let v: Value = resp.json().await.expect("verdict json");
+    if let (Some(r), Some(t)) = (v["receipt"].as_str(), v["admissionToken"].as_str()) {
+        admission_tokens()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(r.to_owned(), t.to_owned());
+    }
+    v
+}
+
+/// The admission token of each receipt's latest admission seen by [`pay_at`] (what the filter
+/// keeps in the request's context).
+fn admission_tokens() -> &'static std::sync::Mutex<std::collections::HashMap<String, String>> {
+    static TOKENS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, String>>,
+    > = std::sync::OnceLock::new();
+    TOKENS.get_or_init(Default::default)
 }
 
 /// Requirements as the filter issues them: terms from its route config, stamp + MAC in extra.
