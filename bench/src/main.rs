@@ -178,6 +178,8 @@ async fn run(args: Args) -> Result<()> {
             "work_validate",
             "header_decode_payment",
             "challenge_mac_verify",
+            "filter_402",
+            "filter_free_route",
         ]
         .iter()
         .map(|n| {

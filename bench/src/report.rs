@@ -404,7 +404,7 @@ impl Report {
         if !self.micro.is_empty() {
             let _ = writeln!(
                 s,
-                "## Micro-benchmarks (criterion, median; `protocol/benches/micro.rs`)\n"
+                "## Micro-benchmarks (criterion, median; `protocol/benches/micro.rs`, and the filter's own work per request natively, without hostcalls, in `filter/benches/edge.rs`)\n"
             );
             let _ = writeln!(s, "| benchmark | time per op | ops/s (one core) |");
             let _ = writeln!(s, "|---|---:|---:|");

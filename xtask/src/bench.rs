@@ -50,21 +50,18 @@ pub fn run_bench(args: &[String]) -> Result<(), String> {
         "nanogate-devnet",
     ]))?;
     if micro {
-        let mut cmd = Command::new(cargo());
-        cmd.current_dir(root()).args([
-            "bench",
-            "--package",
-            "nanogate-protocol",
-            "--bench",
-            "micro",
-            "--",
-        ]);
-        if quick {
-            cmd.args(["--quick", "--noplot"]);
-        } else {
-            cmd.args(["--noplot", "--warm-up-time", "1", "--measurement-time", "3"]);
+        // The primitives (protocol) and the filter's own work per request (filter).
+        for (package, bench) in [("nanogate-protocol", "micro"), ("nanogate-filter", "edge")] {
+            let mut cmd = Command::new(cargo());
+            cmd.current_dir(root())
+                .args(["bench", "--package", package, "--bench", bench, "--"]);
+            if quick {
+                cmd.args(["--quick", "--noplot"]);
+            } else {
+                cmd.args(["--noplot", "--warm-up-time", "1", "--measurement-time", "3"]);
+            }
+            run(&mut cmd)?;
         }
-        run(&mut cmd)?;
     }
     run(
         Command::new(setup::target_dir().join("release/nanogate-bench"))
