@@ -1,6 +1,6 @@
-//! Tagged-amount sessions (mechanism 2) against the in-process devnet: issuing with unique
-//! amounts, the watcher marking sessions paid, admission once, and every refusal that must be
-//! recorded as a stray payment.
+//! Tagged sessions against the in-process devnet: issuing with unique amounts, the watcher
+//! marking sessions paid, admission once, and every refusal that must be recorded as a stray
+//! payment.
 
 mod common;
 
@@ -408,6 +408,35 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
         .await
         .iter()
         .any(|e| e["hash"] == json!(hash.to_hex())));
+}
+
+/// Hostile: a payload with neither a `block` nor any client-broadcast key, under a genuine
+/// session offer. The sidecar used to route every block-less payload to the tagged mechanism
+/// while protocol's decoder knows no mechanism for it: it is refused as malformed (400) before
+/// any mechanism runs, names the accepted forms, and leaves the session payable.
+#[tokio::test]
+async fn a_payload_of_no_mechanism_is_malformed_not_a_tagged_session() {
+    let payer = key(15);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s)).await;
+    let req = requirements(s);
+    for payload in [
+        json!({}),
+        json!({"session": s["id"]}),
+        json!({"hash": hash.to_hex(), "tag": "1"}),
+    ] {
+        let payment = json!({"x402Version": 2, "accepted": req, "payload": payload});
+        let v = pay_at(&sc.base, SCOPE, &req, &payment).await;
+        assert_reject(&v, "invalid_payload");
+        assert_eq!(v["status"], json!(400), "{v}");
+        let message = v["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("block") && message.contains("proof") && message.contains("sessionId"),
+            "the refusal names the accepted forms: {v}"
+        );
+    }
+    assert_admit(&present(&sc, s, Some(&hash)).await);
 }
 
 async fn present_at(sc: &Sidecar, s: &Value, scope: &str, hash: &BlockHash) -> Value {
