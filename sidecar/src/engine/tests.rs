@@ -4,7 +4,8 @@ use super::*;
 use crate::ledger::fake::FakeLedger;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Consumption, ForkEntry, PaymentState};
-use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::challenge::ChallengeStamp;
+use nanogate_protocol::contract::{Mechanism, Offer, Payee};
 use nanogate_protocol::nano::{PrivateKey, Signature, StateBlock};
 use serde_json::json;
 
@@ -95,24 +96,16 @@ impl Fixture {
             nonce: rand::random(),
             key_id: key.key_id,
         };
-        let terms = ChallengeTerms {
+        let payee = Payee::from_key(self.payee);
+        Offer {
             network: "nano:devnet",
-            scheme: "exact",
-            asset: "XNO",
-            pay_to: self.payee,
+            pay_to: &payee,
             amount,
+            max_timeout_seconds: valid_for,
             resource: URL,
             mechanism: Mechanism::SignedBlock,
-        };
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: "nano:devnet".into(),
-            amount: amount.to_string(),
-            asset: "XNO".into(),
-            pay_to: self.payee.to_address(),
-            max_timeout_seconds: valid_for,
-            extra: challenge::extra(&key.key, &terms, &stamp),
         }
+        .issue(&key.key, &stamp)
     }
 
     fn block(&self) -> StateBlock {
@@ -326,7 +319,7 @@ impl Fixture {
             .consume(&Consumption {
                 spent_key: self.spent_key(block),
                 receipt: receipt.clone(),
-                mechanism: "signed_block",
+                mechanism: crate::store::payments::SIGNED_BLOCK,
                 payer: self.payer.public_key().to_address(),
                 pay_to: self.payee.to_address(),
                 amount: PRICE,
