@@ -20,9 +20,9 @@
 //! [`Engine::mechanism`] and its own module.
 
 use super::{BindingPolicy, Engine, PaymentInput, Rejection};
+use nanogate_protocol::challenge::ChallengeTerms;
 use nanogate_protocol::challenge::{self, ChallengeError, ChallengeKey, ChallengeStamp};
-use nanogate_protocol::challenge::{ChallengeTerms, Mechanism};
-use nanogate_protocol::contract::{self, Payee, ASSET_XNO, SCHEME_EXACT};
+use nanogate_protocol::contract::{self, Mechanism, Payee, ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::nano::parse_raw;
 use nanogate_protocol::x402::payload_keys;
 use nanogate_protocol::x402::{

@@ -29,7 +29,7 @@ use crate::store::payments::{owed, SIGNED_BLOCK};
 use crate::store::{
     Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement, Store,
 };
-use nanogate_protocol::challenge::Mechanism;
+use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::nano::{parse_raw, StateBlock};
 use nanogate_protocol::x402::{ErrorReason, SettlementResponse};
 use std::sync::Arc;

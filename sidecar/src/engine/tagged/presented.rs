@@ -4,7 +4,7 @@
 
 use super::super::mechanism::{self, BindingFailure, Payment};
 use super::super::{Engine, PaymentInput, Rejection};
-use nanogate_protocol::challenge::Mechanism;
+use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{BlockHash, PublicKey};
 use nanogate_protocol::x402::payload_keys::{PROOF, SESSION_ID};
