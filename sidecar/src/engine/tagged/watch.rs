@@ -4,6 +4,7 @@
 use super::super::{as_i64, random_hex, unix_now, Engine};
 use crate::node::ConfirmedBlock;
 use crate::store::payments::{SIGNED_BLOCK, TAGGED};
+use crate::store::tagged::TaggedSession;
 use crate::store::{Consumption, PaymentState, StoreError};
 use nanogate_protocol::nano::{BlockHash, PublicKey};
 use std::sync::Arc;
@@ -64,24 +65,19 @@ impl Engine {
 
     /// A confirmation push: mark the matching session paid, or record a stray payment.
     /// `Some(hash)` asks the caller to re-check later whether it was a signed-block payment.
+    /// A store error ends the judgement (logged).
     pub async fn on_confirmed_send(&self, cb: &ConfirmedBlock) -> Option<BlockHash> {
         let dest = cb.destination()?;
         let pool = self.tagged.is_watched(&dest);
         if !pool && !self.tagged.is_payee(&dest) {
             return None;
         }
-        let now = unix_now();
         let hash = cb.hash.to_hex();
         let spent_key = format!("{}:{}", self.cfg.network, hash);
         // Our own signed-block broadcasts are claimed before they are published: never a
         // session's payment, never stray.
-        match self.store.is_signed_block(&spent_key, &hash).await {
-            Ok(true) => return None,
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "watcher: store error");
-                return None;
-            }
+        if watcher_store(self.store.is_signed_block(&spent_key, &hash).await)? {
+            return None;
         }
         if !pool {
             // A signed-block payee only: anything but our own payment is owed, judged after
@@ -92,75 +88,59 @@ impl Engine {
             .store
             .session_by_amount(&dest.to_hex(), &cb.amount.to_string())
             .await;
-        let s = match found {
-            Err(e) => {
-                tracing::warn!(error = %e, "watcher: store error");
-                return None;
-            }
-            Ok(None) => return Some(cb.hash),
-            Ok(Some(s)) => s,
+        let Some(s) = watcher_store(found)? else {
+            return Some(cb.hash);
         };
-        if s.consumed_hash.as_deref() == Some(hash.as_str())
-            || s.paid_hash.as_deref() == Some(hash.as_str())
-        {
+        if pays(&s, &hash) {
             return None;
         }
-        // Judged by when the node first saw the send, not when we hear of it: a send caught up
-        // from the ledger after a gap was still made in time if the node saw it in time.
-        let first_seen = cb
-            .local_timestamp
-            .filter(|t| *t > 0)
-            .unwrap_or(now)
-            .min(now);
-        let reason = if as_i64(first_seen) < s.issued_at {
-            "too_early"
-        } else if s.valid_before <= as_i64(first_seen) {
-            "late"
-        } else if s.paid_hash.is_some() || s.consumed_hash.is_some() {
-            "session_used"
-        } else {
-            // Settled, not served yet: listed `redeemable` at once, so the send is accounted
-            // for even if its payer never presents it; its first presentation takes the row
-            // over (see `pay_tagged`).
-            let paid = Consumption {
-                spent_key: spent_key.clone(),
-                receipt: random_hex(),
-                mechanism: TAGGED,
-                payer: cb.account.to_address(),
-                pay_to: dest.to_address(),
-                amount: cb.amount,
-                resource: s.scope.clone(),
-                nonce: Some(s.id.clone()),
-                now: as_i64(first_seen),
-                state: PaymentState::Redeemable,
-                lease_until: 0,
-            };
-            match self.store.mark_session_paid(&paid, &s.id, &hash).await {
-                Ok(true) => {
-                    tracing::debug!(session = %s.id, %hash, "session paid");
-                    return None;
-                }
-                Ok(false) => {
-                    // Another replica's watcher may have matched this very block.
-                    let same = matches!(
-                        self.store.session(&s.id).await,
-                        Ok(Some(ref now)) if now.paid_hash.as_deref() == Some(hash.as_str())
-                            || now.consumed_hash.as_deref() == Some(hash.as_str())
-                    );
-                    if same {
-                        return None;
-                    }
-                    "session_used"
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "watcher: store error");
-                    return None;
-                }
-            }
+        let seen = first_seen(cb);
+        let reason = match session_refusal(seen, &s) {
+            Some(reason) => reason,
+            None => self.mark_paid(cb, dest, &s, spent_key, seen).await?,
         };
         let stray = Self::stray(&cb.hash, &dest, cb.amount, &cb.account, reason, Some(&s.id));
         self.record_stray(stray).await;
         None
+    }
+
+    /// Marks the session paid by this send. Settled, not served yet: listed `redeemable` at
+    /// once, so the send is accounted for even if its payer never presents it; its first
+    /// presentation takes the row over (see `pay_tagged`). `None`: nothing more to do;
+    /// `Some(reason)`: the send is stray.
+    async fn mark_paid(
+        &self,
+        cb: &ConfirmedBlock,
+        dest: PublicKey,
+        s: &TaggedSession,
+        spent_key: String,
+        seen: u64,
+    ) -> Option<&'static str> {
+        let hash = cb.hash.to_hex();
+        let paid = Consumption {
+            spent_key,
+            receipt: random_hex(),
+            mechanism: TAGGED,
+            payer: cb.account.to_address(),
+            pay_to: dest.to_address(),
+            amount: cb.amount,
+            resource: s.scope.clone(),
+            nonce: Some(s.id.clone()),
+            now: as_i64(seen),
+            state: PaymentState::Redeemable,
+            lease_until: 0,
+        };
+        if watcher_store(self.store.mark_session_paid(&paid, &s.id, &hash).await)? {
+            tracing::debug!(session = %s.id, %hash, "session paid");
+            return None;
+        }
+        // Another replica's watcher may have matched this very block.
+        let same = matches!(self.store.session(&s.id).await, Ok(Some(ref now)) if pays(now, &hash));
+        if same {
+            None
+        } else {
+            Some("session_used")
+        }
     }
 
     /// A send to a pool account that matched no session, or to a signed-block payee account:
@@ -192,11 +172,12 @@ impl Engine {
     }
 }
 
-/// The one place a confirmed send to a pool or signed-block payee account is judged, whether the WebSocket pushed
-/// it or the reconciler found it on the ledger ([`crate::engine::reconcile`]): it marks the matching
-/// session paid or records a stray payment; a send matching no session (and any send to a
-/// signed-block payee that is not our payment) is judged after `settle_window` (it may be a
-/// signed-block payment still being presented or recorded).
+/// The one place a confirmed send to a pool or signed-block payee account is judged, whether
+/// the WebSocket pushed it or the reconciler found it on the ledger
+/// ([`crate::engine::reconcile`]): it marks the matching session paid or records a stray
+/// payment; a send matching no session (and any send to a signed-block payee that is not our
+/// payment) is judged after `settle_window` (it may be a signed-block payment still being
+/// presented or recorded).
 pub async fn handle_confirmed_send(
     engine: &Arc<Engine>,
     cb: ConfirmedBlock,
@@ -243,4 +224,40 @@ pub fn spawn_watcher(
             handle_confirmed_send(&engine, cb, settle_window).await;
         }
     })
+}
+
+/// The watcher's store reads: an error is logged and ends the judgement (`None`).
+fn watcher_store<T>(r: Result<T, StoreError>) -> Option<T> {
+    r.map_err(|e| tracing::warn!(error = %e, "watcher: store error"))
+        .ok()
+}
+
+/// Whether the session is already paid or consumed by the send `hash`.
+fn pays(s: &TaggedSession, hash: &str) -> bool {
+    s.consumed_hash.as_deref() == Some(hash) || s.paid_hash.as_deref() == Some(hash)
+}
+
+/// When the node first saw the send, not when we hear of it: a send caught up from the
+/// ledger after a gap was still made in time if the node saw it in time.
+fn first_seen(cb: &ConfirmedBlock) -> u64 {
+    let now = unix_now();
+    cb.local_timestamp
+        .filter(|t| *t > 0)
+        .unwrap_or(now)
+        .min(now)
+}
+
+/// Why a send of exactly a session's amount, first seen at `seen`, cannot pay it (`None`: it
+/// does).
+fn session_refusal(seen: u64, s: &TaggedSession) -> Option<&'static str> {
+    let seen = as_i64(seen);
+    if seen < s.issued_at {
+        Some("too_early")
+    } else if s.valid_before <= seen {
+        Some("late")
+    } else if s.paid_hash.is_some() || s.consumed_hash.is_some() {
+        Some("session_used")
+    } else {
+        None
+    }
 }
