@@ -21,7 +21,7 @@
 //!   `redeem_window_secs` of its settlement, whatever the challenge's `validBefore` says.
 
 use super::mechanism::{Mode, Payment};
-use super::verify::{Checked, Verified};
+use super::verify::{expired_challenge, Checked, Verified};
 use super::{as_i64, random_hex, Admission, Engine, PayContext, PaymentInput, Rejection, Verdict};
 use crate::ledger::{Confirmation, Ledger, LedgerError, ProcessOutcome};
 use crate::metrics::Metrics;
@@ -88,10 +88,7 @@ impl Engine {
                 None => Ok(c.payer.to_address()),
                 Some(r) => Err(self.reject(r.with_payer(&c.payer))),
             },
-            Verified::Late(c) => Err(self.reject(
-                Rejection::new(ErrorReason::ChallengeExpired, "the challenge has expired")
-                    .with_payer(&c.payer),
-            )),
+            Verified::Late(c) => Err(self.reject(expired_challenge().with_payer(&c.payer))),
         }
     }
 
@@ -220,7 +217,7 @@ impl Engine {
         let facts = match self.ledger.send_facts(&c.hash).await {
             Ok(Some(f)) => f,
             Ok(None) | Err(LedgerError::Node(_)) => {
-                return self.reject(expired("the challenge has expired"))
+                return self.reject(expired_challenge().with_payer(&c.payer))
             }
             Err(e) => return self.ledger_failed(&e),
         };
@@ -228,7 +225,7 @@ impl Engine {
             || facts.destination != Some(c.pay_to)
             || facts.account != c.payer
         {
-            return self.reject(expired("the challenge has expired"));
+            return self.reject(expired_challenge().with_payer(&c.payer));
         }
         let now = super::unix_now();
         if !facts.confirmed {

@@ -100,7 +100,8 @@ enum ForkPeek {
     TakeOver,
 }
 
-fn expired_challenge() -> Rejection {
+/// `challenge_expired`, said the same way by every path that refuses an expired challenge.
+pub(crate) fn expired_challenge() -> Rejection {
     Rejection::new(ErrorReason::ChallengeExpired, "the challenge has expired")
 }
 
