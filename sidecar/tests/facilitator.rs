@@ -30,7 +30,7 @@ async fn supported_lists_exact_on_the_configured_network() {
     let db = Db::sqlite();
     let sidecar = Sidecar::start(&devnet_config(&devnet, &db)).await;
     let v: Value = http()
-        .get(format!("{}/supported", sidecar.base))
+        .get(format!("{}{}", sidecar.base, paths::SUPPORTED))
         .send()
         .await
         .unwrap()
@@ -39,7 +39,7 @@ async fn supported_lists_exact_on_the_configured_network() {
         .unwrap();
     assert_eq!(
         v["kinds"][0],
-        json!({"x402Version": 2, "scheme": "exact", "network": NETWORK})
+        json!({"x402Version": 2, "scheme": SCHEME_EXACT, "network": NETWORK})
     );
     assert_eq!(v["extensions"], json!([]));
     assert_eq!(v["signers"], json!({}));
@@ -52,7 +52,7 @@ async fn facilitator_endpoints_require_the_bearer_token() {
     let devnet = devnet(&[], Confirm::AfterMs(20)).await;
     let db = Db::sqlite();
     let sidecar = Sidecar::start(&devnet_config(&devnet, &db)).await;
-    for path in ["/verify", "/settle", "/v1/challenge"] {
+    for path in [paths::VERIFY, paths::SETTLE, paths::CHALLENGE] {
         for token in [None, Some("wrong-token-wrong-token")] {
             let (status, _) = post(&sidecar.base, path, token, &json!({})).await;
             assert_eq!(status, 401, "{path}");
@@ -73,7 +73,7 @@ async fn issued_challenge_verifies_and_settles_once() {
     let sidecar = Sidecar::start(&devnet_config(&devnet, &db)).await;
     let (status, req) = post(
         &sidecar.base,
-        "/v1/challenge",
+        paths::CHALLENGE,
         Some(TOKEN),
         &json!({"resource": RESOURCE, "amount": PRICE.to_string(), "payTo": payee().to_address()}),
     )
@@ -84,7 +84,7 @@ async fn issued_challenge_verifies_and_settles_once() {
     let block = good_block(&devnet, &payer, PRICE, payee());
     let p = payment(&req, &block);
 
-    let (status, v) = post(&sidecar.base, "/verify", Some(TOKEN), &body(&req, &p)).await;
+    let (status, v) = post(&sidecar.base, paths::VERIFY, Some(TOKEN), &body(&req, &p)).await;
     assert_eq!(status, 200);
     let v: VerifyResponse = serde_json::from_value(v).unwrap();
     assert!(v.is_valid, "{v:?}");
@@ -97,7 +97,7 @@ async fn issued_challenge_verifies_and_settles_once() {
         "/verify changes nothing"
     );
 
-    let (status, s) = post(&sidecar.base, "/settle", Some(TOKEN), &body(&req, &p)).await;
+    let (status, s) = post(&sidecar.base, paths::SETTLE, Some(TOKEN), &body(&req, &p)).await;
     assert_eq!(status, 200);
     let s: SettlementResponse = serde_json::from_value(s).unwrap();
     assert!(s.success, "{s:?}");
@@ -105,11 +105,11 @@ async fn issued_challenge_verifies_and_settles_once() {
     assert_eq!(s.network, NETWORK);
 
     // Settled through the facilitator: final, a second /settle or /verify is refused.
-    let (_, s) = post(&sidecar.base, "/settle", Some(TOKEN), &body(&req, &p)).await;
+    let (_, s) = post(&sidecar.base, paths::SETTLE, Some(TOKEN), &body(&req, &p)).await;
     assert_eq!(s["success"], false);
     assert_eq!(s["errorReason"], "already_spent");
     assert_eq!(s["transaction"], "");
-    let (_, v) = post(&sidecar.base, "/verify", Some(TOKEN), &body(&req, &p)).await;
+    let (_, v) = post(&sidecar.base, paths::VERIFY, Some(TOKEN), &body(&req, &p)).await;
     assert_eq!(v["isValid"], false);
     assert_eq!(v["invalidReason"], "already_spent");
 
@@ -119,7 +119,7 @@ async fn issued_challenge_verifies_and_settles_once() {
     let block2 = good_block(&devnet, &payer, PRICE / 2, payee());
     let (_, v) = post(
         &sidecar.base,
-        "/verify",
+        paths::VERIFY,
         Some(TOKEN),
         &body(&cheap, &payment(&cheap, &block2)),
     )
@@ -131,10 +131,10 @@ async fn issued_challenge_verifies_and_settles_once() {
 
 fn unbound(amount: u128) -> PaymentRequirements {
     PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: SCHEME_EXACT.into(),
         network: NETWORK.into(),
         amount: amount.to_string(),
-        asset: "XNO".into(),
+        asset: ASSET_XNO.into(),
         pay_to: payee().to_address(),
         max_timeout_seconds: 60,
         extra: Default::default(),
@@ -151,7 +151,7 @@ async fn unbound_requirements_are_refused_by_default() {
     let block = good_block(&devnet, &payer, PRICE, payee());
     let (_, v) = post(
         &sidecar.base,
-        "/verify",
+        paths::VERIFY,
         Some(TOKEN),
         &body(&req, &payment(&req, &block)),
     )
@@ -160,7 +160,7 @@ async fn unbound_requirements_are_refused_by_default() {
     assert_eq!(v["invalidReason"], "invalid_payment_requirements");
     let (_, s) = post(
         &sidecar.base,
-        "/settle",
+        paths::SETTLE,
         Some(TOKEN),
         &body(&req, &payment(&req, &block)),
     )
@@ -187,7 +187,7 @@ async fn unbound_requirements_for_a_listed_payee_get_full_ledger_checks() {
     let block = good_block(&devnet, &payer, PRICE, key(90).public_key());
     let (_, v) = post(
         &sidecar.base,
-        "/verify",
+        paths::VERIFY,
         Some(TOKEN),
         &body(&other, &payment(&other, &block)),
     )
@@ -199,7 +199,7 @@ async fn unbound_requirements_for_a_listed_payee_get_full_ledger_checks() {
     let under = good_block(&devnet, &payer, PRICE - 1, payee());
     let (_, v) = post(
         &sidecar.base,
-        "/verify",
+        paths::VERIFY,
         Some(TOKEN),
         &body(&req, &payment(&req, &under)),
     )
@@ -209,7 +209,7 @@ async fn unbound_requirements_for_a_listed_payee_get_full_ledger_checks() {
     let block = good_block(&devnet, &payer, PRICE, payee());
     let (status, s) = post(
         &sidecar.base,
-        "/settle",
+        paths::SETTLE,
         Some(TOKEN),
         &body(&req, &payment(&req, &block)),
     )
@@ -219,7 +219,7 @@ async fn unbound_requirements_for_a_listed_payee_get_full_ledger_checks() {
     // Replay protection rests on the spent set alone.
     let (_, s) = post(
         &sidecar.base,
-        "/settle",
+        paths::SETTLE,
         Some(TOKEN),
         &body(&req, &payment(&req, &block)),
     )

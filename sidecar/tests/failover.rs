@@ -31,13 +31,13 @@ async fn failover_to_second_node_when_the_first_refuses() {
     let block = good_block(&devnet, &payer, PRICE, payee());
     assert_admit(&sidecar.pay(&req, &payment(&req, &block)).await);
     let ready = http()
-        .get(format!("{}/readyz", sidecar.base))
+        .get(format!("{}{}", sidecar.base, paths::READYZ))
         .send()
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
     let metrics = http()
-        .get(format!("{}/metrics", sidecar.base))
+        .get(format!("{}{}", sidecar.base, paths::METRICS))
         .send()
         .await
         .unwrap()
@@ -78,7 +78,7 @@ async fn all_nodes_down_fails_closed_ledger_unavailable() {
     );
 
     let ready = http()
-        .get(format!("{}/readyz", sidecar.base))
+        .get(format!("{}{}", sidecar.base, paths::READYZ))
         .send()
         .await
         .unwrap();
@@ -87,7 +87,7 @@ async fn all_nodes_down_fails_closed_ledger_unavailable() {
     assert_eq!(body["ledger"], false);
     assert_eq!(body["store"], true);
     let health = http()
-        .get(format!("{}/healthz", sidecar.base))
+        .get(format!("{}{}", sidecar.base, paths::HEALTHZ))
         .send()
         .await
         .unwrap();
@@ -125,7 +125,7 @@ async fn readiness_refuses_a_node_on_another_network() {
     cfg.node_network = "beta".into();
     let sidecar = Sidecar::start(&cfg).await;
     let ready = http()
-        .get(format!("{}/readyz", sidecar.base))
+        .get(format!("{}{}", sidecar.base, paths::READYZ))
         .send()
         .await
         .unwrap();

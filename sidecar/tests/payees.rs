@@ -24,7 +24,7 @@ fn shipped(d: &Devnet, db: &Db) -> Config {
 /// The row of `hash` in `GET /v1/admin/payments?{query}`.
 async fn listed(sc: &Sidecar, query: &str, hash: &BlockHash) -> Option<Value> {
     let r = http()
-        .get(format!("{}/v1/admin/payments?{query}", sc.base))
+        .get(format!("{}{}?{query}", sc.base, paths::ADMIN_PAYMENTS))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -101,7 +101,7 @@ async fn a_direct_send_to_a_signed_block_payee_is_listed_owed_and_the_payment_st
         .await
         .expect("the direct send is listed owed");
     assert_eq!(row["reason"], "unmatched", "{row}");
-    assert_eq!(row["mechanism"], "signed_block", "{row}");
+    assert_eq!(row["mechanism"], SIGNED_BLOCK, "{row}");
     assert_eq!(row["payer"], json!(stranger.public_key().to_address()));
     assert_eq!(row["payTo"], json!(payee().to_address()), "{row}");
     assert_eq!(row["amount"], "4242", "{row}");

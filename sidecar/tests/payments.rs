@@ -28,7 +28,7 @@ fn consumption(n: u32, state: PaymentState, now: i64, lease_until: i64) -> Consu
     Consumption {
         spent_key: format!("nano:devnet:HASH{n}"),
         receipt: format!("receipt{n}"),
-        mechanism: "signed_block",
+        mechanism: SIGNED_BLOCK,
         payer: format!("nano_payer{}", n % 3),
         pay_to: "nano_payee".into(),
         amount: 1_000_000_000_000_000_000_000_000_000_000 + u128::from(n),
@@ -157,7 +157,7 @@ async fn transitions_are_conditional_on_the_state(db: Db) {
     // owed: recorded once, no receipt, nothing moves it (but a tagged consumption, below).
     let owed = OwedPayment {
         spent_key: "nano:devnet:HASH5".into(),
-        mechanism: "signed_block",
+        mechanism: SIGNED_BLOCK,
         payer: "nano_payer".into(),
         pay_to: "nano_payee".into(),
         amount: "5".into(),

@@ -1,6 +1,6 @@
 //! The payment ledger through the sidecar's HTTP API against the in-process devnet: late
-//! settlement is never lost (scenario 1), an expired challenge's payment is admitted or owed
-//! (scenario 2), and operators see every payment (`/v1/admin/payments`, `/metrics`).
+//! settlement is never lost, an expired challenge's payment is admitted or owed, and operators
+//! see every payment (`/v1/admin/payments`, `/metrics`).
 
 mod common;
 
@@ -23,7 +23,7 @@ fn shipped(d: &Devnet, db: &Db) -> Config {
 
 async fn admin_payments(sc: &Sidecar, query: &str) -> Value {
     let r = http()
-        .get(format!("{}/v1/admin/payments?{query}", sc.base))
+        .get(format!("{}{}?{query}", sc.base, paths::ADMIN_PAYMENTS))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -53,18 +53,18 @@ fn challenge_issued(issued: u64, valid_before: u64) -> PaymentRequirements {
     };
     let terms = ChallengeTerms {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: payee(),
         amount: PRICE,
         resource: RESOURCE,
         mechanism: Mechanism::SignedBlock,
     };
     PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: SCHEME_EXACT.into(),
         network: NETWORK.into(),
         amount: PRICE.to_string(),
-        asset: "XNO".into(),
+        asset: ASSET_XNO.into(),
         pay_to: payee().to_address(),
         max_timeout_seconds: valid_before.saturating_sub(issued),
         extra: challenge::extra(&k.key, &terms, &stamp),
@@ -88,7 +88,7 @@ async fn bind_in_time(sc: &Sidecar, req: &PaymentRequirements, block: &StateBloc
 
 #[tokio::test]
 async fn settlement_finishing_after_the_filter_stopped_waiting_is_redeemable_at_once() {
-    // Scenario 1: the ledger confirms after 3 s; the filter (here: the HTTP client) gives up
+    // The ledger confirms after 3 s; the filter (here: the HTTP client) gives up
     // after 1 s. The settlement finishes in its task; its admission cannot reach anyone, so the
     // payment is recorded redeemable and the payer's retry is served at once, by the same
     // payment (before: `duplicate_settlement` for 120 s, then `challenge_expired`).
@@ -103,8 +103,8 @@ async fn settlement_finishing_after_the_filter_stopped_waiting_is_redeemable_at_
         .timeout(Duration::from_secs(1))
         .build()
         .expect("client")
-        .post(format!("{}/v1/pay", sc.base))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .post(format!("{}{}", sc.base, paths::PAY))
+        .header(headers::SECRET, FILTER_SECRET)
         .json(&json!({"resource": RESOURCE, "requirements": req, "payment": p}))
         .send()
         .await;
@@ -134,7 +134,7 @@ async fn settlement_finishing_after_the_filter_stopped_waiting_is_redeemable_at_
 
 #[tokio::test]
 async fn block_confirmed_after_the_wait_is_recorded_redeemable_and_survives_a_restart() {
-    // Scenario 1: the ledger stops confirming; the 8 s wait ends with `block_not_confirmed`.
+    // The ledger stops confirming; the 8 s wait ends with `block_not_confirmed`.
     // The sidecar restarts meanwhile; when the ledger confirms, the restarted sidecar (which
     // resumed tracking the block) records it redeemable, and the payer is served once.
     let payer = key(61);
@@ -234,7 +234,7 @@ async fn operators_list_payments_by_state_and_see_counts_and_sums_in_metrics() {
 
     // No token, no listing.
     let r = http()
-        .get(format!("{}/v1/admin/payments", sc.base))
+        .get(format!("{}{}", sc.base, paths::ADMIN_PAYMENTS))
         .send()
         .await
         .expect("payments");
@@ -261,7 +261,7 @@ async fn operators_list_payments_by_state_and_see_counts_and_sums_in_metrics() {
     }
     assert_eq!(p["payTo"], json!(payee().to_address()));
     assert_eq!(p["resource"], RESOURCE);
-    assert_eq!(p["mechanism"], "signed_block");
+    assert_eq!(p["mechanism"], SIGNED_BLOCK);
     let one = payers[3].public_key().to_address();
     let mine = admin_payments(&sc, &format!("payer={one}&route={RESOURCE}")).await;
     assert_eq!(mine["payments"][0]["state"], "admitted");
@@ -273,7 +273,7 @@ async fn operators_list_payments_by_state_and_see_counts_and_sums_in_metrics() {
     assert_eq!(second["payments"].as_array().map(Vec::len), Some(1));
     assert_eq!(second["next"], Value::Null);
     let r = http()
-        .get(format!("{}/v1/admin/payments?limit=5000", sc.base))
+        .get(format!("{}{}?limit=5000", sc.base, paths::ADMIN_PAYMENTS))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -281,7 +281,7 @@ async fn operators_list_payments_by_state_and_see_counts_and_sums_in_metrics() {
     assert_eq!(r.status(), 400);
 
     let text = http()
-        .get(format!("{}/metrics", sc.base))
+        .get(format!("{}{}", sc.base, paths::METRICS))
         .send()
         .await
         .expect("metrics")
@@ -325,8 +325,8 @@ async fn challenge_key_lists_retired_keys_and_a_pay_holds_the_routes_upstream_ti
     // Retired keys: older than the previous one, within the redemption horizon (3600 + 60 +
     // 600 s with the defaults, 300 s periods), each the key the sidecar derives for its id.
     let v: Value = http()
-        .get(format!("{}/v1/challenge-key", sc.base))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .get(format!("{}{}", sc.base, paths::CHALLENGE_KEY))
+        .header(headers::SECRET, FILTER_SECRET)
         .send()
         .await
         .expect("key")
@@ -347,8 +347,8 @@ async fn challenge_key_lists_retired_keys_and_a_pay_holds_the_routes_upstream_ti
     let req = challenge();
     let block = good_block(&d, &payer, PRICE, payee());
     let v: Value = http()
-        .post(format!("{}/v1/pay", sc.base))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .post(format!("{}{}", sc.base, paths::PAY))
+        .header(headers::SECRET, FILTER_SECRET)
         .json(&json!({"resource": RESOURCE, "requirements": req,
             "payment": payment(&req, &block), "upstreamTimeoutMs": 300_000}))
         .send()

@@ -73,7 +73,7 @@ async fn concurrent_consumption_on_shared_postgres_inserts_once() {
             s.consume(&Consumption {
                 spent_key: "nano:devnet:SAMEHASH".into(),
                 receipt: format!("receipt-{i}"),
-                mechanism: "signed_block",
+                mechanism: SIGNED_BLOCK,
                 payer: "nano_x".into(),
                 pay_to: "nano_y".into(),
                 amount: 1,
@@ -231,7 +231,7 @@ async fn prune_keeps_the_spent_set(db: Db) {
         .consume(&Consumption {
             spent_key: "nano:devnet:H1".into(),
             receipt: "r1".into(),
-            mechanism: "signed_block",
+            mechanism: SIGNED_BLOCK,
             payer: "nano_x".into(),
             pay_to: "nano_y".into(),
             amount: 7,

@@ -39,8 +39,9 @@ fn addr(base: &str) -> String {
 async fn head_only(base: &str, path: &str, secret: &str, len: usize) -> TcpStream {
     let mut s = TcpStream::connect(addr(base)).await.expect("connect");
     let head = format!(
-        "POST {path} HTTP/1.1\r\nhost: sidecar\r\nx-nanogate-secret: {secret}\r\n\
-         content-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: sidecar\r\n{}: {secret}\r\n\
+         content-type: application/json\r\ncontent-length: {len}\r\n\r\n",
+        headers::SECRET
     );
     s.write_all(head.as_bytes()).await.expect("write head");
     s
@@ -67,7 +68,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 async fn metrics(base: &str) -> String {
     http()
-        .get(format!("{base}/metrics"))
+        .get(format!("{base}{}", paths::METRICS))
         .send()
         .await
         .expect("metrics")
@@ -80,13 +81,13 @@ async fn metrics(base: &str) -> String {
 async fn a_wrong_secret_is_refused_before_the_body_is_read() {
     let e = env(&[]).await;
     // The body never comes: only a check on the headers can answer.
-    let mut s = head_only(&e.sidecar.base, "/v1/pay", "wrong-secret-0123456789", 4096).await;
+    let mut s = head_only(&e.sidecar.base, paths::PAY, "wrong-secret-0123456789", 4096).await;
     assert_eq!(
         status_within(&mut s, Duration::from_secs(3)).await,
         Some(401),
         "refused on the headers, without waiting for the body"
     );
-    let mut s = head_only(&e.sidecar.base, "/v1/outcome", "", 100).await;
+    let mut s = head_only(&e.sidecar.base, paths::OUTCOME, "", 100).await;
     assert_eq!(
         status_within(&mut s, Duration::from_secs(3)).await,
         Some(401)
@@ -167,7 +168,7 @@ async fn every_route_refuses_a_missing_or_wrong_credential() {
 #[tokio::test]
 async fn a_slow_body_does_not_hold_a_slot_past_the_request_time_limit() {
     let e = env(&[]).await;
-    let mut s = head_only(&e.sidecar.base, "/v1/outcome", FILTER_SECRET, 200).await;
+    let mut s = head_only(&e.sidecar.base, paths::OUTCOME, FILTER_SECRET, 200).await;
     // One byte a second: the body would take minutes.
     let trickle = async {
         for _ in 0..60 {
@@ -197,12 +198,12 @@ async fn a_full_server_sheds_new_requests_with_503_and_retry_after_then_recovers
     // Fill every slot with an authenticated request whose body never completes.
     let mut held = Vec::with_capacity(limit);
     for _ in 0..limit {
-        held.push(head_only(&e.sidecar.base, "/v1/outcome", FILTER_SECRET, 64).await);
+        held.push(head_only(&e.sidecar.base, paths::OUTCOME, FILTER_SECRET, 64).await);
     }
     let key = || {
         http()
-            .get(format!("{}/v1/challenge-key", e.sidecar.base))
-            .header("x-nanogate-secret", FILTER_SECRET)
+            .get(format!("{}{}", e.sidecar.base, paths::CHALLENGE_KEY))
+            .header(headers::SECRET, FILTER_SECRET)
             .send()
     };
     let mut shed = None;
@@ -223,7 +224,7 @@ async fn a_full_server_sheds_new_requests_with_503_and_retry_after_then_recovers
     );
     // Health and metrics stay outside the limit.
     let r = http()
-        .get(format!("{}/healthz", e.sidecar.base))
+        .get(format!("{}{}", e.sidecar.base, paths::HEALTHZ))
         .send()
         .await
         .expect("healthz");
@@ -243,8 +244,8 @@ async fn pay_from(base: &str, source: &str, payment_body: serde_json::Value) -> 
     let mut body = payment_body;
     body["source"] = json!(source);
     http()
-        .post(format!("{base}/v1/pay"))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .post(format!("{base}{}", paths::PAY))
+        .header(headers::SECRET, FILTER_SECRET)
         .json(&body)
         .send()
         .await
@@ -339,7 +340,7 @@ async fn readyz_floods_do_not_reach_the_store_or_the_node_per_request() {
     let mut ready = 0;
     for _ in 0..200 {
         let r = http()
-            .get(format!("{}/readyz", e.sidecar.base))
+            .get(format!("{}{}", e.sidecar.base, paths::READYZ))
             .send()
             .await
             .expect("readyz");

@@ -1,6 +1,6 @@
-//! Tagged-amount sessions (mechanism 2) against the in-process devnet: issuing with unique
-//! amounts, the watcher marking sessions paid, admission once, and every refusal that must be
-//! recorded as a stray payment.
+//! Tagged sessions against the in-process devnet: issuing with unique amounts, the watcher
+//! marking sessions paid, admission once, and every refusal that must be recorded as a stray
+//! payment.
 
 mod common;
 
@@ -21,8 +21,8 @@ fn pool() -> Vec<PublicKey> {
 
 async fn issue(sc: &Sidecar, count: usize, pool: &[PublicKey], validity: u64) -> Vec<Value> {
     let r = http()
-        .post(format!("{}/v1/sessions", sc.base))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .post(format!("{}{}", sc.base, paths::SESSIONS))
+        .header(headers::SECRET, FILTER_SECRET)
         .json(&json!({
             "count": count, "scope": SCOPE, "price": PRICE.to_string(),
             "payTo": pool.iter().map(|k| k.to_address()).collect::<Vec<_>>(),
@@ -43,10 +43,10 @@ fn requirements(s: &Value) -> PaymentRequirements {
     extra.insert("keyId".into(), s["keyId"].clone());
     extra.insert("mac".into(), s["mac"].clone());
     PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: SCHEME_EXACT.into(),
         network: NETWORK.into(),
         amount: s["amount"].as_str().unwrap_or("").into(),
-        asset: "XNO".into(),
+        asset: ASSET_XNO.into(),
         pay_to: s["payTo"].as_str().unwrap_or("").into(),
         max_timeout_seconds: 60,
         extra,
@@ -88,7 +88,7 @@ async fn broadcast(d: &Devnet, payer: &PrivateKey, to: PublicKey, amount: u128) 
 
 async fn strays(sc: &Sidecar) -> Vec<Value> {
     let r = http()
-        .get(format!("{}/v1/admin/stray", sc.base))
+        .get(format!("{}{}", sc.base, paths::ADMIN_STRAY))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -100,7 +100,7 @@ async fn strays(sc: &Sidecar) -> Vec<Value> {
 
 async fn metrics(sc: &Sidecar) -> String {
     http()
-        .get(format!("{}/metrics", sc.base))
+        .get(format!("{}{}", sc.base, paths::METRICS))
         .send()
         .await
         .expect("metrics")
@@ -148,7 +148,7 @@ async fn open_sessions_on_one_account_get_distinct_amounts_spread_over_the_pool(
 
     // Only the filter may ask.
     let r = http()
-        .post(format!("{}/v1/sessions", sc.base))
+        .post(format!("{}{}", sc.base, paths::SESSIONS))
         .json(&json!({"count": 1, "scope": SCOPE, "price": "1", "payTo": [payee().to_address()], "validitySeconds": 5}))
         .send()
         .await
@@ -226,7 +226,7 @@ async fn the_watcher_marks_a_session_paid_so_the_session_alone_redeems_it() {
 /// The listing row of `hash` in `/v1/admin/payments`.
 async fn payment_row(sc: &Sidecar, hash: &BlockHash) -> Option<Value> {
     let r = http()
-        .get(format!("{}/v1/admin/payments?limit=1000", sc.base))
+        .get(format!("{}{}?limit=1000", sc.base, paths::ADMIN_PAYMENTS))
         .bearer_auth(TOKEN)
         .send()
         .await
@@ -260,7 +260,7 @@ async fn a_session_paid_but_never_presented_is_listed_redeemable_and_still_buys_
     }
     let row = listed.expect("the matched send is listed before any presentation");
     assert_eq!(row["state"], "redeemable", "{row}");
-    assert_eq!(row["mechanism"], "tagged", "{row}");
+    assert_eq!(row["mechanism"], TAGGED, "{row}");
     assert_eq!(row["amount"].as_str(), Some(amount(s).to_string().as_str()));
     assert_eq!(
         row["payer"].as_str(),
@@ -306,7 +306,7 @@ async fn an_amount_off_by_one_raw_is_refused_and_reported() {
         .contains("nanogate_stray_payments_total{reason=\"wrong_amount\"} 1"));
     // The admin listing needs the bearer token.
     let r = http()
-        .get(format!("{}/v1/admin/stray", sc.base))
+        .get(format!("{}{}", sc.base, paths::ADMIN_STRAY))
         .send()
         .await
         .expect("stray");
@@ -368,8 +368,8 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
     };
     let terms = ChallengeTerms {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: payee(),
         amount: amount(s),
         resource: SCOPE,
@@ -408,6 +408,35 @@ async fn unknown_forged_and_mismatched_sessions_are_refused() {
         .await
         .iter()
         .any(|e| e["hash"] == json!(hash.to_hex())));
+}
+
+/// Hostile: a payload with neither a `block` nor any client-broadcast key, under a genuine
+/// session offer. The sidecar used to route every block-less payload to the tagged mechanism
+/// while protocol's decoder knows no mechanism for it: it is refused as malformed (400) before
+/// any mechanism runs, names the accepted forms, and leaves the session payable.
+#[tokio::test]
+async fn a_payload_of_no_mechanism_is_malformed_not_a_tagged_session() {
+    let payer = key(15);
+    let (d, _db, sc) = setup(&[&payer], 999_999_999_999).await;
+    let s = &issue(&sc, 1, &[payee()], 60).await[0];
+    let hash = broadcast(&d, &payer, pay_to(s), amount(s)).await;
+    let req = requirements(s);
+    for payload in [
+        json!({}),
+        json!({"session": s["id"]}),
+        json!({"hash": hash.to_hex(), "tag": "1"}),
+    ] {
+        let payment = json!({"x402Version": 2, "accepted": req, "payload": payload});
+        let v = pay_at(&sc.base, SCOPE, &req, &payment).await;
+        assert_reject(&v, "invalid_payload");
+        assert_eq!(v["status"], json!(400), "{v}");
+        let message = v["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("block") && message.contains("proof") && message.contains("sessionId"),
+            "the refusal names the accepted forms: {v}"
+        );
+    }
+    assert_admit(&present(&sc, s, Some(&hash)).await);
 }
 
 async fn present_at(sc: &Sidecar, s: &Value, scope: &str, hash: &BlockHash) -> Value {

@@ -79,23 +79,23 @@ async fn missing_or_wrong_filter_secret_is_401() {
     let e = env(&[], Confirm::AfterMs(20), 5).await;
     for secret in [None, Some("wrong-secret-wrong-secret")] {
         let mut r = http()
-            .post(format!("{}/v1/pay", e.sidecar.base))
+            .post(format!("{}{}", e.sidecar.base, paths::PAY))
             .json(&json!({}));
         if let Some(s) = secret {
-            r = r.header("x-nanogate-secret", s);
+            r = r.header(headers::SECRET, s);
         }
         let resp = r.send().await.unwrap();
         assert_eq!(resp.status(), 401);
-        assert!(resp.headers().get("x-nanogate-verdict").is_none());
+        assert!(resp.headers().get(headers::VERDICT).is_none());
         let resp = http()
-            .get(format!("{}/v1/challenge-key", e.sidecar.base))
+            .get(format!("{}{}", e.sidecar.base, paths::CHALLENGE_KEY))
             .send()
             .await
             .unwrap();
         assert_eq!(resp.status(), 401);
     }
     let metrics = http()
-        .get(format!("{}/metrics", e.sidecar.base))
+        .get(format!("{}{}", e.sidecar.base, paths::METRICS))
         .send()
         .await
         .unwrap()
@@ -112,8 +112,8 @@ async fn challenge_key_is_current_and_mints_accepted_challenges() {
     let payer = key(2);
     let e = env(&[&payer], Confirm::AfterMs(20), 5).await;
     let k: Value = http()
-        .get(format!("{}/v1/challenge-key", e.sidecar.base))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .get(format!("{}{}", e.sidecar.base, paths::CHALLENGE_KEY))
+        .header(headers::SECRET, FILTER_SECRET)
         .send()
         .await
         .unwrap()
@@ -132,8 +132,8 @@ async fn challenge_key_is_current_and_mints_accepted_challenges() {
     };
     let terms = ChallengeTerms {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: payee(),
         amount: PRICE,
         resource: RESOURCE,
@@ -166,8 +166,8 @@ async fn forged_challenge_is_refused_invalid_challenge() {
     };
     let terms = ChallengeTerms {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: payee(),
         amount: PRICE,
         resource: RESOURCE,
@@ -249,8 +249,8 @@ async fn challenge_under_a_retired_key_is_refused_invalid_challenge() {
     };
     let terms = ChallengeTerms {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to: payee(),
         amount: PRICE,
         resource: RESOURCE,
@@ -597,14 +597,14 @@ async fn malformed_payments_are_refused_with_their_own_reasons() {
 
     // A malformed /v1/pay body is still a verdict (never a bare error the filter could misread).
     let resp = http()
-        .post(format!("{}/v1/pay", e.sidecar.base))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .post(format!("{}{}", e.sidecar.base, paths::PAY))
+        .header(headers::SECRET, FILTER_SECRET)
         .body("{not json")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["x-nanogate-verdict"], "1");
+    assert_eq!(resp.headers()[headers::VERDICT], headers::VERDICT_MARKER);
     let v: Value = resp.json().await.unwrap();
     assert_reject(&v, "invalid_payload");
 
@@ -620,7 +620,7 @@ async fn v1_x_payment_is_accepted() {
     let e = env(&[&payer], Confirm::AfterMs(20), 5).await;
     let req = challenge();
     let block = good_block(&e.devnet, &payer, PRICE, payee());
-    let p = json!({"x402Version": 1, "scheme": "exact", "network": NETWORK,
+    let p = json!({"x402Version": 1, "scheme": SCHEME_EXACT, "network": NETWORK,
                    "payload": {"block": block.to_json()}});
     assert_admit(&e.sidecar.pay(&req, &p).await);
     let _ = PublicKey::ZERO;

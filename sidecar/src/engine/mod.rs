@@ -1,10 +1,12 @@
-//! The payment engine: verification (see [`verify`]) and upfront settlement (see [`settle`])
-//! of signed-block payments, producing a [`Verdict`].
+//! The payment engine: the steps every mechanism shares (see [`mechanism`]), then a signed
+//! block's verification (see [`verify`]) and upfront settlement (see [`settle`]), or a tagged
+//! session's (see [`tagged`]), producing a [`Verdict`].
 //!
 //! The verification order, each failure with its own reason, is documented in
-//! sidecar/README.md and in [`Engine::pay`].
+//! sidecar/README.md and in the modules above.
 
 pub mod frontier_cache;
+pub(crate) mod mechanism;
 pub mod reconcile;
 pub mod settle;
 pub mod tagged;
@@ -256,7 +258,7 @@ pub struct Engine {
     instance: String,
     attempts: AtomicU64,
     pub inflight: Inflight,
-    /// Tagged-amount sessions (mechanism 2).
+    /// The tagged-session mechanism's settings and followed accounts.
     pub(crate) tagged: tagged::TaggedState,
     /// Recent `account_info` answers (refusals they prove cost no node call).
     pub(crate) frontiers: frontier_cache::FrontierCache,

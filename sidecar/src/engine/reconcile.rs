@@ -798,7 +798,7 @@ mod tests {
             assert_eq!(
                 (row.mechanism.as_str(), row.state, row.reason.as_deref()),
                 (
-                    "signed_block",
+                    crate::store::payments::SIGNED_BLOCK,
                     crate::store::PaymentState::Owed,
                     Some("unmatched")
                 )

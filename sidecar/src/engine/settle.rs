@@ -20,7 +20,8 @@
 //!   without an outcome, or the admission never reached the filter), within
 //!   `redeem_window_secs` of its settlement, whatever the challenge's `validBefore` says.
 
-use super::verify::{Checked, Mode, Verified};
+use super::mechanism::{Mode, Payment};
+use super::verify::{expired_challenge, Checked, Verified};
 use super::{as_i64, random_hex, Admission, Engine, PayContext, PaymentInput, Rejection, Verdict};
 use crate::ledger::{Confirmation, Ledger, LedgerError, ProcessOutcome};
 use crate::metrics::Metrics;
@@ -28,6 +29,7 @@ use crate::store::payments::{owed, SIGNED_BLOCK};
 use crate::store::{
     Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement, Store,
 };
+use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::nano::{parse_raw, StateBlock};
 use nanogate_protocol::x402::{ErrorReason, SettlementResponse};
 use std::sync::Arc;
@@ -40,38 +42,53 @@ impl Engine {
         self.pay_with(input, PayContext::now()).await
     }
 
-    /// Verifies and settles one payment (the filter's `/v1/pay`).
+    /// Verifies and settles one payment (the filter's `/v1/pay`): the shared steps, then the
+    /// payment's mechanism (see [`super::mechanism`]).
     pub async fn pay_with(&self, input: &PaymentInput, ctx: PayContext) -> Verdict {
         let _guard = self.inflight.enter();
-        if input.binding == super::BindingPolicy::Required
-            && super::tagged::is_client_broadcast(&input.payment)
-        {
-            return self.pay_tagged(input, &ctx).await;
-        }
-        let verified = match self.check(input, Mode::Settle).await {
-            Ok(v) => v,
-            Err(verdict) => return verdict,
+        let started = Instant::now();
+        let payment = match self.read_payment(input) {
+            Ok(payment) => payment,
+            Err(r) => return self.reject(r),
         };
-        match verified {
-            Verified::Spent(c, rec) => self.represent(&c, &rec, &ctx).await,
-            Verified::Fresh(c) => self.settle(&c, false, &ctx).await,
-            Verified::TakeOver(c) => self.settle(&c, true, &ctx).await,
-            Verified::Late(c) => self.late_presentation(&c, &ctx).await,
+        match self.mechanism(&payment, input.binding, Mode::Settle) {
+            Ok(Mechanism::SignedBlock) => {
+                self.pay_signed_block(input, &payment, started, &ctx).await
+            }
+            Ok(Mechanism::TaggedSession) => self.pay_tagged(input, &payment, started, &ctx).await,
+            Err(r) => self.reject(r),
+        }
+    }
+
+    async fn pay_signed_block(
+        &self,
+        input: &PaymentInput,
+        payment: &Payment,
+        started: Instant,
+        ctx: &PayContext,
+    ) -> Verdict {
+        match self.check(input, payment, Mode::Settle, started).await {
+            Err(verdict) => verdict,
+            Ok(Verified::Spent(c, rec)) => self.represent(&c, &rec, ctx).await,
+            Ok(Verified::Fresh(c)) => self.settle(&c, false, ctx).await,
+            Ok(Verified::TakeOver(c)) => self.settle(&c, true, ctx).await,
+            Ok(Verified::Late(c)) => self.late_presentation(&c, ctx).await,
         }
     }
 
     /// Verifies without changing any state (the facilitator's `/verify`): `Ok(payer)`.
     pub async fn verify_only(&self, input: &PaymentInput) -> Result<String, Verdict> {
-        match self.check(input, Mode::Probe).await? {
+        let started = Instant::now();
+        let payment = self.read_payment(input).map_err(|r| self.reject(r))?;
+        self.mechanism(&payment, input.binding, Mode::Probe)
+            .map_err(|r| self.reject(r))?;
+        match self.check(input, &payment, Mode::Probe, started).await? {
             Verified::Fresh(c) | Verified::TakeOver(c) => Ok(c.payer.to_address()),
             Verified::Spent(c, rec) => match self.redeem_refusal(&c, &rec, super::unix_now()) {
                 None => Ok(c.payer.to_address()),
                 Some(r) => Err(self.reject(r.with_payer(&c.payer))),
             },
-            Verified::Late(c) => Err(self.reject(
-                Rejection::new(ErrorReason::ChallengeExpired, "the challenge has expired")
-                    .with_payer(&c.payer),
-            )),
+            Verified::Late(c) => Err(self.reject(expired_challenge().with_payer(&c.payer))),
         }
     }
 
@@ -208,7 +225,7 @@ impl Engine {
         let facts = match self.ledger.send_facts(&c.hash).await {
             Ok(Some(f)) => f,
             Ok(None) | Err(LedgerError::Node(_)) => {
-                return self.reject(expired("the challenge has expired"))
+                return self.reject(expired_challenge().with_payer(&c.payer))
             }
             Err(e) => return self.ledger_failed(&e),
         };
@@ -216,7 +233,7 @@ impl Engine {
             || facts.destination != Some(c.pay_to)
             || facts.account != c.payer
         {
-            return self.reject(expired("the challenge has expired"));
+            return self.reject(expired_challenge().with_payer(&c.payer));
         }
         let now = super::unix_now();
         if !facts.confirmed {

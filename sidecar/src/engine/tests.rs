@@ -4,7 +4,8 @@ use super::*;
 use crate::ledger::fake::FakeLedger;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Consumption, ForkEntry, PaymentState};
-use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
+use nanogate_protocol::challenge::ChallengeStamp;
+use nanogate_protocol::contract::{Mechanism, Offer, Payee};
 use nanogate_protocol::nano::{PrivateKey, Signature, StateBlock};
 use serde_json::json;
 
@@ -95,24 +96,16 @@ impl Fixture {
             nonce: rand::random(),
             key_id: key.key_id,
         };
-        let terms = ChallengeTerms {
+        let payee = Payee::from_key(self.payee);
+        Offer {
             network: "nano:devnet",
-            scheme: "exact",
-            asset: "XNO",
-            pay_to: self.payee,
+            pay_to: &payee,
             amount,
+            max_timeout_seconds: valid_for,
             resource: URL,
             mechanism: Mechanism::SignedBlock,
-        };
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: "nano:devnet".into(),
-            amount: amount.to_string(),
-            asset: "XNO".into(),
-            pay_to: self.payee.to_address(),
-            max_timeout_seconds: valid_for,
-            extra: challenge::extra(&key.key, &terms, &stamp),
         }
+        .issue(&key.key, &stamp)
     }
 
     fn block(&self) -> StateBlock {
@@ -326,7 +319,7 @@ impl Fixture {
             .consume(&Consumption {
                 spent_key: self.spent_key(block),
                 receipt: receipt.clone(),
-                mechanism: "signed_block",
+                mechanism: crate::store::payments::SIGNED_BLOCK,
                 payer: self.payer.public_key().to_address(),
                 pay_to: self.payee.to_address(),
                 amount: PRICE,
@@ -367,7 +360,7 @@ impl Fixture {
 
 #[tokio::test]
 async fn redeemable_payment_is_redeemed_after_its_challenge_expired_within_the_window() {
-    // Scenario 1: the payment settled after the filter stopped waiting (recorded redeemable);
+    // The payment settled after the filter stopped waiting (recorded redeemable);
     // the payer comes back 5 minutes later, long after the challenge's validBefore and the
     // fork grace, under a key older than the previous one. It is served, once.
     let f = fixture(false).await;
@@ -421,7 +414,7 @@ async fn redeemable_payment_past_the_window_is_refused_and_swept_to_owed() {
 
 #[tokio::test]
 async fn admitted_payment_is_not_redeemable_while_a_slow_upstream_may_still_run() {
-    // Scenario 3: admitted 130 s ago for a route whose upstream timeout is 300 s, no outcome
+    // Admitted 130 s ago for a route whose upstream timeout is 300 s, no outcome
     // yet. The old rule counted "no outcome after 120 s" as a failure and redeemed it for a
     // second, concurrent request.
     let f = fixture(false).await;
@@ -482,7 +475,7 @@ async fn lease_follows_the_routes_upstream_timeout() {
 
 #[tokio::test]
 async fn client_reset_before_response_headers_never_buys_a_second_run() {
-    // Scenario 3: status 0 (the client reset before the response headers) means the upstream
+    // Status 0 (the client reset before the response headers) means the upstream
     // may have run the request: served, never redeemable.
     let f = fixture(false).await;
     let req = f.requirements(60);
@@ -556,7 +549,7 @@ async fn upstream_5xx_makes_the_payment_redeemable_once() {
 
 #[tokio::test]
 async fn undelivered_admission_is_redeemable() {
-    // Scenario 1: the settlement finished after the filter stopped waiting.
+    // The settlement finished after the filter stopped waiting.
     let f = fixture(false).await;
     let req = f.requirements(60);
     let block = f.block();
@@ -572,7 +565,7 @@ async fn undelivered_admission_is_redeemable() {
 
 #[tokio::test]
 async fn block_confirmed_after_the_wait_is_tracked_and_recorded_redeemable() {
-    // Scenario 1: the wait ends (block_not_confirmed), the block confirms later; the sidecar
+    // The wait ends (block_not_confirmed), the block confirms later; the sidecar
     // kept tracking it and records it redeemable without any re-presentation.
     let f = fixture(false).await;
     f.ledger.set_auto_confirm(false);
@@ -585,8 +578,11 @@ async fn block_confirmed_after_the_wait_is_tracked_and_recorded_redeemable() {
     let pending = f.engine.store.pending(0).await.expect("store");
     assert_eq!(pending.len(), 1);
     f.ledger.confirm(&block.hash());
+    // The tracker records the payment, then drops its pending row: wait for both.
     for _ in 0..200 {
-        if f.state_of(&block).await.is_some() {
+        if f.state_of(&block).await.is_some()
+            && f.engine.store.pending(0).await.expect("store").is_empty()
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -600,7 +596,7 @@ async fn block_confirmed_after_the_wait_is_tracked_and_recorded_redeemable() {
 
 #[tokio::test]
 async fn block_confirmed_after_its_challenge_expired_is_recorded_and_admitted_in_the_window() {
-    // Scenario 2: nothing recorded (the tracker was not running), the block confirmed on the
+    // Nothing recorded (the tracker was not running), the block confirmed on the
     // ledger; presented under its challenge 100 s after validBefore (past the fork grace).
     let f = fixture(false).await;
     let now = unix_now();
@@ -675,7 +671,7 @@ async fn redemption_must_present_the_recorded_terms() {
 
 #[tokio::test]
 async fn unbound_takeover_with_a_different_amount_is_refused() {
-    // Scenario 7: with allow_unbound, a block claimed (and broadcast) for a cheap resource
+    // With allow_unbound, a block claimed (and broadcast) for a cheap resource
     // timed out; presenting it again for an expensive one must not take the claim over: the
     // takeover skips the ledger checks, so it would buy the expensive resource for the cheap
     // price.

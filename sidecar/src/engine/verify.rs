@@ -1,20 +1,19 @@
-//! Verification, cheap checks first and durable work last: every check that needs no I/O runs
-//! before any store access or node call, and the only write (the nonce binding) comes after
-//! every check, so a payment that fails a local check costs no store row and no node call.
-//! In this order (each failure has its own reason):
+//! Verification of a signed block, cheap checks first and durable work last: every check that
+//! needs no I/O runs before any store access or node call, and the only write (the nonce
+//! binding) comes after every check, so a payment that fails a local check costs no store row
+//! and no node call. In this order (each failure has its own reason):
 //!
-//! 1. structure: requirements are ours (`exact`, our network, `XNO`, raw amount, payee key) →
-//!    `invalid_payment_requirements`; payment JSON, `x402Version` (`invalid_x402_version`),
-//!    declared scheme (`invalid_scheme`) and network (`invalid_network`), the block
-//!    (`invalid_payload`);
+//! 1. structure: the steps every mechanism shares ([`super::mechanism`]: requirements,
+//!    payment, mechanism);
 //! 2. expiry: `validBefore` > now → else `challenge_expired`; for settlement, an expired
 //!    challenge may still redeem the payment recorded for it (step 9), finish the block it
 //!    claimed in time (step 10) or record a block that confirmed after the wait
 //!    (docs/payments.md); nothing else;
-//! 3. challenge binding: key id current or previous (for an expired challenge, also a retired
-//!    key within the redemption horizon), MAC over the caller's terms → else
-//!    `invalid_challenge` (`resource_mismatch` when the stamp is a genuine challenge for another
-//!    resource); unbound facilitator requirements instead need `allow_unbound` and an allowed payee;
+//! 3. challenge binding ([`Engine::authenticate`]): key id current or previous (for an expired
+//!    challenge, also a retired key within the redemption horizon), MAC over the caller's terms
+//!    → else `invalid_challenge` (`resource_mismatch` when the stamp is a genuine challenge for
+//!    another resource); unbound facilitator requirements instead need `allow_unbound` and an
+//!    allowed payee;
 //! 4. destination: `link` decoded as a key equals the payee key → else `wrong_destination`;
 //! 5. signature over the block hash by `account` → else `invalid_signature`;
 //! 6. work ≥ the node network's send threshold → else `insufficient_work`;
@@ -35,17 +34,16 @@
 //! 13. (settle) fork set claim, atomic → else `duplicate_frontier` (another block) or
 //!     `duplicate_settlement` (the same block in flight).
 
+use super::mechanism::{self, BindingFailure, Mode, Payment};
 use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
 use crate::ledger::AccountState;
 use crate::store::{NonceBinding, PaymentRecord};
-use nanogate_protocol::challenge::{
-    self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
-};
+use nanogate_protocol::challenge::{ChallengeKey, ChallengeStamp, ChallengeTerms};
+use nanogate_protocol::challenge::{EXTRA_MAC, EXTRA_RESOURCE, EXTRA_VALID_BEFORE};
+use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, BlockHash, PublicKey, StateBlock};
-use nanogate_protocol::x402::{
-    decode_payment_value, DecodedPayment, ErrorReason, PaymentMechanism,
-};
+use nanogate_protocol::x402::ErrorReason;
 use serde_json::Value;
 use std::time::Instant;
 
@@ -74,8 +72,8 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
-    /// What a fork-set claim records and a takeover must match (scenario: a block claimed for
-    /// a cheap resource must never finish an expensive one).
+    /// What a fork-set claim records and a takeover must match (a block claimed for a cheap
+    /// resource must never finish an expensive one).
     pub fn terms(&self) -> String {
         format!("{}|{}|{}", self.amount, self.pay_to.to_hex(), self.resource)
     }
@@ -96,15 +94,15 @@ pub(crate) enum Verified {
     Late(Checked),
 }
 
-/// Verification is read-only for `/verify` (`Probe`) and binds the nonce for settlement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    Probe,
-    Settle,
+/// Step 10's finding: a claim on this very block that has ended may be taken over.
+enum ForkPeek {
+    Free,
+    TakeOver,
 }
 
-fn reject(reason: ErrorReason, msg: impl Into<String>) -> Rejection {
-    Rejection::new(reason, msg)
+/// `challenge_expired`, said the same way by every path that refuses an expired challenge.
+pub(crate) fn expired_challenge() -> Rejection {
+    Rejection::new(ErrorReason::ChallengeExpired, "the challenge has expired")
 }
 
 /// Why a claim made for `claimed` terms may not be taken over by `c` (`None` = it may).
@@ -114,180 +112,56 @@ fn takeover_refusal(claimed: &str, c: &Checked) -> Option<Rejection> {
     }
     let amount = claimed.split('|').next().unwrap_or("");
     Some(if amount != c.amount.to_string() {
-        reject(
+        Rejection::new(
             ErrorReason::AmountMismatch,
             "this block was claimed for another amount",
         )
     } else {
-        reject(
+        Rejection::new(
             ErrorReason::ResourceMismatch,
             "this block was claimed for another payee or resource",
         )
     })
 }
 
-/// The client's payment, decoded by the protocol crate's `decode_payment_value` (the same
-/// categorization the filter applies to the header).
-struct Declared {
-    decoded: DecodedPayment,
-    block: StateBlock,
-}
-
-fn read_payment(payment: &Value, network: &str) -> Result<Declared, Rejection> {
-    let decoded = decode_payment_value(payment.clone())
-        .map_err(|e| reject(e.reason(), format!("payment: {e}")))?;
-    if decoded.scheme() != "exact" {
-        return Err(reject(
-            ErrorReason::InvalidScheme,
-            "only `exact` is accepted",
-        ));
-    }
-    if decoded.network() != network {
-        return Err(reject(
-            ErrorReason::InvalidNetwork,
-            format!("only {network} is accepted"),
-        ));
-    }
-    let block = match decoded.mechanism() {
-        PaymentMechanism::SignedBlock(b) => (**b).clone(),
-        PaymentMechanism::ClientBroadcast => {
-            return Err(reject(
-                ErrorReason::UnsupportedScheme,
-                "only signed-block payments are accepted",
-            ))
-        }
-    };
-    Ok(Declared { decoded, block })
-}
-
 impl Engine {
-    /// Steps 1–3: structure, expiry, challenge binding. Pure: no I/O.
+    /// Steps 2–3 after the shared steps: expiry, challenge binding. Pure: no I/O.
     /// With `grace`, an expired challenge whose key is within the redemption horizon passes
     /// with `expired = true` (see [`Checked::expired`]).
     pub(crate) fn precheck(
         &self,
         input: &PaymentInput,
+        payment: &Payment,
         now: u64,
         grace: bool,
     ) -> Result<Checked, Rejection> {
-        let cfg = &self.cfg;
+        let block = payment
+            .decoded
+            .signed_block()
+            .map_err(|_| mechanism::signed_blocks_only())?;
         let req = &input.requirements;
-        let bad_req = |m: &str| reject(ErrorReason::InvalidPaymentRequirements, m);
-        if req.scheme != "exact" {
-            return Err(bad_req("requirements: scheme must be `exact`"));
-        }
-        if req.network != cfg.network {
-            return Err(bad_req(
-                "requirements: network is not the one this sidecar settles",
-            ));
-        }
-        if req.asset != "XNO" {
-            return Err(bad_req("requirements: asset must be XNO"));
-        }
-        let amount = parse_raw(&req.amount)
-            .ok()
-            .filter(|a| *a > 0)
-            .ok_or_else(|| bad_req("requirements: amount must be a positive raw integer"))?;
-        let pay_to = PublicKey::from_address(&req.pay_to)
-            .map_err(|_| bad_req("requirements: payTo is not a Nano address"))?;
-
-        let declared = read_payment(&input.payment, &cfg.network)?;
-
-        let bound = input.binding == BindingPolicy::Required || req.extra.contains_key("mac");
-        let mut expired = false;
-        let (nonce, valid_before) = if bound {
-            let (stamp, tag) = challenge::read_extra(&req.extra)
-                .map_err(|e| reject(ErrorReason::InvalidChallenge, e.to_string()))?;
-            // 2. expiry
-            expired = stamp.valid_before <= now;
-            if expired && !grace {
-                return Err(reject(
-                    ErrorReason::ChallengeExpired,
-                    "the challenge has expired",
-                ));
-            }
-            // Within the grace, judge the binding as of the last valid second.
-            let at = if expired {
-                stamp.valid_before.saturating_sub(1)
-            } else {
-                now
-            };
-            // 3. binding (an expired challenge may be older than the previous key: retired keys
-            // authenticate it, for redemption only)
-            let key = self.keys.honoured(stamp.key_id, at).or_else(|| {
-                expired
-                    .then(|| {
-                        let horizon = self.redemption_horizon_secs();
-                        self.keys
-                            .honoured_for_redemption(stamp.key_id, now, horizon)
-                    })
-                    .flatten()
-            });
-            let Some(key) = key else {
-                return Err(reject(
-                    ErrorReason::InvalidChallenge,
-                    "challenge key id is neither current nor previous",
-                ));
-            };
-            let resource = self.bound_resource(input, &declared);
-            let terms = ChallengeTerms {
-                network: &req.network,
-                scheme: &req.scheme,
-                asset: &req.asset,
-                pay_to,
-                amount,
-                resource,
-                mechanism: Mechanism::SignedBlock,
-            };
-            match challenge::verify(&key, &terms, &stamp, &tag, at) {
-                Ok(()) => {}
-                Err(ChallengeError::Expired) => {
-                    return Err(reject(
-                        ErrorReason::ChallengeExpired,
-                        "the challenge has expired",
-                    ))
-                }
-                Err(_) => return Err(self.mac_failure(&key, &declared, &stamp, &tag, resource, at)),
-            }
-            (Some(hex::encode_lower(&stamp.nonce)), stamp.valid_before)
+        let bound = input.binding == BindingPolicy::Required || req.extra.contains_key(EXTRA_MAC);
+        let (nonce, valid_before, expired) = if bound {
+            self.bound_challenge(input, payment, now, grace)?
         } else {
-            if !cfg.allow_unbound {
-                return Err(bad_req(
-                    "requirements carry no nanogate challenge and unbound requirements are not allowed",
-                ));
-            }
-            if !cfg.pay_to_allow.contains(&pay_to) {
-                return Err(bad_req("requirements: payTo is not in the allow-list"));
-            }
-            let valid_before = match req.extra.get("validBefore").and_then(Value::as_u64) {
-                Some(vb) => vb,
-                None => now.saturating_add(req.max_timeout_seconds.max(1)),
-            };
-            if valid_before <= now {
-                return Err(reject(
-                    ErrorReason::PaymentExpired,
-                    "the requirements have expired",
-                ));
-            }
-            (None, valid_before)
+            self.unbound_validity(input, payment, now)?
         };
-
-        let resource = self.bound_resource(input, &declared).to_owned();
-        let block = declared.block;
+        let network = &self.cfg.network;
+        let resource = self.bound_resource(input, payment).to_owned();
+        let block = block.clone();
         let hash = block.hash();
         Ok(Checked {
-            spent_key: format!("{}:{}", cfg.network, hash.to_hex()),
+            spent_key: format!("{network}:{}", hash.to_hex()),
             frontier_key: format!(
-                "{}:{}:{}",
-                cfg.network,
+                "{network}:{}:{}",
                 block.account.to_hex(),
                 block.previous.to_hex()
             ),
             payer: block.account,
             block,
             hash,
-            amount,
-            pay_to,
+            amount: payment.amount,
+            pay_to: payment.payee.key,
             resource,
             nonce,
             valid_before,
@@ -296,20 +170,92 @@ impl Engine {
         })
     }
 
+    /// Steps 2–3 for requirements with our MAC: `(nonce, validBefore, expired)`.
+    fn bound_challenge(
+        &self,
+        input: &PaymentInput,
+        payment: &Payment,
+        now: u64,
+        grace: bool,
+    ) -> Result<(Option<String>, u64, bool), Rejection> {
+        let req = &input.requirements;
+        let (stamp, tag) = mechanism::read_challenge(req)?;
+        // 2. expiry
+        let expired = stamp.valid_before <= now;
+        if expired && !grace {
+            return Err(expired_challenge());
+        }
+        // 3. binding (an expired challenge may be older than the previous key: retired keys
+        // authenticate it, for redemption only)
+        let resource = self.bound_resource(input, payment);
+        let terms = payment.terms(&self.cfg.network, resource, Mechanism::SignedBlock);
+        match self.authenticate(&terms, &stamp, &tag, now, true) {
+            Ok(()) => {}
+            Err(BindingFailure::UnknownKey) => {
+                return Err(Rejection::new(
+                    ErrorReason::InvalidChallenge,
+                    "challenge key id is neither current nor previous",
+                ))
+            }
+            Err(BindingFailure::Expired) => return Err(expired_challenge()),
+            Err(BindingFailure::NotIssued(key)) => {
+                let at = mechanism::judged_at(&stamp, now);
+                return Err(self.mac_failure(&key, payment, &stamp, &tag, resource, at));
+            }
+        }
+        Ok((
+            Some(hex::encode_lower(&stamp.nonce)),
+            stamp.valid_before,
+            expired,
+        ))
+    }
+
+    /// Steps 2–3 for facilitator requirements without a MAC: allowed by configuration for an
+    /// allowed payee, until `extra.validBefore` (or `maxTimeoutSeconds` from now).
+    fn unbound_validity(
+        &self,
+        input: &PaymentInput,
+        payment: &Payment,
+        now: u64,
+    ) -> Result<(Option<String>, u64, bool), Rejection> {
+        let cfg = &self.cfg;
+        let req = &input.requirements;
+        let bad_req = |m: &str| Rejection::new(ErrorReason::InvalidPaymentRequirements, m);
+        if !cfg.allow_unbound {
+            return Err(bad_req(
+                "requirements carry no nanogate challenge and unbound requirements are not allowed",
+            ));
+        }
+        if !cfg.pay_to_allow.contains(&payment.payee.key) {
+            return Err(bad_req("requirements: payTo is not in the allow-list"));
+        }
+        let valid_before = match req.extra.get(EXTRA_VALID_BEFORE).and_then(Value::as_u64) {
+            Some(vb) => vb,
+            None => now.saturating_add(req.max_timeout_seconds.max(1)),
+        };
+        if valid_before <= now {
+            return Err(Rejection::new(
+                ErrorReason::PaymentExpired,
+                "the requirements have expired",
+            ));
+        }
+        Ok((None, valid_before, false))
+    }
+
     /// The resource URL the MAC covers: the caller's; for the facilitator API a MAC-protected
     /// `extra.resource` (set by `/v1/challenge`) wins over the client's `resource.url`.
-    fn bound_resource<'a>(&self, input: &'a PaymentInput, declared: &'a Declared) -> &'a str {
+    fn bound_resource<'a>(&self, input: &'a PaymentInput, payment: &'a Payment) -> &'a str {
         if input.binding == BindingPolicy::Facilitator {
             if let Some(r) = input
                 .requirements
                 .extra
-                .get("resource")
+                .get(EXTRA_RESOURCE)
                 .and_then(Value::as_str)
             {
                 return r;
             }
             if input.resource.is_empty() {
-                return declared.decoded.resource().map_or("", |r| r.url.as_str());
+                return payment.decoded.resource().map_or("", |r| r.url.as_str());
             }
         }
         &input.resource
@@ -319,16 +265,16 @@ impl Engine {
     /// (cross-route replay): check the client's copy to tell `resource_mismatch` apart.
     fn mac_failure(
         &self,
-        key: &nanogate_protocol::challenge::ChallengeKey,
-        declared: &Declared,
+        key: &ChallengeKey,
+        payment: &Payment,
         stamp: &ChallengeStamp,
         tag: &[u8; 32],
         resource: &str,
         now: u64,
     ) -> Rejection {
         let genuine_elsewhere = (|| {
-            let acc = declared.decoded.accepted()?;
-            let url = declared.decoded.resource()?.url.as_str();
+            let acc = payment.decoded.accepted()?;
+            let url = payment.decoded.resource()?.url.as_str();
             if url == resource {
                 return None;
             }
@@ -341,37 +287,37 @@ impl Engine {
                 resource: url,
                 mechanism: Mechanism::SignedBlock,
             };
-            challenge::verify(key, &terms, stamp, tag, now).ok()
+            nanogate_protocol::challenge::verify(key, &terms, stamp, tag, now).ok()
         })();
         if genuine_elsewhere.is_some() {
-            reject(
+            Rejection::new(
                 ErrorReason::ResourceMismatch,
                 "the challenge was issued for another resource",
             )
         } else {
-            reject(
+            Rejection::new(
                 ErrorReason::InvalidChallenge,
                 "the challenge was not issued by this system for these terms",
             )
         }
     }
 
-    /// Steps 5–7: destination, signature, work. Pure.
+    /// Steps 4–6: destination, signature, work. Pure.
     pub(crate) fn block_checks(&self, c: &Checked) -> Result<(), Rejection> {
         if c.block.link_as_key() != c.pay_to {
-            return Err(reject(
+            return Err(Rejection::new(
                 ErrorReason::WrongDestination,
                 "the send's link is not the payee's key",
             ));
         }
         if !c.block.signature_valid() {
-            return Err(reject(
+            return Err(Rejection::new(
                 ErrorReason::InvalidSignature,
                 "the block signature does not verify",
             ));
         }
         if c.block.work_difficulty() < self.cfg.node_network.thresholds().send() {
-            return Err(reject(
+            return Err(Rejection::new(
                 ErrorReason::InsufficientWork,
                 "the block's work is below the send threshold",
             ));
@@ -379,92 +325,33 @@ impl Engine {
         Ok(())
     }
 
-    /// Steps 1–12. `Err` is the final verdict.
+    /// Steps 2–12 of a signed block whose shared steps passed (`offer`). `Err` is the final
+    /// verdict.
     pub(crate) async fn check(
         &self,
         input: &PaymentInput,
+        payment: &Payment,
         mode: Mode,
+        started: Instant,
     ) -> Result<Verified, Verdict> {
         let now = super::unix_now();
-        let started = Instant::now();
-        // 1–3: structure, expiry, challenge binding (no I/O)
+        // 2–3: expiry, challenge binding (no I/O)
         let c = self
-            .precheck(input, now, mode == Mode::Settle)
+            .precheck(input, payment, now, mode == Mode::Settle)
             .map_err(|r| self.reject(r))?;
-        let with_payer = |r: Rejection| r.with_payer(&c.payer);
-
         // 4–6: destination, signature, work (no I/O)
         self.block_checks(&c)
-            .map_err(|r| self.reject(with_payer(r)))?;
-
-        // 7. presentations per payer frontier (the signature proved both)
-        if let Err(wait) = self.limits.payer_presented(&c.payer, &c.block.previous) {
-            return Err(self.reject(with_payer(Rejection::rate_limited(
-                wait.0,
-                "too many presentations of payments on this payer's frontier",
-            ))));
+            .map_err(|r| self.reject(r.with_payer(&c.payer)))?;
+        self.frontier_presentations(&c)?;
+        let bound_here = self.nonce_not_taken(&c).await?;
+        if let Some(rec) = self.recorded_payment(&c).await? {
+            return Ok(Verified::Spent(c, Box::new(rec)));
         }
-
-        // 8. nonce registry (read only; bound at step 12). A binding is kept for the
-        // redemption window after the fork grace: it is what proves, for a block that confirmed
-        // late and was never recorded, that it was presented under this very challenge while
-        // the challenge was valid. An expired challenge binds nothing; its recorded payment
-        // (step 9) or its claim (step 10) is matched on the nonce.
-        let mut bound_here = false;
-        if let Some(nonce) = &c.nonce {
-            let t = Instant::now();
-            let bound = self.store.nonce_binding(nonce).await;
-            self.metrics.store_op("nonce_binding", t.elapsed());
-            match bound {
-                Err(e) => return Err(self.store_failed(&e)),
-                Ok(Some(k)) if k != c.spent_key => return Err(self.nonce_taken(&c)),
-                Ok(bound) => bound_here = bound.is_some(),
-            }
-        }
-
-        // 9. spent set
-        let t = Instant::now();
-        let spent = self.store.spent(&c.spent_key).await;
-        self.metrics.store_op("spent", t.elapsed());
-        match spent {
-            Err(e) => return Err(self.store_failed(&e)),
-            Ok(Some(rec)) => return Ok(Verified::Spent(c, Box::new(rec))),
-            Ok(None) => {}
-        }
-
-        // 10. fork set peek
-        let t = Instant::now();
-        let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
-        self.metrics.store_op("fork_entry", t.elapsed());
-        let entry = entry.map_err(|e| self.store_failed(&e))?;
-        if let Some(e) = &entry {
-            if e.block_hash == c.hash.to_hex() {
-                if e.nonce != c.nonce {
-                    return Err(self.reject(with_payer(reject(
-                        ErrorReason::DuplicateSettlement,
-                        "this block is being settled under another challenge",
-                    ))));
-                }
-                if let Some(r) = e.terms.as_deref().and_then(|t| takeover_refusal(t, &c)) {
-                    return Err(self.reject(with_payer(r)));
-                }
-                if e.lease_until > as_i64(now) {
-                    return Err(self.reject(with_payer(reject(
-                        ErrorReason::DuplicateSettlement,
-                        "this payment is being settled right now",
-                    ))));
-                }
-                self.metrics
-                    .verify_seconds
-                    .observe(started.elapsed().as_secs_f64());
-                return Ok(Verified::TakeOver(c));
-            }
-            if mode == Mode::Probe && !c.expired {
-                return Err(self.reject(with_payer(reject(
-                    ErrorReason::DuplicateFrontier,
-                    "another payment on this frontier is in flight",
-                ))));
-            }
+        if let ForkPeek::TakeOver = self.fork_peek(&c, mode, now).await? {
+            self.metrics
+                .verify_seconds
+                .observe(started.elapsed().as_secs_f64());
+            return Ok(Verified::TakeOver(c));
         }
         // An expired challenge: no recorded payment, no claim to finish (above). Only a block
         // presented under this challenge in time may be recorded now: anyone can see a
@@ -473,33 +360,15 @@ impl Engine {
             if bound_here {
                 return Ok(Verified::Late(c));
             }
-            return Err(self.reject(with_payer(reject(
-                ErrorReason::ChallengeExpired,
-                "the challenge has expired",
-            ))));
+            return Err(self.reject(expired_challenge().with_payer(&c.payer)));
         }
-
         // 11. account_info
         self.account_checks(&c).await.map_err(|r| match r {
             AccountRefusal::Ledger(e) => self.ledger_failed(&e),
-            AccountRefusal::Reject(r) => self.reject(with_payer(r)),
+            AccountRefusal::Reject(r) => self.reject(r.with_payer(&c.payer)),
         })?;
-
-        // 12. nonce binding: the first durable write, once everything else passed
-        if let (Mode::Settle, Some(nonce)) = (mode, &c.nonce) {
-            let keep = self
-                .cfg
-                .fork_grace_secs
-                .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0));
-            let expires = as_i64(c.valid_before.saturating_add(keep));
-            let t = Instant::now();
-            let binding = self.store.bind_nonce(nonce, &c.spent_key, expires).await;
-            self.metrics.store_op("bind_nonce", t.elapsed());
-            match binding {
-                Err(e) => return Err(self.store_failed(&e)),
-                Ok(NonceBinding::Other) => return Err(self.nonce_taken(&c)),
-                Ok(NonceBinding::Fresh | NonceBinding::Same) => {}
-            }
+        if mode == Mode::Settle {
+            self.bind_nonce(&c).await?;
         }
         self.metrics
             .verify_seconds
@@ -507,9 +376,107 @@ impl Engine {
         Ok(Verified::Fresh(c))
     }
 
+    /// Step 7: presentations per payer frontier (the signature proved both).
+    fn frontier_presentations(&self, c: &Checked) -> Result<(), Verdict> {
+        match self.limits.payer_presented(&c.payer, &c.block.previous) {
+            Ok(()) => Ok(()),
+            Err(wait) => Err(self.reject(
+                Rejection::rate_limited(
+                    wait.0,
+                    "too many presentations of payments on this payer's frontier",
+                )
+                .with_payer(&c.payer),
+            )),
+        }
+    }
+
+    /// Step 8: the nonce registry (read only; bound at step 12): `true` when the nonce is
+    /// bound to this very payment. A binding is kept for the redemption window after the fork
+    /// grace: it is what proves, for a block that confirmed late and was never recorded, that
+    /// it was presented under this very challenge while the challenge was valid. An expired
+    /// challenge binds nothing; its recorded payment (step 9) or its claim (step 10) is
+    /// matched on the nonce.
+    async fn nonce_not_taken(&self, c: &Checked) -> Result<bool, Verdict> {
+        let Some(nonce) = &c.nonce else {
+            return Ok(false);
+        };
+        let t = Instant::now();
+        let bound = self.store.nonce_binding(nonce).await;
+        self.metrics.store_op("nonce_binding", t.elapsed());
+        match bound {
+            Err(e) => Err(self.store_failed(&e)),
+            Ok(Some(k)) if k != c.spent_key => Err(self.nonce_taken(c)),
+            Ok(bound) => Ok(bound.is_some()),
+        }
+    }
+
+    /// Step 9: the payment ledger's record of this block, if any.
+    async fn recorded_payment(&self, c: &Checked) -> Result<Option<PaymentRecord>, Verdict> {
+        let t = Instant::now();
+        let spent = self.store.spent(&c.spent_key).await;
+        self.metrics.store_op("spent", t.elapsed());
+        spent.map_err(|e| self.store_failed(&e))
+    }
+
+    /// Step 10: the fork set's claim on the payer's frontier, if any.
+    async fn fork_peek(&self, c: &Checked, mode: Mode, now: u64) -> Result<ForkPeek, Verdict> {
+        let t = Instant::now();
+        let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
+        self.metrics.store_op("fork_entry", t.elapsed());
+        let Some(e) = entry.map_err(|e| self.store_failed(&e))? else {
+            return Ok(ForkPeek::Free);
+        };
+        let refuse = |r: Rejection| Err(self.reject(r.with_payer(&c.payer)));
+        if e.block_hash == c.hash.to_hex() {
+            if e.nonce != c.nonce {
+                return refuse(Rejection::new(
+                    ErrorReason::DuplicateSettlement,
+                    "this block is being settled under another challenge",
+                ));
+            }
+            if let Some(r) = e.terms.as_deref().and_then(|t| takeover_refusal(t, c)) {
+                return refuse(r);
+            }
+            if e.lease_until > as_i64(now) {
+                return refuse(Rejection::new(
+                    ErrorReason::DuplicateSettlement,
+                    "this payment is being settled right now",
+                ));
+            }
+            return Ok(ForkPeek::TakeOver);
+        }
+        if mode == Mode::Probe && !c.expired {
+            return refuse(Rejection::new(
+                ErrorReason::DuplicateFrontier,
+                "another payment on this frontier is in flight",
+            ));
+        }
+        Ok(ForkPeek::Free)
+    }
+
+    /// Step 12: the nonce binding, the first durable write, once everything else passed.
+    async fn bind_nonce(&self, c: &Checked) -> Result<(), Verdict> {
+        let Some(nonce) = &c.nonce else {
+            return Ok(());
+        };
+        let keep = self
+            .cfg
+            .fork_grace_secs
+            .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0));
+        let expires = as_i64(c.valid_before.saturating_add(keep));
+        let t = Instant::now();
+        let binding = self.store.bind_nonce(nonce, &c.spent_key, expires).await;
+        self.metrics.store_op("bind_nonce", t.elapsed());
+        match binding {
+            Err(e) => Err(self.store_failed(&e)),
+            Ok(NonceBinding::Other) => Err(self.nonce_taken(c)),
+            Ok(NonceBinding::Fresh | NonceBinding::Same) => Ok(()),
+        }
+    }
+
     fn nonce_taken(&self, c: &Checked) -> Verdict {
         self.reject(
-            reject(
+            Rejection::new(
                 ErrorReason::InvalidChallenge,
                 "this challenge was already used for another payment",
             )
@@ -530,7 +497,7 @@ impl Engine {
             .await
             .map_err(AccountRefusal::Ledger)?;
         let Some(state) = state else {
-            return Err(AccountRefusal::Reject(reject(
+            return Err(AccountRefusal::Reject(Rejection::new(
                 ErrorReason::StaleFrontier,
                 "the payer's account is not open on the ledger",
             )));
@@ -577,20 +544,20 @@ fn judge_account(c: &Checked, state: &AccountState) -> Result<(), Rejection> {
     // settling) meanwhile, or someone published it. Either way it buys nothing here: a
     // block already public could be a copied one. Name that, not a stale frontier.
     if state.frontier == c.hash || state.confirmed_frontier == Some(c.hash) {
-        return Err(reject(
+        return Err(Rejection::new(
             ErrorReason::DuplicateSettlement,
             "this block is already on the ledger (settled by another presentation, or published)",
         ));
     }
     let confirmed_head = state.confirmed_frontier.unwrap_or(state.frontier);
     if c.block.previous != state.frontier || confirmed_head != state.frontier {
-        return Err(reject(
+        return Err(Rejection::new(
             ErrorReason::StaleFrontier,
             "the block does not build on the payer's confirmed frontier",
         ));
     }
     if state.balance.checked_sub(c.block.balance) != Some(c.amount) {
-        return Err(reject(
+        return Err(Rejection::new(
             ErrorReason::AmountMismatch,
             "the balance decrement is not exactly the issued amount",
         ));

@@ -1,7 +1,7 @@
 //! Access to Nano nodes: an RPC client with failover ([`NodeClient`]) and confirmation tracking
 //! over the node WebSocket with a polling fallback ([`Confirmations`]).
 //!
-//! Everything here speaks nano-node's documented JSON (`shared/docs/nano.md` §2) and tolerates
+//! Everything here speaks nano-node's documented RPC and WebSocket JSON and tolerates
 //! its quirks and RsNano's differences: numbers as decimal strings, `""` for empty lists,
 //! booleans printed as `"true"`/`"1"`, hex in either case, `confirmed_frontier` missing on
 //! older nodes (falls back to `confirmation_height_frontier`), RsNano's decimal `difficulty`.

@@ -15,6 +15,7 @@
 //! One SQL text serves both backends ([`impl_payment_store`]).
 
 use super::StoreFuture;
+use nanogate_protocol::contract::Mechanism;
 
 /// The state of a payment. Stored as its [`as_str`](PaymentState::as_str) name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -53,10 +54,10 @@ impl PaymentState {
 }
 
 /// `mechanism` of a signed-block payment (we broadcast the client's block).
-pub const SIGNED_BLOCK: &str = "signed_block";
+pub const SIGNED_BLOCK: &str = Mechanism::SignedBlock.ledger_name();
 /// `mechanism` of a tagged-session payment (the client broadcast a send), and of any other
 /// send to a pool account.
-pub const TAGGED: &str = "tagged";
+pub const TAGGED: &str = Mechanism::TaggedSession.ledger_name();
 
 /// Why a payment is owed (the `reason` column).
 pub mod owed {

@@ -1,4 +1,4 @@
-//! Store operations of the tagged-amount mechanism (mechanism 2): sessions with a
+//! Store operations of the tagged-session mechanism: sessions with a
 //! store-enforced unique amount per payee account, their payment and single consumption, and
 //! the listing of stray payments (owed rows of the payment ledger, see [`super::payments`]).
 //!

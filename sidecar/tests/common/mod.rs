@@ -17,6 +17,13 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
+// The wire names every test binary reads from protocol (each uses a subset, like the
+// helpers in this file).
+#[allow(unused_imports)]
+pub use nanogate_protocol::contract::{headers, paths, ASSET_XNO, SCHEME_EXACT};
+#[allow(unused_imports)]
+pub use nanogate_sidecar::store::payments::{SIGNED_BLOCK, TAGGED};
+
 pub const FILTER_SECRET: &str = "test-filter-secret-0123456789";
 pub const CHALLENGE_SECRET: &str = "test-challenge-master-secret-0123456789";
 pub const TOKEN: &str = "test-facilitator-token-0123456789";
@@ -213,8 +220,8 @@ impl Sidecar {
             body["admissionToken"] = json!(t);
         }
         let resp = http()
-            .post(format!("{}/v1/outcome", self.base))
-            .header("x-nanogate-secret", FILTER_SECRET)
+            .post(format!("{}{}", self.base, paths::OUTCOME))
+            .header(headers::SECRET, FILTER_SECRET)
             .json(&body)
             .send()
             .await
@@ -246,18 +253,16 @@ pub async fn pay_at(
     payment: &Value,
 ) -> Value {
     let resp = http()
-        .post(format!("{base}/v1/pay"))
-        .header("x-nanogate-secret", FILTER_SECRET)
+        .post(format!("{base}{}", paths::PAY))
+        .header(headers::SECRET, FILTER_SECRET)
         .json(&json!({"resource": resource, "requirements": requirements, "payment": payment}))
         .send()
         .await
         .expect("pay");
     assert_eq!(resp.status(), 200, "verdicts are always HTTP 200");
     assert_eq!(
-        resp.headers()
-            .get("x-nanogate-verdict")
-            .map(|v| v.as_bytes()),
-        Some(&b"1"[..])
+        resp.headers().get(headers::VERDICT).map(|v| v.as_bytes()),
+        Some(headers::VERDICT_MARKER.as_bytes())
     );
     let v: Value = resp.json().await.expect("verdict json");
     if let (Some(r), Some(t)) = (v["receipt"].as_str(), v["admissionToken"].as_str()) {
@@ -295,18 +300,18 @@ pub fn challenge_for(
     };
     let terms = ChallengeTerms {
         network: NETWORK,
-        scheme: "exact",
-        asset: "XNO",
+        scheme: SCHEME_EXACT,
+        asset: ASSET_XNO,
         pay_to,
         amount,
         resource,
         mechanism: Mechanism::SignedBlock,
     };
     PaymentRequirements {
-        scheme: "exact".into(),
+        scheme: SCHEME_EXACT.into(),
         network: NETWORK.into(),
         amount: amount.to_string(),
-        asset: "XNO".into(),
+        asset: ASSET_XNO.into(),
         pay_to: pay_to.to_address(),
         max_timeout_seconds: valid_for,
         extra: challenge::extra(&k.key, &terms, &stamp),
