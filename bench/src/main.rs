@@ -145,6 +145,9 @@ async fn run(args: Args) -> Result<()> {
     let plan = Plan::new(args.quick);
     let wants = |s: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
     let root = nanogate_tests::workspace_root();
+    // Where cargo writes (criterion's estimates included): `$CARGO_TARGET_DIR`, else target/.
+    let target_dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
     let out_dir = root.join("target/bench");
     let work = out_dir.join(format!("work-{}", std::process::id()));
     std::fs::create_dir_all(&work).with_context(|| format!("mkdir {work:?}"))?;
@@ -185,7 +188,7 @@ async fn run(args: Args) -> Result<()> {
         .map(|n| {
             (
                 n.to_string(),
-                facts::criterion_median_ns(&root.join("target/criterion"), n),
+                facts::criterion_median_ns(&target_dir.join("criterion"), n),
             )
         })
         .collect();

@@ -62,6 +62,10 @@ pub async fn run(
     cfg.nodes.rpc = vec![devnet.rpc_url.clone()];
     cfg.nodes.ws = vec![devnet.ws_url.clone()];
     cfg.store.database_url = format!("sqlite://{}", db.display());
+    // The case re-verifies the same payments thousands of times to measure the checks; the
+    // per-frontier presentation limit (a defence against exactly that) would refuse all but
+    // a few. Rate 0 turns it off; the limiter is still consulted on every verification.
+    cfg.limits.payer_presentations_per_sec = 0;
     let state = nanogate_sidecar::server::open_state(&cfg)
         .await
         .map_err(|e| anyhow!("sidecar state: {e}"))?;
