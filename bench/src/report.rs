@@ -464,7 +464,7 @@ impl Report {
                 .collect();
             let _ = writeln!(
                 s,
-                "\nBulk fill (set-based SQL, random 256-bit keys inserted in key order, spent + receipts rows): {}.\n",
+                "\nBulk fill (set-based SQL, random 256-bit keys inserted in key order, `payments` rows in state served): {}.\n",
                 fills.join(", ")
             );
         }

@@ -2,10 +2,12 @@
 //! the sidecar does per payment) and lookup (`Store::spent`) rates through the sidecar's own
 //! store, first at a small size (the baseline) and then after a bulk fill to the target size.
 //!
-//! The bulk fill writes random 256-bit keys (as block hashes are) straight into the same
-//! tables with set-based SQL, in key order so that it takes minutes, because filling 10
-//! million rows one durable transaction at a time would take hours; the timed operations all
-//! go through the `Store` trait with fresh random keys.
+//! The spent set is the payment ledger (`payments`, docs/payments.md): a payment is spent
+//! once its row exists. The bulk fill writes random 256-bit keys (as block hashes are)
+//! straight into that table with set-based SQL, as rows in state `served` with the very
+//! columns and values [`consumption`] has `Store::consume` write, in key order so that it
+//! takes minutes, because filling 10 million rows one durable transaction at a time would
+//! take hours; the timed operations all go through the `Store` trait with fresh random keys.
 
 use anyhow::{anyhow, Context, Result};
 use nanogate_sidecar::store::{self, Consumption, Store};
@@ -46,21 +48,63 @@ fn random_key() -> String {
     )
 }
 
+// What every bench payment is (timed `consume` and bulk fill alike): a signed-block payment
+// that was served, as a facilitator settlement is recorded (no lease, no admission token).
+const MECHANISM: &str = store::payments::SIGNED_BLOCK;
+const STATE: store::PaymentState = store::PaymentState::Served;
+const PAYER: &str = "nano_bench";
+const PAY_TO: &str = "nano_bench_payee";
+const AMOUNT: u128 = 1000;
+const RESOURCE: &str = "http://bench/paid";
+
+/// Unix seconds, as the sidecar stamps `settled_at` / `updated_at`.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn consumption(key: String) -> Consumption {
     Consumption {
+        // As the sidecar makes them: 128 random bits, lower-case hex.
         receipt: nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 16]>()),
         spent_key: key,
-        mechanism: store::payments::SIGNED_BLOCK,
-        payer: "nano_bench".into(),
-        pay_to: "nano_bench_payee".into(),
-        amount: 1000,
-        resource: "http://bench/paid".into(),
+        mechanism: MECHANISM,
+        payer: PAYER.into(),
+        pay_to: PAY_TO.into(),
+        amount: AMOUNT,
+        resource: RESOURCE.into(),
         nonce: None,
-        now: 1,
-        state: store::PaymentState::Served,
+        now: now(),
+        state: STATE,
         lease_until: 0,
         admission_token: None,
     }
+}
+
+/// The columns and values `Store::consume` writes for [`consumption`], for a bulk fill from a
+/// set of upper-case hex keys `h`: `$1` mechanism, `$2` payer, `$3` payee, `$4` amount,
+/// `$5` resource, `$6` state, `$7` now. The receipt is the first 128 bits of the key in lower
+/// case (the form of a receipt, and in key order, so every index is appended to in order).
+const FILL_COLUMNS: &str = "(spent_key, receipt, mechanism, payer, pay_to, amount, resource, \
+     nonce, state, settled_at, updated_at, lease_until, admission_token)";
+const FILL_VALUES: &str = "'nano:devnet:' || h, lower(substr(h, 1, 32)), $1, $2, $3, $4, $5, \
+     NULL, $6, $7, $7, 0, NULL";
+
+fn bind_fill<'q, DB: sqlx::Database>(
+    q: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    q.bind(MECHANISM.to_string())
+        .bind(PAYER.to_string())
+        .bind(PAY_TO.to_string())
+        .bind(AMOUNT.to_string())
+        .bind(RESOURCE.to_string())
+        .bind(STATE.as_str().to_string())
+        .bind(now())
 }
 
 /// Times `f` over up to `count` operations or `budget`, whichever ends first.
@@ -94,6 +138,27 @@ async fn measure(
     ops: usize,
     budget: Duration,
 ) -> Result<Rates> {
+    // The bulk-filled rows must be what `consume` writes: the store reads one of each back the
+    // same but for the key, the receipt and the time.
+    let fresh = random_key();
+    anyhow::ensure!(
+        store.consume(&consumption(fresh.clone())).await?,
+        "a fresh key was refused"
+    );
+    let same = |r: Option<store::PaymentRecord>| {
+        r.map(|r| store::PaymentRecord {
+            spent_key: String::new(),
+            receipt: r.receipt.map(|x| x.len().to_string()),
+            settled_at: 0,
+            updated_at: 0,
+            ..r
+        })
+    };
+    let (consumed, filled) = (store.spent(&fresh).await?, store.spent(&existing[0]).await?);
+    anyhow::ensure!(
+        consumed.is_some() && same(consumed.clone()) == same(filled.clone()),
+        "bulk-filled row {filled:?} differs from a consumed one {consumed:?}"
+    );
     // Untimed warm-up: connections, statement caches and the first pages.
     for i in 0..100 {
         store.consume(&consumption(random_key())).await?;
@@ -150,8 +215,8 @@ async fn measure(
 // ---------------------------------------------------------------- SQLite
 
 async fn sqlite_fill(conn: &mut sqlx::SqliteConnection, rows: u64) -> Result<()> {
-    // Random keys, inserted in key order (the receipt is the key in lower case, so every index
-    // is appended to in order): minutes instead of an hour of random B-tree inserts at 10M.
+    // Random keys, inserted in key order (see FILL_VALUES): minutes instead of an hour of
+    // random B-tree inserts at 10M.
     let mut tx = conn.begin().await?;
     sqlx::query(
         "CREATE TEMP TABLE fill AS WITH RECURSIVE c(x) AS \
@@ -160,20 +225,13 @@ async fn sqlite_fill(conn: &mut sqlx::SqliteConnection, rows: u64) -> Result<()>
     .bind(rows as i64)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO spent (spent_key, receipt, payer, amount, consumed_at) \
-         SELECT 'nano:devnet:' || h, lower(h), 'nano_bench', '1000', 1 FROM fill ORDER BY h \
-         ON CONFLICT DO NOTHING",
+    // SQLite numbers its parameters `?N`, as the sidecar's store rewrites them.
+    let insert = format!(
+        "INSERT INTO payments {FILL_COLUMNS} SELECT {FILL_VALUES} FROM fill ORDER BY h \
+         ON CONFLICT DO NOTHING"
     )
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO receipts (receipt, spent_key, nonce, outcome, redemptions, admitted_at, \
-         valid_before) SELECT lower(h), 'nano:devnet:' || h, NULL, 200, 0, 1, 1 FROM fill \
-         ORDER BY h ON CONFLICT DO NOTHING",
-    )
-    .execute(&mut *tx)
-    .await?;
+    .replace('$', "?");
+    bind_fill(sqlx::query(&insert)).execute(&mut *tx).await?;
     sqlx::query("DROP TABLE fill").execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(())
@@ -181,8 +239,8 @@ async fn sqlite_fill(conn: &mut sqlx::SqliteConnection, rows: u64) -> Result<()>
 
 async fn sqlite_sample(conn: &mut sqlx::SqliteConnection, n: usize) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "SELECT spent_key FROM spent WHERE rowid IN \
-         (SELECT abs(random()) % (SELECT MAX(rowid) FROM spent) + 1 FROM \
+        "SELECT spent_key FROM payments WHERE rowid IN \
+         (SELECT abs(random()) % (SELECT MAX(rowid) FROM payments) + 1 FROM \
           (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < ?) SELECT x FROM c))",
     )
     .bind(n as i64)
@@ -228,7 +286,7 @@ pub async fn sqlite(
         .execute(&mut conn)
         .await?;
     let fill_secs = t.elapsed().as_secs_f64();
-    let entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM spent")
+    let entries: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payments")
         .fetch_one(&mut conn)
         .await?;
     let sample = sqlite_sample(&mut conn, 10_000).await?;
@@ -248,7 +306,7 @@ pub async fn sqlite(
 // ---------------------------------------------------------------- PostgreSQL
 
 async fn pg_fill(conn: &mut sqlx::PgConnection, schema: &str, rows: u64) -> Result<()> {
-    // As for SQLite: random keys inserted in key order, the receipt being the key in lower case.
+    // As for SQLite: random keys inserted in key order (see FILL_VALUES). `$8` is the count.
     let mut tx = conn.begin().await?;
     for set in [
         "SET LOCAL synchronous_commit = off",
@@ -256,25 +314,19 @@ async fn pg_fill(conn: &mut sqlx::PgConnection, schema: &str, rows: u64) -> Resu
     ] {
         sqlx::query(set).execute(&mut *tx).await?;
     }
-    sqlx::query(&format!(
+    bind_fill(sqlx::query(&format!(
         "WITH k AS MATERIALIZED (SELECT upper(md5(random()::text) || md5(random()::text)) AS h \
-                FROM generate_series(1, $1)), \
-         s AS (INSERT INTO \"{schema}\".spent (spent_key, receipt, payer, amount, consumed_at) \
-               SELECT 'nano:devnet:' || h, lower(h), 'nano_bench', '1000', 1 FROM k ORDER BY h \
-               ON CONFLICT DO NOTHING RETURNING spent_key, receipt) \
-         INSERT INTO \"{schema}\".receipts (receipt, spent_key, nonce, outcome, redemptions, \
-               admitted_at, valid_before) \
-         SELECT receipt, spent_key, NULL, 200, 0, 1, 1 FROM s ORDER BY receipt"
-    ))
+                FROM generate_series(1, $8)) \
+         INSERT INTO \"{schema}\".payments {FILL_COLUMNS} \
+         SELECT {FILL_VALUES} FROM k ORDER BY h ON CONFLICT DO NOTHING"
+    )))
     .bind(rows as i64)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    for table in ["spent", "receipts"] {
-        sqlx::query(&format!("VACUUM ANALYZE \"{schema}\".{table}"))
-            .execute(&mut *conn)
-            .await?;
-    }
+    sqlx::query(&format!("VACUUM ANALYZE \"{schema}\".payments"))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -283,12 +335,12 @@ async fn pg_sample_any(
     schema: &str,
     n: usize,
 ) -> Result<Vec<String>> {
-    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".spent"))
+    let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".payments"))
         .fetch_one(&mut *conn)
         .await?;
     let pct = ((n as f64 * 2.0 / total.max(1) as f64) * 100.0).min(100.0);
     Ok(sqlx::query_scalar(&format!(
-        "SELECT spent_key FROM \"{schema}\".spent TABLESAMPLE BERNOULLI({pct}) LIMIT $1"
+        "SELECT spent_key FROM \"{schema}\".payments TABLESAMPLE BERNOULLI({pct}) LIMIT $1"
     ))
     .bind(n as i64)
     .fetch_all(&mut *conn)
@@ -320,9 +372,10 @@ pub async fn postgres(
         let t = Instant::now();
         pg_fill(&mut conn, &schema, large.saturating_sub(small)).await?;
         let fill_secs = t.elapsed().as_secs_f64();
-        let entries: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".spent"))
-            .fetch_one(&mut conn)
-            .await?;
+        let entries: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{schema}\".payments"))
+                .fetch_one(&mut conn)
+                .await?;
         let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
         anyhow::ensure!(!sample.is_empty(), "no sample keys");
         let large_rates = measure(&store, entries as u64, &sample, ops, budget).await?;
