@@ -183,6 +183,7 @@ async fn run(args: Args) -> Result<()> {
             "challenge_mac_verify",
             "filter_402",
             "filter_free_route",
+            "filter_paid_presented",
         ]
         .iter()
         .map(|n| {

@@ -1,6 +1,7 @@
-//! The filter's own work per request on its two hot paths, natively (criterion): an unpaid
-//! request answered with a 402 (route match, resource URL, MAC, JSON, base64) and a request on a
-//! free route (route match only). The host is a minimal in-memory one, so this measures the
+//! The filter's own work per request on its hot paths, natively (criterion): an unpaid request
+//! answered with a 402 (route match, resource URL, MAC, JSON, base64), a request on a free
+//! route (route match only), and a paid request up to its `/v1/pay` call (decode the payment,
+//! authenticate its challenge, build the call). The host is a minimal in-memory one, so this measures the
 //! filter's code without Envoy's hostcalls; `cargo xtask bench` puts both beside the Envoy cases
 //! that include them (rows C and D).
 //!
@@ -16,6 +17,9 @@ use nanogate_filter::keys::{IdKey, KeyRing};
 use nanogate_filter::metrics::Metric;
 use nanogate_filter::sidecar::Call;
 use nanogate_protocol::challenge::ChallengeKey;
+use nanogate_protocol::nano::{BlockHash, PublicKey, Signature, StateBlock};
+use nanogate_protocol::x402::{encode_header, PaymentRequired};
+use serde_json::json;
 use std::hint::black_box;
 use std::rc::Rc;
 
@@ -37,6 +41,9 @@ struct Bench {
     ring: Rc<KeyRing>,
     nonce: u8,
     sent: usize,
+    /// The last local reply's body, and how many calls were dispatched.
+    body: Vec<u8>,
+    calls: usize,
 }
 
 impl Host for Bench {
@@ -60,6 +67,7 @@ impl Host for Bench {
         Some([self.nonce; 16])
     }
     fn dispatch(&mut self, _: &Call) -> Result<u32, String> {
+        self.calls += 1;
         Ok(1)
     }
     fn dispatch_detached(&mut self, _: &Call) -> Result<(), String> {
@@ -67,6 +75,7 @@ impl Host for Bench {
     }
     fn send_response(&mut self, _: u32, headers: &[(&str, &str)], body: &[u8]) {
         self.sent += headers.len() + body.len();
+        self.body = body.to_vec();
     }
     fn resume_request(&mut self) {}
     fn count(&mut self, _: Metric) {}
@@ -100,7 +109,30 @@ fn host(path: &str) -> Bench {
         }),
         nonce: 0,
         sent: 0,
+        body: Vec::new(),
+        calls: 0,
     }
+}
+
+/// A `PAYMENT-SIGNATURE` answering the 402 the filter gave `unpaid` (the filter checks the
+/// payment's shape and its challenge; the block's signature and work are the sidecar's job).
+fn payment_for(unpaid: &Bench) -> String {
+    let pr: PaymentRequired = serde_json::from_slice(&unpaid.body).expect("a 402 body");
+    let block = StateBlock {
+        account: PublicKey([1; 32]),
+        previous: BlockHash([2; 32]),
+        representative: PublicKey([1; 32]),
+        balance: 1_000_000,
+        link: [3; 32],
+        signature: Signature([4; 64]),
+        work: 5,
+    };
+    encode_header(&json!({
+        "x402Version": 2,
+        "resource": pr.resource,
+        "accepted": pr.accepts[0],
+        "payload": {"block": block.to_json()},
+    }))
 }
 
 fn edge(c: &mut Criterion) {
@@ -112,7 +144,21 @@ fn edge(c: &mut Criterion) {
             assert_eq!(flow.on_request_headers(black_box(&mut unpaid)), Next::Pause);
         })
     });
-    assert!(unpaid.sent > 0, "the 402 was sent");
+    // A 402 of our own to answer (made here: a filtered run may skip the 402 case).
+    let mut issued = host("/paid/report?id=42");
+    Flow::new(Rc::clone(&cfg)).on_request_headers(&mut issued);
+    let mut paid = host("/paid/report?id=42");
+    paid.headers.push((
+        "payment-signature".into(),
+        payment_for(&issued).into_bytes(),
+    ));
+    c.bench_function("filter_paid_presented", |b| {
+        b.iter(|| {
+            let mut flow = Flow::new(Rc::clone(&cfg));
+            assert_eq!(flow.on_request_headers(black_box(&mut paid)), Next::Pause);
+        })
+    });
+    assert!(paid.calls > 0, "the payment went to the sidecar");
     let mut free = host("/paid/free");
     c.bench_function("filter_free_route", |b| {
         b.iter(|| {
