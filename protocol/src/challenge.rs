@@ -139,24 +139,17 @@ fn keyed_hash(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// The MAC over `terms` and `stamp` under `key`.
+/// The MAC over `terms` and `stamp` under `key`: the keyed BLAKE2b of the length-prefixed
+/// parts, in the order [`MacPrefix`] absorbs them (the one place that order is written).
 pub fn mac(key: &ChallengeKey, terms: &ChallengeTerms<'_>, stamp: &ChallengeStamp) -> [u8; 32] {
-    keyed_hash(
-        &key.0,
-        &[
-            MAC_DOMAIN,
-            terms.network.as_bytes(),
-            terms.scheme.as_bytes(),
-            terms.asset.as_bytes(),
-            &terms.pay_to.0,
-            &terms.amount.to_be_bytes(),
-            terms.resource.as_bytes(),
-            terms.mechanism.as_str().as_bytes(),
-            &stamp.valid_before.to_be_bytes(),
-            &stamp.nonce,
-            &stamp.key_id.to_be_bytes(),
-        ],
-    )
+    match MacPrefix::new(key, terms) {
+        Some(prefix) => prefix.finish(terms, stamp),
+        // Unreachable (a challenge key is 32 bytes, a valid BLAKE2b key length). Still a value
+        // no one without the key can compute, never a constant a forger could present.
+        None => {
+            crate::nano::blake2b_256(&[MAC_DOMAIN, &key.0, terms.resource.as_bytes(), &stamp.nonce])
+        }
+    }
 }
 
 /// A challenge MAC hashed as far as the terms a route fixes (domain, network, scheme, asset,
@@ -339,10 +332,18 @@ mod tests {
             let prefix = MacPrefix::new(&key, &fixed).unwrap();
             proptest::prop_assert!(prefix.is_for(&key));
             proptest::prop_assert!(!prefix.is_for(&ChallengeKey([key.0[0] ^ 1; 32])) || key.0.iter().all(|b| *b == key.0[0] ^ 1));
-            // One prefix serves many challenges.
+            // One prefix serves many challenges; each is the keyed hash of the parts in the
+            // documented order (spelled out here independently of `MacPrefix`).
             for resource in &resources {
                 let t = ChallengeTerms { resource, ..fixed.clone() };
+                let reference = keyed_hash(&key.0, &[
+                    MAC_DOMAIN, t.network.as_bytes(), t.scheme.as_bytes(), t.asset.as_bytes(),
+                    &t.pay_to.0, &t.amount.to_be_bytes(), t.resource.as_bytes(),
+                    t.mechanism.as_str().as_bytes(), &stamp.valid_before.to_be_bytes(),
+                    &stamp.nonce, &stamp.key_id.to_be_bytes(),
+                ]);
                 proptest::prop_assert_eq!(prefix.finish(&t, &stamp), mac(&key, &t, &stamp));
+                proptest::prop_assert_eq!(mac(&key, &t, &stamp), reference);
             }
         }
     }
