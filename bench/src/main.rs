@@ -7,7 +7,7 @@
 //! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
 //! and count, and everything it starts stops with it.
 //!
-//! Usage: `nanogate-bench [--quick] [--only envoy,paid,flood,verify,spent,micro] [--pg-url URL]`.
+//! Usage: `nanogate-bench [--quick] [--only envoy,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
 //! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
 //! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
 
@@ -36,7 +36,12 @@ pub struct Plan {
     pub warm_secs: u64,
     pub connections: u32,
     pub paid_workers: usize,
+    /// Payers of the throughput case (instant ledger).
+    pub paid_many: usize,
     pub paid_secs: u64,
+    /// The paced paid load memory is sampled across, and how often.
+    pub memory_secs: u64,
+    pub memory_samples: u64,
     pub verify_payers: usize,
     pub verify_concurrency: usize,
     pub verify_secs: u64,
@@ -68,7 +73,10 @@ impl Plan {
                 warm_secs: 1,
                 connections: 32,
                 paid_workers: 8,
+                paid_many: 64,
                 paid_secs: 5,
+                memory_secs: 30,
+                memory_samples: 10,
                 verify_payers: 64,
                 verify_concurrency: 64,
                 verify_secs: 5,
@@ -85,7 +93,10 @@ impl Plan {
                 warm_secs: 2,
                 connections: 32,
                 paid_workers: 8,
+                paid_many: 64,
                 paid_secs: 15,
+                memory_secs: 600,
+                memory_samples: 20,
                 verify_payers: 64,
                 verify_concurrency: 64,
                 verify_secs: 10,
@@ -122,7 +133,7 @@ fn args() -> Result<Args> {
             "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: nanogate-bench [--quick] [--only envoy,paid,flood,verify,spent,micro] \
+                    "usage: nanogate-bench [--quick] [--only envoy,paid,memory,flood,verify,spent,micro] \
                      [--pg-url URL]"
                 );
                 std::process::exit(0);
@@ -220,7 +231,11 @@ async fn measure(
 ) -> Result<()> {
     let pay_to = paid::payee_key().public_key();
     let pay_to_addr = pay_to.to_address();
-    let needs_stack = wants("envoy") || wants("paid") || wants("flood") || wants("verify");
+    let needs_stack = wants("envoy")
+        || wants("paid")
+        || wants("memory")
+        || wants("flood")
+        || wants("verify");
     if needs_stack {
         if std::process::Command::new("wrk")
             .arg("-v")
@@ -230,7 +245,7 @@ async fn measure(
             bail!("wrk is not installed (`cargo xtask bench` installs it with apt-get)");
         }
         let upstream = Upstream::start()?;
-        let mut payers: Vec<_> = (0..plan.paid_workers)
+        let mut payers: Vec<_> = (0..plan.paid_many.max(plan.paid_workers))
             .map(|i| paid::payer_key(i).public_key())
             .collect();
         payers.extend(
@@ -333,7 +348,7 @@ async fn measure(
         }
 
         if wants("paid") {
-            for workers in [1, plan.paid_workers] {
+            for workers in [1, plan.paid_workers, plan.paid_many] {
                 let rows = paid_case(
                     plan,
                     workers,
@@ -343,11 +358,63 @@ async fn measure(
                     wasm,
                     pay_to,
                     &pay_to_addr,
-                    true,
+                    workers != plan.paid_many,
                 )
                 .await?;
                 report.paid.extend(rows);
             }
+            // The same cases with the sidecar on PostgreSQL (a schema of its own, dropped after).
+            eprintln!("nanogate-bench: sidecar on PostgreSQL ({})", args.pg_url);
+            match stack::start_sidecar_on(
+                bin_dir,
+                work,
+                &devnet0,
+                &stack::SidecarDb::Postgres(args.pg_url.clone()),
+            )
+            .await
+            {
+                Ok(pg) => {
+                    for workers in [1, plan.paid_workers, plan.paid_many] {
+                        match paid_case(
+                            plan,
+                            workers,
+                            &devnet0,
+                            &pg,
+                            &upstream,
+                            wasm,
+                            pay_to,
+                            &pay_to_addr,
+                            false,
+                        )
+                        .await
+                        {
+                            Ok(rows) => report.paid.extend(rows),
+                            Err(e) => report
+                                .notes
+                                .push(format!("PostgreSQL paid case ({workers} payers): {e:#}")),
+                        }
+                    }
+                    pg.cleanup().await;
+                }
+                Err(e) => report
+                    .notes
+                    .push(format!("PostgreSQL sidecar not started: {e:#}")),
+            }
+        }
+
+        if wants("memory") {
+            report.memory.push(
+                memory_case(
+                    plan,
+                    &devnet0,
+                    &sidecar0,
+                    &upstream,
+                    wasm,
+                    pay_to,
+                    &pay_to_addr,
+                )
+                .await?,
+            );
         }
 
         if wants("flood") {
@@ -520,8 +587,10 @@ async fn paid_case(
     .await?;
     let secs = plan.paid_secs;
     let per_worker = if devnet.confirm_ms == 0 {
-        // Enough for ~300 paid requests/s over the run; a faster run ends early (counted).
-        (secs as usize * 300) / workers + 20
+        // Enough for ~600 paid requests/s over the run (1,500/s for the throughput case); a
+        // faster run ends early (counted).
+        let rate = if workers >= plan.paid_many { 1500 } else { 600 };
+        (secs as usize * rate) / workers + 20
     } else {
         // One request per (delay + slack) per worker at most.
         (secs * 1000 / devnet.confirm_ms.max(1)) as usize + 5
@@ -532,7 +601,11 @@ async fn paid_case(
     );
     // A few untimed paid requests per payer first: V8 compiles (and tiers up) the filter's
     // paid path on first use, which would otherwise be charged to the timed requests.
-    let warm = if devnet.confirm_ms == 0 { 30 } else { 3 };
+    let warm = if devnet.confirm_ms == 0 {
+        (240 / workers).clamp(3, 30)
+    } else {
+        3
+    };
     let mut chains = Vec::new();
     for w in 0..workers {
         chains.push(
@@ -566,6 +639,7 @@ async fn paid_case(
             case: "free route through the filter (same client)".into(),
             workers,
             delay_ms: None,
+            backend: sidecar.backend,
             run: free,
             cpu: String::new(),
             breakdown: String::new(),
@@ -611,17 +685,98 @@ async fn paid_case(
     let breakdown = report::breakdown(&m_before, &m_after, run.ok);
     rows.push(PaidRow {
         case: format!(
-            "paid signed block, ledger confirms after {} ms",
-            devnet.confirm_ms
+            "paid signed block, ledger confirms after {} ms, {}",
+            devnet.confirm_ms, sidecar.backend
         ),
         workers,
         delay_ms: Some(devnet.confirm_ms),
+        backend: sidecar.backend,
         run,
         cpu: cpu.join(", "),
         breakdown,
     });
     drop(envoy);
     Ok(rows)
+}
+
+/// Memory across a paced paid load (`plan.memory_secs`, the instant ledger): the sidecar's
+/// RSS, Envoy's RSS (the wasm VMs' linear memory and V8's heap live in it) and Envoy's own
+/// allocator and wasm gauges from its admin `/stats`, sampled `plan.memory_samples` times.
+#[allow(clippy::too_many_arguments)]
+async fn memory_case(
+    plan: &Plan,
+    devnet: &stack::DevnetProc,
+    sidecar: &stack::SidecarProc,
+    upstream: &Upstream,
+    wasm: &std::path::Path,
+    pay_to: nanogate_protocol::nano::PublicKey,
+    pay_to_addr: &str,
+) -> Result<report::MemoryRow> {
+    let (yaml, ports) = stack::envoy_config(
+        EnvoyCase::Filter,
+        upstream.port,
+        sidecar.port,
+        wasm,
+        pay_to_addr,
+        None,
+    )?;
+    let envoy = stack::start_envoy(&yaml, ports.admin).await;
+    let base = format!("http://127.0.0.1:{}", ports.listener);
+    stack::wait_status(
+        &format!("{base}{}", paid::PAID_PATH),
+        402,
+        Duration::from_secs(20),
+    )
+    .await?;
+    // 8 payers, 25 paid requests/s each: 200/s, steady enough for memory to settle.
+    let workers = plan.paid_workers;
+    let interval = Duration::from_millis(40);
+    let per_worker = (plan.memory_secs * 25) as usize + 10;
+    eprintln!(
+        "nanogate-bench: memory: building {workers} × {per_worker} blocks, then {} s of paced paid load",
+        plan.memory_secs
+    );
+    let mut chains = Vec::new();
+    for w in 0..workers {
+        chains.push(paid::chain(&devnet.rpc_url, &paid::payer_key(w), pay_to, per_worker).await?);
+    }
+    let envoy_pid = stack::pid_with_arg(&envoy.dir().join("envoy.yaml").display().to_string());
+    let sidecar_pid = sidecar.proc.pid();
+    let duration = Duration::from_secs(plan.memory_secs);
+    let load = {
+        let base = base.clone();
+        tokio::spawn(async move { paid::run_live(&base, chains, duration, interval).await })
+    };
+    let every = Duration::from_secs(plan.memory_secs / plan.memory_samples.max(1));
+    let started = std::time::Instant::now();
+    let mut samples = Vec::new();
+    let mut wasm_stats = std::collections::BTreeMap::new();
+    for _ in 0..plan.memory_samples {
+        tokio::time::sleep(every).await;
+        let stats = stack::envoy_stats(ports.admin, &["wasm", "server.memory"]).await;
+        samples.push(report::MemorySample {
+            at_secs: started.elapsed().as_secs(),
+            sidecar_rss: stack::rss_bytes(sidecar_pid).unwrap_or(0),
+            envoy_rss: envoy_pid.and_then(stack::rss_bytes).unwrap_or(0),
+            envoy_allocated: stats.get("server.memory_allocated").copied().unwrap_or(0.0) as u64,
+        });
+        wasm_stats = stats;
+    }
+    let (paid_ok, failure) = load.await.context("memory load")??;
+    drop(envoy);
+    Ok(report::MemoryRow {
+        backend: sidecar.backend,
+        secs: plan.memory_secs,
+        paid: paid_ok,
+        failure,
+        samples,
+        wasm_stats: wasm_stats
+            .into_iter()
+            .filter(|(k, _)| k.contains("wasm"))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }
 
 /// One honest payer, quiet then under a flood of unpaid and junk traffic (`flood.rs`).

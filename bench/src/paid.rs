@@ -99,37 +99,7 @@ pub async fn headers_for(base: &str, blocks: Vec<Vec<StateBlock>>) -> Result<Vec
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::with_capacity(chain.len());
             for block in chain {
-                let r = client.get(&url).send().await?;
-                if r.status().as_u16() != 402 {
-                    bail!("expected 402 from {url}, got {}", r.status());
-                }
-                let pr_header = r
-                    .headers()
-                    .get(headers::PAYMENT_REQUIRED)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| anyhow!("402 without PAYMENT-REQUIRED"))?
-                    .to_string();
-                let pr: PaymentRequired = decode_header(&pr_header, 64 * 1024)
-                    .map_err(|e| anyhow!("PAYMENT-REQUIRED: {e}"))?;
-                let offer = pr
-                    .accepts
-                    .first()
-                    .ok_or_else(|| anyhow!("402 with no offer"))?;
-                if offer.amount != PRICE.to_string() {
-                    bail!("offer amount {} is not {PRICE}", offer.amount);
-                }
-                let payment = json!({
-                    "x402Version": 2,
-                    "resource": pr.resource,
-                    "accepted": offer,
-                    "payload": {"block": block.to_json()},
-                    "extensions": {},
-                });
-                let h = encode_header(&payment);
-                if h.len() > MAX_HEADER_BYTES {
-                    bail!("payment header of {} bytes exceeds the cap", h.len());
-                }
-                out.push(h);
+                out.push(header_for(&client, &url, &block).await?);
             }
             Ok::<_, anyhow::Error>(out)
         }));
@@ -139,6 +109,94 @@ pub async fn headers_for(base: &str, blocks: Vec<Vec<StateBlock>>) -> Result<Vec
         all.push(t.await.context("challenge task")??);
     }
     Ok(all)
+}
+
+/// Fetches a fresh 402 challenge from `url` and builds the `PAYMENT-SIGNATURE` value paying it
+/// with `block`.
+async fn header_for(client: &reqwest::Client, url: &str, block: &StateBlock) -> Result<String> {
+    let r = client.get(url).send().await?;
+    if r.status().as_u16() != 402 {
+        bail!("expected 402 from {url}, got {}", r.status());
+    }
+    let pr_header = r
+        .headers()
+        .get(headers::PAYMENT_REQUIRED)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| anyhow!("402 without PAYMENT-REQUIRED"))?
+        .to_string();
+    let pr: PaymentRequired =
+        decode_header(&pr_header, 64 * 1024).map_err(|e| anyhow!("PAYMENT-REQUIRED: {e}"))?;
+    let offer = pr
+        .accepts
+        .first()
+        .ok_or_else(|| anyhow!("402 with no offer"))?;
+    if offer.amount != PRICE.to_string() {
+        bail!("offer amount {} is not {PRICE}", offer.amount);
+    }
+    let payment = json!({
+        "x402Version": 2,
+        "resource": pr.resource,
+        "accepted": offer,
+        "payload": {"block": block.to_json()},
+        "extensions": {},
+    });
+    let h = encode_header(&payment);
+    if h.len() > MAX_HEADER_BYTES {
+        bail!("payment header of {} bytes exceeds the cap", h.len());
+    }
+    Ok(h)
+}
+
+/// A paced paid load for as long as `duration`: each worker, every `interval`, fetches a fresh
+/// challenge and pays it with its next block (challenges expire, so a long run cannot fetch
+/// them all up front). Returns the paid requests admitted and the first failure.
+pub async fn run_live(
+    base: &str,
+    chains: Vec<Vec<StateBlock>>,
+    duration: Duration,
+    interval: Duration,
+) -> Result<(u64, Option<String>)> {
+    let url = Arc::new(format!("{base}{PAID_PATH}"));
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for chain in chains {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .timeout(Duration::from_secs(30))
+                .build()?;
+            let mut ok = 0u64;
+            let mut tick = tokio::time::interval(interval);
+            for block in chain {
+                tick.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let h = header_for(&client, &url, &block).await?;
+                let r = client
+                    .get(url.as_str())
+                    .header(headers::PAYMENT_SIGNATURE, h)
+                    .send()
+                    .await?;
+                let status = r.status().as_u16();
+                let _ = r.bytes().await;
+                if status != 200 {
+                    return Ok((ok, Some(format!("status {status}"))));
+                }
+                ok += 1;
+            }
+            Ok::<_, anyhow::Error>((ok, None))
+        }));
+    }
+    let mut ok = 0;
+    let mut failure = None;
+    for t in tasks {
+        let (n, f) = t.await.context("live paid worker")??;
+        ok += n;
+        failure = failure.or(f);
+    }
+    Ok((ok, failure))
 }
 
 /// Sends every worker's headers in order until `duration` ends; one request in flight per

@@ -45,6 +45,8 @@ pub struct PaidRow {
     pub case: String,
     pub workers: usize,
     pub delay_ms: Option<u64>,
+    /// The sidecar's store: "SQLite" or "PostgreSQL".
+    pub backend: &'static str,
     pub run: LatencyRun,
     /// CPU time per paid request of each process.
     pub cpu: String,
@@ -109,6 +111,50 @@ impl FloodRow {
     }
 }
 
+/// One memory sample during the paced paid load.
+#[derive(Debug, Clone)]
+pub struct MemorySample {
+    pub at_secs: u64,
+    pub sidecar_rss: u64,
+    pub envoy_rss: u64,
+    /// Envoy's `server.memory_allocated` (its own heap; V8's wasm memory is mapped apart).
+    pub envoy_allocated: u64,
+}
+
+/// Memory across a paced paid load.
+pub struct MemoryRow {
+    pub backend: &'static str,
+    pub secs: u64,
+    pub paid: u64,
+    pub failure: Option<String>,
+    pub samples: Vec<MemorySample>,
+    /// Envoy's wasm gauges and counters at the last sample.
+    pub wasm_stats: String,
+}
+
+impl MemoryRow {
+    /// How a series moved after warm-up: the mean of the last third against the mean of the
+    /// middle third (the first third is warm-up). `(ratio, flat)`: flat = within 10 %.
+    pub fn trend(&self, pick: impl Fn(&MemorySample) -> u64) -> Option<(f64, bool)> {
+        let n = self.samples.len();
+        if n < 3 {
+            return None;
+        }
+        let mean = |s: &[MemorySample]| {
+            s.iter().map(|x| pick(x) as f64).sum::<f64>() / s.len().max(1) as f64
+        };
+        let third = n / 3;
+        let middle = mean(&self.samples[third..2 * third]);
+        let last = mean(&self.samples[2 * third..]);
+        let ratio = last / middle.max(1.0);
+        Some((ratio, ratio <= 1.10))
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
 pub struct Report {
     pub plan: Plan,
     pub facts: Facts,
@@ -118,6 +164,7 @@ pub struct Report {
     pub verify: Option<LatencyRun>,
     pub flood: Option<FloodRow>,
     pub spent: Vec<SpentResult>,
+    pub memory: Vec<MemoryRow>,
     pub micro: Vec<(String, Option<f64>)>,
     pub notes: Vec<String>,
     /// `--only` parts, when the run measured only some.
@@ -177,6 +224,7 @@ impl Report {
             verify: None,
             flood: None,
             spent: Vec::new(),
+            memory: Vec::new(),
             micro: Vec::new(),
             notes: Vec::new(),
             only: None,
@@ -291,17 +339,18 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "| case | payers | req/s | p50 | p99 | added beyond ledger delay (p50 / p99) | ok / failed |"
+                "| case | store | payers | req/s | p50 | p99 | added beyond ledger delay (p50 / p99) | ok / failed |"
             );
-            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|");
             for r in &self.paid {
                 let added = Self::added(r)
                     .map(|(a, b)| format!("{} / {}", signed_ms(a), signed_ms(b)))
                     .unwrap_or_else(|| "–".into());
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {added} | {} / {} |",
+                    "| {} | {} | {} | {} | {} | {} | {added} | {} / {} |",
                     r.case,
+                    r.backend,
                     r.workers,
                     int(r.run.rps),
                     ms(r.run.p50),
@@ -326,6 +375,37 @@ impl Report {
                 if let Some(e) = &r.run.first_failure {
                     let _ = writeln!(s, "\nFirst failure ({}): `{}`", r.case, e.replace('`', "'"));
                 }
+            }
+            s.push('\n');
+        }
+
+        for m in &self.memory {
+            let _ = writeln!(
+                s,
+                "## Memory across a paced paid load ({} s, 8 payers at 25 paid requests/s each, \
+                 ledger confirms at once, sidecar on {}; {} paid requests admitted{})\n",
+                m.secs,
+                m.backend,
+                m.paid,
+                m.failure
+                    .as_ref()
+                    .map(|f| format!(", first failure: {f}"))
+                    .unwrap_or_default()
+            );
+            let _ = writeln!(s, "| at | sidecar RSS | Envoy RSS | Envoy `server.memory_allocated` |");
+            let _ = writeln!(s, "|---:|---:|---:|---:|");
+            for x in &m.samples {
+                let _ = writeln!(
+                    s,
+                    "| {} s | {} | {} | {} |",
+                    x.at_secs,
+                    mib(x.sidecar_rss),
+                    mib(x.envoy_rss),
+                    mib(x.envoy_allocated)
+                );
+            }
+            if !m.wasm_stats.is_empty() {
+                let _ = writeln!(s, "\nEnvoy's wasm stats at the end: {}.", m.wasm_stats);
             }
             s.push('\n');
         }
@@ -510,18 +590,99 @@ impl Report {
                 met(x >= target)
             );
         }
-        for r in self.paid.iter().filter(|r| r.delay_ms.is_some()) {
+        for r in self
+            .paid
+            .iter()
+            .filter(|r| r.delay_ms.is_some() && r.workers < p.paid_many)
+        {
             if let Some((a50, a99)) = Self::added(r) {
+                // 1 payer: < 1 ms / < 5 ms; more: < 2 ms / < 10 ms (docs/design.md).
+                let (t50, t99) = if r.workers == 1 { (1.0, 5.0) } else { (2.0, 10.0) };
                 let _ = writeln!(
                     s,
-                    "| paid adds < 1 ms p50, < 5 ms p99 beyond the ledger ({} ms delay, {} payers) | {} p50, {} p99 | {} |",
+                    "| paid adds < {t50} ms p50, < {t99} ms p99 beyond the ledger ({} ms delay, {} payers, {}) | {} p50, {} p99 | {} |",
                     r.delay_ms.unwrap_or(0),
                     r.workers,
+                    r.backend,
                     signed_ms(a50),
                     signed_ms(a99),
-                    met(a50 < 1.0 && a99 < 5.0)
+                    met(a50 < t50 && a99 < t99)
                 );
             }
+        }
+        let many = |backend: &str| {
+            self.paid.iter().find(|r| {
+                r.delay_ms == Some(0) && r.workers == p.paid_many && r.backend == backend
+            })
+        };
+        for backend in ["SQLite", "PostgreSQL"] {
+            if let Some(r) = many(backend) {
+                let _ = writeln!(
+                    s,
+                    "| ≥ 1,000 paid requests/s (instant ledger, {} payers, {backend}) | {} /s (p50 {}, p99 {}) | {} |",
+                    r.workers,
+                    int(r.run.rps),
+                    ms(r.run.p50),
+                    ms(r.run.p99),
+                    met(r.run.rps >= 1000.0 && r.run.failures == 0)
+                );
+            }
+        }
+        // PostgreSQL within 2× of SQLite: throughput, and latency at each payer count.
+        let pairs: Vec<(&PaidRow, &PaidRow)> = self
+            .paid
+            .iter()
+            .filter(|r| r.backend == "PostgreSQL" && r.delay_ms.is_some())
+            .filter_map(|pg| {
+                let sq = self.paid.iter().find(|r| {
+                    r.backend == "SQLite" && r.delay_ms == pg.delay_ms && r.workers == pg.workers
+                })?;
+                Some((pg, sq))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            let parts: Vec<String> = pairs
+                .iter()
+                .map(|(pg, sq)| {
+                    format!(
+                        "{} payers: {:.2}× the req/s, p50 {:.2}×",
+                        pg.workers,
+                        pg.run.rps / sq.run.rps.max(1e-9),
+                        pg.run.p50.as_secs_f64() / sq.run.p50.as_secs_f64().max(1e-9)
+                    )
+                })
+                .collect();
+            let ok = pairs.iter().all(|(pg, sq)| {
+                pg.run.rps * 2.0 >= sq.run.rps && pg.run.p50 <= sq.run.p50 * 2
+            });
+            let _ = writeln!(
+                s,
+                "| PostgreSQL within 2× of SQLite (paid, instant ledger) | {} | {} |",
+                parts.join("; "),
+                met(ok)
+            );
+        }
+        for m in &self.memory {
+            let describe = |what: &str, t: Option<(f64, bool)>| match t {
+                Some((x, flat)) => format!(
+                    "{what} {} ({x:.2}× the middle third)",
+                    if flat { "flat" } else { "growing" }
+                ),
+                None => format!("{what}: too few samples"),
+            };
+            let sidecar = m.trend(|x| x.sidecar_rss);
+            let envoy = m.trend(|x| x.envoy_rss);
+            let last = m.samples.last();
+            let _ = writeln!(
+                s,
+                "| memory flat over a {}-second paid load (after warm-up: last third vs middle third ≤ 1.10×) | {}; {}; at the end sidecar {} and Envoy {} | {} |",
+                m.secs,
+                describe("sidecar RSS", sidecar),
+                describe("Envoy RSS", envoy),
+                last.map_or("–".into(), |x| mib(x.sidecar_rss)),
+                last.map_or("–".into(), |x| mib(x.envoy_rss)),
+                met(sidecar.is_some_and(|t| t.1) && envoy.is_some_and(|t| t.1))
+            );
         }
         if let Some(v) = &self.verify {
             let _ = writeln!(
@@ -539,11 +700,13 @@ impl Report {
             let dup = r.large.dup_per_s / r.small.dup_per_s.max(1e-9);
             let _ = writeln!(
                 s,
-                "| spent set O(1)-ish at 10M ({}; read as: every rate at size ≥ 0.5× the small table's) | {} entries vs {}: insert {ins:.2}×, duplicate refusal {dup:.2}×, lookup {hit:.2}×{} | {} |",
+                "| spent set O(1)-ish at 10M ({}; read as: every rate at size ≥ 0.5× the small table's) | {} entries vs {}: insert {ins:.2}×, duplicate refusal {dup:.2}×, lookup {hit:.2}×{}; RSS of the process holding the store {} at the small table, {} at size | {} |",
                 r.backend,
                 int(r.large.entries as f64),
                 int(r.small.entries as f64),
                 if r.large.entries < 10_000_000 { " (**not 10M**: quick mode)" } else { "" },
+                mib(r.rss_small),
+                mib(r.rss_large),
                 met(ins >= 0.5 && hit >= 0.5 && dup >= 0.5)
             );
         }

@@ -39,6 +39,10 @@ pub struct SpentResult {
     pub large: Rates,
     pub fill_secs: f64,
     pub version: String,
+    /// Resident memory of the process holding the store (this driver: the sidecar's own
+    /// `Store` code and pools) after the timed operations on the small and on the large table.
+    pub rss_small: u64,
+    pub rss_large: u64,
 }
 
 fn random_key() -> String {
@@ -280,6 +284,7 @@ pub async fn sqlite(
     sqlite_fill(&mut conn, small).await?;
     let sample = sqlite_sample(&mut conn, 10_000).await?;
     let small_rates = measure(&store, small, &sample, ops, budget).await?;
+    let rss_small = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
     let t = Instant::now();
     sqlite_fill(&mut conn, large.saturating_sub(small)).await?;
     sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -291,6 +296,7 @@ pub async fn sqlite(
         .await?;
     let sample = sqlite_sample(&mut conn, 10_000).await?;
     let large_rates = measure(&store, entries as u64, &sample, ops, budget).await?;
+    let rss_large = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
     drop(conn);
     drop(store);
     rm();
@@ -300,6 +306,8 @@ pub async fn sqlite(
         large: large_rates,
         fill_secs,
         version: format!("SQLite {version}"),
+        rss_small,
+        rss_large,
     })
 }
 
@@ -369,6 +377,7 @@ pub async fn postgres(
         let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
         anyhow::ensure!(!sample.is_empty(), "no sample keys");
         let small_rates = measure(&store, small, &sample, ops, budget).await?;
+    let rss_small = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
         let t = Instant::now();
         pg_fill(&mut conn, &schema, large.saturating_sub(small)).await?;
         let fill_secs = t.elapsed().as_secs_f64();
@@ -379,12 +388,15 @@ pub async fn postgres(
         let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
         anyhow::ensure!(!sample.is_empty(), "no sample keys");
         let large_rates = measure(&store, entries as u64, &sample, ops, budget).await?;
+    let rss_large = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
         Ok(SpentResult {
             backend: "PostgreSQL",
             small: small_rates,
             large: large_rates,
             fill_secs,
             version: format!("PostgreSQL {version}"),
+            rss_small,
+            rss_large,
         })
     }
     .await;

@@ -119,6 +119,30 @@ pub async fn rpc_call(url: &str, body: Value) -> Result<Value> {
 pub struct SidecarProc {
     pub port: u16,
     pub proc: Proc,
+    /// "SQLite" or "PostgreSQL".
+    pub backend: &'static str,
+    /// The PostgreSQL schema to drop when done (see [`SidecarProc::cleanup`]).
+    pg: Option<(String, String)>,
+}
+
+impl SidecarProc {
+    /// Drops a PostgreSQL sidecar's schema (SQLite files go with the work directory).
+    pub async fn cleanup(self) {
+        let pg = self.pg.clone();
+        drop(self);
+        if let Some((url, schema)) = pg {
+            let _ = nanogate_sidecar::store::postgres::PgStore::drop_schema(&url, &schema).await;
+        }
+    }
+}
+
+/// Where a bench sidecar keeps its state.
+#[derive(Debug, Clone)]
+pub enum SidecarDb {
+    /// A fresh file in the work directory.
+    Sqlite,
+    /// A fresh schema (unique to this run) in this database.
+    Postgres(String),
 }
 
 pub async fn start_sidecar(
@@ -126,12 +150,33 @@ pub async fn start_sidecar(
     work: &Path,
     devnet: &DevnetProc,
 ) -> Result<SidecarProc> {
+    start_sidecar_on(bin_dir, work, devnet, &SidecarDb::Sqlite).await
+}
+
+pub async fn start_sidecar_on(
+    bin_dir: &Path,
+    work: &Path,
+    devnet: &DevnetProc,
+    store: &SidecarDb,
+) -> Result<SidecarProc> {
     let port = free_port();
-    let db = work.join(format!("sidecar-{}ms.db", devnet.confirm_ms));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-    }
+    let (url, pg, backend) = match store {
+        SidecarDb::Sqlite => {
+            let db = work.join(format!("sidecar-{}ms.db", devnet.confirm_ms));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            (format!("sqlite://{}", db.display()), None, "SQLite")
+        }
+        SidecarDb::Postgres(url) => {
+            let schema = format!("ng_bench_{}_{}", std::process::id(), devnet.confirm_ms);
+            (url.clone(), Some((url.clone(), schema)), "PostgreSQL")
+        }
+    };
     let mut cmd = Command::new(bin_dir.join("nanogate-sidecar"));
+    if let Some((_, schema)) = &pg {
+        cmd.env("NANOGATE_POSTGRES_SCHEMA", schema);
+    }
     cmd.env("NANOGATE_LISTEN", format!("127.0.0.1:{port}"))
         .env("NANOGATE_NETWORK", NETWORK)
         .env("NANOGATE_NODE_NETWORK", "dev")
@@ -139,15 +184,12 @@ pub async fn start_sidecar(
         .env("NANOGATE_CHALLENGE_SECRET", CHALLENGE_SECRET)
         .env("NANOGATE_RPC_URLS", &devnet.rpc_url)
         .env("NANOGATE_WS_URLS", &devnet.ws_url)
-        .env(
-            "NANOGATE_DATABASE_URL",
-            format!("sqlite://{}", db.display()),
-        )
+        .env("NANOGATE_DATABASE_URL", &url)
         .env("NANOGATE_LOG", "warn")
         .env("NANOGATE_SHUTDOWN_GRACE_SECS", "1");
     let mut proc = Proc::spawn(
         &mut cmd,
-        work.join(format!("sidecar-{}ms.log", devnet.confirm_ms)),
+        work.join(format!("sidecar-{}ms-{backend}.log", devnet.confirm_ms)),
     )?;
     let url = format!("http://127.0.0.1:{port}/readyz");
     let client = reqwest::Client::new();
@@ -164,7 +206,12 @@ pub async fn start_sidecar(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Ok(SidecarProc { port, proc })
+    Ok(SidecarProc {
+        port,
+        proc,
+        backend,
+        pg,
+    })
 }
 
 /// A minimal upstream (`200 hello`), served on its own runtime thread so it does not compete
@@ -424,6 +471,32 @@ fn clock_ticks() -> f64 {
             .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
             .unwrap_or(100.0)
     })
+}
+
+/// Resident memory of a process in bytes, from `/proc/<pid>/status` (`VmRSS`).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Envoy's admin `/stats` counters and gauges whose names contain any of `needles`.
+pub async fn envoy_stats(admin: u16, needles: &[&str]) -> std::collections::BTreeMap<String, f64> {
+    let url = format!("http://127.0.0.1:{admin}/stats");
+    let text = match reqwest::get(&url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            if !needles.iter().any(|n| k.contains(n)) {
+                return None;
+            }
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// The pid of the process whose command line mentions `needle` (e.g. an Envoy's config path).

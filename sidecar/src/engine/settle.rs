@@ -27,7 +27,7 @@ use crate::ledger::{Confirmation, Ledger, LedgerError, ProcessOutcome};
 use crate::metrics::Metrics;
 use crate::store::payments::{owed, SIGNED_BLOCK};
 use crate::store::{
-    Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement, Store,
+    Claim, Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement, Store,
 };
 use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::nano::{parse_raw, StateBlock};
@@ -334,15 +334,18 @@ impl Engine {
             terms: Some(c.terms()),
         };
 
-        // 11. fork-set claim (atomic)
+        // 12–13. nonce binding (a fresh payment; a takeover's nonce is bound already) and
+        // fork-set claim: one transaction, the first durable write.
+        let bind = if takeover { None } else { self.nonce_bind(c) };
         let t = Instant::now();
-        let claimed = self.store.fork_claim(&claim, as_i64(now)).await;
-        self.metrics.store_op("fork_claim", t.elapsed());
+        let claimed = self.store.claim(bind.as_ref(), &claim, as_i64(now)).await;
+        self.metrics.store_op("claim", t.elapsed());
         match claimed {
             Err(e) => return self.store_failed(&e),
             // From its first presentation on, every send to the payee is accounted for.
-            Ok(true) => self.watch_payee(c.pay_to, now),
-            Ok(false) => {
+            Ok(Claim::Claimed) => self.watch_payee(c.pay_to, now),
+            Ok(Claim::NonceTaken) => return self.nonce_taken(c),
+            Ok(Claim::FrontierTaken) => {
                 let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
                 let same = matches!(&entry, Ok(Some(e)) if e.block_hash == claim.block_hash);
                 let r = if same {

@@ -29,15 +29,19 @@
 //! 11. `account_info` (refusals it proves are answered from a short cache, see
 //!     [`super::frontier_cache`]): `previous` == frontier == confirmed frontier → else
 //!     `stale_frontier`; balance − block.balance == amount exactly → else `amount_mismatch`;
-//! 12. (settle) nonce binding, atomic: the nonce is bound to this payment at its first
-//!     presentation that passed every check; another payment won it → `invalid_challenge`;
-//! 13. (settle) fork set claim, atomic → else `duplicate_frontier` (another block) or
+//! 12. (settle) nonce binding: the nonce is bound to this payment at its first presentation
+//!     that passed every check; another payment won it → `invalid_challenge`;
+//! 13. (settle) fork set claim → else `duplicate_frontier` (another block) or
 //!     `duplicate_settlement` (the same block in flight).
+//!
+//! Steps 8–10 (store reads) run concurrently with step 11 (`account_info`, skipped for an
+//! expired challenge); their findings are judged in the order above. Steps 12 and 13 are one
+//! transaction ([`crate::store::Store::claim`], made in `settle`): both or neither.
 
 use super::mechanism::{self, BindingFailure, Mode, Payment};
 use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
 use crate::ledger::AccountState;
-use crate::store::{NonceBinding, PaymentRecord};
+use crate::store::{NonceBind, PaymentRecord};
 use nanogate_protocol::challenge::{ChallengeKey, ChallengeStamp, ChallengeTerms};
 use nanogate_protocol::challenge::{EXTRA_MAC, EXTRA_RESOURCE, EXTRA_VALID_BEFORE};
 use nanogate_protocol::contract::Mechanism;
@@ -343,11 +347,30 @@ impl Engine {
         self.block_checks(&c)
             .map_err(|r| self.reject(r.with_payer(&c.payer)))?;
         self.frontier_presentations(&c)?;
-        let bound_here = self.nonce_not_taken(&c).await?;
-        if let Some(rec) = self.recorded_payment(&c).await? {
+        // 8–10 (store reads) and 11 (`account_info`) overlap: the node call does not depend
+        // on the reads, and its answer is only used when the reads found a fresh payment. An
+        // expired challenge never reaches step 11, so it makes no node call.
+        let reads = async {
+            let (bound, recorded, fork) = tokio::join!(
+                self.nonce_not_taken(&c),
+                self.recorded_payment(&c),
+                self.fork_peek(&c, mode, now)
+            );
+            (bound, recorded, fork)
+        };
+        let account = async {
+            if c.expired {
+                None
+            } else {
+                Some(self.account_checks(&c).await)
+            }
+        };
+        let ((bound_here, recorded, fork), account) = tokio::join!(reads, account);
+        let bound_here = bound_here?;
+        if let Some(rec) = recorded? {
             return Ok(Verified::Spent(c, Box::new(rec)));
         }
-        if let ForkPeek::TakeOver = self.fork_peek(&c, mode, now).await? {
+        if let ForkPeek::TakeOver = fork? {
             self.metrics
                 .verify_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -356,20 +379,17 @@ impl Engine {
         // An expired challenge: no recorded payment, no claim to finish (above). Only a block
         // presented under this challenge in time may be recorded now: anyone can see a
         // confirmed block on the ledger and present it under another expired challenge.
-        if c.expired {
+        let Some(account) = account else {
             if bound_here {
                 return Ok(Verified::Late(c));
             }
             return Err(self.reject(expired_challenge().with_payer(&c.payer)));
-        }
+        };
         // 11. account_info
-        self.account_checks(&c).await.map_err(|r| match r {
+        account.map_err(|r| match r {
             AccountRefusal::Ledger(e) => self.ledger_failed(&e),
             AccountRefusal::Reject(r) => self.reject(r.with_payer(&c.payer)),
         })?;
-        if mode == Mode::Settle {
-            self.bind_nonce(&c).await?;
-        }
         self.metrics
             .verify_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -454,27 +474,22 @@ impl Engine {
         Ok(ForkPeek::Free)
     }
 
-    /// Step 12: the nonce binding, the first durable write, once everything else passed.
-    async fn bind_nonce(&self, c: &Checked) -> Result<(), Verdict> {
-        let Some(nonce) = &c.nonce else {
-            return Ok(());
-        };
+    /// Step 12's binding (made with the fork-set claim, in one transaction): kept for the
+    /// redemption window after the fork grace (see [`Engine::nonce_not_taken`]).
+    pub(crate) fn nonce_bind(&self, c: &Checked) -> Option<NonceBind> {
+        let nonce = c.nonce.clone()?;
         let keep = self
             .cfg
             .fork_grace_secs
             .saturating_add(u64::try_from(self.cfg.redeem.window_secs).unwrap_or(0));
-        let expires = as_i64(c.valid_before.saturating_add(keep));
-        let t = Instant::now();
-        let binding = self.store.bind_nonce(nonce, &c.spent_key, expires).await;
-        self.metrics.store_op("bind_nonce", t.elapsed());
-        match binding {
-            Err(e) => Err(self.store_failed(&e)),
-            Ok(NonceBinding::Other) => Err(self.nonce_taken(c)),
-            Ok(NonceBinding::Fresh | NonceBinding::Same) => Ok(()),
-        }
+        Some(NonceBind {
+            nonce,
+            payment_key: c.spent_key.clone(),
+            expires_at: as_i64(c.valid_before.saturating_add(keep)),
+        })
     }
 
-    fn nonce_taken(&self, c: &Checked) -> Verdict {
+    pub(crate) fn nonce_taken(&self, c: &Checked) -> Verdict {
         self.reject(
             Rejection::new(
                 ErrorReason::InvalidChallenge,

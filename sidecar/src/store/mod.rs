@@ -6,11 +6,14 @@
 //! (`INSERT … ON CONFLICT DO NOTHING` / conditional `UPDATE`, then rows affected), never a
 //! read followed by a write, so replicas sharing PostgreSQL agree (invariant 8).
 //!
-//! Two backends: [`sqlite::SqliteStore`] (the default: one file, WAL, `synchronous=FULL`) and
-//! [`postgres::PgStore`] (for several replicas). Their schemas are embedded in the binary and
+//! Two backends: [`sqlite::SqliteStore`] (the default: one file, WAL, `synchronous=FULL`, one
+//! writer connection, readers on their own pool) and [`postgres::PgStore`] (for several
+//! replicas). The writes on a paid request's path are values ([`hot`]) so that SQLite can
+//! commit many of them with one fsync. Their schemas are embedded in the binary and
 //! applied at start.
 
 pub mod cursor;
+pub mod hot;
 pub mod payments;
 pub mod postgres;
 pub mod sqlite;
@@ -21,6 +24,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use thiserror::Error;
 
+pub use hot::{Claim, NonceBind};
 pub use payments::{
     Consumption, OwedPayment, PaymentQuery, PaymentRecord, PaymentState, PaymentStore,
     PendingSettlement, RedeemPolicy, Retention, StateTotal,
@@ -119,6 +123,17 @@ pub trait Store:
     /// existing one expired, or it is for the same block, the same nonce and the same terms and
     /// its lease ended (a re-presentation taking over a finished attempt). `true` = we own it.
     fn fork_claim<'a>(&'a self, entry: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool>;
+
+    /// The claim before a broadcast, in one transaction: binds `nonce` (if any) to its payment
+    /// as [`Store::bind_nonce`] does, then claims the frontier as [`Store::fork_claim`] does.
+    /// Either both happen or neither: a nonce taken by another payment or a frontier claimed
+    /// by another attempt leaves no row behind.
+    fn claim<'a>(
+        &'a self,
+        nonce: Option<&'a NonceBind>,
+        entry: &'a ForkEntry,
+        now: i64,
+    ) -> StoreFuture<'a, Claim>;
 
     /// Ends `owner`'s lease on a frontier but keeps the entry until it expires, so no other
     /// block can be paid on that frontier while ours might still confirm.

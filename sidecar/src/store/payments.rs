@@ -330,6 +330,7 @@ macro_rules! impl_payment_store {
                 PaymentState, PaymentStore, PendingSettlement, RedeemPolicy, Retention,
                 StateTotal,
             };
+            use $crate::store::hot::HotWrite;
             use $crate::store::tagged::sql;
             use $crate::store::StoreFuture;
             use sqlx::Row;
@@ -359,15 +360,6 @@ macro_rules! impl_payment_store {
                 })
             }
 
-            /// The extra condition of an outcome that must match the admission's token hash,
-            /// bound as parameter `$n` (nothing, and nothing bound, when there is no check).
-            fn token_check(token_hash: Option<&str>, n: u32) -> String {
-                match token_hash {
-                    Some(_) => format!(" AND admission_token = ${n}"),
-                    None => String::new(),
-                }
-            }
-
             fn pending_row(row: &$row) -> Result<PendingSettlement, sqlx::Error> {
                 Ok(PendingSettlement {
                     spent_key: row.try_get("spent_key")?,
@@ -381,33 +373,6 @@ macro_rules! impl_payment_store {
                 })
             }
 
-            impl $store {
-                /// `admitted → redeemable`, or `owed` once every redemption is used.
-                async fn not_served(
-                    &self,
-                    receipt: &str,
-                    now: i64,
-                    policy: RedeemPolicy,
-                    token_hash: Option<&str>,
-                ) -> Result<bool, $crate::store::StoreError> {
-                    let q = format!(
-                        "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
-                         WHERE receipt = $3 AND state = 'admitted'{}",
-                        token_check(token_hash, 4)
-                    );
-                    let q = sql(&q, $sqlite);
-                    let mut query = sqlx::query(&q)
-                        .bind(policy.max_redemptions)
-                        .bind(now)
-                        .bind(receipt);
-                    if let Some(h) = token_hash {
-                        query = query.bind(h);
-                    }
-                    let done = query.execute(&self.pool).await?;
-                    Ok(done.rows_affected() == 1)
-                }
-            }
-
             impl PaymentStore for $store {
                 fn spent<'a>(
                     &'a self,
@@ -417,7 +382,7 @@ macro_rules! impl_payment_store {
                         let q = format!("SELECT {COLS} FROM payments WHERE spent_key = $1");
                         let row = sqlx::query(&sql(&q, $sqlite))
                             .bind(spent_key)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&self.readers)
                             .await?;
                         Ok(row.as_ref().map(record).transpose()?)
                     })
@@ -425,29 +390,7 @@ macro_rules! impl_payment_store {
 
                 fn consume<'a>(&'a self, c: &'a Consumption) -> StoreFuture<'a, bool> {
                     Box::pin(async move {
-                        let done = sqlx::query(&sql(
-                            "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
-                               amount, resource, nonce, state, settled_at, updated_at, \
-                               lease_until, admission_token) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
-                             ON CONFLICT (spent_key) DO NOTHING",
-                            $sqlite,
-                        ))
-                        .bind(&c.spent_key)
-                        .bind(&c.receipt)
-                        .bind(c.mechanism)
-                        .bind(&c.payer)
-                        .bind(&c.pay_to)
-                        .bind(c.amount.to_string())
-                        .bind(&c.resource)
-                        .bind(&c.nonce)
-                        .bind(c.state.as_str())
-                        .bind(c.now)
-                        .bind(c.lease_until)
-                        .bind(&c.admission_token)
-                        .execute(&self.pool)
-                        .await?;
-                        Ok(done.rows_affected() == 1)
+                        Ok(self.hot(HotWrite::Consume(c.clone())).await?.applied())
                     })
                 }
 
@@ -490,21 +433,14 @@ macro_rules! impl_payment_store {
                     token_hash: Option<&'a str>,
                 ) -> StoreFuture<'a, bool> {
                     Box::pin(async move {
-                        if status >= 500 {
-                            return self.not_served(receipt, now, policy, token_hash).await;
-                        }
-                        let q = format!(
-                            "UPDATE payments SET state = 'served', updated_at = $1 \
-                             WHERE receipt = $2 AND state = 'admitted'{}",
-                            token_check(token_hash, 3)
-                        );
-                        let q = sql(&q, $sqlite);
-                        let mut query = sqlx::query(&q).bind(now).bind(receipt);
-                        if let Some(h) = token_hash {
-                            query = query.bind(h);
-                        }
-                        let done = query.execute(&self.pool).await?;
-                        Ok(done.rows_affected() == 1)
+                        let op = HotWrite::Outcome {
+                            receipt: receipt.to_owned(),
+                            status,
+                            now,
+                            policy,
+                            token_hash: token_hash.map(str::to_owned),
+                        };
+                        Ok(self.hot(op).await?.applied())
                     })
                 }
 
@@ -519,7 +455,7 @@ macro_rules! impl_payment_store {
                             $sqlite,
                         ))
                         .bind(receipt)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.readers)
                         .await?;
                         Ok(row
                             .map(|r| r.try_get::<Option<String>, _>("admission_token"))
@@ -533,7 +469,8 @@ macro_rules! impl_payment_store {
                     now: i64,
                     policy: RedeemPolicy,
                 ) -> StoreFuture<'a, bool> {
-                    Box::pin(self.not_served(receipt, now, policy, None))
+                    // Not served: the same transition as an upstream 5xx, with no token check.
+                    self.record_outcome_with_token(receipt, 500, now, policy, None)
                 }
 
                 fn record_owed<'a>(&'a self, o: &'a OwedPayment) -> StoreFuture<'a, bool> {
@@ -618,7 +555,7 @@ macro_rules! impl_payment_store {
                             .bind(after_at)
                             .bind(after_key)
                             .bind(q.limit)
-                            .fetch_all(&self.pool)
+                            .fetch_all(&self.readers)
                             .await?;
                         let mut out = Vec::with_capacity(rows.len());
                         for row in &rows {
@@ -644,7 +581,7 @@ macro_rules! impl_payment_store {
                                      ELSE '0' END AS INTEGER)) AS hi \
                                  FROM payments GROUP BY state",
                             )
-                            .fetch_all(&self.pool)
+                            .fetch_all(&self.readers)
                             .await?;
                             for row in &rows {
                                 let state: String = row.try_get("state")?;
@@ -671,7 +608,7 @@ macro_rules! impl_payment_store {
                                    SUM(CAST(amount AS NUMERIC))::TEXT AS raw \
                                  FROM payments GROUP BY state",
                             )
-                            .fetch_all(&self.pool)
+                            .fetch_all(&self.readers)
                             .await?;
                             for row in &rows {
                                 let state: String = row.try_get("state")?;
@@ -723,7 +660,7 @@ macro_rules! impl_payment_store {
                             $sqlite,
                         ))
                         .bind(now)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.readers)
                         .await?;
                         let mut out = Vec::with_capacity(rows.len());
                         for row in &rows {
@@ -762,7 +699,7 @@ macro_rules! impl_payment_store {
                         ))
                         .bind(hash)
                         .bind(spent_key)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.readers)
                         .await?;
                         Ok(found.is_some())
                     })
@@ -800,7 +737,7 @@ macro_rules! impl_payment_store {
                              WHERE table_schema = current_schema() \
                              AND table_name = 'legacy_stray_payments'"
                         })
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&self.readers)
                         .await?;
                         if exists.is_none() {
                             return Ok(0);

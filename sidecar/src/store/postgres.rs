@@ -2,6 +2,7 @@
 //! single statements (`ON CONFLICT`, conditional `UPDATE`) whose rows-affected count says who
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
+use super::hot::{Claim, HotDone, HotWrite, NonceBind};
 use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
@@ -38,6 +39,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 pub struct PgStore {
     pool: PgPool,
+    /// The same pool: PostgreSQL readers and writers need no separation.
+    readers: PgPool,
 }
 
 impl PgStore {
@@ -80,7 +83,27 @@ impl PgStore {
             .connect_with(opts)
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            readers: pool.clone(),
+            pool,
+        })
+    }
+
+    /// Runs one hot write in its own transaction (concurrent commits share WAL flushes); a
+    /// single statement is its own transaction.
+    pub(crate) async fn hot(&self, op: HotWrite) -> Result<HotDone, StoreError> {
+        if !matches!(op, HotWrite::Claim { .. }) {
+            let mut conn = self.pool.acquire().await?;
+            return Ok(Self::apply_hot(&mut *conn, &op).await?);
+        }
+        let mut tx = self.pool.begin().await?;
+        let done = Self::apply_hot(&mut *tx, &op).await?;
+        if done.keep() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(done)
     }
 
     /// Drops `schema` and everything in it (test clean-up).
@@ -133,7 +156,7 @@ impl Store for PgStore {
             let bound: Option<String> =
                 sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = $1")
                     .bind(nonce)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.readers)
                     .await?;
             Ok(match bound {
                 Some(k) if k == payment_key => NonceBinding::Same,
@@ -147,7 +170,7 @@ impl Store for PgStore {
             Ok(
                 sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = $1")
                     .bind(nonce)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.readers)
                     .await?,
             )
         })
@@ -165,7 +188,7 @@ impl Store for PgStore {
             )
             .bind(frontier_key)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(ForkEntry {
@@ -209,6 +232,25 @@ impl Store for PgStore {
         })
     }
 
+    fn claim<'a>(
+        &'a self,
+        nonce: Option<&'a NonceBind>,
+        entry: &'a ForkEntry,
+        now: i64,
+    ) -> StoreFuture<'a, Claim> {
+        Box::pin(async move {
+            let op = HotWrite::Claim {
+                nonce: nonce.cloned(),
+                entry: entry.clone(),
+                now,
+            };
+            match self.hot(op).await? {
+                HotDone::Claim(c) => Ok(c),
+                HotDone::Applied(_) => Err(StoreError::Query("a claim answered as a write".into())),
+            }
+        })
+    }
+
     fn fork_release<'a>(
         &'a self,
         frontier_key: &'a str,
@@ -245,6 +287,7 @@ impl Store for PgStore {
     }
 }
 
+super::hot::impl_hot_writes!(PgStore, sqlx::PgConnection, false);
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
 super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
 super::cursor::impl_cursor_store!(PgStore, false);

@@ -1,11 +1,27 @@
 //! SQLite backend: the default. One file, WAL journal, `synchronous=FULL` so a commit that
-//! returned survives power loss, and a busy timeout so concurrent writers queue.
+//! returned survives power loss.
+//!
+//! SQLite has one writer at a time, so the store has exactly one writer connection (`pool`, a
+//! pool of one): writes queue for it in the process (an async wait), never in SQLite's busy
+//! handler, which sleeps and retries. Reads go to their own pool (`readers`); in WAL they
+//! never wait for the writer. The writes on a paid request's path ([`super::hot`]) go through
+//! one writer task that commits every write waiting at that moment in one transaction, each
+//! in its own savepoint: one fsync per group instead of one per write. The busy timeout stays
+//! for another process holding the file (a second sidecar on the same file, `sqlite3`).
 
+use super::hot::{Claim, HotDone, HotWrite, NonceBind};
 use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// At most this many hot writes share one commit (bounds the transaction, not the queue).
+const MAX_GROUP: usize = 256;
+
+type HotReply = oneshot::Sender<Result<HotDone, StoreError>>;
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -36,7 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 pub struct SqliteStore {
+    /// The one writer connection.
     pool: SqlitePool,
+    readers: SqlitePool,
+    /// The writer task's queue (see [`group_commit`]).
+    writer: mpsc::UnboundedSender<(HotWrite, HotReply)>,
 }
 
 impl SqliteStore {
@@ -51,12 +71,99 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
-        Ok(SqliteStore { pool })
+        // An in-memory database is private to its connection: it has no separate readers.
+        let readers = if url.contains(":memory:") || url.contains("mode=memory") {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(max_connections.max(1))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.read_only(true))
+                .await?
+        };
+        let (writer, queue) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(pool.clone(), queue));
+        Ok(SqliteStore {
+            pool,
+            readers,
+            writer,
+        })
+    }
+
+    /// Runs one hot write through the writer task; answers once its group is committed.
+    pub(crate) async fn hot(&self, op: HotWrite) -> Result<HotDone, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.writer
+            .send((op, reply))
+            .map_err(|_| StoreError::Unavailable("the SQLite writer task stopped".into()))?;
+        done.await
+            .map_err(|_| StoreError::Unavailable("the SQLite writer task stopped".into()))?
+    }
+}
+
+/// The writer task: takes every hot write waiting, runs each in a savepoint of one
+/// `BEGIN IMMEDIATE` transaction, commits once, then answers each. A write that fails, or
+/// decides against itself (a claim refused), is rolled back to its savepoint alone. If the
+/// commit fails, every write of the group hears the error (none of them happened).
+async fn group_commit(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<(HotWrite, HotReply)>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let results = match pool.acquire().await {
+            Ok(mut conn) => run_group(&mut conn, &group).await,
+            Err(e) => Err(StoreError::from(e)),
+        };
+        match results {
+            Ok(results) => {
+                for ((_, reply), r) in group.drain(..).zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, writes = group.len(), "SQLite group commit failed");
+                for (_, reply) in group.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// One group in one transaction: `Ok` = committed, with each write's own result.
+async fn run_group(
+    conn: &mut PoolConnection<Sqlite>,
+    group: &[(HotWrite, HotReply)],
+) -> Result<Vec<Result<HotDone, StoreError>>, StoreError> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
+    let mut results = Vec::with_capacity(group.len());
+    let body: Result<(), sqlx::Error> = async {
+        for (op, _) in group {
+            sqlx::query("SAVEPOINT hot").execute(&mut **conn).await?;
+            let r = SqliteStore::apply_hot(&mut **conn, op).await;
+            let keep = matches!(&r, Ok(done) if done.keep());
+            if !keep {
+                sqlx::query("ROLLBACK TO hot").execute(&mut **conn).await?;
+            }
+            sqlx::query("RELEASE hot").execute(&mut **conn).await?;
+            results.push(r.map_err(StoreError::from));
+        }
+        sqlx::query("COMMIT").execute(&mut **conn).await?;
+        Ok(())
+    }
+    .await;
+    match body {
+        Ok(()) => Ok(results),
+        Err(e) => {
+            // Never hand the connection back inside a transaction.
+            if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_err() {
+                conn.close_on_drop();
+            }
+            Err(e.into())
+        }
     }
 }
 
@@ -94,7 +201,7 @@ impl Store for SqliteStore {
             let bound: Option<String> =
                 sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = ?")
                     .bind(nonce)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.readers)
                     .await?;
             Ok(match bound {
                 Some(k) if k == payment_key => NonceBinding::Same,
@@ -108,7 +215,7 @@ impl Store for SqliteStore {
             Ok(
                 sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = ?")
                     .bind(nonce)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&self.readers)
                     .await?,
             )
         })
@@ -126,7 +233,7 @@ impl Store for SqliteStore {
             )
             .bind(frontier_key)
             .bind(now)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.readers)
             .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(ForkEntry {
@@ -170,6 +277,25 @@ impl Store for SqliteStore {
         })
     }
 
+    fn claim<'a>(
+        &'a self,
+        nonce: Option<&'a NonceBind>,
+        entry: &'a ForkEntry,
+        now: i64,
+    ) -> StoreFuture<'a, Claim> {
+        Box::pin(async move {
+            let op = HotWrite::Claim {
+                nonce: nonce.cloned(),
+                entry: entry.clone(),
+                now,
+            };
+            match self.hot(op).await? {
+                HotDone::Claim(c) => Ok(c),
+                HotDone::Applied(_) => Err(StoreError::Query("a claim answered as a write".into())),
+            }
+        })
+    }
+
     fn fork_release<'a>(
         &'a self,
         frontier_key: &'a str,
@@ -206,6 +332,7 @@ impl Store for SqliteStore {
     }
 }
 
+super::hot::impl_hot_writes!(SqliteStore, sqlx::SqliteConnection, true);
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::cursor::impl_cursor_store!(SqliteStore, true);

@@ -191,7 +191,7 @@ macro_rules! impl_tagged_store {
                         let q = format!("SELECT {SESSION_COLS} FROM tagged_sessions WHERE id = $1");
                         let row = sqlx::query(&sql(&q, $sqlite))
                             .bind(id)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&self.readers)
                             .await?;
                         Ok(row.as_ref().map(session_row).transpose()?)
                     })
@@ -210,7 +210,7 @@ macro_rules! impl_tagged_store {
                         let row = sqlx::query(&sql(&q, $sqlite))
                             .bind(pay_to)
                             .bind(amount)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&self.readers)
                             .await?;
                         Ok(row.as_ref().map(session_row).transpose()?)
                     })
@@ -338,7 +338,7 @@ macro_rules! impl_tagged_store {
                             $sqlite,
                         ))
                         .bind(limit)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.readers)
                         .await?;
                         let mut out = Vec::with_capacity(rows.len());
                         for row in &rows {
@@ -365,7 +365,7 @@ macro_rules! impl_tagged_store {
                             $sqlite,
                         ))
                         .bind(now)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&self.readers)
                         .await?;
                         let mut out = Vec::with_capacity(rows.len());
                         for row in &rows {

@@ -1,0 +1,229 @@
+//! The writes on a paid request's path, as values: the claim before the broadcast (nonce
+//! binding and fork-set claim, one transaction), the consumption after the confirmation and
+//! the outcome report. One SQL text serves both backends ([`impl_hot_writes`]); how they are
+//! committed is the backend's business:
+//!
+//! - SQLite has one writer. A single writer task ([`super::sqlite`]) takes every hot write
+//!   that is waiting, runs each in its own savepoint inside one `BEGIN IMMEDIATE` transaction
+//!   and commits them together: one fsync for the whole group (group commit), no lock
+//!   contention inside the process, so no busy-handler sleeps.
+//! - PostgreSQL runs each in its own transaction on the pool; concurrent commits already share
+//!   WAL flushes.
+//!
+//! Either way each write is atomic on its own (a savepoint that fails or decides "no" is rolled
+//! back alone), and its caller hears the result only after the commit that made it durable.
+
+use super::payments::{Consumption, RedeemPolicy};
+use super::ForkEntry;
+
+/// A nonce binding to make in the same transaction as a fork-set claim.
+#[derive(Debug, Clone)]
+pub struct NonceBind {
+    pub nonce: String,
+    /// The payment (`network:HASH`) the nonce is bound to.
+    pub payment_key: String,
+    pub expires_at: i64,
+}
+
+/// What [`super::Store::claim`] decided. Anything but `Claimed` leaves no trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The nonce (if any) is bound to this payment and we own the frontier.
+    Claimed,
+    /// The nonce is bound to another payment.
+    NonceTaken,
+    /// The frontier is claimed by another block or attempt (see [`super::Store::fork_claim`]).
+    FrontierTaken,
+}
+
+/// One hot write.
+#[derive(Debug, Clone)]
+pub(crate) enum HotWrite {
+    Claim {
+        nonce: Option<NonceBind>,
+        entry: ForkEntry,
+        now: i64,
+    },
+    Consume(Consumption),
+    /// `admitted → served` (status < 500) or `→ redeemable`/`owed` (status ≥ 500, and the
+    /// filter never receiving its admission: `release`).
+    Outcome {
+        receipt: String,
+        status: i64,
+        now: i64,
+        policy: RedeemPolicy,
+        token_hash: Option<String>,
+    },
+}
+
+/// A hot write's result: `keep` = false rolls its savepoint (or transaction) back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HotDone {
+    Claim(Claim),
+    /// Rows affected == 1.
+    Applied(bool),
+}
+
+impl HotDone {
+    pub(crate) fn keep(self) -> bool {
+        match self {
+            HotDone::Claim(c) => c == Claim::Claimed,
+            HotDone::Applied(_) => true,
+        }
+    }
+
+    pub(crate) fn applied(self) -> bool {
+        matches!(self, HotDone::Applied(true))
+    }
+}
+
+/// Implements `$store::apply_hot(conn, op)`: runs one [`HotWrite`]'s statements on `conn`
+/// (inside a transaction or savepoint the caller opened).
+macro_rules! impl_hot_writes {
+    ($store:ty, $conn:ty, $sqlite:expr) => {
+        const _: () = {
+            use $crate::store::hot::{Claim, HotDone, HotWrite};
+            use $crate::store::payments::NOT_SERVED;
+            use $crate::store::tagged::sql;
+
+            impl $store {
+                pub(crate) async fn apply_hot(
+                    conn: &mut $conn,
+                    op: &HotWrite,
+                ) -> Result<HotDone, sqlx::Error> {
+                    match op {
+                        HotWrite::Claim { nonce, entry, now } => {
+                            if let Some(n) = nonce {
+                                let done = sqlx::query(&sql(
+                                    "INSERT INTO sessions (nonce, payment_key, expires_at) \
+                                     VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING",
+                                    $sqlite,
+                                ))
+                                .bind(&n.nonce)
+                                .bind(&n.payment_key)
+                                .bind(n.expires_at)
+                                .execute(&mut *conn)
+                                .await?;
+                                if done.rows_affected() != 1 {
+                                    let bound: Option<String> = sqlx::query_scalar(&sql(
+                                        "SELECT payment_key FROM sessions WHERE nonce = $1",
+                                        $sqlite,
+                                    ))
+                                    .bind(&n.nonce)
+                                    .fetch_optional(&mut *conn)
+                                    .await?;
+                                    if bound.as_deref() != Some(n.payment_key.as_str()) {
+                                        return Ok(HotDone::Claim(Claim::NonceTaken));
+                                    }
+                                }
+                            }
+                            let e = entry;
+                            let nonce_same = if $sqlite {
+                                "forks.nonce IS excluded.nonce"
+                            } else {
+                                "forks.nonce IS NOT DISTINCT FROM excluded.nonce"
+                            };
+                            let q = format!(
+                                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, \
+                                   lease_until, expires_at, terms) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $8) \
+                                 ON CONFLICT (frontier_key) DO UPDATE SET \
+                                   block_hash = excluded.block_hash, nonce = excluded.nonce, \
+                                   owner = excluded.owner, lease_until = excluded.lease_until, \
+                                   expires_at = excluded.expires_at, terms = excluded.terms \
+                                 WHERE forks.expires_at <= $7 \
+                                    OR (forks.block_hash = excluded.block_hash \
+                                        AND {nonce_same} \
+                                        AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
+                                        AND forks.lease_until <= $7)"
+                            );
+                            let done = sqlx::query(&sql(&q, $sqlite))
+                                .bind(&e.frontier_key)
+                                .bind(&e.block_hash)
+                                .bind(&e.nonce)
+                                .bind(&e.owner)
+                                .bind(e.lease_until)
+                                .bind(e.expires_at)
+                                .bind(*now)
+                                .bind(&e.terms)
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(HotDone::Claim(if done.rows_affected() == 1 {
+                                Claim::Claimed
+                            } else {
+                                Claim::FrontierTaken
+                            }))
+                        }
+                        HotWrite::Consume(c) => {
+                            let done = sqlx::query(&sql(
+                                "INSERT INTO payments (spent_key, receipt, mechanism, payer, \
+                                   pay_to, amount, resource, nonce, state, settled_at, \
+                                   updated_at, lease_until, admission_token) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
+                                 ON CONFLICT (spent_key) DO NOTHING",
+                                $sqlite,
+                            ))
+                            .bind(&c.spent_key)
+                            .bind(&c.receipt)
+                            .bind(c.mechanism)
+                            .bind(&c.payer)
+                            .bind(&c.pay_to)
+                            .bind(c.amount.to_string())
+                            .bind(&c.resource)
+                            .bind(&c.nonce)
+                            .bind(c.state.as_str())
+                            .bind(c.now)
+                            .bind(c.lease_until)
+                            .bind(&c.admission_token)
+                            .execute(&mut *conn)
+                            .await?;
+                            Ok(HotDone::Applied(done.rows_affected() == 1))
+                        }
+                        HotWrite::Outcome {
+                            receipt,
+                            status,
+                            now,
+                            policy,
+                            token_hash,
+                        } => {
+                            let check = |n: u32| match token_hash {
+                                Some(_) => format!(" AND admission_token = ${n}"),
+                                None => String::new(),
+                            };
+                            let done = if *status >= 500 {
+                                let q = format!(
+                                    "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
+                                     WHERE receipt = $3 AND state = 'admitted'{}",
+                                    check(4)
+                                );
+                                let q = sql(&q, $sqlite);
+                                let mut query = sqlx::query(&q)
+                                    .bind(policy.max_redemptions)
+                                    .bind(*now)
+                                    .bind(receipt);
+                                if let Some(h) = token_hash {
+                                    query = query.bind(h);
+                                }
+                                query.execute(&mut *conn).await?
+                            } else {
+                                let q = format!(
+                                    "UPDATE payments SET state = 'served', updated_at = $1 \
+                                     WHERE receipt = $2 AND state = 'admitted'{}",
+                                    check(3)
+                                );
+                                let q = sql(&q, $sqlite);
+                                let mut query = sqlx::query(&q).bind(*now).bind(receipt);
+                                if let Some(h) = token_hash {
+                                    query = query.bind(h);
+                                }
+                                query.execute(&mut *conn).await?
+                            };
+                            Ok(HotDone::Applied(done.rows_affected() == 1))
+                        }
+                    }
+                }
+            }
+        };
+    };
+}
+pub(crate) use impl_hot_writes;
