@@ -185,8 +185,8 @@ async fn concurrent_claimers_have_one_winner_postgres() {
     one_winner(Db::postgres()).await;
 }
 
-/// Claims and consumptions abandoned at every stage (tasks aborted after 0..N scheduler
-/// yields, futures dropped by a timeout), then the store closed and opened again: every nonce
+/// Claims and consumptions abandoned at every stage (tasks aborted, or futures dropped by a
+/// timeout, anywhere within twice the time a whole attempt takes), then the store closed and opened again: every nonce
 /// binding has its frontier claim and the other way round, and each payment is recorded at
 /// most once, with a receipt of one of its own attempts.
 async fn abandoned_writes(db: Db) {
@@ -203,11 +203,30 @@ async fn abandoned_writes(db: Db) {
         rng
     };
     let s = open(&db).await;
+    // How long a whole attempt takes on this store and machine (all connections warm): the
+    // abandonment points are spread over twice that.
+    let t = std::time::Instant::now();
+    let mut warm = Vec::new();
+    for i in 0..16 {
+        let s = s.clone();
+        warm.push(tokio::spawn(async move {
+            let (p, n, f) = (format!("W{i}"), format!("wn{i}"), format!("WF{i}"));
+            s.claim(Some(&bind(&n, &p)), &entry(&f, &p, &n), NOW)
+                .await
+                .unwrap();
+            s.consume(&consumption(&p, &format!("w{i}"))).await.unwrap();
+        }));
+    }
+    for w in warm {
+        w.await.unwrap();
+    }
+    let span = (t.elapsed().as_micros() as u64 * 2).max(1_000);
     const N: usize = 64;
     let mut tasks = Vec::new();
     for i in 0..N {
         let s2 = s.clone();
-        let yields = next() % 6;
+        // Somewhere between before the claim and after both consumptions.
+        let after = Duration::from_micros(next() % span);
         let by_timeout = next() % 2 == 0;
         let attempt = async move {
             let (p, n, f) = (format!("AP{i}"), format!("an{i}"), format!("AF{i}"));
@@ -226,17 +245,14 @@ async fn abandoned_writes(db: Db) {
             }
         };
         if by_timeout {
-            let d = Duration::from_micros(next() % 3_000);
             tasks.push(tokio::spawn(async move {
-                let _ = tokio::time::timeout(d, attempt).await;
+                let _ = tokio::time::timeout(after, attempt).await;
             }));
         } else {
             let h = tokio::spawn(attempt);
             let abort = h.abort_handle();
             tasks.push(tokio::spawn(async move {
-                for _ in 0..yields {
-                    tokio::task::yield_now().await;
-                }
+                tokio::time::sleep(after).await;
                 abort.abort();
                 if let Err(e) = h.await {
                     if e.is_panic() {
