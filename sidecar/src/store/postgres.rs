@@ -90,20 +90,28 @@ impl PgStore {
     }
 
     /// Runs one hot write in its own transaction (concurrent commits share WAL flushes); a
-    /// single statement is its own transaction.
+    /// single statement is its own transaction. The write runs in a task of its own, so a
+    /// caller that goes away (a cancelled request) never cancels it half way: sqlx may hand a
+    /// connection whose `BEGIN` was cancelled back to the pool inside that transaction, and
+    /// the next writes on it would then never commit.
     pub(crate) async fn hot(&self, op: HotWrite) -> Result<HotDone, StoreError> {
-        if !matches!(op, HotWrite::Claim { .. }) {
-            let mut conn = self.pool.acquire().await?;
-            return Ok(Self::apply_hot(&mut *conn, &op).await?);
-        }
-        let mut tx = self.pool.begin().await?;
-        let done = Self::apply_hot(&mut *tx, &op).await?;
-        if done.keep() {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(done)
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            if !matches!(op, HotWrite::Claim { .. }) {
+                let mut conn = pool.acquire().await?;
+                return Ok(Self::apply_hot(&mut *conn, &op).await?);
+            }
+            let mut tx = pool.begin().await?;
+            let done = Self::apply_hot(&mut *tx, &op).await?;
+            if done.keep() {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok(done)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a PostgreSQL write task failed: {e}")))?
     }
 
     /// Drops `schema` and everything in it (test clean-up).
