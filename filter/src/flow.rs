@@ -107,10 +107,18 @@ fn header_string<H: Host + ?Sized>(host: &H, name: &str) -> Option<String> {
     })
 }
 
+/// A payment as the request carries it.
+struct Carried {
+    decoded: DecodedPayment,
+    /// The header value exactly as received: what the sidecar is sent (it decodes it itself).
+    raw: String,
+    /// It came in `X-PAYMENT` (v1): the receipt then goes out in both response headers.
+    v1_header: bool,
+}
+
 /// The payment a request carries: `Ok(None)` without one; `Err` is why it is malformed (400).
-/// `PAYMENT-SIGNATURE` (v2) wins over `X-PAYMENT` (v1); feeless402 sends both. The `bool` is
-/// whether it came in the v1 header (the receipt then goes out in both response headers).
-fn read_payment<H: Host + ?Sized>(host: &H) -> Result<Option<(DecodedPayment, bool)>, ErrorReason> {
+/// `PAYMENT-SIGNATURE` (v2) wins over `X-PAYMENT` (v1); feeless402 sends both.
+fn read_payment<H: Host + ?Sized>(host: &H) -> Result<Option<Carried>, ErrorReason> {
     let (raw, v1_header) = match host.request_header(headers::PAYMENT_SIGNATURE) {
         Some(v) => (v, false),
         None => match host.request_header(headers::X_PAYMENT) {
@@ -122,9 +130,13 @@ fn read_payment<H: Host + ?Sized>(host: &H) -> Result<Option<(DecodedPayment, bo
     if raw.len() > MAX_HEADER_BYTES {
         return Err(ErrorReason::InvalidPayload);
     }
-    let text = std::str::from_utf8(&raw).map_err(|_| ErrorReason::InvalidPayload)?;
-    match decode_payment(text, MAX_HEADER_BYTES) {
-        Ok(p) => Ok(Some((p, v1_header))),
+    let raw = String::from_utf8(raw).map_err(|_| ErrorReason::InvalidPayload)?;
+    match decode_payment(&raw, MAX_HEADER_BYTES) {
+        Ok(decoded) => Ok(Some(Carried {
+            decoded,
+            raw,
+            v1_header,
+        })),
         Err(e) => {
             debug!(host, "nanogate: malformed payment ({})", e.category());
             Err(e.reason())
@@ -174,7 +186,7 @@ impl Flow {
             );
             return self.unavailable(host, price, ErrorReason::UnexpectedVerifyError, None);
         };
-        let (payment, v1_header) = match read_payment(host) {
+        let payment = match read_payment(host) {
             Ok(Some(found)) => found,
             Ok(None) => {
                 debug!(host, "nanogate: challenge for {resource}");
@@ -189,7 +201,7 @@ impl Flow {
             }
             Err(reason) => return self.refuse(host, price, &resource, &ring, reason, 400),
         };
-        let offer = match presented::check(&cfg, price, &resource, &payment, &ring, now) {
+        let offer = match presented::check(&cfg, price, &resource, &payment.decoded, &ring, now) {
             Ok(offer) => offer,
             Err(reason) => {
                 debug!(host, "nanogate: payment refused locally: {reason}");
@@ -199,9 +211,9 @@ impl Flow {
         let pending = Pending {
             route: index,
             resource,
-            v1_header,
+            v1_header: payment.v1_header,
         };
-        self.ask_sidecar(host, price, pending, &offer, &payment)
+        self.ask_sidecar(host, price, pending, &offer, payment.raw)
     }
 
     /// `POST /v1/pay` for a presented offer we issued; pauses until the answer.
@@ -211,14 +223,14 @@ impl Flow {
         price: &Price,
         pending: Pending,
         offer: &Presented,
-        payment: &DecodedPayment,
+        payment_header: String,
     ) -> Next {
         let source = host.source_address();
         let call = sidecar::pay_call(
             &self.cfg.sidecar,
             &offer.resource,
             &offer.requirements,
-            payment,
+            payment_header,
             price.upstream_timeout_ms,
             source.as_deref(),
         );

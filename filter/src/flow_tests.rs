@@ -255,8 +255,25 @@ fn valid_payment_calls_the_sidecar_with_our_terms_and_pauses() {
         body["requirements"]["extra"],
         serde_json::to_value(&pr.accepts[0].extra).unwrap()
     );
-    assert_eq!(body["payment"]["x402Version"], 2);
-    assert_eq!(body["payment"]["payload"], payment["payload"]);
+    // The payment goes as the client sent it (the sidecar decodes it itself), byte for byte.
+    assert_eq!(body["paymentHeader"], b64(&payment));
+    assert!(
+        body.get("payment").is_none(),
+        "one form of the payment only"
+    );
+}
+
+#[test]
+fn a_payment_in_x_payment_is_forwarded_as_that_header_was_sent() {
+    let pr = challenge_for("/paid/report");
+    // The URL-safe alphabet, as some clients write it: forwarded unchanged all the same.
+    let header = b64(&payment_for(&pr)).replace('+', "-").replace('/', "_");
+    let mut h = get("/paid/report").header("x-payment", header.clone());
+    let (_, next) = run(&mut h);
+    assert_eq!(next, Next::Pause);
+    assert_eq!(h.calls.len(), 1);
+    let body: Value = serde_json::from_slice(h.calls[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(body["paymentHeader"], header);
 }
 
 fn admitted(path: &str) -> (Flow, MockHost) {

@@ -10,8 +10,7 @@ use crate::pool::Session;
 use nanogate_protocol::contract::{
     self, headers, paths, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
-use nanogate_protocol::x402::{DecodedPayment, PaymentRequirements};
-use serde_json::Value;
+use nanogate_protocol::x402::PaymentRequirements;
 use std::time::Duration;
 
 /// An HTTP call to the sidecar, ready for `dispatch_http_call`.
@@ -61,25 +60,23 @@ pub fn key_call(sidecar: &SidecarConfig) -> Call {
     )
 }
 
-/// `POST /v1/pay` with the terms we rebuilt (plus the echoed stamp), the decoded payment and
-/// the route's upstream timeout (how long an admitted request may be in flight) and the client's
-/// address (for the sidecar's per-source limit).
+/// `POST /v1/pay` with the terms we rebuilt (plus the echoed stamp), the payment header as the
+/// client sent it (the sidecar decodes it itself: cheaper than re-encoding what we decoded),
+/// the route's upstream timeout (how long an admitted request may be in flight) and the
+/// client's address (for the sidecar's per-source limit).
 pub fn pay_call(
     sidecar: &SidecarConfig,
     resource: &str,
     requirements: &PaymentRequirements,
-    payment: &DecodedPayment,
+    payment_header: String,
     upstream_timeout_ms: u64,
     source: Option<&str>,
 ) -> Call {
-    let payment = match payment.to_payload_v2(None) {
-        Some(p) => serde_json::to_value(p).unwrap_or(Value::Null),
-        None => serde_json::to_value(payment.to_payload_v1()).unwrap_or(Value::Null),
-    };
     let body = PayRequest {
         resource: resource.to_owned(),
         requirements: requirements.clone(),
-        payment,
+        payment: None,
+        payment_header: Some(payment_header),
         upstream_timeout_ms: Some(upstream_timeout_ms),
         source: source.map(str::to_owned),
     };

@@ -8,7 +8,7 @@ use common::*;
 use nanogate_devnet::{Confirm, Devnet};
 use nanogate_protocol::challenge::{self, ChallengeStamp, ChallengeTerms, Mechanism};
 use nanogate_protocol::nano::StateBlock;
-use nanogate_protocol::x402::PaymentRequirements;
+use nanogate_protocol::x402::{encode_bytes, encode_header, PaymentRequirements, MAX_HEADER_BYTES};
 use nanogate_sidecar::config::Config;
 use nanogate_sidecar::keys::ChallengeKeys;
 use serde_json::{json, Value};
@@ -368,6 +368,85 @@ async fn challenge_key_lists_retired_keys_and_a_pay_holds_the_routes_upstream_ti
         .expect("row");
     assert!(rec.lease_until >= rec.settled_at + 305, "{rec:?}");
     assert!(rec.lease_until <= rec.settled_at + 306, "{rec:?}");
+    sc.stop().await;
+    d.shutdown().await;
+}
+
+/// `POST /v1/pay` with `body`, as the filter calls it: the verdict.
+async fn pay_body(sc: &Sidecar, body: &Value) -> Value {
+    let resp = http()
+        .post(format!("{}{}", sc.base, paths::PAY))
+        .header(headers::SECRET, FILTER_SECRET)
+        .json(body)
+        .send()
+        .await
+        .expect("pay");
+    assert_eq!(resp.status(), 200, "verdicts are always HTTP 200");
+    resp.json().await.expect("verdict json")
+}
+
+#[tokio::test]
+async fn a_forwarded_payment_header_is_read_as_sent_and_a_mutated_one_is_refused_saying_why() {
+    // The filter forwards the client's `PAYMENT-SIGNATURE` value as it came (`paymentHeader`).
+    // Whatever reaches the sidecar in that field (oversized, not base64, not JSON, a block
+    // altered after signing, or sent beside a decoded `payment`) is refused with a reason that
+    // names the problem, and costs the payer nothing: the genuine header then buys one
+    // admission, and only one.
+    let payer = key(64);
+    let d = devnet(&[&payer], Confirm::AfterMs(20)).await;
+    let db = Db::sqlite();
+    let sc = Sidecar::start(&devnet_config(&d, &db)).await;
+    let req = challenge();
+    let block = good_block(&d, &payer, PRICE, payee());
+    let p = payment(&req, &block);
+    let genuine = encode_header(&p);
+    let body =
+        |header: &str| json!({"resource": RESOURCE, "requirements": req, "paymentHeader": header});
+
+    let oversized = "A".repeat(MAX_HEADER_BYTES + 1);
+    let mut not_base64 = genuine.clone();
+    not_base64.replace_range(10..11, "*");
+    let not_json = encode_bytes(&serde_json::to_vec(&p).expect("json")[..40]);
+    let mut altered = p.clone();
+    altered["payload"]["block"]["balance"] = json!("1");
+    let altered = encode_header(&altered);
+    for (what, header, reason, says) in [
+        (
+            "oversized",
+            oversized.as_str(),
+            "invalid_payload",
+            "over the 8192-byte cap",
+        ),
+        ("not base64", &not_base64, "invalid_payload", "not base64"),
+        ("not JSON", &not_json, "invalid_payload", "not JSON"),
+        ("altered after signing", &altered, "invalid_signature", ""),
+    ] {
+        let v = pay_body(&sc, &body(header)).await;
+        assert_reject(&v, reason);
+        let message = v["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{what}: {v}");
+    }
+    let mut both = body(&genuine);
+    both["payment"] = p.clone();
+    let v = pay_body(&sc, &both).await;
+    assert_reject(&v, "invalid_payload");
+    assert_eq!(v["status"], 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or_default().contains("both"),
+        "{v}"
+    );
+    let neither = json!({"resource": RESOURCE, "requirements": req});
+    assert_reject(&pay_body(&sc, &neither).await, "invalid_payload");
+
+    // None of that touched the payment: the genuine header is admitted, once.
+    let v = pay_body(&sc, &body(&genuine)).await;
+    assert_admit(&v);
+    assert_reject(
+        &pay_body(&sc, &body(&genuine)).await,
+        "duplicate_settlement",
+    );
+    // The decoded form of the same payment is the same payment.
+    assert_reject(&sc.pay(&req, &p).await, "duplicate_settlement");
     sc.stop().await;
     d.shutdown().await;
 }

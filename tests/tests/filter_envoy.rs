@@ -580,7 +580,14 @@ async fn paid_request_is_admitted_forwarded_without_payment_headers_and_receipte
     assert_eq!(pays.len(), 1);
     assert_eq!(pays[0]["requirements"]["amount"], PAID_PRICE_RAW);
     assert_eq!(pays[0]["requirements"]["payTo"], PAY_TO);
-    assert_eq!(pays[0]["payment"]["payload"]["block"]["type"], "state");
+    // The payment header as the client sent it, decoded by the sidecar.
+    assert_eq!(pays[0]["paymentHeader"], payment.as_str());
+    let forwarded = nanogate_protocol::x402::decode_payment_json(
+        pays[0]["paymentHeader"].as_str().unwrap_or_default(),
+        nanogate_protocol::x402::MAX_HEADER_BYTES,
+    )
+    .expect("the forwarded header decodes");
+    assert_eq!(forwarded["payload"]["block"]["type"], "state");
     // The outcome is reported after the response, with the admission's token, which
     // reached neither the upstream nor the client.
     let outcomes = s.outcomes(1).await;

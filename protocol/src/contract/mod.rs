@@ -31,8 +31,8 @@ pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 pub use network::{check_network, NetworkError};
 pub use offer::{Mechanism, Offer, Payee, UnknownMechanism};
 pub use pay::{
-    read_pay_answer, OutcomeAnswer, OutcomeRequest, PayAnswer, PayRequest, Verdict, VerdictBody,
-    VerdictKind,
+    read_pay_answer, OutcomeAnswer, OutcomeRequest, PayAnswer, PayRequest, PaySourceError, Verdict,
+    VerdictBody, VerdictKind,
 };
 pub use sessions::{
     parse_sessions, route_scope, NanoSession, SessionOffer, SessionsAnswer, SessionsRequest,

@@ -5,7 +5,9 @@
 //! never read as a verdict. Everything the filter copies from a verdict into its own response
 //! (reason, `PAYMENT-RESPONSE`, `Retry-After`, the transaction header) is checked here first.
 
-use crate::x402::{ErrorReason, PaymentRequirements, MAX_HEADER_BYTES};
+use crate::x402::{
+    decode_payment_json, ErrorReason, PaymentError, PaymentRequirements, MAX_HEADER_BYTES,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -17,7 +19,13 @@ pub const MAX_ADMISSION_TOKEN_LEN: usize = 128;
 pub const RETRY_AFTER_RANGE: std::ops::RangeInclusive<u64> = 1..=3600;
 
 /// `POST /v1/pay` body: the terms the filter rebuilt from its configuration (plus the stamp
-/// the client echoed), the decoded payment, and what the sidecar needs to hold the admission.
+/// the client echoed), the payment, and what the sidecar needs to hold the admission.
+///
+/// The payment comes in exactly one of two forms ([`PayRequest::payment_json`] reads either):
+/// `paymentHeader`, the client's header value exactly as received (what the filter sends: it
+/// has decoded the header already to check the challenge, and forwarding the bytes it was given
+/// costs nothing, where re-encoding the decoded payment was over a third of its work on a paid
+/// request), or `payment`, the decoded JSON (for other callers).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PayRequest {
@@ -25,7 +33,12 @@ pub struct PayRequest {
     pub resource: String,
     pub requirements: PaymentRequirements,
     /// The decoded payment: the v2 `PaymentPayload` JSON, or the v1 `X-PAYMENT` JSON.
-    pub payment: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Value>,
+    /// The `PAYMENT-SIGNATURE` (or `X-PAYMENT`) header value as the client sent it: base64 of
+    /// the payment's JSON, at most [`MAX_HEADER_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_header: Option<String>,
     /// The route's upstream timeout: how long an admitted request may be in flight (absent:
     /// Envoy's default, 15 s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +46,43 @@ pub struct PayRequest {
     /// The client's address as Envoy reports it (`ip` or `ip:port`), for the per-source limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+}
+
+/// Why a [`PayRequest`] carries no readable payment.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PaySourceError {
+    #[error("the body needs `paymentHeader` (the client's header value) or `payment` (its JSON)")]
+    Missing,
+    #[error("the body has both `paymentHeader` and `payment`; send one")]
+    Both,
+    #[error("paymentHeader: {0}")]
+    Header(PaymentError),
+}
+
+impl PaySourceError {
+    /// The reason a verdict refusing this body gives.
+    pub fn reason(&self) -> ErrorReason {
+        match self {
+            PaySourceError::Header(e) => e.reason(),
+            PaySourceError::Missing | PaySourceError::Both => ErrorReason::InvalidPayload,
+        }
+    }
+}
+
+impl PayRequest {
+    /// The payment's JSON, taken out of whichever form it came in: a `paymentHeader` is decoded
+    /// under the same cap and rules as the header itself ([`decode_payment_json`]), so a
+    /// forwarded header is read exactly as the filter read it.
+    pub fn payment_json(&mut self) -> Result<Value, PaySourceError> {
+        match (self.payment_header.take(), self.payment.take()) {
+            (Some(header), None) => {
+                decode_payment_json(&header, MAX_HEADER_BYTES).map_err(PaySourceError::Header)
+            }
+            (None, Some(payment)) => Ok(payment),
+            (Some(_), Some(_)) => Err(PaySourceError::Both),
+            (None, None) => Err(PaySourceError::Missing),
+        }
+    }
 }
 
 /// `verdict` of a [`VerdictBody`].
@@ -426,12 +476,87 @@ mod tests {
         }))
         .unwrap();
         assert_eq!((r.upstream_timeout_ms, r.source.as_deref()), (None, None));
+        assert_eq!(r.payment, Some(json!({})));
         assert_eq!(
             serde_json::to_value(&r)
                 .unwrap()
                 .as_object()
                 .map(|o| o.len()),
             Some(3)
+        );
+    }
+
+    fn with_payment(payment: Option<Value>, payment_header: Option<String>) -> PayRequest {
+        PayRequest {
+            resource: "r".into(),
+            requirements: serde_json::from_value(json!({"scheme": "exact", "network": "n",
+                "amount": "1", "asset": "XNO", "payTo": "p", "maxTimeoutSeconds": 1}))
+            .unwrap(),
+            payment,
+            payment_header,
+            upstream_timeout_ms: None,
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_forwarded_header_that_is_mutated_oversized_or_doubled_is_refused_with_its_reason() {
+        use crate::x402::encode_header;
+        let payment = json!({"x402Version": 2, "accepted": {}, "payload": {"proof": "AB"}});
+        let header = encode_header(&payment);
+        // Oversized: refused by size before any decoding, whatever the bytes are.
+        let huge = "%".repeat(MAX_HEADER_BYTES + 1);
+        let e = with_payment(None, Some(huge)).payment_json().unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PaySourceError::Header(PaymentError::HeaderTooLarge { .. })
+            ),
+            "{e}"
+        );
+        assert!(
+            e.to_string()
+                .starts_with("paymentHeader: payment header is "),
+            "{e}"
+        );
+        assert_eq!(e.reason(), ErrorReason::InvalidPayload);
+        // Mutated: a byte outside base64, both alphabets mixed, base64 of something not JSON.
+        let mut bad_char = header.clone();
+        bad_char.replace_range(4..5, "*");
+        let mixed = format!("{}-+", &header[..header.len() - 4]);
+        let not_json = crate::x402::encode_bytes(b"{\"x402Version\": 2, ");
+        for (bad, category) in [
+            (bad_char, "not_base64"),
+            (mixed, "not_base64"),
+            (not_json, "not_json"),
+            (String::new(), "not_base64"),
+        ] {
+            let e = with_payment(None, Some(bad.clone()))
+                .payment_json()
+                .unwrap_err();
+            let PaySourceError::Header(inner) = &e else {
+                panic!("{bad:?}: {e}")
+            };
+            assert_eq!(inner.category(), category, "{bad:?}: {e}");
+            assert_eq!(e.reason(), ErrorReason::InvalidPayload);
+        }
+        // Both forms, or neither: the body is ambiguous or empty, never guessed at.
+        let e = with_payment(Some(payment.clone()), Some(header.clone()))
+            .payment_json()
+            .unwrap_err();
+        assert_eq!(e, PaySourceError::Both);
+        assert_eq!(
+            with_payment(None, None).payment_json(),
+            Err(PaySourceError::Missing)
+        );
+        // The genuine header reads as the JSON it encodes, as does the decoded form.
+        assert_eq!(
+            with_payment(None, Some(header)).payment_json(),
+            Ok(payment.clone())
+        );
+        assert_eq!(
+            with_payment(Some(payment.clone()), None).payment_json(),
+            Ok(payment)
         );
     }
 

@@ -15,8 +15,8 @@ pub use header::{
     HeaderDecodeError, HeaderError, MAX_HEADER_BYTES,
 };
 pub use payment::{
-    decode_payment, decode_payment_value, is_client_broadcast, payload_keys, DecodedPayment,
-    PaymentError, PaymentMechanism, X402Version, CLIENT_BROADCAST_KEYS,
+    decode_payment, decode_payment_json, decode_payment_value, is_client_broadcast, payload_keys,
+    DecodedPayment, PaymentError, PaymentMechanism, X402Version, CLIENT_BROADCAST_KEYS,
 };
 pub use reason::{ErrorReason, UnknownErrorReason};
 pub use types::{

@@ -276,10 +276,16 @@ impl DecodedPayment {
 /// read from the JSON, so either header may carry either form. `max_len` is normally
 /// [`super::MAX_HEADER_BYTES`].
 pub fn decode_payment(header_value: &str, max_len: usize) -> Result<DecodedPayment, PaymentError> {
+    decode_payment_value(decode_payment_json(header_value, max_len)?)
+}
+
+/// The header half of [`decode_payment`]: the capped base64 of a payment header to its JSON,
+/// not yet checked as a payment (the sidecar reads a header the filter forwarded this way, then
+/// decodes the JSON as any other payment).
+pub fn decode_payment_json(header_value: &str, max_len: usize) -> Result<Value, PaymentError> {
     let bytes = decode_header_bytes(header_value, max_len).map_err(PaymentError::from_header)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| PaymentError::NotUtf8)?;
-    let value: Value = serde_json::from_str(text).map_err(|e| PaymentError::NotJson(detail(&e)))?;
-    decode_payment_value(value)
+    serde_json::from_str(text).map_err(|e| PaymentError::NotJson(detail(&e)))
 }
 
 /// The JSON half of [`decode_payment`], for payments that arrive in a body (the facilitator's

@@ -109,7 +109,7 @@ fn verdict_response(v: &Verdict) -> Response {
 async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
     // The settlement wait is measured from here.
     let arrived = std::time::Instant::now();
-    let parsed: PayRequest = match serde_json::from_slice(&body) {
+    let mut parsed: PayRequest = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             state.metrics.reject(ErrorReason::InvalidPayload.as_str());
@@ -132,10 +132,23 @@ async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
             "too many refused payments from this client; retry later",
         )));
     }
+    // The filter forwards the client's header as it came; other callers may send its JSON.
+    let payment = match parsed.payment_json() {
+        Ok(p) => p,
+        Err(e) => {
+            // Counted against the source like any refused payment.
+            limits.source_refused(source);
+            state.metrics.reject(e.reason().as_str());
+            return verdict_response(&Verdict::Reject(Rejection::new(
+                e.reason(),
+                format!("malformed /v1/pay body: {e}"),
+            )));
+        }
+    };
     let input = PaymentInput {
         resource: parsed.resource,
         requirements: parsed.requirements,
-        payment: parsed.payment,
+        payment,
         binding: BindingPolicy::Required,
     };
     // Settle in its own task: a dropped connection (or the request's time limit) must not
