@@ -221,6 +221,7 @@ impl Flow {
             payment,
             price.upstream_timeout_ms,
             source.as_deref(),
+            price.work.attached,
         );
         match host.dispatch(&call) {
             Ok(token) => {

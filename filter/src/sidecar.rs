@@ -71,6 +71,7 @@ pub fn pay_call(
     payment: &DecodedPayment,
     upstream_timeout_ms: u64,
     source: Option<&str>,
+    attach_work: bool,
 ) -> Call {
     let payment = match payment.to_payload_v2(None) {
         Some(p) => serde_json::to_value(p).unwrap_or(Value::Null),
@@ -82,6 +83,7 @@ pub fn pay_call(
         payment,
         upstream_timeout_ms: Some(upstream_timeout_ms),
         source: source.map(str::to_owned),
+        attach_work,
     };
     Call::new(
         sidecar,
