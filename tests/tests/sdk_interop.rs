@@ -307,7 +307,9 @@ async fn sdk_server(sdk: Sdk, facilitator: &str, payee: &str, log: PathBuf) -> S
         .expect("the SDK server starts");
     let mut server = SdkServer { child, port };
     let url = format!("http://127.0.0.1:{port}/healthz");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Only a bound against hanging: importing the SDK (pydantic, FastAPI) on a loaded machine
+    // takes a while, and the server asks the facilitator's /supported before it listens.
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Ok(r) = reqwest::get(&url).await {
             if r.status() == 200 {
