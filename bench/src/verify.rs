@@ -90,6 +90,7 @@ pub async fn run(
             }),
             requirements: req,
             binding: BindingPolicy::Required,
+            work: Default::default(),
         });
     }
     // One check before timing: a payment that does not verify would measure a rejection path.

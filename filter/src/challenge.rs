@@ -11,6 +11,7 @@ use nanogate_protocol::challenge::{
     Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
     EXTRA_VALID_BEFORE,
 };
+use nanogate_protocol::contract::facilitator::work;
 use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::x402::{
     ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
@@ -62,6 +63,18 @@ pub fn payment_required(
 ) -> PaymentRequired {
     let offer = signed_block(&cfg.network, price, resource);
     let stamp = offer.stamp(now, nonce, key.key_id);
+    let mut accepted = offer.issue(&key.key, &stamp);
+    if price.work.attached {
+        accepted
+            .extra
+            .insert(work::EXTRA_WORK.into(), work::OPTIONAL.into());
+    }
+    if let Some(t) = price.work.threshold {
+        accepted.extra.insert(
+            work::EXTRA_WORK_THRESHOLD.into(),
+            work::threshold_hex(t).into(),
+        );
+    }
     let mut pr = PaymentRequired::new(
         None,
         ResourceInfo {
@@ -69,7 +82,7 @@ pub fn payment_required(
             description: price.description.clone(),
             mime_type: price.mime_type.clone(),
         },
-        vec![offer.issue(&key.key, &stamp)],
+        vec![accepted],
     );
     pr.error = reason.map(|r| r.as_str().to_owned());
     pr
@@ -148,16 +161,20 @@ mod tests {
             now in proptest::prelude::any::<u64>(),
             nonce in proptest::prelude::any::<[u8; 16]>(),
             key in proptest::prelude::any::<[u8; 32]>(),
+            attach_work in proptest::prelude::any::<bool>(),
+            threshold in proptest::option::of(proptest::prelude::any::<u64>()),
         ) {
             let mut route = json!({"path": {"prefix": "/p/"}, "priceRaw": price.to_string(), "maxTimeoutSeconds": timeout});
             if let Some(d) = &description { route["description"] = json!(d); }
             if let Some(m) = &mime { route["mimeType"] = json!(m); }
-            let cfg = json!({
+            if attach_work { route["attachWork"] = json!(true); }
+            let mut cfg = json!({
                 "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
                 "network": network,
                 "payTo": "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc",
                 "routes": [route]
             });
+            if let Some(t) = threshold { cfg["workThreshold"] = json!(format!("{t:016x}")); }
             let cfg = crate::config::parse(cfg.to_string().as_bytes()).unwrap();
             let RouteKind::Paid(p) = &cfg.routes[0].kind else { panic!("paid") };
             let key = IdKey { key_id, key: ChallengeKey(key) };

@@ -7,7 +7,7 @@
 //! panics. The full schema, with an example, is in `filter/README.md`.
 
 use crate::routes::{HostMatch, PathMatch, Spelling};
-use crate::template::ChallengeTemplate;
+use crate::template::{ChallengeTemplate, WorkTerms};
 use nanogate_protocol::contract;
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
@@ -119,6 +119,25 @@ pub struct Price {
     pub template: ChallengeTemplate,
     /// Tagged-amount sessions offered too (`"tagged": true`, see [`TaggedTerms`]).
     pub tagged: Option<Box<TaggedTerms>>,
+    /// What the offer says about proof of work: the threshold (`workThreshold`), and whether
+    /// the sidecar attaches work a paying block lacks (`"attachWork": true`: the offer says
+    /// `extra.work: "optional"` and the payment goes to `/v1/pay` with `attachWork`).
+    pub work: WorkTerms,
+}
+
+/// The send work threshold of `nano:mainnet` offers when `workThreshold` is not configured
+/// (other networks name none unless configured: nanogate cannot know their nodes).
+fn default_work_threshold(network: &str) -> Option<u64> {
+    (network == nanogate_protocol::contract::network::MAINNET)
+        .then(|| nanogate_protocol::nano::work::WorkThresholds::LIVE.send())
+}
+
+/// `workThreshold`: 16 hex digits, as offers carry it.
+fn parse_work_threshold(s: &str) -> Result<u64, &'static str> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("must be 16 hex digits (the send work threshold of the nodes' network, e.g. ffc0000000000000 for a dev network)");
+    }
+    u64::from_str_radix(s, 16).map_err(|_| "must be 16 hex digits")
 }
 
 /// Shared-data namespace of the tagged routes' session pools.
@@ -365,6 +384,10 @@ pub fn parse_with_env(
     let retry_after_secs = root
         .opt_u64("retryAfterSeconds", 1, 3_600)?
         .map_or(DEFAULT_RETRY_AFTER_SECS, |n| n as u32);
+    let work_threshold = match root.opt_str("workThreshold")? {
+        Some(t) => Some(parse_work_threshold(t).map_err(|p| err("workThreshold", p))?),
+        None => default_work_threshold(&network),
+    };
 
     let routes_value = match root.get("routes") {
         Some(Value::Array(a)) => a,
@@ -382,6 +405,7 @@ pub fn parse_with_env(
             r,
             pay_to.as_ref(),
             &network,
+            work_threshold,
             &sidecar.cluster,
         )?);
     }
@@ -515,6 +539,7 @@ fn parse_route(
     value: &Value,
     default_pay_to: Option<&Payee>,
     network: &str,
+    work_threshold: Option<u64>,
     cluster: &str,
 ) -> Result<Route, ConfigError> {
     let mut o = Obj::new(path, value)?;
@@ -567,6 +592,7 @@ fn parse_route(
     let price_raw = o.opt_str("priceRaw")?;
     let route_pay_to = o.opt_str("payTo")?;
     let tagged = o.opt_bool("tagged")?.unwrap_or(false);
+    let attach_work = o.opt_bool("attachWork")?.unwrap_or(false);
     let pay_to_pool = match o.get("payToPool") {
         None => None,
         Some(Value::Array(a)) if !a.is_empty() && a.len() <= 64 => {
@@ -615,6 +641,7 @@ fn parse_route(
                 ("payToPool", pay_to_pool.is_some()),
                 ("sessionBudget", session_budget.is_some()),
                 ("upstreamTimeoutMs", upstream_timeout_ms.is_some()),
+                ("attachWork", attach_work),
             ];
             if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(err(
@@ -675,6 +702,10 @@ fn parse_route(
                 failure_mode,
                 template: ChallengeTemplate::default(),
                 tagged: None,
+                work: WorkTerms {
+                    threshold: work_threshold,
+                    attached: attach_work,
+                },
             };
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
@@ -703,6 +734,7 @@ fn parse_route(
                 price.max_timeout_secs,
                 price.description.as_deref(),
                 price.mime_type.as_deref(),
+                price.work,
             );
             RouteKind::Paid(price)
         }
@@ -1000,6 +1032,51 @@ mod tests {
         assert_eq!(
             setting_of(&with(base(), "/routes/0/path/suffix", json!("x"))),
             "routes[0].path.suffix"
+        );
+    }
+
+    #[test]
+    fn work_terms_default_per_network_and_are_validated() {
+        let paid = |v: &Value| {
+            let cfg = parse_value(v).unwrap();
+            let RouteKind::Paid(p) = &cfg.routes[0].kind else {
+                panic!("paid")
+            };
+            p.work
+        };
+        // No threshold for a network nanogate cannot know the nodes of.
+        assert_eq!(paid(&base()), WorkTerms::default());
+        let mainnet = with(base(), "/network", json!("nano:mainnet"));
+        assert_eq!(paid(&mainnet).threshold, Some(0xfffffff800000000));
+        let dev = with(base(), "/workThreshold", json!("ffc0000000000000"));
+        assert_eq!(paid(&dev).threshold, Some(0xffc0000000000000));
+        let attached = with(dev, "/routes/0/attachWork", json!(true));
+        assert_eq!(
+            paid(&attached),
+            WorkTerms {
+                threshold: Some(0xffc0000000000000),
+                attached: true
+            }
+        );
+        for bad in [
+            json!("ffc"),
+            json!("0xffc00000000000"),
+            json!(7),
+            json!("ffc000000000000g"),
+        ] {
+            assert_eq!(
+                setting_of(&with(base(), "/workThreshold", bad)),
+                "workThreshold"
+            );
+        }
+        assert_eq!(
+            setting_of(&with(base(), "/routes/0/attachWork", json!("yes"))),
+            "routes[0].attachWork"
+        );
+        // Paid-only: a free route with attachWork is a mistake worth reporting.
+        assert_eq!(
+            setting_of(&with(base(), "/routes/1/attachWork", json!(true))),
+            "routes[1].attachWork"
         );
     }
 

@@ -233,6 +233,7 @@ impl Flow {
             payment_header,
             price.upstream_timeout_ms,
             source.as_deref(),
+            price.work.attached,
         );
         match host.dispatch(&call) {
             Ok(token) => {

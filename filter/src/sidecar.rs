@@ -71,6 +71,7 @@ pub fn pay_call(
     payment_header: String,
     upstream_timeout_ms: u64,
     source: Option<&str>,
+    attach_work: bool,
 ) -> Call {
     let body = PayRequest {
         resource: resource.to_owned(),
@@ -79,6 +80,7 @@ pub fn pay_call(
         payment_header: Some(payment_header),
         upstream_timeout_ms: Some(upstream_timeout_ms),
         source: source.map(str::to_owned),
+        attach_work,
     };
     Call::new(
         sidecar,

@@ -7,6 +7,7 @@ use crate::jsontext::{json_str, push_json_str, push_num};
 use nanogate_protocol::challenge::{
     ChallengeKey, ChallengeStamp, ChallengeTerms, MacPrefix, EXTRA_KEY_ID,
 };
+use nanogate_protocol::contract::facilitator::work as work_extra;
 use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::hex;
 use std::cell::RefCell;
@@ -18,6 +19,8 @@ pub struct ChallengeTemplate {
     resource_tail: String,
     /// `,"accepts":[{…,"extra":{"keyId":`
     accepts_head: String,
+    /// The work fields that close `extra` (`,"work":"optional","workThreshold":"…"`), or "".
+    extra_tail: String,
     /// The route's MAC prefix under the last key used (the VM is single-threaded).
     mac: MacCache,
 }
@@ -35,6 +38,15 @@ impl PartialEq for MacCache {
 
 impl Eq for MacCache {}
 
+/// What an offer tells a client about the block's proof of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkTerms {
+    /// `extra.workThreshold`: the send threshold of the nodes' network.
+    pub threshold: Option<u64>,
+    /// `extra.work: "optional"`: the sidecar attaches work for this route.
+    pub attached: bool,
+}
+
 impl ChallengeTemplate {
     /// The template of the signed-block offer of `amount_raw` to `pay_to` on `network`.
     pub fn new(
@@ -44,6 +56,7 @@ impl ChallengeTemplate {
         max_timeout_secs: u64,
         description: Option<&str>,
         mime_type: Option<&str>,
+        work: WorkTerms,
     ) -> ChallengeTemplate {
         let mut resource_tail = String::new();
         if let Some(d) = description {
@@ -71,9 +84,24 @@ impl ChallengeTemplate {
         h.push_str(",\"extra\":{\"");
         h.push_str(EXTRA_KEY_ID);
         h.push_str("\":");
+        // After `validBefore`, keeping serde_json's sorted order ("work" < "workThreshold").
+        let mut extra_tail = String::new();
+        if work.attached {
+            extra_tail.push_str(",\"");
+            extra_tail.push_str(work_extra::EXTRA_WORK);
+            extra_tail.push_str("\":");
+            extra_tail.push_str(&json_str(work_extra::OPTIONAL));
+        }
+        if let Some(t) = work.threshold {
+            extra_tail.push_str(",\"");
+            extra_tail.push_str(work_extra::EXTRA_WORK_THRESHOLD);
+            extra_tail.push_str("\":");
+            extra_tail.push_str(&json_str(&work_extra::threshold_hex(t)));
+        }
         ChallengeTemplate {
             resource_tail,
             accepts_head: h,
+            extra_tail,
             mac: MacCache::default(),
         }
     }
@@ -124,6 +152,7 @@ impl ChallengeTemplate {
         hex::push_lower(&mut out, &stamp.nonce);
         out.push_str("\",\"validBefore\":");
         push_num(&mut out, u128::from(stamp.valid_before));
+        out.push_str(&self.extra_tail);
         out.push_str("}}]}");
         out.into_bytes()
     }

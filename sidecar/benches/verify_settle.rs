@@ -94,6 +94,7 @@ async fn run(verify_ops: usize, concurrency: usize, settles: usize) {
                     payment: payment(&req, &block),
                     requirements: req,
                     binding: BindingPolicy::Required,
+                    work: Default::default(),
                 }
             })
             .collect(),

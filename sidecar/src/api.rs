@@ -32,14 +32,18 @@ pub mod body_limit {
 /// Every route, grouped by credential (see [`auth`]): what [`router`] serves.
 pub fn groups(state: &AppState) -> Vec<Group> {
     let mut groups = vec![
-        filter::routes(state),
-        tagged::filter_routes(state),
         facilitator::routes(state),
         tagged::admin_routes(state),
         facilitator::public_routes(state),
         admin::routes(state),
         admin::ledger_routes(state),
     ];
+    // Facilitator only (`facilitator.only`): there is no filter secret, so the filter API is
+    // not mounted at all (404) rather than guarded by a credential nobody holds.
+    if !state.facilitator.only {
+        groups.push(filter::routes(state));
+        groups.push(tagged::filter_routes(state));
+    }
     // `/metrics` moves to its own listener when one is configured (`metrics.listen`).
     if !state.http.metrics_separate {
         groups.push(admin::metrics_routes(state));

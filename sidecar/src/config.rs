@@ -34,10 +34,12 @@ pub struct Config {
     /// The Nano network of the nodes (`live`, `beta`, `dev`, `test`): checked against the
     /// node's `version` by /readyz and selects the send work threshold.
     pub node_network: String,
-    /// Shared secret the filter sends in `x-nanogate-secret`. Required.
+    /// Shared secret the filter sends in `x-nanogate-secret`. Required, except with
+    /// `facilitator.only`.
     pub filter_secret: Option<String>,
     /// Master secret from which challenge keys are derived; shared by every replica and at
-    /// least 16 bytes. Required.
+    /// least 16 bytes. Required, except with `facilitator.only` (then without it
+    /// `/v1/challenge` is off and only unbound requirements are accepted).
     pub challenge_secret: Option<String>,
     /// Challenge key rotation period in seconds (keep it ≥ the routes' maxTimeoutSeconds).
     pub key_rotation_secs: u64,
@@ -53,6 +55,33 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
+    pub work: WorkConfig,
+}
+
+/// Seller-side proof of work (`engine::work`): where it comes from and its bounds. Used by
+/// routes whose filter configuration attaches work and by `facilitator.attach_work`.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkConfig {
+    /// `work_generate` RPC URL of a work server (none: the nodes' RPC URLs).
+    pub server: Option<String>,
+    /// Blocks a minute one payer may have work attached for (1..=600).
+    pub per_payer_per_min: u32,
+    /// Work generations at once, over every payer (1..=64).
+    pub max_concurrent: usize,
+    /// Bound on one work generation, seconds (1..=600).
+    pub timeout_secs: u64,
+}
+
+impl Default for WorkConfig {
+    fn default() -> Self {
+        WorkConfig {
+            server: None,
+            per_payer_per_min: 6,
+            max_concurrent: 2,
+            timeout_secs: 60,
+        }
+    }
 }
 
 /// Where `/metrics` is served, and whether it needs a token.
@@ -200,6 +229,12 @@ pub struct FacilitatorConfig {
     pub pay_to: Vec<String>,
     /// maxTimeoutSeconds written into challenges issued by /v1/challenge.
     pub max_timeout_seconds: u64,
+    /// Serve only the facilitator API: no filter API, so neither `filter_secret` nor
+    /// `challenge_secret` is needed (see `challenge_secret`). Needs `token`.
+    pub only: bool,
+    /// Accept blocks without valid work at /verify and /settle and attach work (`[work]`);
+    /// `/supported` then says `extra.work: "optional"`.
+    pub attach_work: bool,
 }
 
 impl Default for Config {
@@ -221,6 +256,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            work: WorkConfig::default(),
         }
     }
 }
@@ -267,6 +303,8 @@ impl Default for FacilitatorConfig {
             allow_unbound: false,
             pay_to: Vec::new(),
             max_timeout_seconds: 120,
+            only: false,
+            attach_work: false,
         }
     }
 }
@@ -295,10 +333,11 @@ pub struct Cli {
     /// Nano network of the nodes: live, beta, dev or test [default: live].
     #[arg(long, env = "NANOGATE_NODE_NETWORK")]
     pub node_network: Option<String>,
-    /// Shared secret the filter sends in x-nanogate-secret (required).
+    /// Shared secret the filter sends in x-nanogate-secret (required unless --facilitator-only).
     #[arg(long, env = "NANOGATE_FILTER_SECRET", hide_env_values = true)]
     pub filter_secret: Option<String>,
-    /// Master secret for challenge keys, ≥ 16 bytes, same on every replica (required).
+    /// Master secret for challenge keys, ≥ 16 bytes, same on every replica (required unless
+    /// --facilitator-only).
     #[arg(long, env = "NANOGATE_CHALLENGE_SECRET", hide_env_values = true)]
     pub challenge_secret: Option<String>,
     /// Challenge key rotation period in seconds [default: 300].
@@ -358,6 +397,24 @@ pub struct Cli {
     /// maxTimeoutSeconds of challenges issued by /v1/challenge [default: 120].
     #[arg(long, env = "NANOGATE_CHALLENGE_MAX_TIMEOUT_SECS")]
     pub challenge_max_timeout_secs: Option<u64>,
+    /// Serve only the facilitator API (no filter API, no filter secrets) [default: false].
+    #[arg(long, env = "NANOGATE_FACILITATOR_ONLY")]
+    pub facilitator_only: Option<bool>,
+    /// Facilitator API: attach work to blocks without valid work [default: false].
+    #[arg(long, env = "NANOGATE_FACILITATOR_ATTACH_WORK")]
+    pub facilitator_attach_work: Option<bool>,
+    /// Seller-side work: work_generate URL of a work server [default: the node RPC URLs].
+    #[arg(long, env = "NANOGATE_WORK_SERVER")]
+    pub work_server: Option<String>,
+    /// Seller-side work: blocks a minute per payer [default: 6].
+    #[arg(long, env = "NANOGATE_WORK_PER_PAYER_PER_MIN")]
+    pub work_per_payer_per_min: Option<u32>,
+    /// Seller-side work: generations at once [default: 2].
+    #[arg(long, env = "NANOGATE_WORK_MAX_CONCURRENT")]
+    pub work_max_concurrent: Option<usize>,
+    /// Seller-side work: bound on one generation, seconds [default: 60].
+    #[arg(long, env = "NANOGATE_WORK_TIMEOUT_SECS")]
+    pub work_timeout_secs: Option<u64>,
     /// Seconds to drain in-flight settlements at shutdown [default: 30].
     #[arg(long, env = "NANOGATE_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
@@ -467,6 +524,14 @@ impl Config {
             &mut c.facilitator.max_timeout_seconds,
             cli.challenge_max_timeout_secs,
         );
+        set(&mut c.facilitator.only, cli.facilitator_only);
+        set(&mut c.facilitator.attach_work, cli.facilitator_attach_work);
+        if cli.work_server.is_some() {
+            c.work.server = cli.work_server;
+        }
+        set(&mut c.work.per_payer_per_min, cli.work_per_payer_per_min);
+        set(&mut c.work.max_concurrent, cli.work_max_concurrent);
+        set(&mut c.work.timeout_secs, cli.work_timeout_secs);
         set(&mut c.shutdown_grace_secs, cli.shutdown_grace_secs);
         set(&mut c.log, cli.log);
         set(&mut c.tagged.tag_space, cli.tag_space);
@@ -504,15 +569,42 @@ impl Config {
     /// Checks what the sidecar cannot run without. Messages never echo secret values.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let only = self.facilitator.only;
         match &self.filter_secret {
             Some(s) if s.len() >= 16 => {}
+            None if only => {}
             _ => return bad("filter_secret (NANOGATE_FILTER_SECRET) must be set, ≥ 16 bytes"),
         }
         match &self.challenge_secret {
             Some(s) if s.len() >= 16 => {}
+            None if only => {}
             _ => {
                 return bad("challenge_secret (NANOGATE_CHALLENGE_SECRET) must be set, ≥ 16 bytes")
             }
+        }
+        if only && self.facilitator.token.is_none() {
+            return bad("facilitator.only needs facilitator.token (NANOGATE_FACILITATOR_TOKEN)");
+        }
+        if only && self.challenge_secret.is_none() && !self.facilitator.allow_unbound {
+            return bad(
+                "facilitator.only without challenge_secret accepts only unbound requirements: \
+                 set facilitator.allow_unbound (and facilitator.pay_to)",
+            );
+        }
+        let w = &self.work;
+        if !(1..=600).contains(&w.per_payer_per_min)
+            || !(1..=64).contains(&w.max_concurrent)
+            || !(1..=600).contains(&w.timeout_secs)
+        {
+            return bad(
+                "work: per_payer_per_min must be 1..=600, max_concurrent 1..=64, timeout_secs 1..=600",
+            );
+        }
+        if w.server
+            .as_deref()
+            .is_some_and(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return bad("work.server must be an http:// or https:// URL");
         }
         if let Some(t) = &self.facilitator.token {
             if t.len() < 16 {

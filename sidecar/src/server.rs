@@ -5,6 +5,7 @@ use crate::api;
 use crate::config::Config;
 use crate::engine::reconcile::spawn_reconciler;
 use crate::engine::tagged::{spawn_watcher, TaggedSettings};
+use crate::engine::work::{WorkAttacher, WorkSettings, WorkSource};
 use crate::engine::{unix_now, Engine, EngineConfig};
 use crate::keys::ChallengeKeys;
 use crate::ledger::node_ledger::{NodeLedger, NodeMetricsBridge};
@@ -13,7 +14,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::node::{Confirmations, NodeClient, NodeConfig};
 use crate::readiness::Readiness;
-use crate::state::{AppState, Credentials, HttpSettings};
+use crate::state::{AppState, Credentials, FacilitatorSettings, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
@@ -62,14 +63,23 @@ pub fn state_with(
     metrics: Arc<Metrics>,
 ) -> Result<AppState, ServerError> {
     cfg.validate()?;
-    let keys = ChallengeKeys::new(
-        cfg.challenge_secret
-            .clone()
-            .unwrap_or_default()
-            .into_bytes(),
-        cfg.key_rotation_secs,
-    );
+    // Without a challenge secret (facilitator only), keys come from random bytes nobody knows:
+    // no MAC verifies, so every payment must pass as unbound requirements. An empty secret
+    // would let anyone compute MACs and skip the unbound checks.
+    let secret = match &cfg.challenge_secret {
+        Some(s) => s.clone().into_bytes(),
+        None => rand::random::<[u8; 32]>().to_vec(),
+    };
+    let keys = ChallengeKeys::new(secret, cfg.key_rotation_secs);
+    let work = Arc::new(WorkAttacher::new(
+        work_source(cfg, &metrics),
+        WorkSettings {
+            per_payer_per_min: cfg.work.per_payer_per_min,
+            max_concurrent: cfg.work.max_concurrent,
+        },
+    ));
     let engine = Engine::new(engine_config(cfg)?, keys, store, ledger, metrics.clone())
+        .with_work(work)
         .with_tagged(TaggedSettings {
             tag_space: cfg.tagged.tag_space.max(1),
             retention_secs: cfg.tagged.retention_secs,
@@ -95,7 +105,32 @@ pub fn state_with(
         readiness: Arc::new(Readiness::new(Duration::from_secs(
             cfg.server.ready_cache_secs,
         ))),
+        facilitator: FacilitatorSettings {
+            only: cfg.facilitator.only,
+            issues_challenges: cfg.challenge_secret.is_some(),
+            attach_work: cfg.facilitator.attach_work,
+        },
     })
+}
+
+/// Where seller-side work comes from: the configured work server, else the nodes (both
+/// answer `work_generate`), bounded by `work.timeout_secs`.
+fn work_source(cfg: &Config, metrics: &Arc<Metrics>) -> Arc<dyn WorkSource> {
+    let rpc_urls = match &cfg.work.server {
+        Some(url) => vec![url.clone()],
+        None => cfg.nodes.rpc.clone(),
+    };
+    let node_cfg = NodeConfig {
+        rpc_urls,
+        call_timeout: Duration::from_millis(cfg.nodes.call_timeout_ms.max(1)),
+        retries: 0,
+        ..NodeConfig::default()
+    };
+    Arc::new(
+        NodeClient::new(&node_cfg)
+            .with_metrics(Arc::new(NodeMetricsBridge(metrics.clone())))
+            .with_work_timeout(Duration::from_secs(cfg.work.timeout_secs)),
+    )
 }
 
 /// The node client (failover) and confirmation tracker the configuration names.
@@ -194,6 +229,9 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
                 tracing::warn!(error = %e, "pruning tagged sessions failed");
             }
             engine.limits().prune();
+            if let Some(w) = engine.work() {
+                w.prune();
+            }
         }
     })
 }

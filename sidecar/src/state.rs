@@ -25,6 +25,18 @@ pub struct AppState {
     pub challenge_max_timeout_secs: u64,
     pub http: HttpSettings,
     pub readiness: Arc<Readiness>,
+    pub facilitator: FacilitatorSettings,
+}
+
+/// What the facilitator side serves (`[facilitator]` in the configuration).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FacilitatorSettings {
+    /// Only the facilitator API: the filter API is not mounted (`facilitator.only`).
+    pub only: bool,
+    /// `/v1/challenge` is served: a challenge secret is configured.
+    pub issues_challenges: bool,
+    /// `/verify` and `/settle` attach work to blocks without valid work.
+    pub attach_work: bool,
 }
 
 /// How the HTTP server protects itself (`[server]` in the configuration).

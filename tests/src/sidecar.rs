@@ -38,18 +38,26 @@ fn list(v: &[String]) -> String {
 }
 
 impl SidecarSettings {
-    /// The TOML file the sidecar reads with `--config`.
+    /// The TOML file the sidecar reads with `--config`. An empty secret is left out (a
+    /// facilitator-only sidecar has none).
     pub fn to_toml(&self) -> String {
+        let secret = |name: &str, value: &str| {
+            if value.is_empty() {
+                String::new()
+            } else {
+                format!("{name} = {}\n", q(value))
+            }
+        };
         let mut t = format!(
-            "listen = {}\nnetwork = {}\nnode_network = {}\nfilter_secret = {}\n\
-             challenge_secret = {}\nshutdown_grace_secs = 2\nlog = {}\n\n\
+            "listen = {}\nnetwork = {}\nnode_network = {}\n{}{}\
+             shutdown_grace_secs = 2\nlog = {}\n\n\
              [nodes]\nrpc = {}\nws = {}\ncall_timeout_ms = {}\nretries = {}\n\n\
              [store]\ndatabase_url = {}\nmax_connections = 8\n",
             q(&format!("127.0.0.1:{}", self.listen_port)),
             q(&self.network),
             q(&self.node_network),
-            q(&self.filter_secret),
-            q(&self.challenge_secret),
+            secret("filter_secret", &self.filter_secret),
+            secret("challenge_secret", &self.challenge_secret),
             q(&self.log),
             list(&self.rpc),
             list(&self.ws),

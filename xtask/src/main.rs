@@ -4,6 +4,7 @@
 mod bench;
 mod chaos;
 mod demo;
+mod sdk;
 mod setup;
 mod test;
 
@@ -22,6 +23,9 @@ commands:
           (--quick: about 2 minutes; --seed N, --secs N, --store sqlite|postgres, --keep)
   oci     build the filter and package it as an OCI image layout for Istio's WasmPlugin
           (target/oci/nanogate-filter), printing the sha256 to put in the WasmPlugin
+  sdk     install the pinned official x402 SDKs (Python venv, npm ci) into sdk/'s ignored
+          folders, build and test the Nano client schemes in sdk/, and print the variables
+          the interop tests (tests/tests/sdk_interop.rs) read
   setup   only install what the other commands need (wasm target, pinned Envoy, and the
           pinned Python tools of the manifest tests: kubernetes-validate, jsonschema, PyYAML, and
           Debian's chromium for the paywall browser test)";
@@ -70,6 +74,16 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("test") => test::run(&args[1..]),
         Some("setup") => setup::all().map(|_| ()),
+        Some("sdk") => sdk::install().and_then(|t| {
+            sdk::test(&t)?;
+            println!(
+                "for the interop tests (tests/tests/sdk_interop.rs):\n  \
+                 export NANOGATE_SDK_PYTHON={} NANOGATE_SDK_TYPESCRIPT={}",
+                t.python.display(),
+                t.typescript.display()
+            );
+            Ok(())
+        }),
         Some("oci") => oci(&args[1..]),
         Some("demo") => demo::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),

@@ -50,6 +50,10 @@ pub fn run_all() -> Result<(), String> {
         "--",
         "--show-output",
     ]))?;
+    // The Nano client schemes for the official x402 SDKs, and the pinned SDKs the interop
+    // tests run them with.
+    let sdk = crate::sdk::install()?;
+    crate::sdk::test(&sdk)?;
     // The end-to-end suite runs the workspace's binaries (`nanogate-sidecar`, `nanogate-pay`)
     // as processes: build them explicitly rather than rely on which packages have tests.
     sh(Command::new(cargo())
@@ -59,7 +63,9 @@ pub fn run_all() -> Result<(), String> {
         .current_dir(root())
         .args(["test", "--workspace"])
         .env("NANOGATE_ENVOY", &tools.envoy)
-        .env("NANOGATE_FILTER_WASM", &tools.filter_wasm))
+        .env("NANOGATE_FILTER_WASM", &tools.filter_wasm)
+        .env("NANOGATE_SDK_PYTHON", &sdk.python)
+        .env("NANOGATE_SDK_TYPESCRIPT", &sdk.typescript))
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {

@@ -46,6 +46,13 @@ pub struct PayRequest {
     /// The client's address as Envoy reports it (`ip` or `ip:port`), for the per-source limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The route attaches work a block lacks (its offers say `extra.work: "optional"`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub attach_work: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Why a [`PayRequest`] carries no readable payment.

@@ -35,8 +35,10 @@ impl Credential {
     fn present(self, headers: &HeaderMap, state: &AppState) -> bool {
         match self {
             Credential::Public => true,
+            // No filter secret configured (facilitator only): nobody is the filter.
             Credential::FilterSecret => headers.get(headers::SECRET).is_some_and(|v| {
-                secret_eq(v.as_bytes(), state.credentials.filter_secret.as_bytes())
+                !state.credentials.filter_secret.is_empty()
+                    && secret_eq(v.as_bytes(), state.credentials.filter_secret.as_bytes())
             }),
             Credential::Bearer => match (
                 &state.credentials.facilitator_token,

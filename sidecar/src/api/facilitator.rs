@@ -6,9 +6,19 @@
 //! `/v1/challenge` writes it) or, with `facilitator.allow_unbound = true`, if their payee is in
 //! `facilitator.pay_to`. Unbound requirements get every ledger check, but nothing ties them to
 //! one request: replay protection rests on the spent set alone (see sidecar/README.md).
+//!
+//! Status codes, as the official SDKs read them: the Python SDK (`x402` 2.25) treats any
+//! status but 200 as a transport failure and loses the body; the TypeScript SDK (`@x402/core`
+//! 2.27) reads `isValid`/`success` from any status. So a refusal is answered **200** with
+//! `isValid: false` / `success: false` and its reason (`rate_limited` keeps `Retry-After`);
+//! **400** only for a body that is not a facilitator request at all; **503** (+ `Retry-After`,
+//! and the reason in the body) only when the payment cannot be decided (ledger, store or work
+//! source unavailable).
 
+use super::filter::RETRY_AFTER_SECS;
 use super::guard::Limit;
 use super::{body_limit, Credential, Group, Verb};
+use crate::engine::work::WorkPolicy;
 use crate::engine::{
     unix_now, BindingPolicy, PaymentInput, Rejection, Verdict, MAX_CHALLENGE_SECS,
 };
@@ -20,7 +30,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanogate_protocol::challenge::EXTRA_RESOURCE;
-use nanogate_protocol::contract::{paths, ChallengeRequest, Mechanism, Offer, Payee, SCHEME_EXACT};
+use nanogate_protocol::contract::facilitator::work;
+use nanogate_protocol::contract::{
+    paths, ChallengeRequest, Mechanism, Offer, Payee, ASSET_XNO, SCHEME_EXACT,
+};
 use nanogate_protocol::nano::parse_raw;
 use nanogate_protocol::x402::{
     ErrorReason, FacilitatorRequest, PaymentRequirements, PaymentRequirementsV1,
@@ -29,9 +42,11 @@ use nanogate_protocol::x402::{
 };
 use serde_json::Value;
 
+/// `/verify`, `/settle`, and `/v1/challenge` when a challenge secret is configured (without
+/// one nothing could verify the challenges it issues).
 pub fn routes(state: &AppState) -> Group {
     let t = state.http.request_timeout;
-    Group::new(state, Credential::Bearer, true)
+    let group = Group::new(state, Credential::Bearer, true)
         .route(
             Verb::Post,
             paths::VERIFY,
@@ -43,13 +58,16 @@ pub fn routes(state: &AppState) -> Group {
             paths::SETTLE,
             settle,
             Some(Limit::new(state.http.settle_timeout, body_limit::PAYMENT)),
-        )
-        .route(
-            Verb::Post,
-            paths::CHALLENGE,
-            issue_challenge,
-            Some(Limit::new(t, body_limit::CHALLENGE)),
-        )
+        );
+    if !state.facilitator.issues_challenges {
+        return group;
+    }
+    group.route(
+        Verb::Post,
+        paths::CHALLENGE,
+        issue_challenge,
+        Some(Limit::new(t, body_limit::CHALLENGE)),
+    )
 }
 
 /// `/supported` needs no credential.
@@ -63,17 +81,45 @@ pub fn public_routes(state: &AppState) -> Group {
     )
 }
 
+/// Why a facilitator body was not taken.
+enum BodyError {
+    /// Not a facilitator request at all (not JSON, or no `paymentPayload` /
+    /// `paymentRequirements`): 400.
+    Malformed(Rejection),
+    /// A request whose requirements we cannot read: a refusal like any other (200).
+    Refused(Rejection),
+}
+
+impl BodyError {
+    fn into_verdict(self) -> Verdict {
+        match self {
+            BodyError::Malformed(r) | BodyError::Refused(r) => Verdict::Reject(r),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            BodyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            BodyError::Refused(_) => StatusCode::OK,
+        }
+    }
+}
+
 /// Reads a facilitator body: v2 requirements, or v1 ones (told apart by `maxAmountRequired`),
 /// whose `resource` is the URL the payment is bound to. The payment stays JSON: the engine
 /// decodes it with the same rules as a payment header.
-fn read_body(body: &[u8]) -> Result<PaymentInput, Rejection> {
-    let b: FacilitatorRequest<Value, Value> = serde_json::from_slice(body)
-        .map_err(|e| Rejection::new(ErrorReason::InvalidPayload, format!("malformed body: {e}")))?;
+fn read_body(body: &[u8], work: WorkPolicy) -> Result<PaymentInput, BodyError> {
+    let b: FacilitatorRequest<Value, Value> = serde_json::from_slice(body).map_err(|e| {
+        BodyError::Malformed(Rejection::new(
+            ErrorReason::InvalidPayload,
+            format!("malformed body: {e}"),
+        ))
+    })?;
     let bad_requirements = |e: serde_json::Error| {
-        Rejection::new(
+        BodyError::Refused(Rejection::new(
             ErrorReason::InvalidPaymentRequirements,
             format!("paymentRequirements: {e}"),
-        )
+        ))
     };
     let r = b.payment_requirements;
     let (requirements, resource) = if r.get("maxAmountRequired").is_some() {
@@ -88,41 +134,54 @@ fn read_body(body: &[u8]) -> Result<PaymentInput, Rejection> {
         requirements,
         payment: b.payment_payload,
         binding: BindingPolicy::Facilitator,
+        work,
     })
 }
 
+/// The status of a decided verdict: 503 when it could not be decided, else 200 (a refusal
+/// included, whatever status the filter would answer; see the module docs).
 fn status_of(v: &Verdict) -> StatusCode {
     match v {
         Verdict::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Verdict::Reject(r) if r.status == 400 => StatusCode::BAD_REQUEST,
-        Verdict::Reject(r) if r.status == 429 => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::OK,
     }
 }
 
-/// A facilitator answer: its status, plus `Retry-After` on a 429.
-fn answer<T: serde::Serialize>(v: &Verdict, body: T) -> Response {
-    let mut resp = (status_of(v), Json(body)).into_response();
-    if let Verdict::Reject(Rejection {
-        retry_after: Some(s),
-        ..
-    }) = v
-    {
+/// A facilitator answer: its status, plus `Retry-After` on `rate_limited` and on 503.
+fn answer<T: serde::Serialize>(status: StatusCode, v: &Verdict, body: T) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    let retry_after = match v {
+        Verdict::Reject(r) => r.retry_after,
+        Verdict::Unavailable(r) => Some(r.retry_after.unwrap_or(RETRY_AFTER_SECS)),
+        Verdict::Admit(_) => None,
+    };
+    if let Some(s) = retry_after {
         resp.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from(*s),
+            axum::http::HeaderValue::from(s),
         );
     }
     resp
 }
 
+fn work_policy(state: &AppState) -> WorkPolicy {
+    if state.facilitator.attach_work {
+        WorkPolicy::Attach
+    } else {
+        WorkPolicy::Required
+    }
+}
+
 async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
-    let input = match read_body(&body) {
+    let input = match read_body(&body, work_policy(&state)) {
         Ok(i) => i,
-        Err(r) => {
-            state.metrics.reject(r.reason.as_str());
-            let v = Verdict::Reject(r);
-            return answer(&v, verify_response(&v));
+        Err(e) => {
+            let status = e.status();
+            let v = e.into_verdict();
+            if let Some(reason) = v.reason() {
+                state.metrics.reject(reason.as_str());
+            }
+            return answer(status, &v, verify_response(&v));
         }
     };
     let v = match state.engine.verify_only(&input).await {
@@ -131,7 +190,7 @@ async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
         }
         Err(v) => v,
     };
-    answer(&v, verify_response(&v))
+    answer(status_of(&v), &v, verify_response(&v))
 }
 
 fn verify_response(v: &Verdict) -> VerifyResponse {
@@ -147,7 +206,8 @@ fn verify_response(v: &Verdict) -> VerifyResponse {
 
 async fn settle(State(state): State<AppState>, body: Bytes) -> Response {
     let network = state.engine.config().network.clone();
-    let v = match read_body(&body) {
+    let mut status = None;
+    let v = match read_body(&body, work_policy(&state)) {
         Ok(input) => {
             let engine = state.engine.clone();
             match tokio::spawn(async move { engine.pay(&input).await }).await {
@@ -158,9 +218,13 @@ async fn settle(State(state): State<AppState>, body: Bytes) -> Response {
                 )),
             }
         }
-        Err(r) => {
-            state.metrics.reject(r.reason.as_str());
-            Verdict::Reject(r)
+        Err(e) => {
+            status = Some(e.status());
+            let v = e.into_verdict();
+            if let Some(reason) = v.reason() {
+                state.metrics.reject(reason.as_str());
+            }
+            v
         }
     };
     let resp = match &v {
@@ -171,16 +235,36 @@ async fn settle(State(state): State<AppState>, body: Bytes) -> Response {
             s
         }
     };
-    answer(&v, resp)
+    answer(status.unwrap_or_else(|| status_of(&v)), &v, resp)
 }
 
+/// Every Nano kind with what a client needs to build its block: the asset, the send work
+/// threshold of the nodes' network (a `nano:devnet` facilitator says the dev threshold), and
+/// whether this facilitator attaches work itself.
 async fn supported(State(state): State<AppState>) -> Json<SupportedResponse> {
-    let network = state.engine.config().network.clone();
+    let cfg = state.engine.config();
+    let network = cfg.network.clone();
+    let mut extra = serde_json::Map::new();
+    extra.insert(work::EXTRA_ASSET.into(), ASSET_XNO.into());
+    extra.insert(
+        work::EXTRA_WORK_THRESHOLD.into(),
+        work::threshold_hex(cfg.node_network.thresholds().send()).into(),
+    );
+    let attaches = state.facilitator.attach_work && state.engine.work().is_some();
+    extra.insert(
+        work::EXTRA_WORK.into(),
+        if attaches {
+            work::OPTIONAL
+        } else {
+            work::REQUIRED
+        }
+        .into(),
+    );
     let kind = |v| SupportedKind {
         x402_version: v,
         scheme: SCHEME_EXACT.into(),
         network: network.clone(),
-        extra: None,
+        extra: Some(extra.clone()),
     };
     Json(SupportedResponse {
         kinds: vec![kind(X402_VERSION_2), kind(X402_VERSION_1)],

@@ -5,6 +5,7 @@
 
 use super::guard::Limit;
 use super::{body_limit, Credential, Group, Verb};
+use crate::engine::work::WorkPolicy;
 use crate::engine::{
     unix_now, BindingPolicy, OutcomeReport, PayContext, PaymentInput, Rejection, Verdict,
 };
@@ -150,6 +151,11 @@ async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
         requirements: parsed.requirements,
         payment,
         binding: BindingPolicy::Required,
+        work: if parsed.attach_work {
+            WorkPolicy::Attach
+        } else {
+            WorkPolicy::Required
+        },
     };
     // Settle in its own task: a dropped connection (or the request's time limit) must not
     // cancel a settlement half-way. When the filter stopped waiting (it timed out and Envoy

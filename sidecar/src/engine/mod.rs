@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod settle;
 pub mod tagged;
 pub mod verify;
+pub mod work;
 
 use crate::keys::ChallengeKeys;
 use crate::ledger::{Ledger, LedgerError};
@@ -116,6 +117,8 @@ pub struct PaymentInput {
     /// The client's decoded payment (v2 `PaymentPayload` or v1 `X-PAYMENT` JSON).
     pub payment: Value,
     pub binding: BindingPolicy,
+    /// Whether the seller attaches work a block lacks (see [`work`]).
+    pub work: work::WorkPolicy,
 }
 
 /// A refusal: the x402 reason, human text (no secrets), and the status the filter answers.
@@ -264,6 +267,8 @@ pub struct Engine {
     pub(crate) frontiers: frontier_cache::FrontierCache,
     /// Presentation limits per source and per payer frontier.
     pub(crate) limits: Arc<Limits>,
+    /// Seller-side work (`None`: every block must carry its own).
+    pub(crate) work: Option<Arc<work::WorkAttacher>>,
 }
 
 pub fn unix_now() -> u64 {
@@ -301,7 +306,18 @@ impl Engine {
             tagged: tagged::TaggedState::default(),
             frontiers: frontier_cache::FrontierCache::default(),
             limits: Arc::new(Limits::default()),
+            work: None,
         }
+    }
+
+    /// Lets payments whose policy allows it have work attached (before the engine is shared).
+    pub fn with_work(mut self, work: Arc<work::WorkAttacher>) -> Self {
+        self.work = Some(work);
+        self
+    }
+
+    pub fn work(&self) -> Option<&Arc<work::WorkAttacher>> {
+        self.work.as_ref()
     }
 
     /// Applies presentation limits (before the engine is shared).

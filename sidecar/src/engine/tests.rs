@@ -135,6 +135,7 @@ impl Fixture {
             payment: json!({"x402Version": 2, "accepted": req, "payload": {"block": block.to_json()}}),
             requirements: req,
             binding,
+            work: Default::default(),
         }
     }
 }

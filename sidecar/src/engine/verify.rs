@@ -16,7 +16,9 @@
 //!    allowed payee;
 //! 4. destination: `link` decoded as a key equals the payee key → else `wrong_destination`;
 //! 5. signature over the block hash by `account` → else `invalid_signature`;
-//! 6. work ≥ the node network's send threshold → else `insufficient_work`;
+//! 6. work ≥ the node network's send threshold → else `insufficient_work`, unless the payment's
+//!    [`WorkPolicy`] lets the seller attach work: then the work is replaced after step 11, once
+//!    every other check passed ([`super::work`]; settlement only, `/verify` reads nothing);
 //! 7. presentations per payer frontier (account + previous, see [`crate::limits`]) → else
 //!    `rate_limited` (status 429, `retryAfter`);
 //! 8. nonce registry (read): the nonce is bound to another payment → `invalid_challenge`;
@@ -39,6 +41,7 @@
 //! transaction ([`crate::store::Store::claim`], made in `settle`): both or neither.
 
 use super::mechanism::{self, BindingFailure, Mode, Payment};
+use super::work::{WorkPolicy, WorkRefusal};
 use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
 use crate::ledger::AccountState;
 use crate::store::{NonceBind, PaymentRecord};
@@ -73,6 +76,9 @@ pub(crate) struct Checked {
     /// The challenge expired: only redeeming the payment recorded for it, finishing a block it
     /// already claimed (a takeover) or recording one that confirmed late is allowed.
     pub expired: bool,
+    /// The block's work is below the threshold and the seller attaches its own before the
+    /// block is processed (step 6).
+    pub needs_work: bool,
 }
 
 impl Checked {
@@ -171,6 +177,7 @@ impl Engine {
             valid_before,
             final_on_consume: input.binding == BindingPolicy::Facilitator,
             expired,
+            needs_work: false,
         })
     }
 
@@ -306,8 +313,9 @@ impl Engine {
         }
     }
 
-    /// Steps 4–6: destination, signature, work. Pure.
-    pub(crate) fn block_checks(&self, c: &Checked) -> Result<(), Rejection> {
+    /// Steps 4–6: destination, signature, work. Pure. Work below the threshold passes (with
+    /// `needs_work` set) when the seller attaches work for this payment.
+    pub(crate) fn block_checks(&self, c: &mut Checked, work: WorkPolicy) -> Result<(), Rejection> {
         if c.block.link_as_key() != c.pay_to {
             return Err(Rejection::new(
                 ErrorReason::WrongDestination,
@@ -321,6 +329,10 @@ impl Engine {
             ));
         }
         if c.block.work_difficulty() < self.cfg.node_network.thresholds().send() {
+            if work == WorkPolicy::Attach && self.work.is_some() {
+                c.needs_work = true;
+                return Ok(());
+            }
             return Err(Rejection::new(
                 ErrorReason::InsufficientWork,
                 "the block's work is below the send threshold",
@@ -340,11 +352,11 @@ impl Engine {
     ) -> Result<Verified, Verdict> {
         let now = super::unix_now();
         // 2–3: expiry, challenge binding (no I/O)
-        let c = self
+        let mut c = self
             .precheck(input, payment, now, mode == Mode::Settle)
             .map_err(|r| self.reject(r))?;
         // 4–6: destination, signature, work (no I/O)
-        self.block_checks(&c)
+        self.block_checks(&mut c, input.work)
             .map_err(|r| self.reject(r.with_payer(&c.payer)))?;
         self.frontier_presentations(&c)?;
         // 8–10 (store reads) and 11 (`account_info`) overlap: the node call does not depend
@@ -371,6 +383,7 @@ impl Engine {
             return Ok(Verified::Spent(c, Box::new(rec)));
         }
         if let ForkPeek::TakeOver = fork? {
+            self.attach_work(&mut c, mode).await?;
             self.metrics
                 .verify_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -390,10 +403,35 @@ impl Engine {
             AccountRefusal::Ledger(e) => self.ledger_failed(&e),
             AccountRefusal::Reject(r) => self.reject(r.with_payer(&c.payer)),
         })?;
+        self.attach_work(&mut c, mode).await?;
         self.metrics
             .verify_seconds
             .observe(started.elapsed().as_secs_f64());
         Ok(Verified::Fresh(c))
+    }
+
+    /// Step 6's deferred half: the seller's work for a block that passed every other check
+    /// (settlement only: `/verify` changes nothing and costs no work).
+    async fn attach_work(&self, c: &mut Checked, mode: Mode) -> Result<(), Verdict> {
+        let (true, Mode::Settle, Some(work)) = (c.needs_work, mode, &self.work) else {
+            return Ok(());
+        };
+        let threshold = self.cfg.node_network.thresholds().send();
+        match work.attach(&c.payer, &c.block.previous.0, threshold).await {
+            Ok(w) => {
+                c.block.work = w;
+                c.needs_work = false;
+                tracing::debug!(hash = %c.hash.to_hex(), "work attached by the seller");
+                Ok(())
+            }
+            Err(WorkRefusal::Busy { retry_after, why }) => {
+                Err(self.reject(Rejection::rate_limited(retry_after, why).with_payer(&c.payer)))
+            }
+            Err(WorkRefusal::Unavailable(e)) => {
+                tracing::warn!(error = %e, "work generation failed");
+                Err(self.unavailable("work source"))
+            }
+        }
     }
 
     /// Step 7: presentations per payer frontier (the signature proved both).

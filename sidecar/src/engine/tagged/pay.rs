@@ -396,6 +396,7 @@ impl Engine {
             frontier_key: String::new(),
             final_on_consume: false,
             expired: false,
+            needs_work: false,
         }
     }
 }
