@@ -231,11 +231,8 @@ async fn measure(
 ) -> Result<()> {
     let pay_to = paid::payee_key().public_key();
     let pay_to_addr = pay_to.to_address();
-    let needs_stack = wants("envoy")
-        || wants("paid")
-        || wants("memory")
-        || wants("flood")
-        || wants("verify");
+    let needs_stack =
+        wants("envoy") || wants("paid") || wants("memory") || wants("flood") || wants("verify");
     if needs_stack {
         if std::process::Command::new("wrk")
             .arg("-v")

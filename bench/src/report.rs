@@ -392,7 +392,10 @@ impl Report {
                     .map(|f| format!(", first failure: {f}"))
                     .unwrap_or_default()
             );
-            let _ = writeln!(s, "| at | sidecar RSS | Envoy RSS | Envoy `server.memory_allocated` |");
+            let _ = writeln!(
+                s,
+                "| at | sidecar RSS | Envoy RSS | Envoy `server.memory_allocated` |"
+            );
             let _ = writeln!(s, "|---:|---:|---:|---:|");
             for x in &m.samples {
                 let _ = writeln!(
@@ -597,7 +600,11 @@ impl Report {
         {
             if let Some((a50, a99)) = Self::added(r) {
                 // 1 payer: < 1 ms / < 5 ms; more: < 2 ms / < 10 ms (docs/design.md).
-                let (t50, t99) = if r.workers == 1 { (1.0, 5.0) } else { (2.0, 10.0) };
+                let (t50, t99) = if r.workers == 1 {
+                    (1.0, 5.0)
+                } else {
+                    (2.0, 10.0)
+                };
                 let _ = writeln!(
                     s,
                     "| paid adds < {t50} ms p50, < {t99} ms p99 beyond the ledger ({} ms delay, {} payers, {}) | {} p50, {} p99 | {} |",
@@ -611,9 +618,9 @@ impl Report {
             }
         }
         let many = |backend: &str| {
-            self.paid.iter().find(|r| {
-                r.delay_ms == Some(0) && r.workers == p.paid_many && r.backend == backend
-            })
+            self.paid
+                .iter()
+                .find(|r| r.delay_ms == Some(0) && r.workers == p.paid_many && r.backend == backend)
         };
         for backend in ["SQLite", "PostgreSQL"] {
             if let Some(r) = many(backend) {
@@ -652,9 +659,9 @@ impl Report {
                     )
                 })
                 .collect();
-            let ok = pairs.iter().all(|(pg, sq)| {
-                pg.run.rps * 2.0 >= sq.run.rps && pg.run.p50 <= sq.run.p50 * 2
-            });
+            let ok = pairs
+                .iter()
+                .all(|(pg, sq)| pg.run.rps * 2.0 >= sq.run.rps && pg.run.p50 <= sq.run.p50 * 2);
             let _ = writeln!(
                 s,
                 "| PostgreSQL within 2× of SQLite (paid, instant ledger) | {} | {} |",

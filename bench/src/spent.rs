@@ -377,7 +377,7 @@ pub async fn postgres(
         let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
         anyhow::ensure!(!sample.is_empty(), "no sample keys");
         let small_rates = measure(&store, small, &sample, ops, budget).await?;
-    let rss_small = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
+        let rss_small = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
         let t = Instant::now();
         pg_fill(&mut conn, &schema, large.saturating_sub(small)).await?;
         let fill_secs = t.elapsed().as_secs_f64();
@@ -388,7 +388,7 @@ pub async fn postgres(
         let sample = pg_sample_any(&mut conn, &schema, 10_000).await?;
         anyhow::ensure!(!sample.is_empty(), "no sample keys");
         let large_rates = measure(&store, entries as u64, &sample, ops, budget).await?;
-    let rss_large = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
+        let rss_large = crate::stack::rss_bytes(std::process::id()).unwrap_or(0);
         Ok(SpentResult {
             backend: "PostgreSQL",
             small: small_rates,

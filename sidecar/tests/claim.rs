@@ -87,7 +87,10 @@ async fn both_or_neither(db: Db) {
         .unwrap();
     assert_eq!(r, Claim::FrontierTaken);
     assert_eq!(s.nonce_binding("n3").await.unwrap(), None);
-    assert_eq!(s.fork_entry("F1", NOW).await.unwrap().unwrap().block_hash, "P1");
+    assert_eq!(
+        s.fork_entry("F1", NOW).await.unwrap().unwrap().block_hash,
+        "P1"
+    );
     // The same payment presented again after its lease ended takes the claim over.
     let r = s
         .claim(Some(&bind("n1", "P1")), &entry("F1", "P1", "n1"), NOW + 31)
@@ -140,7 +143,11 @@ async fn one_winner(db: Db) {
         Some(format!("NP{w}"))
     );
     for i in 0..32 {
-        let claimed = s.fork_entry(&format!("NF{i}"), NOW).await.unwrap().is_some();
+        let claimed = s
+            .fork_entry(&format!("NF{i}"), NOW)
+            .await
+            .unwrap()
+            .is_some();
         assert_eq!(claimed, i == w, "frontier NF{i}");
     }
 
@@ -282,7 +289,10 @@ async fn abandoned_writes(db: Db) {
         );
         claimed += usize::from(fork.is_some());
         if let Some(rec) = s.spent(&p).await.unwrap() {
-            assert!(fork.is_some(), "{p} recorded without its claim (seed {seed})");
+            assert!(
+                fork.is_some(),
+                "{p} recorded without its claim (seed {seed})"
+            );
             let r = rec.receipt.unwrap();
             assert!(r == format!("r{i}a") || r == format!("r{i}b"), "{r}");
             recorded += 1;
@@ -312,7 +322,9 @@ async fn grouped_writes(db: Db) {
         // Every tenth key is written twice.
         let key = format!("G{}", if i % 10 == 9 { i - 1 } else { i });
         tasks.push(tokio::spawn(async move {
-            s.consume(&consumption(&key, &format!("g{i}"))).await.unwrap()
+            s.consume(&consumption(&key, &format!("g{i}")))
+                .await
+                .unwrap()
         }));
     }
     let mut inserted = 0;

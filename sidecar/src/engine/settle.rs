@@ -27,7 +27,8 @@ use crate::ledger::{Confirmation, Ledger, LedgerError, ProcessOutcome};
 use crate::metrics::Metrics;
 use crate::store::payments::{owed, SIGNED_BLOCK};
 use crate::store::{
-    Claim, Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement, Store,
+    Claim, Consumption, ForkEntry, OwedPayment, PaymentRecord, PaymentState, PendingSettlement,
+    Store,
 };
 use nanogate_protocol::contract::Mechanism;
 use nanogate_protocol::nano::{parse_raw, StateBlock};
