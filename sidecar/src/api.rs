@@ -1,6 +1,6 @@
 //! The HTTP surface, assembled in one place: the filter API (shared secret), the x402
-//! facilitator API, `/v1/challenge` and the operator's views (bearer token), and health,
-//! readiness and metrics.
+//! facilitator API, `/v1/challenge` and the operator's views (bearer token), the dashboard
+//! page, and health, readiness and metrics.
 //!
 //! Routes come in [`Group`]s, one credential each, checked by a layer in front of the whole
 //! group on the headers alone ([`auth`]): a request with a missing or wrong credential is
@@ -10,9 +10,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod facilitator;
 pub mod filter;
 pub mod guard;
+pub mod revenue;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};
@@ -39,6 +41,8 @@ pub fn groups(state: &AppState) -> Vec<Group> {
         facilitator::public_routes(state),
         admin::routes(state),
         admin::ledger_routes(state),
+        revenue::routes(state),
+        dashboard::routes(state),
     ];
     // `/metrics` moves to its own listener when one is configured (`metrics.listen`).
     if !state.http.metrics_separate {

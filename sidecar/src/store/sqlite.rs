@@ -209,3 +209,4 @@ impl Store for SqliteStore {
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::cursor::impl_cursor_store!(SqliteStore, true);
+super::revenue::impl_revenue_store!(SqliteStore, true);
