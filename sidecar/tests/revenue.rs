@@ -32,12 +32,19 @@ struct Paid {
 fn script() -> Vec<Paid> {
     let big = u128::MAX / 3; // 39 digits: all three limbs
     let mut v = Vec::new();
-    for (i, amount) in [XNO, XNO / 1000, big, 7, big, 1_000_000_000_000].into_iter().enumerate() {
+    for (i, amount) in [XNO, XNO / 1000, big, 7, big, 1_000_000_000_000]
+        .into_iter()
+        .enumerate()
+    {
         let i = i64::try_from(i).unwrap();
         v.push(Paid {
             // Two days, the last second of the first one included.
             at: MIDNIGHT + if i % 2 == 0 { DAY - 1 } else { DAY + i },
-            route: if i % 3 == 0 { "http://api.test/a" } else { "http://api.test/b" },
+            route: if i % 3 == 0 {
+                "http://api.test/a"
+            } else {
+                "http://api.test/b"
+            },
             payee: if i < 4 { "nano_payee1" } else { "nano_payee2" },
             amount,
             state: PaymentState::Served,
@@ -80,7 +87,9 @@ fn expected(paid: &[Paid], state: PaymentState, since: Option<i64>) -> Vec<Reven
         if p.state != state || since.is_some_and(|s| p.at < s) {
             continue;
         }
-        let e = m.entry((p.at.div_euclid(DAY), p.route, p.payee)).or_default();
+        let e = m
+            .entry((p.at.div_euclid(DAY), p.route, p.payee))
+            .or_default();
         e.0 += 1;
         e.1 += p.amount;
     }
@@ -119,22 +128,32 @@ async fn revenue_groups_per_day_route_and_payee(db: Db) {
         since,
         until,
     };
-    let served = s.revenue(&q(PaymentState::Served, None, None)).await.unwrap();
+    let served = s
+        .revenue(&q(PaymentState::Served, None, None))
+        .await
+        .unwrap();
     assert_eq!(served, expected(&paid, PaymentState::Served, None));
     assert_eq!(served.first().map(|g| g.day), Some(MIDNIGHT / DAY));
     assert!(served.iter().any(|g| g.raw > u128::from(u64::MAX)));
     // One state at a time.
     let owed = s.revenue(&q(PaymentState::Owed, None, None)).await.unwrap();
     assert_eq!(owed.len(), 1);
-    assert_eq!((owed[0].count, owed[0].raw, owed[0].route.as_str()), (1, 17, ""));
     assert_eq!(
-        s.revenue(&q(PaymentState::Redeemable, None, None)).await.unwrap(),
+        (owed[0].count, owed[0].raw, owed[0].route.as_str()),
+        (1, 17, "")
+    );
+    assert_eq!(
+        s.revenue(&q(PaymentState::Redeemable, None, None))
+            .await
+            .unwrap(),
         expected(&paid, PaymentState::Redeemable, None)
     );
     // `since` included, `until` excluded: the second day only, then nothing.
     let day2 = MIDNIGHT + DAY;
     assert_eq!(
-        s.revenue(&q(PaymentState::Served, Some(day2), None)).await.unwrap(),
+        s.revenue(&q(PaymentState::Served, Some(day2), None))
+            .await
+            .unwrap(),
         expected(&paid, PaymentState::Served, Some(day2))
     );
     assert!(s
