@@ -105,7 +105,7 @@ pub fn print_table(rows: &[PaymentRow]) {
         &[
             "SETTLED (UTC)",
             "STATE",
-            "XNO",
+            "AMOUNT (XNO)",
             "ROUTE",
             "PAYER",
             "REASON",

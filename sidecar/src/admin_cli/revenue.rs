@@ -120,7 +120,7 @@ pub async fn run(client: &AdminHttp, a: &Args, out: Format) -> Result<()> {
                 });
             }
             let first_number = headers.len();
-            headers.extend(["PAYMENTS", "XNO", "RAW"]);
+            headers.extend(["PAYMENTS", "AMOUNT (XNO)", "RAW"]);
             let right: Vec<bool> = (0..headers.len()).map(|i| i >= first_number).collect();
             let cells: Vec<Vec<String>> = revenue
                 .rows
