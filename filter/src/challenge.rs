@@ -72,6 +72,7 @@ pub fn payment_required(
         vec![offer.issue(&key.key, &stamp)],
     );
     pr.error = reason.map(|r| r.as_str().to_owned());
+    pr.extensions = price.discovery.as_ref().map(|d| d.extensions.clone());
     pr
 }
 
@@ -148,9 +149,16 @@ mod tests {
             now in proptest::prelude::any::<u64>(),
             nonce in proptest::prelude::any::<[u8; 16]>(),
             key in proptest::prelude::any::<[u8; 32]>(),
+            example in proptest::option::of(".{0,20}"),
         ) {
             let mut route = json!({"path": {"prefix": "/p/"}, "priceRaw": price.to_string(), "maxTimeoutSeconds": timeout});
             if let Some(d) = &description { route["description"] = json!(d); }
+            if let Some(e) = &example {
+                route["discovery"] = json!({
+                    "input": {"method": "get", "queryParams": {"q": e}},
+                    "output": {"type": "json", "example": {"z": e, "a": [1, e]}},
+                });
+            }
             if let Some(m) = &mime { route["mimeType"] = json!(m); }
             let cfg = json!({
                 "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},

@@ -119,6 +119,8 @@ pub struct Price {
     pub template: ChallengeTemplate,
     /// Tagged-amount sessions offered too (`"tagged": true`, see [`TaggedTerms`]).
     pub tagged: Option<Box<TaggedTerms>>,
+    /// The x402 bazaar extension of its 402 (`discovery`, see [`crate::discovery`]).
+    pub discovery: Option<Box<crate::discovery::Discovery>>,
 }
 
 /// Shared-data namespace of the tagged routes' session pools.
@@ -229,6 +231,8 @@ pub struct Config {
     pub pay_to: Option<Payee>,
     pub retry_after_secs: u32,
     pub routes: Vec<Route>,
+    /// Answer `GET /.well-known/x402` with the paid routes (`wellKnown`, default true).
+    pub well_known: bool,
 }
 
 /// A JSON object being read: remembers which keys were consumed so leftovers can be refused.
@@ -365,6 +369,7 @@ pub fn parse_with_env(
     let retry_after_secs = root
         .opt_u64("retryAfterSeconds", 1, 3_600)?
         .map_or(DEFAULT_RETRY_AFTER_SECS, |n| n as u32);
+    let well_known = root.opt_bool("wellKnown")?.unwrap_or(true);
 
     let routes_value = match root.get("routes") {
         Some(Value::Array(a)) => a,
@@ -393,6 +398,7 @@ pub fn parse_with_env(
         pay_to,
         retry_after_secs,
         routes,
+        well_known,
     })
 }
 
@@ -591,6 +597,8 @@ fn parse_route(
     let upstream_timeout_ms = o.opt_u64("upstreamTimeoutMs", 1, MAX_UPSTREAM_TIMEOUT_MS)?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
+    let discovery_at = o.at("discovery");
+    let discovery_value = o.get("discovery");
     let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
     let failure_mode = match o.opt_str("failureMode")? {
         None | Some("closed") => FailureMode::Closed,
@@ -610,6 +618,7 @@ fn parse_route(
                 ("payTo", route_pay_to.is_some()),
                 ("description", description.is_some()),
                 ("mimeType", mime_type.is_some()),
+                ("discovery", discovery_value.is_some()),
                 ("maxTimeoutSeconds", max_timeout.is_some()),
                 ("tagged", tagged),
                 ("payToPool", pay_to_pool.is_some()),
@@ -675,7 +684,13 @@ fn parse_route(
                 failure_mode,
                 template: ChallengeTemplate::default(),
                 tagged: None,
+                discovery: None,
             };
+            if let Some(v) = discovery_value {
+                let d = crate::discovery::parse(v, &discovery_at, methods.as_deref())
+                    .map_err(|(at, problem)| err(at, problem))?;
+                price.discovery = Some(Box::new(d));
+            }
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
             }
@@ -703,6 +718,7 @@ fn parse_route(
                 price.max_timeout_secs,
                 price.description.as_deref(),
                 price.mime_type.as_deref(),
+                price.discovery.as_ref().map(|d| d.text.as_str()),
             );
             RouteKind::Paid(price)
         }

@@ -18,6 +18,8 @@ pub struct ChallengeTemplate {
     resource_tail: String,
     /// `,"accepts":[{…,"extra":{"keyId":`
     accepts_head: String,
+    /// What follows the last `accepts` entry: `]`, the route's `extensions` if any, `}`.
+    closing: String,
     /// The route's MAC prefix under the last key used (the VM is single-threaded).
     mac: MacCache,
 }
@@ -44,6 +46,7 @@ impl ChallengeTemplate {
         max_timeout_secs: u64,
         description: Option<&str>,
         mime_type: Option<&str>,
+        extensions: Option<&str>,
     ) -> ChallengeTemplate {
         let mut resource_tail = String::new();
         if let Some(d) = description {
@@ -71,11 +74,25 @@ impl ChallengeTemplate {
         h.push_str(",\"extra\":{\"");
         h.push_str(EXTRA_KEY_ID);
         h.push_str("\":");
+        let mut closing = String::from("]");
+        if let Some(e) = extensions {
+            // After `accepts`: the field order of `PaymentRequired`, as serde writes it.
+            closing.push_str(",\"extensions\":");
+            closing.push_str(e);
+        }
+        closing.push('}');
         ChallengeTemplate {
             resource_tail,
             accepts_head: h,
+            closing,
             mac: MacCache::default(),
         }
+    }
+
+    /// What a rendered challenge ends with after its last `accepts` entry (where another offer
+    /// is spliced in).
+    pub fn closing(&self) -> &str {
+        &self.closing
     }
 
     /// The challenge MAC of `terms` (this route's) and `stamp` under `key`: the same bytes as
@@ -105,7 +122,11 @@ impl ChallengeTemplate {
         error: Option<&str>,
     ) -> Vec<u8> {
         let mut out = String::with_capacity(
-            96 + resource.len() + self.resource_tail.len() + self.accepts_head.len() + 160,
+            96 + resource.len()
+                + self.resource_tail.len()
+                + self.accepts_head.len()
+                + self.closing.len()
+                + 160,
         );
         out.push_str("{\"x402Version\":2");
         if let Some(e) = error {
@@ -124,7 +145,8 @@ impl ChallengeTemplate {
         hex::push_lower(&mut out, &stamp.nonce);
         out.push_str("\",\"validBefore\":");
         push_num(&mut out, u128::from(stamp.valid_before));
-        out.push_str("}}]}");
+        out.push_str("}}");
+        out.push_str(&self.closing);
         out.into_bytes()
     }
 }

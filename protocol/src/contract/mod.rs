@@ -108,6 +108,14 @@ pub mod paths {
     ];
 }
 
+/// x402 discovery, answered by the filter (filter/README.md, "Discovery").
+pub mod discovery {
+    /// `GET`: the paid resources of the host and their prices, from the filter's configuration.
+    pub const WELL_KNOWN: &str = "/.well-known/x402";
+    /// The x402 v2 discovery extension's key in a 402's `extensions` (`{info, schema}`).
+    pub const BAZAAR: &str = "bazaar";
+}
+
 /// Header names (lower case, as HTTP/2 and Envoy carry them) and fixed values.
 pub mod headers {
     /// The filter's shared secret, on every filter API call.
