@@ -85,6 +85,7 @@ pub fn payment_required(
         vec![accepted],
     );
     pr.error = reason.map(|r| r.as_str().to_owned());
+    pr.extensions = price.discovery.as_ref().map(|d| d.extensions.clone());
     pr
 }
 
@@ -163,9 +164,16 @@ mod tests {
             key in proptest::prelude::any::<[u8; 32]>(),
             attach_work in proptest::prelude::any::<bool>(),
             threshold in proptest::option::of(proptest::prelude::any::<u64>()),
+            example in proptest::option::of(".{0,20}"),
         ) {
             let mut route = json!({"path": {"prefix": "/p/"}, "priceRaw": price.to_string(), "maxTimeoutSeconds": timeout});
             if let Some(d) = &description { route["description"] = json!(d); }
+            if let Some(e) = &example {
+                route["discovery"] = json!({
+                    "input": {"method": "get", "queryParams": {"q": e}},
+                    "output": {"type": "json", "example": {"z": e, "a": [1, e]}},
+                });
+            }
             if let Some(m) = &mime { route["mimeType"] = json!(m); }
             if attach_work { route["attachWork"] = json!(true); }
             let mut cfg = json!({

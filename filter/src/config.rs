@@ -123,6 +123,8 @@ pub struct Price {
     /// the sidecar attaches work a paying block lacks (`"attachWork": true`: the offer says
     /// `extra.work: "optional"` and the payment goes to `/v1/pay` with `attachWork`).
     pub work: WorkTerms,
+    /// The x402 bazaar extension of its 402 (`discovery`, see [`crate::discovery`]).
+    pub discovery: Option<Box<crate::discovery::Discovery>>,
 }
 
 /// The send work threshold of `nano:mainnet` offers when `workThreshold` is not configured
@@ -248,6 +250,8 @@ pub struct Config {
     pub pay_to: Option<Payee>,
     pub retry_after_secs: u32,
     pub routes: Vec<Route>,
+    /// Answer `GET /.well-known/x402` with the paid routes (`wellKnown`, default true).
+    pub well_known: bool,
 }
 
 /// A JSON object being read: remembers which keys were consumed so leftovers can be refused.
@@ -388,6 +392,7 @@ pub fn parse_with_env(
         Some(t) => Some(parse_work_threshold(t).map_err(|p| err("workThreshold", p))?),
         None => default_work_threshold(&network),
     };
+    let well_known = root.opt_bool("wellKnown")?.unwrap_or(true);
 
     let routes_value = match root.get("routes") {
         Some(Value::Array(a)) => a,
@@ -417,6 +422,7 @@ pub fn parse_with_env(
         pay_to,
         retry_after_secs,
         routes,
+        well_known,
     })
 }
 
@@ -617,6 +623,8 @@ fn parse_route(
     let upstream_timeout_ms = o.opt_u64("upstreamTimeoutMs", 1, MAX_UPSTREAM_TIMEOUT_MS)?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
+    let discovery_at = o.at("discovery");
+    let discovery_value = o.get("discovery");
     let max_timeout = o.opt_u64("maxTimeoutSeconds", 1, MAX_MAX_TIMEOUT_SECS)?;
     let failure_mode = match o.opt_str("failureMode")? {
         None | Some("closed") => FailureMode::Closed,
@@ -636,6 +644,7 @@ fn parse_route(
                 ("payTo", route_pay_to.is_some()),
                 ("description", description.is_some()),
                 ("mimeType", mime_type.is_some()),
+                ("discovery", discovery_value.is_some()),
                 ("maxTimeoutSeconds", max_timeout.is_some()),
                 ("tagged", tagged),
                 ("payToPool", pay_to_pool.is_some()),
@@ -706,7 +715,13 @@ fn parse_route(
                     threshold: work_threshold,
                     attached: attach_work,
                 },
+                discovery: None,
             };
+            if let Some(v) = discovery_value {
+                let d = crate::discovery::parse(v, &discovery_at, methods.as_deref())
+                    .map_err(|(at, problem)| err(at, problem))?;
+                price.discovery = Some(Box::new(d));
+            }
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
             }
@@ -735,6 +750,7 @@ fn parse_route(
                 price.description.as_deref(),
                 price.mime_type.as_deref(),
                 price.work,
+                price.discovery.as_ref().map(|d| d.text.as_str()),
             );
             RouteKind::Paid(price)
         }

@@ -160,6 +160,23 @@ impl Flow {
         };
         let cfg = Rc::clone(&self.cfg);
         let forms = PathForms::of(&req.path);
+        if cfg.well_known
+            && forms.canonical == contract::discovery::WELL_KNOWN
+            && matches!(req.method.as_str(), "GET" | "HEAD")
+        {
+            // Public by design: the same prices every 402 shows, for agents to find them.
+            let body = crate::well_known::document(&cfg, &req.scheme, &req.authority);
+            host.send_response(
+                200,
+                &[
+                    ("content-type", "application/json"),
+                    ("cache-control", "public, max-age=60"),
+                    ("access-control-allow-origin", "*"),
+                ],
+                &body,
+            );
+            return Next::Pause;
+        }
         let Some((index, route)) =
             router::find_in(&cfg.routes, &req.method, &req.authority, &forms)
         else {

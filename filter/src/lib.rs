@@ -26,6 +26,7 @@
 pub mod canonical;
 pub mod challenge;
 pub mod config;
+pub mod discovery;
 pub mod flow;
 pub mod host;
 pub mod jsontext;
@@ -43,6 +44,7 @@ pub mod routes;
 pub mod sidecar;
 pub mod template;
 pub mod wasm;
+pub mod well_known;
 
 #[cfg(test)]
 mod flow_tests;

@@ -32,12 +32,13 @@ pub fn send_challenge<H: Host + ?Sized>(host: &mut H, network: &str, mut c: Chal
     };
     let offer = crate::challenge::session_offer_json(network, c.price, &session);
     let mut body = std::mem::take(&mut c.body);
-    // The template ends with `]}`: the accepts array, then the object.
-    if body.ends_with(b"]}") {
-        body.truncate(body.len() - 2);
+    // The template ends with the accepts array's `]`, the extensions if any, then `}`.
+    let closing = c.price.template.closing().as_bytes();
+    if body.ends_with(closing) {
+        body.truncate(body.len() - closing.len());
         body.push(b',');
         body.extend_from_slice(offer.as_bytes());
-        body.extend_from_slice(b"]}");
+        body.extend_from_slice(closing);
     }
     if wants_html(host) {
         send_paywall(host, &c, &body, &offer, &session);

@@ -21,6 +21,8 @@ pub struct ChallengeTemplate {
     accepts_head: String,
     /// The work fields that close `extra` (`,"work":"optional","workThreshold":"…"`), or "".
     extra_tail: String,
+    /// What follows the last `accepts` entry: `]`, the route's `extensions` if any, `}`.
+    closing: String,
     /// The route's MAC prefix under the last key used (the VM is single-threaded).
     mac: MacCache,
 }
@@ -57,6 +59,7 @@ impl ChallengeTemplate {
         description: Option<&str>,
         mime_type: Option<&str>,
         work: WorkTerms,
+        extensions: Option<&str>,
     ) -> ChallengeTemplate {
         let mut resource_tail = String::new();
         if let Some(d) = description {
@@ -98,12 +101,26 @@ impl ChallengeTemplate {
             extra_tail.push_str("\":");
             extra_tail.push_str(&json_str(&work_extra::threshold_hex(t)));
         }
+        let mut closing = String::from("]");
+        if let Some(e) = extensions {
+            // After `accepts`: the field order of `PaymentRequired`, as serde writes it.
+            closing.push_str(",\"extensions\":");
+            closing.push_str(e);
+        }
+        closing.push('}');
         ChallengeTemplate {
             resource_tail,
             accepts_head: h,
             extra_tail,
+            closing,
             mac: MacCache::default(),
         }
+    }
+
+    /// What a rendered challenge ends with after its last `accepts` entry (where another offer
+    /// is spliced in).
+    pub fn closing(&self) -> &str {
+        &self.closing
     }
 
     /// The challenge MAC of `terms` (this route's) and `stamp` under `key`: the same bytes as
@@ -133,7 +150,11 @@ impl ChallengeTemplate {
         error: Option<&str>,
     ) -> Vec<u8> {
         let mut out = String::with_capacity(
-            96 + resource.len() + self.resource_tail.len() + self.accepts_head.len() + 160,
+            96 + resource.len()
+                + self.resource_tail.len()
+                + self.accepts_head.len()
+                + self.closing.len()
+                + 160,
         );
         out.push_str("{\"x402Version\":2");
         if let Some(e) = error {
@@ -153,7 +174,8 @@ impl ChallengeTemplate {
         out.push_str("\",\"validBefore\":");
         push_num(&mut out, u128::from(stamp.valid_before));
         out.push_str(&self.extra_tail);
-        out.push_str("}}]}");
+        out.push_str("}}");
+        out.push_str(&self.closing);
         out.into_bytes()
     }
 }

@@ -1,6 +1,6 @@
 //! The HTTP surface, assembled in one place: the filter API (shared secret), the x402
-//! facilitator API, `/v1/challenge` and the operator's views (bearer token), and health,
-//! readiness and metrics.
+//! facilitator API, `/v1/challenge` and the operator's views (bearer token), the dashboard
+//! page, and health, readiness and metrics.
 //!
 //! Routes come in [`Group`]s, one credential each, checked by a layer in front of the whole
 //! group on the headers alone ([`auth`]): a request with a missing or wrong credential is
@@ -10,9 +10,11 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod facilitator;
 pub mod filter;
 pub mod guard;
+pub mod revenue;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};
@@ -37,6 +39,8 @@ pub fn groups(state: &AppState) -> Vec<Group> {
         facilitator::public_routes(state),
         admin::routes(state),
         admin::ledger_routes(state),
+        revenue::routes(state),
+        dashboard::routes(state),
     ];
     // Facilitator only (`facilitator.only`): there is no filter secret, so the filter API is
     // not mounted at all (404) rather than guarded by a credential nobody holds.

@@ -3,8 +3,10 @@
 //! fork set and the payment ledger (docs/payments.md) in a durable store, and serves the filter API, the x402
 //! facilitator API, health, readiness and metrics. See sidecar/README.md.
 
+pub mod admin_cli;
 pub mod api;
 pub mod build_info;
+pub mod calendar;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -8,6 +8,7 @@
 //! A missing tool fails the test with a message saying to run `cargo xtask test`; nothing is
 //! skipped.
 
+pub mod browser;
 pub mod chaos;
 pub mod envoy;
 pub mod ports;

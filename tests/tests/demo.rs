@@ -91,6 +91,8 @@ async fn demo_pays_one_request_step_by_step_and_ctrl_c_stops_everything() {
         "without any payment header",
         "curl -i http://127.0.0.1:",
         "NANOGATE_SEED=",
+        "nanogate-admin revenue --by route",
+        "/dashboard#token=",
     ] {
         assert!(
             transcript.contains(expected),

@@ -250,6 +250,21 @@ fn wasmplugins_pass_our_schema_and_the_schema_catches_mistakes() {
             ),
         ),
         (
+            "discovery without input",
+            mutate("/spec/pluginConfig/routes/1/discovery/input", None),
+        ),
+        (
+            "discovery method unknown",
+            mutate(
+                "/spec/pluginConfig/routes/1/discovery/input/method",
+                Some(json!("TRACE")),
+            ),
+        ),
+        (
+            "wellKnown not a boolean",
+            mutate("/spec/pluginConfig/wellKnown", Some(json!("yes"))),
+        ),
+        (
             "network not CAIP-2",
             mutate("/spec/pluginConfig/network", Some(json!("mainnet"))),
         ),

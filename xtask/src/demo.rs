@@ -1,6 +1,6 @@
 //! `cargo xtask demo`: installs what is missing (the wasm target, the pinned Envoy), builds the
-//! filter module and the binaries the demo runs (`nanogate-sidecar`, `nanogate-pay`,
-//! `nanogate-demo`), then *becomes* `nanogate-demo` (exec), so Ctrl-C reaches the process that
+//! filter module and the binaries the demo runs (`nanogate-sidecar`, `nanogate-admin`,
+//! `nanogate-pay`, `nanogate-demo`), then *becomes* `nanogate-demo` (exec), so Ctrl-C reaches the process that
 //! owns Envoy, the sidecar, the upstream and the devnet, and it stops all of them.
 
 use crate::setup::{self, cargo, root, run as sh};

@@ -37,6 +37,72 @@ pub struct PaymentsPage {
     pub next: Option<String>,
 }
 
+/// One (day, route, payee) group of `GET /v1/admin/revenue`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevenueRow {
+    /// UTC day of the settlements, `YYYY-MM-DD`.
+    pub day: String,
+    /// The resource (signed block) or route scope (tagged) paid for.
+    pub route: String,
+    /// `nano_` address (empty for rows from before the ledger kept it).
+    pub pay_to: String,
+    pub count: u64,
+    /// Raw, decimal.
+    pub raw: String,
+    /// The same amount in XNO (decimal, exact).
+    pub xno: String,
+}
+
+/// `GET /v1/admin/revenue?state=&since=&until=` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevenueAnswer {
+    /// The state summed (`served` unless asked otherwise).
+    pub state: String,
+    /// Ordered by day, route, payee.
+    pub rows: Vec<RevenueRow>,
+    /// Count and raw sum of every row.
+    pub count: u64,
+    pub raw: String,
+    pub xno: String,
+}
+
+/// Count and sum of the payments in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateTotalRow {
+    pub state: String,
+    pub count: u64,
+    pub raw: String,
+    pub xno: String,
+}
+
+/// Tagged-session pool usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUsage {
+    /// Pool accounts with at least one session still open.
+    pub accounts_in_use: u64,
+}
+
+/// `GET /v1/admin/overview` answer: what the dashboard's header shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Overview {
+    /// The sidecar's network (`nano:…`).
+    pub network: String,
+    /// `sqlite` or `postgres`.
+    pub store_kind: String,
+    /// Readiness as `/readyz` reports it.
+    pub health: ReadyBody,
+    /// Per state (states without payments left out).
+    pub payments: Vec<StateTotalRow>,
+    pub pools: PoolUsage,
+    /// Unix seconds at the sidecar.
+    pub now: i64,
+}
+
 /// `GET /readyz` answer (200 when `ready`, else 503): which dependency answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReadyBody {

@@ -10,7 +10,7 @@
 //! * [`pay`]: `/v1/pay` (request, verdict and how the filter reads it) and `/v1/outcome`.
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
-//! * [`admin`]: the payment ledger page and the error body.
+//! * [`admin`]: the payment ledger page, revenue, the overview and the error body.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
@@ -25,7 +25,10 @@ mod offer;
 pub mod pay;
 pub mod sessions;
 
-pub use admin::{ErrorBody, PaymentRow, PaymentsPage, ReadyBody};
+pub use admin::{
+    ErrorBody, Overview, PaymentRow, PaymentsPage, PoolUsage, ReadyBody, RevenueAnswer, RevenueRow,
+    StateTotalRow,
+};
 pub use facilitator::ChallengeRequest;
 pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 pub use network::{check_network, NetworkError};
@@ -71,6 +74,13 @@ pub mod paths {
     pub const ADMIN_PAYMENTS: &str = "/v1/admin/payments";
     /// `GET`: stray payments (the older view of `owed` ones).
     pub const ADMIN_STRAY: &str = "/v1/admin/stray";
+    /// `GET`: the ledger summed per day, route and payee ([`super::RevenueAnswer`]).
+    pub const ADMIN_REVENUE: &str = "/v1/admin/revenue";
+    /// `GET`: health, per-state totals and pool usage at a glance ([`super::Overview`]).
+    pub const ADMIN_OVERVIEW: &str = "/v1/admin/overview";
+    /// `GET` (public: a static page holding no data; it calls the APIs above with the token
+    /// the operator types in or passes in the URL fragment).
+    pub const DASHBOARD: &str = "/dashboard";
 
     // Public probes.
     pub const HEALTHZ: &str = "/healthz";
@@ -89,10 +99,21 @@ pub mod paths {
         CHALLENGE,
         ADMIN_PAYMENTS,
         ADMIN_STRAY,
+        ADMIN_REVENUE,
+        ADMIN_OVERVIEW,
+        DASHBOARD,
         HEALTHZ,
         READYZ,
         METRICS,
     ];
+}
+
+/// x402 discovery, answered by the filter (filter/README.md, "Discovery").
+pub mod discovery {
+    /// `GET`: the paid resources of the host and their prices, from the filter's configuration.
+    pub const WELL_KNOWN: &str = "/.well-known/x402";
+    /// The x402 v2 discovery extension's key in a 402's `extensions` (`{info, schema}`).
+    pub const BAZAAR: &str = "bazaar";
 }
 
 /// Header names (lower case, as HTTP/2 and Envoy carry them) and fixed values.

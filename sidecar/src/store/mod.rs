@@ -16,6 +16,7 @@ pub mod cursor;
 pub mod hot;
 pub mod payments;
 pub mod postgres;
+pub mod revenue;
 pub mod sqlite;
 pub mod tagged;
 
@@ -90,10 +91,16 @@ pub struct ForkEntry {
 }
 
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
-/// tagged-amount operations ([`tagged::TaggedStore`]) and the reconciliation cursors
-/// ([`cursor::CursorStore`]).
+/// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
+/// ([`cursor::CursorStore`]) and the revenue sums ([`revenue::RevenueStore`]).
 pub trait Store:
-    PaymentStore + tagged::TaggedStore + cursor::CursorStore + Send + Sync + 'static
+    PaymentStore
+    + tagged::TaggedStore
+    + cursor::CursorStore
+    + revenue::RevenueStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;

@@ -299,3 +299,4 @@ super::hot::impl_hot_writes!(PgStore, sqlx::PgConnection, false);
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
 super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
 super::cursor::impl_cursor_store!(PgStore, false);
+super::revenue::impl_revenue_store!(PgStore, false);

@@ -336,3 +336,4 @@ super::hot::impl_hot_writes!(SqliteStore, sqlx::SqliteConnection, true);
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::cursor::impl_cursor_store!(SqliteStore, true);
+super::revenue::impl_revenue_store!(SqliteStore, true);

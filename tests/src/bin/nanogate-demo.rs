@@ -24,6 +24,8 @@ use tokio::signal::unix::{signal, SignalKind};
 const DEMO_SEED: &str = "D3E40000D3E40000D3E40000D3E40000D3E40000D3E40000D3E40000D3E40000";
 /// The demo payee's seed (public too; the devnet never needs its key).
 const PAYEE_SEED: [u8; 32] = [0x5E; 32];
+/// The sidecar's admin (bearer) token in the demo: PUBLIC, for this local demo only.
+const DEMO_ADMIN_TOKEN: &str = "demo-admin-token-not-secret";
 
 const DEFAULT_PORTS: FixedPorts = FixedPorts {
     listener: 10000,
@@ -110,6 +112,10 @@ async fn start() -> Stack {
         payee,
         ports: Some(ports()),
         sidecar_log: std::env::var("NANOGATE_DEMO_SIDECAR_LOG").unwrap_or_else(|_| "info".into()),
+        sidecar_env: vec![(
+            "NANOGATE_FACILITATOR_TOKEN".to_owned(),
+            DEMO_ADMIN_TOKEN.to_owned(),
+        )],
         dir: Some(dir),
         ..StackConfig::default()
     })
@@ -272,8 +278,26 @@ fn next_steps(stack: &Stack) {
         "  curl -s http://127.0.0.1:{}/metrics               # sidecar metrics",
         ports().sidecar
     );
+    let admin = workspace_bin("nanogate-admin");
+    let sidecar = format!("http://127.0.0.1:{}", ports().sidecar);
+    println!("\n{}", bold("── operate it (docs/operate.md)"));
+    println!("  export NANOGATE_ADMIN_URL={sidecar} NANOGATE_ADMIN_TOKEN={DEMO_ADMIN_TOKEN}");
     println!(
-        "\n  The demo seed above is PUBLIC and for this local devnet only; never use it for real XNO."
+        "  {} payments                # every payment and its state",
+        admin.display()
+    );
+    println!(
+        "  {} revenue --by route      # earned per route, XNO and raw",
+        admin.display()
+    );
+    println!(
+        "  {} owed                    # what is owed back, per payer",
+        admin.display()
+    );
+    println!("  {} payments --csv > payments.csv", admin.display());
+    println!("  dashboard: {sidecar}/dashboard#token={DEMO_ADMIN_TOKEN}");
+    println!(
+        "\n  The demo seed and admin token above are PUBLIC and for this local devnet only; never use\n  them for real XNO."
     );
     println!("  Logs and configs: {}", stack.dir().display());
     println!(
