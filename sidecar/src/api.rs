@@ -13,6 +13,7 @@ pub mod auth;
 pub mod facilitator;
 pub mod filter;
 pub mod guard;
+pub mod refunds;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};
@@ -39,6 +40,7 @@ pub fn groups(state: &AppState) -> Vec<Group> {
         facilitator::public_routes(state),
         admin::routes(state),
         admin::ledger_routes(state),
+        refunds::routes(state),
     ];
     // `/metrics` moves to its own listener when one is configured (`metrics.listen`).
     if !state.http.metrics_separate {

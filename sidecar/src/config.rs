@@ -53,6 +53,40 @@ pub struct Config {
     pub server: ServerConfig,
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
+    pub wallet: WalletConfig,
+}
+
+/// The payee key (docs/refunds.md): with a seed, the sidecar signs refunds of owed payments
+/// and pockets what is sent to its payee and pool accounts. The seed itself is never read from
+/// this file: only from `seed_file` or the `NANOGATE_WALLET_SEED` environment variable.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalletConfig {
+    /// A file holding the wallet seed (64 hex digits) of the payee and pool accounts.
+    pub seed_file: Option<PathBuf>,
+    /// How many accounts of the seed (indices 0..accounts) the sidecar signs for.
+    pub accounts: u32,
+    /// Where proof of work comes from: `node` (the node's `work_generate`) or `local` (this
+    /// machine's cores).
+    pub work: String,
+    /// Representative of accounts the sidecar opens (`nano_` address); default: the account
+    /// itself.
+    pub representative: Option<String>,
+    /// Seconds between pocketing passes (receive blocks, with a seed; the receivable report
+    /// without one). 0 = only when asked (`POST /v1/admin/pocket`).
+    pub pocket_interval_secs: u64,
+}
+
+impl Default for WalletConfig {
+    fn default() -> Self {
+        WalletConfig {
+            seed_file: None,
+            accounts: 32,
+            work: "node".into(),
+            representative: None,
+            pocket_interval_secs: 60,
+        }
+    }
 }
 
 /// Where `/metrics` is served, and whether it needs a token.
@@ -221,6 +255,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
+            wallet: WalletConfig::default(),
         }
     }
 }
@@ -403,6 +438,22 @@ pub struct Cli {
     /// Bearer token required for /metrics, ≥ 16 bytes (off without one).
     #[arg(long, env = "NANOGATE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// A file holding the payee wallet seed (64 hex digits): the sidecar then signs refunds and
+    /// pockets payments. Or set NANOGATE_WALLET_SEED (never a flag, never the config file).
+    #[arg(long, env = "NANOGATE_WALLET_SEED_FILE", value_name = "FILE")]
+    pub wallet_seed_file: Option<PathBuf>,
+    /// Accounts of the seed (indices 0..N) the sidecar signs for [default: 32].
+    #[arg(long, env = "NANOGATE_WALLET_ACCOUNTS")]
+    pub wallet_accounts: Option<u32>,
+    /// Proof of work for refunds and receives: node or local [default: node].
+    #[arg(long, env = "NANOGATE_WALLET_WORK")]
+    pub wallet_work: Option<String>,
+    /// Representative of accounts the sidecar opens [default: the account itself].
+    #[arg(long, env = "NANOGATE_WALLET_REPRESENTATIVE")]
+    pub wallet_representative: Option<String>,
+    /// Seconds between pocketing passes; 0 = only when asked [default: 60].
+    #[arg(long, env = "NANOGATE_POCKET_INTERVAL_SECS")]
+    pub pocket_interval_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -497,6 +548,15 @@ impl Config {
         if cli.metrics_token.is_some() {
             c.metrics.token = cli.metrics_token;
         }
+        if cli.wallet_seed_file.is_some() {
+            c.wallet.seed_file = cli.wallet_seed_file;
+        }
+        set(&mut c.wallet.accounts, cli.wallet_accounts);
+        set(&mut c.wallet.work, cli.wallet_work);
+        if cli.wallet_representative.is_some() {
+            c.wallet.representative = cli.wallet_representative;
+        }
+        set(&mut c.wallet.pocket_interval_secs, cli.pocket_interval_secs);
         c.validate()?;
         Ok(c)
     }
@@ -577,6 +637,21 @@ impl Config {
             return bad(
                 "limits: a burst must be ≥ 1 when its rate is on (rate 0 turns a limit off)",
             );
+        }
+        let w = &self.wallet;
+        if !(1..=10_000).contains(&w.accounts) {
+            return bad("wallet.accounts must be 1 to 10000");
+        }
+        if crate::wallet::WorkSource::parse(&w.work).is_none() {
+            return bad("wallet.work must be node or local");
+        }
+        if let Some(r) = &w.representative {
+            if PublicKey::from_address(r).is_err() {
+                return bad("wallet.representative must be a nano_ address");
+            }
+        }
+        if w.pocket_interval_secs > 86_400 {
+            return bad("wallet.pocket_interval_secs must be 0 (only when asked) to 86400");
         }
         Ok(())
     }

@@ -25,6 +25,8 @@ pub struct AppState {
     pub challenge_max_timeout_secs: u64,
     pub http: HttpSettings,
     pub readiness: Arc<Readiness>,
+    /// The payee wallet (refunds, pocketing); `None` without a node client (unit tests).
+    pub wallet: Option<Arc<crate::wallet::Wallet>>,
 }
 
 /// How the HTTP server protects itself (`[server]` in the configuration).

@@ -11,6 +11,7 @@
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
 //! * [`admin`]: the payment ledger page and the error body.
+//! * [`refunds`]: refunds of owed payments and pocketing.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod network;
 mod offer;
 pub mod pay;
+pub mod refunds;
 pub mod sessions;
 
 pub use admin::{ErrorBody, PaymentRow, PaymentsPage, ReadyBody};
@@ -71,6 +73,14 @@ pub mod paths {
     pub const ADMIN_PAYMENTS: &str = "/v1/admin/payments";
     /// `GET`: stray payments (the older view of `owed` ones).
     pub const ADMIN_STRAY: &str = "/v1/admin/stray";
+    /// `POST`: refund owed payments ([`super::refunds::RefundsAnswer`]).
+    pub const ADMIN_REFUNDS: &str = "/v1/admin/refunds";
+    /// `POST`: record a refund the operator's wallet sent, checked on the ledger.
+    pub const ADMIN_REFUNDS_MARK: &str = "/v1/admin/refunds/mark";
+    /// `GET`: receivable sends per followed account.
+    pub const ADMIN_RECEIVABLE: &str = "/v1/admin/receivable";
+    /// `POST`: publish receive blocks for them (with a payee key).
+    pub const ADMIN_POCKET: &str = "/v1/admin/pocket";
 
     // Public probes.
     pub const HEALTHZ: &str = "/healthz";
@@ -89,6 +99,10 @@ pub mod paths {
         CHALLENGE,
         ADMIN_PAYMENTS,
         ADMIN_STRAY,
+        ADMIN_REFUNDS,
+        ADMIN_REFUNDS_MARK,
+        ADMIN_RECEIVABLE,
+        ADMIN_POCKET,
         HEALTHZ,
         READYZ,
         METRICS,

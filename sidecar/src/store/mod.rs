@@ -13,6 +13,7 @@
 pub mod cursor;
 pub mod payments;
 pub mod postgres;
+pub mod refunds;
 pub mod sqlite;
 pub mod tagged;
 
@@ -86,10 +87,16 @@ pub struct ForkEntry {
 }
 
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
-/// tagged-amount operations ([`tagged::TaggedStore`]) and the reconciliation cursors
-/// ([`cursor::CursorStore`]).
+/// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
+/// ([`cursor::CursorStore`]) and the refunds of owed payments ([`refunds::RefundStore`]).
 pub trait Store:
-    PaymentStore + tagged::TaggedStore + cursor::CursorStore + Send + Sync + 'static
+    PaymentStore
+    + tagged::TaggedStore
+    + cursor::CursorStore
+    + refunds::RefundStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;
