@@ -101,7 +101,12 @@ impl Wallet {
                 .balance
                 .checked_add(amount)
                 .ok_or_else(|| WalletError::Refused("balance would overflow".into()))?;
-            let threshold = self.settings.thresholds.for_kind(BlockKind::Receive, true);
+            // Enough whatever the account's epoch (an account still at epoch 1, or a ledger
+            // without epoch v2 blocks, takes the epoch 1 threshold for receives too).
+            let t = self.settings.thresholds;
+            let threshold = t
+                .for_kind(BlockKind::Receive, true)
+                .max(t.for_kind(BlockKind::Receive, false));
             let block = self.sign(account, head, balance, send.0, threshold).await?;
             self.publish(&block).await?;
             self.metrics.receives_published.inc();
