@@ -258,9 +258,14 @@ async fn a_refund_whose_sidecar_is_killed_after_recording_it_is_sent_once_after_
         receivable_from(&s, w.account(), payee),
         vec![(after[0], amount)]
     );
-    // Asking again sends nothing.
+    // Asking again sends nothing, and names the block recorded before the kill: the one on
+    // the ledger.
     let (code, out, _) = cli(&s, &["refund", &p.to_hex()]).await;
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("refund block {}", after[0].to_hex())),
+        "{out}"
+    );
     assert_eq!(sends(&s, payee, w.account()).len(), 1);
 }
 

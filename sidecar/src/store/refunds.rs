@@ -209,10 +209,10 @@ macro_rules! impl_refund_store {
                 fn refunds_in_flight(&self) -> StoreFuture<'_, Vec<Refund>> {
                     Box::pin(async move {
                         let rows = sqlx::query(&format!(
-                                            "SELECT {COLS} FROM refunds r JOIN payments p \
+                                                    "SELECT {COLS} FROM refunds r JOIN payments p \
                                ON p.spent_key = r.spent_key \
                              WHERE p.state = 'refunding' ORDER BY r.created_at, r.spent_key"
-                                        ))
+                                                ))
                         .fetch_all(&self.pool)
                         .await?;
                         let mut out = Vec::with_capacity(rows.len());
