@@ -75,6 +75,10 @@ pub struct WalletConfig {
     /// Seconds between pocketing passes (receive blocks, with a seed; the receivable report
     /// without one). 0 = only when asked (`POST /v1/admin/pocket`).
     pub pocket_interval_secs: u64,
+    /// Where pool accounts are swept (`nano_` address); none = no sweeping.
+    pub treasury: Option<String>,
+    /// Seconds between sweeps of the pool accounts into `treasury`; 0 = off (only when asked).
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for WalletConfig {
@@ -85,6 +89,8 @@ impl Default for WalletConfig {
             work: "node".into(),
             representative: None,
             pocket_interval_secs: 60,
+            treasury: None,
+            sweep_interval_secs: 0,
         }
     }
 }
@@ -454,6 +460,12 @@ pub struct Cli {
     /// Seconds between pocketing passes; 0 = only when asked [default: 60].
     #[arg(long, env = "NANOGATE_POCKET_INTERVAL_SECS")]
     pub pocket_interval_secs: Option<u64>,
+    /// Treasury account the pool accounts are swept into (nano_ address).
+    #[arg(long, env = "NANOGATE_WALLET_TREASURY")]
+    pub wallet_treasury: Option<String>,
+    /// Seconds between sweeps of the pool accounts into the treasury; 0 = off [default: 0].
+    #[arg(long, env = "NANOGATE_SWEEP_INTERVAL_SECS")]
+    pub sweep_interval_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -557,6 +569,10 @@ impl Config {
             c.wallet.representative = cli.wallet_representative;
         }
         set(&mut c.wallet.pocket_interval_secs, cli.pocket_interval_secs);
+        if cli.wallet_treasury.is_some() {
+            c.wallet.treasury = cli.wallet_treasury;
+        }
+        set(&mut c.wallet.sweep_interval_secs, cli.sweep_interval_secs);
         c.validate()?;
         Ok(c)
     }
@@ -652,6 +668,17 @@ impl Config {
         }
         if w.pocket_interval_secs > 86_400 {
             return bad("wallet.pocket_interval_secs must be 0 (only when asked) to 86400");
+        }
+        if let Some(t) = &w.treasury {
+            if PublicKey::from_address(t).is_err() {
+                return bad("wallet.treasury must be a nano_ address");
+            }
+        }
+        if w.sweep_interval_secs > 0 && w.treasury.is_none() {
+            return bad("wallet.sweep_interval_secs needs wallet.treasury (where to sweep to)");
+        }
+        if w.sweep_interval_secs > 7 * 86_400 {
+            return bad("wallet.sweep_interval_secs must be 0 (off) to 604800");
         }
         Ok(())
     }

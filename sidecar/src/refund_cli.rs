@@ -1,4 +1,4 @@
-//! The operator's `refund`, `mark-refunded`, `receivable` and `pocket` commands over the
+//! The operator's `refund`, `mark-refunded`, `receivable`, `pocket` and `sweep` commands over the
 //! sidecar's admin API (bearer token; docs/refunds.md). One entry, [`run`], so an admin command
 //! line can carry them as subcommands; `nanogate-refunds` is the binary that runs them alone.
 //!
@@ -10,6 +10,7 @@
 use nanogate_protocol::contract::paths;
 use nanogate_protocol::contract::refunds::{
     MarkRefundedRequest, PocketAnswer, ReceivableAnswer, RefundRequest, RefundRow, RefundsAnswer,
+    SweepAnswer,
 };
 use nanogate_protocol::contract::ErrorBody;
 use nanogate_protocol::nano::format_xno;
@@ -62,6 +63,8 @@ pub enum Command {
     Receivable,
     /// Publish receive blocks for them (the sidecar must hold the payee key).
     Pocket,
+    /// Send the pool accounts' balances, less what they still owe, to wallet.treasury.
+    Sweep,
 }
 
 /// What a command printed, and how it ended.
@@ -257,6 +260,28 @@ pub async fn run(conn: &Connection, command: &Command, json: bool) -> Outcome {
                 });
                 for e in &a.errors {
                     let _ = writeln!(text, "not pocketed: {e}");
+                }
+                let code = if a.errors.is_empty() { 0 } else { INCOMPLETE };
+                (code, if json { to_json(&a) } else { text })
+            }),
+        Command::Sweep => http
+            .call::<_, SweepAnswer>(Some(&()), paths::ADMIN_SWEEP)
+            .await
+            .map(|a| {
+                let mut text = a.swept.iter().fold(String::new(), |mut s, r| {
+                    let _ = writeln!(
+                        s,
+                        "{}  sent {} raw ({}) to the treasury by block {}; kept {} raw (owed)",
+                        r.account,
+                        r.amount,
+                        xno(&r.amount),
+                        r.block,
+                        r.kept
+                    );
+                    s
+                });
+                for e in &a.errors {
+                    let _ = writeln!(text, "not swept: {e}");
                 }
                 let code = if a.errors.is_empty() { 0 } else { INCOMPLETE };
                 (code, if json { to_json(&a) } else { text })

@@ -16,6 +16,7 @@ use crate::readiness::Readiness;
 use crate::state::{AppState, Credentials, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
 use crate::wallet::pocket::spawn_pocketer;
+use crate::wallet::sweep::spawn_sweeper;
 use crate::wallet::{Seed, Wallet, WalletSettings, WorkSource};
 use nanogate_protocol::nano::PublicKey;
 use std::future::Future;
@@ -147,7 +148,20 @@ fn wallet(
             .ok_or_else(|| invalid("node_network must be live, beta, dev or test"))?
             .thresholds(),
         confirm_wait: Duration::from_secs(30),
+        treasury: match &cfg.wallet.treasury {
+            Some(t) => Some(
+                PublicKey::from_address(t)
+                    .map_err(|_| invalid("wallet.treasury must be a nano_ address"))?,
+            ),
+            None => None,
+        },
     };
+    if cfg.wallet.sweep_interval_secs > 0 && seed.is_none() {
+        return Err(invalid(
+            "wallet.sweep_interval_secs needs a wallet seed (wallet.seed_file or NANOGATE_WALLET_SEED)",
+        )
+        .into());
+    }
     Ok(Wallet::new(
         node.client().clone(),
         seed,
@@ -214,9 +228,20 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
     // schedule (docs/refunds.md).
     spawn_pocketer(
         state.engine.clone(),
-        wallet,
+        wallet.clone(),
         Duration::from_secs(cfg.wallet.pocket_interval_secs),
     );
+    if let (Some(treasury), true) = (
+        wallet.settings().treasury,
+        cfg.wallet.sweep_interval_secs > 0,
+    ) {
+        spawn_sweeper(
+            state.engine.clone(),
+            wallet,
+            treasury,
+            Duration::from_secs(cfg.wallet.sweep_interval_secs),
+        );
+    }
     Ok(state)
 }
 

@@ -400,3 +400,61 @@ async fn pocketing_turns_every_receivable_send_into_a_receive() {
     assert!(out.contains("\"receivable\": \"0\""), "{out}");
     assert!(out.contains("\"pocketedHere\": true"), "{out}");
 }
+
+#[tokio::test]
+async fn sweeping_sends_a_pool_balance_less_what_it_owes_to_the_treasury() {
+    let seed: [u8; 32] = rand::random();
+    let payee = PrivateKey::from_seed(&seed, 0).public_key();
+    let treasury = PrivateKey::from_seed(&rand::random::<[u8; 32]>(), 0).public_key();
+    let mut cfg = config(payee, Some(&seed), StoreKind::Sqlite);
+    cfg.sidecar_env
+        .push(("NANOGATE_WALLET_TREASURY".to_owned(), treasury.to_address()));
+    let s = Stack::start(cfg).await;
+    // The payee becomes the tagged routes' pool account once a session is issued for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get("/tagged/sweep", &[]).await;
+        let tagged = r
+            .payment_required()
+            .accepts
+            .iter()
+            .any(|a| a.extra.get("mechanism").and_then(Value::as_str) == Some("tagged"));
+        if tagged {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no tagged offer: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One payment served through the gate, one owed.
+    let w = s.wallet();
+    let (header, _) = s.pay_header(0, "/paid/sweep", &w).await;
+    let r = s
+        .get("/paid/sweep", &[("payment-signature", &header)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let owed = 5 * PRICE_RAW + 9;
+    let w2 = s.wallet();
+    let p = owed_payment(&s, &w2, owed).await;
+
+    let (code, out, _) = cli(&s, &["sweep"]).await;
+    assert_eq!(code, 0, "{out}\n{}", s.diagnostics());
+    let to_treasury = receivable_from(&s, treasury, payee);
+    assert_eq!(to_treasury.len(), 1, "one sweep: {to_treasury:?}");
+    assert_eq!(
+        to_treasury[0].1, PRICE_RAW,
+        "the served payment, not the owed one"
+    );
+    assert!(
+        s.confirmed(&to_treasury[0].0, Duration::from_secs(20))
+            .await
+    );
+    assert_eq!(s.ledger().balance(&payee), owed, "what is owed stays");
+    // Nothing more to sweep; the owed payment is still refunded from the account.
+    let (code, _, _) = cli(&s, &["sweep"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(receivable_from(&s, treasury, payee).len(), 1);
+    let (code, out, _) = cli(&s, &["refund"]).await;
+    assert_eq!(code, 0, "{out}");
+    wait_for_state(&s, &p, "refunded", Duration::from_secs(5)).await;
+    assert_eq!(s.ledger().balance(&payee), 0);
+}

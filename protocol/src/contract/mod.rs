@@ -81,6 +81,8 @@ pub mod paths {
     pub const ADMIN_RECEIVABLE: &str = "/v1/admin/receivable";
     /// `POST`: publish receive blocks for them (with a payee key).
     pub const ADMIN_POCKET: &str = "/v1/admin/pocket";
+    /// `POST`: send the pool accounts' balances to the treasury (with a payee key).
+    pub const ADMIN_SWEEP: &str = "/v1/admin/sweep";
 
     // Public probes.
     pub const HEALTHZ: &str = "/healthz";
@@ -103,6 +105,7 @@ pub mod paths {
         ADMIN_REFUNDS_MARK,
         ADMIN_RECEIVABLE,
         ADMIN_POCKET,
+        ADMIN_SWEEP,
         HEALTHZ,
         READYZ,
         METRICS,

@@ -93,6 +93,25 @@ pub struct PocketRow {
     pub amount: String,
 }
 
+/// `POST /v1/admin/sweep` answer: what each pool account sent to the treasury.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SweepAnswer {
+    pub swept: Vec<SweepRow>,
+    /// Accounts not swept, with the reason.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SweepRow {
+    pub account: String,
+    /// The send to the treasury.
+    pub block: String,
+    /// Raw sent, decimal.
+    pub amount: String,
+    /// Raw left in the account: what it still owes (its refunds).
+    pub kept: String,
+}
+
 /// The `nano:` URI any wallet pays: the payer's address and the amount in raw.
 pub fn refund_uri(payer: &str, amount_raw: &str) -> String {
     format!("nano:{payer}?amount={amount_raw}")

@@ -10,6 +10,7 @@ use axum::Json;
 use nanogate_protocol::contract::paths;
 use nanogate_protocol::contract::refunds::{
     MarkRefundedRequest, PocketAnswer, ReceivableAnswer, RefundRequest, RefundRow, RefundsAnswer,
+    SweepAnswer,
 };
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn routes(state: &AppState) -> Group {
         .route(Verb::Post, paths::ADMIN_REFUNDS_MARK, mark, None)
         .route(Verb::Get, paths::ADMIN_RECEIVABLE, receivable, None)
         .route(Verb::Post, paths::ADMIN_POCKET, pocket, None)
+        .route(Verb::Post, paths::ADMIN_SWEEP, sweep, None)
 }
 
 fn wallet(state: &AppState) -> Result<&Arc<Wallet>, ApiError> {
@@ -68,4 +70,19 @@ async fn pocket(State(state): State<AppState>) -> Result<Json<PocketAnswer>, Api
         w.pocket(&state.engine, &followed_accounts(&state.engine))
             .await,
     ))
+}
+
+async fn sweep(State(state): State<AppState>) -> Result<Json<SweepAnswer>, ApiError> {
+    let w = wallet(&state)?;
+    let Some(treasury) = w.settings().treasury else {
+        return Err(ApiError::Conflict(
+            "no wallet.treasury configured: nowhere to sweep to".into(),
+        ));
+    };
+    if !w.signing() {
+        return Err(ApiError::Conflict(
+            "no wallet seed configured: the sidecar signs no sweep".into(),
+        ));
+    }
+    Ok(Json(w.sweep(&state.engine, treasury).await))
 }

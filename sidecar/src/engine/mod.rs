@@ -328,6 +328,11 @@ impl Engine {
         &self.keys
     }
 
+    /// The pool accounts of tagged sessions followed now.
+    pub fn pool_accounts(&self) -> Vec<nanogate_protocol::nano::PublicKey> {
+        self.tagged.watched_accounts()
+    }
+
     /// Every payee and pool account the sidecar follows now.
     pub fn followed_accounts(&self) -> Vec<nanogate_protocol::nano::PublicKey> {
         let mut accounts = self.tagged.watched_accounts();

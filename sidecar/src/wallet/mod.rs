@@ -10,6 +10,7 @@
 pub mod pocket;
 pub mod refund;
 pub mod seed;
+pub mod sweep;
 
 use crate::metrics::Metrics;
 use crate::node::{LedgerRejection, NodeClient, NodeError, ProcessResult};
@@ -61,6 +62,8 @@ pub struct WalletSettings {
     pub work: WorkSource,
     pub representative: Option<PublicKey>,
     pub thresholds: WorkThresholds,
+    /// Where pool accounts are swept (`wallet.treasury`).
+    pub treasury: Option<PublicKey>,
     /// How long a published block is waited for before the call returns (the sidecar keeps
     /// following it in the background).
     pub confirm_wait: Duration,
