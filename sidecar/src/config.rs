@@ -799,4 +799,30 @@ mod tests {
         assert!(ok("[limits]\nsource_refusals_per_sec = 0\nsource_refusal_burst = 0\n").is_ok());
         assert!(Config::from_toml("[limits]\nnope = 1\n").is_err());
     }
+
+    #[test]
+    fn wallet_settings_are_validated_and_the_seed_is_no_config_key() {
+        let check = |t: &str| {
+            let mut c = Config::from_toml(t).unwrap();
+            c.filter_secret = Some("0123456789abcdef".into());
+            c.challenge_secret = Some("0123456789abcdef".into());
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(check("").is_ok());
+        assert!(check("[wallet]\naccounts = 0\n")
+            .unwrap_err()
+            .contains("wallet.accounts"));
+        assert!(check("[wallet]\nwork = \"gpu\"\n")
+            .unwrap_err()
+            .contains("node or local"));
+        assert!(check("[wallet]\nrepresentative = \"nano_x\"\n").is_err());
+        assert!(check("[wallet]\ntreasury = \"xrb\"\n")
+            .unwrap_err()
+            .contains("wallet.treasury"));
+        assert!(check("[wallet]\nsweep_interval_secs = 60\n")
+            .unwrap_err()
+            .contains("needs wallet.treasury"));
+        // The seed itself never comes from the configuration file.
+        assert!(Config::from_toml("[wallet]\nseed = \"00\"\n").is_err());
+    }
 }

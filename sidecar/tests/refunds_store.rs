@@ -122,3 +122,21 @@ async fn a_refund_is_recorded_once_and_a_block_pays_one_sqlite() {
 async fn a_refund_is_recorded_once_and_a_block_pays_one_postgres() {
     a_refund_is_recorded_once_and_a_block_pays_one(Db::postgres()).await;
 }
+
+#[tokio::test]
+async fn a_bad_wallet_seed_stops_the_start_with_a_clear_error() {
+    let db = Db::sqlite();
+    let mut cfg = config(vec!["http://127.0.0.1:9".into()], vec![], &db);
+    let file = std::env::temp_dir().join(unique("nanogate-seed"));
+    std::fs::write(&file, "secret-but-not-a-seed").unwrap();
+    cfg.wallet.seed_file = Some(file.clone());
+    let e = nanogate_sidecar::server::open_state(&cfg)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("64 hex digits"), "{e}");
+    assert!(!e.contains("secret-but-not-a-seed"), "{e}");
+    std::fs::remove_file(&file).unwrap();
+    db.cleanup().await;
+}
