@@ -15,6 +15,7 @@ pub mod facilitator;
 pub mod filter;
 pub mod guard;
 pub mod revenue;
+pub mod refunds;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};
@@ -41,6 +42,7 @@ pub fn groups(state: &AppState) -> Vec<Group> {
         admin::ledger_routes(state),
         revenue::routes(state),
         dashboard::routes(state),
+        refunds::routes(state),
     ];
     // Facilitator only (`facilitator.only`): there is no filter secret, so the filter API is
     // not mounted at all (404) rather than guarded by a credential nobody holds.

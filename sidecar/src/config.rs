@@ -56,6 +56,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub metrics: MetricsConfig,
     pub work: WorkConfig,
+    pub wallet: WalletConfig,
 }
 
 /// Seller-side proof of work (`engine::work`): where it comes from and its bounds. Used by
@@ -80,6 +81,45 @@ impl Default for WorkConfig {
             per_payer_per_min: 6,
             max_concurrent: 2,
             timeout_secs: 60,
+        }
+    }
+}
+
+/// The payee key (docs/refunds.md): with a seed, the sidecar signs refunds of owed payments
+/// and pockets what is sent to its payee and pool accounts. The seed itself is never read from
+/// this file: only from `seed_file` or the `NANOGATE_WALLET_SEED` environment variable.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalletConfig {
+    /// A file holding the wallet seed (64 hex digits) of the payee and pool accounts.
+    pub seed_file: Option<PathBuf>,
+    /// How many accounts of the seed (indices 0..accounts) the sidecar signs for.
+    pub accounts: u32,
+    /// Where proof of work comes from: `node` (the node's `work_generate`) or `local` (this
+    /// machine's cores).
+    pub work: String,
+    /// Representative of accounts the sidecar opens (`nano_` address); default: the account
+    /// itself.
+    pub representative: Option<String>,
+    /// Seconds between pocketing passes (receive blocks, with a seed; the receivable report
+    /// without one). 0 = only when asked (`POST /v1/admin/pocket`).
+    pub pocket_interval_secs: u64,
+    /// Where pool accounts are swept (`nano_` address); none = no sweeping.
+    pub treasury: Option<String>,
+    /// Seconds between sweeps of the pool accounts into `treasury`; 0 = off (only when asked).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for WalletConfig {
+    fn default() -> Self {
+        WalletConfig {
+            seed_file: None,
+            accounts: 32,
+            work: "node".into(),
+            representative: None,
+            pocket_interval_secs: 60,
+            treasury: None,
+            sweep_interval_secs: 0,
         }
     }
 }
@@ -257,6 +297,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             metrics: MetricsConfig::default(),
             work: WorkConfig::default(),
+            wallet: WalletConfig::default(),
         }
     }
 }
@@ -460,6 +501,28 @@ pub struct Cli {
     /// Bearer token required for /metrics, ≥ 16 bytes (off without one).
     #[arg(long, env = "NANOGATE_METRICS_TOKEN", hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// A file holding the payee wallet seed (64 hex digits): the sidecar then signs refunds and
+    /// pockets payments. Or set NANOGATE_WALLET_SEED (never a flag, never the config file).
+    #[arg(long, env = "NANOGATE_WALLET_SEED_FILE", value_name = "FILE")]
+    pub wallet_seed_file: Option<PathBuf>,
+    /// Accounts of the seed (indices 0..N) the sidecar signs for [default: 32].
+    #[arg(long, env = "NANOGATE_WALLET_ACCOUNTS")]
+    pub wallet_accounts: Option<u32>,
+    /// Proof of work for refunds and receives: node or local [default: node].
+    #[arg(long, env = "NANOGATE_WALLET_WORK")]
+    pub wallet_work: Option<String>,
+    /// Representative of accounts the sidecar opens [default: the account itself].
+    #[arg(long, env = "NANOGATE_WALLET_REPRESENTATIVE")]
+    pub wallet_representative: Option<String>,
+    /// Seconds between pocketing passes; 0 = only when asked [default: 60].
+    #[arg(long, env = "NANOGATE_POCKET_INTERVAL_SECS")]
+    pub pocket_interval_secs: Option<u64>,
+    /// Treasury account the pool accounts are swept into (nano_ address).
+    #[arg(long, env = "NANOGATE_WALLET_TREASURY")]
+    pub wallet_treasury: Option<String>,
+    /// Seconds between sweeps of the pool accounts into the treasury; 0 = off [default: 0].
+    #[arg(long, env = "NANOGATE_SWEEP_INTERVAL_SECS")]
+    pub sweep_interval_secs: Option<u64>,
 }
 
 fn set<T>(slot: &mut T, v: Option<T>) {
@@ -562,6 +625,19 @@ impl Config {
         if cli.metrics_token.is_some() {
             c.metrics.token = cli.metrics_token;
         }
+        if cli.wallet_seed_file.is_some() {
+            c.wallet.seed_file = cli.wallet_seed_file;
+        }
+        set(&mut c.wallet.accounts, cli.wallet_accounts);
+        set(&mut c.wallet.work, cli.wallet_work);
+        if cli.wallet_representative.is_some() {
+            c.wallet.representative = cli.wallet_representative;
+        }
+        set(&mut c.wallet.pocket_interval_secs, cli.pocket_interval_secs);
+        if cli.wallet_treasury.is_some() {
+            c.wallet.treasury = cli.wallet_treasury;
+        }
+        set(&mut c.wallet.sweep_interval_secs, cli.sweep_interval_secs);
         c.validate()?;
         Ok(c)
     }
@@ -669,6 +745,32 @@ impl Config {
             return bad(
                 "limits: a burst must be ≥ 1 when its rate is on (rate 0 turns a limit off)",
             );
+        }
+        let w = &self.wallet;
+        if !(1..=10_000).contains(&w.accounts) {
+            return bad("wallet.accounts must be 1 to 10000");
+        }
+        if crate::wallet::WorkSource::parse(&w.work).is_none() {
+            return bad("wallet.work must be node or local");
+        }
+        if let Some(r) = &w.representative {
+            if PublicKey::from_address(r).is_err() {
+                return bad("wallet.representative must be a nano_ address");
+            }
+        }
+        if w.pocket_interval_secs > 86_400 {
+            return bad("wallet.pocket_interval_secs must be 0 (only when asked) to 86400");
+        }
+        if let Some(t) = &w.treasury {
+            if PublicKey::from_address(t).is_err() {
+                return bad("wallet.treasury must be a nano_ address");
+            }
+        }
+        if w.sweep_interval_secs > 0 && w.treasury.is_none() {
+            return bad("wallet.sweep_interval_secs needs wallet.treasury (where to sweep to)");
+        }
+        if w.sweep_interval_secs > 7 * 86_400 {
+            return bad("wallet.sweep_interval_secs must be 0 (off) to 604800");
         }
         Ok(())
     }
@@ -788,5 +890,31 @@ mod tests {
         assert!(ok("[limits]\nsource_refusal_burst = 0\n").is_err());
         assert!(ok("[limits]\nsource_refusals_per_sec = 0\nsource_refusal_burst = 0\n").is_ok());
         assert!(Config::from_toml("[limits]\nnope = 1\n").is_err());
+    }
+
+    #[test]
+    fn wallet_settings_are_validated_and_the_seed_is_no_config_key() {
+        let check = |t: &str| {
+            let mut c = Config::from_toml(t).unwrap();
+            c.filter_secret = Some("0123456789abcdef".into());
+            c.challenge_secret = Some("0123456789abcdef".into());
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(check("").is_ok());
+        assert!(check("[wallet]\naccounts = 0\n")
+            .unwrap_err()
+            .contains("wallet.accounts"));
+        assert!(check("[wallet]\nwork = \"gpu\"\n")
+            .unwrap_err()
+            .contains("node or local"));
+        assert!(check("[wallet]\nrepresentative = \"nano_x\"\n").is_err());
+        assert!(check("[wallet]\ntreasury = \"xrb\"\n")
+            .unwrap_err()
+            .contains("wallet.treasury"));
+        assert!(check("[wallet]\nsweep_interval_secs = 60\n")
+            .unwrap_err()
+            .contains("needs wallet.treasury"));
+        // The seed itself never comes from the configuration file.
+        assert!(Config::from_toml("[wallet]\nseed = \"00\"\n").is_err());
     }
 }

@@ -16,6 +16,8 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod readiness;
+pub mod refund_cli;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod wallet;

@@ -33,6 +33,12 @@ pub struct StateLabel {
     pub state: String,
 }
 
+/// A payee or pool account (`nano_` address).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccountLabel {
+    pub account: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabel {
     pub api: String,
@@ -81,6 +87,13 @@ pub struct Metrics {
     pub readiness_probes: Counter,
     /// Outcome reports refused for a missing or stale admission token, by reason.
     pub outcomes_refused: Family<ReasonLabel, Counter>,
+    /// Confirmed sends to a followed account not yet received, raw (a float), per account;
+    /// refreshed by each pocketing pass and `GET /v1/admin/receivable` (docs/refunds.md).
+    pub receivable_raw: Family<AccountLabel, Gauge<f64, AtomicU64>>,
+    /// Receive blocks the sidecar published (with a wallet seed).
+    pub receives_published: Counter,
+    /// Refund sends the sidecar signed and recorded.
+    pub refunds_signed: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +134,9 @@ impl Metrics {
             requests_timed_out: Counter::default(),
             readiness_probes: Counter::default(),
             outcomes_refused: Family::default(),
+            receivable_raw: Family::default(),
+            receives_published: Counter::default(),
+            refunds_signed: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -227,6 +243,21 @@ impl Metrics {
             "readiness_probes",
             "Readiness probes of the store and the node (/readyz answers from the last probe)",
             m.readiness_probes.clone(),
+        );
+        registry.register(
+            "receivable_raw",
+            "Confirmed sends to a followed payee or pool account not yet received (raw), per account",
+            m.receivable_raw.clone(),
+        );
+        registry.register(
+            "receives_published",
+            "Receive blocks the sidecar published for its payee and pool accounts",
+            m.receives_published.clone(),
+        );
+        registry.register(
+            "refunds_signed",
+            "Refunds of owed payments the sidecar signed and recorded",
+            m.refunds_signed.clone(),
         );
         Metrics { registry, ..m }
     }

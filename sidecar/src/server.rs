@@ -16,6 +16,10 @@ use crate::node::{Confirmations, NodeClient, NodeConfig};
 use crate::readiness::Readiness;
 use crate::state::{AppState, Credentials, FacilitatorSettings, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
+use crate::wallet::pocket::spawn_pocketer;
+use crate::wallet::sweep::spawn_sweeper;
+use crate::wallet::{Seed, Wallet, WalletSettings, WorkSource};
+use nanogate_protocol::nano::PublicKey;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +28,8 @@ use tokio::net::TcpListener;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
+    #[error(transparent)]
+    Seed(#[from] crate::wallet::seed::SeedError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
@@ -110,6 +116,7 @@ pub fn state_with(
             issues_challenges: cfg.challenge_secret.is_some(),
             attach_work: cfg.facilitator.attach_work,
         },
+        wallet: None,
     })
 }
 
@@ -152,9 +159,63 @@ pub fn node_ledger(cfg: &Config, metrics: &Arc<Metrics>) -> NodeLedger {
     NodeLedger::new(client, confirmations)
 }
 
+/// The payee wallet the configuration describes (its seed already read).
+fn wallet(
+    cfg: &Config,
+    node: &NodeLedger,
+    seed: Option<Seed>,
+    metrics: &Arc<Metrics>,
+) -> Result<Wallet, ServerError> {
+    let invalid = |m: &str| crate::config::ConfigError::Invalid(m.to_owned());
+    let settings = WalletSettings {
+        accounts: cfg.wallet.accounts,
+        work: WorkSource::parse(&cfg.wallet.work)
+            .ok_or_else(|| invalid("wallet.work must be node or local"))?,
+        representative: match &cfg.wallet.representative {
+            Some(r) => Some(
+                PublicKey::from_address(r)
+                    .map_err(|_| invalid("wallet.representative must be a nano_ address"))?,
+            ),
+            None => None,
+        },
+        thresholds: cfg
+            .node_network()
+            .ok_or_else(|| invalid("node_network must be live, beta, dev or test"))?
+            .thresholds(),
+        confirm_wait: Duration::from_secs(30),
+        treasury: match &cfg.wallet.treasury {
+            Some(t) => Some(
+                PublicKey::from_address(t)
+                    .map_err(|_| invalid("wallet.treasury must be a nano_ address"))?,
+            ),
+            None => None,
+        },
+    };
+    if cfg.wallet.sweep_interval_secs > 0 && seed.is_none() {
+        return Err(invalid(
+            "wallet.sweep_interval_secs needs a wallet seed (wallet.seed_file or NANOGATE_WALLET_SEED)",
+        )
+        .into());
+    }
+    Ok(Wallet::new(
+        node.client().clone(),
+        seed,
+        settings,
+        metrics.clone(),
+    ))
+}
+
 /// Opens the store (creating the schema) and connects the nodes. Must run inside tokio.
 pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
     cfg.validate()?;
+    // Read and check the wallet seed first: a bad one stops the start with a clear error.
+    let seed = crate::wallet::seed::from_environment(cfg.wallet.seed_file.as_deref())?;
+    if seed.is_some() {
+        tracing::info!(
+            accounts = cfg.wallet.accounts,
+            "wallet seed loaded: the sidecar signs refunds and pockets payments"
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let store = store::open(
         &cfg.store.database_url,
@@ -163,12 +224,14 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
     )
     .await?;
     let node = node_ledger(cfg, &metrics);
+    let wallet = Arc::new(wallet(cfg, &node, seed, &metrics)?);
     // Tagged sessions: follow confirmations to the pool accounts (marks sessions paid, records
     // stray payments), starting with the accounts of sessions still open.
     let confirmations = node.confirmations().subscribe();
     let resubscribed = node.confirmations().ws_status();
     let ledger: Arc<dyn Ledger> = Arc::new(node);
-    let state = state_with(cfg, store, ledger, metrics)?;
+    let mut state = state_with(cfg, store, ledger, metrics)?;
+    state.wallet = Some(wallet.clone());
     let window = Duration::from_secs(cfg.settlement.max_wait_secs.saturating_add(5));
     spawn_watcher(&state.engine, confirmations, window);
     if let Err(e) = state.engine.rewatch_open_sessions().await {
@@ -196,6 +259,24 @@ pub async fn open_state(cfg: &Config) -> Result<AppState, ServerError> {
         Duration::from_secs(cfg.tagged.reconcile_secs),
         window,
     );
+    // Refunds a previous run recorded are published again first, then pocketing runs on its
+    // schedule (docs/refunds.md).
+    spawn_pocketer(
+        state.engine.clone(),
+        wallet.clone(),
+        Duration::from_secs(cfg.wallet.pocket_interval_secs),
+    );
+    if let (Some(treasury), true) = (
+        wallet.settings().treasury,
+        cfg.wallet.sweep_interval_secs > 0,
+    ) {
+        spawn_sweeper(
+            state.engine.clone(),
+            wallet,
+            treasury,
+            Duration::from_secs(cfg.wallet.sweep_interval_secs),
+        );
+    }
     Ok(state)
 }
 

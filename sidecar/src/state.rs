@@ -26,6 +26,8 @@ pub struct AppState {
     pub http: HttpSettings,
     pub readiness: Arc<Readiness>,
     pub facilitator: FacilitatorSettings,
+    /// The payee wallet (refunds, pocketing); `None` without a node client (unit tests).
+    pub wallet: Option<Arc<crate::wallet::Wallet>>,
 }
 
 /// What the facilitator side serves (`[facilitator]` in the configuration).

@@ -11,6 +11,7 @@
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
 //! * [`admin`]: the payment ledger page, revenue, the overview and the error body.
+//! * [`refunds`]: refunds of owed payments and pocketing.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod network;
 mod offer;
 pub mod pay;
+pub mod refunds;
 pub mod sessions;
 
 pub use admin::{
@@ -81,6 +83,16 @@ pub mod paths {
     /// `GET` (public: a static page holding no data; it calls the APIs above with the token
     /// the operator types in or passes in the URL fragment).
     pub const DASHBOARD: &str = "/dashboard";
+    /// `POST`: refund owed payments ([`super::refunds::RefundsAnswer`]).
+    pub const ADMIN_REFUNDS: &str = "/v1/admin/refunds";
+    /// `POST`: record a refund the operator's wallet sent, checked on the ledger.
+    pub const ADMIN_REFUNDS_MARK: &str = "/v1/admin/refunds/mark";
+    /// `GET`: receivable sends per followed account.
+    pub const ADMIN_RECEIVABLE: &str = "/v1/admin/receivable";
+    /// `POST`: publish receive blocks for them (with a payee key).
+    pub const ADMIN_POCKET: &str = "/v1/admin/pocket";
+    /// `POST`: send the pool accounts' balances to the treasury (with a payee key).
+    pub const ADMIN_SWEEP: &str = "/v1/admin/sweep";
 
     // Public probes.
     pub const HEALTHZ: &str = "/healthz";
@@ -102,6 +114,11 @@ pub mod paths {
         ADMIN_REVENUE,
         ADMIN_OVERVIEW,
         DASHBOARD,
+        ADMIN_REFUNDS,
+        ADMIN_REFUNDS_MARK,
+        ADMIN_RECEIVABLE,
+        ADMIN_POCKET,
+        ADMIN_SWEEP,
         HEALTHZ,
         READYZ,
         METRICS,

@@ -121,6 +121,13 @@ impl PrivateKey {
     }
 }
 
+/// The key's bytes are wiped when it is dropped (a payee key the sidecar signs refunds with).
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 impl fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PrivateKey(<redacted>)")

@@ -137,7 +137,9 @@ async fn payments(
     let st = match q.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(PaymentState::parse(s).ok_or_else(|| {
-            ApiError::BadRequest("state must be admitted, served, redeemable or owed".into())
+            ApiError::BadRequest(
+                "state must be admitted, served, redeemable, owed, refunding or refunded".into(),
+            )
         })?),
     };
     let after = match q.cursor.as_deref() {

@@ -282,7 +282,7 @@ pub(crate) fn random_hex() -> String {
     nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 16]>())
 }
 
-fn as_i64(v: u64) -> i64 {
+pub(crate) fn as_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -342,6 +342,19 @@ impl Engine {
 
     pub fn keys(&self) -> &ChallengeKeys {
         &self.keys
+    }
+
+    /// The pool accounts of tagged sessions followed now.
+    pub fn pool_accounts(&self) -> Vec<nanogate_protocol::nano::PublicKey> {
+        self.tagged.watched_accounts()
+    }
+
+    /// Every payee and pool account the sidecar follows now.
+    pub fn followed_accounts(&self) -> Vec<nanogate_protocol::nano::PublicKey> {
+        let mut accounts = self.tagged.watched_accounts();
+        accounts.extend(self.tagged.payee_accounts().into_iter().map(|(k, _)| k));
+        accounts.extend(self.cfg.pay_to_allow.iter().copied());
+        accounts
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

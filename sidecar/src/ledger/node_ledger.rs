@@ -26,6 +26,11 @@ impl NodeLedger {
         }
     }
 
+    /// The node client (the wallet publishes its blocks through it).
+    pub fn client(&self) -> &NodeClient {
+        &self.client
+    }
+
     pub fn confirmations(&self) -> &Confirmations {
         &self.confirmations
     }

@@ -17,6 +17,7 @@ pub mod hot;
 pub mod payments;
 pub mod postgres;
 pub mod revenue;
+pub mod refunds;
 pub mod sqlite;
 pub mod tagged;
 
@@ -92,12 +93,14 @@ pub struct ForkEntry {
 
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
 /// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
-/// ([`cursor::CursorStore`]) and the revenue sums ([`revenue::RevenueStore`]).
+/// ([`cursor::CursorStore`]), the revenue sums ([`revenue::RevenueStore`]) and the refunds of
+/// owed payments ([`refunds::RefundStore`]).
 pub trait Store:
     PaymentStore
     + tagged::TaggedStore
     + cursor::CursorStore
     + revenue::RevenueStore
+    + refunds::RefundStore
     + Send
     + Sync
     + 'static

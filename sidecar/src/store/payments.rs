@@ -29,14 +29,21 @@ pub enum PaymentState {
     Redeemable,
     /// It cannot buy anything; listed (payer, amount, reason, time) for a refund.
     Owed,
+    /// Its refund (a signed send back to the payer) is recorded and being published
+    /// (docs/refunds.md).
+    Refunding,
+    /// Its refund is confirmed on the ledger.
+    Refunded,
 }
 
 impl PaymentState {
-    pub const ALL: [PaymentState; 4] = [
+    pub const ALL: [PaymentState; 6] = [
         PaymentState::Admitted,
         PaymentState::Served,
         PaymentState::Redeemable,
         PaymentState::Owed,
+        PaymentState::Refunding,
+        PaymentState::Refunded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +52,8 @@ impl PaymentState {
             PaymentState::Served => "served",
             PaymentState::Redeemable => "redeemable",
             PaymentState::Owed => "owed",
+            PaymentState::Refunding => "refunding",
+            PaymentState::Refunded => "refunded",
         }
     }
 
@@ -709,11 +718,18 @@ macro_rules! impl_payment_store {
                     Box::pin(async move {
                         let a = sqlx::query(&sql(
                             "DELETE FROM payments WHERE (state = 'served' AND updated_at <= $1) \
-                               OR (state = 'owed' AND updated_at <= $2)",
+                               OR (state IN ('owed', 'refunded') AND updated_at <= $2)",
                             $sqlite,
                         ))
                         .bind(now.saturating_sub(keep.served_secs))
                         .bind(now.saturating_sub(keep.owed_secs))
+                        .execute(&self.pool)
+                        .await?;
+                        // A refund outlives nothing but its payment.
+                        sqlx::query(
+                            "DELETE FROM refunds WHERE spent_key NOT IN \
+                               (SELECT spent_key FROM payments)",
+                        )
                         .execute(&self.pool)
                         .await?;
                         let b = sqlx::query(&sql(

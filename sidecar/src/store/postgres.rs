@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admission_token",
         include_str!("../../migrations/postgres/0005_admission_token.sql"),
     ),
+    (
+        8,
+        "refunds",
+        include_str!("../../migrations/postgres/0008_refunds.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -300,3 +305,4 @@ super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
 super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
 super::cursor::impl_cursor_store!(PgStore, false);
 super::revenue::impl_revenue_store!(PgStore, false);
+super::refunds::impl_refund_store!(PgStore, sqlx::postgres::PgRow, false);

@@ -49,6 +49,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admission_token",
         include_str!("../../migrations/sqlite/0005_admission_token.sql"),
     ),
+    (
+        8,
+        "refunds",
+        include_str!("../../migrations/sqlite/0008_refunds.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -337,3 +342,4 @@ super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::cursor::impl_cursor_store!(SqliteStore, true);
 super::revenue::impl_revenue_store!(SqliteStore, true);
+super::refunds::impl_refund_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
