@@ -266,6 +266,7 @@ impl Flow {
                 payment_response,
                 transaction,
                 admission_token,
+                pass: _,
             }) => {
                 host.count(Metric::PaymentsAdmitted);
                 debug!(host, "nanogate: admitted {resource}");

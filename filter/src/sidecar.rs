@@ -82,6 +82,7 @@ pub fn pay_call(
         payment,
         upstream_timeout_ms: Some(upstream_timeout_ms),
         source: source.map(str::to_owned),
+        pass: None,
     };
     Call::new(
         sidecar,

@@ -11,6 +11,8 @@
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
 //! * [`admin`]: the payment ledger page and the error body.
+//! * [`pass`]: prepaid passes: the offer's `extra.pass`, the token, the cookie, the usage
+//!   reports and the operator's pass API.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
@@ -22,6 +24,7 @@ pub mod facilitator;
 pub mod keys;
 pub mod network;
 mod offer;
+pub mod pass;
 pub mod pay;
 pub mod sessions;
 
@@ -55,6 +58,8 @@ pub mod paths {
     pub const OUTCOME: &str = "/v1/outcome";
     /// `POST` [`super::SessionsRequest`] → [`super::SessionsAnswer`].
     pub const SESSIONS: &str = "/v1/sessions";
+    /// `POST` [`super::pass::PassUsageRequest`] → [`super::pass::PassUsageAnswer`].
+    pub const PASS_USAGE: &str = "/v1/passes/usage";
 
     // The x402 facilitator API (bearer token, except `/supported`).
     /// `POST` `FacilitatorRequest` → `VerifyResponse`.
@@ -71,6 +76,10 @@ pub mod paths {
     pub const ADMIN_PAYMENTS: &str = "/v1/admin/payments";
     /// `GET`: stray payments (the older view of `owed` ones).
     pub const ADMIN_STRAY: &str = "/v1/admin/stray";
+    /// `GET`: one page of passes ([`super::pass::PassesPage`]).
+    pub const ADMIN_PASSES: &str = "/v1/admin/passes";
+    /// `POST` [`super::pass::PassRevokeRequest`] → [`super::pass::PassRow`].
+    pub const ADMIN_PASSES_REVOKE: &str = "/v1/admin/passes/revoke";
 
     // Public probes.
     pub const HEALTHZ: &str = "/healthz";
@@ -105,6 +114,8 @@ pub mod headers {
     pub const VERDICT_MARKER: &str = "1";
     /// The paying block's hash, added by the filter to an admitted request for the upstream.
     pub const TRANSACTION: &str = "x-nanogate-transaction";
+    /// The payer's pass token ([`super::pass::HEADER`]); stripped before the upstream.
+    pub const PASS: &str = super::pass::HEADER;
     /// Scheme prefix of the facilitator and admin APIs' `authorization` header.
     pub const BEARER_PREFIX: &str = "Bearer ";
 }

@@ -5,6 +5,7 @@
 //! never read as a verdict. Everything the filter copies from a verdict into its own response
 //! (reason, `PAYMENT-RESPONSE`, `Retry-After`, the transaction header) is checked here first.
 
+use super::pass::{PassIssued, PassTerms};
 use crate::x402::{ErrorReason, PaymentRequirements, MAX_HEADER_BYTES};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -33,6 +34,10 @@ pub struct PayRequest {
     /// The client's address as Envoy reports it (`ip` or `ip:port`), for the per-source limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Set when the payment buys a pass: the offer's terms, rebuilt by the filter from its own
+    /// configuration (`resource` is then [`PassTerms::scope`] of these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<PassTerms>,
 }
 
 /// `verdict` of a [`VerdictBody`].
@@ -92,6 +97,13 @@ pub struct VerdictBody {
         deserialize_with = "lenient_string"
     )]
     pub admission_token: Option<String>,
+    /// Admit, when the payment bought a pass: the pass (its token also in `paymentResponse`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_pass"
+    )]
+    pub pass: Option<PassIssued>,
     /// Admit: this admits a payment again after a failed upstream call.
     #[serde(
         default,
@@ -132,6 +144,13 @@ pub struct VerdictBody {
 fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(match Value::deserialize(d)? {
         Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+fn lenient_pass<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PassIssued>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        v @ Value::Object(_) => serde_json::from_value(v).ok(),
         _ => None,
     })
 }
@@ -258,11 +277,17 @@ impl VerdictBody {
                     .as_deref()
                     .filter(|t| is_admission_token(t))
                     .map(str::to_owned);
+                let pass = match &self.pass {
+                    Some(p) if p.is_safe() => Some(p.clone()),
+                    Some(_) => return Err("pass is malformed"),
+                    None => None,
+                };
                 Ok(Verdict::Admit {
                     receipt: receipt.to_owned(),
                     payment_response,
                     transaction,
                     admission_token,
+                    pass,
                 })
             }
             Some(VerdictKind::Reject) if self.status == Some(429) => Ok(Verdict::Limited {
@@ -294,6 +319,9 @@ pub enum Verdict {
         /// This admission's token, returned with the outcome and never sent anywhere else (not
         /// to the client, not to the upstream); `None` when absent or malformed.
         admission_token: Option<String>,
+        /// The pass this payment bought ([`PassIssued::is_safe`]; a verdict with an unsafe
+        /// one is refused whole).
+        pass: Option<PassIssued>,
     },
     Reject {
         /// The wire reason (one of ours, or any other snake_case string the sidecar sent).
@@ -473,6 +501,7 @@ mod tests {
                     payment_response: Some("eyJ9".into()),
                     transaction: Some("AB".repeat(32)),
                     admission_token: None,
+                    pass: None,
                 },
             ),
             (
@@ -507,6 +536,7 @@ mod tests {
                 payment_response: Some("eyJhIjoxfQ==".into()),
                 transaction: None,
                 admission_token: None,
+                pass: None,
             })
         );
         // A transaction that is not a block hash never reaches a header.
@@ -524,6 +554,7 @@ mod tests {
                     payment_response: None,
                     transaction: None,
                     admission_token: None,
+                    pass: None,
                 })
             );
         }
@@ -544,6 +575,7 @@ mod tests {
                     payment_response: None,
                     transaction: None,
                     admission_token: kept,
+                    pass: None,
                 })
             );
         }
@@ -610,6 +642,7 @@ mod tests {
                 payment_response: None,
                 transaction: None,
                 admission_token: None,
+                pass: None,
             })
         );
         assert!(matches!(
@@ -698,6 +731,7 @@ mod tests {
                 read.check(),
                 Ok(Verdict::Admit {
                     admission_token: None,
+                    pass: None,
                     ..
                 })
             ));

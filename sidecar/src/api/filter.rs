@@ -73,6 +73,7 @@ async fn challenge_key(
             .iter()
             .map(|r| entry(r.key_id, &r.key))
             .collect(),
+        pass_keys: Vec::new(),
     }))
 }
 
