@@ -169,14 +169,20 @@ pub struct PassKeyEntry {
     pub key: PassKey,
 }
 
-/// The pass key ids the sidecar publishes at `now`: the current one
-/// (`now / rotation_secs`) and every older one a live pass may have been minted under
-/// (back to `now - MAX_PASS_SECONDS`), newest first, at most [`MAX_PASS_KEYS`].
+/// The pass key id that mints at `now`.
+pub fn pass_key_id_at(now: u64, rotation_secs: u64) -> u64 {
+    now / rotation_secs.max(1)
+}
+
+/// The pass key ids the sidecar publishes at `now`, newest first, at most [`MAX_PASS_KEYS`]:
+/// the next one (so a filter that fetched its keys during the previous period already holds
+/// the key a fresh token is minted under), the current one ([`pass_key_id_at`]) and every
+/// older one a live pass may have been minted under (back to `now - MAX_PASS_SECONDS`).
 pub fn published_key_ids(now: u64, rotation_secs: u64) -> Vec<u64> {
     let r = rotation_secs.max(1);
-    let current = now / r;
+    let next = pass_key_id_at(now, r).saturating_add(1);
     let oldest = now.saturating_sub(MAX_PASS_SECONDS) / r;
-    (oldest..=current).rev().take(MAX_PASS_KEYS).collect()
+    (oldest..=next).rev().take(MAX_PASS_KEYS).collect()
 }
 
 /// A pass token's contents. On the wire (base64url, no padding) it is:
@@ -609,7 +615,7 @@ mod tests {
     #[test]
     fn published_keys_cover_the_longest_pass() {
         let ids = published_key_ids(MAX_PASS_SECONDS + 86_400 * 10, 86_400);
-        assert_eq!(ids.first(), Some(&41));
+        assert_eq!(ids.first(), Some(&42));
         assert_eq!(ids.last(), Some(&10));
         assert!(published_key_ids(u64::MAX, 1).len() == MAX_PASS_KEYS);
     }
