@@ -741,7 +741,7 @@ fn parse_route(
             };
             price.passes = match passes_value {
                 Some(v) => Some(Box::new(parse_passes(
-                    &o.at("passes"),
+                    &o.path,
                     v,
                     pass_group.map_or_else(|| name.clone(), str::to_owned),
                     pass_cookie_path.unwrap_or("/"),
@@ -809,14 +809,15 @@ fn parse_route(
 /// A route's `passes` (with its `passGroup` and `passCookiePath`), each a name, a price and
 /// what it grants.
 fn parse_passes(
-    at: &str,
+    route: &str,
     value: &Value,
     group: String,
     cookie_path: &str,
 ) -> Result<Passes, ConfigError> {
+    let at = &[route, ".passes"].concat();
     if !pass::valid_name(&group) {
         return Err(err(
-            at.replacen("passes", "passGroup", 1),
+            [route, ".passGroup"].concat(),
             format!("`{group}` is not a pass group name ([a-z0-9_-]{{1,32}}; the default is the route's name)"),
         ));
     }
@@ -826,7 +827,7 @@ fn parse_passes(
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
     {
         return Err(err(
-            at.replacen("passes", "passCookiePath", 1),
+            [route, ".passCookiePath"].concat(),
             "must be a path starting with / without spaces, `;` or `,`",
         ));
     }
