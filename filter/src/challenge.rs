@@ -3,16 +3,18 @@
 //! ([`crate::presented`]). The terms always come from our route configuration and
 //! the request URL (or, for a tagged session, from the sidecar that issued it).
 
-use crate::config::{Config, Price};
-use crate::jsontext::num;
+use crate::config::{Config, PassOffer, Price};
+use crate::jsontext::{num, push_json_str, push_num};
 use crate::keys::IdKey;
 use crate::pool::Session;
 use nanogate_protocol::challenge::{
-    Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
-    EXTRA_VALID_BEFORE,
+    ChallengeStamp, Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION,
+    EXTRA_NONCE, EXTRA_VALID_BEFORE,
 };
 use nanogate_protocol::contract::facilitator::work;
+use nanogate_protocol::contract::pass::EXTRA_PASS;
 use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
+use nanogate_protocol::hex;
 use nanogate_protocol::x402::{
     ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
 };
@@ -84,9 +86,119 @@ pub fn payment_required(
         },
         vec![accepted],
     );
+    pr.accepts
+        .extend(pass_requirements(&cfg.network, price, key, now, nonce));
     pr.error = reason.map(|r| r.as_str().to_owned());
     pr.extensions = price.discovery.as_ref().map(|d| d.extensions.clone());
     pr
+}
+
+/// The signed-block offer of one of the route's passes: the pass price, bound to the pass's
+/// scope (docs/passes.md).
+pub fn pass_offer<'a>(network: &'a str, price: &'a Price, pass: &'a PassOffer) -> Offer<'a> {
+    Offer {
+        network,
+        pay_to: &price.pay_to,
+        amount: pass.amount_raw,
+        max_timeout_seconds: price.max_timeout_secs,
+        resource: &pass.scope,
+        mechanism: Mechanism::SignedBlock,
+    }
+}
+
+/// The stamp of the route's `i`-th pass offer: the request's nonce with its last byte changed
+/// by the offer's position, so each offer has its own.
+fn pass_stamp(
+    offer: &Offer<'_>,
+    i: usize,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+) -> ChallengeStamp {
+    let mut n = nonce;
+    n[15] ^= u8::try_from(i + 1).unwrap_or(u8::MAX);
+    offer.stamp(now, n, key.key_id)
+}
+
+/// The `accepts[]` entries of the route's passes (the serde reference of
+/// [`push_pass_offers`]), each with its own nonce and `extra.pass`.
+pub fn pass_requirements(
+    network: &str,
+    price: &Price,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+) -> Vec<PaymentRequirements> {
+    let Some(passes) = &price.passes else {
+        return Vec::new();
+    };
+    passes
+        .offers
+        .iter()
+        .enumerate()
+        .map(|(i, pass)| {
+            let offer = pass_offer(network, price, pass);
+            let stamp = pass_stamp(&offer, i, key, now, nonce);
+            let mut req = offer.issue(&key.key, &stamp);
+            req.extra.insert(
+                EXTRA_PASS.into(),
+                serde_json::to_value(&pass.terms).unwrap_or_default(),
+            );
+            req
+        })
+        .collect()
+}
+
+/// Appends the route's pass offers to `out` (each preceded by a comma) as JSON text: the same
+/// bytes as serializing [`pass_requirements`] (tested), without serde on the 402 path.
+fn push_pass_offers(
+    out: &mut String,
+    network: &str,
+    price: &Price,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+) {
+    let Some(passes) = &price.passes else {
+        return;
+    };
+    for (i, pass) in passes.offers.iter().enumerate() {
+        let offer = pass_offer(network, price, pass);
+        let stamp = pass_stamp(&offer, i, key, now, nonce);
+        let tag = nanogate_protocol::challenge::mac(&key.key, &offer.terms(), &stamp);
+        out.push_str(",{\"scheme\":");
+        push_json_str(out, SCHEME_EXACT);
+        out.push_str(",\"network\":");
+        push_json_str(out, network);
+        out.push_str(",\"amount\":\"");
+        push_num(out, pass.amount_raw);
+        out.push_str("\",\"asset\":");
+        push_json_str(out, ASSET_XNO);
+        out.push_str(",\"payTo\":");
+        push_json_str(out, &price.pay_to.address);
+        out.push_str(",\"maxTimeoutSeconds\":");
+        push_num(out, u128::from(price.max_timeout_secs));
+        // Keys in serde_json's (sorted) order, in `extra` and in `pass` (a `Value` there).
+        out.push_str(",\"extra\":{\"keyId\":");
+        push_num(out, u128::from(stamp.key_id));
+        out.push_str(",\"mac\":\"");
+        hex::push_lower(out, &tag);
+        out.push_str("\",\"nonce\":\"");
+        hex::push_lower(out, &stamp.nonce);
+        out.push_str("\",\"pass\":{\"group\":");
+        push_json_str(out, &pass.terms.group);
+        out.push_str(",\"name\":");
+        push_json_str(out, &pass.terms.name);
+        if let Some(r) = pass.terms.requests {
+            out.push_str(",\"requests\":");
+            push_num(out, u128::from(r));
+        }
+        out.push_str(",\"seconds\":");
+        push_num(out, u128::from(pass.terms.seconds));
+        out.push_str("},\"validBefore\":");
+        push_num(out, u128::from(stamp.valid_before));
+        out.push_str("}}");
+    }
 }
 
 /// A fresh challenge for `resource` signed with `key` at `now`, as JSON bytes, from the route's
@@ -103,7 +215,17 @@ pub fn render_challenge(
     let offer = signed_block(&cfg.network, price, resource);
     let stamp = offer.stamp(now, nonce, key.key_id);
     let tag = price.template.mac(&key.key, &offer.terms(), &stamp);
-    price.template.render(resource, &stamp, &tag, error)
+    let mut body = price.template.render(resource, &stamp, &tag, error);
+    // Pass offers follow the single request's (the template ends with `]}`: the accepts
+    // array, then the object).
+    if price.passes.is_some() && body.ends_with(b"]}") {
+        let mut passes = String::with_capacity(512);
+        push_pass_offers(&mut passes, &cfg.network, price, key, now, nonce);
+        body.truncate(body.len() - 2);
+        body.extend_from_slice(passes.as_bytes());
+        body.extend_from_slice(b"]}");
+    }
+    body
 }
 
 /// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, as JSON text.
@@ -194,6 +316,56 @@ mod tests {
             let rendered = render_challenge(&cfg, p, &resource, &key, now, nonce, error.as_deref());
             proptest::prop_assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(reference).unwrap());
         }
+    }
+
+    /// Pass offers are rendered after the single request's, as serde writes them, each with
+    /// its own nonce and a MAC over its scope.
+    #[test]
+    fn pass_offers_render_like_serde_and_bind_their_scope() {
+        let cfg = crate::config::parse(
+            json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": "nano:devnet",
+                "payTo": "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc",
+                "routes": [{"path": {"prefix": "/p/"}, "priceRaw": "10",
+                            "passes": [{"name": "hour", "priceRaw": "100", "seconds": 3600},
+                                       {"name": "ten", "priceRaw": "50", "requests": 10}],
+                            "passGroup": "api"}]
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let RouteKind::Paid(p) = &cfg.routes[0].kind else {
+            panic!("paid")
+        };
+        let key = IdKey {
+            key_id: 5,
+            key: ChallengeKey([4; 32]),
+        };
+        let pr = payment_required(&cfg, p, "http://h/p/x", &key, 100, [1; 16], None);
+        let rendered = render_challenge(&cfg, p, "http://h/p/x", &key, 100, [1; 16], None);
+        assert_eq!(
+            String::from_utf8(rendered).unwrap(),
+            serde_json::to_string(&pr).unwrap()
+        );
+        assert_eq!(pr.accepts.len(), 3);
+        let hour = &pr.accepts[1];
+        assert_eq!(hour.amount, "100");
+        assert_eq!(
+            hour.extra["pass"],
+            json!({"name": "hour", "group": "api", "seconds": 3600})
+        );
+        assert_eq!(
+            pr.accepts[2].extra["pass"],
+            json!({"name": "ten", "group": "api", "seconds": 2_592_000, "requests": 10})
+        );
+        let (stamp, tag) = nanogate_protocol::challenge::read_extra(&hour.extra).unwrap();
+        let passes = p.passes.as_ref().unwrap();
+        let terms = pass_offer(&cfg.network, p, &passes.offers[0]).terms();
+        assert_eq!(terms.resource, "nanogate-pass:api:hour:3600:0");
+        assert!(nanogate_protocol::challenge::verify(&key.key, &terms, &stamp, &tag, 101).is_ok());
+        assert_ne!(pr.accepts[1].extra["nonce"], pr.accepts[2].extra["nonce"]);
     }
 
     /// The route's cached MAC prefix follows key rotation (and a key replaced under the same

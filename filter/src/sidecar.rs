@@ -7,6 +7,7 @@
 
 use crate::config::{Config, Price, SidecarConfig, TaggedTerms, SESSION_BATCH};
 use crate::pool::Session;
+use nanogate_protocol::contract::pass::{PassTerms, PassUsageRequest};
 use nanogate_protocol::contract::{
     self, headers, paths, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
@@ -72,6 +73,7 @@ pub fn pay_call(
     upstream_timeout_ms: u64,
     source: Option<&str>,
     attach_work: bool,
+    pass: Option<&PassTerms>,
 ) -> Call {
     let body = PayRequest {
         resource: resource.to_owned(),
@@ -81,6 +83,7 @@ pub fn pay_call(
         upstream_timeout_ms: Some(upstream_timeout_ms),
         source: source.map(str::to_owned),
         attach_work,
+        pass: pass.cloned(),
     };
     Call::new(
         sidecar,
@@ -88,6 +91,17 @@ pub fn pay_call(
         paths::PAY,
         Some(serde_json::to_vec(&body).unwrap_or_default()),
         sidecar.pay_timeout,
+    )
+}
+
+/// `POST /v1/passes/usage`: this VM's pass counts since its last report.
+pub fn usage_call(sidecar: &SidecarConfig, report: &PassUsageRequest) -> Call {
+    Call::new(
+        sidecar,
+        "POST",
+        paths::PASS_USAGE,
+        Some(serde_json::to_vec(report).unwrap_or_default()),
+        sidecar.control_timeout,
     )
 }
 

@@ -118,7 +118,7 @@ pub enum ChallengeError {
     UnknownKey,
 }
 
-fn keyed_hash(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn keyed_hash(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // BLAKE2b accepts keys of 1..=64 bytes; hash longer or empty secrets down to 32 bytes first.
     let owned;
     let key = if key.is_empty() || key.len() > 64 {
@@ -285,7 +285,7 @@ pub fn verify(
     Ok(())
 }
 
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod guard;
 pub mod revenue;
 pub mod refunds;
+pub mod passes;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};
@@ -30,6 +31,9 @@ pub mod body_limit {
     pub const SESSIONS: usize = 16 * 1024;
     pub const OUTCOME: usize = 1024;
     pub const CHALLENGE: usize = 4 * 1024;
+    /// A usage report: at most 1024 counts of about 60 bytes.
+    pub const PASS_USAGE: usize = 96 * 1024;
+    pub const PASS_REVOKE: usize = 1024;
 }
 
 /// Every route, grouped by credential (see [`auth`]): what [`router`] serves.
@@ -43,12 +47,14 @@ pub fn groups(state: &AppState) -> Vec<Group> {
         revenue::routes(state),
         dashboard::routes(state),
         refunds::routes(state),
+        passes::admin_routes(state),
     ];
     // Facilitator only (`facilitator.only`): there is no filter secret, so the filter API is
     // not mounted at all (404) rather than guarded by a credential nobody holds.
     if !state.facilitator.only {
         groups.push(filter::routes(state));
         groups.push(tagged::filter_routes(state));
+        groups.push(passes::filter_routes(state));
     }
     // `/metrics` moves to its own listener when one is configured (`metrics.listen`).
     if !state.http.metrics_separate {

@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod passes;
 pub mod readiness;
 pub mod refund_cli;
 pub mod server;

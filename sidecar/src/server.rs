@@ -13,6 +13,7 @@ use crate::ledger::Ledger;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::node::{Confirmations, NodeClient, NodeConfig};
+use crate::passes::PassKeys;
 use crate::readiness::Readiness;
 use crate::state::{AppState, Credentials, FacilitatorSettings, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
@@ -117,6 +118,13 @@ pub fn state_with(
             attach_work: cfg.facilitator.attach_work,
         },
         wallet: None,
+        passes: Arc::new(PassKeys::new(
+            cfg.challenge_secret
+                .clone()
+                .unwrap_or_default()
+                .into_bytes(),
+            cfg.pass_key_rotation_secs,
+        )),
     })
 }
 

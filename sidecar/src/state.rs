@@ -2,6 +2,7 @@
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::passes::PassKeys;
 use crate::readiness::Readiness;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub facilitator: FacilitatorSettings,
     /// The payee wallet (refunds, pocketing); `None` without a node client (unit tests).
     pub wallet: Option<Arc<crate::wallet::Wallet>>,
+    /// The pass keys (docs/passes.md).
+    pub passes: Arc<PassKeys>,
 }
 
 /// What the facilitator side serves (`[facilitator]` in the configuration).

@@ -1,5 +1,6 @@
 //! `GET /v1/challenge-key`: the keys the filter issues and checks challenges with.
 
+use super::pass::{PassKey, PassKeyEntry, MAX_PASS_KEYS};
 use crate::challenge::ChallengeKey;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -37,6 +38,15 @@ pub struct ChallengeKeyAnswer {
     /// leniently: absent or malformed is empty, malformed entries are skipped.
     #[serde(default, deserialize_with = "lenient_entries")]
     pub retired: Vec<KeyEntry>,
+    /// The pass keys ([`super::pass::published_key_ids`]), newest first: the first mints, all
+    /// verify. Read leniently like `retired`; absent (a sidecar before passes) is none, and
+    /// then every pass token is refused (`unknown_key`).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient_pass_keys"
+    )]
+    pub pass_keys: Vec<PassKeyEntry>,
 }
 
 /// `null` or an object (serde alone would also read a key entry from an array, by position).
@@ -58,6 +68,19 @@ fn lenient_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyEntry>, D::
         .into_iter()
         .filter(Value::is_object)
         .filter_map(|e| serde_json::from_value(e).ok())
+        .collect())
+}
+
+fn lenient_pass_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PassKeyEntry>, D::Error> {
+    // Read as challenge key entries (the same shape): one deserializer in the filter module,
+    // not two.
+    Ok(lenient_entries(d)?
+        .into_iter()
+        .take(MAX_PASS_KEYS)
+        .map(|e| PassKeyEntry {
+            key_id: e.key_id,
+            key: PassKey(e.key.0),
+        })
         .collect())
 }
 
@@ -114,6 +137,7 @@ mod tests {
                 not_after: 99,
                 previous: Some(entry(6, 2)),
                 retired: vec![entry(5, 2)],
+                pass_keys: Vec::new(),
             }
         );
         assert_eq!(serde_json::to_value(&a).unwrap(), sent);

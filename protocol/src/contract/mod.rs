@@ -12,6 +12,8 @@
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
 //! * [`admin`]: the payment ledger page, revenue, the overview and the error body.
 //! * [`refunds`]: refunds of owed payments and pocketing.
+//! * [`pass`]: prepaid passes: the offer's `extra.pass`, the token, the cookie, the usage
+//!   reports and the operator's pass API.
 //!
 //! Wire compatibility: field names and shapes here are what both ends sent before these types
 //! existed; the tests beside each type parse that exact JSON. Readers are as lenient as the
@@ -23,6 +25,7 @@ pub mod facilitator;
 pub mod keys;
 pub mod network;
 mod offer;
+pub mod pass;
 pub mod pay;
 pub mod refunds;
 pub mod sessions;
@@ -60,6 +63,8 @@ pub mod paths {
     pub const OUTCOME: &str = "/v1/outcome";
     /// `POST` [`super::SessionsRequest`] → [`super::SessionsAnswer`].
     pub const SESSIONS: &str = "/v1/sessions";
+    /// `POST` [`super::pass::PassUsageRequest`] → [`super::pass::PassUsageAnswer`].
+    pub const PASS_USAGE: &str = "/v1/passes/usage";
 
     // The x402 facilitator API (bearer token, except `/supported`).
     /// `POST` `FacilitatorRequest` → `VerifyResponse`.
@@ -93,6 +98,10 @@ pub mod paths {
     pub const ADMIN_POCKET: &str = "/v1/admin/pocket";
     /// `POST`: send the pool accounts' balances to the treasury (with a payee key).
     pub const ADMIN_SWEEP: &str = "/v1/admin/sweep";
+    /// `GET`: one page of passes ([`super::pass::PassesPage`]).
+    pub const ADMIN_PASSES: &str = "/v1/admin/passes";
+    /// `POST` [`super::pass::PassRevokeRequest`] → [`super::pass::PassRow`].
+    pub const ADMIN_PASSES_REVOKE: &str = "/v1/admin/passes/revoke";
 
     // Public probes.
     pub const HEALTHZ: &str = "/healthz";
@@ -105,6 +114,7 @@ pub mod paths {
         PAY,
         OUTCOME,
         SESSIONS,
+        PASS_USAGE,
         VERIFY,
         SETTLE,
         SUPPORTED,
@@ -119,6 +129,8 @@ pub mod paths {
         ADMIN_RECEIVABLE,
         ADMIN_POCKET,
         ADMIN_SWEEP,
+        ADMIN_PASSES,
+        ADMIN_PASSES_REVOKE,
         HEALTHZ,
         READYZ,
         METRICS,
@@ -143,6 +155,8 @@ pub mod headers {
     pub const VERDICT_MARKER: &str = "1";
     /// The paying block's hash, added by the filter to an admitted request for the upstream.
     pub const TRANSACTION: &str = "x-nanogate-transaction";
+    /// The payer's pass token ([`super::pass::HEADER`]); stripped before the upstream.
+    pub const PASS: &str = super::pass::HEADER;
     /// Scheme prefix of the facilitator and admin APIs' `authorization` header.
     pub const BEARER_PREFIX: &str = "Bearer ";
 }

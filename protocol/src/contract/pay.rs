@@ -5,6 +5,7 @@
 //! never read as a verdict. Everything the filter copies from a verdict into its own response
 //! (reason, `PAYMENT-RESPONSE`, `Retry-After`, the transaction header) is checked here first.
 
+use super::pass::{PassIssued, PassTerms};
 use crate::x402::{
     decode_payment_json, ErrorReason, PaymentError, PaymentRequirements, MAX_HEADER_BYTES,
 };
@@ -49,6 +50,10 @@ pub struct PayRequest {
     /// The route attaches work a block lacks (its offers say `extra.work: "optional"`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub attach_work: bool,
+    /// Set when the payment buys a pass: the offer's terms, rebuilt by the filter from its own
+    /// configuration (`resource` is then [`PassTerms::scope`] of these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<PassTerms>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -149,6 +154,13 @@ pub struct VerdictBody {
         deserialize_with = "lenient_string"
     )]
     pub admission_token: Option<String>,
+    /// Admit, when the payment bought a pass: the pass (its token also in `paymentResponse`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_pass"
+    )]
+    pub pass: Option<PassIssued>,
     /// Admit: this admits a payment again after a failed upstream call.
     #[serde(
         default,
@@ -191,6 +203,10 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
         Value::String(s) => Some(s),
         _ => None,
     })
+}
+
+fn lenient_pass<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PassIssued>, D::Error> {
+    Ok(PassIssued::from_value(&Value::deserialize(d)?))
 }
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -315,11 +331,17 @@ impl VerdictBody {
                     .as_deref()
                     .filter(|t| is_admission_token(t))
                     .map(str::to_owned);
+                let pass = match &self.pass {
+                    Some(p) if p.is_safe() => Some(p.clone()),
+                    Some(_) => return Err("pass is malformed"),
+                    None => None,
+                };
                 Ok(Verdict::Admit {
                     receipt: receipt.to_owned(),
                     payment_response,
                     transaction,
                     admission_token,
+                    pass,
                 })
             }
             Some(VerdictKind::Reject) if self.status == Some(429) => Ok(Verdict::Limited {
@@ -351,6 +373,9 @@ pub enum Verdict {
         /// This admission's token, returned with the outcome and never sent anywhere else (not
         /// to the client, not to the upstream); `None` when absent or malformed.
         admission_token: Option<String>,
+        /// The pass this payment bought ([`PassIssued::is_safe`]; a verdict with an unsafe
+        /// one is refused whole).
+        pass: Option<PassIssued>,
     },
     Reject {
         /// The wire reason (one of ours, or any other snake_case string the sidecar sent).
@@ -605,6 +630,7 @@ mod tests {
                     payment_response: Some("eyJ9".into()),
                     transaction: Some("AB".repeat(32)),
                     admission_token: None,
+                    pass: None,
                 },
             ),
             (
@@ -639,6 +665,7 @@ mod tests {
                 payment_response: Some("eyJhIjoxfQ==".into()),
                 transaction: None,
                 admission_token: None,
+                pass: None,
             })
         );
         // A transaction that is not a block hash never reaches a header.
@@ -656,6 +683,7 @@ mod tests {
                     payment_response: None,
                     transaction: None,
                     admission_token: None,
+                    pass: None,
                 })
             );
         }
@@ -676,6 +704,7 @@ mod tests {
                     payment_response: None,
                     transaction: None,
                     admission_token: kept,
+                    pass: None,
                 })
             );
         }
@@ -742,6 +771,7 @@ mod tests {
                 payment_response: None,
                 transaction: None,
                 admission_token: None,
+                pass: None,
             })
         );
         assert!(matches!(
@@ -830,6 +860,7 @@ mod tests {
                 read.check(),
                 Ok(Verdict::Admit {
                     admission_token: None,
+                    pass: None,
                     ..
                 })
             ));

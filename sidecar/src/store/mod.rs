@@ -14,6 +14,7 @@
 
 pub mod cursor;
 pub mod hot;
+pub mod passes;
 pub mod payments;
 pub mod postgres;
 pub mod revenue;
@@ -93,14 +94,15 @@ pub struct ForkEntry {
 
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
 /// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
-/// ([`cursor::CursorStore`]), the revenue sums ([`revenue::RevenueStore`]) and the refunds of
-/// owed payments ([`refunds::RefundStore`]).
+/// ([`cursor::CursorStore`]), the revenue sums ([`revenue::RevenueStore`]), the refunds of
+/// owed payments ([`refunds::RefundStore`]) and the prepaid passes ([`passes::PassStore`]).
 pub trait Store:
     PaymentStore
     + tagged::TaggedStore
     + cursor::CursorStore
     + revenue::RevenueStore
     + refunds::RefundStore
+    + passes::PassStore
     + Send
     + Sync
     + 'static

@@ -36,6 +36,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0005_admission_token.sql"),
     ),
     (
+        7,
+        "passes",
+        include_str!("../../migrations/postgres/0007_passes.sql"),
         8,
         "refunds",
         include_str!("../../migrations/postgres/0008_refunds.sql"),
@@ -306,3 +309,4 @@ super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
 super::cursor::impl_cursor_store!(PgStore, false);
 super::revenue::impl_revenue_store!(PgStore, false);
 super::refunds::impl_refund_store!(PgStore, sqlx::postgres::PgRow, false);
+super::passes::impl_pass_store!(PgStore, sqlx::postgres::PgRow, false);

@@ -50,6 +50,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_admission_token.sql"),
     ),
     (
+        7,
+        "passes",
+        include_str!("../../migrations/sqlite/0007_passes.sql"),
         8,
         "refunds",
         include_str!("../../migrations/sqlite/0008_refunds.sql"),
@@ -343,3 +346,4 @@ super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true)
 super::cursor::impl_cursor_store!(SqliteStore, true);
 super::revenue::impl_revenue_store!(SqliteStore, true);
 super::refunds::impl_refund_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
+super::passes::impl_pass_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
