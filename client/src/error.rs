@@ -35,14 +35,14 @@ pub enum PayError {
     /// The server refused a pass token we held for a reason that no new purchase fixes on
     /// its own (revoked, forged, unreadable, or minted under a key the proxy lacks).
     #[error(
-        "the server refused pass `{name}` (token {token}): {reason}{}",
+        "the server refused pass `{name}` (id {id}): {reason}{}",
         if *forgotten { "; it is removed from the journal, and the next run buys a new one" }
         else { "; it stays in the journal (try again shortly)" }
     )]
     PassRefused {
         name: String,
-        /// The token's fingerprint (never the token).
-        token: String,
+        /// The pass's fingerprint ([`crate::PassEntry::fingerprint`]), never the token.
+        id: String,
         reason: String,
         /// Whether the token was dropped from the journal.
         forgotten: bool,

@@ -194,10 +194,17 @@ impl PassEntry {
         Self::key(&self.origin, &self.group, &self.name)
     }
 
-    /// What the user sees of the token: its first 8 characters (never enough to use it).
+    /// What the user sees of the pass: its id (as the operator's `/v1/admin/passes` lists
+    /// it; the token carries it, but without the MAC it opens nothing), else a hash of the
+    /// token. Never the token.
     pub fn fingerprint(&self) -> String {
-        let head: String = self.token.chars().take(8).collect();
-        format!("{head}…")
+        match &self.id {
+            Some(id) => id.clone(),
+            None => {
+                let digest: [u8; 32] = Blake2b::<U32>::digest(self.token.as_bytes()).into();
+                format!("blake2b:{}", hex::encode_lower(&digest[..8]))
+            }
+        }
     }
 
     /// Past its expiry at `now` (unix seconds)? A pass without one never expires locally;
@@ -634,7 +641,13 @@ mod tests {
         let p = pass("api", "SECRET-TOKEN-abcdefghijklmnop", 1);
         let shown = format!("{p:?} {}", p.fingerprint());
         assert!(!shown.contains("SECRET-TOKEN-abcdefghijklmnop"), "{shown}");
-        assert!(shown.contains("SECRET-T…"), "{shown}");
+        assert!(shown.contains(&"00".repeat(16)), "the id: {shown}");
+        let anonymous = PassEntry {
+            id: None,
+            ..p.clone()
+        };
+        assert!(anonymous.fingerprint().starts_with("blake2b:"));
+        assert!(!anonymous.fingerprint().contains("SECRET"));
         assert!(!p.expired(1_999_999_999) && p.expired(2_000_000_000));
         let url = reqwest::Url::parse("http://H/a?b").unwrap();
         assert_eq!(origin_of(&url), "http://h:80");

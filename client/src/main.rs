@@ -150,11 +150,11 @@ fn print_human(resp: &PaidResponse) -> std::io::Result<()> {
             .unwrap_or_default();
         writeln!(
             out,
-            "{} pass `{}` (group {}, token {}{grant})",
+            "{} pass `{}` (group {}, id {}{grant})",
             if p.bought { "bought" } else { "on" },
             p.name,
             p.group,
-            p.token
+            p.id
         )?;
     }
     if let Some(p) = &resp.payment {

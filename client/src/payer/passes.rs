@@ -41,7 +41,7 @@ impl Payer {
             if p.expired(now) {
                 self.journal.drop_pass(&p.journal_key(), &p.token)?;
                 self.progress(Progress::Note(format!(
-                    "pass `{name}` (token {}) has expired: forgetting it",
+                    "pass `{name}` (id {}) has expired: forgetting it",
                     p.fingerprint()
                 )));
             } else {
@@ -55,7 +55,7 @@ impl Payer {
             let header = presented.as_ref().map(|p| {
                 self.progress(Progress::OnPass {
                     name: name.to_owned(),
-                    token: p.fingerprint(),
+                    id: p.fingerprint(),
                 });
                 tried.push(p.token.clone());
                 (HEADER, p.token.clone())
@@ -102,7 +102,7 @@ impl Payer {
             // The 402 is not about the token (this route sells no pass, or did not read it):
             // keep it for the routes that do.
             self.progress(Progress::Note(format!(
-                "the server did not take pass `{}` here (token {})",
+                "the server did not take pass `{}` here (id {})",
                 pass.name,
                 pass.fingerprint()
             )));
@@ -116,7 +116,7 @@ impl Payer {
         match action {
             RefusalAction::Replace => {
                 self.progress(Progress::Note(format!(
-                    "pass `{}` (token {}) is {}: buying the next",
+                    "pass `{}` (id {}) is {}: buying the next",
                     pass.name,
                     pass.fingerprint(),
                     refusal.as_str()
@@ -125,7 +125,7 @@ impl Payer {
             }
             RefusalAction::OtherGroup => {
                 self.progress(Progress::Note(format!(
-                    "pass `{}` (token {}) is for group {}, not this route's",
+                    "pass `{}` (id {}) is for group {}, not this route's",
                     pass.name,
                     pass.fingerprint(),
                     pass.group
@@ -134,7 +134,7 @@ impl Payer {
             }
             RefusalAction::Forget | RefusalAction::Keep => Err(PayError::PassRefused {
                 name: pass.name.clone(),
-                token: pass.fingerprint(),
+                id: pass.fingerprint(),
                 reason: refusal.error().to_owned(),
                 forgotten: forget,
             }),
@@ -193,7 +193,7 @@ impl Payer {
         self.progress(Progress::PassKept {
             name: entry.name.clone(),
             group: entry.group.clone(),
-            token: entry.fingerprint(),
+            id: entry.fingerprint(),
             expires_in: entry.expires_at.map(|e| e.saturating_sub(unix_now())),
             requests: entry.requests,
         });

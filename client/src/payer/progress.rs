@@ -28,13 +28,13 @@ pub enum Progress {
     Paying { hash: String },
     /// The server answered 2xx with a receipt naming our block.
     Confirmed { hash: String },
-    /// Presenting a held pass (`--pass`); `token` is its fingerprint.
-    OnPass { name: String, token: String },
-    /// A bought pass is kept in the journal; `token` is its fingerprint.
+    /// Presenting a held pass (`--pass`); `id` is its fingerprint, never the token.
+    OnPass { name: String, id: String },
+    /// A bought pass is kept in the journal; `id` is its fingerprint, never the token.
     PassKept {
         name: String,
         group: String,
-        token: String,
+        id: String,
         expires_in: Option<u64>,
         requests: Option<u64>,
     },
@@ -71,17 +71,17 @@ impl fmt::Display for Progress {
             }
             Progress::Paying { hash } => write!(f, "paying… (block {hash})"),
             Progress::Confirmed { hash } => write!(f, "confirmed {hash}"),
-            Progress::OnPass { name, token } => {
-                write!(f, "presenting pass `{name}` (token {token})")
+            Progress::OnPass { name, id } => {
+                write!(f, "presenting pass `{name}` (id {id})")
             }
             Progress::PassKept {
                 name,
                 group,
-                token,
+                id,
                 expires_in,
                 requests,
             } => {
-                write!(f, "bought pass `{name}` for group {group} (token {token}")?;
+                write!(f, "bought pass `{name}` for group {group} (id {id}")?;
                 if let Some(r) = requests {
                     write!(f, ", {r} requests")?;
                 }

@@ -27,8 +27,8 @@ pub struct PaymentInfo {
 pub struct PassUse {
     pub name: String,
     pub group: String,
-    /// The token's fingerprint ([`crate::PassEntry::fingerprint`]).
-    pub token: String,
+    /// The pass's fingerprint ([`crate::PassEntry::fingerprint`]: its id), never the token.
+    pub id: String,
     /// Unix seconds, when known.
     pub expires_at: Option<u64>,
     /// Requests granted, for a counted pass.
@@ -42,7 +42,7 @@ impl PassUse {
         PassUse {
             name: entry.name.clone(),
             group: entry.group.clone(),
-            token: entry.fingerprint(),
+            id: entry.fingerprint(),
             expires_at: entry.expires_at,
             requests: entry.requests,
             bought,
@@ -54,7 +54,7 @@ impl PassUse {
         json!({
             "name": self.name,
             "group": self.group,
-            "token": self.token,
+            "id": self.id,
             "expiresAt": self.expires_at,
             "requests": self.requests,
             "bought": self.bought,
