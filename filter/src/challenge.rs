@@ -3,7 +3,7 @@
 //! ([`crate::presented`]). The terms always come from our route configuration and
 //! the request URL (or, for a tagged session, from the sidecar that issued it).
 
-use crate::config::{Config, Price};
+use crate::config::{Config, PassOffer, Price};
 use crate::jsontext::num;
 use crate::keys::IdKey;
 use crate::pool::Session;
@@ -11,6 +11,7 @@ use nanogate_protocol::challenge::{
     Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
     EXTRA_VALID_BEFORE,
 };
+use nanogate_protocol::contract::pass::EXTRA_PASS;
 use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::x402::{
     ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
@@ -71,8 +72,54 @@ pub fn payment_required(
         },
         vec![offer.issue(&key.key, &stamp)],
     );
+    pr.accepts
+        .extend(pass_requirements(&cfg.network, price, key, now, nonce));
     pr.error = reason.map(|r| r.as_str().to_owned());
     pr
+}
+
+/// The signed-block offer of one of the route's passes: the pass price, bound to the pass's
+/// scope (docs/passes.md).
+pub fn pass_offer<'a>(network: &'a str, price: &'a Price, pass: &'a PassOffer) -> Offer<'a> {
+    Offer {
+        network,
+        pay_to: &price.pay_to,
+        amount: pass.amount_raw,
+        max_timeout_seconds: price.max_timeout_secs,
+        resource: &pass.scope,
+        mechanism: Mechanism::SignedBlock,
+    }
+}
+
+/// The `accepts[]` entries of the route's passes, each with its own nonce (the request's, its
+/// last byte changed by the offer's position) and `extra.pass`.
+pub fn pass_requirements(
+    network: &str,
+    price: &Price,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+) -> Vec<PaymentRequirements> {
+    let Some(passes) = &price.passes else {
+        return Vec::new();
+    };
+    passes
+        .offers
+        .iter()
+        .enumerate()
+        .map(|(i, pass)| {
+            let offer = pass_offer(network, price, pass);
+            let mut n = nonce;
+            n[15] ^= u8::try_from(i + 1).unwrap_or(u8::MAX);
+            let stamp = offer.stamp(now, n, key.key_id);
+            let mut req = offer.issue(&key.key, &stamp);
+            req.extra.insert(
+                EXTRA_PASS.into(),
+                serde_json::to_value(&pass.terms).unwrap_or_default(),
+            );
+            req
+        })
+        .collect()
 }
 
 /// A fresh challenge for `resource` signed with `key` at `now`, as JSON bytes, from the route's
@@ -89,7 +136,19 @@ pub fn render_challenge(
     let offer = signed_block(&cfg.network, price, resource);
     let stamp = offer.stamp(now, nonce, key.key_id);
     let tag = price.template.mac(&key.key, &offer.terms(), &stamp);
-    price.template.render(resource, &stamp, &tag, error)
+    let mut body = price.template.render(resource, &stamp, &tag, error);
+    // Pass offers follow the single request's (the template ends with `]}`: the accepts
+    // array, then the object).
+    let passes = pass_requirements(&cfg.network, price, key, now, nonce);
+    if !passes.is_empty() && body.ends_with(b"]}") {
+        body.truncate(body.len() - 2);
+        for p in &passes {
+            body.push(b',');
+            body.extend_from_slice(&serde_json::to_vec(p).unwrap_or_default());
+        }
+        body.extend_from_slice(b"]}");
+    }
+    body
 }
 
 /// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, as JSON text.
@@ -169,6 +228,53 @@ mod tests {
             let rendered = render_challenge(&cfg, p, &resource, &key, now, nonce, error.as_deref());
             proptest::prop_assert_eq!(String::from_utf8(rendered).unwrap(), String::from_utf8(reference).unwrap());
         }
+    }
+
+    /// Pass offers are rendered after the single request's, as serde writes them, each with
+    /// its own nonce and a MAC over its scope.
+    #[test]
+    fn pass_offers_render_like_serde_and_bind_their_scope() {
+        let cfg = crate::config::parse(
+            json!({
+                "sidecar": {"cluster": "c", "authority": "a", "secret": "0123456789abcdef"},
+                "network": "nano:devnet",
+                "payTo": "nano_3xc8mafayqu1ae8myqw9o9dizmz5mhqnzf1dx1jdrs6apgm8g8stucek1rzc",
+                "routes": [{"path": {"prefix": "/p/"}, "priceRaw": "10",
+                            "passes": [{"name": "hour", "priceRaw": "100", "seconds": 3600},
+                                       {"name": "ten", "priceRaw": "50", "requests": 10}],
+                            "passGroup": "api"}]
+            })
+            .to_string()
+            .as_bytes(),
+        )
+        .unwrap();
+        let RouteKind::Paid(p) = &cfg.routes[0].kind else {
+            panic!("paid")
+        };
+        let key = IdKey {
+            key_id: 5,
+            key: ChallengeKey([4; 32]),
+        };
+        let pr = payment_required(&cfg, p, "http://h/p/x", &key, 100, [1; 16], None);
+        let rendered = render_challenge(&cfg, p, "http://h/p/x", &key, 100, [1; 16], None);
+        assert_eq!(rendered, serde_json::to_vec(&pr).unwrap());
+        assert_eq!(pr.accepts.len(), 3);
+        let hour = &pr.accepts[1];
+        assert_eq!(hour.amount, "100");
+        assert_eq!(
+            hour.extra["pass"],
+            json!({"name": "hour", "group": "api", "seconds": 3600})
+        );
+        assert_eq!(
+            pr.accepts[2].extra["pass"],
+            json!({"name": "ten", "group": "api", "seconds": 2_592_000, "requests": 10})
+        );
+        let (stamp, tag) = nanogate_protocol::challenge::read_extra(&hour.extra).unwrap();
+        let passes = p.passes.as_ref().unwrap();
+        let terms = pass_offer(&cfg.network, p, &passes.offers[0]).terms();
+        assert_eq!(terms.resource, "nanogate-pass:api:hour:3600:0");
+        assert!(nanogate_protocol::challenge::verify(&key.key, &terms, &stamp, &tag, 101).is_ok());
+        assert_ne!(pr.accepts[1].extra["nonce"], pr.accepts[2].extra["nonce"]);
     }
 
     /// The route's cached MAC prefix follows key rotation (and a key replaced under the same

@@ -9,6 +9,7 @@
 use crate::routes::{HostMatch, PathMatch, Spelling};
 use crate::template::ChallengeTemplate;
 use nanogate_protocol::contract;
+use nanogate_protocol::contract::pass::{self, PassTerms};
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, parse_xno, PublicKey};
 use serde_json::{Map, Value};
@@ -119,7 +120,46 @@ pub struct Price {
     pub template: ChallengeTemplate,
     /// Tagged-amount sessions offered too (`"tagged": true`, see [`TaggedTerms`]).
     pub tagged: Option<Box<TaggedTerms>>,
+    /// Prepaid passes offered besides the single request (`"passes"`, docs/passes.md).
+    pub passes: Option<Box<Passes>>,
 }
+
+/// A route's pass offers and the group they cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Passes {
+    /// `passGroup` (default: the route's name): a pass bought on any route of the group is
+    /// good on all of them.
+    pub group: String,
+    /// `passCookiePath` (default `/`): the pass cookie's `Path`.
+    pub cookie_path: String,
+    pub offers: Vec<PassOffer>,
+}
+
+/// One pass offer: its terms (what `extra.pass` says and the MAC binds through its scope) and
+/// its price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassOffer {
+    pub terms: PassTerms,
+    /// Raw.
+    pub amount_raw: u128,
+    /// [`PassTerms::scope`], the MAC's resource.
+    pub scope: String,
+}
+
+impl Passes {
+    /// The offer named `name`.
+    pub fn offer(&self, name: &str) -> Option<&PassOffer> {
+        self.offers.iter().find(|o| o.terms.name == name)
+    }
+}
+
+/// Default `passReportSecs`: how often each VM reports pass usage (the overspend bound's
+/// interval, docs/passes.md).
+pub const DEFAULT_PASS_REPORT_SECS: u64 = 1;
+/// Largest `passReportSecs`.
+pub const MAX_PASS_REPORT_SECS: u64 = 60;
+/// Most passes one route may offer.
+pub const MAX_PASSES_PER_ROUTE: usize = 8;
 
 /// Shared-data namespace of the tagged routes' session pools.
 pub const POOL_KEY_PREFIX: &str = "nanogate.sessions.v2.";
@@ -229,6 +269,17 @@ pub struct Config {
     pub pay_to: Option<Payee>,
     pub retry_after_secs: u32,
     pub routes: Vec<Route>,
+    /// `passReportSecs`: seconds between two usage reports of a VM.
+    pub pass_report_secs: u64,
+}
+
+impl Config {
+    /// Whether any route offers passes (only then does a VM report usage).
+    pub fn sells_passes(&self) -> bool {
+        self.routes
+            .iter()
+            .any(|r| matches!(&r.kind, RouteKind::Paid(p) if p.passes.is_some()))
+    }
 }
 
 /// A JSON object being read: remembers which keys were consumed so leftovers can be refused.
@@ -385,6 +436,10 @@ pub fn parse_with_env(
             &sidecar.cluster,
         )?);
     }
+    let pass_report_secs = root
+        .opt_u64("passReportSecs", 1, MAX_PASS_REPORT_SECS)?
+        .unwrap_or(DEFAULT_PASS_REPORT_SECS);
+    check_pass_groups(&routes)?;
     root.finish()?;
 
     Ok(Config {
@@ -393,6 +448,7 @@ pub fn parse_with_env(
         pay_to,
         retry_after_secs,
         routes,
+        pass_report_secs,
     })
 }
 
@@ -588,6 +644,9 @@ fn parse_route(
         }
     };
     let session_budget = o.opt_u64("sessionBudget", SESSION_BATCH as u64, MAX_BUDGET)?;
+    let passes_value = o.get("passes");
+    let pass_group = o.opt_str("passGroup")?;
+    let pass_cookie_path = o.opt_str("passCookiePath")?;
     let upstream_timeout_ms = o.opt_u64("upstreamTimeoutMs", 1, MAX_UPSTREAM_TIMEOUT_MS)?;
     let description = o.opt_str("description")?.map(str::to_owned);
     let mime_type = o.opt_str("mimeType")?.map(str::to_owned);
@@ -615,6 +674,9 @@ fn parse_route(
                 ("payToPool", pay_to_pool.is_some()),
                 ("sessionBudget", session_budget.is_some()),
                 ("upstreamTimeoutMs", upstream_timeout_ms.is_some()),
+                ("passes", passes_value.is_some()),
+                ("passGroup", pass_group.is_some()),
+                ("passCookiePath", pass_cookie_path.is_some()),
             ];
             if let Some((k, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err(err(
@@ -675,6 +737,26 @@ fn parse_route(
                 failure_mode,
                 template: ChallengeTemplate::default(),
                 tagged: None,
+                passes: None,
+            };
+            price.passes = match passes_value {
+                Some(v) => Some(Box::new(parse_passes(
+                    &o.at("passes"),
+                    v,
+                    pass_group.map_or_else(|| name.clone(), str::to_owned),
+                    pass_cookie_path.unwrap_or("/"),
+                )?)),
+                None => {
+                    for (k, set) in [
+                        ("passGroup", pass_group.is_some()),
+                        ("passCookiePath", pass_cookie_path.is_some()),
+                    ] {
+                        if set {
+                            return Err(err(o.at(k), "only applies with \"passes\""));
+                        }
+                    }
+                    None
+                }
             };
             if pay_to_pool.is_some() && !tagged {
                 return Err(err(o.at("payToPool"), "only applies with \"tagged\": true"));
@@ -722,6 +804,143 @@ fn parse_route(
         spelling,
         kind,
     })
+}
+
+/// A route's `passes` (with its `passGroup` and `passCookiePath`), each a name, a price and
+/// what it grants.
+fn parse_passes(
+    at: &str,
+    value: &Value,
+    group: String,
+    cookie_path: &str,
+) -> Result<Passes, ConfigError> {
+    if !pass::valid_name(&group) {
+        return Err(err(
+            at.replacen("passes", "passGroup", 1),
+            format!("`{group}` is not a pass group name ([a-z0-9_-]{{1,32}}; the default is the route's name)"),
+        ));
+    }
+    if !cookie_path.starts_with('/')
+        || !cookie_path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+    {
+        return Err(err(
+            at.replacen("passes", "passCookiePath", 1),
+            "must be a path starting with / without spaces, `;` or `,`",
+        ));
+    }
+    let items = match value {
+        Value::Array(a) if !a.is_empty() && a.len() <= MAX_PASSES_PER_ROUTE => a,
+        _ => {
+            return Err(err(
+                at,
+                format!("must be an array of 1 to {MAX_PASSES_PER_ROUTE} passes"),
+            ))
+        }
+    };
+    let mut offers: Vec<PassOffer> = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        let mut o = Obj::new(format!("{at}[{i}]"), v)?;
+        let name = o.str("name")?;
+        if !pass::valid_name(name) {
+            return Err(err(
+                o.at("name"),
+                format!("`{name}` is not [a-z0-9_-]{{1,32}}"),
+            ));
+        }
+        if offers.iter().any(|p| p.terms.name == name) {
+            return Err(err(o.at("name"), format!("`{name}` is offered twice")));
+        }
+        let amount_raw = match (o.opt_str("price")?, o.opt_str("priceRaw")?) {
+            (Some(x), None) => {
+                parse_xno(x).map_err(|e| err(o.at("price"), format!("`{x}`: {e}")))?
+            }
+            (None, Some(r)) => {
+                parse_raw(r).map_err(|e| err(o.at("priceRaw"), format!("`{r}`: {e}")))?
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    o.at("priceRaw"),
+                    "set either price (XNO) or priceRaw, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(err(
+                    o.at("price"),
+                    "is required (XNO as a decimal string, or priceRaw)",
+                ))
+            }
+        };
+        if amount_raw == 0 {
+            return Err(err(o.at("price"), "must be above zero"));
+        }
+        let seconds = o.opt_u64("seconds", 1, pass::MAX_PASS_SECONDS)?;
+        let requests = o
+            .opt_u64("requests", 1, u64::from(pass::MAX_PASS_REQUESTS))?
+            .and_then(|n| u32::try_from(n).ok());
+        if seconds.is_none() && requests.is_none() {
+            return Err(err(
+                o.path.clone(),
+                "needs seconds (a time pass) or requests (a counted pass), or both",
+            ));
+        }
+        o.finish()?;
+        let terms = PassTerms {
+            name: name.to_owned(),
+            group: group.clone(),
+            seconds: seconds.unwrap_or(pass::DEFAULT_REQUEST_PASS_SECONDS),
+            requests,
+        };
+        offers.push(PassOffer {
+            scope: terms.scope(),
+            terms,
+            amount_raw,
+        });
+    }
+    Ok(Passes {
+        group,
+        cookie_path: cookie_path.to_owned(),
+        offers,
+    })
+}
+
+/// Every route of a pass group offers the same passes under the same cookie path: a pass is
+/// bought for the group, so its routes must agree on what it is.
+fn check_pass_groups(routes: &[Route]) -> Result<(), ConfigError> {
+    for (i, r) in routes.iter().enumerate() {
+        let RouteKind::Paid(Price {
+            passes: Some(p), ..
+        }) = &r.kind
+        else {
+            continue;
+        };
+        let first = routes[..i]
+            .iter()
+            .enumerate()
+            .find_map(|(j, other)| match &other.kind {
+                RouteKind::Paid(Price {
+                    passes: Some(q), ..
+                }) if q.group == p.group => Some((j, q)),
+                _ => None,
+            });
+        if let Some((j, q)) = first {
+            let same = q.cookie_path == p.cookie_path
+                && q.offers.len() == p.offers.len()
+                && q.offers.iter().zip(&p.offers).all(|(a, b)| a == b);
+            if !same {
+                return Err(err(
+                    format!("routes[{i}].passes"),
+                    format!(
+                        "differ from routes[{j}].passes of the same passGroup `{}` (a group's \
+                         routes offer the same passes and passCookiePath)",
+                        p.group
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `caseSensitive` and `pathParams`, with the defaults of [`Spelling::default_for`].

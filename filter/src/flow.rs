@@ -17,6 +17,7 @@ use crate::respond::{self, Challenge, EXPOSE};
 use crate::router;
 use crate::routes::PathForms;
 use crate::sidecar::{self, Call};
+use nanogate_protocol::contract::pass::{self, PassRefusal};
 use nanogate_protocol::contract::{self, PayAnswer, Verdict};
 use nanogate_protocol::x402::{
     decode_payment, headers, DecodedPayment, ErrorReason, MAX_HEADER_BYTES,
@@ -58,6 +59,8 @@ enum State {
         payment_response: Option<String>,
         v1_header: bool,
         reported: bool,
+        /// The bought pass's `Set-Cookie`, if the payment bought one.
+        set_cookie: Option<String>,
     },
 }
 
@@ -69,6 +72,8 @@ struct Pending {
     resource: String,
     /// The payment came in `X-PAYMENT` (v1).
     v1_header: bool,
+    /// When the payment buys a pass: its cookie's group, path and whether it is `Secure`.
+    pass_cookie: Option<(String, String, bool)>,
 }
 
 /// One request's progress through the filter.
@@ -153,6 +158,8 @@ impl Flow {
         else {
             return Next::Continue;
         };
+        // Pass credentials never reach an upstream of ours, whatever the route.
+        let presented_pass = take_pass_credentials(host, &route.kind);
         let RouteKind::Paid(price) = &route.kind else {
             debug!(host, "nanogate: free route {}", route.name);
             return Next::Continue;
@@ -177,6 +184,14 @@ impl Flow {
         let (payment, v1_header) = match read_payment(host) {
             Ok(Some(found)) => found,
             Ok(None) => {
+                if let (Some(text), Some(passes)) = (presented_pass, &price.passes) {
+                    return match self.use_pass(host, &ring, &passes.group, &text) {
+                        Ok(()) => Next::Continue,
+                        Err(r) => {
+                            self.challenge_with(host, price, &resource, &ring, Some(r.error()), 402)
+                        }
+                    };
+                }
                 debug!(host, "nanogate: challenge for {resource}");
                 return self.challenge(
                     host,
@@ -196,10 +211,19 @@ impl Flow {
                 return self.refuse(host, price, &resource, &ring, reason, 402);
             }
         };
+        let pass_cookie = match (&offer.pass, &price.passes) {
+            (Some(_), Some(passes)) => Some((
+                passes.group.clone(),
+                passes.cookie_path.clone(),
+                crate::passbook::cookie_secure(&req.scheme, &req.authority),
+            )),
+            _ => None,
+        };
         let pending = Pending {
             route: index,
             resource,
             v1_header,
+            pass_cookie,
         };
         self.ask_sidecar(host, price, pending, &offer, &payment)
     }
@@ -221,6 +245,7 @@ impl Flow {
             payment,
             price.upstream_timeout_ms,
             source.as_deref(),
+            offer.pass.as_ref(),
         );
         match host.dispatch(&call) {
             Ok(token) => {
@@ -266,10 +291,18 @@ impl Flow {
                 payment_response,
                 transaction,
                 admission_token,
-                pass: _,
+                pass,
             }) => {
                 host.count(Metric::PaymentsAdmitted);
                 debug!(host, "nanogate: admitted {resource}");
+                let set_cookie = match (pass, &pending.pass_cookie) {
+                    (Some(p), Some((group, path, secure))) if p.group == *group => {
+                        host.count(Metric::PassesSold);
+                        let max_age = p.expires_at.saturating_sub(host.now_unix());
+                        Some(pass::set_cookie(group, &p.token, path, max_age, *secure))
+                    }
+                    _ => None,
+                };
                 self.admit(
                     host,
                     receipt,
@@ -278,6 +311,9 @@ impl Flow {
                     transaction,
                     pending.v1_header,
                 );
+                if let State::Admitted { set_cookie: c, .. } = &mut self.state {
+                    *c = set_cookie;
+                }
                 Next::Continue
             }
             PayAnswer::Verdict(Verdict::Reject { reason, status }) => {
@@ -340,6 +376,7 @@ impl Flow {
             payment_response,
             v1_header,
             reported: false,
+            set_cookie: None,
         };
     }
 
@@ -390,10 +427,14 @@ impl Flow {
             payment_response,
             v1_header,
             reported,
+            set_cookie,
         } = &mut self.state
         {
             if *reported {
                 return;
+            }
+            if let Some(c) = set_cookie.take() {
+                host.add_response_header("set-cookie", &c);
             }
             if let Some(pr) = payment_response.as_deref() {
                 host.add_response_header(headers::PAYMENT_RESPONSE, pr);
@@ -428,6 +469,37 @@ impl Flow {
             report(host, &call);
         }
         self.state = State::Idle;
+    }
+
+    /// A request presenting a pass token and no payment: admitted by the filter alone when the
+    /// token is good for the route's group (counted in this VM's book), else refused.
+    fn use_pass<H: Host + ?Sized>(
+        &mut self,
+        host: &mut H,
+        ring: &KeyRing,
+        group: &str,
+        text: &str,
+    ) -> Result<(), PassRefusal> {
+        let now = self.now;
+        let verdict = match host.pass_book() {
+            Some(book) => crate::passbook::admit(text, ring, group, now, &mut book.borrow_mut()),
+            None => crate::passbook::admit(text, ring, group, now, &mut Default::default()),
+        };
+        match verdict {
+            Ok(_) => {
+                host.count(Metric::PassServed);
+                // Token and cookie are already stripped; nothing else to do.
+                for h in PAYMENT_HEADERS {
+                    host.remove_request_header(h);
+                }
+                Ok(())
+            }
+            Err(r) => {
+                host.count(Metric::PassRefused(r));
+                debug!(host, "nanogate: pass refused: {}", r.as_str());
+                Err(r)
+            }
+        }
     }
 
     /// Sends a 402 (or 400) with a fresh challenge.
@@ -510,6 +582,45 @@ impl Flow {
         respond::send_unavailable(host, reason, retry);
         Next::Pause
     }
+}
+
+/// Removes the pass header and every pass cookie from the request (they never reach the
+/// upstream) and returns the token a route offering passes should check: the header's, else
+/// its group's cookie.
+fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Option<String> {
+    let header = host.request_header(pass::HEADER);
+    let cookie = host.request_header("cookie");
+    if header.is_none() && cookie.is_none() {
+        return None;
+    }
+    let cookie = cookie.map(|c| String::from_utf8_lossy(&c).into_owned());
+    let group = match kind {
+        RouteKind::Paid(p) => p.passes.as_ref().map(|p| p.group.as_str()),
+        RouteKind::Free => None,
+    };
+    let from_cookie = match (&cookie, group) {
+        (Some(c), Some(g)) => {
+            crate::passbook::cookie_value(c, &pass::cookie_name(g)).map(str::to_owned)
+        }
+        _ => None,
+    };
+    let token = header
+        .map(|h| String::from_utf8_lossy(&h).trim().to_owned())
+        .or(from_cookie);
+    if host.request_header(pass::HEADER).is_some() {
+        host.remove_request_header(pass::HEADER);
+    }
+    if let Some(rest) = cookie
+        .as_deref()
+        .and_then(crate::passbook::without_pass_cookies)
+    {
+        if rest.is_empty() {
+            host.remove_request_header("cookie");
+        } else {
+            host.set_request_header("cookie", &rest);
+        }
+    }
+    token
 }
 
 fn report<H: Host + ?Sized>(host: &mut H, call: &Call) {

@@ -3,8 +3,10 @@
 
 use crate::keys::KeyRing;
 use crate::metrics::Metric;
+use crate::passbook::PassBook;
 use crate::pool::Session;
 use crate::sidecar::Call;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 /// Log levels the core uses (per-request messages are debug only).
@@ -41,6 +43,11 @@ pub trait Host {
         _min_left: u64,
         _ring: &KeyRing,
     ) -> Option<Session> {
+        None
+    }
+    /// This VM's pass book (docs/passes.md); hosts without one count nothing and refuse no
+    /// pass the sidecar listed.
+    fn pass_book(&self) -> Option<Rc<RefCell<PassBook>>> {
         None
     }
     /// The client's address as Envoy sees it (`source.address`, `ip:port`), if known.

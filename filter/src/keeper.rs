@@ -134,13 +134,14 @@ impl KeyKeeper {
                 for _ in 0..3 {
                     let (bytes, cas) = host.shared_get(&shared_key);
                     let old = bytes.as_deref().and_then(KeyRing::decode);
-                    let ring = KeyRing::rotate(
+                    let mut ring = KeyRing::rotate(
                         old.as_ref(),
                         answer.current.clone(),
                         answer.not_after,
                         answer.previous.clone(),
                         answer.retired.clone(),
                     );
+                    ring.pass_keys = answer.pass_keys.clone();
                     if host.shared_set(&shared_key, &ring.encode(), cas) {
                         *self.cache.borrow_mut() = Some(Rc::new(ring));
                         break;

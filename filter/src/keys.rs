@@ -6,6 +6,7 @@
 //! for [`ISSUE_GRACE_SECS`] past its `notAfter` while the next fetch is retried.
 
 use nanogate_protocol::challenge::ChallengeKey;
+use nanogate_protocol::contract::pass::{PassKey, PassKeyEntry, MAX_PASS_KEYS};
 use nanogate_protocol::contract::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 
 /// How long past `notAfter` a key may still sign new challenges while the refresh is retried.
@@ -18,8 +19,9 @@ pub const ISSUE_GRACE_SECS: u64 = 30;
 pub const REFRESH_LEAD_SECS: u64 = 10;
 
 /// Shared-data key prefix; the cluster name follows, so two plugins that use different
-/// sidecars in one VM id do not mix their keys. (v2: the ring carries retired keys.)
-pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v2.";
+/// sidecars in one VM id do not mix their keys. (v2: the ring carries retired keys; v3: and
+/// the pass keys.)
+pub const SHARED_KEY_PREFIX: &str = "nanogate.challenge_key.v3.";
 
 /// Most retired keys a filter keeps (the sidecar decides which; extra ones are ignored).
 pub const MAX_RETIRED: usize = MAX_RETIRED_KEYS;
@@ -27,7 +29,7 @@ pub const MAX_RETIRED: usize = MAX_RETIRED_KEYS;
 /// The lease that elects one VM to fetch (value: the lease's expiry, u64 BE).
 pub const SHARED_LEASE_PREFIX: &str = "nanogate.challenge_key_lease.v1.";
 
-const CODEC_VERSION: u8 = 2;
+const CODEC_VERSION: u8 = 3;
 
 /// One key and its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +48,20 @@ pub struct KeyRing {
     /// Older keys the sidecar lists as `retired`: they only authenticate **expired**
     /// challenges (whose payment the sidecar may still admit or record), never a fresh one.
     pub retired: Vec<IdKey>,
+    /// The pass keys the sidecar listed with the last fetch (docs/passes.md): they verify pass
+    /// tokens. Never logged.
+    pub pass_keys: Vec<PassKeyEntry>,
 }
 
 impl KeyRing {
+    /// The pass key of `key_id`, if held.
+    pub fn pass_key(&self, key_id: u64) -> Option<&PassKey> {
+        self.pass_keys
+            .iter()
+            .find(|k| k.key_id == key_id)
+            .map(|k| &k.key)
+    }
+
     /// The key to sign new challenges with, unless it has gone stale.
     pub fn issuing(&self, now: u64) -> Option<&IdKey> {
         (now < self.not_after.saturating_add(ISSUE_GRACE_SECS)).then_some(&self.current)
@@ -100,19 +113,32 @@ impl KeyRing {
             not_after,
             previous,
             retired,
+            pass_keys: Vec::new(),
         }
     }
 
     /// Compact binary form for shared data: version, current (id, key), notAfter, whether a
-    /// previous key follows (0/1) and it, then the retired keys (id, key) to the end.
+    /// previous key follows (0/1) and it, the number of retired keys and they (id, key), then
+    /// the pass keys (id, key) to the end.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + 48 + 1 + 40 * (1 + self.retired.len()));
+        let n = 1 + self.retired.len() + self.pass_keys.len();
+        let mut out = Vec::with_capacity(1 + 48 + 2 + 40 * n);
         out.push(CODEC_VERSION);
         out.extend_from_slice(&self.current.key_id.to_be_bytes());
         out.extend_from_slice(&self.current.key.0);
         out.extend_from_slice(&self.not_after.to_be_bytes());
         out.push(u8::from(self.previous.is_some()));
-        for k in self.previous.iter().chain(&self.retired) {
+        if let Some(k) = &self.previous {
+            out.extend_from_slice(&k.key_id.to_be_bytes());
+            out.extend_from_slice(&k.key.0);
+        }
+        // At most MAX_RETIRED (16): fits a byte.
+        out.push(u8::try_from(self.retired.len()).unwrap_or(u8::MAX));
+        for k in &self.retired {
+            out.extend_from_slice(&k.key_id.to_be_bytes());
+            out.extend_from_slice(&k.key.0);
+        }
+        for k in &self.pass_keys {
             out.extend_from_slice(&k.key_id.to_be_bytes());
             out.extend_from_slice(&k.key.0);
         }
@@ -136,13 +162,26 @@ impl KeyRing {
             }
             _ => return None,
         };
-        if rest.len() % 40 != 0 || rest.len() / 40 > MAX_RETIRED {
+        let (&n_retired, mut rest) = rest.split_first()?;
+        if usize::from(n_retired) > MAX_RETIRED {
             return None;
         }
-        let mut retired = Vec::with_capacity(rest.len() / 40);
-        while !rest.is_empty() {
+        let mut retired = Vec::with_capacity(usize::from(n_retired));
+        for _ in 0..n_retired {
             let (k, r) = read_id_key(rest)?;
             retired.push(k);
+            rest = r;
+        }
+        if rest.len() % 40 != 0 || rest.len() / 40 > MAX_PASS_KEYS {
+            return None;
+        }
+        let mut pass_keys = Vec::with_capacity(rest.len() / 40);
+        while !rest.is_empty() {
+            let (k, r) = read_id_key(rest)?;
+            pass_keys.push(PassKeyEntry {
+                key_id: k.key_id,
+                key: PassKey(k.key.0),
+            });
             rest = r;
         }
         Some(KeyRing {
@@ -150,6 +189,7 @@ impl KeyRing {
             not_after,
             previous,
             retired,
+            pass_keys,
         })
     }
 }
@@ -188,6 +228,7 @@ pub fn parse_key_response(body: &[u8]) -> Result<KeyAnswer, &'static str> {
         not_after: a.not_after,
         previous: a.previous.map(id_key),
         retired: a.retired.into_iter().map(id_key).collect(),
+        pass_keys: a.pass_keys,
     })
 }
 
@@ -199,6 +240,7 @@ pub struct KeyAnswer {
     pub previous: Option<IdKey>,
     /// Keys only for authenticating expired challenges.
     pub retired: Vec<IdKey>,
+    pub pass_keys: Vec<PassKeyEntry>,
 }
 
 /// Lease value: its expiry in unix seconds.
@@ -231,6 +273,14 @@ mod tests {
         let r2 = KeyRing::rotate(Some(&r1), idk(6, 2), 200, None, vec![]);
         assert_eq!(r2.previous, Some(idk(5, 1)));
         assert_eq!(KeyRing::decode(&r2.encode()), Some(r2.clone()));
+        let mut r4 = KeyRing::rotate(Some(&r2), idk(7, 3), 300, None, vec![idk(4, 4), idk(3, 5)]);
+        r4.pass_keys = vec![PassKeyEntry {
+            key_id: 9,
+            key: PassKey([6; 32]),
+        }];
+        assert_eq!(KeyRing::decode(&r4.encode()), Some(r4.clone()));
+        assert_eq!(r4.pass_key(9), Some(&PassKey([6; 32])));
+        assert_eq!(r4.pass_key(8), None);
         // Same id again: previous is kept, not replaced by the same key.
         let r3 = KeyRing::rotate(Some(&r2), idk(6, 2), 210, None, vec![]);
         assert_eq!(r3.previous, Some(idk(5, 1)));

@@ -9,6 +9,7 @@
 //! - offers: [`challenge`] issues them, [`presented`] checks the one a payment echoes;
 //! - sessions of tagged routes: [`pool`] (in shared data), [`refill`] (from the sidecar);
 //! - the sidecar exchange: [`sidecar`]; keeping the challenge key: [`keeper`];
+//! - prepaid passes: [`passbook`] (checked and counted at the edge, reported on the tick);
 //! - a request: [`router`] picks the route, [`flow`] decides, [`respond`] sends local replies
 //!   ([`paywall`] for browsers).
 //!
@@ -32,6 +33,7 @@ pub mod jsontext;
 pub mod keeper;
 pub mod keys;
 pub mod metrics;
+pub mod passbook;
 pub mod pathre;
 pub mod paywall;
 pub mod pool;

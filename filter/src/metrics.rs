@@ -1,6 +1,7 @@
 //! Counters the filter keeps as Envoy stats. Envoy shows a wasm counter named `x` as
 //! `wasmcustom.x` in `/stats`.
 
+use nanogate_protocol::contract::pass::PassRefusal;
 use nanogate_protocol::x402::ErrorReason;
 
 /// Every counter. Rejections are counted per x402 reason (`nanogate_rejected_<reason>`).
@@ -32,6 +33,14 @@ pub enum Metric {
     KeyFetchErrors,
     /// 402s on a tagged route sent without a tagged offer because its session pool was empty.
     SessionPoolEmpty,
+    /// Requests served on a pass, with no sidecar call.
+    PassServed,
+    /// Passes bought (admitted payments that answered a pass).
+    PassesSold,
+    /// Pass tokens refused, by reason.
+    PassRefused(PassRefusal),
+    /// Usage reports that failed (their counts are sent again).
+    PassReportErrors,
 }
 
 const PREFIX: &str = "nanogate_";
@@ -54,6 +63,10 @@ impl Metric {
         ];
         v.extend(ErrorReason::ALL.iter().map(|&r| Metric::Rejected(r)));
         v.push(Metric::SessionPoolEmpty);
+        v.push(Metric::PassServed);
+        v.push(Metric::PassesSold);
+        v.push(Metric::PassReportErrors);
+        v.extend(PassRefusal::ALL.iter().map(|&r| Metric::PassRefused(r)));
         v
     }
 
@@ -73,6 +86,13 @@ impl Metric {
             Metric::KeyFetchErrors => 10,
             Metric::Rejected(r) => 11 + ErrorReason::ALL.iter().position(|&x| x == r).unwrap_or(0),
             Metric::SessionPoolEmpty => 11 + ErrorReason::ALL.len(),
+            Metric::PassServed => 12 + ErrorReason::ALL.len(),
+            Metric::PassesSold => 13 + ErrorReason::ALL.len(),
+            Metric::PassReportErrors => 14 + ErrorReason::ALL.len(),
+            Metric::PassRefused(r) => {
+                15 + ErrorReason::ALL.len()
+                    + PassRefusal::ALL.iter().position(|&x| x == r).unwrap_or(0)
+            }
         }
     }
 
@@ -91,7 +111,11 @@ impl Metric {
             Metric::OutcomesReported => "outcomes_reported",
             Metric::OutcomeErrors => "outcome_errors",
             Metric::KeyFetchErrors => "key_fetch_errors",
+            Metric::PassServed => "pass_served",
+            Metric::PassesSold => "passes_sold",
+            Metric::PassReportErrors => "pass_report_errors",
             Metric::Rejected(r) => return format!("{PREFIX}rejected_{}", r.as_str()),
+            Metric::PassRefused(r) => return format!("{PREFIX}pass_refused_{}", r.as_str()),
         };
         format!("{PREFIX}{base}")
     }

@@ -4,11 +4,12 @@
 //! tagged session's payee and amount, which the MAC then vouches for) and the stamp: validBefore,
 //! nonce, keyId and the MAC.
 
-use crate::config::{Config, Price, TaggedTerms};
+use crate::config::{Config, PassOffer, Price, TaggedTerms};
 use crate::keys::KeyRing;
 use nanogate_protocol::challenge::{
     self, ChallengeError, ChallengeStamp, ChallengeTerms, Mechanism,
 };
+use nanogate_protocol::contract::pass::{PassTerms, EXTRA_PASS};
 use nanogate_protocol::contract::{Offer, SCHEME_EXACT};
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, PublicKey};
@@ -24,19 +25,40 @@ enum Binding<'a> {
     /// One of the route's pre-issued tagged sessions (the payer broadcast its own send), for
     /// the route's scope: sessions are issued before any request, so they cannot know its URL.
     TaggedSession(&'a TaggedTerms),
-    // Later mechanisms (passes, payer-signed proofs) add a variant and its arm in `offer`.
+    /// One of the route's passes, by a signed block, for the pass's scope.
+    Pass(&'a PassOffer),
+    // Later mechanisms (payer-signed proofs) add a variant and its arm in `offer`.
 }
 
 impl<'a> Binding<'a> {
     /// The binding a payment on this route claims: a client-broadcast payload on a tagged route
     /// presents a session; anything else a signed-block challenge.
-    fn of(price: &'a Price, resource: &'a str, payment: &DecodedPayment) -> Binding<'a> {
-        match &price.tagged {
+    /// An offer that echoes `extra.pass` presents that pass of the route (by a signed block;
+    /// a pass the route does not offer is not ours).
+    fn of(
+        price: &'a Price,
+        resource: &'a str,
+        payment: &DecodedPayment,
+    ) -> Result<Binding<'a>, ErrorReason> {
+        if let Some(extra) = payment.accepted().and_then(|a| a.extra.get(EXTRA_PASS)) {
+            let name = extra.get("name").and_then(serde_json::Value::as_str);
+            let offer = price
+                .passes
+                .as_ref()
+                .zip(name)
+                .and_then(|(p, n)| p.offer(n))
+                .ok_or(ErrorReason::InvalidChallenge)?;
+            if matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast) {
+                return Err(ErrorReason::InvalidChallenge);
+            }
+            return Ok(Binding::Pass(offer));
+        }
+        Ok(match &price.tagged {
             Some(t) if matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast) => {
                 Binding::TaggedSession(t)
             }
             _ => Binding::SignedBlock { resource },
-        }
+        })
     }
 
     /// Our offer as the payment presents it, or why it cannot be ours.
@@ -54,6 +76,7 @@ impl<'a> Binding<'a> {
                 }
                 Ok(crate::challenge::signed_block(network, price, resource))
             }
+            Binding::Pass(pass) => Ok(crate::challenge::pass_offer(network, price, pass)),
             Binding::TaggedSession(t) => {
                 let key = PublicKey::from_address(&accepted.pay_to)
                     .map_err(|_| ErrorReason::InvalidChallenge)?;
@@ -84,8 +107,10 @@ impl<'a> Binding<'a> {
 pub struct Presented {
     /// Our terms plus the echoed stamp.
     pub requirements: PaymentRequirements,
-    /// What the sidecar binds the payment to: the URL, or a tagged route's scope.
+    /// What the sidecar binds the payment to: the URL, a tagged route's scope, or a pass's.
     pub resource: String,
+    /// The pass the payment buys, if it presents a pass offer.
+    pub pass: Option<PassTerms>,
 }
 
 /// Checks the offer `payment` presents on this route and URL. `Err` is the reason for a fresh
@@ -98,7 +123,7 @@ pub fn check(
     ring: &KeyRing,
     now: u64,
 ) -> Result<Presented, ErrorReason> {
-    let binding = Binding::of(price, resource, payment);
+    let binding = Binding::of(price, resource, payment)?;
     let accepted = echoed_offer(payment)?;
     same_scheme_and_network(cfg, payment)?;
     let offer = binding.offer(&cfg.network, price, payment, accepted)?;
@@ -110,6 +135,10 @@ pub fn check(
     Ok(Presented {
         requirements: offer.requirements(stamp_extra(&stamp, &tag)),
         resource: offer.resource.to_owned(),
+        pass: match binding {
+            Binding::Pass(p) => Some(p.terms.clone()),
+            _ => None,
+        },
     })
 }
 
@@ -260,11 +289,11 @@ mod tests {
         // A route without `tagged` leaves it to the signed-block check.
         assert!(matches!(
             Binding::of(paid(&cfg, 1), url, &ok),
-            Binding::SignedBlock { .. }
+            Ok(Binding::SignedBlock { .. })
         ));
         assert!(matches!(
             Binding::of(p, url, &ok),
-            Binding::TaggedSession(_)
+            Ok(Binding::TaggedSession(_))
         ));
     }
 }

@@ -7,6 +7,7 @@
 
 use crate::config::{Config, Price, SidecarConfig, TaggedTerms, SESSION_BATCH};
 use crate::pool::Session;
+use nanogate_protocol::contract::pass::{PassTerms, PassUsageRequest};
 use nanogate_protocol::contract::{
     self, headers, paths, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
@@ -71,6 +72,7 @@ pub fn pay_call(
     payment: &DecodedPayment,
     upstream_timeout_ms: u64,
     source: Option<&str>,
+    pass: Option<&PassTerms>,
 ) -> Call {
     let payment = match payment.to_payload_v2(None) {
         Some(p) => serde_json::to_value(p).unwrap_or(Value::Null),
@@ -82,7 +84,7 @@ pub fn pay_call(
         payment,
         upstream_timeout_ms: Some(upstream_timeout_ms),
         source: source.map(str::to_owned),
-        pass: None,
+        pass: pass.cloned(),
     };
     Call::new(
         sidecar,
@@ -90,6 +92,17 @@ pub fn pay_call(
         paths::PAY,
         Some(serde_json::to_vec(&body).unwrap_or_default()),
         sidecar.pay_timeout,
+    )
+}
+
+/// `POST /v1/passes/usage`: this VM's pass counts since its last report.
+pub fn usage_call(sidecar: &SidecarConfig, report: &PassUsageRequest) -> Call {
+    Call::new(
+        sidecar,
+        "POST",
+        paths::PASS_USAGE,
+        Some(serde_json::to_vec(report).unwrap_or_default()),
+        sidecar.control_timeout,
     )
 }
 

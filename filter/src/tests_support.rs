@@ -43,6 +43,7 @@ pub fn ring(key_id: u64, not_after: u64) -> KeyRing {
             key_id: key_id.saturating_sub(1),
             key: ChallengeKey([6; 32]),
         }),
+        pass_keys: Vec::new(),
         retired: Vec::new(),
     }
 }

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod facilitator;
 pub mod filter;
 pub mod guard;
+pub mod passes;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};
@@ -27,6 +28,9 @@ pub mod body_limit {
     pub const SESSIONS: usize = 16 * 1024;
     pub const OUTCOME: usize = 1024;
     pub const CHALLENGE: usize = 4 * 1024;
+    /// A usage report: at most 1024 counts of about 60 bytes.
+    pub const PASS_USAGE: usize = 96 * 1024;
+    pub const PASS_REVOKE: usize = 1024;
 }
 
 /// Every route, grouped by credential (see [`auth`]): what [`router`] serves.
@@ -34,11 +38,13 @@ pub fn groups(state: &AppState) -> Vec<Group> {
     let mut groups = vec![
         filter::routes(state),
         tagged::filter_routes(state),
+        passes::filter_routes(state),
         facilitator::routes(state),
         tagged::admin_routes(state),
         facilitator::public_routes(state),
         admin::routes(state),
         admin::ledger_routes(state),
+        passes::admin_routes(state),
     ];
     // `/metrics` moves to its own listener when one is configured (`metrics.listen`).
     if !state.http.metrics_separate {

@@ -3,6 +3,7 @@
 //! option is listed in `--help` and in sidecar/README.md.
 
 use clap::Parser;
+use nanogate_protocol::contract::pass::MAX_PASS_SECONDS;
 use nanogate_protocol::contract::{check_network, network};
 use nanogate_protocol::nano::{Network, PublicKey};
 use serde::Deserialize;
@@ -41,6 +42,9 @@ pub struct Config {
     pub challenge_secret: Option<String>,
     /// Challenge key rotation period in seconds (keep it ≥ the routes' maxTimeoutSeconds).
     pub key_rotation_secs: u64,
+    /// Pass key rotation period in seconds (docs/passes.md): new pass tokens are minted under
+    /// the current pass key; older ones stay valid until their pass expires.
+    pub pass_key_rotation_secs: u64,
     /// Seconds to wait for in-flight settlements at shutdown.
     pub shutdown_grace_secs: u64,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `nanogate_sidecar=debug`.
@@ -65,6 +69,9 @@ pub struct MetricsConfig {
     /// `Authorization: Bearer <token>` required for `/metrics` (≥ 16 bytes).
     pub token: Option<String>,
 }
+
+/// Default pass key rotation: one day.
+pub const DEFAULT_PASS_KEY_ROTATION_SECS: u64 = 86_400;
 
 /// Where `/metrics` goes when the API listens beyond loopback and nothing else is said.
 pub const DEFAULT_METRICS_LISTEN: SocketAddr =
@@ -211,6 +218,7 @@ impl Default for Config {
             filter_secret: None,
             challenge_secret: None,
             key_rotation_secs: 300,
+            pass_key_rotation_secs: DEFAULT_PASS_KEY_ROTATION_SECS,
             shutdown_grace_secs: 30,
             log: "info".into(),
             nodes: NodesConfig::default(),
@@ -304,6 +312,9 @@ pub struct Cli {
     /// Challenge key rotation period in seconds [default: 300].
     #[arg(long, env = "NANOGATE_KEY_ROTATION_SECS")]
     pub key_rotation_secs: Option<u64>,
+    /// Pass key rotation period in seconds, 60 to 2678400 [default: 86400].
+    #[arg(long, env = "NANOGATE_PASS_KEY_ROTATION_SECS")]
+    pub pass_key_rotation_secs: Option<u64>,
     /// Node RPC URLs, comma-separated, tried in order [default: http://127.0.0.1:7076].
     #[arg(long, env = "NANOGATE_RPC_URLS", value_delimiter = ',')]
     pub rpc_urls: Option<Vec<String>>,
@@ -439,6 +450,7 @@ impl Config {
             c.challenge_secret = cli.challenge_secret;
         }
         set(&mut c.key_rotation_secs, cli.key_rotation_secs);
+        set(&mut c.pass_key_rotation_secs, cli.pass_key_rotation_secs);
         set(&mut c.nodes.rpc, cli.rpc_urls);
         set(&mut c.nodes.ws, cli.ws_urls);
         set(&mut c.nodes.call_timeout_ms, cli.rpc_timeout_ms);
@@ -539,6 +551,12 @@ impl Config {
         }
         if self.key_rotation_secs == 0 || self.settlement.max_wait_secs == 0 {
             return bad("key_rotation_secs and settlement.max_wait_secs must be > 0");
+        }
+        if !(60..=MAX_PASS_SECONDS).contains(&self.pass_key_rotation_secs) {
+            return Err(ConfigError::Invalid(format!(
+                "pass_key_rotation_secs (NANOGATE_PASS_KEY_ROTATION_SECS) must be 60 to \
+                 {MAX_PASS_SECONDS} (the longest pass)"
+            )));
         }
         if self.pay_to_keys().is_err() {
             return bad("facilitator.pay_to holds an invalid nano_ address");

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod passes;
 pub mod readiness;
 pub mod server;
 pub mod state;

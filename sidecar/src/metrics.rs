@@ -81,6 +81,21 @@ pub struct Metrics {
     pub readiness_probes: Counter,
     /// Outcome reports refused for a missing or stale admission token, by reason.
     pub outcomes_refused: Family<ReasonLabel, Counter>,
+    /// Passes bought (recorded with their payment; a redemption is not counted again).
+    pub passes_sold: Counter,
+    /// Pass usage reports received from filter VMs.
+    pub pass_usage_reports: Counter,
+    /// Requests served on counted passes, as reported.
+    pub pass_requests_reported: Counter,
+    /// Passes revoked by the operator.
+    pub passes_revoked: Counter,
+    /// Authenticated calls to the filter API, by path (the filter's traffic to the sidecar).
+    pub filter_calls: Family<PathLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,8 +136,38 @@ impl Metrics {
             requests_timed_out: Counter::default(),
             readiness_probes: Counter::default(),
             outcomes_refused: Family::default(),
+            passes_sold: Counter::default(),
+            pass_usage_reports: Counter::default(),
+            pass_requests_reported: Counter::default(),
+            passes_revoked: Counter::default(),
+            filter_calls: Family::default(),
             registry: Registry::default(),
         };
+        registry.register(
+            "passes_sold",
+            "Prepaid passes bought",
+            m.passes_sold.clone(),
+        );
+        registry.register(
+            "pass_usage_reports",
+            "Pass usage reports received from filter VMs",
+            m.pass_usage_reports.clone(),
+        );
+        registry.register(
+            "pass_requests_reported",
+            "Requests served on counted passes, as the filters reported them",
+            m.pass_requests_reported.clone(),
+        );
+        registry.register(
+            "passes_revoked",
+            "Passes revoked by the operator",
+            m.passes_revoked.clone(),
+        );
+        registry.register(
+            "filter_calls",
+            "Authenticated filter API calls, by path",
+            m.filter_calls.clone(),
+        );
         registry.register(
             "outcomes_refused",
             "Outcome reports refused (not recorded) for a missing or stale admission token",

@@ -12,6 +12,7 @@ use crate::ledger::Ledger;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::node::{Confirmations, NodeClient, NodeConfig};
+use crate::passes::PassKeys;
 use crate::readiness::Readiness;
 use crate::state::{AppState, Credentials, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
@@ -95,6 +96,13 @@ pub fn state_with(
         readiness: Arc::new(Readiness::new(Duration::from_secs(
             cfg.server.ready_cache_secs,
         ))),
+        passes: Arc::new(PassKeys::new(
+            cfg.challenge_secret
+                .clone()
+                .unwrap_or_default()
+                .into_bytes(),
+            cfg.pass_key_rotation_secs,
+        )),
     })
 }
 

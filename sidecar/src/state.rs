@@ -2,6 +2,7 @@
 
 use crate::engine::Engine;
 use crate::metrics::Metrics;
+use crate::passes::PassKeys;
 use crate::readiness::Readiness;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub challenge_max_timeout_secs: u64,
     pub http: HttpSettings,
     pub readiness: Arc<Readiness>,
+    /// The pass keys (docs/passes.md).
+    pub passes: Arc<PassKeys>,
 }
 
 /// How the HTTP server protects itself (`[server]` in the configuration).

@@ -105,6 +105,10 @@ impl Host for WasmHost<'_> {
         Some(ring)
     }
 
+    fn pass_book(&self) -> Option<Rc<std::cell::RefCell<crate::passbook::PassBook>>> {
+        Some(Rc::clone(&self.shared.passes))
+    }
+
     fn pop_session(
         &mut self,
         pool_key: &str,

@@ -21,6 +21,8 @@ pub struct VmShared {
     pub metrics: Metrics,
     pub root_id: u32,
     pub nonces: std::cell::RefCell<NoncePool>,
+    /// This VM's pass counts and refusals (docs/passes.md).
+    pub passes: Rc<std::cell::RefCell<crate::passbook::PassBook>>,
 }
 
 /// Challenge nonces drawn from the host's random source a batch at a time: one hostcall per

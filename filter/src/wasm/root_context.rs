@@ -88,6 +88,15 @@ impl Context for Root {
             pools.on_answer(&mut host, token_id, status, body.as_deref());
             return;
         }
+        if shared.passes.borrow().pending == Some(token_id) {
+            let status = super::call_status();
+            let body = super::call_body(body_size);
+            let mut host = Host {
+                metrics: &shared.metrics,
+            };
+            crate::passbook::report_answer(&shared.passes, &mut host, status, body.as_deref());
+            return;
+        }
         if keeper.owns(token_id) {
             let status = super::call_status();
             let body = super::call_body(body_size);
@@ -138,6 +147,7 @@ impl RootContext for Root {
             metrics: Metrics::define(),
             root_id: self.context_id,
             nonces: Default::default(),
+            passes: Default::default(),
         });
         let mut keeper = KeyKeeper::new(cfg, cache);
         keeper.start(&mut Host {
@@ -161,6 +171,13 @@ impl RootContext for Root {
                     metrics: &shared.metrics,
                 });
             }
+            crate::passbook::report_tick(
+                &shared.passes,
+                &shared.cfg,
+                &mut Host {
+                    metrics: &shared.metrics,
+                },
+            );
         }
     }
 

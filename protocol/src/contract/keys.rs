@@ -1,6 +1,6 @@
 //! `GET /v1/challenge-key`: the keys the filter issues and checks challenges with.
 
-use super::pass::{PassKeyEntry, MAX_PASS_KEYS};
+use super::pass::{PassKey, PassKeyEntry, MAX_PASS_KEYS};
 use crate::challenge::ChallengeKey;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -72,14 +72,15 @@ fn lenient_entries<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<KeyEntry>, D::
 }
 
 fn lenient_pass_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PassKeyEntry>, D::Error> {
-    let Value::Array(items) = Value::deserialize(d)? else {
-        return Ok(Vec::new());
-    };
-    Ok(items
+    // Read as challenge key entries (the same shape): one deserializer in the filter module,
+    // not two.
+    Ok(lenient_entries(d)?
         .into_iter()
-        .filter(Value::is_object)
-        .filter_map(|e| serde_json::from_value(e).ok())
         .take(MAX_PASS_KEYS)
+        .map(|e| PassKeyEntry {
+            key_id: e.key_id,
+            key: PassKey(e.key.0),
+        })
         .collect())
 }
 

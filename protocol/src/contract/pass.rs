@@ -169,14 +169,20 @@ pub struct PassKeyEntry {
     pub key: PassKey,
 }
 
-/// The pass key ids the sidecar publishes at `now`: the current one
-/// (`now / rotation_secs`) and every older one a live pass may have been minted under
-/// (back to `now - MAX_PASS_SECONDS`), newest first, at most [`MAX_PASS_KEYS`].
+/// The pass key id that mints at `now`.
+pub fn pass_key_id_at(now: u64, rotation_secs: u64) -> u64 {
+    now / rotation_secs.max(1)
+}
+
+/// The pass key ids the sidecar publishes at `now`, newest first, at most [`MAX_PASS_KEYS`]:
+/// the next one (so a filter that fetched its keys during the previous period already holds
+/// the key a fresh token is minted under), the current one ([`pass_key_id_at`]) and every
+/// older one a live pass may have been minted under (back to `now - MAX_PASS_SECONDS`).
 pub fn published_key_ids(now: u64, rotation_secs: u64) -> Vec<u64> {
     let r = rotation_secs.max(1);
-    let current = now / r;
+    let next = pass_key_id_at(now, r).saturating_add(1);
     let oldest = now.saturating_sub(MAX_PASS_SECONDS) / r;
-    (oldest..=current).rev().take(MAX_PASS_KEYS).collect()
+    (oldest..=next).rev().take(MAX_PASS_KEYS).collect()
 }
 
 /// A pass token's contents. On the wire (base64url, no padding) it is:
@@ -389,14 +395,11 @@ pub struct PassUsageRequest {
 /// The answer to `POST /v1/passes/usage`: the authoritative total of every pass reported, and
 /// the ids of unexpired passes the filter must refuse from now on (each list at most
 /// [`MAX_USAGE_ENTRIES`], newest first).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PassUsageAnswer {
-    #[serde(default, deserialize_with = "lenient_counts")]
     pub totals: Vec<PassCount>,
-    #[serde(default, deserialize_with = "lenient_ids")]
     pub exhausted: Vec<String>,
-    #[serde(default, deserialize_with = "lenient_ids")]
     pub revoked: Vec<String>,
 }
 
@@ -404,44 +407,66 @@ fn is_pass_id(s: &str) -> bool {
     hex::decode_array::<16>(s).is_ok()
 }
 
-fn lenient_ids<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let Value::Array(items) = Value::deserialize(d)? else {
-        return Ok(Vec::new());
+/// The well-formed pass ids of a JSON array, lower-cased, at most [`MAX_USAGE_ENTRIES`].
+fn ids_of(v: Option<&Value>) -> Vec<String> {
+    let Some(Value::Array(items)) = v else {
+        return Vec::new();
     };
-    Ok(items
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::String(s) if is_pass_id(&s) => Some(s.to_ascii_lowercase()),
-            _ => None,
-        })
+    items
+        .iter()
+        .filter_map(Value::as_str)
+        .filter(|s| is_pass_id(s))
+        .map(str::to_ascii_lowercase)
         .take(MAX_USAGE_ENTRIES)
-        .collect())
-}
-
-fn lenient_counts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PassCount>, D::Error> {
-    let Value::Array(items) = Value::deserialize(d)? else {
-        return Ok(Vec::new());
-    };
-    Ok(items
-        .into_iter()
-        .filter(Value::is_object)
-        .filter_map(|v| serde_json::from_value::<PassCount>(v).ok())
-        .filter(|c| is_pass_id(&c.id))
-        .map(|mut c| {
-            c.id.make_ascii_lowercase();
-            c
-        })
-        .take(MAX_USAGE_ENTRIES)
-        .collect())
+        .collect()
 }
 
 impl PassUsageAnswer {
     /// Reads an answer leniently: a malformed answer is empty, malformed entries are skipped.
+    /// Walked by hand over a `Value` (no derived deserializer in the filter module).
     pub fn parse(body: &[u8]) -> PassUsageAnswer {
-        match serde_json::from_slice::<Value>(body) {
-            Ok(v @ Value::Object(_)) => serde_json::from_value(v).unwrap_or_default(),
-            _ => PassUsageAnswer::default(),
+        let Ok(Value::Object(o)) = serde_json::from_slice::<Value>(body) else {
+            return PassUsageAnswer::default();
+        };
+        let totals = match o.get("totals") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(|t| {
+                    let id = t.get("id")?.as_str().filter(|s| is_pass_id(s))?;
+                    Some(PassCount {
+                        id: id.to_ascii_lowercase(),
+                        used: t.get("used")?.as_u64()?,
+                    })
+                })
+                .take(MAX_USAGE_ENTRIES)
+                .collect(),
+            _ => Vec::new(),
+        };
+        PassUsageAnswer {
+            totals,
+            exhausted: ids_of(o.get("exhausted")),
+            revoked: ids_of(o.get("revoked")),
         }
+    }
+}
+
+impl PassIssued {
+    /// Reads a pass from a verdict's `pass` (by hand: no derived deserializer in the filter
+    /// module); `None` when it is not an object with a string token, id, name and group and a
+    /// whole `expiresAt`.
+    pub fn from_value(v: &Value) -> Option<PassIssued> {
+        let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        Some(PassIssued {
+            token: s("token")?,
+            id: s("id")?,
+            name: s("name")?,
+            group: s("group")?,
+            expires_at: v.get("expiresAt")?.as_u64()?,
+            requests: v
+                .get("requests")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+        })
     }
 }
 
@@ -609,7 +634,7 @@ mod tests {
     #[test]
     fn published_keys_cover_the_longest_pass() {
         let ids = published_key_ids(MAX_PASS_SECONDS + 86_400 * 10, 86_400);
-        assert_eq!(ids.first(), Some(&41));
+        assert_eq!(ids.first(), Some(&42));
         assert_eq!(ids.last(), Some(&10));
         assert!(published_key_ids(u64::MAX, 1).len() == MAX_PASS_KEYS);
     }

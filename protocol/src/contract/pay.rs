@@ -149,10 +149,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 }
 
 fn lenient_pass<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PassIssued>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        v @ Value::Object(_) => serde_json::from_value(v).ok(),
-        _ => None,
-    })
+    Ok(PassIssued::from_value(&Value::deserialize(d)?))
 }
 
 fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

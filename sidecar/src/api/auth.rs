@@ -81,6 +81,16 @@ async fn require(
     next: Next,
 ) -> Response {
     if credential.present(req.headers(), &state) {
+        if credential == Credential::FilterSecret {
+            // Only matched routes reach this layer: the label is one of our paths.
+            state
+                .metrics
+                .filter_calls
+                .get_or_create(&crate::metrics::PathLabel {
+                    path: req.uri().path().to_owned(),
+                })
+                .inc();
+        }
         next.run(req).await
     } else {
         state.metrics.auth_failure(credential.metric_label());

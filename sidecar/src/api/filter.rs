@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use nanogate_protocol::contract::pass::PassIssued;
 use nanogate_protocol::contract::{
     headers, paths, ChallengeKeyAnswer, KeyEntry, OutcomeAnswer, OutcomeRequest, PayRequest,
     VerdictBody,
@@ -73,22 +74,34 @@ async fn challenge_key(
             .iter()
             .map(|r| entry(r.key_id, &r.key))
             .collect(),
-        pass_keys: Vec::new(),
+        // Pass keys: the next, the current (which mints) and every older one a live pass may
+        // have been minted under (docs/passes.md).
+        pass_keys: state.passes.published(now),
     }))
 }
 
-/// The verdict as the filter reads it.
-pub fn verdict_body(v: &Verdict) -> VerdictBody {
+/// The verdict as the filter reads it; an admission that bought a pass carries it, in the
+/// verdict and in `PAYMENT-RESPONSE`'s `extensions.pass`.
+pub fn verdict_body(v: &Verdict, pass: Option<&PassIssued>) -> VerdictBody {
     match v {
-        Verdict::Admit(a) => VerdictBody::admit(
-            a.receipt.clone(),
-            a.transaction.to_hex(),
-            a.payer.clone(),
-            encode_header(&a.settlement),
-            a.redeemed,
-            // Only the admitting proxy gets it: it never leaves the proxy.
-            a.admission_token.clone(),
-        ),
+        Verdict::Admit(a) => {
+            let settlement = match pass {
+                Some(p) => encode_header(&crate::passes::with_pass(&a.settlement, p)),
+                None => encode_header(&a.settlement),
+            };
+            VerdictBody {
+                pass: pass.cloned(),
+                ..VerdictBody::admit(
+                    a.receipt.clone(),
+                    a.transaction.to_hex(),
+                    a.payer.clone(),
+                    settlement,
+                    a.redeemed,
+                    // Only the admitting proxy gets it: it never leaves the proxy.
+                    a.admission_token.clone(),
+                )
+            }
+        }
         Verdict::Reject(r) => {
             VerdictBody::reject(r.reason, r.message.clone(), r.status, r.retry_after)
         }
@@ -98,13 +111,26 @@ pub fn verdict_body(v: &Verdict) -> VerdictBody {
     }
 }
 
-fn verdict_response(v: &Verdict) -> Response {
-    let mut resp = Json(verdict_body(v)).into_response();
+fn verdict_response(v: &Verdict, pass: Option<&PassIssued>) -> Response {
+    let mut resp = Json(verdict_body(v, pass)).into_response();
     resp.headers_mut().insert(
         HeaderName::from_static(headers::VERDICT),
         HeaderValue::from_static(headers::VERDICT_MARKER),
     );
     resp
+}
+
+/// A pass purchase's terms must be well-formed and be what the challenge MAC bound (the
+/// resource is their scope), or nothing is paid.
+fn check_pass(parsed: &PayRequest) -> Result<(), String> {
+    let Some(t) = &parsed.pass else {
+        return Ok(());
+    };
+    t.check().map_err(|e| format!("pass terms: {e}"))?;
+    if parsed.resource != t.scope() {
+        return Err("pass terms: the resource is not the pass's scope".into());
+    }
+    Ok(())
 }
 
 async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
@@ -114,12 +140,24 @@ async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(b) => b,
         Err(e) => {
             state.metrics.reject(ErrorReason::InvalidPayload.as_str());
-            return verdict_response(&Verdict::Reject(Rejection::new(
-                ErrorReason::InvalidPayload,
-                format!("malformed /v1/pay body: {e}"),
-            )));
+            return verdict_response(
+                &Verdict::Reject(Rejection::new(
+                    ErrorReason::InvalidPayload,
+                    format!("malformed /v1/pay body: {e}"),
+                )),
+                None,
+            );
         }
     };
+    if let Err(why) = check_pass(&parsed) {
+        state
+            .metrics
+            .reject(ErrorReason::InvalidPaymentRequirements.as_str());
+        return verdict_response(
+            &Verdict::Reject(Rejection::new(ErrorReason::InvalidPaymentRequirements, why)),
+            None,
+        );
+    }
     let ctx = PayContext {
         arrived,
         ..PayContext::with_upstream_timeout_ms(parsed.upstream_timeout_ms)
@@ -128,10 +166,13 @@ async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
     let limits = state.engine.limits().clone();
     if let Err(wait) = limits.source_allowed(source) {
         state.metrics.reject(ErrorReason::RateLimited.as_str());
-        return verdict_response(&Verdict::Reject(Rejection::rate_limited(
-            wait.0,
-            "too many refused payments from this client; retry later",
-        )));
+        return verdict_response(
+            &Verdict::Reject(Rejection::rate_limited(
+                wait.0,
+                "too many refused payments from this client; retry later",
+            )),
+            None,
+        );
     }
     let input = PaymentInput {
         resource: parsed.resource,
@@ -144,28 +185,56 @@ async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
     // dropped the call, so this handler is gone), an admission cannot reach it: the payment
     // becomes redeemable instead of holding a lease for a request that never runs.
     let engine = state.engine.clone();
-    let (tx, rx) = tokio::sync::oneshot::channel::<Verdict>();
+    let (passes, metrics, pass_terms) = (state.passes.clone(), state.metrics.clone(), parsed.pass);
+    let (tx, rx) = tokio::sync::oneshot::channel::<(Verdict, Option<PassIssued>)>();
     let task = tokio::spawn(async move {
-        let verdict = engine.pay_with(&input, ctx).await;
+        let mut verdict = engine.pay_with(&input, ctx).await;
         if matches!(verdict, Verdict::Reject(_)) {
             limits.source_refused(source);
         }
-        if let Err(Verdict::Admit(a)) = tx.send(verdict) {
+        // A bought pass is recorded before the admission is answered; if it cannot be, the
+        // payment is not delivered (it stays redeemable, and its redemption records the pass).
+        let mut pass = None;
+        if let (Verdict::Admit(a), Some(terms)) = (&verdict, &pass_terms) {
+            match passes
+                .issue(engine.store().as_ref(), terms, a, unix_now())
+                .await
+            {
+                Ok(p) => {
+                    if !a.redeemed {
+                        metrics.passes_sold.inc();
+                    }
+                    pass = Some(p);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not record a bought pass");
+                    engine.undelivered(&a.receipt).await;
+                    verdict = Verdict::Unavailable(Rejection::new(
+                        ErrorReason::UnexpectedSettleError,
+                        "the pass could not be recorded; present the payment again",
+                    ));
+                }
+            }
+        }
+        if let Err((Verdict::Admit(a), _)) = tx.send((verdict, pass)) {
             engine.undelivered(&a.receipt).await;
         }
     });
-    let verdict = match rx.await {
+    let (verdict, pass) = match rx.await {
         Ok(v) => v,
         Err(_) => {
             let e = task.await.err();
             tracing::error!(error = ?e, "settlement task failed");
-            Verdict::Unavailable(Rejection::new(
-                ErrorReason::UnexpectedSettleError,
-                "internal error while settling",
-            ))
+            (
+                Verdict::Unavailable(Rejection::new(
+                    ErrorReason::UnexpectedSettleError,
+                    "internal error while settling",
+                )),
+                None,
+            )
         }
     };
-    verdict_response(&verdict)
+    verdict_response(&verdict, pass.as_ref())
 }
 
 async fn outcome(

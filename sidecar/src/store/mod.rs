@@ -11,6 +11,7 @@
 //! applied at start.
 
 pub mod cursor;
+pub mod passes;
 pub mod payments;
 pub mod postgres;
 pub mod sqlite;
@@ -86,10 +87,10 @@ pub struct ForkEntry {
 }
 
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
-/// tagged-amount operations ([`tagged::TaggedStore`]) and the reconciliation cursors
-/// ([`cursor::CursorStore`]).
+/// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
+/// ([`cursor::CursorStore`]) and the prepaid passes ([`passes::PassStore`]).
 pub trait Store:
-    PaymentStore + tagged::TaggedStore + cursor::CursorStore + Send + Sync + 'static
+    PaymentStore + tagged::TaggedStore + cursor::CursorStore + passes::PassStore + Send + Sync + 'static
 {
     /// Which backend ("sqlite" or "postgres"), for metrics and logs.
     fn kind(&self) -> &'static str;

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admission_token",
         include_str!("../../migrations/postgres/0005_admission_token.sql"),
     ),
+    (
+        7,
+        "passes",
+        include_str!("../../migrations/postgres/0007_passes.sql"),
+    ),
 ];
 
 pub struct PgStore {
@@ -248,3 +253,4 @@ impl Store for PgStore {
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
 super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
 super::cursor::impl_cursor_store!(PgStore, false);
+super::passes::impl_pass_store!(PgStore, sqlx::postgres::PgRow, false);

@@ -33,6 +33,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admission_token",
         include_str!("../../migrations/sqlite/0005_admission_token.sql"),
     ),
+    (
+        7,
+        "passes",
+        include_str!("../../migrations/sqlite/0007_passes.sql"),
+    ),
 ];
 
 pub struct SqliteStore {
@@ -209,3 +214,4 @@ impl Store for SqliteStore {
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::cursor::impl_cursor_store!(SqliteStore, true);
+super::passes::impl_pass_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);

@@ -1,0 +1,401 @@
+//! End to end, prepaid passes (docs/passes.md): real Envoy with the filter, the real sidecar,
+//! the devnet and a recording upstream, on the demo bootstrap's `/passes/` routes (group
+//! `passes`: `hour`, one hour; `three`, three requests) and `/other-passes/` (its own group),
+//! with the shipped defaults (`passReportSecs` 1, pass keys rotated daily).
+
+use nanogate_protocol::contract::pass::{
+    cookie_name, PassIssued, PassKey, PassToken, EXTENSION_PASS, HEADER, MAX_PASS_SECONDS,
+};
+use nanogate_protocol::nano::parse_raw;
+use nanogate_protocol::x402::encode_header;
+use nanogate_tests::stack::{Reply, Stack, StackConfig, StoreKind, CHALLENGE_SECRET};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+/// The demo bootstrap's pass key rotation is the sidecar's default.
+const PASS_KEY_ROTATION_SECS: u64 = 86_400;
+
+fn config(store: StoreKind, gates: usize) -> StackConfig {
+    StackConfig {
+        store,
+        gates,
+        sidecar_env: vec![(
+            "NANOGATE_FACILITATOR_TOKEN".to_owned(),
+            ADMIN_TOKEN.to_owned(),
+        )],
+        ..StackConfig::default()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Buys pass `name` at `path` through `gate` with a signed block (the client library's payment
+/// for the pass's `accepts[]` entry), sending `host` (loopback or the stack's). Returns the
+/// purchase's reply and the pass it answered.
+async fn buy(
+    s: &Stack,
+    gate: usize,
+    path: &str,
+    name: &str,
+    host: Option<&str>,
+) -> (Reply, PassIssued) {
+    let hosts: Vec<(&str, &str)> = host.map(|h| vec![("host", h)]).unwrap_or_default();
+    let r = s.get_via(gate, path, &hosts).await;
+    assert_eq!(r.status, 402, "{}", r.text());
+    let raw = r.payment_required_json();
+    let offer = raw["accepts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["extra"]["pass"]["name"] == json!(name)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no pass `{name}` offered at {path}: {raw}"));
+    let amount = parse_raw(offer["amount"].as_str().unwrap_or_default()).expect("amount");
+    let wallet = s.wallet();
+    let block = s.send_block(&wallet.key, s.payee, amount);
+    let payment = nanogate_client::payment::payment_json_v2(
+        &offer,
+        raw.get("resource"),
+        raw.get("extensions"),
+        &block,
+    );
+    let header = encode_header(&payment);
+    let mut headers = hosts.clone();
+    headers.push(("payment-signature", &header));
+    let paid = s.get_via(gate, path, &headers).await;
+    assert_eq!(
+        paid.status,
+        200,
+        "buying `{name}`: {}\n{}",
+        paid.text(),
+        s.diagnostics()
+    );
+    let settlement = paid.settlement().expect("PAYMENT-RESPONSE");
+    let pass = settlement
+        .extensions
+        .as_ref()
+        .and_then(|e| e.get(EXTENSION_PASS))
+        .and_then(PassIssued::from_value)
+        .unwrap_or_else(|| panic!("no pass in PAYMENT-RESPONSE: {settlement:?}"));
+    (paid, pass)
+}
+
+async fn with_pass(s: &Stack, gate: usize, path: &str, token: &str) -> Reply {
+    s.get_via(gate, path, &[(HEADER, token)]).await
+}
+
+/// The sidecar's count of authenticated filter calls to `path`.
+async fn filter_calls(s: &Stack, gate: usize, path: &str) -> f64 {
+    let m = s.gate(gate).sidecar.metrics().await;
+    let needle = format!("nanogate_filter_calls_total{{path=\"{path}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn admin_pass(s: &Stack, id: &str) -> Value {
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{}/v1/admin/passes?limit=1000",
+            s.gate(0).sidecar.base_url()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin passes");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    v["passes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["id"] == json!(id)))
+        .cloned()
+        .unwrap_or_else(|| panic!("pass {id} not listed: {v}"))
+}
+
+async fn revoke(s: &Stack, id: &str) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/admin/passes/revoke",
+            s.gate(0).sidecar.base_url()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({ "id": id }))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), 200);
+    r.json().await.expect("json")
+}
+
+/// Polls `f` every 200 ms until it holds (at most `limit`; the usage reports run each second).
+async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_time_pass_serves_its_group_at_the_edge_and_never_reaches_the_upstream() {
+    let s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    let (paid, pass) = buy(&s, 0, "/passes/buy", "hour", None).await;
+    assert_eq!(
+        s.upstream_hits("/passes/buy"),
+        1,
+        "the buying request is served"
+    );
+    assert_eq!(
+        (pass.name.as_str(), pass.group.as_str()),
+        ("hour", "passes")
+    );
+    assert!(pass.requests.is_none());
+    let left = pass.expires_at.saturating_sub(now());
+    assert!((3590..=3600).contains(&left), "{left}");
+    let cookie = paid.header("set-cookie").expect("Set-Cookie");
+    assert!(
+        cookie.starts_with(&format!("{}={};", cookie_name("passes"), pass.token)),
+        "{cookie}"
+    );
+    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Secure"] {
+        assert!(cookie.contains(attr), "{attr} in {cookie}");
+    }
+    assert!(s.gate(0).counter("passes_sold").await >= 1);
+
+    let (pays, outcomes) = (
+        filter_calls(&s, 0, "/v1/pay").await,
+        filter_calls(&s, 0, "/v1/outcome").await,
+    );
+    for i in 0..30 {
+        let path = if i % 2 == 0 {
+            "/passes/a"
+        } else {
+            "/passes-too/b"
+        };
+        let r = with_pass(&s, 0, path, &pass.token).await;
+        assert_eq!(r.status, 200, "request {i} on the pass: {}", r.text());
+    }
+    // The browser's way: the cookie alone, among others.
+    let jar = format!("theme=dark; {}={}", cookie_name("passes"), pass.token);
+    let r = s.get("/passes/cookie", &[("cookie", &jar)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        filter_calls(&s, 0, "/v1/pay").await,
+        pays,
+        "no /v1/pay on a pass"
+    );
+    assert_eq!(
+        filter_calls(&s, 0, "/v1/outcome").await,
+        outcomes,
+        "no /v1/outcome either"
+    );
+    assert!(s.gate(0).counter("pass_served").await >= 31);
+
+    // Neither the token nor the pass cookie reaches the upstream; other cookies do.
+    for rec in s.upstream.requests() {
+        if rec.path.starts_with("/passes") {
+            assert!(rec.header(HEADER).is_none(), "{:?}", rec.path);
+            let c = rec.header("cookie").unwrap_or_default();
+            assert!(!c.contains("nanogate-pass-"), "{c}");
+        }
+    }
+    let rec = s.upstream.requests_to("/passes/cookie");
+    assert_eq!(rec[0].header("cookie"), Some("theme=dark"));
+
+    // Another group's route does not take it (and offers its own passes).
+    let r = with_pass(&s, 0, "/other-passes/x", &pass.token).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.reason().as_deref(), Some("pass_wrong_group"));
+    assert_eq!(s.upstream_hits("/other-passes/x"), 0);
+    assert!(s.gate(0).counter("pass_refused_wrong_group").await >= 1);
+}
+
+#[tokio::test]
+async fn a_counted_pass_is_exhausted_and_a_revoked_one_refused() {
+    let s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    // Bought over plain HTTP to a loopback host: the cookie is not `Secure`.
+    let (paid, three) = buy(&s, 0, "/passes/buy", "three", Some("127.0.0.1")).await;
+    let cookie = paid.header("set-cookie").expect("Set-Cookie");
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    assert_eq!(three.requests, Some(3));
+    for i in 0..3 {
+        let r = with_pass(&s, 0, "/passes/n", &three.token).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let r = with_pass(&s, 0, "/passes/n", &three.token).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.reason().as_deref(), Some("pass_exhausted"));
+    assert_eq!(s.upstream_hits("/passes/n"), 3);
+    // The sidecar learns the count from the usage report.
+    eventually(
+        "the sidecar counts 3 and marks the pass exhausted",
+        Duration::from_secs(15),
+        || async {
+            let row = admin_pass(&s, &three.id).await;
+            row["requestsUsed"] == json!(3) && row["state"] == json!("exhausted")
+        },
+    )
+    .await;
+
+    let (_, hour) = buy(&s, 0, "/passes/buy2", "hour", None).await;
+    assert_eq!(with_pass(&s, 0, "/passes/r", &hour.token).await.status, 200);
+    let row = revoke(&s, &hour.id).await;
+    assert_eq!(row["state"], json!("revoked"));
+    eventually(
+        "the filter refuses the revoked pass",
+        Duration::from_secs(15),
+        || async {
+            let r = with_pass(&s, 0, "/passes/r", &hour.token).await;
+            r.status == 402 && r.reason().as_deref() == Some("pass_revoked")
+        },
+    )
+    .await;
+    assert!(s.gate(0).counter("pass_refused_revoked").await >= 1);
+    assert_eq!(admin_pass(&s, &hour.id).await["state"], json!("revoked"));
+}
+
+#[tokio::test]
+async fn forged_mutated_truncated_foreign_expired_and_rotated_tokens() {
+    let s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    let (_, pass) = buy(&s, 0, "/passes/buy", "hour", None).await;
+    let refused = |r: &Reply| r.reason().unwrap_or_default();
+
+    // One character inside the MAC changed.
+    let mut mutated = pass.token.clone().into_bytes();
+    let i = mutated.len() - 10;
+    mutated[i] = if mutated[i] == b'A' { b'B' } else { b'A' };
+    let mutated = String::from_utf8(mutated).expect("ascii");
+    let truncated = &pass.token[..pass.token.len() - 5];
+    let r = with_pass(&s, 0, "/passes/x", &mutated).await;
+    assert_eq!((r.status, refused(&r).as_str()), (402, "pass_forged"));
+    let r = with_pass(&s, 0, "/passes/x", truncated).await;
+    assert_eq!((r.status, refused(&r).as_str()), (402, "pass_malformed"));
+    let r = with_pass(&s, 0, "/passes/x", "not a token").await;
+    assert_eq!((r.status, refused(&r).as_str()), (402, "pass_malformed"));
+
+    // Tokens as a sidecar mints them, with the stack's secret or another deployment's.
+    let key_id = now() / PASS_KEY_ROTATION_SECS;
+    let mint = |secret: &[u8], key_id: u64, expires_at: u64| {
+        PassToken {
+            key_id,
+            id: rand::random(),
+            expires_at,
+            requests: 0,
+            group: "passes".into(),
+        }
+        .mint(&PassKey::derive(secret, key_id))
+    };
+    let foreign = mint(b"another-deployment-secret-0123456789", key_id, now() + 600);
+    let r = with_pass(&s, 0, "/passes/x", &foreign).await;
+    assert_eq!((r.status, refused(&r).as_str()), (402, "pass_forged"));
+    // Minted ten days ago under that day's key, still valid: keys rotate with overlap.
+    let rotated = mint(CHALLENGE_SECRET.as_bytes(), key_id - 10, now() + 600);
+    assert_eq!(with_pass(&s, 0, "/passes/x", &rotated).await.status, 200);
+    // Under a key older than any pass can live: no longer held.
+    let stale_id = (now() - MAX_PASS_SECONDS) / PASS_KEY_ROTATION_SECS - 2;
+    let stale = mint(CHALLENGE_SECRET.as_bytes(), stale_id, now() + 600);
+    let r = with_pass(&s, 0, "/passes/x", &stale).await;
+    assert_eq!((r.status, refused(&r).as_str()), (402, "pass_unknown_key"));
+    let expired = mint(CHALLENGE_SECRET.as_bytes(), key_id, now() - 1);
+    let r = with_pass(&s, 0, "/passes/x", &expired).await;
+    assert_eq!((r.status, refused(&r).as_str()), (402, "pass_expired"));
+    assert_eq!(
+        s.upstream_hits("/passes/x"),
+        1,
+        "only the rotated token was served"
+    );
+    // Each refusal still offers the passes, so a payer can buy the next one at once.
+    assert!(r.payment_required().accepts.len() >= 3);
+}
+
+#[tokio::test]
+async fn passes_survive_a_sidecar_restart() {
+    let mut s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    let (_, three) = buy(&s, 0, "/passes/buy", "three", None).await;
+    assert_eq!(
+        with_pass(&s, 0, "/passes/a", &three.token).await.status,
+        200
+    );
+    eventually(
+        "the first use is reported",
+        Duration::from_secs(15),
+        || async { admin_pass(&s, &three.id).await["requestsUsed"] == json!(1) },
+    )
+    .await;
+    s.gate_mut(0)
+        .sidecar
+        .restart()
+        .await
+        .expect("sidecar restarts");
+    let row = admin_pass(&s, &three.id).await;
+    assert_eq!(
+        (row["requestsUsed"].clone(), row["state"].clone()),
+        (json!(1), json!("active"))
+    );
+    assert_eq!(
+        with_pass(&s, 0, "/passes/a", &three.token).await.status,
+        200
+    );
+    eventually(
+        "counting goes on after the restart",
+        Duration::from_secs(15),
+        || async { admin_pass(&s, &three.id).await["requestsUsed"] == json!(2) },
+    )
+    .await;
+    revoke(&s, &three.id).await;
+    eventually(
+        "a revocation after the restart reaches the filter",
+        Duration::from_secs(15),
+        || async { with_pass(&s, 0, "/passes/a", &three.token).await.status == 402 },
+    )
+    .await;
+}
+
+/// Two gates (Envoy + sidecar each, one PostgreSQL) count one pass. Each Envoy runs one worker
+/// VM, so the documented bound (at most `(VMs − 1) × requests` beyond the grant) is 3 here;
+/// and the sidecars' shared count is exactly what was served.
+#[tokio::test]
+async fn two_replicas_count_one_pass_within_the_bound() {
+    let s = Stack::start(config(StoreKind::Postgres, 2)).await;
+    let (_, three) = buy(&s, 0, "/passes/buy", "three", None).await;
+    let mut served = 0u64;
+    let mut refused = [false, false];
+    for i in 0..40 {
+        let gate = i % 2;
+        if refused[gate] {
+            continue;
+        }
+        let r = with_pass(&s, gate, "/passes/r", &three.token).await;
+        match r.status {
+            200 => served += 1,
+            402 => {
+                assert_eq!(r.reason().as_deref(), Some("pass_exhausted"));
+                refused[gate] = true;
+            }
+            other => panic!("status {other}: {}", r.text()),
+        }
+        if refused == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(refused, [true, true], "both gates end up refusing");
+    let vms = 2;
+    println!("served {served} requests on a 3-request pass through {vms} VMs");
+    assert!((3..=3 + (vms - 1) * 3).contains(&served), "served {served}");
+    assert_eq!(s.upstream_hits("/passes/r") as u64, served);
+    eventually(
+        "the sidecars' count is what was served",
+        Duration::from_secs(15),
+        || async { admin_pass(&s, &three.id).await["requestsUsed"] == json!(served) },
+    )
+    .await;
+}
