@@ -4,15 +4,16 @@
 //! the request URL (or, for a tagged session, from the sidecar that issued it).
 
 use crate::config::{Config, PassOffer, Price};
-use crate::jsontext::num;
+use crate::jsontext::{num, push_json_str, push_num};
 use crate::keys::IdKey;
 use crate::pool::Session;
 use nanogate_protocol::challenge::{
-    Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
-    EXTRA_VALID_BEFORE,
+    ChallengeStamp, Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION,
+    EXTRA_NONCE, EXTRA_VALID_BEFORE,
 };
 use nanogate_protocol::contract::pass::EXTRA_PASS;
 use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
+use nanogate_protocol::hex;
 use nanogate_protocol::x402::{
     ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
 };
@@ -91,8 +92,22 @@ pub fn pass_offer<'a>(network: &'a str, price: &'a Price, pass: &'a PassOffer) -
     }
 }
 
-/// The `accepts[]` entries of the route's passes, each with its own nonce (the request's, its
-/// last byte changed by the offer's position) and `extra.pass`.
+/// The stamp of the route's `i`-th pass offer: the request's nonce with its last byte changed
+/// by the offer's position, so each offer has its own.
+fn pass_stamp(
+    offer: &Offer<'_>,
+    i: usize,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+) -> ChallengeStamp {
+    let mut n = nonce;
+    n[15] ^= u8::try_from(i + 1).unwrap_or(u8::MAX);
+    offer.stamp(now, n, key.key_id)
+}
+
+/// The `accepts[]` entries of the route's passes (the serde reference of
+/// [`push_pass_offers`]), each with its own nonce and `extra.pass`.
 pub fn pass_requirements(
     network: &str,
     price: &Price,
@@ -109,9 +124,7 @@ pub fn pass_requirements(
         .enumerate()
         .map(|(i, pass)| {
             let offer = pass_offer(network, price, pass);
-            let mut n = nonce;
-            n[15] ^= u8::try_from(i + 1).unwrap_or(u8::MAX);
-            let stamp = offer.stamp(now, n, key.key_id);
+            let stamp = pass_stamp(&offer, i, key, now, nonce);
             let mut req = offer.issue(&key.key, &stamp);
             req.extra.insert(
                 EXTRA_PASS.into(),
@@ -120,6 +133,58 @@ pub fn pass_requirements(
             req
         })
         .collect()
+}
+
+/// Appends the route's pass offers to `out` (each preceded by a comma) as JSON text: the same
+/// bytes as serializing [`pass_requirements`] (tested), without serde on the 402 path.
+fn push_pass_offers(
+    out: &mut String,
+    network: &str,
+    price: &Price,
+    key: &IdKey,
+    now: u64,
+    nonce: [u8; 16],
+) {
+    let Some(passes) = &price.passes else {
+        return;
+    };
+    for (i, pass) in passes.offers.iter().enumerate() {
+        let offer = pass_offer(network, price, pass);
+        let stamp = pass_stamp(&offer, i, key, now, nonce);
+        let tag = nanogate_protocol::challenge::mac(&key.key, &offer.terms(), &stamp);
+        out.push_str(",{\"scheme\":");
+        push_json_str(out, SCHEME_EXACT);
+        out.push_str(",\"network\":");
+        push_json_str(out, network);
+        out.push_str(",\"amount\":\"");
+        push_num(out, pass.amount_raw);
+        out.push_str("\",\"asset\":");
+        push_json_str(out, ASSET_XNO);
+        out.push_str(",\"payTo\":");
+        push_json_str(out, &price.pay_to.address);
+        out.push_str(",\"maxTimeoutSeconds\":");
+        push_num(out, u128::from(price.max_timeout_secs));
+        // Keys in serde_json's (sorted) order, in `extra` and in `pass` (a `Value` there).
+        out.push_str(",\"extra\":{\"keyId\":");
+        push_num(out, u128::from(stamp.key_id));
+        out.push_str(",\"mac\":\"");
+        hex::push_lower(out, &tag);
+        out.push_str("\",\"nonce\":\"");
+        hex::push_lower(out, &stamp.nonce);
+        out.push_str("\",\"pass\":{\"group\":");
+        push_json_str(out, &pass.terms.group);
+        out.push_str(",\"name\":");
+        push_json_str(out, &pass.terms.name);
+        if let Some(r) = pass.terms.requests {
+            out.push_str(",\"requests\":");
+            push_num(out, u128::from(r));
+        }
+        out.push_str(",\"seconds\":");
+        push_num(out, u128::from(pass.terms.seconds));
+        out.push_str("},\"validBefore\":");
+        push_num(out, u128::from(stamp.valid_before));
+        out.push_str("}}");
+    }
 }
 
 /// A fresh challenge for `resource` signed with `key` at `now`, as JSON bytes, from the route's
@@ -139,13 +204,11 @@ pub fn render_challenge(
     let mut body = price.template.render(resource, &stamp, &tag, error);
     // Pass offers follow the single request's (the template ends with `]}`: the accepts
     // array, then the object).
-    let passes = pass_requirements(&cfg.network, price, key, now, nonce);
-    if !passes.is_empty() && body.ends_with(b"]}") {
+    if price.passes.is_some() && body.ends_with(b"]}") {
+        let mut passes = String::with_capacity(512);
+        push_pass_offers(&mut passes, &cfg.network, price, key, now, nonce);
         body.truncate(body.len() - 2);
-        for p in &passes {
-            body.push(b',');
-            body.extend_from_slice(&serde_json::to_vec(p).unwrap_or_default());
-        }
+        body.extend_from_slice(passes.as_bytes());
         body.extend_from_slice(b"]}");
     }
     body
@@ -257,7 +320,10 @@ mod tests {
         };
         let pr = payment_required(&cfg, p, "http://h/p/x", &key, 100, [1; 16], None);
         let rendered = render_challenge(&cfg, p, "http://h/p/x", &key, 100, [1; 16], None);
-        assert_eq!(rendered, serde_json::to_vec(&pr).unwrap());
+        assert_eq!(
+            String::from_utf8(rendered).unwrap(),
+            serde_json::to_string(&pr).unwrap()
+        );
         assert_eq!(pr.accepts.len(), 3);
         let hour = &pr.accepts[1];
         assert_eq!(hour.amount, "100");

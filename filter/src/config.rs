@@ -741,7 +741,7 @@ fn parse_route(
             };
             price.passes = match passes_value {
                 Some(v) => Some(Box::new(parse_passes(
-                    &o.at("passes"),
+                    &o.path,
                     v,
                     pass_group.map_or_else(|| name.clone(), str::to_owned),
                     pass_cookie_path.unwrap_or("/"),
@@ -809,14 +809,15 @@ fn parse_route(
 /// A route's `passes` (with its `passGroup` and `passCookiePath`), each a name, a price and
 /// what it grants.
 fn parse_passes(
-    at: &str,
+    route: &str,
     value: &Value,
     group: String,
     cookie_path: &str,
 ) -> Result<Passes, ConfigError> {
+    let at = &[route, ".passes"].concat();
     if !pass::valid_name(&group) {
         return Err(err(
-            at.replacen("passes", "passGroup", 1),
+            [route, ".passGroup"].concat(),
             format!("`{group}` is not a pass group name ([a-z0-9_-]{{1,32}}; the default is the route's name)"),
         ));
     }
@@ -826,7 +827,7 @@ fn parse_passes(
             .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
     {
         return Err(err(
-            at.replacen("passes", "passCookiePath", 1),
+            [route, ".passCookiePath"].concat(),
             "must be a path starting with / without spaces, `;` or `,`",
         ));
     }
@@ -1249,6 +1250,138 @@ mod tests {
         );
         // No default payTo: the paid routes must name one.
         assert_eq!(setting_of(&without(base(), "/payTo")), "routes[0].payTo");
+    }
+
+    /// Pass settings: every mistake stops the plugin with a line naming the setting.
+    #[test]
+    fn pass_settings_are_validated_by_name() {
+        let hour = json!({"name": "hour", "price": "0.01", "seconds": 3600});
+        let ten = json!({"name": "ten", "priceRaw": "5000", "requests": 10});
+        let ok = with(
+            with(base(), "/routes/0/passes", json!([hour, ten])),
+            "/routes/0/passGroup",
+            json!("api"),
+        );
+        let c = parse_value(&ok).unwrap();
+        let RouteKind::Paid(p) = &c.routes[0].kind else {
+            panic!("paid")
+        };
+        let passes = p.passes.as_ref().unwrap();
+        assert_eq!(
+            (passes.group.as_str(), passes.cookie_path.as_str()),
+            ("api", "/")
+        );
+        assert_eq!(
+            passes.offers[1].terms.seconds,
+            pass::DEFAULT_REQUEST_PASS_SECONDS
+        );
+        assert_eq!(passes.offers[1].scope, "nanogate-pass:api:ten:2592000:10");
+        assert_eq!(c.pass_report_secs, DEFAULT_PASS_REPORT_SECS);
+        assert!(c.sells_passes());
+        let cases: &[(&str, Value, &str)] = &[
+            (
+                "/routes/0/passes",
+                json!([]),
+                "routes[0].passes: must be an array of 1 to 8",
+            ),
+            (
+                "/routes/0/passes/0/name",
+                json!("Hour"),
+                "routes[0].passes[0].name: `Hour`",
+            ),
+            (
+                "/routes/0/passes/1/name",
+                json!("hour"),
+                "routes[0].passes[1].name: `hour` is offered twice",
+            ),
+            (
+                "/routes/0/passes/0/seconds",
+                json!(0),
+                "routes[0].passes[0].seconds: must be a whole number from 1 to 2678400",
+            ),
+            (
+                "/routes/0/passes/0/seconds",
+                json!(2_678_401),
+                "routes[0].passes[0].seconds",
+            ),
+            (
+                "/routes/0/passes/1/requests",
+                json!(0),
+                "routes[0].passes[1].requests",
+            ),
+            (
+                "/routes/0/passes/0/price",
+                json!("0"),
+                "routes[0].passes[0].price: must be above zero",
+            ),
+            (
+                "/routes/0/passes/0/secs",
+                json!(5),
+                "routes[0].passes[0].secs: unknown setting",
+            ),
+            (
+                "/routes/0/passGroup",
+                json!("API group"),
+                "routes[0].passGroup: `API group` is not a pass group name",
+            ),
+            (
+                "/routes/0/passCookiePath",
+                json!("api"),
+                "routes[0].passCookiePath: must be a path",
+            ),
+            (
+                "/routes/0/passCookiePath",
+                json!("/a;b"),
+                "routes[0].passCookiePath",
+            ),
+            (
+                "/passReportSecs",
+                json!(0),
+                "passReportSecs: must be a whole number from 1 to 60",
+            ),
+            (
+                "/routes/2/passGroup",
+                json!("api"),
+                "routes[2].passGroup: only applies with \"passes\"",
+            ),
+            (
+                "/routes/1/passes",
+                json!([hour]),
+                "routes[1].passes: only applies to paid routes",
+            ),
+        ];
+        for (pointer, value, want) in cases {
+            let e = parse_value(&with(ok.clone(), pointer, value.clone()))
+                .err()
+                .unwrap_or_else(|| panic!("{pointer} = {value} was accepted"));
+            assert!(e.to_string().starts_with(want), "{pointer}: {e}");
+        }
+        let mut no_grant = ok.clone();
+        no_grant["routes"][0]["passes"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("seconds");
+        let e = parse_value(&no_grant).err().unwrap().to_string();
+        assert!(e.starts_with("routes[0].passes[0]: needs seconds"), "{e}");
+        // Routes of one group must agree on what a pass is.
+        let other = with(
+            with(ok.clone(), "/routes/2/passes", json!([hour])),
+            "/routes/2/passGroup",
+            json!("api"),
+        );
+        let e = parse_value(&other).err().unwrap().to_string();
+        assert!(
+            e.starts_with(
+                "routes[2].passes: differ from routes[0].passes of the same passGroup `api`"
+            ),
+            "{e}"
+        );
+        let same = with(
+            with(ok.clone(), "/routes/2/passes", json!([hour, ten])),
+            "/routes/2/passGroup",
+            json!("api"),
+        );
+        assert!(parse_value(&same).is_ok());
     }
 
     #[test]

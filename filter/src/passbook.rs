@@ -19,8 +19,6 @@ use nanogate_protocol::contract::pass::{
 };
 use nanogate_protocol::hex;
 use std::cell::RefCell;
-// BTreeMap, not HashMap: no hasher or random seed to carry in the module (size budget).
-use std::collections::BTreeMap;
 
 /// One counted pass as this VM knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +33,9 @@ struct Count {
 /// A VM's passes: counts, the refused ids, and the report in flight.
 #[derive(Debug, Default)]
 pub struct PassBook {
-    counts: BTreeMap<[u8; 16], Count>,
+    /// Sorted by id (a sorted vector, not a map: less code in the module, which has a size
+    /// budget).
+    counts: Vec<([u8; 16], Count)>,
     /// Exhausted or revoked, as the last report's answer listed them (sorted by id).
     refused: Vec<([u8; 16], PassRefusal)>,
     /// The counts sent in the report in flight: added back if it fails.
@@ -82,13 +82,17 @@ pub fn without_pass_cookies(cookie: &str) -> Option<String> {
     if !cookie.split(';').any(is_pass) {
         return None;
     }
-    let kept: Vec<&str> = cookie
-        .split(';')
-        .filter(|p| !is_pass(p))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .collect();
-    Some(kept.join("; "))
+    let mut kept = String::with_capacity(cookie.len());
+    for pair in cookie.split(';').filter(|p| !is_pass(p)).map(str::trim) {
+        if pair.is_empty() {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.push_str("; ");
+        }
+        kept.push_str(pair);
+    }
+    Some(kept)
 }
 
 /// Whether a bought pass's cookie may go without `Secure`: plain HTTP to a loopback host only
@@ -114,6 +118,11 @@ pub fn cookie_secure(scheme: &str, authority: &str) -> bool {
 }
 
 impl PassBook {
+    fn count_of(&mut self, id: &[u8; 16]) -> Option<&mut Count> {
+        let at = self.counts.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
+        Some(&mut self.counts[at].1)
+    }
+
     /// Counts one request on `token` (a time pass is not counted), unless it is refused.
     fn count(&mut self, token: &PassToken) -> Result<(), PassRefusal> {
         if let Ok(i) = self.refused.binary_search_by(|(id, _)| id.cmp(&token.id)) {
@@ -122,11 +131,19 @@ impl PassBook {
         if token.requests == 0 {
             return Ok(());
         }
-        let c = self.counts.entry(token.id).or_insert(Count {
-            used: 0,
-            unreported: 0,
-            expires_at: token.expires_at,
-        });
+        let at = match self.counts.binary_search_by(|(id, _)| id.cmp(&token.id)) {
+            Ok(at) => at,
+            Err(at) => {
+                let fresh = Count {
+                    used: 0,
+                    unreported: 0,
+                    expires_at: token.expires_at,
+                };
+                self.counts.insert(at, (token.id, fresh));
+                at
+            }
+        };
+        let c = &mut self.counts[at].1;
         if c.used >= u64::from(token.requests) {
             return Err(PassRefusal::Exhausted);
         }
@@ -144,9 +161,9 @@ impl PassBook {
         }
         self.next_report = now.saturating_add(every_secs.max(1));
         self.counts
-            .retain(|_, c| c.expires_at > now || c.unreported > 0);
+            .retain(|(_, c)| c.expires_at > now || c.unreported > 0);
         let mut counts = Vec::new();
-        for (id, c) in &mut self.counts {
+        for (id, c) in self.counts.iter_mut() {
             if c.unreported == 0 {
                 continue;
             }
@@ -168,7 +185,7 @@ impl PassBook {
         self.pending = None;
         let Some(a) = answer else {
             for (id, n) in std::mem::take(&mut self.in_flight) {
-                if let Some(c) = self.counts.get_mut(&id) {
+                if let Some(c) = self.count_of(&id) {
                     c.unreported += n;
                 }
             }
@@ -178,7 +195,7 @@ impl PassBook {
         for t in &a.totals {
             if let Some(c) = hex::decode_array::<16>(&t.id)
                 .ok()
-                .and_then(|id| self.counts.get_mut(&id))
+                .and_then(|id| self.count_of(&id))
             {
                 c.used = c.used.max(t.used);
             }
@@ -190,11 +207,13 @@ impl PassBook {
         ] {
             for id in ids {
                 if let Ok(id) = hex::decode_array::<16>(id) {
-                    self.refused.push((id, why));
+                    // Kept sorted by insertion (no sort routine in the module for this).
+                    if let Err(at) = self.refused.binary_search_by(|(r, _)| r.cmp(&id)) {
+                        self.refused.insert(at, (id, why));
+                    }
                 }
             }
         }
-        self.refused.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     }
 }
 
