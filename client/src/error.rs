@@ -22,6 +22,32 @@ pub enum PayError {
     #[error("no usable offer in the 402: {}", reasons.join("; "))]
     NoUsableOffer { reasons: Vec<String> },
 
+    /// `--pass NAME`: the 402 offers no pass of that name. Nothing was signed.
+    #[error("{}", pass_not_offered(name, offered, skipped))]
+    PassNotOffered {
+        name: String,
+        /// The passes that are offered, described (`hour (0.01 XNO, 3600 s, group api)`).
+        offered: Vec<String>,
+        /// Pass offers skipped as malformed or unpayable, with why.
+        skipped: Vec<String>,
+    },
+
+    /// The server refused a pass token we held for a reason that no new purchase fixes on
+    /// its own (revoked, forged, unreadable, or minted under a key the proxy lacks).
+    #[error(
+        "the server refused pass `{name}` (id {id}): {reason}{}",
+        if *forgotten { "; it is removed from the journal, and the next run buys a new one" }
+        else { "; it stays in the journal (try again shortly)" }
+    )]
+    PassRefused {
+        name: String,
+        /// The pass's fingerprint ([`crate::PassEntry::fingerprint`]), never the token.
+        id: String,
+        reason: String,
+        /// Whether the token was dropped from the journal.
+        forgotten: bool,
+    },
+
     /// The 402 could not be read at all (bad base64, bad JSON, no challenge anywhere).
     #[error("malformed 402 challenge: {0}")]
     MalformedChallenge(String),
@@ -102,6 +128,18 @@ pub enum PayError {
     InvalidRequest(String),
 }
 
+fn pass_not_offered(name: &str, offered: &[String], skipped: &[String]) -> String {
+    let mut m = if offered.is_empty() {
+        format!("no pass `{name}`: the server offers no pass here")
+    } else {
+        format!("no pass `{name}`: the server offers {}", offered.join(", "))
+    };
+    if !skipped.is_empty() {
+        m.push_str(&format!(" (skipped: {})", skipped.join("; ")));
+    }
+    m
+}
+
 fn hash_suffix(hash: &Option<String>) -> String {
     hash.as_ref()
         .map(|h| format!(" (block {h})"))
@@ -125,6 +163,8 @@ impl PayError {
         match self {
             PayError::OverMax { .. } => "over_max",
             PayError::NoUsableOffer { .. } => "no_usable_offer",
+            PayError::PassNotOffered { .. } => "pass_not_offered",
+            PayError::PassRefused { .. } => "pass_refused",
             PayError::MalformedChallenge(_) => "malformed_challenge",
             PayError::AccountNotOpened { .. } => "account_not_opened",
             PayError::InsufficientFunds { .. } => "insufficient_funds",

@@ -9,6 +9,11 @@
 //! never half of one. Within a process, changes are serialised by a mutex; two processes
 //! sharing a journal can lose each other's concurrent updates (run one payer per journal, or
 //! give each its own `--journal`).
+//!
+//! The journal also keeps the prepaid passes bought with `--pass` ([`PassEntry`]): the token is
+//! a bearer credential worth the pass price, so it is written down (with the purchase's removal
+//! from the payment entries, in one atomic write) before the request that bought it returns,
+//! and shown only by its [`PassEntry::fingerprint`].
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
@@ -25,8 +30,12 @@ use crate::error::PayError;
 use crate::offer::ChallengeVersion;
 use crate::payment::SignedPayment;
 
-/// Format version of the journal file.
+/// Format version of a journal file without passes (what every client reads).
 pub const JOURNAL_FORMAT: u32 = 1;
+/// Format version of a journal file holding passes. A client from before passes ignores the
+/// unknown `passes` field and would drop the tokens on its next write, so such a file says 2
+/// and an older client refuses it ("unknown journal format 2") instead.
+pub const JOURNAL_FORMAT_PASSES: u32 = 2;
 
 /// The key of a request: method, normalised URL (query included) and a BLAKE2b-256 of the body,
 /// so a different query or body is a different purchase.
@@ -131,10 +140,96 @@ impl JournalEntry {
     }
 }
 
+/// One prepaid pass bought with `--pass`: the bearer token and what it grants. Its `Debug`
+/// never shows the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassEntry {
+    /// `scheme://host:port` of the server that sold it: the token is never sent elsewhere.
+    pub origin: String,
+    /// The route group it covers (as the offer said).
+    pub group: String,
+    /// The pass name (`--pass NAME`).
+    pub name: String,
+    /// The token presented on later requests (secret).
+    pub token: String,
+    /// The server's pass id, when the receipt gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Unix seconds after which the server refuses it, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+    /// Requests granted, for a request-count pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    /// The block that paid for it (upper-case hex).
+    pub hash: String,
+    pub amount_raw: String,
+    /// Unix seconds when it was bought.
+    pub bought_at: u64,
+}
+
+impl std::fmt::Debug for PassEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassEntry")
+            .field("origin", &self.origin)
+            .field("group", &self.group)
+            .field("name", &self.name)
+            .field("token", &self.fingerprint())
+            .field("id", &self.id)
+            .field("expires_at", &self.expires_at)
+            .field("requests", &self.requests)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PassEntry {
+    /// The journal key of a pass: one live pass per origin, group and name.
+    pub fn key(origin: &str, group: &str, name: &str) -> String {
+        format!("{origin} {group} {name}")
+    }
+
+    pub fn journal_key(&self) -> String {
+        Self::key(&self.origin, &self.group, &self.name)
+    }
+
+    /// What the user sees of the pass: its id (as the operator's `/v1/admin/passes` lists
+    /// it; the token carries it, but without the MAC it opens nothing), else a hash of the
+    /// token. Never the token.
+    pub fn fingerprint(&self) -> String {
+        match &self.id {
+            Some(id) => id.clone(),
+            None => {
+                let digest: [u8; 32] = Blake2b::<U32>::digest(self.token.as_bytes()).into();
+                format!("blake2b:{}", hex::encode_lower(&digest[..8]))
+            }
+        }
+    }
+
+    /// Past its expiry at `now` (unix seconds)? A pass without one never expires locally;
+    /// the server still has the last word.
+    pub fn expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|e| now >= e)
+    }
+}
+
+/// `scheme://host:port` of a URL (the port always written), the scope of a pass token.
+pub fn origin_of(url: &reqwest::Url) -> String {
+    format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str().unwrap_or_default(),
+        url.port_or_known_default().unwrap_or_default()
+    )
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct JournalFile {
     version: u32,
     entries: BTreeMap<String, JournalEntry>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    passes: BTreeMap<String, PassEntry>,
 }
 
 /// The journal at one path.
@@ -196,7 +291,7 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(JournalFile {
                     version: JOURNAL_FORMAT,
-                    entries: BTreeMap::new(),
+                    ..JournalFile::default()
                 })
             }
             Err(e) => return Err(self.err(e)),
@@ -207,13 +302,18 @@ impl Journal {
                  rather than deleting it"
             ))
         })?;
-        if file.version != JOURNAL_FORMAT {
+        if file.version != JOURNAL_FORMAT && file.version != JOURNAL_FORMAT_PASSES {
             return Err(self.err(format!("unknown journal format {}", file.version)));
         }
         Ok(file)
     }
 
-    fn store(&self, file: &JournalFile) -> Result<(), PayError> {
+    fn store(&self, file: &mut JournalFile) -> Result<(), PayError> {
+        file.version = if file.passes.is_empty() {
+            JOURNAL_FORMAT
+        } else {
+            JOURNAL_FORMAT_PASSES
+        };
         let json = serde_json::to_vec_pretty(file).map_err(|e| self.err(e))?;
         write_atomic(&self.path, &json).map_err(|e| self.err(e))
     }
@@ -235,7 +335,7 @@ impl Journal {
         let _g = self.guard();
         let mut file = self.load()?;
         file.entries.insert(key.to_owned(), entry);
-        self.store(&file)
+        self.store(&mut file)
     }
 
     /// Removes the entry for `key` only if it is still the payment `hash` (another run may
@@ -246,7 +346,60 @@ impl Journal {
         match file.entries.get(key) {
             Some(e) if e.hash.eq_ignore_ascii_case(hash) => {
                 file.entries.remove(key);
-                self.store(&file)?;
+                self.store(&mut file)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl Journal {
+    /// The passes named `name` held for `origin`, any group, the most recently bought first.
+    pub fn passes(&self, origin: &str, name: &str) -> Result<Vec<PassEntry>, PayError> {
+        let _g = self.guard();
+        let mut found: Vec<PassEntry> = self
+            .load()?
+            .passes
+            .into_values()
+            .filter(|p| p.origin == origin && p.name == name)
+            .collect();
+        found.sort_by_key(|p| std::cmp::Reverse(p.bought_at));
+        Ok(found)
+    }
+
+    /// Every pass held (for inspection and tests).
+    pub fn all_passes(&self) -> Result<BTreeMap<String, PassEntry>, PayError> {
+        let _g = self.guard();
+        Ok(self.load()?.passes)
+    }
+
+    /// Records a bought pass and, in the same atomic write, forgets the payment entry `key`
+    /// that bought it (if it is still the block `hash`): a crash leaves either the payment
+    /// journalled (to re-present) or the token kept, never neither.
+    pub fn keep_pass(&self, key: &str, hash: &str, pass: PassEntry) -> Result<(), PayError> {
+        let _g = self.guard();
+        let mut file = self.load()?;
+        if file
+            .entries
+            .get(key)
+            .is_some_and(|e| e.hash.eq_ignore_ascii_case(hash))
+        {
+            file.entries.remove(key);
+        }
+        file.passes.insert(pass.journal_key(), pass);
+        self.store(&mut file)
+    }
+
+    /// Forgets a spent, expired or refused pass, only if it is still the token `token`
+    /// (another run may have bought the next one). Returns whether something was removed.
+    pub fn drop_pass(&self, pass_key: &str, token: &str) -> Result<bool, PayError> {
+        let _g = self.guard();
+        let mut file = self.load()?;
+        match file.passes.get(pass_key) {
+            Some(p) if p.token == token => {
+                file.passes.remove(pass_key);
+                self.store(&mut file)?;
                 Ok(true)
             }
             _ => Ok(false),
@@ -420,6 +573,84 @@ mod tests {
             .is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"{not json");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn pass(group: &str, token: &str, bought_at: u64) -> PassEntry {
+        PassEntry {
+            origin: "http://h:80".into(),
+            group: group.into(),
+            name: "hour".into(),
+            token: token.into(),
+            id: Some("00".repeat(16)),
+            expires_at: Some(2_000_000_000),
+            requests: None,
+            hash: "AB".into(),
+            amount_raw: "10".into(),
+            bought_at,
+        }
+    }
+
+    #[test]
+    fn a_bought_pass_replaces_its_payment_in_one_write_and_survives_reopen() {
+        let dir = tmpdir("pass");
+        let path = dir.join("journal.json");
+        let j = Journal::new(&path);
+        let p = payment(300);
+        let hash = p.hash().to_hex();
+        j.put("k", JournalEntry::new("GET", "http://h/a", b"", &p))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(v["version"], 1, "no passes: readable by every client");
+        j.keep_pass("k", &hash.to_lowercase(), pass("api", "SECRET-TOKEN-1", 5))
+            .unwrap();
+        let again = Journal::new(&path);
+        assert!(again.get("k").unwrap().is_none(), "the purchase is settled");
+        let held = again.passes("http://h:80", "hour").unwrap();
+        assert_eq!(held, vec![pass("api", "SECRET-TOKEN-1", 5)]);
+        let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(
+            v["version"], JOURNAL_FORMAT_PASSES,
+            "older clients refuse, not drop"
+        );
+        // Another origin or name holds nothing.
+        assert!(again.passes("http://h:8080", "hour").unwrap().is_empty());
+        assert!(again.passes("http://h:80", "day").unwrap().is_empty());
+        // A newer pass of another group comes first; the same group replaces.
+        again
+            .keep_pass("none", "00", pass("web", "SECRET-TOKEN-2", 9))
+            .unwrap();
+        let held = again.passes("http://h:80", "hour").unwrap();
+        assert_eq!(
+            held.iter().map(|p| p.group.as_str()).collect::<Vec<_>>(),
+            ["web", "api"]
+        );
+        again
+            .keep_pass("none", "00", pass("api", "SECRET-TOKEN-3", 10))
+            .unwrap();
+        assert_eq!(again.all_passes().unwrap().len(), 2);
+        // Dropping is by token: a stale token does not remove its replacement.
+        let key = PassEntry::key("http://h:80", "api", "hour");
+        assert!(!again.drop_pass(&key, "SECRET-TOKEN-1").unwrap());
+        assert!(again.drop_pass(&key, "SECRET-TOKEN-3").unwrap());
+        assert_eq!(again.passes("http://h:80", "hour").unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_pass_token_is_never_printed_in_full() {
+        let p = pass("api", "SECRET-TOKEN-abcdefghijklmnop", 1);
+        let shown = format!("{p:?} {}", p.fingerprint());
+        assert!(!shown.contains("SECRET-TOKEN-abcdefghijklmnop"), "{shown}");
+        assert!(shown.contains(&"00".repeat(16)), "the id: {shown}");
+        let anonymous = PassEntry {
+            id: None,
+            ..p.clone()
+        };
+        assert!(anonymous.fingerprint().starts_with("blake2b:"));
+        assert!(!anonymous.fingerprint().contains("SECRET"));
+        assert!(!p.expired(1_999_999_999) && p.expired(2_000_000_000));
+        let url = reqwest::Url::parse("http://H/a?b").unwrap();
+        assert_eq!(origin_of(&url), "http://h:80");
     }
 
     #[test]

@@ -13,19 +13,21 @@
 pub mod error;
 pub mod journal;
 pub mod offer;
+pub mod pass;
 pub mod payer;
 pub mod payment;
 pub mod rpc;
 
 pub use error::PayError;
-pub use journal::{journal_key, Journal, JournalEntry};
+pub use journal::{journal_key, origin_of, Journal, JournalEntry, PassEntry};
 pub use offer::{
     parse_challenge, select_offer, thresholds_for_network, usable_offer, Challenge,
     ChallengeVersion, Offer,
 };
 pub use payer::{
-    choose_thresholds, receipt_json, tagged_header, tagged_offer, Mechanism, PaidResponse, Payer,
-    PayerConfig, PaymentInfo, Progress, ProgressFn, RequestSpec, DEFAULT_MAX_RAW, DEFAULT_RPC_URL,
+    choose_thresholds, receipt_json, tagged_header, tagged_offer, tagged_pass_offer, Mechanism,
+    PaidResponse, PassUse, Payer, PayerConfig, PaymentInfo, Progress, ProgressFn, RequestSpec,
+    DEFAULT_MAX_RAW, DEFAULT_RPC_URL,
 };
 pub use payment::{build_payment, build_send_block, SignedPayment};
 pub use rpc::{AccountInfo, AccountState, BlockStatus, NodeRpc, RpcError};

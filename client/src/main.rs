@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Parser;
 use nanogate_client::{
-    receipt_json, Mechanism, PaidResponse, PayError, Payer, PayerConfig, Progress, RequestSpec,
-    DEFAULT_RPC_URL,
+    receipt_json, Mechanism, PaidResponse, PassUse, PayError, Payer, PayerConfig, Progress,
+    RequestSpec, DEFAULT_RPC_URL,
 };
 use nanogate_protocol::contract::ASSET_XNO;
 use nanogate_protocol::nano::{format_xno, parse_xno, PrivateKey};
@@ -29,7 +29,7 @@ const EXIT_HTTP_STATUS: u8 = 4;
     after_help = "The wallet seed (64 hex) comes from $NANOGATE_SEED or --seed-file.\n\
                   Progress goes to stderr; the status, receipt and body to stdout.\n\
                   Exit codes: 0 = 2xx, 1 = error, 2 = usage, 3 = refused to pay \
-                  (over --max, no usable offer), 4 = final status not 2xx."
+                  (over --max, no usable offer, pass not offered), 4 = final status not 2xx."
 )]
 struct Cli {
     /// The URL to request.
@@ -72,6 +72,11 @@ struct Cli {
             .try_map(|name| name.parse::<Mechanism>()),
     )]
     mechanism: Mechanism,
+    /// Pay with the prepaid pass NAME: buy it when the 402 offers it (within --max), keep its
+    /// token in the journal and present it on later requests to the same server until it is
+    /// used up or expires, then buy the next.
+    #[arg(long, value_name = "NAME")]
+    pass: Option<String>,
     /// Seconds to wait for each HTTP answer (the paid retry includes settlement).
     #[arg(long, default_value_t = 120, value_name = "SECS")]
     timeout: u64,
@@ -138,6 +143,20 @@ fn build_request(cli: &Cli) -> Result<RequestSpec> {
 fn print_human(resp: &PaidResponse) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "HTTP {}", resp.status)?;
+    if let Some(p) = &resp.pass {
+        let grant = p
+            .requests
+            .map(|r| format!(", {r} requests"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{} pass `{}` (group {}, id {}{grant})",
+            if p.bought { "bought" } else { "on" },
+            p.name,
+            p.group,
+            p.id
+        )?;
+    }
     if let Some(p) = &resp.payment {
         let receipt = receipt_json(resp);
         let tx = receipt["transaction"].as_str().unwrap_or(&p.hash);
@@ -192,6 +211,7 @@ async fn main() -> ExitCode {
                     "paid": false,
                     "body": null,
                     "receipt": null,
+                    "pass": null,
                     "error": {
                         "kind": pay.map(PayError::kind).unwrap_or("usage"),
                         "message": format!("{e:#}"),
@@ -202,7 +222,11 @@ async fn main() -> ExitCode {
             eprintln!("nanogate-pay: {e:#}");
             let not_paying = matches!(
                 pay,
-                Some(PayError::OverMax { .. } | PayError::NoUsableOffer { .. })
+                Some(
+                    PayError::OverMax { .. }
+                        | PayError::NoUsableOffer { .. }
+                        | PayError::PassNotOffered { .. }
+                )
             );
             ExitCode::from(if not_paying {
                 EXIT_NOT_PAYING
@@ -234,6 +258,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     config.local_work = cli.local_work;
     config.mechanism = cli.mechanism;
     config.http_timeout = Duration::from_secs(cli.timeout.max(1));
+    if let Some(name) = &cli.pass {
+        config = config.with_pass(name.clone());
+    }
     config.progress = Some(Arc::new(|p: &Progress| eprintln!("{p}")));
     let payer = Payer::new(config)?;
     let resp = payer.fetch(req).await?;
@@ -243,6 +270,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             "paid": resp.paid,
             "body": resp.body_text(),
             "receipt": receipt_json(&resp),
+            "pass": resp.pass.as_ref().map(PassUse::to_json),
         }))?;
     } else {
         print_human(&resp)?;

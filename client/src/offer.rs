@@ -9,6 +9,7 @@
 //! filter's MAC covers fields our typed structs might normalise).
 
 use nanogate_protocol::challenge;
+use nanogate_protocol::contract::pass::EXTRA_PASS;
 use nanogate_protocol::contract::{Mechanism, ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::nano::network::{X402_DEVNET, X402_MAINNET};
 use nanogate_protocol::nano::{parse_raw, Network, PublicKey, WorkThresholds};
@@ -244,6 +245,9 @@ pub fn usable_offer(index: usize, raw: &Value) -> Result<Offer, String> {
     match o.get("extra") {
         None | Some(Value::Null) => {}
         Some(Value::Object(extra)) => {
+            if extra.get(EXTRA_PASS).is_some_and(|v| !v.is_null()) {
+                return Err("a prepaid pass offer (buy it with --pass NAME)".into());
+            }
             if let Some(k) = OTHER_MECHANISM_KEYS
                 .iter()
                 .find(|k| extra.get(**k).is_some_and(|v| !v.is_null()))

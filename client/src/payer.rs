@@ -8,6 +8,8 @@
 //! - `present`: the paid retry, its receipt, and the journal entry's fate;
 //! - `journalled`: re-presenting a journalled payment, and the ledger's word when refused;
 //! - [`tagged`]: paying a tagged session by publishing our own send;
+//! - `passes`: `--pass NAME`: presenting a held pass token, replacing a spent one, keeping a
+//!   bought one (the client README's "Prepaid passes");
 //! - `response`: what the caller gets back ([`PaidResponse`], [`receipt_json`]).
 //!
 //! Retry safety (the client README's "The journal: never pay twice"), in order:
@@ -21,6 +23,7 @@
 //!    forks the old one (at most one of the two can ever settle). Never twice.
 //! 4. The entry is removed only after a 2xx whose receipt names our block.
 
+use nanogate_protocol::contract::pass::valid_name;
 use nanogate_protocol::nano::PublicKey;
 use nanogate_protocol::x402::headers;
 use std::collections::HashMap;
@@ -30,13 +33,14 @@ use tokio::sync::OnceCell;
 
 use crate::error::PayError;
 use crate::journal::{journal_key, Journal};
-use crate::offer::parse_challenge;
+use crate::offer::{parse_challenge, Challenge};
 use crate::rpc::{NodeRpc, NodeVersion};
 
 mod account;
 pub mod config;
 mod http;
 mod journalled;
+mod passes;
 mod present;
 pub mod progress;
 mod response;
@@ -47,8 +51,8 @@ pub use account::{choose_thresholds, FRONTIER_CONFIRMATION_WAIT};
 pub use config::{Mechanism, PayerConfig, DEFAULT_MAX_RAW, DEFAULT_RPC_URL};
 pub use http::{RequestSpec, MAX_402_BODY_BYTES};
 pub use progress::{Progress, ProgressFn};
-pub use response::{receipt_json, PaidResponse, PaymentInfo};
-pub use tagged::{tagged_header, tagged_offer};
+pub use response::{receipt_json, PaidResponse, PassUse, PaymentInfo};
+pub use tagged::{tagged_header, tagged_offer, tagged_pass_offer};
 
 use http::check_scheme;
 use journalled::Retried;
@@ -82,6 +86,13 @@ impl Payer {
         let rpc_url = reqwest::Url::parse(&config.rpc_url)
             .map_err(|e| PayError::InvalidRequest(format!("RPC URL `{}`: {e}", config.rpc_url)))?;
         check_scheme(&rpc_url)?;
+        if let Some(name) = &config.pass {
+            if !valid_name(name) {
+                return Err(PayError::InvalidRequest(format!(
+                    "pass name `{name}`: a pass name is 1 to 32 of a-z, 0-9, `_` and `-`"
+                )));
+            }
+        }
         let rpc = NodeRpc::new(config.rpc_url.clone(), config.rpc_timeout)?;
         // No redirects: a payment header must never be replayed to another origin.
         let http = reqwest::Client::builder()
@@ -160,6 +171,9 @@ impl Payer {
         url: &reqwest::Url,
         key: &str,
     ) -> Result<PaidResponse, PayError> {
+        if let Some(name) = &self.config.pass {
+            return self.fetch_on_pass(req, url, key, name).await;
+        }
         let first = self
             .send(req, None)
             .await
@@ -171,9 +185,21 @@ impl Payer {
             return Ok(PaidResponse::unpaid(first));
         }
         let challenge = parse_challenge(first.header(headers::PAYMENT_REQUIRED), &first.body)?;
+        self.pay(req, url, key, challenge).await
+    }
+
+    /// Pays `challenge` with the configured mechanism (for the configured pass, if any), or
+    /// re-presents the payment journalled for this request.
+    async fn pay(
+        &self,
+        req: &RequestSpec,
+        url: &reqwest::Url,
+        key: &str,
+        challenge: Challenge,
+    ) -> Result<PaidResponse, PayError> {
         let _paying = self.paying.lock().await;
         match self.config.mechanism {
-            Mechanism::TaggedSession => self.pay_tagged(req, url, &challenge).await,
+            Mechanism::TaggedSession => self.pay_tagged(req, url, key, &challenge).await,
             Mechanism::SignedBlock => {
                 let anew = match self.journal.get(key)? {
                     Some(entry) => match self.re_present(req, key, entry).await? {

@@ -16,6 +16,7 @@
 use crate::config::Price;
 use crate::jsontext::push_num;
 use crate::pool::Session;
+use nanogate_protocol::contract::pass::PassTerms;
 
 /// The `nano:` URI of a payment (amount in raw, as wallets read it).
 pub fn payment_uri(address: &str, amount: u128) -> String {
@@ -48,7 +49,8 @@ fn esc(s: &str) -> String {
 const STYLE: &str = "body{font:16px sans-serif;background:#f4f6f8}main{max-width:28rem;\
 margin:2rem auto;background:#fff;padding:1.5rem;border-radius:12px;text-align:center}\
 code{word-break:break-all}canvas{margin:1rem auto;display:block}a.b{display:inline-block;padding:.6rem 1.2rem;\
-background:#209ce9;color:#fff;border-radius:8px;text-decoration:none}";
+background:#209ce9;color:#fff;border-radius:8px;text-decoration:none}#opts button{display:block;width:100%;\
+margin:.3rem 0;padding:.5rem;border:1px solid #209ce9;border-radius:8px;background:#fff}#opts button[aria-pressed=true]{background:#e3f3fd}";
 
 /// The page's script: the QR encoder, then the wait-and-load loop. `D` is the session data.
 const SCRIPT: &str = r#"(()=>{
@@ -86,40 +88,121 @@ for(y=0;y<N;y++)for(x=0;x<N;x++){dk+=M[y][x];if(x<N-1&&y<N-1&&M[y][x]==M[y][x+1]
 return p+10*Math.floor(ab(dk*20/(N*N)-10))};
 let best=0,bp=1e9;for(let m=0;m<8;m++){flip(m);fmt(m);const pp=pen();if(pp<bp){bp=pp;best=m}flip(m)}
 flip(best);fmt(best);return M}
-const M=qr(D.uri),cv=$('qr');if(M){const N=M.length,s=4,W=(N+8)*s,x=cv.getContext('2d');cv.width=cv.height=W;x.fillStyle='#fff';x.fillRect(0,0,W,W);x.fillStyle='#000';
-for(let i=0;i<N;i++)for(let j=0;j<N;j++)if(M[i][j])x.fillRect((j+4)*s,(i+4)*s,s,s)}
-const R=String(D.raw).padStart(31,'0'),Fr=R.slice(-30).replace(/0+$/,'');$('amount').textContent=R.slice(0,-30).replace(/^0+(?=.)/,'')+(Fr?'.'+Fr:'')+' XNO';
+const cv=$('qr'),draw=u=>{const M=qr(u);if(!M)return;const N=M.length,s=4,W=(N+8)*s,x=cv.getContext('2d');cv.width=cv.height=W;x.fillStyle='#fff';x.fillRect(0,0,W,W);x.fillStyle='#000';
+for(let i=0;i<N;i++)for(let j=0;j<N;j++)if(M[i][j])x.fillRect((j+4)*s,(i+4)*s,s,s)};
+const xno=r=>{const R=String(r).padStart(31,'0'),F=R.slice(-30).replace(/0+$/,'');return R.slice(0,-30).replace(/^0+(?=.)/,'')+(F?'.'+F:'')+' XNO'};
+const O=[D].concat(D.passes||[]),T=[D];let C=D,k=0;
+const pick=i=>{C=O[i];if(!T.includes(C))T.push(C);draw(C.uri);const a=$('amount');a.textContent=xno(C.raw);a.setAttribute('data-raw',C.raw);
+$('uri').href=C.uri;$('account').textContent=C.payTo;O.forEach((o,j)=>o.b&&o.b.setAttribute('aria-pressed',i==j))};
+if(O.length>1)O.forEach((o,i)=>{const b=document.createElement('button');b.id='opt-'+i;b.type='button';if(o.name)b.setAttribute('data-pass',o.name);
+b.textContent=(o.name?'Pass '+o.name+' ('+o.grant+')':'This request')+': '+xno(o.raw);b.onclick=()=>pick(i);o.b=b;$('opts').appendChild(b)});
+pick(0);
 const st=$('status'),state=(s,m)=>{document.body.setAttribute('data-state',s);st.textContent=m},
-hdr=btoa(JSON.stringify({x402Version:2,accepted:D.offer,payload:{sessionId:D.id}}));
-const show=r=>r.text().then(t=>{state('paid','Paid. Loading…');if((r.headers.get('content-type')||'').includes('text/html')){document.open();document.write(t);document.close()}
-else{const m=document.querySelector('main'),p=document.createElement('pre');m.textContent='';p.id='nanogate-resource';p.textContent=t;m.appendChild(p)}});
-const poll=()=>{if(Date.now()/1e3>D.validBefore)return state('expired','This payment request has expired; reload the page for a new one.');
-fetch(location.href,{headers:{'PAYMENT-SIGNATURE':hdr},cache:'no-store',credentials:'same-origin'}).then(r=>r.ok?show(r):setTimeout(poll,2e3),()=>setTimeout(poll,2e3))};
+hdr=o=>btoa(JSON.stringify({x402Version:2,accepted:o.offer,payload:{sessionId:o.id}}));
+const show=(r,o)=>r.text().then(t=>{state('paid',o.name?'Pass '+o.name+' bought: this browser keeps it. Loading…':'Paid. Loading…');if((r.headers.get('content-type')||'').includes('text/html')){document.open();document.write(t);document.close()}
+else{const m=document.querySelector('main'),p=document.createElement('pre');m.textContent='';if(o.name){const n=document.createElement('p');n.id='nanogate-pass';n.textContent='Pass '+o.name+' bought ('+o.grant+'): reload to use it.';m.appendChild(n)}p.id='nanogate-resource';p.textContent=t;m.appendChild(p)}});
+const poll=()=>{const L=T.filter(o=>Date.now()/1e3<o.validBefore);if(!L.length)return state('expired','This payment request has expired; reload the page for a new one.');
+const o=L[k++%L.length];fetch(location.href,{headers:{'PAYMENT-SIGNATURE':hdr(o)},cache:'no-store',credentials:'same-origin'}).then(r=>r.ok?show(r,o):setTimeout(poll,2e3),()=>setTimeout(poll,2e3))};
 state('waiting','Waiting for the payment…');setTimeout(poll,1e3)})();"#;
 
-/// The paywall page for one session; `offer` is the tagged `accepts[]` entry (JSON).
-pub fn page(price: &Price, resource: &str, offer: &str, session: &Session) -> String {
+/// A prepaid pass the paywall offers beside the single request: its terms, its tagged offer
+/// (the `accepts[]` entry, JSON) and the session that offer pays.
+pub struct PassChoice<'a> {
+    pub terms: &'a PassTerms,
+    pub offer: &'a str,
+    pub session: &'a Session,
+}
+
+/// What a pass grants, for people: `100 requests`, `1 hour`, `30 days`.
+fn grant(terms: &PassTerms) -> String {
+    let mut out = String::new();
+    let (n, unit) = match terms.requests {
+        Some(r) => (u64::from(r), "request"),
+        None => match terms.seconds {
+            s if s % 86_400 == 0 => (s / 86_400, "day"),
+            s if s % 3_600 == 0 => (s / 3_600, "hour"),
+            s if s % 60 == 0 => (s / 60, "minute"),
+            s => (s, "second"),
+        },
+    };
+    push_num(&mut out, u128::from(n));
+    out.push(' ');
+    out.push_str(unit);
+    if n != 1 {
+        out.push('s');
+    }
+    out
+}
+
+/// One option's data for the script, a JSON object *without its closing brace* (the caller
+/// may add members): every part is hex, digits, an address, a pass name (`[a-z0-9_-]`,
+/// checked with the configuration), our own words or the offer's JSON (with `<` escaped).
+fn option_data(offer: &str, session: &Session, pass: Option<&PassTerms>) -> String {
     let uri = payment_uri(&session.pay_to, session.amount);
-    let title = esc(price.description.as_deref().unwrap_or("Payment required"));
     let mut amount = String::new();
     push_num(&mut amount, session.amount);
     let mut valid_before = String::new();
     push_num(&mut valid_before, u128::from(session.valid_before));
-    // Data for the script; every part is hex, digits, an address or the offer's JSON.
-    let data = [
+    let mut o = [
         "{\"id\":\"",
         &session.id,
         "\",\"uri\":\"",
         &uri,
+        "\",\"payTo\":\"",
+        &session.pay_to,
         "\",\"raw\":\"",
         &amount,
         "\",\"validBefore\":",
         &valid_before,
         ",\"offer\":",
         &offer.replace('<', "\\u003c"),
-        "}",
     ]
     .concat();
+    if let Some(t) = pass {
+        o.push_str(&[",\"name\":\"", &t.name, "\",\"grant\":\"", &grant(t), "\""].concat());
+    }
+    o
+}
+
+/// The paywall page for one session; `offer` is the tagged `accepts[]` entry (JSON).
+pub fn page(price: &Price, resource: &str, offer: &str, session: &Session) -> String {
+    page_with_passes(price, resource, offer, session, &[])
+}
+
+/// The paywall page offering the single request (`offer`, `session`) and, beside it, each of
+/// `passes`: the visitor picks one, pays it with a wallet, and the page polls every option it
+/// was shown with that option's session. A bought pass comes back with its cookie
+/// (`Set-Cookie` on the same-origin answer), which the browser keeps and sends on every
+/// later load of the pass's routes.
+pub fn page_with_passes(
+    price: &Price,
+    resource: &str,
+    offer: &str,
+    session: &Session,
+    passes: &[PassChoice<'_>],
+) -> String {
+    let uri = payment_uri(&session.pay_to, session.amount);
+    let title = esc(price.description.as_deref().unwrap_or("Payment required"));
+    let mut amount = String::new();
+    push_num(&mut amount, session.amount);
+    let mut data = option_data(offer, session, None);
+    if !passes.is_empty() {
+        data.push_str(",\"passes\":[");
+        for (i, p) in passes.iter().enumerate() {
+            if i > 0 {
+                data.push(',');
+            }
+            data.push_str(&option_data(p.offer, p.session, Some(p.terms)));
+            data.push('}');
+        }
+        data.push(']');
+    }
+    data.push('}');
+    let choices = if passes.is_empty() {
+        ""
+    } else {
+        "<p>Pay for this request, or buy a pass for many:</p><p id=\"opts\"></p>"
+    };
     [
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
 content=\"width=device-width,initial-scale=1\"><title>",
@@ -130,7 +213,9 @@ content=\"width=device-width,initial-scale=1\"><title>",
         &title,
         "</h1><p><code>",
         &esc(resource),
-        "</code></p><p>Pay exactly <b id=\"amount\" data-raw=\"",
+        "</code></p>",
+        choices,
+        "<p>Pay exactly <b id=\"amount\" data-raw=\"",
         &amount,
         "\">",
         &amount,
@@ -201,5 +286,80 @@ mod tests {
         if let Ok(path) = std::env::var("NANOGATE_DUMP_PAYWALL") {
             let _ = std::fs::write(path, &html);
         }
+
+        // With passes: each is an option of its own, with its own session and offer.
+        let hour = PassTerms {
+            name: "hour".into(),
+            group: "api".into(),
+            seconds: 3600,
+            requests: None,
+        };
+        let hundred = PassTerms {
+            name: "hundred".into(),
+            group: "api".into(),
+            seconds: 2_592_000,
+            requests: Some(100),
+        };
+        let s2 = Session {
+            id: "ffeeddccbbaa99887766554433221100".into(),
+            amount: 10 * p.amount_raw + 7,
+            ..s.clone()
+        };
+        let s3 = Session {
+            id: "0f0e0d0c0b0a09080706050403020100".into(),
+            amount: 50 * p.amount_raw + 9,
+            ..s.clone()
+        };
+        let o2 = r#"{"amount":"1","extra":{"pass":{"name":"hour"},"x":"</script><b>"}}"#;
+        let choices = [
+            PassChoice {
+                terms: &hour,
+                offer: o2,
+                session: &s2,
+            },
+            PassChoice {
+                terms: &hundred,
+                offer: "{}",
+                session: &s3,
+            },
+        ];
+        let html = page_with_passes(p, "http://h/p/x", &offer, &s, &choices);
+        assert!(!html.contains("</script><b>"));
+        let start = html.find("application/json\">").expect("data") + 18;
+        let end = start + html[start..].find("</script>").expect("end of data");
+        let data: serde_json::Value = serde_json::from_str(&html[start..end]).expect("data JSON");
+        assert_eq!(data["id"], s.id.as_str());
+        assert_eq!(data["payTo"], s.pay_to.as_str());
+        let passes = data["passes"].as_array().expect("passes");
+        assert_eq!(passes.len(), 2);
+        assert_eq!(passes[0]["name"], "hour");
+        assert_eq!(passes[0]["grant"], "1 hour");
+        assert_eq!(passes[0]["id"], s2.id.as_str());
+        assert_eq!(passes[0]["raw"], (10 * p.amount_raw + 7).to_string());
+        assert_eq!(passes[0]["offer"]["extra"]["x"], "</script><b>");
+        assert_eq!(
+            passes[0]["uri"],
+            payment_uri(&s2.pay_to, s2.amount).as_str()
+        );
+        assert_eq!(passes[1]["grant"], "100 requests");
+        assert!(html.contains("id=\"opts\""));
+        assert!(html.len() < 12_000, "the page stays small: {}", html.len());
+    }
+
+    #[test]
+    fn grants_read_as_people_say_them() {
+        let t = |seconds, requests| PassTerms {
+            name: "p".into(),
+            group: "g".into(),
+            seconds,
+            requests,
+        };
+        assert_eq!(grant(&t(3600, None)), "1 hour");
+        assert_eq!(grant(&t(7200, None)), "2 hours");
+        assert_eq!(grant(&t(86_400 * 30, None)), "30 days");
+        assert_eq!(grant(&t(90, None)), "90 seconds");
+        assert_eq!(grant(&t(600, None)), "10 minutes");
+        assert_eq!(grant(&t(600, Some(1))), "1 request");
+        assert_eq!(grant(&t(600, Some(100))), "100 requests");
     }
 }

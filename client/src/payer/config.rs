@@ -36,6 +36,9 @@ pub struct PayerConfig {
     pub local_work: bool,
     /// Which offer to pay: a signed block (default) or a tagged session.
     pub mechanism: Mechanism,
+    /// Buy and reuse this prepaid pass (`--pass NAME`) instead of paying each request; see
+    /// [`PayerConfig::with_pass`].
+    pub pass: Option<String>,
     pub progress: Option<ProgressFn>,
 }
 
@@ -50,6 +53,7 @@ impl fmt::Debug for PayerConfig {
             .field("rpc_timeout", &self.rpc_timeout)
             .field("local_work", &self.local_work)
             .field("mechanism", &self.mechanism)
+            .field("pass", &self.pass)
             .finish_non_exhaustive()
     }
 }
@@ -71,7 +75,17 @@ impl PayerConfig {
             rpc_timeout: Duration::from_secs(300),
             local_work: false,
             mechanism: Mechanism::SignedBlock,
+            pass: None,
             progress: None,
         }
+    }
+
+    /// Pay with the prepaid pass `name` (`[a-z0-9_-]{1,32}`, checked by
+    /// [`Payer::new`](super::Payer::new)): when a 402 offers it, buy it (within `max_raw`),
+    /// keep its token in the journal and present it on later requests to the same server
+    /// until it is used up or expires, then buy the next.
+    pub fn with_pass(mut self, name: impl Into<String>) -> Self {
+        self.pass = Some(name.into());
+        self
     }
 }

@@ -5,7 +5,7 @@ use nanogate_protocol::x402::{headers, SettlementResponse};
 
 use super::http::RawResponse;
 use super::response::names_ours;
-use super::{PaidResponse, Payer, PaymentInfo, Progress, RequestSpec};
+use super::{PaidResponse, PassUse, Payer, PaymentInfo, Progress, RequestSpec};
 use crate::error::PayError;
 use crate::offer::{parse_challenge, Challenge};
 use crate::payment::SignedPayment;
@@ -50,7 +50,15 @@ impl Payer {
         }
         let receipt = self.readable(receipt);
         let matches = names_ours(receipt.as_ref(), ours);
-        self.settle_journal(key, &hash, &resp, receipt.as_ref(), matches)?;
+        let pass = self.settle_journal(
+            req,
+            key,
+            &hash,
+            payment.amount,
+            &resp,
+            receipt.as_ref(),
+            matches,
+        )?;
         let info = PaymentInfo {
             hash,
             amount_raw: payment.amount,
@@ -59,9 +67,9 @@ impl Payer {
             payer: payment.block.account.to_address(),
             re_presented,
         };
-        Ok(Presented::Served(Box::new(PaidResponse::paid(
-            resp, receipt, info, matches,
-        ))))
+        let mut paid = PaidResponse::paid(resp, receipt, info, matches);
+        paid.pass = pass;
+        Ok(Presented::Served(Box::new(paid)))
     }
 
     /// The receipt, or a note saying why it could not be read.
@@ -79,23 +87,30 @@ impl Payer {
         }
     }
 
-    /// Forgets the journal entry once served with a receipt naming our block; otherwise keeps
-    /// it (so that retrying re-presents it) and says why.
+    /// Forgets the journal entry once served with a receipt naming our block (keeping the
+    /// pass it bought, in the same write); otherwise keeps it (so that retrying re-presents
+    /// it) and says why.
+    #[allow(clippy::too_many_arguments)]
     fn settle_journal(
         &self,
+        req: &RequestSpec,
         key: &str,
         hash: &str,
+        amount: u128,
         resp: &RawResponse,
         receipt: Option<&SettlementResponse>,
         matches: bool,
-    ) -> Result<(), PayError> {
+    ) -> Result<Option<PassUse>, PayError> {
         let note = match (resp.is_success(), receipt) {
             (true, _) if matches => {
-                self.journal.remove(key, hash)?;
                 self.progress(Progress::Confirmed {
                     hash: hash.to_owned(),
                 });
-                return Ok(());
+                let pass = self.keep_bought_pass(req, key, hash, amount, receipt)?;
+                if pass.is_none() {
+                    self.journal.remove(key, hash)?;
+                }
+                return Ok(pass);
             }
             (true, Some(r)) => format!(
                 "warning: the receipt names `{}`, not our block {hash}; keeping it journalled",
@@ -111,7 +126,7 @@ impl Payer {
             ),
         };
         self.progress(Progress::Note(note));
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -28,6 +28,16 @@ pub enum Progress {
     Paying { hash: String },
     /// The server answered 2xx with a receipt naming our block.
     Confirmed { hash: String },
+    /// Presenting a held pass (`--pass`); `id` is its fingerprint, never the token.
+    OnPass { name: String, id: String },
+    /// A bought pass is kept in the journal; `id` is its fingerprint, never the token.
+    PassKept {
+        name: String,
+        group: String,
+        id: String,
+        expires_in: Option<u64>,
+        requests: Option<u64>,
+    },
     /// Anything else worth telling the user.
     Note(String),
 }
@@ -61,6 +71,25 @@ impl fmt::Display for Progress {
             }
             Progress::Paying { hash } => write!(f, "paying… (block {hash})"),
             Progress::Confirmed { hash } => write!(f, "confirmed {hash}"),
+            Progress::OnPass { name, id } => {
+                write!(f, "presenting pass `{name}` (id {id})")
+            }
+            Progress::PassKept {
+                name,
+                group,
+                id,
+                expires_in,
+                requests,
+            } => {
+                write!(f, "bought pass `{name}` for group {group} (id {id}")?;
+                if let Some(r) = requests {
+                    write!(f, ", {r} requests")?;
+                }
+                if let Some(s) = expires_in {
+                    write!(f, ", expires in {s} s")?;
+                }
+                f.write_str("); kept in the journal")
+            }
             Progress::Note(s) => f.write_str(s),
         }
     }

@@ -6,6 +6,7 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 use super::http::RawResponse;
+use crate::journal::PassEntry;
 
 /// What we paid, when we paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,47 @@ pub struct PaymentInfo {
     pub payer: String,
     /// True when this was a journalled payment presented again, not a new one.
     pub re_presented: bool,
+}
+
+/// The prepaid pass a request went on (`--pass`): bought with it, or presented. Never holds
+/// the token itself, only its fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassUse {
+    pub name: String,
+    pub group: String,
+    /// The pass's fingerprint ([`crate::PassEntry::fingerprint`]: its id), never the token.
+    pub id: String,
+    /// Unix seconds, when known.
+    pub expires_at: Option<u64>,
+    /// Requests granted, for a counted pass.
+    pub requests: Option<u64>,
+    /// True when this request bought it; false when a held pass was presented.
+    pub bought: bool,
+}
+
+impl PassUse {
+    pub fn of(entry: &PassEntry, bought: bool) -> Self {
+        PassUse {
+            name: entry.name.clone(),
+            group: entry.group.clone(),
+            id: entry.fingerprint(),
+            expires_at: entry.expires_at,
+            requests: entry.requests,
+            bought,
+        }
+    }
+
+    /// As `--json` prints it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "group": self.group,
+            "id": self.id,
+            "expiresAt": self.expires_at,
+            "requests": self.requests,
+            "bought": self.bought,
+        })
+    }
 }
 
 /// The final response.
@@ -34,6 +76,8 @@ pub struct PaidResponse {
     pub payment: Option<PaymentInfo>,
     /// Whether the receipt names our block (false when there is no receipt).
     pub receipt_matches: bool,
+    /// The pass this request bought or went on (`--pass`).
+    pub pass: Option<PassUse>,
 }
 
 impl PaidResponse {
@@ -51,6 +95,15 @@ impl PaidResponse {
             paid: false,
             payment: None,
             receipt_matches: false,
+            pass: None,
+        }
+    }
+
+    /// An answer to a request that carried a pass token (anything but a refusal).
+    pub(super) fn on_pass(resp: RawResponse, pass: PassUse) -> Self {
+        PaidResponse {
+            pass: Some(pass),
+            ..PaidResponse::unpaid(resp)
         }
     }
 
@@ -69,6 +122,7 @@ impl PaidResponse {
             receipt,
             payment: Some(payment),
             receipt_matches,
+            pass: None,
         }
     }
 }

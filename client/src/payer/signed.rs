@@ -9,6 +9,7 @@ use super::{PaidResponse, Payer, Progress, RequestSpec};
 use crate::error::PayError;
 use crate::journal::JournalEntry;
 use crate::offer::{select_offer, Challenge, Offer};
+use crate::pass::{select_pass, signed_pass_offer};
 use crate::payment::SignedPayment;
 
 impl Payer {
@@ -47,9 +48,19 @@ impl Payer {
         }
     }
 
-    /// The cheapest offer within the price ceiling; on none, passes on what the server said.
+    /// The configured pass's offer, else the cheapest offer, within the price ceiling; on
+    /// none, passes on what the server said.
     fn choose_offer(&self, challenge: &Challenge, url: &reqwest::Url) -> Result<Offer, PayError> {
-        let offer = select_offer(challenge, self.config.max_raw).inspect_err(|_| {
+        let chosen = match &self.config.pass {
+            Some(name) => {
+                select_pass(challenge, name, self.config.max_raw, signed_pass_offer).map(|p| {
+                    self.progress(Progress::Note(format!("buying pass {}", p.describe())));
+                    p.offer
+                })
+            }
+            None => select_offer(challenge, self.config.max_raw),
+        };
+        let offer = chosen.inspect_err(|_| {
             if let Some(err) = &challenge.error {
                 self.progress(Progress::Note(format!("the server said: {err}")));
             }

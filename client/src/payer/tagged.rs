@@ -12,6 +12,7 @@
 use super::response::names_ours;
 use super::{PaidResponse, PayError, Payer, PaymentInfo, Progress, RequestSpec};
 use crate::offer::{parse_challenge, usable_offer, Challenge, Offer};
+use crate::pass::{is_pass_offer, select_pass};
 use crate::payment::build_send_block;
 use crate::rpc::BlockStatus;
 use nanogate_protocol::challenge;
@@ -25,10 +26,25 @@ use std::time::{Duration, Instant};
 /// bounds it too).
 const CONFIRM_WAIT: Duration = Duration::from_secs(60);
 
-/// The session offer of a challenge: `extra.mechanism == "tagged"` with a session id.
+/// The tagged session offer of the pass `name` (as [`select_pass`] chooses) and its session id.
+pub fn tagged_pass_offer(
+    challenge: &Challenge,
+    max_raw: u128,
+    name: &str,
+) -> Result<(Offer, String), PayError> {
+    let p = select_pass(challenge, name, max_raw, tagged_session_offer)?;
+    let id = session_id(&p.offer.raw).unwrap_or_default();
+    Ok((p.offer, id))
+}
+
+/// The session offer of a challenge: `extra.mechanism == "tagged"` with a session id (never a
+/// pass offer: see [`tagged_pass_offer`]).
 pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, String), PayError> {
     let mut reasons = Vec::new();
     for (i, raw) in challenge.accepts.iter().enumerate() {
+        if is_pass_offer(raw) {
+            continue;
+        }
         let extra = raw.get("extra");
         let tagged = extra
             .and_then(|e| e.get(challenge::EXTRA_MECHANISM))
@@ -38,24 +54,10 @@ pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, Stri
         if !tagged {
             continue;
         }
-        let Some(id) = extra
-            .and_then(|e| e.get(challenge::EXTRA_NONCE))
-            .and_then(Value::as_str)
-            .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        else {
-            reasons.push(format!("offer {i}: no session id in extra.nonce"));
-            continue;
-        };
-        // Judge scheme, network, asset, amount and payee like any offer, without the
-        // mechanism marker (which `usable_offer` reserves for signed blocks).
-        let mut plain = raw.clone();
-        if let Some(e) = plain.get_mut("extra").and_then(Value::as_object_mut) {
-            e.retain(|k, _| k == challenge::EXTRA_VALID_BEFORE);
-        }
-        match usable_offer(i, &plain) {
-            Ok(mut o) if o.amount <= max_raw => {
-                o.raw = raw.clone();
-                return Ok((o, id.to_ascii_lowercase()));
+        match tagged_session_offer(i, raw) {
+            Ok(o) if o.amount <= max_raw => {
+                let id = session_id(raw).unwrap_or_default();
+                return Ok((o, id));
             }
             Ok(o) => reasons.push(format!(
                 "offer {i}: {} raw is more than the maximum {max_raw}",
@@ -68,6 +70,40 @@ pub fn tagged_offer(challenge: &Challenge, max_raw: u128) -> Result<(Offer, Stri
         reasons.push("the server offers no tagged session (only signed blocks?)".into());
     }
     Err(PayError::NoUsableOffer { reasons })
+}
+
+/// The session id of a tagged offer (`extra.nonce`, 32 hex), lower case.
+fn session_id(raw: &Value) -> Option<String> {
+    raw.get("extra")
+        .and_then(|e| e.get(challenge::EXTRA_NONCE))
+        .and_then(Value::as_str)
+        .filter(|s| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
+}
+
+/// A tagged offer (pass or not) this client can pay: a session id, then scheme, network,
+/// asset, amount and payee judged like any offer, without the mechanism marker (which
+/// `usable_offer` reserves for signed blocks). The offer keeps the server's JSON verbatim.
+fn tagged_session_offer(index: usize, raw: &Value) -> Result<Offer, String> {
+    let tagged = raw
+        .get("extra")
+        .and_then(|e| e.get(challenge::EXTRA_MECHANISM))
+        .and_then(Value::as_str)
+        .and_then(|m| m.parse().ok())
+        == Some(Mechanism::TaggedSession);
+    if !tagged {
+        return Err("not a tagged session (pay it with --mechanism block)".into());
+    }
+    if session_id(raw).is_none() {
+        return Err("no session id in extra.nonce".into());
+    }
+    let mut plain = raw.clone();
+    if let Some(e) = plain.get_mut("extra").and_then(Value::as_object_mut) {
+        e.retain(|k, _| k == challenge::EXTRA_VALID_BEFORE);
+    }
+    let mut o = usable_offer(index, &plain)?;
+    o.raw = raw.clone();
+    Ok(o)
 }
 
 /// The `PAYMENT-SIGNATURE` value presenting `hash` for the session of `offer`.
@@ -94,9 +130,13 @@ impl Payer {
         &self,
         req: &RequestSpec,
         url: &reqwest::Url,
+        key: &str,
         challenge: &Challenge,
     ) -> Result<PaidResponse, PayError> {
-        let (offer, session) = tagged_offer(challenge, self.config.max_raw)?;
+        let (offer, session) = match &self.config.pass {
+            Some(name) => tagged_pass_offer(challenge, self.config.max_raw, name)?,
+            None => tagged_offer(challenge, self.config.max_raw)?,
+        };
         self.progress(Progress::Challenge {
             amount: offer.amount,
             pay_to: offer.pay_to.clone(),
@@ -123,7 +163,7 @@ impl Payer {
         self.progress(Progress::Note(format!(
             "send {hash} confirmed; presenting it with session {session}"
         )));
-        self.present_tagged(req, challenge, &offer, &session, &hash)
+        self.present_tagged(req, key, challenge, &offer, &session, &hash)
             .await
     }
 
@@ -194,6 +234,7 @@ impl Payer {
     async fn present_tagged(
         &self,
         req: &RequestSpec,
+        key: &str,
         challenge: &Challenge,
         offer: &Offer,
         session: &str,
@@ -221,10 +262,21 @@ impl Payer {
             });
         }
         let matches = names_ours(receipt.as_ref(), &[hash.to_hex()]);
+        let mut bought = None;
         if resp.is_success() {
             self.progress(Progress::Confirmed {
                 hash: hash.to_hex(),
             });
+            if matches {
+                // Nothing journalled to forget: a published send is not re-presented.
+                bought = self.keep_bought_pass(
+                    req,
+                    key,
+                    &hash.to_hex(),
+                    offer.amount,
+                    receipt.as_ref(),
+                )?;
+            }
         }
         let info = PaymentInfo {
             hash: hash.to_hex(),
@@ -234,7 +286,9 @@ impl Payer {
             payer: self.account.to_address(),
             re_presented: false,
         };
-        Ok(PaidResponse::paid(resp, receipt, info, matches))
+        let mut paid = PaidResponse::paid(resp, receipt, info, matches);
+        paid.pass = bought;
+        Ok(paid)
     }
 }
 

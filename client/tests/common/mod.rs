@@ -3,6 +3,8 @@
 //! RPC proxy that refuses `work_generate` like a node without RPC control.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod pass_shop;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -73,6 +75,8 @@ pub struct ShopState {
     pub last_payment: Mutex<Option<(String, Value)>>,
     /// The last `accepts[0]` we issued, as JSON.
     pub last_offer: Mutex<Option<Value>>,
+    /// Prepaid passes (`/pass/`, `/web/`, `/pass-bad/`).
+    pub pass_book: pass_shop::PassBook,
 }
 
 pub struct Shop {
@@ -288,6 +292,9 @@ async fn shop_handler(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    if let Some(group) = pass_shop::group_of(&path) {
+        return pass_shop::handle(&s, &path, group, &resource, &headers).await;
+    }
     match path.as_str() {
         "/free" => reply(StatusCode::OK, vec![], json!({"free": true})),
         "/bad-b64" => reply(
@@ -401,6 +408,7 @@ pub async fn start_shop(devnet: &Devnet) -> Shop {
         settlements: AtomicUsize::new(0),
         last_payment: Mutex::new(None),
         last_offer: Mutex::new(None),
+        pass_book: Default::default(),
     });
     let app = Router::new()
         .fallback(any(shop_handler))
