@@ -106,6 +106,7 @@ fn host(path: &str) -> Bench {
             not_after: 1_900_000_000,
             previous: None,
             retired: Vec::new(),
+            pass_keys: Vec::new(),
         }),
         nonce: 0,
         sent: 0,

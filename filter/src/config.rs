@@ -824,16 +824,7 @@ fn parse_route(
                     session_budget.unwrap_or(DEFAULT_BUDGET),
                 )));
             }
-            price.template = ChallengeTemplate::new(
-                network,
-                price.amount_raw,
-                &price.pay_to.address,
-                price.max_timeout_secs,
-                price.description.as_deref(),
-                price.mime_type.as_deref(),
-                price.work,
-                price.discovery.as_ref().map(|d| d.text.as_str()),
-            );
+            price.template = ChallengeTemplate::new(network, &price);
             RouteKind::Paid(price)
         }
     };

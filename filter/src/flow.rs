@@ -269,13 +269,10 @@ impl Flow {
         let source = host.source_address();
         let call = sidecar::pay_call(
             &self.cfg.sidecar,
-            &offer.resource,
-            &offer.requirements,
+            price,
+            offer,
             payment_header,
-            price.upstream_timeout_ms,
             source.as_deref(),
-            price.work.attached,
-            offer.pass.as_ref(),
         );
         match host.dispatch(&call) {
             Ok(token) => {

@@ -7,11 +7,11 @@
 
 use crate::config::{Config, Price, SidecarConfig, TaggedTerms, SESSION_BATCH};
 use crate::pool::Session;
-use nanogate_protocol::contract::pass::{PassTerms, PassUsageRequest};
+use crate::presented::Presented;
+use nanogate_protocol::contract::pass::PassUsageRequest;
 use nanogate_protocol::contract::{
     self, headers, paths, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
-use nanogate_protocol::x402::PaymentRequirements;
 use std::time::Duration;
 
 /// An HTTP call to the sidecar, ready for `dispatch_http_call`.
@@ -65,25 +65,23 @@ pub fn key_call(sidecar: &SidecarConfig) -> Call {
 /// client sent it (the sidecar decodes it itself: cheaper than re-encoding what we decoded),
 /// the route's upstream timeout (how long an admitted request may be in flight) and the
 /// client's address (for the sidecar's per-source limit).
+/// The route's `attachWork` goes along, and a pass purchase names the pass's terms.
 pub fn pay_call(
     sidecar: &SidecarConfig,
-    resource: &str,
-    requirements: &PaymentRequirements,
+    price: &Price,
+    offer: &Presented,
     payment_header: String,
-    upstream_timeout_ms: u64,
     source: Option<&str>,
-    attach_work: bool,
-    pass: Option<&PassTerms>,
 ) -> Call {
     let body = PayRequest {
-        resource: resource.to_owned(),
-        requirements: requirements.clone(),
+        resource: offer.resource.clone(),
+        requirements: offer.requirements.clone(),
         payment: None,
         payment_header: Some(payment_header),
-        upstream_timeout_ms: Some(upstream_timeout_ms),
+        upstream_timeout_ms: Some(price.upstream_timeout_ms),
         source: source.map(str::to_owned),
-        attach_work,
-        pass: pass.cloned(),
+        attach_work: price.work.attached,
+        pass: offer.pass.clone(),
     };
     Call::new(
         sidecar,

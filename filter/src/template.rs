@@ -3,6 +3,7 @@
 //! writes exactly the bytes serde writes for the same `PaymentRequired` (tested in
 //! [`crate::challenge`]).
 
+use crate::config::Price;
 use crate::jsontext::{json_str, push_json_str, push_num};
 use nanogate_protocol::challenge::{
     ChallengeKey, ChallengeStamp, ChallengeTerms, MacPrefix, EXTRA_KEY_ID,
@@ -50,17 +51,21 @@ pub struct WorkTerms {
 }
 
 impl ChallengeTemplate {
-    /// The template of the signed-block offer of `amount_raw` to `pay_to` on `network`.
-    pub fn new(
-        network: &str,
-        amount_raw: u128,
-        pay_to: &str,
-        max_timeout_secs: u64,
-        description: Option<&str>,
-        mime_type: Option<&str>,
-        work: WorkTerms,
-        extensions: Option<&str>,
-    ) -> ChallengeTemplate {
+    /// The template of a route's signed-block offer on `network`: its price and payee, the
+    /// resource's description and type, the work terms and the bazaar extension, all from
+    /// `price`.
+    pub fn new(network: &str, price: &Price) -> ChallengeTemplate {
+        let (amount_raw, pay_to, max_timeout_secs) = (
+            price.amount_raw,
+            price.pay_to.address.as_str(),
+            price.max_timeout_secs,
+        );
+        let (description, mime_type, work) = (
+            price.description.as_deref(),
+            price.mime_type.as_deref(),
+            price.work,
+        );
+        let extensions = price.discovery.as_ref().map(|d| d.text.as_str());
         let mut resource_tail = String::new();
         if let Some(d) = description {
             resource_tail.push_str(",\"description\":");

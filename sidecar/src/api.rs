@@ -14,9 +14,9 @@ pub mod dashboard;
 pub mod facilitator;
 pub mod filter;
 pub mod guard;
-pub mod revenue;
-pub mod refunds;
 pub mod passes;
+pub mod refunds;
+pub mod revenue;
 pub mod tagged;
 
 pub use auth::{Credential, Group, Verb};

@@ -17,7 +17,6 @@ pub mod metrics;
 pub mod node;
 pub mod passes;
 pub mod readiness;
-pub mod refund_cli;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -19,7 +19,7 @@ use crate::state::{AppState, Credentials, FacilitatorSettings, HttpSettings};
 use crate::store::{self, RedeemPolicy, Retention, Store, StoreError};
 use crate::wallet::pocket::spawn_pocketer;
 use crate::wallet::sweep::spawn_sweeper;
-use crate::wallet::{Seed, Wallet, WalletSettings, WorkSource};
+use crate::wallet::{Seed, Wallet, WalletSettings, WorkSource as WalletWork};
 use nanogate_protocol::nano::PublicKey;
 use std::future::Future;
 use std::sync::Arc;
@@ -177,7 +177,7 @@ fn wallet(
     let invalid = |m: &str| crate::config::ConfigError::Invalid(m.to_owned());
     let settings = WalletSettings {
         accounts: cfg.wallet.accounts,
-        work: WorkSource::parse(&cfg.wallet.work)
+        work: WalletWork::parse(&cfg.wallet.work)
             .ok_or_else(|| invalid("wallet.work must be node or local"))?,
         representative: match &cfg.wallet.representative {
             Some(r) => Some(

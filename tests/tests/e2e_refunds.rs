@@ -1,6 +1,6 @@
 //! End to end, refunds of owed payments and pocketing (docs/refunds.md): the real sidecar
 //! (SQLite or PostgreSQL) with Envoy and the filter in front, the devnet, and the operator's
-//! `nanogate-refunds` command line, with the shipped settings (8 s settlement wait, a 60 s
+//! `nanogate-admin` command line, with the shipped settings (8 s settlement wait, a 60 s
 //! pocketing interval, work from the node). An owed payment is produced as an operator meets
 //! one: a payer sends straight to the payee account instead of paying through the gate, and the
 //! sidecar lists it `owed` (`unmatched`) once the settle window has passed.
@@ -40,22 +40,22 @@ fn config(payee: PublicKey, seed: Option<&[u8; 32]>, store: StoreKind) -> StackC
     }
 }
 
-/// `nanogate-refunds ARGS` against gate 0's sidecar: (exit code, stdout, stderr).
+/// `nanogate-admin ARGS` against gate 0's sidecar: (exit code, stdout, stderr).
 async fn cli(s: &Stack, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(workspace_bin("nanogate-refunds"))
+    let out = tokio::process::Command::new(workspace_bin("nanogate-admin"))
         .args(args)
         .env("NANOGATE_ADMIN_URL", s.gate(0).sidecar.base_url())
         .env("NANOGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .output()
         .await
-        .expect("nanogate-refunds runs");
+        .expect("nanogate-admin runs");
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     let r = (
         out.status.code().unwrap_or(-1),
         text(&out.stdout),
         text(&out.stderr),
     );
-    eprintln!("nanogate-refunds {args:?} → {}\n{}{}", r.0, r.1, r.2);
+    eprintln!("nanogate-admin {args:?} → {}\n{}{}", r.0, r.1, r.2);
     r
 }
 
@@ -214,13 +214,13 @@ async fn a_refund_whose_sidecar_is_killed_after_recording_it_is_sent_once_after_
     // Every node call now takes 1.5 s (under the 2 s call timeout): the refund's publication
     // is still on its way when the sidecar is killed, right after the refund is recorded.
     s.devnet.faults().set_latency(Duration::from_millis(1_500));
-    let mut refund = tokio::process::Command::new(workspace_bin("nanogate-refunds"))
+    let mut refund = tokio::process::Command::new(workspace_bin("nanogate-admin"))
         .arg("refund")
         .env("NANOGATE_ADMIN_URL", s.gate(0).sidecar.base_url())
         .env("NANOGATE_ADMIN_TOKEN", ADMIN_TOKEN)
         .kill_on_drop(true)
         .spawn()
-        .expect("nanogate-refunds starts");
+        .expect("nanogate-admin starts");
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let row = payment_row(&s, &p).await;

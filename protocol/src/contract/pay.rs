@@ -528,6 +528,8 @@ mod tests {
             payment_header,
             upstream_timeout_ms: None,
             source: None,
+            attach_work: false,
+            pass: None,
         }
     }
 

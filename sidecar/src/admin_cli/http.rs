@@ -39,15 +39,11 @@ pub struct Connection {
     pub timeout_secs: u64,
 }
 
-pub struct AdminHttp {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl AdminHttp {
-    pub fn new(c: &Connection) -> Result<AdminHttp> {
-        let token = match (&c.token, &c.token_file) {
+impl Connection {
+    /// The bearer token from `--token`, `--token-file` or the environment; an empty one is a
+    /// usage error.
+    pub fn resolve_token(&self) -> Result<String> {
+        let token = match (&self.token, &self.token_file) {
             (Some(t), _) => t.trim().to_owned(),
             (None, Some(path)) => std::fs::read_to_string(path)
                 .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?
@@ -60,6 +56,19 @@ impl AdminHttp {
                 "no token: pass --token, --token-file, or set NANOGATE_ADMIN_TOKEN",
             ));
         }
+        Ok(token)
+    }
+}
+
+pub struct AdminHttp {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminHttp {
+    pub fn new(c: &Connection) -> Result<AdminHttp> {
+        let token = c.resolve_token()?;
         let base = c.url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(Failure::usage("--url must start with http:// or https://"));

@@ -8,4 +8,5 @@ pub mod http;
 pub mod output;
 pub mod owed;
 pub mod payments;
+pub mod refunds;
 pub mod revenue;

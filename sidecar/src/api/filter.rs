@@ -182,10 +182,13 @@ async fn pay(State(state): State<AppState>, body: Bytes) -> Response {
             // Counted against the source like any refused payment.
             limits.source_refused(source);
             state.metrics.reject(e.reason().as_str());
-            return verdict_response(&Verdict::Reject(Rejection::new(
-                e.reason(),
-                format!("malformed /v1/pay body: {e}"),
-            )));
+            return verdict_response(
+                &Verdict::Reject(Rejection::new(
+                    e.reason(),
+                    format!("malformed /v1/pay body: {e}"),
+                )),
+                None,
+            );
         }
     };
     let input = PaymentInput {

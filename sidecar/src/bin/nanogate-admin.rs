@@ -8,16 +8,18 @@
 //! anywhere that reaches the admin listener.
 
 use clap::{Parser, Subcommand};
-use nanogate_sidecar::admin_cli::{http, output, owed, payments, revenue};
+use nanogate_sidecar::admin_cli::{http, output, owed, payments, refunds, revenue};
+use std::io::Write;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "nanogate-admin",
     version,
-    about = "Operate a nanogate sidecar: payments, revenue, owed payments",
+    about = "Operate a nanogate sidecar: payments, revenue, owed payments, refunds and pocketing",
     after_help = "Exit codes: 0 ok, 2 usage (or refused by the sidecar as a bad request), \
-                  3 token refused, 4 sidecar unreachable, 5 sidecar error or unexpected answer."
+                  3 token refused, 4 sidecar unreachable, 5 sidecar error or unexpected answer, \
+                  6 refused on the ledger or by the payment's state, 7 some refunds not completed."
 )]
 struct Cli {
     #[command(flatten)]
@@ -37,12 +39,17 @@ enum Command {
     Revenue(revenue::Args),
     /// Payments owed back to their payers, with the total per payer.
     Owed(owed::Args),
-    // Passes (issue #16) and refunds add their subcommands here, each from its own module.
+    /// Refunds and pocketing: refund, mark-refunded, receivable, pocket, sweep.
+    #[command(flatten)]
+    Refunds(refunds::Command),
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Refunds(command) = &cli.command {
+        return refund(&cli.conn, command, cli.json).await;
+    }
     let client = match http::AdminHttp::new(&cli.conn) {
         Ok(c) => c,
         Err(e) => return e.report(),
@@ -52,9 +59,29 @@ async fn main() -> ExitCode {
         Command::Payments(a) => payments::run(&client, a, out).await,
         Command::Revenue(a) => revenue::run(&client, a, out).await,
         Command::Owed(a) => owed::run(&client, a, out).await,
+        Command::Refunds(_) => return ExitCode::from(refunds::USAGE),
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
     }
+}
+
+/// The refund commands print what they did (a table or JSON) and may end part-done (code 7).
+async fn refund(conn: &http::Connection, command: &refunds::Command, json: bool) -> ExitCode {
+    let token = match conn.resolve_token() {
+        Ok(t) => t,
+        Err(e) => return e.report(),
+    };
+    let target = refunds::Connection {
+        url: conn.url.clone(),
+        token,
+        timeout_secs: conn.timeout_secs,
+    };
+    let out = refunds::run(&target, command, json).await;
+    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
+    if !out.stderr.is_empty() {
+        eprintln!("nanogate-admin: {}", out.stderr);
+    }
+    ExitCode::from(out.code)
 }

@@ -17,8 +17,8 @@ pub mod hot;
 pub mod passes;
 pub mod payments;
 pub mod postgres;
-pub mod revenue;
 pub mod refunds;
+pub mod revenue;
 pub mod sqlite;
 pub mod tagged;
 

@@ -39,6 +39,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "passes",
         include_str!("../../migrations/postgres/0007_passes.sql"),
+    ),
+    (
         8,
         "refunds",
         include_str!("../../migrations/postgres/0008_refunds.sql"),
@@ -107,10 +109,10 @@ impl PgStore {
         tokio::spawn(async move {
             if !matches!(op, HotWrite::Claim { .. }) {
                 let mut conn = pool.acquire().await?;
-                return Ok(Self::apply_hot(&mut *conn, &op).await?);
+                return Ok(Self::apply_hot(&mut conn, &op).await?);
             }
             let mut tx = pool.begin().await?;
-            let done = Self::apply_hot(&mut *tx, &op).await?;
+            let done = Self::apply_hot(&mut tx, &op).await?;
             if done.keep() {
                 tx.commit().await?;
             } else {

@@ -53,6 +53,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "passes",
         include_str!("../../migrations/sqlite/0007_passes.sql"),
+    ),
+    (
         8,
         "refunds",
         include_str!("../../migrations/sqlite/0008_refunds.sql"),
@@ -151,7 +153,7 @@ async fn run_group(
     let body: Result<(), sqlx::Error> = async {
         for (op, _) in group {
             sqlx::query("SAVEPOINT hot").execute(&mut **conn).await?;
-            let r = SqliteStore::apply_hot(&mut **conn, op).await;
+            let r = SqliteStore::apply_hot(conn, op).await;
             let keep = matches!(&r, Ok(done) if done.keep());
             if !keep {
                 sqlx::query("ROLLBACK TO hot").execute(&mut **conn).await?;

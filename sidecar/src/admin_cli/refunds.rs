@@ -1,6 +1,6 @@
 //! The operator's `refund`, `mark-refunded`, `receivable`, `pocket` and `sweep` commands over the
-//! sidecar's admin API (bearer token; docs/refunds.md). One entry, [`run`], so an admin command
-//! line can carry them as subcommands; `nanogate-refunds` is the binary that runs them alone.
+//! sidecar's admin API (bearer token; docs/refunds.md): `nanogate-admin refund …`. One entry,
+//! [`run`], given the connection `nanogate-admin` resolved (URL, token, timeout).
 //!
 //! Exit codes scripts can trust: 0 done; 2 usage (or a request the sidecar refused as bad);
 //! 3 token refused; 4 sidecar unreachable; 5 sidecar error or unexpected answer; 6 refused on
@@ -26,23 +26,18 @@ pub const SIDECAR: u8 = 5;
 pub const REFUSED: u8 = 6;
 pub const INCOMPLETE: u8 = 7;
 
-/// Where the admin API is.
-#[derive(Debug, Clone, clap::Args)]
+/// Where the admin API is, as `nanogate-admin` resolved it from its flags and environment.
+#[derive(Debug, Clone)]
 pub struct Connection {
-    /// The sidecar's base URL.
-    #[arg(
-        long,
-        env = "NANOGATE_ADMIN_URL",
-        default_value = "http://127.0.0.1:8402"
-    )]
     pub url: String,
-    /// The bearer token (the sidecar's facilitator.token); prefer the environment.
-    #[arg(long, env = "NANOGATE_ADMIN_TOKEN", hide_env_values = true)]
     pub token: String,
-    /// Seconds to wait for each answer (a refund waits for its confirmation).
-    #[arg(long, default_value_t = 120)]
+    /// Seconds to wait for each answer: at least [`MIN_TIMEOUT_SECS`], since a refund waits
+    /// for its confirmation.
     pub timeout_secs: u64,
 }
+
+/// The least time a refund command waits for an answer.
+pub const MIN_TIMEOUT_SECS: u64 = 120;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
@@ -186,7 +181,7 @@ pub async fn run(conn: &Connection, command: &Command, json: bool) -> Outcome {
         return Outcome::fail(USAGE, "no token: set NANOGATE_ADMIN_TOKEN or pass --token");
     }
     let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(conn.timeout_secs.max(1)))
+        .timeout(Duration::from_secs(conn.timeout_secs.max(MIN_TIMEOUT_SECS)))
         .build()
     {
         Ok(c) => c,
