@@ -358,7 +358,8 @@ mod tests {
         // A signed-block pass offer is not a tagged one.
         let mut signed = offer("5000", "block");
         signed["extra"]["pass"] = json!({"name": "day", "group": "api", "seconds": 86400});
-        let e = tagged_pass_offer(&challenge(vec![signed]), 10_000, "day").unwrap_err();
+        let e = tagged_pass_offer(&challenge(vec![signed]), 10_000, "day")
+            .expect_err("a signed-block pass offer");
         assert!(e.to_string().contains("not a tagged session"), "{e}");
     }
 
