@@ -10,6 +10,12 @@
 //! unique amount made after the session was issued, and consumption is single-use (the same
 //! spent set as signed blocks). Someone watching the ledger sees the amount but never the id.
 //!
+//! Prepaid passes ([`page_with_passes`]): each pass is an option beside the single request,
+//! with its own tagged offer and session; the answer that buys one sets the pass cookie on the
+//! page's same-origin fetch, so later loads go on the cookie. The filter does not sell tagged
+//! pass sessions yet (docs/passes.md), so it still calls [`page`]; the pass options are
+//! covered by this module's tests only until it does.
+//!
 //! The QR encoder is ours (inline JavaScript, byte mode, error correction level L, versions 1–10,
 //! which covers any `nano:` URI with an amount), so the module carries no QR library.
 

@@ -335,6 +335,35 @@ mod tests {
     }
 
     #[test]
+    fn a_tagged_pass_offer_is_taken_only_with_its_name() {
+        let mut pass = offer("5042", "tagged");
+        pass["extra"]["pass"] = json!({"name": "hour", "group": "api", "seconds": 3600});
+        pass["extra"]["nonce"] = json!("ffeeddccbbaa99887766554433221100");
+        let c = challenge(vec![
+            offer("1000", "block"),
+            pass.clone(),
+            offer("1042", "tagged"),
+        ]);
+        // Without --pass the single request's session is paid, never the pass.
+        let (o, _) = tagged_offer(&c, 10_000).expect("tagged");
+        assert_eq!(o.index, 2);
+        let (o, id) = tagged_pass_offer(&c, 10_000, "hour").expect("the pass");
+        assert_eq!((o.index, o.amount), (1, 5042));
+        assert_eq!(id, "ffeeddccbbaa99887766554433221100");
+        assert_eq!(o.raw, pass, "echoed verbatim");
+        assert!(matches!(
+            tagged_pass_offer(&c, 5041, "hour"),
+            Err(PayError::OverMax { .. })
+        ));
+        // A signed-block pass offer is not a tagged one.
+        let mut signed = offer("5000", "block");
+        signed["extra"]["pass"] = json!({"name": "day", "group": "api", "seconds": 86400});
+        let e = tagged_pass_offer(&challenge(vec![signed]), 10_000, "day")
+            .expect_err("a signed-block pass offer");
+        assert!(e.to_string().contains("not a tagged session"), "{e}");
+    }
+
+    #[test]
     fn refuses_over_the_maximum_or_without_a_session() {
         let c = challenge(vec![offer("1042", "tagged")]);
         assert!(tagged_offer(&c, 1041).is_err());
