@@ -132,6 +132,25 @@ async fn revoke(s: &Stack, id: &str) -> Value {
     r.json().await.expect("json")
 }
 
+/// `nanogate-admin ARGS --json` against gate 0's sidecar: (exit code, stdout as JSON or null).
+async fn admin_cli(s: &Stack, args: &[&str]) -> (i32, Value) {
+    let out = tokio::process::Command::new(nanogate_tests::procs::workspace_bin("nanogate-admin"))
+        .args(args)
+        .arg("--json")
+        .env("NANOGATE_ADMIN_URL", s.gate(0).sidecar.base_url())
+        .env("NANOGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .output()
+        .await
+        .expect("nanogate-admin runs");
+    eprintln!(
+        "nanogate-admin {args:?} → {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json)
+}
+
 /// Polls `f` every 200 ms until it holds (at most `limit`; the usage reports run each second).
 async fn eventually<F, Fut>(what: &str, limit: Duration, mut f: F)
 where
@@ -248,8 +267,11 @@ async fn a_counted_pass_is_exhausted_and_a_revoked_one_refused() {
 
     let (_, hour) = buy(&s, 0, "/passes/buy2", "hour", None).await;
     assert_eq!(with_pass(&s, 0, "/passes/r", &hour.token).await.status, 200);
-    let row = revoke(&s, &hour.id).await;
-    assert_eq!(row["state"], json!("revoked"));
+    // The operator revokes it with the admin command line; an unknown id is refused (exit 6).
+    let (code, row) = admin_cli(&s, &["revoke", &hour.id]).await;
+    assert_eq!((code, &row["state"]), (0, &json!("revoked")), "{row}");
+    let (code, _) = admin_cli(&s, &["revoke", &"0".repeat(32)]).await;
+    assert_eq!(code, 6, "revoking an unknown pass");
     eventually(
         "the filter refuses the revoked pass",
         Duration::from_secs(15),
@@ -261,6 +283,54 @@ async fn a_counted_pass_is_exhausted_and_a_revoked_one_refused() {
     .await;
     assert!(s.gate(0).counter("pass_refused_revoked").await >= 1);
     assert_eq!(admin_pass(&s, &hour.id).await["state"], json!("revoked"));
+    // `passes` lists both, as the admin API does, filtered by state.
+    let (code, listed) = admin_cli(&s, &["passes", "--group", "passes", "--page-size", "1"]).await;
+    assert_eq!(code, 0);
+    let state_of = |id: &str| {
+        listed
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["id"] == json!(id)))
+            .map(|p| p["state"].clone())
+    };
+    assert_eq!(state_of(&hour.id), Some(json!("revoked")), "{listed}");
+    assert_eq!(state_of(&three.id), Some(json!("exhausted")), "{listed}");
+    let (code, revoked) = admin_cli(&s, &["passes", "--state", "revoked"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(revoked.as_array().map(Vec::len), Some(1), "{revoked}");
+    dashboard_shows_pass_usage(&s).await;
+}
+
+/// The operator's dashboard (headless Chromium) shows the same: per group and pass, one
+/// `three` exhausted after its 3 requests, one `hour` revoked.
+async fn dashboard_shows_pass_usage(s: &Stack) {
+    use nanogate_tests::browser::{Browser, Page};
+    let mut browser = Browser::start();
+    let port = browser.port().await;
+    let mut page = Page::open(port).await;
+    let url = format!(
+        "{}/dashboard#token={ADMIN_TOKEN}",
+        s.gate(0).sidecar.base_url()
+    );
+    page.call("Page.navigate", json!({ "url": url })).await;
+    assert!(
+        page.wait_for(
+            "document.body && document.body.dataset.state",
+            &json!("ready"),
+            Duration::from_secs(20)
+        )
+        .await,
+        "{}",
+        page.eval("document.body.outerHTML").await
+    );
+    let row = |pass: &str, field: &str| {
+        format!(
+            "(document.querySelector('#pass-usage tr[data-group=\"passes\"][data-pass=\"{pass}\"]') \
+             || {{dataset: {{}}}}).dataset.{field}"
+        )
+    };
+    assert_eq!(page.eval(&row("three", "exhausted")).await, json!("1"));
+    assert_eq!(page.eval(&row("three", "used")).await, json!("3"));
+    assert_eq!(page.eval(&row("hour", "revoked")).await, json!("1"));
 }
 
 #[tokio::test]

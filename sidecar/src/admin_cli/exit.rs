@@ -11,6 +11,9 @@ pub const AUTH: u8 = 3;
 pub const UNREACHABLE: u8 = 4;
 /// The sidecar answered with an error or something that is not the expected JSON.
 pub const SIDECAR: u8 = 5;
+/// The sidecar refused what was asked of an existing thing, or found no such thing (404, 409,
+/// 422): e.g. revoking an unknown pass.
+pub const REFUSED: u8 = 6;
 
 /// A failure, with the exit code it maps to.
 #[derive(Debug)]

@@ -90,19 +90,30 @@ impl AdminHttp {
         query: &[(&str, String)],
     ) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let answer = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| {
-                Failure::new(
-                    exit::UNREACHABLE,
-                    format!("cannot reach the sidecar at {}: {e}", self.base),
-                )
-            })?;
+        self.send(path, self.http.get(&url).query(query)).await
+    }
+
+    /// `POST path` of `body` as JSON with the token, the answer decoded as `T`.
+    pub async fn post<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        self.send(path, self.http.post(&url).json(body)).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T> {
+        let answer = request.bearer_auth(&self.token).send().await.map_err(|e| {
+            Failure::new(
+                exit::UNREACHABLE,
+                format!("cannot reach the sidecar at {}: {e}", self.base),
+            )
+        })?;
         let status = answer.status();
         let body = answer.bytes().await.map_err(|e| {
             Failure::new(
@@ -121,6 +132,7 @@ impl AdminHttp {
         let code = match status.as_u16() {
             401 | 403 => exit::AUTH,
             400 => exit::USAGE,
+            404 | 409 | 422 => exit::REFUSED,
             _ => exit::SIDECAR,
         };
         Err(Failure::new(code, format!("{path}: {status}: {said}")))

@@ -7,6 +7,7 @@ pub mod exit;
 pub mod http;
 pub mod output;
 pub mod owed;
+pub mod passes;
 pub mod payments;
 pub mod refunds;
 pub mod revenue;

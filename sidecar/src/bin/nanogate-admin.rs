@@ -8,7 +8,7 @@
 //! anywhere that reaches the admin listener.
 
 use clap::{Parser, Subcommand};
-use nanogate_sidecar::admin_cli::{http, output, owed, payments, refunds, revenue};
+use nanogate_sidecar::admin_cli::{http, output, owed, passes, payments, refunds, revenue};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -16,10 +16,10 @@ use std::process::ExitCode;
 #[command(
     name = "nanogate-admin",
     version,
-    about = "Operate a nanogate sidecar: payments, revenue, owed payments, refunds and pocketing",
+    about = "Operate a nanogate sidecar: payments, revenue, owed payments, passes, refunds and pocketing",
     after_help = "Exit codes: 0 ok, 2 usage (or refused by the sidecar as a bad request), \
                   3 token refused, 4 sidecar unreachable, 5 sidecar error or unexpected answer, \
-                  6 refused on the ledger or by the payment's state, 7 some refunds not completed."
+                  6 refused (no such pass or payment, on the ledger, or by its state), 7 some refunds not completed."
 )]
 struct Cli {
     #[command(flatten)]
@@ -39,6 +39,10 @@ enum Command {
     Revenue(revenue::Args),
     /// Payments owed back to their payers, with the total per payer.
     Owed(owed::Args),
+    /// Prepaid passes sold (every page), with their use and state.
+    Passes(passes::Args),
+    /// Revoke a pass: the filters refuse it from their next usage report on.
+    Revoke(passes::RevokeArgs),
     /// Refunds and pocketing: refund, mark-refunded, receivable, pocket, sweep.
     #[command(flatten)]
     Refunds(refunds::Command),
@@ -59,6 +63,8 @@ async fn main() -> ExitCode {
         Command::Payments(a) => payments::run(&client, a, out).await,
         Command::Revenue(a) => revenue::run(&client, a, out).await,
         Command::Owed(a) => owed::run(&client, a, out).await,
+        Command::Passes(a) => passes::run(&client, a, out).await,
+        Command::Revoke(a) => passes::revoke(&client, a, out).await,
         Command::Refunds(_) => return ExitCode::from(refunds::USAGE),
     };
     match done {
