@@ -4,7 +4,7 @@
 //! the request URL (or, for a tagged session, from the sidecar that issued it).
 
 use crate::config::{Config, PassOffer, Price};
-use crate::jsontext::{num, push_json_str, push_num};
+use crate::jsontext::{num, push_json_str, push_num, push_offer_terms};
 use crate::keys::IdKey;
 use crate::pool::Session;
 use nanogate_protocol::challenge::{
@@ -166,18 +166,14 @@ fn push_pass_offers(
         let offer = pass_offer(network, price, pass);
         let stamp = pass_stamp(&offer, i, key, now, nonce);
         let tag = nanogate_protocol::challenge::mac(&key.key, &offer.terms(), &stamp);
-        out.push_str(",{\"scheme\":");
-        push_json_str(out, SCHEME_EXACT);
-        out.push_str(",\"network\":");
-        push_json_str(out, network);
-        out.push_str(",\"amount\":\"");
-        push_num(out, pass.amount_raw);
-        out.push_str("\",\"asset\":");
-        push_json_str(out, ASSET_XNO);
-        out.push_str(",\"payTo\":");
-        push_json_str(out, &price.pay_to.address);
-        out.push_str(",\"maxTimeoutSeconds\":");
-        push_num(out, u128::from(price.max_timeout_secs));
+        out.push_str(",{");
+        push_offer_terms(
+            out,
+            network,
+            pass.amount_raw,
+            &price.pay_to.address,
+            price.max_timeout_secs,
+        );
         // Keys in serde_json's (sorted) order, in `extra` and in `pass` (a `Value` there).
         out.push_str(",\"extra\":{\"keyId\":");
         push_num(out, u128::from(stamp.key_id));

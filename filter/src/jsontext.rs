@@ -1,5 +1,31 @@
 //! Hand-written JSON text: the 402 bodies and offers on the hot path are rendered by hand (no
-//! serde work per request), from these two pieces.
+//! serde work per request), from these pieces.
+
+use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
+
+/// An `exact` offer's terms up to `maxTimeoutSeconds`, in `PaymentRequirements`' field order,
+/// after its opening `{`: every offer we render (the 402's, a pass's, `/.well-known/x402`'s)
+/// starts with these.
+pub fn push_offer_terms(
+    out: &mut String,
+    network: &str,
+    amount_raw: u128,
+    pay_to: &str,
+    max_timeout_secs: u64,
+) {
+    out.push_str("\"scheme\":");
+    push_json_str(out, SCHEME_EXACT);
+    out.push_str(",\"network\":");
+    push_json_str(out, network);
+    out.push_str(",\"amount\":\"");
+    push_num(out, amount_raw);
+    out.push_str("\",\"asset\":");
+    push_json_str(out, ASSET_XNO);
+    out.push_str(",\"payTo\":");
+    push_json_str(out, pay_to);
+    out.push_str(",\"maxTimeoutSeconds\":");
+    push_num(out, u128::from(max_timeout_secs));
+}
 
 /// Appends the decimal digits of `n`. By hand: every `to_string()` site would otherwise bring
 /// its own copy of the formatting machinery into the module.

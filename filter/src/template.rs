@@ -4,12 +4,11 @@
 //! [`crate::challenge`]).
 
 use crate::config::Price;
-use crate::jsontext::{json_str, push_json_str, push_num};
+use crate::jsontext::{json_str, push_json_str, push_num, push_offer_terms};
 use nanogate_protocol::challenge::{
     ChallengeKey, ChallengeStamp, ChallengeTerms, MacPrefix, EXTRA_KEY_ID,
 };
 use nanogate_protocol::contract::facilitator::work as work_extra;
-use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::hex;
 use std::cell::RefCell;
 
@@ -77,18 +76,8 @@ impl ChallengeTemplate {
         }
         resource_tail.push('}');
         let mut h = String::with_capacity(256);
-        h.push_str(",\"accepts\":[{\"scheme\":");
-        h.push_str(&json_str(SCHEME_EXACT));
-        h.push_str(",\"network\":");
-        h.push_str(&json_str(network));
-        h.push_str(",\"amount\":\"");
-        push_num(&mut h, amount_raw);
-        h.push_str("\",\"asset\":");
-        h.push_str(&json_str(ASSET_XNO));
-        h.push_str(",\"payTo\":");
-        h.push_str(&json_str(pay_to));
-        h.push_str(",\"maxTimeoutSeconds\":");
-        push_num(&mut h, u128::from(max_timeout_secs));
+        h.push_str(",\"accepts\":[{");
+        push_offer_terms(&mut h, network, amount_raw, pay_to, max_timeout_secs);
         h.push_str(",\"extra\":{\"");
         h.push_str(EXTRA_KEY_ID);
         h.push_str("\":");

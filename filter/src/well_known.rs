@@ -3,9 +3,8 @@
 //! configuration (filter/README.md, "Discovery"). Rare traffic: rendered per request.
 
 use crate::config::{Config, Price, Route, RouteKind};
-use crate::jsontext::{push_json_str, push_num};
+use crate::jsontext::{push_json_str, push_num, push_offer_terms};
 use crate::routes::{normalize_host, PathMatch};
-use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 
 /// One paid route as a discovery item (x402's discovery listing shape), appended to `out`.
 /// Written as text with [`crate::jsontext`]: building `serde_json` values costs the module
@@ -22,18 +21,14 @@ fn push_item(out: &mut String, cfg: &Config, base: &str, route: &Route, price: &
         resource.push_str(path);
     }
     push_json_str(out, &resource);
-    out.push_str(",\"type\":\"http\",\"x402Version\":2,\"accepts\":[{\"scheme\":");
-    push_json_str(out, SCHEME_EXACT);
-    out.push_str(",\"network\":");
-    push_json_str(out, &cfg.network);
-    out.push_str(",\"amount\":\"");
-    push_num(out, price.amount_raw);
-    out.push_str("\",\"asset\":");
-    push_json_str(out, ASSET_XNO);
-    out.push_str(",\"payTo\":");
-    push_json_str(out, &price.pay_to.address);
-    out.push_str(",\"maxTimeoutSeconds\":");
-    push_num(out, u128::from(price.max_timeout_secs));
+    out.push_str(",\"type\":\"http\",\"x402Version\":2,\"accepts\":[{");
+    push_offer_terms(
+        out,
+        &cfg.network,
+        price.amount_raw,
+        &price.pay_to.address,
+        price.max_timeout_secs,
+    );
     out.push_str(",\"extra\":{}}],\"metadata\":{\"name\":");
     push_json_str(out, &route.name);
     out.push_str(",\"path\":{");
