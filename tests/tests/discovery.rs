@@ -98,7 +98,10 @@ async fn bazaar_metadata_and_the_well_known_listing_validate_against_the_x402_sc
             "tagged",
             "tagged-short",
             "preview",
-            "weather"
+            "weather",
+            "passes-too",
+            "passes",
+            "other-passes"
         ],
         "paid routes only, in configuration order"
     );
