@@ -77,7 +77,7 @@ pub fn state_with(
         Some(s) => s.clone().into_bytes(),
         None => rand::random::<[u8; 32]>().to_vec(),
     };
-    let keys = ChallengeKeys::new(secret, cfg.key_rotation_secs);
+    let keys = ChallengeKeys::new(secret.clone(), cfg.key_rotation_secs);
     let work = Arc::new(WorkAttacher::new(
         work_source(cfg, &metrics),
         WorkSettings {
@@ -118,13 +118,9 @@ pub fn state_with(
             attach_work: cfg.facilitator.attach_work,
         },
         wallet: None,
-        passes: Arc::new(PassKeys::new(
-            cfg.challenge_secret
-                .clone()
-                .unwrap_or_default()
-                .into_bytes(),
-            cfg.pass_key_rotation_secs,
-        )),
+        // The same master as the challenge keys (pass keys derive under their own domain):
+        // random without a challenge secret, never an empty, public one.
+        passes: Arc::new(PassKeys::new(secret, cfg.pass_key_rotation_secs)),
     })
 }
 

@@ -231,6 +231,29 @@ async fn facilitator_only_needs_no_filter_secrets_and_serves_no_filter_api() {
     let err = bound_only.validate().unwrap_err().to_string();
     assert!(err.contains("allow_unbound"), "{err}");
 
+    // Without a challenge secret the pass keys, like the challenge keys, come from random bytes:
+    // never from an empty, public secret.
+    let store = nanogate_sidecar::store::sqlite::SqliteStore::open("sqlite::memory:", 1)
+        .await
+        .unwrap();
+    let state = nanogate_sidecar::server::state_with(
+        &cfg,
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(nanogate_sidecar::ledger::fake::FakeLedger::new()),
+        std::sync::Arc::new(nanogate_sidecar::metrics::Metrics::new()),
+    )
+    .unwrap();
+    let published = state.passes.published(1_700_000_000);
+    assert!(!published.is_empty());
+    for entry in published {
+        let public = nanogate_protocol::contract::pass::PassKey::derive(b"", entry.key_id);
+        assert_ne!(
+            entry.key, public,
+            "pass key {} from an empty secret",
+            entry.key_id
+        );
+    }
+
     let sidecar = Sidecar::start(&cfg).await;
     // The filter API and /v1/challenge are not served at all, whatever secret is sent (an
     // empty one included).
