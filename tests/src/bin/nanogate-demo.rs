@@ -295,6 +295,14 @@ fn next_steps(stack: &Stack) {
         admin.display()
     );
     println!("  {} payments --csv > payments.csv", admin.display());
+    println!(
+        "  {} passes                  # prepaid passes sold on /passes/ (revoke ID revokes one)",
+        admin.display()
+    );
+    println!(
+        "  {} refund                  # owed payments back to their payers (docs/refunds.md)",
+        admin.display()
+    );
     println!("  dashboard: {sidecar}/dashboard#token={DEMO_ADMIN_TOKEN}");
     println!(
         "\n  The demo seed and admin token above are PUBLIC and for this local devnet only; never use\n  them for real XNO."
