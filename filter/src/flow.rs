@@ -620,6 +620,7 @@ fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Op
     if header.is_none() && cookie.is_none() {
         return None;
     }
+    let had_header = header.is_some();
     let cookie = cookie.map(|c| String::from_utf8_lossy(&c).into_owned());
     let group = match kind {
         RouteKind::Paid(p) => p.passes.as_ref().map(|p| p.group.as_str()),
@@ -634,7 +635,7 @@ fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Op
     let token = header
         .map(|h| String::from_utf8_lossy(&h).trim().to_owned())
         .or(from_cookie);
-    if host.request_header(pass::HEADER).is_some() {
+    if had_header {
         host.remove_request_header(pass::HEADER);
     }
     if let Some(rest) = cookie
