@@ -7,13 +7,14 @@
 //! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
 //! and count, and everything it starts stops with it.
 //!
-//! Usage: `nanogate-bench [--quick] [--only envoy,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
+//! Usage: `nanogate-bench [--quick] [--only envoy,passes,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
 //! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
 //! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
 
 mod facts;
 mod flood;
 mod paid;
+mod passes;
 mod report;
 mod spent;
 mod stack;
@@ -133,7 +134,7 @@ fn args() -> Result<Args> {
             "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: nanogate-bench [--quick] [--only envoy,paid,memory,flood,verify,spent,micro] \
+                    "usage: nanogate-bench [--quick] [--only envoy,passes,paid,memory,flood,verify,spent,micro] \
                      [--pg-url URL]"
                 );
                 std::process::exit(0);
@@ -231,8 +232,9 @@ async fn measure(
 ) -> Result<()> {
     let pay_to = paid::payee_key().public_key();
     let pay_to_addr = pay_to.to_address();
-    let needs_stack =
-        wants("envoy") || wants("paid") || wants("memory") || wants("flood") || wants("verify");
+    let needs_stack = ["envoy", "passes", "paid", "memory", "flood", "verify"]
+        .iter()
+        .any(|p| wants(p));
     if needs_stack {
         if std::process::Command::new("wrk")
             .arg("-v")
@@ -342,6 +344,21 @@ async fn measure(
                     pass,
                 ),
             ];
+        }
+
+        if wants("passes") {
+            report.passes = Some(
+                passes::run(
+                    plan,
+                    &devnet0.rpc_url,
+                    sidecar0.port,
+                    upstream.port,
+                    wasm,
+                    pay_to,
+                    &pay_to_addr,
+                )
+                .await?,
+            );
         }
 
         if wants("paid") {

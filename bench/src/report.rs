@@ -165,6 +165,7 @@ pub struct Report {
     pub flood: Option<FloodRow>,
     pub spent: Vec<SpentResult>,
     pub memory: Vec<MemoryRow>,
+    pub passes: Option<crate::passes::PassesResult>,
     pub micro: Vec<(String, Option<f64>)>,
     pub notes: Vec<String>,
     /// `--only` parts, when the run measured only some.
@@ -225,6 +226,7 @@ impl Report {
             flood: None,
             spent: Vec::new(),
             memory: Vec::new(),
+            passes: None,
             micro: Vec::new(),
             notes: Vec::new(),
             only: None,
@@ -328,6 +330,56 @@ impl Report {
                 );
             }
             s.push('\n');
+        }
+
+        if let Some(ps) = &self.passes {
+            let _ = writeln!(
+                s,
+                "## Prepaid passes (one Envoy, wrk -t1 -c{} with `x-nanogate-pass`, {} s after {} s warm-up, best of {} rounds; passes bought once by signed block)\n",
+                p.connections, p.wrk_secs, p.warm_secs, p.envoy_rounds
+            );
+            let _ = writeln!(
+                s,
+                "| case | req/s | p50 | p99 | ratio to the free route | Envoy CPU per request |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+            for (case, m) in [
+                ("free route through the filter", &ps.free),
+                (
+                    "time pass (`hour`), checked by the filter alone",
+                    &ps.time_pass,
+                ),
+                (
+                    "counted pass (`many`, 10⁹ requests), counted per VM and reported each second",
+                    &ps.counted_pass,
+                ),
+            ] {
+                let _ = writeln!(
+                    s,
+                    "| {case} | {} | {} | {} | {:.2}× | {} |",
+                    int(m.r.rps),
+                    ms(m.r.p50),
+                    ms(m.r.p99),
+                    m.r.rps / ps.free.r.rps.max(1e-9),
+                    m.cpu_us
+                        .map_or_else(|| "?".into(), |c| format!("{c:.1} µs"))
+                );
+            }
+            let o = &ps.overspend;
+            let _ = writeln!(
+                s,
+                "\nOverspend: one pass of {} requests used through two Envoys (one worker VM each, one sidecar, `passReportSecs` {}) for {} s with wrk -c{} on each: {} served of {} sent ({} req/s on the pass over both), **{} beyond the grant** ({:.1} % of it); the documented bound is min(`passReportSecs` × rate, (VMs − 1) × grant) = {}.\n",
+                int(o.granted as f64),
+                crate::passes::REPORT_SECS,
+                o.secs,
+                (p.connections / 2).max(1),
+                int(o.served as f64),
+                int(o.sent as f64),
+                int(o.rate),
+                int(o.over() as f64),
+                o.over() as f64 * 100.0 / o.granted.max(1) as f64,
+                int(o.bound() as f64)
+            );
         }
 
         if !self.paid.is_empty() {
@@ -591,6 +643,27 @@ impl Report {
                 int(o.r.rps),
                 int(fl.r.rps),
                 met(x >= target)
+            );
+        }
+        if let Some(ps) = &self.passes {
+            let t = ps.time_pass.r.rps / ps.free.r.rps.max(1e-9);
+            let c = ps.counted_pass.r.rps / ps.free.r.rps.max(1e-9);
+            let _ = writeln!(
+                s,
+                "| requests on a pass ≥ 0.9× the free route through the filter | time pass {t:.2}×, counted pass {c:.2}× ({} and {} vs {} req/s) | {} |",
+                int(ps.time_pass.r.rps),
+                int(ps.counted_pass.r.rps),
+                int(ps.free.r.rps),
+                met(t >= 0.9 && c >= 0.9)
+            );
+            let o = &ps.overspend;
+            let _ = writeln!(
+                s,
+                "| pass overspend within the documented bound (two Envoys) | {} beyond a grant of {} (bound {}) | {} |",
+                int(o.over() as f64),
+                int(o.granted as f64),
+                int(o.bound() as f64),
+                met(o.over() <= o.bound())
             );
         }
         for r in self

@@ -37,16 +37,25 @@ pub fn version() -> String {
 
 /// `wrk -t1 -c<connections> -d<secs>s --latency` against `url`.
 pub fn run(url: &str, connections: u32, secs: u64) -> Result<WrkResult> {
-    let mut child = Command::new("wrk")
-        .args([
-            "-t1",
-            &format!("-c{connections}"),
-            &format!("-d{secs}s"),
-            "--timeout",
-            "5s",
-            "--latency",
-            url,
-        ])
+    run_with(url, connections, secs, None)
+}
+
+/// [`run`], every request carrying `header` (`name: value`) when given.
+pub fn run_with(url: &str, connections: u32, secs: u64, header: Option<&str>) -> Result<WrkResult> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{secs}s"),
+        "--timeout",
+        "5s",
+        "--latency",
+    ]);
+    if let Some(h) = header {
+        cmd.args(["-H", h]);
+    }
+    let mut child = cmd
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
