@@ -14,6 +14,9 @@ pub const SIDECAR: u8 = 5;
 /// The sidecar refused what was asked of an existing thing, or found no such thing (404, 409,
 /// 422): e.g. revoking an unknown pass.
 pub const REFUSED: u8 = 6;
+/// A command that acts on many things (refunds, pocketing, sweeping) did some of them only;
+/// the rest are listed with why.
+pub const INCOMPLETE: u8 = 7;
 
 /// A failure, with the exit code it maps to.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Connection {
     /// The sidecar's base URL (its admin listener).
     #[arg(

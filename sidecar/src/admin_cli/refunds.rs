@@ -1,42 +1,21 @@
 //! The operator's `refund`, `mark-refunded`, `receivable`, `pocket` and `sweep` commands over the
-//! sidecar's admin API (bearer token; docs/refunds.md): `nanogate-admin refund …`. One entry,
-//! [`run`], given the connection `nanogate-admin` resolved (URL, token, timeout).
-//!
-//! Exit codes scripts can trust: 0 done; 2 usage (or a request the sidecar refused as bad);
-//! 3 token refused; 4 sidecar unreachable; 5 sidecar error or unexpected answer; 6 refused on
-//! the ledger or conflicting state (`mark-refunded` of a block that is not the refund, of a
-//! payment not owed); 7 some refunds not completed (listed, with why).
+//! sidecar's admin API (bearer token; docs/refunds.md): `nanogate-admin refund …`, through the
+//! same [`AdminHttp`] client as every other subcommand. Exit codes are `admin_cli::exit`'s; these
+//! commands may also end part-done: [`INCOMPLETE`] (7), with what was not done listed and why.
 
+use crate::admin_cli::exit::{Result, INCOMPLETE};
+use crate::admin_cli::http::AdminHttp;
 use nanogate_protocol::contract::paths;
 use nanogate_protocol::contract::refunds::{
     MarkRefundedRequest, PocketAnswer, ReceivableAnswer, RefundRequest, RefundRow, RefundsAnswer,
     SweepAnswer,
 };
-use nanogate_protocol::contract::ErrorBody;
 use nanogate_protocol::nano::format_xno;
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Write as _;
-use std::time::Duration;
 
-pub const USAGE: u8 = 2;
-pub const AUTH: u8 = 3;
-pub const UNREACHABLE: u8 = 4;
-pub const SIDECAR: u8 = 5;
-pub const REFUSED: u8 = 6;
-pub const INCOMPLETE: u8 = 7;
-
-/// Where the admin API is, as `nanogate-admin` resolved it from its flags and environment.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    pub url: String,
-    pub token: String,
-    /// Seconds to wait for each answer: at least [`MIN_TIMEOUT_SECS`], since a refund waits
-    /// for its confirmation.
-    pub timeout_secs: u64,
-}
-
-/// The least time a refund command waits for an answer.
+/// The least time a refund command waits for an answer, since a refund waits for its
+/// confirmation.
 pub const MIN_TIMEOUT_SECS: u64 = 120;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -60,66 +39,6 @@ pub enum Command {
     Pocket,
     /// Send the pool accounts' balances, less what they still owe, to wallet.treasury.
     Sweep,
-}
-
-/// What a command printed, and how it ended.
-#[derive(Debug)]
-pub struct Outcome {
-    pub code: u8,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Outcome {
-    fn fail(code: u8, message: impl Into<String>) -> Outcome {
-        Outcome {
-            code,
-            stdout: String::new(),
-            stderr: message.into(),
-        }
-    }
-}
-
-struct Http {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Http {
-    async fn call<B: Serialize, T: DeserializeOwned>(
-        &self,
-        post: Option<&B>,
-        path: &str,
-    ) -> Result<T, Outcome> {
-        let url = format!("{}{path}", self.base);
-        let req = match post {
-            Some(body) => self.client.post(&url).json(body),
-            None => self.client.get(&url),
-        };
-        let answer = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(|e| Outcome::fail(UNREACHABLE, format!("{url}: {e}")))?;
-        let status = answer.status().as_u16();
-        let text = answer.text().await.unwrap_or_default();
-        if (200..300).contains(&status) {
-            return serde_json::from_str(&text).map_err(|e| {
-                Outcome::fail(SIDECAR, format!("{url}: unexpected answer ({e}): {text}"))
-            });
-        }
-        let why = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| b.error)
-            .unwrap_or(text);
-        let code = match status {
-            401 | 403 => AUTH,
-            400 => USAGE,
-            404 | 409 | 422 => REFUSED,
-            _ => SIDECAR,
-        };
-        Err(Outcome::fail(code, format!("{status}: {why}")))
-    }
 }
 
 fn xno(raw: &str) -> String {
@@ -175,119 +94,85 @@ fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
-/// Runs one command against the admin API; `json`: machine-readable output.
-pub async fn run(conn: &Connection, command: &Command, json: bool) -> Outcome {
-    if conn.token.trim().is_empty() {
-        return Outcome::fail(USAGE, "no token: set NANOGATE_ADMIN_TOKEN or pass --token");
-    }
-    let client = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(conn.timeout_secs.max(MIN_TIMEOUT_SECS)))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return Outcome::fail(USAGE, format!("HTTP client: {e}")),
-    };
-    let http = Http {
-        client,
-        base: conn.url.trim_end_matches('/').to_owned(),
-        token: conn.token.trim().to_owned(),
-    };
-    let done = match command {
-        Command::Refund { payments } => http
-            .call::<_, RefundsAnswer>(
-                Some(&RefundRequest {
-                    payments: payments.clone(),
-                }),
-                paths::ADMIN_REFUNDS,
-            )
-            .await
-            .map(|a| {
-                let (code, text) = print_refunds(&a);
-                (code, if json { to_json(&a) } else { text })
-            }),
-        Command::MarkRefunded { payment, block } => http
-            .call::<_, RefundRow>(
-                Some(&MarkRefundedRequest {
-                    payment: payment.clone(),
-                    block: block.clone(),
-                }),
-                paths::ADMIN_REFUNDS_MARK,
-            )
-            .await
-            .map(|r| (0, if json { to_json(&r) } else { print_row(&r) })),
-        Command::Receivable => http
-            .call::<(), ReceivableAnswer>(None, paths::ADMIN_RECEIVABLE)
-            .await
-            .map(|a| {
-                let text = a.accounts.iter().fold(String::new(), |mut s, r| {
-                    let _ = writeln!(
-                        s,
-                        "{}  {} raw ({})  {} sends{}",
-                        r.account,
-                        r.receivable,
-                        xno(&r.receivable),
-                        r.count,
-                        if r.pocketed_here {
-                            "  (pocketed by the sidecar)"
-                        } else {
-                            ""
-                        }
-                    );
-                    s
-                });
-                (0, if json { to_json(&a) } else { text })
-            }),
-        Command::Pocket => http
-            .call::<_, PocketAnswer>(Some(&()), paths::ADMIN_POCKET)
-            .await
-            .map(|a| {
-                let mut text = a.received.iter().fold(String::new(), |mut s, r| {
-                    let _ = writeln!(
-                        s,
-                        "{}  received {} raw ({}) from send {}  by block {}",
-                        r.account,
-                        r.amount,
-                        xno(&r.amount),
-                        r.send,
-                        r.block
-                    );
-                    s
-                });
-                for e in &a.errors {
-                    let _ = writeln!(text, "not pocketed: {e}");
-                }
-                let code = if a.errors.is_empty() { 0 } else { INCOMPLETE };
-                (code, if json { to_json(&a) } else { text })
-            }),
-        Command::Sweep => http
-            .call::<_, SweepAnswer>(Some(&()), paths::ADMIN_SWEEP)
-            .await
-            .map(|a| {
-                let mut text = a.swept.iter().fold(String::new(), |mut s, r| {
-                    let _ = writeln!(
-                        s,
-                        "{}  sent {} raw ({}) to the treasury by block {}; kept {} raw (owed)",
-                        r.account,
-                        r.amount,
-                        xno(&r.amount),
-                        r.block,
-                        r.kept
-                    );
-                    s
-                });
-                for e in &a.errors {
-                    let _ = writeln!(text, "not swept: {e}");
-                }
-                let code = if a.errors.is_empty() { 0 } else { INCOMPLETE };
-                (code, if json { to_json(&a) } else { text })
-            }),
-    };
-    match done {
-        Ok((code, stdout)) => Outcome {
-            code,
-            stdout,
-            stderr: String::new(),
-        },
-        Err(o) => o,
-    }
+/// Runs one command against the admin API; `json`: machine-readable output. Returns the exit
+/// code (0, or [`INCOMPLETE`]) and what to print.
+pub async fn run(http: &AdminHttp, command: &Command, json: bool) -> Result<(u8, String)> {
+    Ok(match command {
+        Command::Refund { payments } => {
+            let body = RefundRequest {
+                payments: payments.clone(),
+            };
+            let a: RefundsAnswer = http.post(paths::ADMIN_REFUNDS, &body).await?;
+            let (code, text) = print_refunds(&a);
+            (code, if json { to_json(&a) } else { text })
+        }
+        Command::MarkRefunded { payment, block } => {
+            let body = MarkRefundedRequest {
+                payment: payment.clone(),
+                block: block.clone(),
+            };
+            let r: RefundRow = http.post(paths::ADMIN_REFUNDS_MARK, &body).await?;
+            (0, if json { to_json(&r) } else { print_row(&r) })
+        }
+        Command::Receivable => {
+            let a: ReceivableAnswer = http.get(paths::ADMIN_RECEIVABLE, &[]).await?;
+            let text = a.accounts.iter().fold(String::new(), |mut s, r| {
+                let _ = writeln!(
+                    s,
+                    "{}  {} raw ({})  {} sends{}",
+                    r.account,
+                    r.receivable,
+                    xno(&r.receivable),
+                    r.count,
+                    if r.pocketed_here {
+                        "  (pocketed by the sidecar)"
+                    } else {
+                        ""
+                    }
+                );
+                s
+            });
+            (0, if json { to_json(&a) } else { text })
+        }
+        Command::Pocket => {
+            let a: PocketAnswer = http.post(paths::ADMIN_POCKET, &()).await?;
+            let mut text = a.received.iter().fold(String::new(), |mut s, r| {
+                let _ = writeln!(
+                    s,
+                    "{}  received {} raw ({}) from send {}  by block {}",
+                    r.account,
+                    r.amount,
+                    xno(&r.amount),
+                    r.send,
+                    r.block
+                );
+                s
+            });
+            for e in &a.errors {
+                let _ = writeln!(text, "not pocketed: {e}");
+            }
+            let code = if a.errors.is_empty() { 0 } else { INCOMPLETE };
+            (code, if json { to_json(&a) } else { text })
+        }
+        Command::Sweep => {
+            let a: SweepAnswer = http.post(paths::ADMIN_SWEEP, &()).await?;
+            let mut text = a.swept.iter().fold(String::new(), |mut s, r| {
+                let _ = writeln!(
+                    s,
+                    "{}  sent {} raw ({}) to the treasury by block {}; kept {} raw (owed)",
+                    r.account,
+                    r.amount,
+                    xno(&r.amount),
+                    r.block,
+                    r.kept
+                );
+                s
+            });
+            for e in &a.errors {
+                let _ = writeln!(text, "not swept: {e}");
+            }
+            let code = if a.errors.is_empty() { 0 } else { INCOMPLETE };
+            (code, if json { to_json(&a) } else { text })
+        }
+    })
 }

@@ -51,10 +51,12 @@ enum Command {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Refunds(command) = &cli.command {
-        return refund(&cli.conn, command, cli.json).await;
+    let mut conn = cli.conn.clone();
+    if let Command::Refunds(_) = &cli.command {
+        // A refund waits for its confirmation on the ledger.
+        conn.timeout_secs = conn.timeout_secs.max(refunds::MIN_TIMEOUT_SECS);
     }
-    let client = match http::AdminHttp::new(&cli.conn) {
+    let client = match http::AdminHttp::new(&conn) {
         Ok(c) => c,
         Err(e) => return e.report(),
     };
@@ -65,29 +67,17 @@ async fn main() -> ExitCode {
         Command::Owed(a) => owed::run(&client, a, out).await,
         Command::Passes(a) => passes::run(&client, a, out).await,
         Command::Revoke(a) => passes::revoke(&client, a, out).await,
-        Command::Refunds(_) => return ExitCode::from(refunds::USAGE),
+        Command::Refunds(c) => match refunds::run(&client, c, cli.json).await {
+            Ok((code, text)) => {
+                // What was done is printed even when some of it was not (code 7).
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                return ExitCode::from(code);
+            }
+            Err(e) => Err(e),
+        },
     };
     match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => e.report(),
     }
-}
-
-/// The refund commands print what they did (a table or JSON) and may end part-done (code 7).
-async fn refund(conn: &http::Connection, command: &refunds::Command, json: bool) -> ExitCode {
-    let token = match conn.resolve_token() {
-        Ok(t) => t,
-        Err(e) => return e.report(),
-    };
-    let target = refunds::Connection {
-        url: conn.url.clone(),
-        token,
-        timeout_secs: conn.timeout_secs,
-    };
-    let out = refunds::run(&target, command, json).await;
-    let _ = std::io::stdout().write_all(out.stdout.as_bytes());
-    if !out.stderr.is_empty() {
-        eprintln!("nanogate-admin: {}", out.stderr);
-    }
-    ExitCode::from(out.code)
 }
