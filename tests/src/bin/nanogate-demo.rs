@@ -266,6 +266,14 @@ fn next_steps(stack: &Stack) {
         "  NANOGATE_SEED={DEMO_SEED} \\\n    {} {base}/paid/report{rpc}",
         pay.display()
     );
+    println!(
+        "  NANOGATE_SEED={DEMO_SEED} \\\n    {} --pass three {base}/passes/report{rpc}   # buys a 3-request pass (docs/passes.md)",
+        pay.display()
+    );
+    println!(
+        "  NANOGATE_SEED={DEMO_SEED} \\\n    {} --pass three {base}/passes-too/x{rpc}    # rides on it: no payment, no sidecar call",
+        pay.display()
+    );
     println!("  {} --help", pay.display());
     println!(
         "  open {base}/tagged/report in a browser        # the paywall: QR code for any Nano wallet"
