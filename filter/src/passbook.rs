@@ -7,6 +7,10 @@
 //! (raised to the sidecar's total at each report) reaches the grant, and any pass the sidecar
 //! lists as exhausted or revoked. The overspend this allows is bounded by the report interval
 //! (`passReportSecs`) times the pass's request rate over every VM of every proxy.
+//!
+//! A VM reports its running total per pass under its own random id, never a difference: a
+//! report whose answer is lost (a timeout after the sidecar applied it) is sent again and
+//! applied once, so a payer is never charged twice for the same requests.
 
 use crate::config::Config;
 use crate::host::{Level, RootHost};
@@ -14,7 +18,7 @@ use crate::keys::KeyRing;
 use crate::metrics::Metric;
 use crate::sidecar;
 use nanogate_protocol::contract::pass::{
-    PassCount, PassRefusal, PassToken, PassUsageAnswer, PassUsageRequest, COOKIE_PREFIX,
+    PassRefusal, PassSeen, PassToken, PassUsageAnswer, PassUsageRequest, COOKIE_PREFIX,
     MAX_USAGE_ENTRIES,
 };
 use nanogate_protocol::hex;
@@ -25,20 +29,24 @@ use std::cell::RefCell;
 struct Count {
     /// Requests served on it: this VM's own, raised to the sidecar's total at each report.
     used: u64,
-    /// This VM's requests not yet acknowledged by the sidecar.
-    unreported: u64,
+    /// This VM's own requests on it since the VM started.
+    seen: u64,
+    /// The highest `seen` the sidecar acknowledged.
+    acked: u64,
     expires_at: u64,
 }
 
 /// A VM's passes: counts, the refused ids, and the report in flight.
 #[derive(Debug, Default)]
 pub struct PassBook {
+    /// This VM's id in its reports (16 hex digits, drawn when the VM starts).
+    pub vm: String,
     /// Sorted by id (a sorted vector, not a map: less code in the module, which has a size
     /// budget).
     counts: Vec<([u8; 16], Count)>,
     /// Exhausted or revoked, as the last report's answer listed them (sorted by id).
     refused: Vec<([u8; 16], PassRefusal)>,
-    /// The counts sent in the report in flight: added back if it fails.
+    /// The totals sent in the report in flight: acknowledged when it is answered.
     in_flight: Vec<([u8; 16], u64)>,
     /// The report in flight (the call's token).
     pub pending: Option<u32>,
@@ -118,6 +126,14 @@ pub fn cookie_secure(scheme: &str, authority: &str) -> bool {
 }
 
 impl PassBook {
+    /// The book of the VM reporting as `vm`.
+    pub fn new(vm: String) -> PassBook {
+        PassBook {
+            vm,
+            ..PassBook::default()
+        }
+    }
+
     fn count_of(&mut self, id: &[u8; 16]) -> Option<&mut Count> {
         let at = self.counts.binary_search_by(|(k, _)| k.cmp(id)).ok()?;
         Some(&mut self.counts[at].1)
@@ -136,7 +152,8 @@ impl PassBook {
             Err(at) => {
                 let fresh = Count {
                     used: 0,
-                    unreported: 0,
+                    seen: 0,
+                    acked: 0,
                     expires_at: token.expires_at,
                 };
                 self.counts.insert(at, (token.id, fresh));
@@ -148,50 +165,52 @@ impl PassBook {
             return Err(PassRefusal::Exhausted);
         }
         c.used += 1;
-        c.unreported += 1;
+        c.seen += 1;
         Ok(())
     }
 
-    /// The report due at `now`, if any: every count not yet reported (at most
-    /// [`MAX_USAGE_ENTRIES`]), now in flight. Also sent with no counts, to learn refusals.
-    /// Forgets passes that have expired.
+    /// The report due at `now`, if any: the total of every pass with requests not yet
+    /// acknowledged (at most [`MAX_USAGE_ENTRIES`]), now in flight. Also sent with no counts, to
+    /// learn refusals. Forgets passes that have expired.
     pub fn take_report(&mut self, now: u64, every_secs: u64) -> Option<PassUsageRequest> {
         if self.pending.is_some() || now < self.next_report {
             return None;
         }
         self.next_report = now.saturating_add(every_secs.max(1));
         self.counts
-            .retain(|(_, c)| c.expires_at > now || c.unreported > 0);
+            .retain(|(_, c)| c.expires_at > now || c.seen > c.acked);
+        self.in_flight.clear();
         let mut counts = Vec::new();
-        for (id, c) in self.counts.iter_mut() {
-            if c.unreported == 0 {
+        for (id, c) in &self.counts {
+            if c.seen == c.acked {
                 continue;
             }
             if counts.len() == MAX_USAGE_ENTRIES {
                 break;
             }
-            counts.push(PassCount {
+            counts.push(PassSeen {
                 id: hex::encode_lower(id),
-                used: c.unreported,
+                seen: c.seen,
             });
-            self.in_flight.push((*id, c.unreported));
-            c.unreported = 0;
+            self.in_flight.push((*id, c.seen));
         }
-        Some(PassUsageRequest { counts })
+        Some(PassUsageRequest {
+            vm: self.vm.clone(),
+            counts,
+        })
     }
 
-    /// The report's answer (`None`: it failed, and its counts go back to be sent again).
+    /// The report's answer (`None`: it failed, and the next report sends the totals again).
     pub fn on_answer(&mut self, answer: Option<PassUsageAnswer>) {
         self.pending = None;
         let Some(a) = answer else {
-            for (id, n) in std::mem::take(&mut self.in_flight) {
-                if let Some(c) = self.count_of(&id) {
-                    c.unreported += n;
-                }
-            }
             return;
         };
-        self.in_flight.clear();
+        for (id, seen) in std::mem::take(&mut self.in_flight) {
+            if let Some(c) = self.count_of(&id) {
+                c.acked = c.acked.max(seen);
+            }
+        }
         for t in &a.totals {
             if let Some(c) = hex::decode_array::<16>(&t.id)
                 .ok()
@@ -287,7 +306,7 @@ mod tests {
     fn a_counted_pass_is_refused_after_its_grant_and_reports_its_use() {
         let (ring, key) = ring_with_pass_key();
         let text = token(3, "api").mint(&key);
-        let mut book = PassBook::default();
+        let mut book = PassBook::new("00000000000000aa".into());
         for _ in 0..3 {
             assert!(admit(&text, &ring, "api", 10, &mut book).is_ok());
         }
@@ -296,13 +315,17 @@ mod tests {
             Err(PassRefusal::Exhausted)
         );
         let report = book.take_report(10, 1).unwrap();
+        assert_eq!(report.vm, "00000000000000aa");
         assert_eq!(report.counts.len(), 1);
-        assert_eq!(report.counts[0].used, 3);
+        assert_eq!(report.counts[0].seen, 3);
         book.pending = Some(1);
         assert!(book.take_report(20, 1).is_none(), "one report at a time");
-        // A failed report is sent again.
+        // A failed report (its answer lost, perhaps after the sidecar applied it) is sent
+        // again with the same total, never with the requests added twice.
         book.on_answer(None);
-        assert_eq!(book.take_report(20, 1).unwrap().counts[0].used, 3);
+        assert_eq!(book.take_report(20, 1).unwrap().counts[0].seen, 3);
+        book.on_answer(None);
+        assert_eq!(book.take_report(21, 1).unwrap().counts[0].seen, 3);
         book.on_answer(Some(PassUsageAnswer::default()));
         assert!(book.take_report(30, 1).unwrap().counts.is_empty());
     }
@@ -316,7 +339,7 @@ mod tests {
         let id = hex::encode_lower(&[1u8; 16]);
         book.take_report(10, 1);
         book.on_answer(Some(PassUsageAnswer {
-            totals: vec![PassCount {
+            totals: vec![nanogate_protocol::contract::pass::PassCount {
                 id: id.clone(),
                 used: 10,
             }],

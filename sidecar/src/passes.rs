@@ -111,28 +111,28 @@ pub fn with_pass(settlement: &SettlementResponse, pass: &PassIssued) -> Settleme
     s
 }
 
-/// Applies one VM's usage report: adds each count to its pass's total and answers the totals
-/// and the passes to refuse. Malformed ids and zero counts are skipped; unknown ids are not
-/// in `totals`.
+/// Applies one VM's usage report: records each running total and answers the passes' totals
+/// and the passes to refuse, with how many requests the report added (for the metrics).
+/// Malformed ids and zero counts are skipped; unknown ids are not in `totals`. The caller has
+/// checked `report.vm` (`contract::pass::is_vm_id`).
 pub async fn report_usage(
     store: &dyn Store,
     report: &PassUsageRequest,
     now: u64,
-) -> Result<PassUsageAnswer, StoreError> {
+) -> Result<(PassUsageAnswer, u64), StoreError> {
     let now = as_i64(now);
     let mut totals = Vec::new();
+    let mut added = 0u64;
     for c in report.counts.iter().take(MAX_USAGE_ENTRIES) {
         let id = c.id.to_ascii_lowercase();
-        if hex::decode_array::<16>(&id).is_err() {
+        if hex::decode_array::<16>(&id).is_err() || c.seen == 0 {
             continue;
         }
-        let used = as_i64(c.used);
-        let total = if used == 0 {
-            None
-        } else {
-            store.add_pass_usage(&id, used, now).await?
-        };
-        if let Some(total) = total {
+        if let Some((total, more)) = store
+            .add_pass_usage(&id, &report.vm, as_i64(c.seen), now)
+            .await?
+        {
+            added += u64::try_from(more).unwrap_or(0);
             totals.push(PassCount {
                 id,
                 used: u64::try_from(total).unwrap_or(0),
@@ -140,9 +140,12 @@ pub async fn report_usage(
         }
     }
     let (exhausted, revoked) = store.refused_passes(now, MAX_USAGE_ENTRIES as i64).await?;
-    Ok(PassUsageAnswer {
-        totals,
-        exhausted,
-        revoked,
-    })
+    Ok((
+        PassUsageAnswer {
+            totals,
+            exhausted,
+            revoked,
+        },
+        added,
+    ))
 }

@@ -68,6 +68,20 @@ impl RootHost for Host<'_> {
     }
 }
 
+/// This VM's id in its pass usage reports: 8 random bytes in hex (the clock's nanoseconds if
+/// the host had no randomness, which still tells apart VMs started at different times).
+fn vm_id() -> String {
+    let mut id = [0u8; 8];
+    if getrandom::getrandom(&mut id).is_err() {
+        let nanos = hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        id = (nanos as u64).to_be_bytes();
+    }
+    nanogate_protocol::hex::encode_lower(&id)
+}
+
 impl Context for Root {
     fn on_http_call_response(
         &mut self,
@@ -147,7 +161,9 @@ impl RootContext for Root {
             metrics: Metrics::define(),
             root_id: self.context_id,
             nonces: Default::default(),
-            passes: Default::default(),
+            passes: Rc::new(std::cell::RefCell::new(crate::passbook::PassBook::new(
+                vm_id(),
+            ))),
         });
         let mut keeper = KeyKeeper::new(cfg, cache);
         keeper.start(&mut Host {

@@ -373,8 +373,7 @@ impl PassIssued {
     }
 }
 
-/// Requests served on one counted pass since the last report (`counts[]`), or its
-/// authoritative total (`totals[]`).
+/// A counted pass's authoritative total (`totals[]` of a usage answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PassCount {
@@ -383,13 +382,30 @@ pub struct PassCount {
     pub used: u64,
 }
 
+/// One VM's requests on one counted pass since that VM started (`counts[]` of a usage report):
+/// cumulative, so a report sent again after its answer was lost is applied once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PassSeen {
+    /// 32 hex digits.
+    pub id: String,
+    pub seen: u64,
+}
+
 /// `POST /v1/passes/usage` body, sent by each filter VM on its tick (also with no counts, to
-/// learn refused ids): at most [`MAX_USAGE_ENTRIES`] counts, each the VM's requests on that
-/// pass since its last acknowledged report.
+/// learn refused ids): `vm` names the reporting VM (random, drawn when it starts: 16 hex
+/// digits), and each of at most [`MAX_USAGE_ENTRIES`] counts is that VM's total on the pass.
+/// The sidecar keeps the highest total per (pass, VM) and a pass's count is their sum.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PassUsageRequest {
-    pub counts: Vec<PassCount>,
+    pub vm: String,
+    pub counts: Vec<PassSeen>,
+}
+
+/// Whether `vm` names a reporting VM: 16 hex digits.
+pub fn is_vm_id(vm: &str) -> bool {
+    hex::decode_array::<8>(vm).is_ok()
 }
 
 /// The answer to `POST /v1/passes/usage`: the authoritative total of every pass reported, and
@@ -657,8 +673,15 @@ mod tests {
         assert_eq!(PassUsageAnswer::parse(b"[]"), PassUsageAnswer::default());
         assert_eq!(
             serde_json::to_string(&PassUsageRequest::default()).unwrap(),
-            r#"{"counts":[]}"#
+            r#"{"vm":"","counts":[]}"#
         );
+        // A report of per-report deltas (`used`, before cumulative counts) is not a report:
+        // a sidecar must never add a VM's running total as if it were new requests.
+        assert!(serde_json::from_str::<PassUsageRequest>(
+            r#"{"counts":[{"id":"abababababababababababababababab","used":3}]}"#
+        )
+        .is_err());
+        assert!(is_vm_id("0123456789abcdef") && !is_vm_id("0123") && !is_vm_id(""));
     }
 
     #[test]

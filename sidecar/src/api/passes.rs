@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::Json;
 use nanogate_protocol::contract::pass::{
-    PassRevokeRequest, PassRow, PassUsageAnswer, PassUsageRequest, PassesPage,
+    is_vm_id, PassRevokeRequest, PassRow, PassUsageAnswer, PassUsageRequest, PassesPage,
 };
 use nanogate_protocol::contract::paths;
 use nanogate_protocol::hex;
@@ -54,12 +54,17 @@ async fn usage(
 ) -> Result<Json<PassUsageAnswer>, ApiError> {
     let report: PassUsageRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadRequest(format!("malformed usage report: {e}")))?;
-    let answer = crate::passes::report_usage(state.engine.store().as_ref(), &report, unix_now())
-        .await
-        .map_err(store_down)?;
+    if !is_vm_id(&report.vm) {
+        return Err(ApiError::BadRequest(
+            "malformed usage report: vm must be 16 hex digits".into(),
+        ));
+    }
+    let (answer, added) =
+        crate::passes::report_usage(state.engine.store().as_ref(), &report, unix_now())
+            .await
+            .map_err(store_down)?;
     state.metrics.pass_usage_reports.inc();
-    let used: u64 = report.counts.iter().map(|c| c.used).sum();
-    state.metrics.pass_requests_reported.inc_by(used);
+    state.metrics.pass_requests_reported.inc_by(added);
     Ok(Json(answer))
 }
 

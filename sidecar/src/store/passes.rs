@@ -1,9 +1,10 @@
 //! Prepaid passes (`passes`, migration 0007; docs/passes.md): recorded when their payment is
 //! admitted, counted from the filters' usage reports, listed and revoked by the operator.
 //!
-//! Every change is one statement: recording is `INSERT … ON CONFLICT (payment) DO NOTHING` then
-//! a read of the payment's row (so replicas racing on one payment record one pass), and a count
-//! is an `UPDATE … RETURNING` that adds and marks exhaustion together.
+//! Recording is `INSERT … ON CONFLICT (payment) DO NOTHING` then a read of the payment's row (so
+//! replicas racing on one payment record one pass). A count is one transaction (migration 0009):
+//! the pass row locked, the reporting VM's running total kept if higher (`pass_usage`), then the
+//! pass's total set to the sum of its VMs' and its exhaustion marked together.
 
 use super::StoreFuture;
 
@@ -66,14 +67,18 @@ pub trait PassStore: Send + Sync {
     /// Records the pass unless its payment already has one; returns the payment's pass.
     fn record_pass<'a>(&'a self, p: &'a NewPass) -> StoreFuture<'a, PassRecord>;
 
-    /// Adds `used` requests to a pass (marking it exhausted once the total reaches its grant);
-    /// returns the new total, `None` for an unknown id.
+    /// Records that filter VM `vm` has served `seen` requests on a pass since it started (kept
+    /// only if higher than what it reported before, so a report repeated after a lost answer
+    /// counts once), sets the pass's total to the sum over its VMs and marks it exhausted once
+    /// that reaches its grant. Returns `(total, requests added by this report)`, `None` for an
+    /// unknown id.
     fn add_pass_usage<'a>(
         &'a self,
         id: &'a str,
-        used: i64,
+        vm: &'a str,
+        seen: i64,
         now: i64,
-    ) -> StoreFuture<'a, Option<i64>>;
+    ) -> StoreFuture<'a, Option<(i64, i64)>>;
 
     /// Unexpired passes to refuse: `(exhausted ids, revoked ids)`, newest first, at most
     /// `limit` each.
@@ -180,27 +185,54 @@ macro_rules! impl_pass_store {
                 fn add_pass_usage<'a>(
                     &'a self,
                     id: &'a str,
-                    used: i64,
+                    vm: &'a str,
+                    seen: i64,
                     now: i64,
-                ) -> StoreFuture<'a, Option<i64>> {
+                ) -> StoreFuture<'a, Option<(i64, i64)>> {
                     Box::pin(async move {
-                        let row = sqlx::query(&sql(
-                            "UPDATE passes SET requests_used = requests_used + $1, \
-                             exhausted_at = CASE WHEN exhausted_at IS NULL \
-                               AND requests_granted IS NOT NULL \
-                               AND requests_used + $1 >= requests_granted THEN $2 \
-                               ELSE exhausted_at END \
-                             WHERE id = $3 RETURNING requests_used",
+                        let mut tx = self.pool.begin().await?;
+                        // The pass row is locked first (PostgreSQL; SQLite has one writer), so
+                        // two VMs' reports on one pass sum each other's rows, never a stale set.
+                        let lock = if $sqlite { "" } else { " FOR UPDATE" };
+                        let before: Option<(i64,)> = sqlx::query_as(&sql(
+                            &format!("SELECT requests_used FROM passes WHERE id = $1{lock}"),
                             $sqlite,
                         ))
-                        .bind(used)
-                        .bind(now)
                         .bind(id)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *tx)
                         .await?;
-                        row.map(|r| r.try_get::<i64, _>("requests_used"))
-                            .transpose()
-                            .map_err(Into::into)
+                        let Some((before,)) = before else {
+                            return Ok(None);
+                        };
+                        sqlx::query(&sql(
+                            "INSERT INTO pass_usage (pass, vm, seen) VALUES ($1, $2, $3) \
+                             ON CONFLICT (pass, vm) DO UPDATE SET seen = CASE \
+                               WHEN excluded.seen > pass_usage.seen THEN excluded.seen \
+                               ELSE pass_usage.seen END",
+                            $sqlite,
+                        ))
+                        .bind(id)
+                        .bind(vm)
+                        .bind(seen)
+                        .execute(&mut *tx)
+                        .await?;
+                        let (after,): (i64,) = sqlx::query_as(&sql(
+                            "UPDATE passes SET \
+                             requests_used = (SELECT SUM(seen) FROM pass_usage WHERE pass = $1), \
+                             exhausted_at = CASE WHEN exhausted_at IS NULL \
+                               AND requests_granted IS NOT NULL \
+                               AND (SELECT SUM(seen) FROM pass_usage WHERE pass = $1) \
+                                 >= requests_granted THEN $2 \
+                               ELSE exhausted_at END \
+                             WHERE id = $1 RETURNING requests_used",
+                            $sqlite,
+                        ))
+                        .bind(id)
+                        .bind(now)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Ok(Some((after, after - before)))
                     })
                 }
 

@@ -45,6 +45,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "refunds",
         include_str!("../../migrations/postgres/0008_refunds.sql"),
     ),
+    (
+        9,
+        "pass_usage",
+        include_str!("../../migrations/postgres/0009_pass_usage.sql"),
+    ),
 ];
 
 pub struct PgStore {
