@@ -920,6 +920,7 @@ async fn one_block_replayed_past_its_frontier_limit_is_rate_limited() {
     let engine = &f.engine;
     let block = f.block_with(BlockHash([5; 32]), 8 * PRICE, f.payee.0, true, &f.payer);
     let mut limited = 0;
+    let started = std::time::Instant::now();
     for _ in 0..30 {
         let v = engine
             .pay(&f.input(f.requirements(60), &block, BindingPolicy::Required))
@@ -933,7 +934,15 @@ async fn one_block_replayed_past_its_frontier_limit_is_rate_limited() {
             other => assert_eq!(other.reason(), Some(ErrorReason::AmountMismatch)),
         }
     }
-    assert!(limited >= 15, "{limited} of 30 limited");
+    // Every presentation past the burst is limited, except those the budget (2/s) refilled
+    // while the loop ran: a count that holds on a loaded machine too.
+    let elapsed = started.elapsed();
+    let refilled = (2.0 * elapsed.as_secs_f64()).ceil() as usize;
+    let least = 20usize.saturating_sub(refilled + 1);
+    assert!(
+        limited >= least,
+        "{limited} of 30 limited in {elapsed:?} (at least {least})"
+    );
 }
 
 #[tokio::test]
