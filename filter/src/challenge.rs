@@ -224,14 +224,21 @@ pub fn render_challenge(
     body
 }
 
-/// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, as JSON text.
-/// Its MAC came from the sidecar (`Mechanism::TaggedSession`, resource = the route's scope);
-/// `extra` also says the mechanism and how the amount splits into price and tag.
-pub fn session_offer_json(network: &str, price: &Price, session: &Session) -> String {
+/// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, or for `pass`
+/// of its route, as JSON text. Its MAC came from the sidecar (`Mechanism::TaggedSession`,
+/// resource = the route's scope, or the pass's); `extra` also says the mechanism, how the
+/// amount splits into price and tag, and for a pass what it grants (`extra.pass`).
+pub fn session_offer_json(
+    network: &str,
+    price: &Price,
+    session: &Session,
+    pass: Option<&PassOffer>,
+) -> String {
+    let base = pass.map_or(price.amount_raw, |p| p.amount_raw);
     let nano_session = NanoSession {
         id: session.id.clone(),
-        resource_amount_raw: price.amount_raw,
-        tag_amount_raw: session.amount.saturating_sub(price.amount_raw),
+        resource_amount_raw: base,
+        tag_amount_raw: session.amount.saturating_sub(base),
     };
     let mut extra = JsonObject::new();
     extra.insert(EXTRA_KEY_ID.into(), session.key_id.into());
@@ -245,6 +252,12 @@ pub fn session_offer_json(network: &str, price: &Price, session: &Session) -> St
         serde_json::to_value(nano_session).unwrap_or_default(),
     );
     extra.insert(EXTRA_NONCE.into(), session.id.clone().into());
+    if let Some(p) = pass {
+        extra.insert(
+            EXTRA_PASS.into(),
+            serde_json::to_value(&p.terms).unwrap_or_default(),
+        );
+    }
     extra.insert(EXTRA_VALID_BEFORE.into(), session.valid_before.into());
     let offer = PaymentRequirements {
         scheme: SCHEME_EXACT.to_owned(),
@@ -430,6 +443,6 @@ mod tests {
              \"tagAmountRaw\":\"42\"}},\"nonce\":\"{}\",\"validBefore\":500}}}}",
             s.pay_to, s.mac, s.id, s.id
         );
-        assert_eq!(session_offer_json(&cfg.network, p, &s), want);
+        assert_eq!(session_offer_json(&cfg.network, p, &s, None), want);
     }
 }

@@ -165,6 +165,8 @@ pub struct PassOffer {
     pub amount_raw: u128,
     /// [`PassTerms::scope`], the MAC's resource.
     pub scope: String,
+    /// On a tagged route, its own pool of sessions for the pass price, bound to its scope.
+    pub tagged: Option<Box<TaggedTerms>>,
 }
 
 impl Passes {
@@ -199,8 +201,11 @@ pub struct TaggedTerms {
     /// Payees the sidecar spreads sessions over.
     pub pool: Vec<Payee>,
     /// The MAC's resource: `nanogate-route:<route name>` (sessions are pre-issued, so they
-    /// cannot know the request URL; the price and payees are per route anyway).
+    /// cannot know the request URL; the price and payees are per route anyway), or a pass's
+    /// scope for the pool of a tagged route's pass.
     pub scope: String,
+    /// What the sessions cost before their tag (raw): the route's price, or the pass's.
+    pub amount_raw: u128,
     /// Shared-data key of the route's session pool.
     pub key: String,
     /// Shared-data key of its refill lease.
@@ -212,23 +217,25 @@ pub struct TaggedTerms {
 }
 
 impl TaggedTerms {
-    /// The route's terms. Its pool lives under a key derived from everything a session is
-    /// bound to (sidecar cluster, network, scope, price, validity, payees): two plugin
-    /// configurations in one VM id share shared data, and must only share a pool when each
-    /// would accept the other's sessions.
+    /// The terms of sessions for `scope` at `amount_raw` (a route's or one of its passes').
+    /// Its pool lives under a key derived from everything a session is bound to (sidecar
+    /// cluster, network, scope, price, validity, payees): two plugin configurations in one VM
+    /// id share shared data, and must only share a pool when each would accept the other's
+    /// sessions.
     pub fn new(
-        route_name: &str,
+        scope: String,
+        amount_raw: u128,
         pool: Vec<Payee>,
         cluster: &str,
         network: &str,
         price: &Price,
         budget: u64,
     ) -> Self {
-        let scope = contract::route_scope(route_name);
-        let key = pool_key(cluster, network, &scope, price, &pool);
+        let key = pool_key(cluster, network, &scope, amount_raw, price, &pool);
         TaggedTerms {
             pool,
             scope,
+            amount_raw,
             lease: [&key, ".lease"].concat(),
             budget_key: [&key, ".budget"].concat(),
             key,
@@ -237,14 +244,32 @@ impl TaggedTerms {
     }
 }
 
-/// `nanogate.sessions.v2.<16 hex>`: the namespace of a route's pool in shared data.
-fn pool_key(cluster: &str, network: &str, scope: &str, price: &Price, pool: &[Payee]) -> String {
+impl Price {
+    /// Every session pool of a tagged route: its own, then one per pass it offers.
+    pub fn pools(&self) -> impl Iterator<Item = &TaggedTerms> {
+        let passes = self.passes.iter().flat_map(|p| p.offers.iter());
+        self.tagged
+            .as_deref()
+            .into_iter()
+            .chain(passes.filter_map(|o| o.tagged.as_deref()))
+    }
+}
+
+/// `nanogate.sessions.v2.<16 hex>`: the namespace of a pool in shared data.
+fn pool_key(
+    cluster: &str,
+    network: &str,
+    scope: &str,
+    amount_raw: u128,
+    price: &Price,
+    pool: &[Payee],
+) -> String {
     let mut terms = Vec::with_capacity(128 + pool.len() * 32);
     for field in [cluster, network, scope] {
         terms.extend_from_slice(&(field.len() as u64).to_be_bytes());
         terms.extend_from_slice(field.as_bytes());
     }
-    terms.extend_from_slice(&price.amount_raw.to_be_bytes());
+    terms.extend_from_slice(&amount_raw.to_be_bytes());
     terms.extend_from_slice(&price.max_timeout_secs.to_be_bytes());
     for p in pool {
         terms.extend_from_slice(&p.key.0);
@@ -815,13 +840,29 @@ fn parse_route(
             }
             if tagged {
                 let pool = pay_to_pool.unwrap_or_else(|| vec![price.pay_to.clone()]);
+                let budget = session_budget.unwrap_or(DEFAULT_BUDGET);
+                // Each pass is sold by tagged session too, from a pool of its own.
+                let mut passes = price.passes.take();
+                for offer in passes.iter_mut().flat_map(|p| p.offers.iter_mut()) {
+                    offer.tagged = Some(Box::new(TaggedTerms::new(
+                        offer.scope.clone(),
+                        offer.amount_raw,
+                        pool.clone(),
+                        cluster,
+                        network,
+                        &price,
+                        budget,
+                    )));
+                }
+                price.passes = passes;
                 price.tagged = Some(Box::new(TaggedTerms::new(
-                    &name,
+                    contract::route_scope(&name),
+                    price.amount_raw,
                     pool,
                     cluster,
                     network,
                     &price,
-                    session_budget.unwrap_or(DEFAULT_BUDGET),
+                    budget,
                 )));
             }
             price.template = ChallengeTemplate::new(network, &price);
@@ -936,6 +977,7 @@ fn parse_passes(
             scope: terms.scope(),
             terms,
             amount_raw,
+            tagged: None,
         });
     }
     Ok(Passes {
@@ -967,7 +1009,10 @@ fn check_pass_groups(routes: &[Route]) -> Result<(), ConfigError> {
         if let Some((j, q)) = first {
             let same = q.cookie_path == p.cookie_path
                 && q.offers.len() == p.offers.len()
-                && q.offers.iter().zip(&p.offers).all(|(a, b)| a == b);
+                && q.offers.iter().zip(&p.offers).all(|(a, b)| {
+                    // Terms and price; whether a route also sells by tagged session is its own.
+                    (&a.terms, a.amount_raw) == (&b.terms, b.amount_raw)
+                });
             if !same {
                 return Err(err(
                     format!("routes[{i}].passes"),

@@ -10,11 +10,10 @@
 //! unique amount made after the session was issued, and consumption is single-use (the same
 //! spent set as signed blocks). Someone watching the ledger sees the amount but never the id.
 //!
-//! Prepaid passes ([`page_with_passes`]): each pass is an option beside the single request,
-//! with its own tagged offer and session; the answer that buys one sets the pass cookie on the
-//! page's same-origin fetch, so later loads go on the cookie. The filter does not sell tagged
-//! pass sessions yet (docs/passes.md), so it still calls [`page`]; the pass options are
-//! covered by this module's tests only until it does.
+//! Prepaid passes: on a route that sells them, each pass is an option beside the single
+//! request, with its own tagged offer and session (from the pass's own pool); the answer that
+//! buys one sets the pass cookie on the page's same-origin fetch, so later loads go on the
+//! cookie alone.
 //!
 //! The QR encoder is ours (inline JavaScript, byte mode, error correction level L, versions 1–10,
 //! which covers any `nano:` URI with an amount), so the module carries no QR library.
@@ -170,11 +169,6 @@ fn option_data(offer: &str, session: &Session, pass: Option<&PassTerms>) -> Stri
     o
 }
 
-/// The paywall page for one session; `offer` is the tagged `accepts[]` entry (JSON).
-pub fn page(price: &Price, resource: &str, offer: &str, session: &Session) -> String {
-    page_with_passes(price, resource, offer, session, &[])
-}
-
 /// The paywall page offering the single request (`offer`, `session`) and, beside it, each of
 /// `passes`: the visitor picks one, pays it with a wallet, and the page polls every option it
 /// was shown with that option's session. A bought pass comes back with its cookie
@@ -269,11 +263,11 @@ mod tests {
             key_id: 1,
             mac: "ab".repeat(32),
         };
-        let offer = crate::challenge::session_offer_json(&cfg.network, p, &s);
+        let offer = crate::challenge::session_offer_json(&cfg.network, p, &s, None);
         let v: serde_json::Value = serde_json::from_str(&offer).expect("offer is JSON");
         assert_eq!(v["extra"]["nanoSession"]["tagAmountRaw"], "42");
         assert_eq!(v["amount"], (p.amount_raw + 42).to_string());
-        let html = page(p, "http://h/p/</script><b>", &offer, &s);
+        let html = page_with_passes(p, "http://h/p/</script><b>", &offer, &s, &[]);
         assert!(!html.contains("<script>alert"));
         assert!(!html.contains("</script><b>"));
         assert!(html.contains(&format!(

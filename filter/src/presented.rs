@@ -22,8 +22,9 @@ use nanogate_protocol::x402::{
 enum Binding<'a> {
     /// A signed block, for this request's URL.
     SignedBlock { resource: &'a str },
-    /// One of the route's pre-issued tagged sessions (the payer broadcast its own send), for
-    /// the route's scope: sessions are issued before any request, so they cannot know its URL.
+    /// One of the pre-issued tagged sessions (the payer broadcast its own send) of a pool:
+    /// the route's, for its scope (sessions are issued before any request, so they cannot know
+    /// its URL), or a pass's, for the pass's scope.
     TaggedSession(&'a TaggedTerms),
     /// One of the route's passes, by a signed block, for the pass's scope.
     Pass(&'a PassOffer),
@@ -31,15 +32,16 @@ enum Binding<'a> {
 }
 
 impl<'a> Binding<'a> {
-    /// The binding a payment on this route claims: a client-broadcast payload on a tagged route
-    /// presents a session; anything else a signed-block challenge.
-    /// An offer that echoes `extra.pass` presents that pass of the route (by a signed block;
-    /// a pass the route does not offer is not ours).
+    /// The binding a payment on this route claims, and the pass it buys: a client-broadcast
+    /// payload on a tagged route presents a session; anything else a signed-block challenge.
+    /// An offer that echoes `extra.pass` presents that pass of the route (a pass the route
+    /// does not offer, or does not sell by tagged session, is not ours).
     fn of(
         price: &'a Price,
         resource: &'a str,
         payment: &DecodedPayment,
-    ) -> Result<Binding<'a>, ErrorReason> {
+    ) -> Result<(Binding<'a>, Option<&'a PassOffer>), ErrorReason> {
+        let tagged = matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast);
         if let Some(extra) = payment.accepted().and_then(|a| a.extra.get(EXTRA_PASS)) {
             let name = extra.get("name").and_then(serde_json::Value::as_str);
             let offer = price
@@ -48,17 +50,18 @@ impl<'a> Binding<'a> {
                 .zip(name)
                 .and_then(|(p, n)| p.offer(n))
                 .ok_or(ErrorReason::InvalidChallenge)?;
-            if matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast) {
-                return Err(ErrorReason::InvalidChallenge);
-            }
-            return Ok(Binding::Pass(offer));
+            let binding = match &offer.tagged {
+                Some(t) if tagged => Binding::TaggedSession(t),
+                _ if tagged => return Err(ErrorReason::InvalidChallenge),
+                _ => Binding::Pass(offer),
+            };
+            return Ok((binding, Some(offer)));
         }
-        Ok(match &price.tagged {
-            Some(t) if matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast) => {
-                Binding::TaggedSession(t)
-            }
+        let binding = match &price.tagged {
+            Some(t) if tagged => Binding::TaggedSession(t),
             _ => Binding::SignedBlock { resource },
-        })
+        };
+        Ok((binding, None))
     }
 
     /// Our offer as the payment presents it, or why it cannot be ours.
@@ -87,7 +90,7 @@ impl<'a> Binding<'a> {
                     .ok_or(ErrorReason::InvalidChallenge)?;
                 let amount = parse_raw(&accepted.amount)
                     .ok()
-                    .filter(|a| *a > price.amount_raw)
+                    .filter(|a| *a > t.amount_raw)
                     .ok_or(ErrorReason::InvalidChallenge)?;
                 Ok(Offer {
                     network,
@@ -123,7 +126,7 @@ pub fn check(
     ring: &KeyRing,
     now: u64,
 ) -> Result<Presented, ErrorReason> {
-    let binding = Binding::of(price, resource, payment)?;
+    let (binding, pass) = Binding::of(price, resource, payment)?;
     let accepted = echoed_offer(payment)?;
     same_scheme_and_network(cfg, payment)?;
     let offer = binding.offer(&cfg.network, price, payment, accepted)?;
@@ -135,10 +138,7 @@ pub fn check(
     Ok(Presented {
         requirements: offer.requirements(stamp_extra(&stamp, &tag)),
         resource: offer.resource.to_owned(),
-        pass: match binding {
-            Binding::Pass(p) => Some(p.terms.clone()),
-            _ => None,
-        },
+        pass: pass.map(|p| p.terms.clone()),
     })
 }
 
@@ -215,12 +215,25 @@ mod tests {
     use crate::tests_support::{paid, tagged_config, POOL_B};
     use serde_json::{json, Value};
 
-    /// A session offer as the sidecar would MAC it, and a payment presenting it.
+    /// A route session offer as the sidecar would MAC it, and a payment presenting it.
     fn presented_payment(
         cfg: &Config,
         pay_to: &str,
         amount: u128,
         mac_amount: u128,
+    ) -> DecodedPayment {
+        session_payment(cfg, pay_to, amount, mac_amount, "nanogate-route:t", None)
+    }
+
+    /// A session the sidecar MAC'd for `scope`, offered (as the filter renders it) for the
+    /// route or for `pass`, and a payment presenting it.
+    fn session_payment(
+        cfg: &Config,
+        pay_to: &str,
+        amount: u128,
+        mac_amount: u128,
+        scope: &str,
+        pass: Option<&PassOffer>,
     ) -> DecodedPayment {
         let ring = crate::tests_support::ring(7, 10_000);
         let key = PublicKey::from_address(pay_to).expect("address");
@@ -235,7 +248,7 @@ mod tests {
             asset: nanogate_protocol::contract::ASSET_XNO,
             pay_to: key,
             amount: mac_amount,
-            resource: "nanogate-route:t",
+            resource: scope,
             mechanism: Mechanism::TaggedSession,
         };
         let s = Session {
@@ -250,6 +263,7 @@ mod tests {
             &cfg.network,
             paid(cfg, 0),
             &s,
+            pass,
         ))
         .expect("offer");
         let v = json!({"x402Version": 2, "accepted": offer,
@@ -289,11 +303,72 @@ mod tests {
         // A route without `tagged` leaves it to the signed-block check.
         assert!(matches!(
             Binding::of(paid(&cfg, 1), url, &ok),
-            Ok(Binding::SignedBlock { .. })
+            Ok((Binding::SignedBlock { .. }, None))
         ));
         assert!(matches!(
             Binding::of(p, url, &ok),
-            Ok(Binding::TaggedSession(_))
+            Ok((Binding::TaggedSession(_), None))
         ));
+    }
+
+    /// Scenario (#16): a tagged route sells its passes by tagged session too, each from a pool
+    /// of its own bound to the pass scope. A payment presenting one is checked like any other
+    /// offer, by the filter alone; any mutation of which pass, of its amount or of its payee,
+    /// and any swap between a route session and a pass session, is refused before the sidecar.
+    #[test]
+    fn tagged_pass_offers_are_bound_to_their_pass_scope() {
+        let route = json!({"name": "t", "path": {"prefix": "/t/"}, "priceRaw": "1000",
+            "tagged": true, "payToPool": [crate::tests_support::POOL_A, POOL_B],
+            "passes": [{"name": "hour", "priceRaw": "5000", "seconds": 3600},
+                       {"name": "ten", "priceRaw": "9000", "requests": 10}]});
+        let cfg = crate::tests_support::config_with(route.clone());
+        let ring = crate::tests_support::ring(7, 10_000);
+        let p = paid(&cfg, 0);
+        let passes = p.passes.as_ref().expect("passes");
+        let (hour, ten) = (&passes.offers[0], &passes.offers[1]);
+        let url = "http://h/t/x";
+        let pay = |amount, mac_amount, scope: &str, pass| {
+            session_payment(&cfg, POOL_B, amount, mac_amount, scope, pass)
+        };
+        let ok = pay(5042, 5042, &hour.scope, Some(hour));
+        let found = check(&cfg, p, url, &ok, &ring, 100).expect("authentic");
+        assert_eq!(found.resource, hour.scope);
+        assert_eq!(found.pass.as_ref(), Some(&hour.terms));
+        assert_eq!(found.requirements.amount, "5042");
+        assert_eq!(found.requirements.pay_to, POOL_B);
+        let refused = [
+            // Another pass named, the MAC binds this one's scope.
+            pay(5042, 5042, &hour.scope, Some(ten)),
+            // The amount changed.
+            pay(5043, 5042, &hour.scope, Some(hour)),
+            // A route session (its scope, its price) presented as a pass.
+            pay(1042, 1042, "nanogate-route:t", Some(hour)),
+            // A pass session presented as the single request.
+            pay(5042, 5042, &hour.scope, None),
+            // A session for the pass's scope at less than the pass price.
+            pay(1042, 1042, &hour.scope, Some(hour)),
+        ];
+        for (i, bad) in refused.iter().enumerate() {
+            assert_eq!(
+                check(&cfg, p, url, bad, &ring, 100),
+                Err(ErrorReason::InvalidChallenge),
+                "case {i}"
+            );
+        }
+        let outsider = "nano_1111111111111111111111111111111111111111111111111111hifc8npp";
+        let foreign = session_payment(&cfg, outsider, 5042, 5042, &hour.scope, Some(hour));
+        assert_eq!(
+            check(&cfg, p, url, &foreign, &ring, 100),
+            Err(ErrorReason::InvalidChallenge)
+        );
+        // A route that sells its passes by signed block only takes no tagged pass payment.
+        let mut plain = route;
+        plain["tagged"] = json!(false);
+        plain.as_object_mut().map(|o| o.remove("payToPool"));
+        let plain = crate::tests_support::config_with(plain);
+        assert_eq!(
+            check(&plain, paid(&plain, 0), url, &ok, &ring, 100),
+            Err(ErrorReason::InvalidChallenge)
+        );
     }
 }

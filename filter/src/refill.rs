@@ -1,10 +1,10 @@
-//! Refilling the session pools of tagged routes: on each tick the root context's
-//! [`PoolKeeper`] finds routes whose pool holds fewer than [`LOW_WATER`] usable sessions and,
-//! within the route's budget of `sessionBudget` sessions per window of `maxTimeoutSeconds` and
-//! under a short lease (one VM refills at a time), asks the sidecar for a batch
+//! Refilling the session pools of tagged routes (the route's own, and one per pass it sells):
+//! on each tick the root context's [`PoolKeeper`] finds pools holding fewer than
+//! [`LOW_WATER`] usable sessions and, within each pool's budget of `sessionBudget` sessions per
+//! window of `maxTimeoutSeconds` and under a short lease (one VM refills at a time), asks the sidecar for a batch
 //! (`POST /v1/sessions`), which it merges into the pool ([`crate::pool::push`]).
 
-use crate::config::{Config, RouteKind, SESSION_BATCH};
+use crate::config::{Config, Price, RouteKind, TaggedTerms, SESSION_BATCH};
 use crate::host::{Level, RootHost};
 use crate::jsontext::push_num;
 use crate::metrics::Metric;
@@ -48,8 +48,8 @@ fn budget_used(value: Option<&[u8]>, window: u64) -> u64 {
 /// budget of `sessionBudget` sessions per window of `maxTimeoutSeconds`.
 pub struct PoolKeeper {
     cfg: Rc<Config>,
-    /// In-flight refills: (call token, route index).
-    pending: Vec<(u32, usize)>,
+    /// In-flight refills: (call token, route index, pool index in [`Price::pools`]).
+    pending: Vec<(u32, usize, usize)>,
 }
 
 impl PoolKeeper {
@@ -61,10 +61,11 @@ impl PoolKeeper {
     }
 
     pub fn owns(&self, token: u32) -> bool {
-        self.pending.iter().any(|(t, _)| *t == token)
+        self.pending.iter().any(|p| p.0 == token)
     }
 
-    /// Starts a refill for every tagged route whose pool runs low (one VM at a time).
+    /// Starts a refill for every pool of a tagged route (its own and its passes') that runs
+    /// low (one VM at a time).
     pub fn tick<H: RootHost + ?Sized>(&mut self, host: &mut H) {
         let now = host.now_unix();
         let cfg = Rc::clone(&self.cfg);
@@ -72,65 +73,76 @@ impl PoolKeeper {
             let RouteKind::Paid(price) = &route.kind else {
                 continue;
             };
-            let Some(t) = &price.tagged else { continue };
-            if self.pending.iter().any(|(_, r)| *r == i) {
-                continue;
-            }
-            let (bytes, _) = host.shared_get(&t.key);
-            let have = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left(price));
-            if have.len() >= LOW_WATER {
-                continue;
-            }
-            // The budget: a flood of 402s drains the pool, never the store. Checked before
-            // the lease so an exhausted route costs one shared-data read per tick.
-            let window = now / price.max_timeout_secs.max(1);
-            let (budget, budget_cas) = host.shared_get(&t.budget_key);
-            let used = budget_used(budget.as_deref(), window);
-            if used.saturating_add(SESSION_BATCH as u64) > t.budget {
-                continue;
-            }
-            // The lease: one VM refills at a time.
-            let lease_key = &t.lease;
-            let (lease, cas) = host.shared_get(lease_key);
-            let held_since = lease
-                .as_deref()
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| s.parse::<u64>().ok())
-                .unwrap_or(0);
-            if held_since.saturating_add(LEASE_SECS) > now {
-                continue;
-            }
-            let mut stamp = String::new();
-            push_num(&mut stamp, u128::from(now));
-            if !host.shared_set(lease_key, stamp.as_bytes(), cas) {
-                continue;
-            }
-            let mut spent = String::new();
-            push_num(&mut spent, u128::from(window));
-            spent.push(' ');
-            push_num(
-                &mut spent,
-                u128::from(used.saturating_add(SESSION_BATCH as u64)),
-            );
-            if !host.shared_set(&t.budget_key, spent.as_bytes(), budget_cas) {
-                let _ = host.shared_set(lease_key, b"0", None);
-                continue;
-            }
-            match host.dispatch(&sidecar::sessions_call(&cfg, price, t)) {
-                Ok(token) => self.pending.push((token, i)),
-                Err(_) => {
-                    host.count(Metric::SidecarErrors);
-                    host.log(
-                        Level::Debug,
-                        "nanogate: session refill could not be dispatched",
-                    );
-                    let _ = host.shared_set(lease_key, b"0", None);
+            for (k, t) in price.pools().enumerate() {
+                if !self.pending.iter().any(|p| (p.1, p.2) == (i, k)) {
+                    self.refill(host, price, t, now, (i, k));
                 }
             }
         }
     }
 
-    /// A `/v1/sessions` answer: merge it into the route's pool and release the lease.
+    fn refill<H: RootHost + ?Sized>(
+        &mut self,
+        host: &mut H,
+        price: &Price,
+        t: &TaggedTerms,
+        now: u64,
+        (route, pool): (usize, usize),
+    ) {
+        let (bytes, _) = host.shared_get(&t.key);
+        let have = decode_pool(bytes.as_deref().unwrap_or_default(), now, min_left(price));
+        if have.len() >= LOW_WATER {
+            return;
+        }
+        // The budget: a flood of 402s drains the pool, never the store. Checked before the
+        // lease so an exhausted pool costs one shared-data read per tick.
+        let window = now / price.max_timeout_secs.max(1);
+        let (budget, budget_cas) = host.shared_get(&t.budget_key);
+        let used = budget_used(budget.as_deref(), window);
+        if used.saturating_add(SESSION_BATCH as u64) > t.budget {
+            return;
+        }
+        // The lease: one VM refills at a time.
+        let lease_key = &t.lease;
+        let (lease, cas) = host.shared_get(lease_key);
+        let held_since = lease
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if held_since.saturating_add(LEASE_SECS) > now {
+            return;
+        }
+        let mut stamp = String::new();
+        push_num(&mut stamp, u128::from(now));
+        if !host.shared_set(lease_key, stamp.as_bytes(), cas) {
+            return;
+        }
+        let mut spent = String::new();
+        push_num(&mut spent, u128::from(window));
+        spent.push(' ');
+        push_num(
+            &mut spent,
+            u128::from(used.saturating_add(SESSION_BATCH as u64)),
+        );
+        if !host.shared_set(&t.budget_key, spent.as_bytes(), budget_cas) {
+            let _ = host.shared_set(lease_key, b"0", None);
+            return;
+        }
+        match host.dispatch(&sidecar::sessions_call(&self.cfg, price, t)) {
+            Ok(token) => self.pending.push((token, route, pool)),
+            Err(_) => {
+                host.count(Metric::SidecarErrors);
+                host.log(
+                    Level::Debug,
+                    "nanogate: session refill could not be dispatched",
+                );
+                let _ = host.shared_set(lease_key, b"0", None);
+            }
+        }
+    }
+
+    /// A `/v1/sessions` answer: merge it into its pool and release the lease.
     pub fn on_answer<H: RootHost + ?Sized>(
         &mut self,
         host: &mut H,
@@ -138,15 +150,17 @@ impl PoolKeeper {
         status: Option<u32>,
         body: Option<&[u8]>,
     ) {
-        let Some(pos) = self.pending.iter().position(|(t, _)| *t == token) else {
+        let Some(pos) = self.pending.iter().position(|p| p.0 == token) else {
             return;
         };
-        let (_, route) = self.pending.swap_remove(pos);
+        let (_, route, pool) = self.pending.swap_remove(pos);
         let cfg = Rc::clone(&self.cfg);
         let Some(RouteKind::Paid(price)) = cfg.routes.get(route).map(|r| &r.kind) else {
             return;
         };
-        let Some(t) = &price.tagged else { return };
+        let Some(t) = price.pools().nth(pool) else {
+            return;
+        };
         let now = host.now_unix();
         if sidecar::is_ok(status) {
             let sessions = sidecar::parse_sessions(body.unwrap_or_default());
@@ -333,5 +347,64 @@ mod tests {
         assert!(h.calls.len() as u64 <= 2 * DEFAULT_BUDGET / SESSION_BATCH as u64);
         // The budget was used, not starved: the pool was refilled in each window.
         assert!(offered >= DEFAULT_BUDGET, "{offered} tagged offers");
+    }
+
+    /// Scenario (#16): a tagged route that sells passes keeps one pool per pass beside its
+    /// own, each refilled with sessions at the pass price for the pass scope, so every 402 can
+    /// offer each pass by tagged session.
+    #[test]
+    fn each_pass_of_a_tagged_route_gets_its_own_pool_at_its_price_and_scope() {
+        let cfg = Rc::new(config_with(
+            json!({"name": "tagged", "path": {"prefix": "/t/"}, "priceRaw": "1000",
+            "tagged": true, "maxTimeoutSeconds": 600,
+            "passes": [{"name": "hour", "priceRaw": "5000", "seconds": 3600},
+                       {"name": "ten", "priceRaw": "9000", "requests": 10}]}),
+        ));
+        let p = paid(&cfg, 0);
+        let offers = &p.passes.as_ref().expect("passes").offers;
+        let ring = crate::tests_support::ring(7, 10_000);
+        let mut h = Root {
+            now: 1_000,
+            ..Root::default()
+        };
+        let mut k = PoolKeeper::new(Rc::clone(&cfg));
+        k.tick(&mut h);
+        let asked: Vec<(String, String)> = h
+            .calls
+            .iter()
+            .map(|c| {
+                let v: Value = serde_json::from_slice(c.body.as_deref().unwrap_or_default())
+                    .unwrap_or_default();
+                (v["price"].to_string(), v["scope"].to_string())
+            })
+            .collect();
+        let want = |price: &str, scope: &str| (json!(price).to_string(), json!(scope).to_string());
+        assert_eq!(
+            asked,
+            [
+                want("1000", "nanogate-route:tagged"),
+                want("5000", "nanogate-pass:tagged:hour:3600:0"),
+                want("9000", "nanogate-pass:tagged:ten:2592000:10"),
+            ]
+        );
+        // No second refill while these are in flight.
+        k.tick(&mut h);
+        assert_eq!(h.calls.len(), 3);
+        // The answer to the `hour` pool's call fills that pool, and only it.
+        k.on_answer(&mut h, 2, Some(200), Some(&answer(2, 3, POOL_A, 1_600)));
+        let hour = offers[0].tagged.as_ref().expect("hour pool");
+        let tagged = p.tagged.as_ref().expect("route pool");
+        assert_ne!(hour.key, tagged.key);
+        assert_eq!(
+            pop(&mut h.shared, &tagged.key, 1_000, min_left(p), &ring),
+            None
+        );
+        assert!(pop(&mut h.shared, &hour.key, 1_000, min_left(p), &ring).is_some());
+        // A route that does not sell by tagged session has no pools at all.
+        let plain = config_with(
+            json!({"name": "p", "path": {"prefix": "/p/"}, "priceRaw": "1000",
+            "passes": [{"name": "hour", "priceRaw": "5000", "seconds": 3600}]}),
+        );
+        assert_eq!(paid(&plain, 0).pools().count(), 0);
     }
 }

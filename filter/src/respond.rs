@@ -1,10 +1,11 @@
 //! The replies the filter sends itself: 402/400 challenges (JSON, or the paywall page for a
 //! browser on a tagged route), 429 and 503.
 
-use crate::config::Price;
+use crate::config::{Price, TaggedTerms};
 use crate::host::Host;
 use crate::keys::KeyRing;
 use crate::metrics::Metric;
+use crate::paywall::PassChoice;
 use crate::pool::{min_left, Session};
 use nanogate_protocol::x402::{encode_bytes, headers, ErrorReason, PaymentRequired, ResourceInfo};
 
@@ -22,37 +23,63 @@ pub struct Challenge<'a> {
     pub ring: &'a KeyRing,
 }
 
-/// Sends a 402/400 challenge: adds a tagged offer from the route's pool when there is one
-/// (never while the request already carries a payment: a rejected retry is not a new
-/// customer), and answers a browser with the paywall page.
+/// Sends a 402/400 challenge: adds the tagged offers of the route's pools when there are
+/// (its own session, and one per pass it sells; never while the request already carries a
+/// payment: a rejected retry is not a new customer), and answers a browser with the paywall
+/// page.
 pub fn send_challenge<H: Host + ?Sized>(host: &mut H, network: &str, mut c: Challenge<'_>) {
-    let Some(session) = take_session(host, &c) else {
+    let session = match c.price.tagged.as_deref() {
+        Some(t) if !has_payment(host) => take_session(host, &c, t),
+        _ => None,
+    };
+    let mut passes = Vec::new();
+    if session.is_some() {
+        for p in c.price.passes.iter().flat_map(|p| p.offers.iter()) {
+            if let Some(s) = p.tagged.as_deref().and_then(|t| take_session(host, &c, t)) {
+                let offer = crate::challenge::session_offer_json(network, c.price, &s, Some(p));
+                passes.push((p, offer, s));
+            }
+        }
+    }
+    let Some(session) = session else {
         send_payment_required_json(host, &c.body, c.status);
         return;
     };
-    let offer = crate::challenge::session_offer_json(network, c.price, &session);
+    let offer = crate::challenge::session_offer_json(network, c.price, &session, None);
     let mut body = std::mem::take(&mut c.body);
     // The template ends with the accepts array's `]`, the extensions if any, then `}`.
     let closing = c.price.template.closing().as_bytes();
     if body.ends_with(closing) {
         body.truncate(body.len() - closing.len());
-        body.push(b',');
-        body.extend_from_slice(offer.as_bytes());
+        for o in std::iter::once(&offer).chain(passes.iter().map(|p| &p.1)) {
+            body.push(b',');
+            body.extend_from_slice(o.as_bytes());
+        }
         body.extend_from_slice(closing);
     }
     if wants_html(host) {
-        send_paywall(host, &c, &body, &offer, &session);
+        let choices: Vec<PassChoice<'_>> = passes
+            .iter()
+            .map(|(p, offer, session)| PassChoice {
+                terms: &p.terms,
+                offer,
+                session,
+            })
+            .collect();
+        let page =
+            crate::paywall::page_with_passes(c.price, c.resource, &offer, &session, &choices);
+        send_paywall(host, &c, &body, &page);
     } else {
         send_payment_required_json(host, &body, c.status);
     }
 }
 
-/// A session to offer too: only tagged routes look (the plain 402 path stays as it is).
-fn take_session<H: Host + ?Sized>(host: &mut H, c: &Challenge<'_>) -> Option<Session> {
-    let t = c.price.tagged.as_ref()?;
-    if has_payment(host) {
-        return None;
-    }
+/// A session from one of a tagged route's pools.
+fn take_session<H: Host + ?Sized>(
+    host: &mut H,
+    c: &Challenge<'_>,
+    t: &TaggedTerms,
+) -> Option<Session> {
     let s = host.pop_session(&t.key, c.now, min_left(c.price), c.ring);
     if s.is_none() {
         host.count(Metric::SessionPoolEmpty);
@@ -78,15 +105,8 @@ pub fn prefers_html(accept: &[u8]) -> bool {
         .is_some_and(|p| p.eq_ignore_ascii_case(b"text/html"))
 }
 
-fn send_paywall<H: Host + ?Sized>(
-    host: &mut H,
-    c: &Challenge<'_>,
-    body: &[u8],
-    offer: &str,
-    session: &Session,
-) {
+fn send_paywall<H: Host + ?Sized>(host: &mut H, c: &Challenge<'_>, body: &[u8], page: &str) {
     let header = encode_bytes(body);
-    let page = crate::paywall::page(c.price, c.resource, offer, session);
     host.send_response(
         c.status,
         &[

@@ -125,11 +125,12 @@ pub fn outcome_call(
     )
 }
 
-/// `POST /v1/sessions`: a batch of sessions for a tagged route's pool.
+/// `POST /v1/sessions`: a batch of sessions for one pool of a tagged route (its own, at its
+/// price, or a pass's, at the pass price and bound to the pass scope).
 pub fn sessions_call(cfg: &Config, price: &Price, t: &TaggedTerms) -> Call {
     let body = SessionsRequest {
         count: SESSION_BATCH,
-        price: crate::jsontext::num(price.amount_raw),
+        price: crate::jsontext::num(t.amount_raw),
         validity_seconds: price.max_timeout_secs,
         scope: t.scope.clone(),
         pay_to: t.pool.iter().map(|p| p.address.clone()).collect(),

@@ -101,7 +101,8 @@ async fn bazaar_metadata_and_the_well_known_listing_validate_against_the_x402_sc
             "weather",
             "passes-too",
             "passes",
-            "other-passes"
+            "other-passes",
+            "tagged-passes"
         ],
         "paid routes only, in configuration order"
     );
