@@ -4,20 +4,15 @@
 //! the request URL (or, for a tagged session, from the sidecar that issued it).
 
 use crate::config::{Config, PassOffer, Price};
-use crate::jsontext::{num, push_json_str, push_num, push_offer_terms};
+use crate::jsontext::{push_json_str, push_num, push_offer_terms};
 use crate::keys::IdKey;
 use crate::pool::Session;
-use nanogate_protocol::challenge::{
-    ChallengeStamp, Mechanism, EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION,
-    EXTRA_NONCE, EXTRA_VALID_BEFORE,
-};
+use nanogate_protocol::challenge::{ChallengeStamp, Mechanism};
 use nanogate_protocol::contract::facilitator::work;
-use nanogate_protocol::contract::pass::EXTRA_PASS;
-use nanogate_protocol::contract::{NanoSession, Offer, ASSET_XNO, SCHEME_EXACT};
+use nanogate_protocol::contract::pass::{PassTerms, EXTRA_PASS};
+use nanogate_protocol::contract::Offer;
 use nanogate_protocol::hex;
-use nanogate_protocol::x402::{
-    ErrorReason, JsonObject, PaymentRequired, PaymentRequirements, ResourceInfo,
-};
+use nanogate_protocol::x402::{ErrorReason, PaymentRequired, PaymentRequirements, ResourceInfo};
 
 /// The resource URL a challenge is bound to: `scheme://authority/path`, lower-cased scheme and
 /// authority, with the canonical path (no query string or fragment; see
@@ -181,20 +176,28 @@ fn push_pass_offers(
         hex::push_lower(out, &tag);
         out.push_str("\",\"nonce\":\"");
         hex::push_lower(out, &stamp.nonce);
-        out.push_str("\",\"pass\":{\"group\":");
-        push_json_str(out, &pass.terms.group);
-        out.push_str(",\"name\":");
-        push_json_str(out, &pass.terms.name);
-        if let Some(r) = pass.terms.requests {
-            out.push_str(",\"requests\":");
-            push_num(out, u128::from(r));
-        }
-        out.push_str(",\"seconds\":");
-        push_num(out, u128::from(pass.terms.seconds));
-        out.push_str("},\"validBefore\":");
+        out.push_str("\",\"pass\":");
+        push_pass_terms(out, &pass.terms);
+        out.push_str(",\"validBefore\":");
         push_num(out, u128::from(stamp.valid_before));
         out.push_str("}}");
     }
+}
+
+/// `extra.pass` as JSON text: keys in serde_json's (sorted) order, as `PassTerms` serializes
+/// through a `Value` (tested).
+fn push_pass_terms(out: &mut String, terms: &PassTerms) {
+    out.push_str("{\"group\":");
+    push_json_str(out, &terms.group);
+    out.push_str(",\"name\":");
+    push_json_str(out, &terms.name);
+    if let Some(r) = terms.requests {
+        out.push_str(",\"requests\":");
+        push_num(out, u128::from(r));
+    }
+    out.push_str(",\"seconds\":");
+    push_num(out, u128::from(terms.seconds));
+    out.push('}');
 }
 
 /// A fresh challenge for `resource` signed with `key` at `now`, as JSON bytes, from the route's
@@ -227,7 +230,9 @@ pub fn render_challenge(
 /// The `accepts[]` entry offering a pre-issued tagged `session` for `price`, or for `pass`
 /// of its route, as JSON text. Its MAC came from the sidecar (`Mechanism::TaggedSession`,
 /// resource = the route's scope, or the pass's); `extra` also says the mechanism, how the
-/// amount splits into price and tag, and for a pass what it grants (`extra.pass`).
+/// amount splits into price and tag, and for a pass what it grants (`extra.pass`). Rendered by
+/// hand like the rest of the 402 (keys in serde_json's sorted order, tested); the session's
+/// id, MAC (hex) and payee (address characters) were checked when the pool took it.
 pub fn session_offer_json(
     network: &str,
     price: &Price,
@@ -235,40 +240,36 @@ pub fn session_offer_json(
     pass: Option<&PassOffer>,
 ) -> String {
     let base = pass.map_or(price.amount_raw, |p| p.amount_raw);
-    let nano_session = NanoSession {
-        id: session.id.clone(),
-        resource_amount_raw: base,
-        tag_amount_raw: session.amount.saturating_sub(base),
-    };
-    let mut extra = JsonObject::new();
-    extra.insert(EXTRA_KEY_ID.into(), session.key_id.into());
-    extra.insert(EXTRA_MAC.into(), session.mac.clone().into());
-    extra.insert(
-        EXTRA_MECHANISM.into(),
-        Mechanism::TaggedSession.as_str().into(),
+    let mut out = String::with_capacity(480);
+    out.push('{');
+    push_offer_terms(
+        &mut out,
+        network,
+        session.amount,
+        &session.pay_to,
+        price.max_timeout_secs,
     );
-    extra.insert(
-        EXTRA_NANO_SESSION.into(),
-        serde_json::to_value(nano_session).unwrap_or_default(),
-    );
-    extra.insert(EXTRA_NONCE.into(), session.id.clone().into());
+    out.push_str(",\"extra\":{\"keyId\":");
+    push_num(&mut out, u128::from(session.key_id));
+    out.push_str(",\"mac\":\"");
+    out.push_str(&session.mac);
+    out.push_str("\",\"mechanism\":\"tagged\",\"nanoSession\":{\"id\":\"");
+    out.push_str(&session.id);
+    out.push_str("\",\"resourceAmountRaw\":\"");
+    push_num(&mut out, base);
+    out.push_str("\",\"tagAmountRaw\":\"");
+    push_num(&mut out, session.amount.saturating_sub(base));
+    out.push_str("\"},\"nonce\":\"");
+    out.push_str(&session.id);
+    out.push('"');
     if let Some(p) = pass {
-        extra.insert(
-            EXTRA_PASS.into(),
-            serde_json::to_value(&p.terms).unwrap_or_default(),
-        );
+        out.push_str(",\"pass\":");
+        push_pass_terms(&mut out, &p.terms);
     }
-    extra.insert(EXTRA_VALID_BEFORE.into(), session.valid_before.into());
-    let offer = PaymentRequirements {
-        scheme: SCHEME_EXACT.to_owned(),
-        network: network.to_owned(),
-        amount: num(session.amount),
-        asset: ASSET_XNO.to_owned(),
-        pay_to: session.pay_to.clone(),
-        max_timeout_seconds: price.max_timeout_secs,
-        extra,
-    };
-    serde_json::to_string(&offer).unwrap_or_default()
+    out.push_str(",\"validBefore\":");
+    push_num(&mut out, u128::from(session.valid_before));
+    out.push_str("}}");
+    out
 }
 
 #[cfg(test)]
@@ -444,5 +445,74 @@ mod tests {
             s.pay_to, s.mac, s.id, s.id
         );
         assert_eq!(session_offer_json(&cfg.network, p, &s, None), want);
+        assert_eq!(session_offer_serde(&cfg.network, p, &s, None), want);
+        // A pass's session: its price, and `extra.pass` as `PassTerms` serializes.
+        let cfg = crate::tests_support::config_with(serde_json::json!({"name": "t",
+            "path": {"prefix": "/t/"}, "priceRaw": "1000", "tagged": true,
+            "passes": [{"name": "hour", "priceRaw": "5000", "seconds": 3600},
+                       {"name": "ten", "priceRaw": "9000", "requests": 10}]}));
+        let p = crate::tests_support::paid(&cfg, 0);
+        for pass in &p.passes.as_ref().unwrap().offers {
+            let s = Session {
+                amount: pass.amount_raw + 42,
+                ..s.clone()
+            };
+            let got = session_offer_json(&cfg.network, p, &s, Some(pass));
+            assert_eq!(got, session_offer_serde(&cfg.network, p, &s, Some(pass)));
+            let v: serde_json::Value = serde_json::from_str(&got).unwrap();
+            assert_eq!(v["extra"]["nanoSession"]["tagAmountRaw"], "42");
+            assert_eq!(
+                v["extra"]["pass"],
+                serde_json::to_value(&pass.terms).unwrap()
+            );
+        }
+    }
+
+    /// The serde reference of [`session_offer_json`].
+    fn session_offer_serde(
+        network: &str,
+        price: &Price,
+        session: &Session,
+        pass: Option<&PassOffer>,
+    ) -> String {
+        use crate::jsontext::num;
+        use nanogate_protocol::challenge::{
+            EXTRA_KEY_ID, EXTRA_MAC, EXTRA_MECHANISM, EXTRA_NANO_SESSION, EXTRA_NONCE,
+            EXTRA_VALID_BEFORE,
+        };
+        use nanogate_protocol::contract::{NanoSession, ASSET_XNO, SCHEME_EXACT};
+        use nanogate_protocol::x402::JsonObject;
+        let base = pass.map_or(price.amount_raw, |p| p.amount_raw);
+        let nano_session = NanoSession {
+            id: session.id.clone(),
+            resource_amount_raw: base,
+            tag_amount_raw: session.amount - base,
+        };
+        let mut extra = JsonObject::new();
+        extra.insert(EXTRA_KEY_ID.into(), session.key_id.into());
+        extra.insert(EXTRA_MAC.into(), session.mac.clone().into());
+        extra.insert(
+            EXTRA_MECHANISM.into(),
+            Mechanism::TaggedSession.as_str().into(),
+        );
+        extra.insert(
+            EXTRA_NANO_SESSION.into(),
+            serde_json::to_value(nano_session).unwrap(),
+        );
+        extra.insert(EXTRA_NONCE.into(), session.id.clone().into());
+        if let Some(p) = pass {
+            extra.insert(EXTRA_PASS.into(), serde_json::to_value(&p.terms).unwrap());
+        }
+        extra.insert(EXTRA_VALID_BEFORE.into(), session.valid_before.into());
+        let offer = PaymentRequirements {
+            scheme: SCHEME_EXACT.to_owned(),
+            network: network.to_owned(),
+            amount: num(session.amount),
+            asset: ASSET_XNO.to_owned(),
+            pay_to: session.pay_to.clone(),
+            max_timeout_seconds: price.max_timeout_secs,
+            extra,
+        };
+        serde_json::to_string(&offer).unwrap()
     }
 }
