@@ -1,12 +1,13 @@
 //! End to end, prepaid passes (docs/passes.md): real Envoy with the filter, the real sidecar,
 //! the devnet and a recording upstream, on the demo bootstrap's `/passes/` routes (group
-//! `passes`: `hour`, one hour; `three`, three requests) and `/other-passes/` (its own group),
-//! with the shipped defaults (`passReportSecs` 1, pass keys rotated daily).
+//! `passes`: `hour`, one hour; `three`, three requests), `/other-passes/` (its own group) and
+//! the tagged `/tagged-passes/` (the same two passes, also sold by tagged session and on the
+//! browser paywall), with the shipped defaults (`passReportSecs` 1, pass keys rotated daily).
 
 use nanogate_protocol::contract::pass::{
     cookie_name, PassIssued, PassKey, PassToken, EXTENSION_PASS, HEADER, MAX_PASS_SECONDS,
 };
-use nanogate_protocol::nano::parse_raw;
+use nanogate_protocol::nano::{parse_raw, parse_xno, BlockHash, PublicKey};
 use nanogate_protocol::x402::encode_header;
 use nanogate_tests::stack::{Reply, Stack, StackConfig, StoreKind, CHALLENGE_SECRET};
 use serde_json::{json, Value};
@@ -74,14 +75,89 @@ async fn buy(
         paid.text(),
         s.diagnostics()
     );
+    let pass = issued(&paid);
+    (paid, pass)
+}
+
+/// The pass a purchase's `PAYMENT-RESPONSE` answers (`extensions.pass`).
+fn issued(paid: &Reply) -> PassIssued {
     let settlement = paid.settlement().expect("PAYMENT-RESPONSE");
-    let pass = settlement
+    settlement
         .extensions
         .as_ref()
         .and_then(|e| e.get(EXTENSION_PASS))
         .and_then(PassIssued::from_value)
-        .unwrap_or_else(|| panic!("no pass in PAYMENT-RESPONSE: {settlement:?}"));
-    (paid, pass)
+        .unwrap_or_else(|| panic!("no pass in PAYMENT-RESPONSE: {settlement:?}"))
+}
+
+/// A tagged `accepts[]` entry (verbatim) of the 402 at `path`: for pass `name`, or for the
+/// single request when `None`. Waits (bounded) for the filter's pools to be filled.
+async fn tagged_offer(s: &Stack, path: &str, name: Option<&str>) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = s.get(path, &[]).await;
+        assert_eq!(r.status, 402, "{}", r.text());
+        let raw = r.payment_required_json();
+        let found = raw["accepts"].as_array().and_then(|a| {
+            a.iter()
+                .find(|o| {
+                    o["extra"]["mechanism"] == json!("tagged")
+                        && o["extra"]["pass"]["name"].as_str() == name
+                })
+                .cloned()
+        });
+        if let Some(o) = found {
+            return o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tagged offer for {name:?} at {path} within 30 s: {raw}\n{}",
+            s.diagnostics()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `PAYMENT-SIGNATURE` presenting a tagged offer's session and the send that paid it.
+fn tagged_header(offer: &Value, proof: &BlockHash) -> String {
+    encode_header(&json!({"x402Version": 2, "accepted": offer,
+        "payload": {"sessionId": offer["extra"]["nonce"], "proof": proof.to_hex()}}))
+}
+
+/// A fresh wallet's own broadcast of `amount` to `to` (as any wallet pays a `nano:` URI),
+/// confirmed.
+async fn wallet_pays(s: &Stack, to: &str, amount: u128) -> BlockHash {
+    let to = PublicKey::from_address(to).expect("payTo");
+    let block = s.send_block(&s.wallet().key, to, amount);
+    let hash = s
+        .ledger()
+        .process(&block)
+        .expect("the devnet accepts the send");
+    assert!(s.confirmed(&hash, Duration::from_secs(10)).await);
+    hash
+}
+
+/// Buys pass `name` at `path` by tagged session: a wallet sends the session's exact amount,
+/// then the payer presents the session and the send. Returns the reply, the pass and the send.
+async fn buy_tagged(s: &Stack, path: &str, name: &str) -> (Reply, PassIssued, BlockHash) {
+    let offer = tagged_offer(s, path, Some(name)).await;
+    let amount = parse_raw(offer["amount"].as_str().unwrap_or_default()).expect("amount");
+    let hash = wallet_pays(s, offer["payTo"].as_str().unwrap_or_default(), amount).await;
+    let paid = s
+        .get(
+            path,
+            &[("payment-signature", &tagged_header(&offer, &hash))],
+        )
+        .await;
+    assert_eq!(
+        paid.status,
+        200,
+        "buying `{name}` by tagged session: {}\n{}",
+        paid.text(),
+        s.diagnostics()
+    );
+    let pass = issued(&paid);
+    (paid, pass, hash)
 }
 
 async fn with_pass(s: &Stack, gate: usize, path: &str, token: &str) -> Reply {
@@ -385,6 +461,265 @@ async fn forged_mutated_truncated_foreign_expired_and_rotated_tokens() {
     );
     // Each refusal still offers the passes, so a payer can buy the next one at once.
     assert!(r.payment_required().accepts.len() >= 3);
+}
+
+/// Hostile first: a tagged pass offer presented with another pass named, another amount or
+/// payee, stripped of its pass (as the single request), or a route session dressed as a pass,
+/// is refused by the filter alone (`invalid_challenge`, no `/v1/pay` call, nothing served).
+#[tokio::test]
+async fn mutated_tagged_pass_offers_are_refused_before_any_sidecar_call() {
+    let s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    let path = "/tagged-passes/mutated";
+    let hour = tagged_offer(&s, path, Some("hour")).await;
+    let single = tagged_offer(&s, path, None).await;
+    let amount = parse_raw(hour["amount"].as_str().unwrap_or_default()).expect("amount");
+    assert!(
+        amount > parse_xno("0.002").expect("price"),
+        "pass price + tag"
+    );
+    assert_eq!(
+        hour["extra"]["nanoSession"]["resourceAmountRaw"],
+        json!(parse_xno("0.002").expect("price").to_string())
+    );
+    let mut mutants: Vec<(&str, Value)> = Vec::new();
+    let mut m = hour.clone();
+    m["extra"]["pass"]["name"] = json!("three");
+    mutants.push(("another pass named", m));
+    let mut m = hour.clone();
+    m["extra"]["pass"]["name"] = json!("forever");
+    mutants.push(("a pass not offered", m));
+    let mut m = hour.clone();
+    m["amount"] = json!((amount - 1).to_string());
+    mutants.push(("the amount lowered", m));
+    let mut m = hour.clone();
+    m["payTo"] = json!(s.wallet().account().to_address());
+    mutants.push(("another payee", m));
+    let mut m = hour.clone();
+    m["extra"].as_object_mut().map(|e| e.remove("pass"));
+    mutants.push(("the pass session as the single request", m));
+    let mut m = single.clone();
+    m["extra"]["pass"] = hour["extra"]["pass"].clone();
+    mutants.push(("the single request's session as the pass", m));
+
+    let pays = filter_calls(&s, 0, "/v1/pay").await;
+    for (what, offer) in &mutants {
+        let r = s
+            .get(
+                path,
+                &[(
+                    "payment-signature",
+                    &tagged_header(offer, &BlockHash([7; 32])),
+                )],
+            )
+            .await;
+        assert_eq!(r.status, 402, "{what}: {}", r.text());
+        assert_eq!(r.reason().as_deref(), Some("invalid_challenge"), "{what}");
+    }
+    assert_eq!(
+        filter_calls(&s, 0, "/v1/pay").await,
+        pays,
+        "refused by the filter alone"
+    );
+    assert_eq!(s.upstream_hits(path), 0);
+    assert!(s.gate(0).counter("rejected_invalid_challenge").await >= mutants.len() as u64);
+}
+
+/// A time pass and a counted pass bought by tagged session (a wallet sends the session's exact
+/// amount) are recorded and answered like a signed-block purchase (`PAYMENT-RESPONSE`
+/// `extensions.pass`, `Set-Cookie`), the buying request is served, and then each serves
+/// requests at the edge with no sidecar call (header or cookie), the counted one up to its
+/// grant.
+#[tokio::test]
+async fn passes_bought_by_tagged_session_serve_at_the_edge() {
+    let s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    let (paid, hour, hash) = buy_tagged(&s, "/tagged-passes/buy-hour", "hour").await;
+    assert_eq!(
+        s.upstream_hits("/tagged-passes/buy-hour"),
+        1,
+        "the buying request is served"
+    );
+    assert_eq!(
+        (hour.name.as_str(), hour.group.as_str(), hour.requests),
+        ("hour", "tagged-passes", None)
+    );
+    let left = hour.expires_at.saturating_sub(now());
+    assert!((3590..=3600).contains(&left), "{left}");
+    assert_eq!(
+        paid.settlement().map(|p| p.transaction),
+        Some(hash.to_hex())
+    );
+    let cookie = paid.header("set-cookie").expect("Set-Cookie");
+    assert!(
+        cookie.starts_with(&format!("{}={};", cookie_name("tagged-passes"), hour.token)),
+        "{cookie}"
+    );
+    let row = admin_pass(&s, &hour.id).await;
+    assert_eq!(row["transaction"], json!(hash.to_hex()));
+    assert_eq!(
+        (&row["name"], &row["state"]),
+        (&json!("hour"), &json!("active"))
+    );
+
+    let (paid, three, _) = buy_tagged(&s, "/tagged-passes/buy-three", "three").await;
+    assert_eq!(three.requests, Some(3));
+    assert!(paid.header("set-cookie").is_some());
+    assert_eq!(s.upstream_hits("/tagged-passes/buy-three"), 1);
+    assert!(s.gate(0).counter("passes_sold").await >= 2);
+
+    let (pays, outcomes) = (
+        filter_calls(&s, 0, "/v1/pay").await,
+        filter_calls(&s, 0, "/v1/outcome").await,
+    );
+    for i in 0..20 {
+        let r = with_pass(&s, 0, "/tagged-passes/hour", &hour.token).await;
+        assert_eq!(r.status, 200, "request {i} on the time pass: {}", r.text());
+    }
+    let jar = format!("{}={}", cookie_name("tagged-passes"), hour.token);
+    let r = s.get("/tagged-passes/cookie", &[("cookie", &jar)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for i in 0..3 {
+        let r = with_pass(&s, 0, "/tagged-passes/three", &three.token).await;
+        assert_eq!(
+            r.status,
+            200,
+            "request {i} on the counted pass: {}",
+            r.text()
+        );
+    }
+    let r = with_pass(&s, 0, "/tagged-passes/three", &three.token).await;
+    assert_eq!(r.status, 402);
+    assert_eq!(r.reason().as_deref(), Some("pass_exhausted"));
+    assert_eq!(
+        filter_calls(&s, 0, "/v1/pay").await,
+        pays,
+        "no /v1/pay on a pass"
+    );
+    assert_eq!(filter_calls(&s, 0, "/v1/outcome").await, outcomes);
+    assert_eq!(s.upstream_hits("/tagged-passes/hour"), 20);
+    assert_eq!(s.upstream_hits("/tagged-passes/cookie"), 1);
+    assert_eq!(s.upstream_hits("/tagged-passes/three"), 3);
+    // The pass bought here is its own group's: the signed-block routes' group refuses it.
+    let r = with_pass(&s, 0, "/passes/x", &hour.token).await;
+    assert_eq!(r.reason().as_deref(), Some("pass_wrong_group"));
+}
+
+/// The browser paywall (headless Chromium) offers the passes beside the single request; the
+/// visitor picks `hour`, a wallet pays that option's exact amount, the page loads the resource
+/// and keeps the pass cookie, and the browser then loads the route twice more on the cookie
+/// alone: served by the upstream, with no further `/v1/pay` call.
+#[tokio::test]
+async fn the_paywall_sells_a_pass_and_the_browser_loads_twice_more_on_its_cookie() {
+    use nanogate_tests::browser::{Browser, Page};
+    let mut browser = Browser::start();
+    let s = Stack::start(config(StoreKind::Sqlite, 1)).await;
+    let port = browser.port().await;
+    let mut page = Page::open(port).await;
+    // The pools fill on the filter's first ticks: navigate until the page offers both passes.
+    let url = s.url("/tagged-passes/browser");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        page.call("Page.navigate", json!({ "url": url })).await;
+        if page
+            .wait_for(
+                "document.body && document.body.getAttribute('data-state') === 'waiting' && \
+                 document.querySelectorAll('#opts button[data-pass]').length",
+                &json!(2),
+                Duration::from_secs(5),
+            )
+            .await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the paywall never offered the passes: {}\n{}",
+            page.eval("document.documentElement.outerHTML").await,
+            s.diagnostics()
+        );
+    }
+    let label = page
+        .eval("document.querySelector('#opts button[data-pass=\"hour\"]').textContent")
+        .await;
+    assert!(
+        label
+            .as_str()
+            .is_some_and(|t| t.contains("hour") && t.contains("1 hour")),
+        "{label}"
+    );
+    page.eval("document.querySelector('#opts button[data-pass=\"hour\"]').click()")
+        .await;
+    let raw = page
+        .eval("document.getElementById('amount').getAttribute('data-raw')")
+        .await;
+    let amount: u128 = raw.as_str().and_then(|r| r.parse().ok()).expect("amount");
+    let price = parse_xno("0.002").expect("price");
+    assert!(
+        amount > price && amount - price < price,
+        "{amount}: the pass price + tag"
+    );
+    let account = page
+        .eval("document.getElementById('account').textContent")
+        .await;
+    let account = account.as_str().expect("account").to_owned();
+    let uri = page
+        .eval("document.getElementById('uri').getAttribute('href')")
+        .await;
+    assert_eq!(uri, json!(format!("nano:{account}?amount={amount}")));
+
+    wallet_pays(&s, &account, amount).await;
+    let bought = page
+        .wait_for(
+            "document.body && document.body.getAttribute('data-state') === 'paid' && \
+             !!document.getElementById('nanogate-pass') && \
+             !!document.getElementById('nanogate-resource')",
+            &json!(true),
+            Duration::from_secs(60),
+        )
+        .await;
+    assert!(
+        bought,
+        "the page did not buy the pass: {}\n{}",
+        page.eval("document.documentElement.outerHTML").await,
+        s.diagnostics()
+    );
+    let body = page
+        .eval("document.getElementById('nanogate-resource').textContent")
+        .await;
+    let body: Value = serde_json::from_str(body.as_str().unwrap_or("")).expect("upstream JSON");
+    assert_eq!(body["path"], json!("/tagged-passes/browser"));
+    assert_eq!(s.upstream_hits("/tagged-passes/browser"), 1);
+    assert!(s.gate(0).counter("passes_sold").await >= 1);
+
+    let pays = filter_calls(&s, 0, "/v1/pay").await;
+    for n in 1..=2 {
+        let path = format!("/tagged-passes/again/{n}");
+        page.call("Page.navigate", json!({ "url": s.url(&path) }))
+            .await;
+        let served = page
+            .wait_for(
+                &format!(
+                    "location.pathname === '{path}' && document.readyState === 'complete' && \
+                     document.body.innerText.includes('\"upstream\"')"
+                ),
+                &json!(true),
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(
+            served,
+            "load {n} on the cookie: {}",
+            page.eval("document.documentElement.outerHTML").await
+        );
+        assert_eq!(s.upstream_hits(&path), 1);
+    }
+    assert_eq!(
+        filter_calls(&s, 0, "/v1/pay").await,
+        pays,
+        "the cookie alone, no /v1/pay"
+    );
+    assert!(s.gate(0).counter("pass_served").await >= 2);
+    drop(page);
+    drop(browser);
 }
 
 #[tokio::test]
