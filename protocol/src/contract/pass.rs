@@ -4,6 +4,7 @@
 //! * The offer: a paid route's 402 lists each pass as its own `accepts[]` entry whose
 //!   `extra.pass` is a [`PassTerms`]; its challenge MAC binds [`PassTerms::scope`] as the
 //!   resource, so the name, group, lifetime and request count are as authentic as the price.
+//!   A tagged route also lists each pass as a tagged session issued for that scope.
 //! * The purchase: the filter sends the terms in [`super::PayRequest::pass`]; the sidecar records
 //!   the pass and answers a [`PassIssued`] (in the verdict and in `PAYMENT-RESPONSE`'s
 //!   `extensions.pass`); the filter adds a cookie ([`set_cookie`]).

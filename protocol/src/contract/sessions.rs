@@ -26,7 +26,8 @@ pub struct SessionsRequest {
     pub price: String,
     /// The route's `maxTimeoutSeconds`.
     pub validity_seconds: u64,
-    /// [`route_scope`] of the route.
+    /// [`route_scope`] of the route, or [`super::pass::PassTerms::scope`] for the pool of one of
+    /// its passes.
     pub scope: String,
     /// The payee pool (`nano_` addresses).
     pub pay_to: Vec<String>,

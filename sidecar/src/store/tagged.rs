@@ -24,7 +24,8 @@ pub struct TaggedSession {
     pub id: String,
     pub pay_to: String,
     pub amount: String,
-    /// What the session is for (the filter's route scope).
+    /// What the session is for (the filter's route scope, or a pass scope); a payment is
+    /// admitted only for this resource.
     pub scope: String,
     pub issued_at: i64,
     pub valid_before: i64,

@@ -15,7 +15,8 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct SessionRequest {
     pub count: usize,
-    /// What the sessions are for: the MAC's resource (the filter's route scope).
+    /// What the sessions are for: the MAC's resource (the filter's route scope, or a pass scope
+    /// for a tagged route's pass pool: docs/passes.md).
     pub scope: String,
     /// The route's price in raw.
     pub price: u128,

@@ -6,8 +6,8 @@
 //!   bytes mod n), and `amount = price + tag` with a random tag in `1..=tag_space` (the lowest
 //!   raw digits). The store claims `(payTo, amount)` atomically, so no two open sessions of one
 //!   account share an amount, across replicas. Each session comes with a MAC over its terms
-//!   (`Mechanism::TaggedSession`, resource = the route scope), so the filter can check a
-//!   presented session without asking us.
+//!   (`Mechanism::TaggedSession`, resource = the route scope, or a pass scope when the session
+//!   sells a pass), so the filter can check a presented session without asking us.
 //! * **Watching** ([`watch`]): confirmations of sends to pool accounts arrive by WebSocket; a
 //!   send of exactly an open session's amount, first seen after the session was issued, marks
 //!   the session paid at once. Anything else sent to a pool account that buys nothing is a
