@@ -210,4 +210,124 @@ mod tests {
         assert!(!prefers_html(b"application/json, text/html"));
         assert!(!prefers_html(b"text/h"));
     }
+
+    use crate::config::TaggedTerms;
+    use crate::flow::{Flow, Next};
+    use crate::pool::Session;
+    use crate::tests_support::{config_with, paid, MockHost, POOL_B};
+    use nanogate_protocol::challenge::{self, ChallengeStamp, Mechanism};
+    use nanogate_protocol::contract::Offer;
+    use nanogate_protocol::hex;
+    use nanogate_protocol::x402::encode_header;
+    use serde_json::{json, Value};
+    use std::rc::Rc;
+
+    const NOW: u64 = 1_800_000_000;
+
+    /// Session `n` of pool `t`, MAC'd as the sidecar does (under the mock host's key).
+    fn session(t: &TaggedTerms, n: u8) -> Session {
+        let host = MockHost::new(NOW);
+        let key = &host.ring.as_ref().expect("ring").current;
+        let payee = &t.pool[0];
+        let amount = t.amount_raw + u128::from(n);
+        let offer = Offer {
+            network: "nano:devnet",
+            pay_to: payee,
+            amount,
+            max_timeout_seconds: 600,
+            resource: &t.scope,
+            mechanism: Mechanism::TaggedSession,
+        };
+        let stamp = ChallengeStamp {
+            valid_before: NOW + 600,
+            nonce: [n; 16],
+            key_id: key.key_id,
+        };
+        Session {
+            id: hex::encode_lower(&[n; 16]),
+            pay_to: payee.address.clone(),
+            amount,
+            valid_before: stamp.valid_before,
+            key_id: key.key_id,
+            mac: hex::encode_lower(&challenge::mac(&key.key, &offer.terms(), &stamp)),
+        }
+    }
+
+    /// Scenario (#16): a tagged route selling two passes, its pools filled. The 402 offers
+    /// the single request and each pass by tagged session; the browser's 402 is the paywall
+    /// with both passes; and presenting a pass's session goes to the sidecar as that pass's
+    /// purchase (its terms, its scope), with no other call.
+    #[test]
+    fn a_tagged_402_sells_each_pass_by_its_own_session() {
+        let cfg = Rc::new(config_with(json!({"name": "t", "path": {"prefix": "/t/"},
+            "priceRaw": "1000", "tagged": true, "payToPool": [POOL_B], "maxTimeoutSeconds": 600,
+            "passes": [{"name": "hour", "priceRaw": "5000", "seconds": 3600},
+                       {"name": "ten", "priceRaw": "9000", "requests": 10}]})));
+        let p = paid(&cfg, 0);
+        let fill = |host: &mut MockHost| {
+            for (i, t) in p.pools().enumerate() {
+                let sessions = [session(t, 10 + i as u8)];
+                assert!(crate::pool::push(
+                    &mut host.shared,
+                    &t.key,
+                    &sessions,
+                    NOW,
+                    0
+                ));
+            }
+        };
+        let mut host = MockHost::new(NOW).request("GET", "h", "/t/x");
+        fill(&mut host);
+        let next = Flow::new(Rc::clone(&cfg)).on_request_headers(&mut host);
+        assert_eq!(next, Next::Pause);
+        let (status, _, body) = host.reply().expect("a 402").clone();
+        assert_eq!(status, 402);
+        let pr: Value = serde_json::from_slice(&body).expect("JSON");
+        let tagged: Vec<&Value> = pr["accepts"]
+            .as_array()
+            .expect("accepts")
+            .iter()
+            .filter(|o| o["extra"]["mechanism"] == "tagged")
+            .collect();
+        assert_eq!(tagged.len(), 3, "{pr}");
+        assert!(tagged[0]["extra"].get("pass").is_none());
+        for (o, (name, price)) in tagged[1..].iter().zip([("hour", 5000u32), ("ten", 9000)]) {
+            assert_eq!(o["extra"]["pass"]["name"], name);
+            assert_eq!(
+                o["extra"]["nanoSession"]["resourceAmountRaw"],
+                price.to_string()
+            );
+            assert_eq!(o["payTo"], POOL_B);
+        }
+
+        // A browser gets the paywall, with both passes as options.
+        let mut host = MockHost::new(NOW)
+            .request("GET", "h", "/t/x")
+            .header("accept", "text/html");
+        fill(&mut host);
+        Flow::new(Rc::clone(&cfg)).on_request_headers(&mut host);
+        let page = String::from_utf8(host.reply().expect("page").2.clone()).expect("UTF-8");
+        assert!(page.contains("\"passes\":["), "pass options");
+        assert!(page.contains("\"name\":\"hour\"") && page.contains("\"name\":\"ten\""));
+
+        // Paying the `hour` session: forwarded as that pass's purchase.
+        let hour = tagged[1].clone();
+        let payment = json!({"x402Version": 2, "accepted": hour,
+            "payload": {"sessionId": hour["extra"]["nonce"], "proof": "AB".repeat(32)}});
+        let mut host = MockHost::new(NOW)
+            .request("GET", "h", "/t/x")
+            .header("payment-signature", encode_header(&payment));
+        let next = Flow::new(Rc::clone(&cfg)).on_request_headers(&mut host);
+        assert_eq!(next, Next::Pause);
+        assert!(host.responses.is_empty(), "no local reply");
+        assert_eq!(host.calls.len(), 1);
+        let sent: Value =
+            serde_json::from_slice(host.calls[0].body.as_deref().unwrap_or_default()).unwrap();
+        assert_eq!(sent["resource"], "nanogate-pass:t:hour:3600:0");
+        assert_eq!(
+            sent["pass"],
+            json!({"name": "hour", "group": "t", "seconds": 3600})
+        );
+        assert_eq!(sent["requirements"]["amount"], hour["amount"]);
+    }
 }

@@ -72,6 +72,8 @@ pub struct MockHost {
     pub logs: std::cell::RefCell<Vec<String>>,
     /// What `source_address` answers.
     pub source: Option<String>,
+    /// Shared data: the tagged routes' session pools.
+    pub shared: MemShared,
 }
 
 impl MockHost {
@@ -148,6 +150,15 @@ impl Host for MockHost {
     fn source_address(&self) -> Option<String> {
         self.source.clone()
     }
+    fn pop_session(
+        &mut self,
+        pool_key: &str,
+        now: u64,
+        min_left: u64,
+        ring: &KeyRing,
+    ) -> Option<crate::pool::Session> {
+        crate::pool::pop(&mut self.shared, pool_key, now, min_left, ring)
+    }
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
         if self.no_random {
             return None;
@@ -194,7 +205,7 @@ impl Host for MockHost {
 }
 
 /// Shared data in memory, with compare-and-swap like proxy-wasm's.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct MemShared {
     map: HashMap<String, (Vec<u8>, u32)>,
     /// Fail this many coming writes as if another VM had written in between.
