@@ -3,7 +3,8 @@
 //! upstream, on the demo bootstrap's `/passes/` group (`three`: three requests, `hour`: an
 //! hour, 0.002 XNO each) and `/other-passes/` (its own `hour`). `nanogate-pay --pass` buys
 //! once, rides the pass with no payment and no sidecar call, and buys the next when the filter
-//! says the pass is exhausted; the library keeps passes of two groups apart.
+//! says the pass is exhausted (by signed block, and by tagged session on the tagged
+//! `/tagged-passes/`); the library keeps passes of two groups apart.
 
 use nanogate_client::{Payer, PayerConfig, RequestSpec};
 use nanogate_protocol::contract::pass::HEADER;
@@ -50,10 +51,23 @@ async fn pay_cli(
     pass: &str,
     path: &str,
 ) -> (Value, String) {
+    pay_cli_with(s, wallet, dir, pass, path, &[]).await
+}
+
+/// [`pay_cli`] with `extra` arguments.
+async fn pay_cli_with(
+    s: &Stack,
+    wallet: &Wallet,
+    dir: &Path,
+    pass: &str,
+    path: &str,
+    extra: &[&str],
+) -> (Value, String) {
     let out = tokio::process::Command::new(workspace_bin("nanogate-pay"))
         .arg(s.url(path))
         .args(["--pass", pass, "--max", "0.01", "--json", "--rpc"])
         .arg(s.devnet.rpc_url())
+        .args(extra)
         .arg("--index")
         .arg(wallet.index.to_string())
         .arg("--journal")
@@ -154,6 +168,65 @@ async fn nanogate_pay_buys_a_pass_once_rides_it_then_buys_the_next_when_exhauste
         .expect("token")
         .to_owned();
     assert!(!stderr.contains(&token) && !v.to_string().contains(&token));
+}
+
+/// `nanogate-pay --mechanism tagged --pass hour` on the tagged `/tagged-passes/`: it buys the
+/// pass by broadcasting the session's exact amount itself, then rides it with no send and no
+/// sidecar call.
+#[tokio::test]
+async fn nanogate_pay_buys_a_pass_by_tagged_session_then_rides_it() {
+    let s = Stack::start(config()).await;
+    let wallet = s.wallet();
+    let dir = s.dir().join("pass-cli-tagged");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    // The route's pass pools fill on the filter's first ticks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let pr = s
+            .get("/tagged-passes/wait", &[])
+            .await
+            .payment_required_json();
+        let offered = pr["accepts"].as_array().is_some_and(|a| {
+            a.iter().any(|o| {
+                o["extra"]["mechanism"] == "tagged" && o["extra"]["pass"]["name"] == "hour"
+            })
+        });
+        if offered {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no tagged pass offer: {pr}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (balance0, blocks0) = ledger_view(&s, &wallet.account());
+    let tagged = ["--mechanism", "tagged"];
+    let (v, stderr) =
+        pay_cli_with(&s, &wallet, &dir, "hour", "/tagged-passes/cli-buy", &tagged).await;
+    assert_eq!(v["status"], 200, "{v}\n{stderr}");
+    assert_eq!(v["paid"], true);
+    assert_eq!(v["pass"]["bought"], true, "{v}");
+    assert_eq!(v["pass"]["group"], "tagged-passes");
+    let (balance1, blocks1) = ledger_view(&s, &wallet.account());
+    let spent = balance0 - balance1;
+    assert_eq!(blocks1, blocks0 + 1, "one send");
+    assert!(
+        spent > PASS_PRICE && spent - PASS_PRICE < PASS_PRICE,
+        "the pass price plus the session's tag: {spent}"
+    );
+    let id = v["pass"]["id"].as_str().expect("pass id").to_owned();
+
+    let pays = filter_calls(&s, "/v1/pay").await;
+    for path in ["/tagged-passes/cli-1", "/tagged-passes/cli-2"] {
+        let (v, stderr) = pay_cli_with(&s, &wallet, &dir, "hour", path, &tagged).await;
+        assert_eq!(v["status"], 200, "{path}: {v}\n{stderr}");
+        assert_eq!(v["paid"], false, "{path}: {v}");
+        assert_eq!(v["pass"]["id"], id.as_str());
+        assert_eq!(s.upstream.requests_to(path).len(), 1, "{path}");
+    }
+    assert_eq!(ledger_view(&s, &wallet.account()), (balance1, blocks1));
+    assert_eq!(filter_calls(&s, "/v1/pay").await, pays);
 }
 
 #[tokio::test]
