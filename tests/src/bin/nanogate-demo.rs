@@ -279,6 +279,9 @@ fn next_steps(stack: &Stack) {
         "  open {base}/tagged/report in a browser        # the paywall: QR code for any Nano wallet"
     );
     println!(
+        "  open {base}/tagged-passes/report in a browser # the paywall selling passes (cookie)"
+    );
+    println!(
         "  curl -s 'http://127.0.0.1:{}/stats?filter=wasmcustom'   # filter counters",
         ports().admin
     );
