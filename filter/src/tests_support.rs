@@ -72,6 +72,8 @@ pub struct MockHost {
     pub logs: std::cell::RefCell<Vec<String>>,
     /// What `source_address` answers.
     pub source: Option<String>,
+    /// The VM's outcome queue (`None`: a host without one, which reports at once).
+    pub outcomes: Option<std::rc::Rc<crate::outcomes::Queue>>,
 }
 
 impl MockHost {
@@ -79,6 +81,7 @@ impl MockHost {
         MockHost {
             now,
             ring: Some(ring(10, now + 600)),
+            outcomes: Some(Default::default()),
             ..MockHost::default()
         }
     }
@@ -147,6 +150,9 @@ impl Host for MockHost {
     }
     fn source_address(&self) -> Option<String> {
         self.source.clone()
+    }
+    fn outcome_queue(&self) -> Option<std::rc::Rc<crate::outcomes::Queue>> {
+        self.outcomes.clone()
     }
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
         if self.no_random {

@@ -148,6 +148,7 @@ impl RootContext for Root {
             root_id: self.context_id,
             nonces: Default::default(),
             passes: Default::default(),
+            outcomes: Default::default(),
         });
         let mut keeper = KeyKeeper::new(cfg, cache);
         keeper.start(&mut Host {
@@ -171,6 +172,13 @@ impl RootContext for Root {
                     metrics: &shared.metrics,
                 });
             }
+            crate::outcomes::flush(
+                &shared.outcomes,
+                &shared.cfg.sidecar,
+                &mut Host {
+                    metrics: &shared.metrics,
+                },
+            );
             crate::passbook::report_tick(
                 &shared.passes,
                 &shared.cfg,
