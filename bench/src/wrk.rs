@@ -37,6 +37,11 @@ pub fn version() -> String {
 
 /// `wrk -t1 -c<connections> -d<secs>s --latency` against `url`.
 pub fn run(url: &str, connections: u32, secs: u64) -> Result<WrkResult> {
+    run_with(url, connections, secs, None)
+}
+
+/// [`run`] with one request header (`name: value`) on every request.
+pub fn run_with(url: &str, connections: u32, secs: u64, header: Option<&str>) -> Result<WrkResult> {
     let mut child = Command::new("wrk")
         .args([
             "-t1",
@@ -45,8 +50,9 @@ pub fn run(url: &str, connections: u32, secs: u64) -> Result<WrkResult> {
             "--timeout",
             "5s",
             "--latency",
-            url,
         ])
+        .args(header.map(|h| ["-H", h]).into_iter().flatten())
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

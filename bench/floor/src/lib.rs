@@ -12,7 +12,12 @@
 //! ```
 //!
 //! or `pass NAME`: read request header NAME (as our filter reads the payment header on a free
-//! route) and let the request continue.
+//! route) and let the request continue;
+//!
+//! or `call CLUSTER PATH BYTES`: pause the request, `POST PATH` a body of BYTES bytes to
+//! CLUSTER with the headers our filter's `/v1/pay` carries, and let the request continue when
+//! the answer comes: the least a filter that asks a service once per request costs (our paid
+//! path without its own work).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -29,6 +34,11 @@ pub enum Mode {
     Pass {
         header: String,
     },
+    Call {
+        cluster: String,
+        path: String,
+        body: Vec<u8>,
+    },
 }
 
 /// Parses the configuration described in the module docs.
@@ -36,6 +46,19 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
     let text = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8")?;
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
     let mut words = first.split_whitespace();
+    let call = first
+        .strip_prefix("call ")
+        .map(|r| r.split_whitespace().collect::<Vec<_>>());
+    if let Some([cluster, path, bytes]) = call.as_deref() {
+        let n = bytes
+            .parse::<usize>()
+            .map_err(|_| format!("bad body size `{bytes}`"))?;
+        return Ok(Mode::Call {
+            cluster: (*cluster).to_owned(),
+            path: (*path).to_owned(),
+            body: vec![b'x'; n],
+        });
+    }
     match (words.next(), words.next(), words.next()) {
         (Some("pass"), Some(header), None) => Ok(Mode::Pass {
             header: header.to_ascii_lowercase(),
@@ -63,7 +86,7 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
             })
         }
         _ => Err(format!(
-            "first line must be `reply STATUS` or `pass HEADER`, got `{first}`"
+            "first line must be `reply STATUS`, `pass HEADER` or `call CLUSTER PATH BYTES`, got `{first}`"
         )),
     }
 }
@@ -103,7 +126,15 @@ impl RootContext for Root {
 
 struct Http(Rc<Mode>);
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _t: usize) {
+        // Read what our filter reads of a verdict (status, marker header, body), then go on.
+        let _ = self.get_http_call_response_header(":status");
+        let _ = self.get_http_call_response_header("x-nanogate-verdict");
+        let _ = self.get_http_call_response_body(0, 4096);
+        self.resume_http_request();
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -123,6 +154,28 @@ impl HttpContext for Http {
             Mode::Pass { header } => {
                 let _ = self.get_http_request_header(header);
                 Action::Continue
+            }
+            Mode::Call {
+                cluster,
+                path,
+                body,
+            } => {
+                let headers = vec![
+                    (":method", "POST"),
+                    (":path", path.as_str()),
+                    (":authority", "nanogate-sidecar"),
+                    (":scheme", "http"),
+                    ("x-nanogate-secret", "bench-filter-secret-0123456789"),
+                    ("content-type", "application/json"),
+                ];
+                let timeout = std::time::Duration::from_secs(10);
+                match self.dispatch_http_call(cluster, headers, Some(body), vec![], timeout) {
+                    Ok(_) => Action::Pause,
+                    Err(_) => {
+                        self.send_http_response(503, vec![], None);
+                        Action::Pause
+                    }
+                }
             }
         }
     }
@@ -155,5 +208,14 @@ mod tests {
         assert!(parse(b"reply 402\nno-colon\n\n").is_err());
         assert!(parse(b"echo").is_err());
         assert!(parse(b"pass").is_err());
+        assert_eq!(
+            parse(b"call nanogate_sidecar /v1/pay 3"),
+            Ok(Mode::Call {
+                cluster: "nanogate_sidecar".into(),
+                path: "/v1/pay".into(),
+                body: b"xxx".to_vec(),
+            })
+        );
+        assert!(parse(b"call nanogate_sidecar /v1/pay many").is_err());
     }
 }
