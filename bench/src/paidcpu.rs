@@ -3,7 +3,7 @@
 //! this process's upstream and a stand-in sidecar that answers at once (a key, an admission for
 //! any payment, outcomes recorded), so that only Envoy's side of a paid request is measured:
 //! the client's exchange, the `/v1/pay` callout, the upstream's exchange and the outcome report.
-//! The same `PAYMENT-SIGNATURE` (a challenge of this filter answered with the conformance
+//! The same payment header (a challenge of this filter answered with the conformance
 //! vectors' signed send) is replayed on every request; the stand-in admits it each time.
 
 use crate::stack::{self, EnvoyCase, Upstream};
@@ -15,7 +15,9 @@ use axum::http::{HeaderName, HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanogate_protocol::contract::{headers, paths, VerdictBody};
-use nanogate_protocol::x402::{decode_header, encode_header, PaymentRequired};
+use nanogate_protocol::x402::{
+    decode_header, encode_header, headers as x402_headers, PaymentRequired,
+};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -83,7 +85,7 @@ async fn stand_in(seen: Arc<Seen>, uri: Uri, body: Bytes) -> Response {
                     Some(list) => list.as_array().map_or(0, Vec::len) as u64,
                     None => u64::from(v.get("receipt").is_some()),
                 });
-            if p.starts_with("/v1/outcome") {
+            if p == paths::OUTCOME || p == paths::OUTCOMES {
                 seen.outcomes.fetch_add(n, Ordering::Relaxed);
                 seen.outcome_calls.fetch_add(1, Ordering::Relaxed);
             }
@@ -100,9 +102,9 @@ async fn payment_for(url: &str) -> Result<String> {
     }
     let header = r
         .headers()
-        .get("payment-required")
+        .get(x402_headers::PAYMENT_REQUIRED)
         .and_then(|v| v.to_str().ok())
-        .context("PAYMENT-REQUIRED")?
+        .context("the 402's payment header")?
         .to_owned();
     let pr: PaymentRequired =
         decode_header(&header, 64 * 1024).map_err(|e| anyhow::anyhow!("402 header: {e:?}"))?;
@@ -189,7 +191,7 @@ pub async fn measure(
     let header = payment_for(&paid_url).await?;
     let r = reqwest::Client::new()
         .get(&paid_url)
-        .header("payment-signature", &header)
+        .header(x402_headers::PAYMENT_SIGNATURE, &header)
         .send()
         .await?;
     if r.status().as_u16() != 200 {
@@ -201,7 +203,14 @@ pub async fn measure(
     let pay_bytes = seen.pay_bytes.load(Ordering::Relaxed);
     let floor = stack::Floor {
         wasm: stack::floor_wasm()?,
-        reply: format!("call nanogate_sidecar {} {pay_bytes}", paths::PAY),
+        // The headers our filter's `/v1/pay` carries (`sidecar::Call::new`).
+        reply: format!(
+            "call nanogate_sidecar {pay_bytes}\n:method: POST\n:path: {}\n:authority: \
+             nanogate-sidecar\n:scheme: http\n{}: {}\ncontent-type: application/json",
+            paths::PAY,
+            headers::SECRET,
+            stack::FILTER_SECRET
+        ),
     };
     let (floor_yaml, floor_ports) = stack::envoy_config(
         EnvoyCase::FloorReply,
@@ -236,7 +245,11 @@ pub async fn measure(
             match case {
                 0 => {
                     // A fresh challenge per round (each is valid for the route's 120 s).
-                    let header = format!("payment-signature: {}", payment_for(&paid_url).await?);
+                    let header = format!(
+                        "{}: {}",
+                        x402_headers::PAYMENT_SIGNATURE,
+                        payment_for(&paid_url).await?
+                    );
                     let (r, cpu, outcomes, calls) =
                         one_case(&paid_url, Some(header), envoy_pid, times, &seen).await?;
                     if cpu < row.paid_us {

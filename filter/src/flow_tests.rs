@@ -416,7 +416,7 @@ fn served_outcomes_go_in_batches_with_their_own_tokens_and_failures_at_once() {
     let queue: std::rc::Rc<crate::outcomes::Queue> = Default::default();
     let max = MAX_OUTCOME_BATCH as u32;
     for n in 1..max {
-        let h = served_on(&queue, n, if n % 2 == 0 { 200 } else { 404 });
+        let h = served_on(&queue, n, if n.is_multiple_of(2) { 200 } else { 404 });
         assert!(h.detached.is_empty(), "outcome {n} waits for its batch");
     }
     let failed = served_on(&queue, 1000, 502);
@@ -439,7 +439,7 @@ fn served_outcomes_go_in_batches_with_their_own_tokens_and_failures_at_once() {
         let n = i as u32 + 1;
         assert_eq!(e["receipt"], format!("r{n}"));
         assert_eq!(e["admissionToken"], format!("{n:064x}"));
-        assert_eq!(e["status"], if n % 2 == 0 { 200 } else { 404 });
+        assert_eq!(e["status"], if n.is_multiple_of(2) { 200 } else { 404 });
     }
     assert!(queue.borrow().is_empty());
     assert_eq!(last.count_of(Metric::OutcomesReported), 1);

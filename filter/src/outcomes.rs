@@ -48,11 +48,9 @@ pub fn report<H: Host + ?Sized>(
     };
     if let Err(e) = host.dispatch_detached(&call) {
         host.count(Metric::OutcomeErrors);
-        debug_log(
-            host.log_enabled(Level::Debug),
-            |m| host.log(Level::Debug, m),
-            &e,
-        );
+        if host.log_enabled(Level::Debug) {
+            host.log(Level::Debug, &failed(&e));
+        }
     }
 }
 
@@ -63,8 +61,9 @@ pub fn flush<H: RootHost + ?Sized>(queue: &Queue, sidecar: &SidecarConfig, host:
         return;
     }
     if let Err(e) = host.dispatch(&sidecar::outcomes_call(sidecar, &batch)) {
+        // Not resent: these payments' leases decide, as for any lost report.
         host.count(Metric::OutcomeErrors);
-        debug_log(true, |m| host.log(Level::Debug, m), &e);
+        host.log(Level::Debug, &failed(&e));
     }
 }
 
@@ -74,8 +73,6 @@ fn take(queue: &mut Vec<OutcomeRequest>) -> OutcomeBatch {
     }
 }
 
-fn debug_log(enabled: bool, log: impl FnOnce(&str), e: &str) {
-    if enabled {
-        log(&format!("nanogate: outcome report failed: {e}"));
-    }
+fn failed(e: &str) -> String {
+    format!("nanogate: outcome report failed: {e}")
 }

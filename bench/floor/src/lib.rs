@@ -14,10 +14,11 @@
 //! or `pass NAME`: read request header NAME (as our filter reads the payment header on a free
 //! route) and let the request continue;
 //!
-//! or `call CLUSTER PATH BYTES`: pause the request, `POST PATH` a body of BYTES bytes to
-//! CLUSTER with the headers our filter's `/v1/pay` carries, and let the request continue when
-//! the answer comes: the least a filter that asks a service once per request costs (our paid
-//! path without its own work).
+//! or `call CLUSTER BYTES` followed by header lines (`:method: POST`, `:path: …`, one per
+//! line, as our filter's pay call carries them): pause the request, send CLUSTER those headers
+//! and a body of BYTES bytes, read the answer's headers and body, and let the request continue:
+//! the least a filter that asks a service once per request costs (our paid path without its
+//! own work).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -36,7 +37,7 @@ pub enum Mode {
     },
     Call {
         cluster: String,
-        path: String,
+        headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
 }
@@ -46,20 +47,17 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
     let text = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8")?;
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
     let mut words = first.split_whitespace();
-    let call = first
-        .strip_prefix("call ")
-        .map(|r| r.split_whitespace().collect::<Vec<_>>());
-    if let Some([cluster, path, bytes]) = call.as_deref() {
-        let n = bytes
-            .parse::<usize>()
-            .map_err(|_| format!("bad body size `{bytes}`"))?;
-        return Ok(Mode::Call {
-            cluster: (*cluster).to_owned(),
-            path: (*path).to_owned(),
-            body: vec![b'x'; n],
-        });
-    }
     match (words.next(), words.next(), words.next()) {
+        (Some("call"), Some(cluster), Some(bytes)) => {
+            let n = bytes
+                .parse::<usize>()
+                .map_err(|_| format!("bad body size `{bytes}`"))?;
+            Ok(Mode::Call {
+                cluster: cluster.to_owned(),
+                headers: header_lines(rest)?,
+                body: vec![b'x'; n],
+            })
+        }
         (Some("pass"), Some(header), None) => Ok(Mode::Pass {
             header: header.to_ascii_lowercase(),
         }),
@@ -70,15 +68,7 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
                 .filter(|s| (200..600).contains(s))
                 .ok_or_else(|| format!("bad status `{status}`"))?;
             let (head, body) = rest.split_once("\n\n").unwrap_or((rest, ""));
-            let headers = head
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    l.split_once(": ")
-                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                        .ok_or_else(|| format!("bad header line `{l}`"))
-                })
-                .collect::<Result<_, _>>()?;
+            let headers = header_lines(head)?;
             Ok(Mode::Reply {
                 status,
                 headers,
@@ -86,9 +76,21 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
             })
         }
         _ => Err(format!(
-            "first line must be `reply STATUS`, `pass HEADER` or `call CLUSTER PATH BYTES`, got `{first}`"
+            "first line must be `reply STATUS`, `pass HEADER` or `call CLUSTER BYTES`, got `{first}`"
         )),
     }
+}
+
+/// `name: value` lines (a pseudo-header's leading `:` is part of its name).
+fn header_lines(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let at = l.get(1..).and_then(|r| r.find(": ")).map(|i| i + 1);
+            at.map(|i| (l[..i].to_owned(), l[i + 2..].to_owned()))
+                .ok_or_else(|| format!("bad header line `{l}`"))
+        })
+        .collect()
 }
 
 proxy_wasm::main! {{
@@ -128,9 +130,8 @@ struct Http(Rc<Mode>);
 
 impl Context for Http {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _t: usize) {
-        // Read what our filter reads of a verdict (status, marker header, body), then go on.
-        let _ = self.get_http_call_response_header(":status");
-        let _ = self.get_http_call_response_header("x-nanogate-verdict");
+        // Read the answer (our filter reads its status, one header and the body), then go on.
+        let _ = self.get_http_call_response_headers();
         let _ = self.get_http_call_response_body(0, 4096);
         self.resume_http_request();
     }
@@ -157,17 +158,13 @@ impl HttpContext for Http {
             }
             Mode::Call {
                 cluster,
-                path,
+                headers,
                 body,
             } => {
-                let headers = vec![
-                    (":method", "POST"),
-                    (":path", path.as_str()),
-                    (":authority", "nanogate-sidecar"),
-                    (":scheme", "http"),
-                    ("x-nanogate-secret", "bench-filter-secret-0123456789"),
-                    ("content-type", "application/json"),
-                ];
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
                 let timeout = std::time::Duration::from_secs(10);
                 match self.dispatch_http_call(cluster, headers, Some(body), vec![], timeout) {
                     Ok(_) => Action::Pause,
@@ -209,13 +206,17 @@ mod tests {
         assert!(parse(b"echo").is_err());
         assert!(parse(b"pass").is_err());
         assert_eq!(
-            parse(b"call nanogate_sidecar /v1/pay 3"),
+            parse(b"call sidecar 3\n:method: POST\n:path: /p\nx-a: b"),
             Ok(Mode::Call {
-                cluster: "nanogate_sidecar".into(),
-                path: "/v1/pay".into(),
+                cluster: "sidecar".into(),
+                headers: vec![
+                    (":method".into(), "POST".into()),
+                    (":path".into(), "/p".into()),
+                    ("x-a".into(), "b".into())
+                ],
                 body: b"xxx".to_vec(),
             })
         );
-        assert!(parse(b"call nanogate_sidecar /v1/pay many").is_err());
+        assert!(parse(b"call sidecar many").is_err());
     }
 }
