@@ -7,13 +7,14 @@
 //! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
 //! and count, and everything it starts stops with it.
 //!
-//! Usage: `nanogate-bench [--quick] [--only envoy,passes,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
+//! Usage: `nanogate-bench [--quick] [--only envoy,passes,paidcpu,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
 //! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
 //! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
 
 mod facts;
 mod flood;
 mod paid;
+mod paidcpu;
 mod passes;
 mod report;
 mod spent;
@@ -134,7 +135,7 @@ fn args() -> Result<Args> {
             "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: nanogate-bench [--quick] [--only envoy,passes,paid,memory,flood,verify,spent,micro] \
+                    "usage: nanogate-bench [--quick] [--only envoy,passes,paidcpu,paid,memory,flood,verify,spent,micro] \
                      [--pg-url URL]"
                 );
                 std::process::exit(0);
@@ -167,11 +168,6 @@ async fn run(args: Args) -> Result<()> {
         .parent()
         .map(PathBuf::from)
         .context("binary directory")?;
-    for bin in ["nanogate-devnet", "nanogate-sidecar"] {
-        if !bin_dir.join(bin).exists() {
-            bail!("{bin} not found next to this binary in {bin_dir:?}: build it with `cargo build --release -p {bin}` (cargo xtask bench does)");
-        }
-    }
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let envoy_bin = nanogate_tests::envoy::envoy_binary();
     let wasm = nanogate_tests::envoy::filter_wasm();
@@ -232,10 +228,20 @@ async fn measure(
 ) -> Result<()> {
     let pay_to = paid::payee_key().public_key();
     let pay_to_addr = pay_to.to_address();
+    if wants("paidcpu") {
+        eprintln!("nanogate-bench: Envoy CPU per paid vs free request (stand-in sidecar)");
+        let upstream = Upstream::start()?;
+        report.paid_cpu = Some(paidcpu::measure(plan, &upstream, wasm, &pay_to_addr).await?);
+    }
     let needs_stack = ["envoy", "passes", "paid", "memory", "flood", "verify"]
         .iter()
         .any(|p| wants(p));
     if needs_stack {
+        for bin in ["nanogate-devnet", "nanogate-sidecar"] {
+            if !bin_dir.join(bin).exists() {
+                bail!("{bin} not found next to this binary in {bin_dir:?}: build it with `cargo build --release -p {bin}` (cargo xtask bench does)");
+            }
+        }
         if std::process::Command::new("wrk")
             .arg("-v")
             .output()

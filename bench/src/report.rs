@@ -167,6 +167,8 @@ pub struct Report {
     pub memory: Vec<MemoryRow>,
     pub passes: Option<crate::passes::PassesResult>,
     pub micro: Vec<(String, Option<f64>)>,
+    /// Envoy CPU per paid vs free request, measured alike (`crate::paidcpu`).
+    pub paid_cpu: Option<crate::paidcpu::PaidCpuRow>,
     pub notes: Vec<String>,
     /// `--only` parts, when the run measured only some.
     pub only: Option<String>,
@@ -228,6 +230,7 @@ impl Report {
             memory: Vec::new(),
             passes: None,
             micro: Vec::new(),
+            paid_cpu: None,
             notes: Vec::new(),
             only: None,
         }
@@ -664,6 +667,27 @@ impl Report {
                 int(o.granted as f64),
                 int(o.bound() as f64),
                 met(o.over() <= o.bound())
+            );
+        }
+        if let Some(c) = &self.paid_cpu {
+            let x = c.paid_us / c.free_us.max(1e-9);
+            let _ = writeln!(
+                s,
+                "| Envoy CPU per paid request ≤ 2× a free proxied request (one client, one \
+                 connection, a stand-in sidecar answering at once) | {:.0} µs paid vs {:.0} µs \
+                 free, **{x:.2}×** ({:.0} vs {:.0} req/s; {:.2} outcomes in {:.3} report calls \
+                 per paid request); the floor module making one {}-byte callout per request: \
+                 {:.0} µs ({:.2}× free) | {} |",
+                c.paid_us,
+                c.free_us,
+                c.paid_rps,
+                c.free_rps,
+                c.outcomes_per_paid,
+                c.outcome_calls_per_paid,
+                c.pay_bytes,
+                c.floor_call_us,
+                c.floor_call_us / c.free_us.max(1e-9),
+                met(x <= 2.0)
             );
         }
         for r in self

@@ -40,21 +40,18 @@ pub fn run(url: &str, connections: u32, secs: u64) -> Result<WrkResult> {
     run_with(url, connections, secs, None)
 }
 
-/// [`run`], every request carrying `header` (`name: value`) when given.
+/// [`run`] with one request header (`name: value`) on every request.
 pub fn run_with(url: &str, connections: u32, secs: u64, header: Option<&str>) -> Result<WrkResult> {
-    let mut cmd = Command::new("wrk");
-    cmd.args([
-        "-t1",
-        &format!("-c{connections}"),
-        &format!("-d{secs}s"),
-        "--timeout",
-        "5s",
-        "--latency",
-    ]);
-    if let Some(h) = header {
-        cmd.args(["-H", h]);
-    }
-    let mut child = cmd
+    let mut child = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{secs}s"),
+            "--timeout",
+            "5s",
+            "--latency",
+        ])
+        .args(header.map(|h| ["-H", h]).into_iter().flatten())
         .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -16,7 +16,7 @@ use crate::presented::{self, Presented};
 use crate::respond::{self, Challenge, EXPOSE};
 use crate::router;
 use crate::routes::PathForms;
-use crate::sidecar::{self, Call};
+use crate::sidecar;
 use nanogate_protocol::contract::pass::{self, PassRefusal};
 use nanogate_protocol::contract::{self, PayAnswer, Verdict};
 use nanogate_protocol::x402::{
@@ -471,18 +471,18 @@ impl Flow {
                 host.add_response_header("access-control-expose-headers", EXPOSE);
             }
             *reported = true;
-            let call = sidecar::outcome_call(
+            crate::outcomes::report(
+                host,
                 &self.cfg.sidecar,
                 receipt,
                 status.unwrap_or(0),
                 admission_token.as_deref(),
             );
-            report(host, &call);
         }
     }
 
-    /// The stream is over. An admitted request that never saw response headers (reset,
-    /// timeout) reports status 0 so the payer can redeem the payment again.
+    /// The stream is over. An admitted request that never saw response headers (the client
+    /// reset first) reports status 0: served, as the upstream may have run it.
     pub fn on_done<H: Host + ?Sized>(&mut self, host: &mut H) {
         if let State::Admitted {
             receipt,
@@ -491,9 +491,13 @@ impl Flow {
             ..
         } = &self.state
         {
-            let call =
-                sidecar::outcome_call(&self.cfg.sidecar, receipt, 0, admission_token.as_deref());
-            report(host, &call);
+            crate::outcomes::report(
+                host,
+                &self.cfg.sidecar,
+                receipt,
+                0,
+                admission_token.as_deref(),
+            );
         }
         self.state = State::Idle;
     }
@@ -649,14 +653,4 @@ fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Op
         }
     }
     token
-}
-
-fn report<H: Host + ?Sized>(host: &mut H, call: &Call) {
-    match host.dispatch_detached(call) {
-        Ok(()) => {}
-        Err(e) => {
-            host.count(Metric::OutcomeErrors);
-            debug!(host, "nanogate: outcome report failed: {e}");
-        }
-    }
 }

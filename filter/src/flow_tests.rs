@@ -358,16 +358,142 @@ fn admitted_payment_is_forwarded_without_payment_headers_and_gets_a_receipt() {
         .response_headers_added
         .iter()
         .any(|(n, v)| n == "access-control-expose-headers" && v.contains("PAYMENT-RESPONSE")));
-    assert_eq!(h.detached.len(), 1);
-    let out: Value = serde_json::from_slice(h.detached[0].body.as_deref().unwrap()).unwrap();
-    assert_eq!(out, json!({"receipt": "rcpt-1", "status": 200}));
-    assert!(h.detached[0]
-        .headers
-        .contains(&(":path".into(), "/v1/outcome".into())));
+    // Served: the outcome waits in the VM's queue for its batch.
+    assert!(h.detached.is_empty());
+    assert_eq!(
+        queued(&h),
+        vec![json!({"receipt": "rcpt-1", "status": 200})]
+    );
     // Reported once only.
     f.on_response_headers(&mut h, Some(200));
     f.on_done(&mut h);
-    assert_eq!(h.detached.len(), 1);
+    assert_eq!(queued(&h).len(), 1);
+    assert!(h.detached.is_empty());
+}
+
+/// The outcomes waiting in the mock VM's queue, as the sidecar would read them.
+fn queued(h: &MockHost) -> Vec<Value> {
+    let q = h.outcomes.as_ref().unwrap().borrow();
+    q.iter().map(|o| serde_json::to_value(o).unwrap()).collect()
+}
+
+/// The JSON body and path of a dispatched call.
+fn sent(call: &crate::sidecar::Call) -> (Value, String) {
+    let path = call.headers.iter().find(|(n, _)| n == ":path").unwrap();
+    (
+        serde_json::from_slice(call.body.as_deref().unwrap()).unwrap(),
+        path.1.clone(),
+    )
+}
+
+/// Admits a request on `h`'s queue with receipt `r{n}` and token `{n:064x}`, then lets the
+/// upstream answer `status`.
+fn served_on(queue: &std::rc::Rc<crate::outcomes::Queue>, n: u32, status: u32) -> MockHost {
+    let pr = challenge_for("/paid/report");
+    let mut h = paid("/paid/report", &payment_for(&pr));
+    h.outcomes = Some(std::rc::Rc::clone(queue));
+    let (mut f, _) = run(&mut h);
+    let body = json!({"verdict": "admit", "receipt": format!("r{n}"),
+                      "admissionToken": format!("{n:064x}")});
+    f.on_sidecar_answer(
+        &mut h,
+        41,
+        Some(200),
+        Some(b"1"),
+        Some(&body.to_string().into_bytes()),
+    );
+    assert_eq!(h.resumed, 1);
+    f.on_response_headers(&mut h, Some(status));
+    h
+}
+
+/// #15: served outcomes leave a VM in batches of `MAX_OUTCOME_BATCH`, each entry with its own
+/// admission's token; a failure (≥ 500) is reported at once, alone, so the payer's retry finds
+/// its payment redeemable.
+#[test]
+fn served_outcomes_go_in_batches_with_their_own_tokens_and_failures_at_once() {
+    use nanogate_protocol::contract::MAX_OUTCOME_BATCH;
+    let queue: std::rc::Rc<crate::outcomes::Queue> = Default::default();
+    let max = MAX_OUTCOME_BATCH as u32;
+    for n in 1..max {
+        let h = served_on(&queue, n, if n.is_multiple_of(2) { 200 } else { 404 });
+        assert!(h.detached.is_empty(), "outcome {n} waits for its batch");
+    }
+    let failed = served_on(&queue, 1000, 502);
+    assert_eq!(failed.detached.len(), 1);
+    let (body, path) = sent(&failed.detached[0]);
+    assert_eq!(path, "/v1/outcome");
+    assert_eq!(
+        body,
+        json!({"receipt": "r1000", "status": 502, "admissionToken": format!("{:064x}", 1000)})
+    );
+    assert_eq!(queue.borrow().len(), MAX_OUTCOME_BATCH - 1);
+    // The batch is full: it goes at once, on behalf of the VM (detached from this request).
+    let last = served_on(&queue, max, 200);
+    assert_eq!(last.detached.len(), 1);
+    let (body, path) = sent(&last.detached[0]);
+    assert_eq!(path, "/v1/outcomes");
+    let entries = body["outcomes"].as_array().unwrap();
+    assert_eq!(entries.len(), MAX_OUTCOME_BATCH);
+    for (i, e) in entries.iter().enumerate() {
+        let n = i as u32 + 1;
+        assert_eq!(e["receipt"], format!("r{n}"));
+        assert_eq!(e["admissionToken"], format!("{n:064x}"));
+        assert_eq!(e["status"], if n.is_multiple_of(2) { 200 } else { 404 });
+    }
+    assert!(queue.borrow().is_empty());
+    assert_eq!(last.count_of(Metric::OutcomesReported), 1);
+}
+
+/// #15: what is queued goes on the root's tick, and nothing when nothing is queued.
+#[test]
+fn queued_outcomes_go_on_the_tick() {
+    struct Root(Vec<crate::sidecar::Call>, Vec<Metric>, bool);
+    impl crate::host::RootHost for Root {
+        fn now_unix(&self) -> u64 {
+            NOW
+        }
+        fn shared_get(&self, _: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            (None, None)
+        }
+        fn shared_set(&mut self, _: &str, _: &[u8], _: Option<u32>) -> bool {
+            false
+        }
+        fn dispatch(&mut self, call: &crate::sidecar::Call) -> Result<u32, String> {
+            if self.2 {
+                return Err("BadArgument".into());
+            }
+            self.0.push(call.clone());
+            Ok(7)
+        }
+        fn count(&mut self, metric: Metric) {
+            self.1.push(metric);
+        }
+        fn log(&self, _: crate::host::Level, _: &str) {}
+    }
+    let queue: std::rc::Rc<crate::outcomes::Queue> = Default::default();
+    let cfg = config();
+    let mut root = Root(Vec::new(), Vec::new(), false);
+    crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    assert!(root.0.is_empty(), "no call without outcomes");
+    served_on(&queue, 1, 200);
+    served_on(&queue, 2, 0);
+    crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    assert_eq!(root.0.len(), 1);
+    let (body, path) = sent(&root.0[0]);
+    assert_eq!(path, "/v1/outcomes");
+    assert_eq!(
+        body,
+        json!({"outcomes": [
+            {"receipt": "r1", "status": 200, "admissionToken": format!("{:064x}", 1)},
+            {"receipt": "r2", "status": 0, "admissionToken": format!("{:064x}", 2)}]})
+    );
+    assert!(queue.borrow().is_empty());
+    // A batch that cannot be sent is counted (its payments' leases then decide).
+    served_on(&queue, 3, 200);
+    root.2 = true;
+    crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    assert_eq!(root.1, vec![Metric::OutcomeErrors]);
 }
 
 /// #19: the admission token from the verdict goes back to the sidecar with the outcome, and
@@ -403,7 +529,7 @@ fn admission_token_returns_with_the_outcome_only() {
             .any(|(_, v)| leaked(v.as_bytes())),
         "client"
     );
-    // A stream that ends before the response headers reports 0, with the token too.
+    // A stream that ends before the response headers reports 0 (queued), with the token too.
     let mut h = paid("/paid/report", &payment_for(&pr));
     let (mut f, _) = run(&mut h);
     f.on_sidecar_answer(
@@ -414,10 +540,9 @@ fn admission_token_returns_with_the_outcome_only() {
         Some(&body.to_string().into_bytes()),
     );
     f.on_done(&mut h);
-    let out: Value = serde_json::from_slice(h.detached[0].body.as_deref().unwrap()).unwrap();
     assert_eq!(
-        out,
-        json!({"receipt": "r9", "status": 0, "admissionToken": token})
+        queued(&h),
+        vec![json!({"receipt": "r9", "status": 0, "admissionToken": token})]
     );
 }
 
@@ -441,15 +566,25 @@ fn upstream_failure_and_reset_are_reported() {
     f.on_response_headers(&mut h, Some(503));
     let out: Value = serde_json::from_slice(h.detached[0].body.as_deref().unwrap()).unwrap();
     assert_eq!(out["status"], 503);
-    // No response headers at all (reset): status 0 at the end of the stream.
+    // No response headers at all (reset): status 0 at the end of the stream, in the queue.
     let (mut f, mut h) = admitted("/paid/report");
     f.on_done(&mut h);
-    let out: Value = serde_json::from_slice(h.detached[0].body.as_deref().unwrap()).unwrap();
-    assert_eq!(out["status"], 0);
+    assert_eq!(queued(&h)[0]["status"], 0);
+    // A host without a queue reports every outcome at once.
+    let (mut f, mut h) = admitted("/paid/report");
+    h.outcomes = None;
+    f.on_response_headers(&mut h, Some(200));
+    assert_eq!(
+        sent(&h.detached[0]),
+        (
+            json!({"receipt": "rcpt-1", "status": 200}),
+            "/v1/outcome".into()
+        )
+    );
     // A failed report is counted, not fatal.
     let (mut f, mut h) = admitted("/paid/report");
     h.dispatch_fails = true;
-    f.on_response_headers(&mut h, Some(200));
+    f.on_response_headers(&mut h, Some(503));
     assert_eq!(h.count_of(Metric::OutcomeErrors), 1);
 }
 

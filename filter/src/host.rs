@@ -50,6 +50,11 @@ pub trait Host {
     fn pass_book(&self) -> Option<Rc<RefCell<PassBook>>> {
         None
     }
+    /// This VM's queue of served outcomes waiting for their batch ([`crate::outcomes`]);
+    /// hosts without one report every outcome at once.
+    fn outcome_queue(&self) -> Option<Rc<crate::outcomes::Queue>> {
+        None
+    }
     /// The client's address as Envoy sees it (`source.address`, `ip:port`), if known.
     fn source_address(&self) -> Option<String> {
         None

@@ -8,7 +8,8 @@
 //!   [`template`] (the pre-rendered 402), [`keys`], [`metrics`], [`config`];
 //! - offers: [`challenge`] issues them, [`presented`] checks the one a payment echoes;
 //! - sessions of tagged routes: [`pool`] (in shared data), [`refill`] (from the sidecar);
-//! - the sidecar exchange: [`sidecar`]; keeping the challenge key: [`keeper`];
+//! - the sidecar exchange: [`sidecar`]; keeping the challenge key: [`keeper`]; outcome reports,
+//!   batched per VM: [`outcomes`];
 //! - prepaid passes: [`passbook`] (checked and counted at the edge, reported on the tick);
 //! - a request: [`router`] picks the route, [`flow`] decides, [`respond`] sends local replies
 //!   ([`paywall`] for browsers).
@@ -34,6 +35,7 @@ pub mod jsontext;
 pub mod keeper;
 pub mod keys;
 pub mod metrics;
+pub mod outcomes;
 pub mod passbook;
 pub mod pathre;
 pub mod paywall;

@@ -1,5 +1,5 @@
 //! Messages to and from the sidecar, as [`nanogate_protocol::contract`] types: the calls
-//! (`/v1/challenge-key`, `/v1/pay`, `/v1/outcome`, `/v1/sessions`) and how their answers are
+//! (`/v1/challenge-key`, `/v1/pay`, `/v1/outcome`, `/v1/outcomes`, `/v1/sessions`) and how their answers are
 //! read. A `/v1/pay` answer counts only as a verdict the contract's
 //! [`read_pay_answer`](contract::read_pay_answer) accepts (HTTP 200 with
 //! `x-nanogate-verdict: 1`): Envoy synthesizes 503/504 for transport failures, and those must
@@ -10,7 +10,7 @@ use crate::pool::Session;
 use crate::presented::Presented;
 use nanogate_protocol::contract::pass::PassUsageRequest;
 use nanogate_protocol::contract::{
-    self, headers, paths, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
+    self, headers, paths, OutcomeBatch, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
 use std::time::Duration;
 
@@ -103,24 +103,25 @@ pub fn usage_call(sidecar: &SidecarConfig, report: &PassUsageRequest) -> Call {
     )
 }
 
-/// `POST /v1/outcome`: the upstream's status for a receipt (`0` = timeout or reset), with the
+/// `POST /v1/outcome`: the upstream's status for a receipt (`0` = the client reset), with the
 /// admission's token from the verdict (the sidecar records the outcome only with it).
-pub fn outcome_call(
-    sidecar: &SidecarConfig,
-    receipt: &str,
-    status: u32,
-    admission_token: Option<&str>,
-) -> Call {
-    let body = OutcomeRequest {
-        receipt: receipt.to_owned(),
-        status: u16::try_from(status).unwrap_or(0),
-        admission_token: admission_token.map(str::to_owned),
-    };
+pub fn outcome_call(sidecar: &SidecarConfig, outcome: &OutcomeRequest) -> Call {
     Call::new(
         sidecar,
         "POST",
         paths::OUTCOME,
-        Some(serde_json::to_vec(&body).unwrap_or_default()),
+        Some(serde_json::to_vec(outcome).unwrap_or_default()),
+        sidecar.control_timeout,
+    )
+}
+
+/// `POST /v1/outcomes`: a VM's queued outcomes, each with its own admission's token.
+pub fn outcomes_call(sidecar: &SidecarConfig, batch: &OutcomeBatch) -> Call {
+    Call::new(
+        sidecar,
+        "POST",
+        paths::OUTCOMES,
+        Some(serde_json::to_vec(batch).unwrap_or_default()),
         sidecar.control_timeout,
     )
 }

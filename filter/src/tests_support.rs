@@ -74,6 +74,8 @@ pub struct MockHost {
     pub source: Option<String>,
     /// Shared data: the tagged routes' session pools.
     pub shared: MemShared,
+    /// The VM's outcome queue (`None`: a host without one, which reports at once).
+    pub outcomes: Option<std::rc::Rc<crate::outcomes::Queue>>,
 }
 
 impl MockHost {
@@ -81,6 +83,7 @@ impl MockHost {
         MockHost {
             now,
             ring: Some(ring(10, now + 600)),
+            outcomes: Some(Default::default()),
             ..MockHost::default()
         }
     }
@@ -158,6 +161,9 @@ impl Host for MockHost {
         ring: &KeyRing,
     ) -> Option<crate::pool::Session> {
         crate::pool::pop(&mut self.shared, pool_key, now, min_left, ring)
+    }
+    fn outcome_queue(&self) -> Option<std::rc::Rc<crate::outcomes::Queue>> {
+        self.outcomes.clone()
     }
     fn random_nonce(&mut self) -> Option<[u8; 16]> {
         if self.no_random {

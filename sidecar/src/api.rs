@@ -30,6 +30,8 @@ pub mod body_limit {
     pub const PAYMENT: usize = 64 * 1024;
     pub const SESSIONS: usize = 16 * 1024;
     pub const OUTCOME: usize = 1024;
+    /// A batch of outcomes: at most `MAX_OUTCOME_BATCH` (64) of one outcome's size.
+    pub const OUTCOMES: usize = 64 * OUTCOME;
     pub const CHALLENGE: usize = 4 * 1024;
     /// A usage report: at most 1024 counts of about 60 bytes.
     pub const PASS_USAGE: usize = 96 * 1024;

@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use nanogate_devnet::Confirm;
-use serde_json::json;
+use serde_json::{json, Value};
 
 async fn setup(
     payer: &nanogate_protocol::nano::PrivateKey,
@@ -197,6 +197,108 @@ async fn outcome_for_unknown_receipt_is_not_recorded() {
     let v = sidecar.outcome("no-such-receipt", 500).await;
     assert_eq!(v["ok"], true);
     assert_eq!(v["recorded"], false);
+    sidecar.stop().await;
+    devnet.shutdown().await;
+    db.cleanup().await;
+}
+
+/// `POST /v1/outcomes` (a filter VM's batch).
+async fn outcome_batch(sidecar: &Sidecar, outcomes: Value) -> (u16, Value) {
+    let resp = http()
+        .post(format!(
+            "{}{}",
+            sidecar.base,
+            nanogate_protocol::contract::paths::OUTCOMES
+        ))
+        .header(nanogate_protocol::contract::headers::SECRET, FILTER_SECRET)
+        .json(&json!({ "outcomes": outcomes }))
+        .send()
+        .await
+        .expect("outcome batch");
+    let code = resp.status().as_u16();
+    (code, resp.json().await.expect("outcome batch json"))
+}
+
+/// #15, invariant 10 through the batch: each entry of a batched outcome report counts only
+/// with the token of its own payment's current admission. A stale, missing or foreign token
+/// records nothing for that entry while the others are recorded; a batch over the cap is
+/// refused whole, saying why.
+#[tokio::test]
+async fn a_batch_records_only_the_entries_with_their_admissions_current_token() {
+    let (a, b, c) = (key(48), key(49), key(50));
+    let devnet = devnet(&[&a, &b, &c], Confirm::AfterMs(20)).await;
+    let db = Db::sqlite();
+    let mut cfg = devnet_config(&devnet, &db);
+    cfg.settlement.max_redemptions = 2;
+    let sidecar = Sidecar::start(&cfg).await;
+    let mut admitted = Vec::new();
+    for payer in [&a, &b, &c] {
+        let req = challenge();
+        let p = payment(&req, &good_block(&devnet, payer, PRICE, payee()));
+        let v = sidecar.pay(&req, &p).await;
+        assert_admit(&v);
+        let receipt = v["receipt"].as_str().unwrap().to_owned();
+        let token = v["admissionToken"].as_str().unwrap().to_owned();
+        admitted.push((req, p, receipt, token));
+    }
+    let [(ra, pa, a_receipt, a_token), (rb, pb, b_receipt, b_first), (rc, pc, c_receipt, c_token)] =
+        <[_; 3]>::try_from(admitted).unwrap();
+
+    // Over the cap: refused whole with a clear error, even its good first entry.
+    let mut long = vec![json!({"receipt": a_receipt, "status": 200, "admissionToken": a_token})];
+    long.extend((0..64).map(|i| json!({"receipt": format!("r{i}"), "status": 200})));
+    let (code, body) = outcome_batch(&sidecar, json!(long)).await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("at most 64"),
+        "{body}"
+    );
+    assert_reject(&sidecar.pay(&ra, &pa).await, "duplicate_settlement");
+
+    // B's first admission failed upstream (reported alone, at once) and was redeemed: its
+    // first token is stale now.
+    let (code, _) = sidecar.outcome_with(&b_receipt, 502, Some(&b_first)).await;
+    assert_eq!(code, 200);
+    let again = sidecar.pay(&rb, &pb).await;
+    assert_admit(&again);
+    let b_second = again["admissionToken"].as_str().unwrap().to_owned();
+
+    let (code, body) = outcome_batch(
+        &sidecar,
+        json!([
+            {"receipt": a_receipt, "status": 200, "admissionToken": a_token},
+            {"receipt": b_receipt, "status": 502, "admissionToken": b_first},
+            {"receipt": c_receipt, "status": 502},
+            {"receipt": c_receipt, "status": 502, "admissionToken": a_token},
+            {"receipt": "no-such-receipt", "status": 200, "admissionToken": c_token},
+        ]),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"recorded": 1, "notAdmitted": 1, "refused": 3}),
+        "stale, missing and foreign tokens refused; the unknown receipt has nothing to record"
+    );
+    assert_reject(&sidecar.pay(&ra, &pa).await, "already_spent");
+    assert_reject(&sidecar.pay(&rb, &pb).await, "duplicate_settlement");
+    assert_reject(&sidecar.pay(&rc, &pc).await, "duplicate_settlement");
+
+    // With their current tokens the same entries are recorded.
+    let (code, body) = outcome_batch(
+        &sidecar,
+        json!([
+            {"receipt": b_receipt, "status": 200, "admissionToken": b_second},
+            {"receipt": c_receipt, "status": 502, "admissionToken": c_token},
+        ]),
+    )
+    .await;
+    assert_eq!(
+        (code, body),
+        (200, json!({"recorded": 2, "notAdmitted": 0, "refused": 0}))
+    );
+    assert_reject(&sidecar.pay(&rb, &pb).await, "already_spent");
+    assert_admit(&sidecar.pay(&rc, &pc).await);
     sidecar.stop().await;
     devnet.shutdown().await;
     db.cleanup().await;

@@ -262,9 +262,10 @@ async fn a_signed_block_payment_is_never_taken_by_a_tagged_session() {
     assert!(s.confirmed(&block.hash(), Duration::from_secs(20)).await);
     let r = present_until_settled(&s, path, &header, Duration::from_secs(30)).await;
     assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    // Served: its outcome lands with the filter VM's next batch.
+    wait_for_state(&s, &block.hash(), "served", Duration::from_secs(5)).await;
     let row = payment_row(&s, &block.hash()).await.expect("row");
     assert_eq!(row["mechanism"], "signed_block");
-    assert_eq!(row["state"], "served");
 }
 
 #[tokio::test]
@@ -407,4 +408,45 @@ async fn payment_is_not_redeemable_while_a_request_slower_than_two_minutes_runs(
     assert_eq!(first.await.expect("first request").ok(), Some(200));
     wait_for_state(&s, &block.hash(), "served", Duration::from_secs(10)).await;
     assert_eq!(s.upstream_hits(path), 1, "one payment, one response");
+}
+
+/// The sidecar's count of authenticated filter calls to `path`.
+async fn filter_calls(s: &Stack, path: &str) -> f64 {
+    let m = s.gate(0).sidecar.metrics().await;
+    let needle = format!("nanogate_filter_calls_total{{path=\"{path}\"}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&needle))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn served_outcomes_land_through_the_batch_and_failures_are_reported_at_once() {
+    // Issue #15. A served request's outcome waits in its filter VM's queue and lands with the
+    // VM's next batch (`/v1/outcomes`, on the 1 s tick): the payment becomes `served` without a
+    // callout of its own. An upstream failure is reported alone, at once (`/v1/outcome`), so
+    // the payer's retry is served with the same payment, and that retry's outcome is batched.
+    let s = Stack::start(shipped(2)).await;
+    let w = s.wallet();
+    let path = "/paid/batched";
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    wait_for_state(&s, &block.hash(), "served", Duration::from_secs(5)).await;
+    assert_eq!(filter_calls(&s, "/v1/outcome").await, 0.0);
+    assert!(filter_calls(&s, "/v1/outcomes").await >= 1.0);
+    let again = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(again.reason().as_deref(), Some("already_spent"));
+
+    let w = s.wallet();
+    let path = "/paid/flaky";
+    s.upstream.fail_next(path, 502);
+    let (header, block) = s.pay_header(0, path, &w).await;
+    let r = s.get(path, &[("payment-signature", &header)]).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let r = present_until_settled(&s, path, &header, Duration::from_secs(5)).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), s.diagnostics());
+    assert_eq!(filter_calls(&s, "/v1/outcome").await, 1.0, "the 502, alone");
+    wait_for_state(&s, &block.hash(), "served", Duration::from_secs(5)).await;
+    assert_eq!(s.upstream_hits(path), 2, "the failure, then the redemption");
 }

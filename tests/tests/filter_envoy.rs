@@ -1,6 +1,6 @@
 //! The filter in real Envoy 1.40, against a fake sidecar that implements
-//! `docs/filter-sidecar.md` (challenge key, `/v1/pay` answering on demand, `/v1/outcome`
-//! recording) and a recording upstream. The real sidecar + devnet suite lives elsewhere.
+//! `docs/filter-sidecar.md` (challenge key, `/v1/pay` answering on demand, `/v1/outcome` and
+//! `/v1/outcomes` recording) and a recording upstream. The real sidecar + devnet suite lives elsewhere.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -75,6 +75,7 @@ impl FakeSidecar {
             .route("/v1/challenge-key", get(challenge_key))
             .route("/v1/pay", post(pay))
             .route("/v1/outcome", post(outcome))
+            .route("/v1/outcomes", post(outcome_batch))
             .route("/v1/sessions", post(sessions))
             .with_state(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -308,6 +309,21 @@ async fn outcome(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: 
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     lock(&state.outcomes).push(body);
     axum::Json(json!({"ok": true})).into_response()
+}
+
+/// A VM's batch: each entry is recorded as a single report would be.
+async fn outcome_batch(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&state, &headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let entries = body["outcomes"].as_array().cloned().unwrap_or_default();
+    lock(&state.outcomes).extend(entries);
+    axum::Json(json!({"recorded": 0, "notAdmitted": 0, "refused": 0})).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -510,6 +510,7 @@ fn only_the_filters_proxies_reach_the_filter_api_and_only_over_mtls() {
         "/v1/challenge-key",
         "/v1/pay",
         "/v1/outcome",
+        "/v1/outcomes",
         "/v1/sessions"
     ]);
     let filter_rule = rules

@@ -57,6 +57,7 @@ fn wire_strings() -> WireStrings {
         paths::CHALLENGE_KEY,
         paths::PAY,
         paths::OUTCOME,
+        paths::OUTCOMES,
         paths::SESSIONS,
         paths::VERIFY,
         paths::SETTLE,

@@ -12,7 +12,13 @@
 //! ```
 //!
 //! or `pass NAME`: read request header NAME (as our filter reads the payment header on a free
-//! route) and let the request continue.
+//! route) and let the request continue;
+//!
+//! or `call CLUSTER BYTES` followed by header lines (`:method: POST`, `:path: …`, one per
+//! line, as our filter's pay call carries them): pause the request, send CLUSTER those headers
+//! and a body of BYTES bytes, read the answer's headers and body, and let the request continue:
+//! the least a filter that asks a service once per request costs (our paid path without its
+//! own work).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
@@ -29,6 +35,11 @@ pub enum Mode {
     Pass {
         header: String,
     },
+    Call {
+        cluster: String,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    },
 }
 
 /// Parses the configuration described in the module docs.
@@ -37,6 +48,16 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
     let mut words = first.split_whitespace();
     match (words.next(), words.next(), words.next()) {
+        (Some("call"), Some(cluster), Some(bytes)) => {
+            let n = bytes
+                .parse::<usize>()
+                .map_err(|_| format!("bad body size `{bytes}`"))?;
+            Ok(Mode::Call {
+                cluster: cluster.to_owned(),
+                headers: header_lines(rest)?,
+                body: vec![b'x'; n],
+            })
+        }
         (Some("pass"), Some(header), None) => Ok(Mode::Pass {
             header: header.to_ascii_lowercase(),
         }),
@@ -47,15 +68,7 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
                 .filter(|s| (200..600).contains(s))
                 .ok_or_else(|| format!("bad status `{status}`"))?;
             let (head, body) = rest.split_once("\n\n").unwrap_or((rest, ""));
-            let headers = head
-                .lines()
-                .filter(|l| !l.is_empty())
-                .map(|l| {
-                    l.split_once(": ")
-                        .map(|(n, v)| (n.to_owned(), v.to_owned()))
-                        .ok_or_else(|| format!("bad header line `{l}`"))
-                })
-                .collect::<Result<_, _>>()?;
+            let headers = header_lines(head)?;
             Ok(Mode::Reply {
                 status,
                 headers,
@@ -63,9 +76,21 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
             })
         }
         _ => Err(format!(
-            "first line must be `reply STATUS` or `pass HEADER`, got `{first}`"
+            "first line must be `reply STATUS`, `pass HEADER` or `call CLUSTER BYTES`, got `{first}`"
         )),
     }
+}
+
+/// `name: value` lines (a pseudo-header's leading `:` is part of its name).
+fn header_lines(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let at = l.get(1..).and_then(|r| r.find(": ")).map(|i| i + 1);
+            at.map(|i| (l[..i].to_owned(), l[i + 2..].to_owned()))
+                .ok_or_else(|| format!("bad header line `{l}`"))
+        })
+        .collect()
 }
 
 proxy_wasm::main! {{
@@ -103,7 +128,14 @@ impl RootContext for Root {
 
 struct Http(Rc<Mode>);
 
-impl Context for Http {}
+impl Context for Http {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _t: usize) {
+        // Read the answer (our filter reads its status, one header and the body), then go on.
+        let _ = self.get_http_call_response_headers();
+        let _ = self.get_http_call_response_body(0, 4096);
+        self.resume_http_request();
+    }
+}
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -123,6 +155,24 @@ impl HttpContext for Http {
             Mode::Pass { header } => {
                 let _ = self.get_http_request_header(header);
                 Action::Continue
+            }
+            Mode::Call {
+                cluster,
+                headers,
+                body,
+            } => {
+                let headers: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let timeout = std::time::Duration::from_secs(10);
+                match self.dispatch_http_call(cluster, headers, Some(body), vec![], timeout) {
+                    Ok(_) => Action::Pause,
+                    Err(_) => {
+                        self.send_http_response(503, vec![], None);
+                        Action::Pause
+                    }
+                }
             }
         }
     }
@@ -155,5 +205,18 @@ mod tests {
         assert!(parse(b"reply 402\nno-colon\n\n").is_err());
         assert!(parse(b"echo").is_err());
         assert!(parse(b"pass").is_err());
+        assert_eq!(
+            parse(b"call sidecar 3\n:method: POST\n:path: /p\nx-a: b"),
+            Ok(Mode::Call {
+                cluster: "sidecar".into(),
+                headers: vec![
+                    (":method".into(), "POST".into()),
+                    (":path".into(), "/p".into()),
+                    ("x-a".into(), "b".into())
+                ],
+                body: b"xxx".to_vec(),
+            })
+        );
+        assert!(parse(b"call sidecar many").is_err());
     }
 }

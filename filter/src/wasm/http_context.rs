@@ -145,13 +145,11 @@ impl Host for WasmHost<'_> {
         if switched {
             let _ = hostcalls::set_effective_context(self.context_id);
         }
-        match result {
-            Ok(_) => {
-                self.count(Metric::OutcomesReported);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
+        result.map(|_| ())
+    }
+
+    fn outcome_queue(&self) -> Option<Rc<crate::outcomes::Queue>> {
+        Some(Rc::clone(&self.shared.outcomes))
     }
 
     fn send_response(&mut self, status: u32, headers: &[(&str, &str)], body: &[u8]) {

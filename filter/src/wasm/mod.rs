@@ -23,6 +23,8 @@ pub struct VmShared {
     pub nonces: std::cell::RefCell<NoncePool>,
     /// This VM's pass counts and refusals (docs/passes.md).
     pub passes: Rc<std::cell::RefCell<crate::passbook::PassBook>>,
+    /// This VM's served outcomes waiting for their batch (sent on the tick or when full).
+    pub outcomes: Rc<crate::outcomes::Queue>,
 }
 
 /// Challenge nonces drawn from the host's random source a batch at a time: one hostcall per

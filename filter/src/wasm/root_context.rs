@@ -164,6 +164,7 @@ impl RootContext for Root {
             passes: Rc::new(std::cell::RefCell::new(crate::passbook::PassBook::new(
                 vm_id(),
             ))),
+            outcomes: Default::default(),
         });
         let mut keeper = KeyKeeper::new(cfg, cache);
         keeper.start(&mut Host {
@@ -187,6 +188,13 @@ impl RootContext for Root {
                     metrics: &shared.metrics,
                 });
             }
+            crate::outcomes::flush(
+                &shared.outcomes,
+                &shared.cfg.sidecar,
+                &mut Host {
+                    metrics: &shared.metrics,
+                },
+            );
             crate::passbook::report_tick(
                 &shared.passes,
                 &shared.cfg,

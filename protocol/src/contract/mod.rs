@@ -7,7 +7,8 @@
 //!   ([`crate::challenge::ChallengeTerms`]) and the `accepts[]` entry
 //!   ([`crate::x402::PaymentRequirements`]) are built, so the two cannot drift apart.
 //! * [`network`]: which x402 network ids nanogate accepts.
-//! * [`pay`]: `/v1/pay` (request, verdict and how the filter reads it) and `/v1/outcome`.
+//! * [`pay`]: `/v1/pay` (request, verdict and how the filter reads it), `/v1/outcome` and its
+//!   batch, `/v1/outcomes`.
 //! * [`keys`]: `/v1/challenge-key`. [`sessions`]: `/v1/sessions` and the tagged offer's extras.
 //! * [`facilitator`]: `/v1/challenge` (the facilitator's bodies proper are in [`crate::x402`]).
 //! * [`admin`]: the payment ledger page, revenue, the overview and the error body.
@@ -39,8 +40,8 @@ pub use keys::{ChallengeKeyAnswer, KeyEntry, MAX_RETIRED_KEYS};
 pub use network::{check_network, NetworkError};
 pub use offer::{Mechanism, Offer, Payee, UnknownMechanism};
 pub use pay::{
-    read_pay_answer, OutcomeAnswer, OutcomeRequest, PayAnswer, PayRequest, PaySourceError, Verdict,
-    VerdictBody, VerdictKind,
+    read_pay_answer, OutcomeAnswer, OutcomeBatch, OutcomeBatchAnswer, OutcomeRequest, PayAnswer,
+    PayRequest, PaySourceError, Verdict, VerdictBody, VerdictKind, MAX_OUTCOME_BATCH,
 };
 pub use sessions::{
     parse_sessions, route_scope, NanoSession, SessionOffer, SessionsAnswer, SessionsRequest,
@@ -61,6 +62,8 @@ pub mod paths {
     pub const PAY: &str = "/v1/pay";
     /// `POST` [`super::OutcomeRequest`] → [`super::OutcomeAnswer`].
     pub const OUTCOME: &str = "/v1/outcome";
+    /// `POST` [`super::OutcomeBatch`] → [`super::OutcomeBatchAnswer`].
+    pub const OUTCOMES: &str = "/v1/outcomes";
     /// `POST` [`super::SessionsRequest`] → [`super::SessionsAnswer`].
     pub const SESSIONS: &str = "/v1/sessions";
     /// `POST` [`super::pass::PassUsageRequest`] → [`super::pass::PassUsageAnswer`].
@@ -113,6 +116,7 @@ pub mod paths {
         CHALLENGE_KEY,
         PAY,
         OUTCOME,
+        OUTCOMES,
         SESSIONS,
         PASS_USAGE,
         VERIFY,

@@ -477,6 +477,28 @@ pub struct OutcomeAnswer {
     pub recorded: bool,
 }
 
+/// Most outcomes one [`OutcomeBatch`] may carry (a VM sends its batch when it is this full, or
+/// on its next tick); the sidecar refuses a longer one whole.
+pub const MAX_OUTCOME_BATCH: usize = 64;
+
+/// `POST /v1/outcomes` body: a filter VM's outcomes since its last batch, each with the token
+/// of its own admission (an entry without its admission's current token records nothing,
+/// whatever the others carry).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutcomeBatch {
+    pub outcomes: Vec<OutcomeRequest>,
+}
+
+/// `/v1/outcomes` answer: how many entries were recorded, were not (or no longer) admitted,
+/// and were refused for their token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutcomeBatchAnswer {
+    pub recorded: u32,
+    pub not_admitted: u32,
+    pub refused: u32,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -867,6 +889,25 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn outcome_batches_carry_each_entry_with_its_own_token() {
+        let wire = r#"{"outcomes":[{"receipt":"a","status":200,"admissionToken":"ab"},{"receipt":"b","status":0}]}"#;
+        let b: OutcomeBatch = serde_json::from_str(wire).unwrap();
+        assert_eq!(b.outcomes.len(), 2);
+        assert_eq!(b.outcomes[0].admission_token.as_deref(), Some("ab"));
+        assert_eq!(b.outcomes[1].admission_token, None);
+        assert_eq!(serde_json::to_string(&b).unwrap(), wire);
+        let a = OutcomeBatchAnswer {
+            recorded: 1,
+            not_admitted: 0,
+            refused: 1,
+        };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"recorded":1,"notAdmitted":0,"refused":1}"#
+        );
     }
 
     #[test]

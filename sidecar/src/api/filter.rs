@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use nanogate_protocol::contract::pass::PassIssued;
 use nanogate_protocol::contract::{
-    headers, paths, ChallengeKeyAnswer, KeyEntry, OutcomeAnswer, OutcomeRequest, PayRequest,
-    VerdictBody,
+    headers, paths, ChallengeKeyAnswer, KeyEntry, OutcomeAnswer, OutcomeBatch, OutcomeBatchAnswer,
+    OutcomeRequest, PayRequest, VerdictBody, MAX_OUTCOME_BATCH,
 };
 use nanogate_protocol::x402::{encode_header, ErrorReason};
 
@@ -47,6 +47,12 @@ pub fn routes(state: &AppState) -> Group {
             paths::OUTCOME,
             outcome,
             Some(Limit::new(short, body_limit::OUTCOME)),
+        )
+        .route(
+            Verb::Post,
+            paths::OUTCOMES,
+            outcomes,
+            Some(Limit::new(short, body_limit::OUTCOMES)),
         )
 }
 
@@ -285,4 +291,46 @@ async fn outcome(
     };
     tracing::debug!(receipt = %o.receipt, status = o.status, recorded, "upstream outcome");
     Ok(Json(OutcomeAnswer { ok: true, recorded }))
+}
+
+/// A filter VM's batch of outcomes (docs/filter-sidecar.md, `POST /v1/outcomes`): each entry is
+/// recorded exactly as `/v1/outcome` would record it alone, with its own admission token, so a
+/// stale, missing or foreign token refuses that entry only. The entries go to the store
+/// together, so the SQLite writer commits them in one group.
+async fn outcomes(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<OutcomeBatchAnswer>, ApiError> {
+    let batch: OutcomeBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadRequest(format!("malformed /v1/outcomes body: {e}")))?;
+    if batch.outcomes.len() > MAX_OUTCOME_BATCH {
+        return Err(ApiError::BadRequest(format!(
+            "an outcome batch carries at most {MAX_OUTCOME_BATCH} outcomes, this one {}: \
+             nothing recorded",
+            batch.outcomes.len()
+        )));
+    }
+    let engine = &state.engine;
+    let reports = futures_util::future::join_all(
+        batch
+            .outcomes
+            .iter()
+            .map(|o| engine.record_outcome(&o.receipt, o.status, o.admission_token.as_deref())),
+    )
+    .await;
+    let mut answer = OutcomeBatchAnswer::default();
+    for (o, report) in batch.outcomes.iter().zip(reports) {
+        let report = report.map_err(|e| {
+            tracing::warn!(error = %e, "could not record an outcome of a batch");
+            ApiError::Unavailable("store".into())
+        })?;
+        let n = match report {
+            OutcomeReport::Recorded => &mut answer.recorded,
+            OutcomeReport::NotAdmitted => &mut answer.not_admitted,
+            OutcomeReport::Refused(_) => &mut answer.refused,
+        };
+        *n += 1;
+        tracing::debug!(receipt = %o.receipt, status = o.status, ?report, "upstream outcome (batch)");
+    }
+    Ok(Json(answer))
 }
