@@ -506,13 +506,9 @@ fn only_the_filters_proxies_reach_the_filter_api_and_only_over_mtls() {
         }
     }
     let rules = ap["spec"]["rules"].as_array().expect("rules");
-    let filter_paths = json!([
-        "/v1/challenge-key",
-        "/v1/pay",
-        "/v1/outcome",
-        "/v1/outcomes",
-        "/v1/sessions"
-    ]);
+    // Every path the filter calls, from the contract: a new one the policy forgets would be
+    // refused by the mesh (as pass usage reports once were).
+    let filter_paths = json!(nanogate_protocol::contract::paths::FILTER);
     let filter_rule = rules
         .iter()
         .find(|r| r["to"][0]["operation"]["paths"] == filter_paths)

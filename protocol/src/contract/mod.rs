@@ -111,6 +111,10 @@ pub mod paths {
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
 
+    /// The filter API: every path the filter calls, with the filter secret (a mesh's policy
+    /// must let the filter's proxies reach each of them).
+    pub const FILTER: &[&str] = &[CHALLENGE_KEY, PAY, OUTCOME, OUTCOMES, SESSIONS, PASS_USAGE];
+
     /// Every path above (the sidecar's tests check each is served, behind its credential).
     pub const ALL: &[&str] = &[
         CHALLENGE_KEY,
