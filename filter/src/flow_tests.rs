@@ -407,17 +407,17 @@ fn served_on(queue: &std::rc::Rc<crate::outcomes::Queue>, n: u32, status: u32) -
     h
 }
 
-/// #15: served outcomes leave a VM in batches of `MAX_OUTCOME_BATCH`, each entry with its own
-/// admission's token; a failure (≥ 500) is reported at once, alone, so the payer's retry finds
-/// its payment redeemable.
+/// #15: served outcomes wait in the VM's queue, each with its own admission's token; a failure
+/// (≥ 500) is reported at once, alone, so the payer's retry finds its payment redeemable.
 #[test]
-fn served_outcomes_go_in_batches_with_their_own_tokens_and_failures_at_once() {
+fn served_outcomes_wait_with_their_own_tokens_and_failures_go_at_once() {
     use nanogate_protocol::contract::MAX_OUTCOME_BATCH;
     let queue: std::rc::Rc<crate::outcomes::Queue> = Default::default();
     let max = MAX_OUTCOME_BATCH as u32;
-    for n in 1..max {
+    for n in 1..=max + 1 {
         let h = served_on(&queue, n, if n.is_multiple_of(2) { 200 } else { 404 });
-        assert!(h.detached.is_empty(), "outcome {n} waits for its batch");
+        assert!(h.detached.is_empty(), "outcome {n} waits for the tick");
+        assert_eq!(h.count_of(Metric::OutcomesReported), 1);
     }
     let failed = served_on(&queue, 1000, 502);
     assert_eq!(failed.detached.len(), 1);
@@ -427,22 +427,22 @@ fn served_outcomes_go_in_batches_with_their_own_tokens_and_failures_at_once() {
         body,
         json!({"receipt": "r1000", "status": 502, "admissionToken": format!("{:064x}", 1000)})
     );
-    assert_eq!(queue.borrow().len(), MAX_OUTCOME_BATCH - 1);
-    // The batch is full: it goes at once, on behalf of the VM (detached from this request).
-    let last = served_on(&queue, max, 200);
-    assert_eq!(last.detached.len(), 1);
-    let (body, path) = sent(&last.detached[0]);
-    assert_eq!(path, "/v1/outcomes");
-    let entries = body["outcomes"].as_array().unwrap();
-    assert_eq!(entries.len(), MAX_OUTCOME_BATCH);
-    for (i, e) in entries.iter().enumerate() {
+    let waiting = queued_of(&queue);
+    assert_eq!(waiting.len(), MAX_OUTCOME_BATCH + 1);
+    for (i, e) in waiting.iter().enumerate() {
         let n = i as u32 + 1;
         assert_eq!(e["receipt"], format!("r{n}"));
         assert_eq!(e["admissionToken"], format!("{n:064x}"));
         assert_eq!(e["status"], if n.is_multiple_of(2) { 200 } else { 404 });
     }
-    assert!(queue.borrow().is_empty());
-    assert_eq!(last.count_of(Metric::OutcomesReported), 1);
+}
+
+fn queued_of(queue: &crate::outcomes::Queue) -> Vec<Value> {
+    queue
+        .borrow()
+        .iter()
+        .map(|o| serde_json::to_value(o).unwrap())
+        .collect()
 }
 
 /// #15: what is queued goes on the root's tick, and nothing when nothing is queued.
@@ -474,12 +474,12 @@ fn queued_outcomes_go_on_the_tick() {
     let queue: std::rc::Rc<crate::outcomes::Queue> = Default::default();
     let cfg = config();
     let mut root = Root(Vec::new(), Vec::new(), false);
-    crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    assert!(crate::outcomes::flush(&queue, &cfg.sidecar, &mut root).is_empty());
     assert!(root.0.is_empty(), "no call without outcomes");
     served_on(&queue, 1, 200);
     served_on(&queue, 2, 0);
-    crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
-    assert_eq!(root.0.len(), 1);
+    let sent_batches = crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    assert_eq!((root.0.len(), sent_batches.len()), (1, 1));
     let (body, path) = sent(&root.0[0]);
     assert_eq!(path, "/v1/outcomes");
     assert_eq!(
@@ -489,10 +489,36 @@ fn queued_outcomes_go_on_the_tick() {
             {"receipt": "r2", "status": 0, "admissionToken": format!("{:064x}", 2)}]})
     );
     assert!(queue.borrow().is_empty());
-    // A batch that cannot be sent is counted (its payments' leases then decide).
+    // The sidecar did not take it (an error, a timeout): it waits for the next tick again,
+    // ahead of what was served since.
+    served_on(&queue, 3, 200);
+    let (_, batch) = sent_batches.into_iter().next().unwrap();
+    crate::outcomes::answered(&queue, batch, false, &mut root);
+    let receipts: Vec<Value> = queued_of(&queue)
+        .iter()
+        .map(|e| e["receipt"].clone())
+        .collect();
+    assert_eq!(receipts, vec![json!("r1"), json!("r2"), json!("r3")]);
+    assert_eq!(root.1, vec![Metric::OutcomeErrors]);
+    // Taken: nothing comes back.
+    let again = crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    let (_, batch) = again.into_iter().next().unwrap();
+    crate::outcomes::answered(&queue, batch, true, &mut root);
+    assert!(queue.borrow().is_empty());
+    // More than a batch's worth goes in several calls of at most MAX_OUTCOME_BATCH.
+    let max = nanogate_protocol::contract::MAX_OUTCOME_BATCH as u32;
+    for n in 1..=max + 1 {
+        served_on(&queue, n, 200);
+    }
+    root.0.clear();
+    let batches = crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    let sizes: Vec<usize> = batches.iter().map(|(_, b)| b.len()).collect();
+    assert_eq!(sizes, vec![max as usize, 1]);
+    // A batch that cannot be sent at all is counted (its payments' leases then decide).
     served_on(&queue, 3, 200);
     root.2 = true;
-    crate::outcomes::flush(&queue, &cfg.sidecar, &mut root);
+    root.1.clear();
+    assert!(crate::outcomes::flush(&queue, &cfg.sidecar, &mut root).is_empty());
     assert_eq!(root.1, vec![Metric::OutcomeErrors]);
 }
 

@@ -3,12 +3,13 @@
 //!
 //! A report of a failure (status ≥ 500: the payment becomes redeemable) goes at once, so a
 //! payer retrying right after a 5xx finds its payment redeemable. Every other outcome (served:
-//! 1..=499, or 0 for the client's own reset) waits in its VM's queue and goes in one
-//! `/v1/outcomes` call when [`MAX_OUTCOME_BATCH`] are waiting, or on the root's next tick (1 s):
-//! a callout fewer per paid request, which is most of what a paid request costs Envoy beyond a
-//! free one. Until its batch lands the payment stays `admitted` under its lease; a VM that dies
-//! first loses its queue, and the lease then makes those payments redeemable, as for any lost
-//! report (docs/payments.md).
+//! 1..=499, or 0 for the client's own reset) waits in its VM's queue and goes on the root's
+//! next tick (1 s), in `/v1/outcomes` calls of at most [`MAX_OUTCOME_BATCH`]: a callout fewer
+//! per paid request, which is most of what a paid request costs Envoy beyond a free one. Until
+//! its batch lands the payment stays `admitted` under its lease. A batch the sidecar did not
+//! take (an error, a timeout) waits for the next tick again, and a VM being shut down sends
+//! its queue before it goes: only a VM killed outright loses its queue, and the lease then makes
+//! those payments redeemable, as for any lost report (docs/payments.md).
 
 use crate::config::SidecarConfig;
 use crate::host::{Host, Level, RootHost};
@@ -17,11 +18,18 @@ use crate::sidecar;
 use nanogate_protocol::contract::{OutcomeBatch, OutcomeRequest, MAX_OUTCOME_BATCH};
 use std::cell::RefCell;
 
-/// A VM's served outcomes waiting for their batch.
+/// A VM's served outcomes waiting for the next tick.
 pub type Queue = RefCell<Vec<OutcomeRequest>>;
 
+/// The most outcomes a VM keeps waiting (while the sidecar is unreachable): beyond it the
+/// oldest are dropped, and their leases decide.
+const MAX_WAITING: usize = 64 * MAX_OUTCOME_BATCH;
+
+/// A batch sent and not yet answered: the call's token and its outcomes.
+pub type Sent = (u32, Vec<OutcomeRequest>);
+
 /// Reports one admitted request's outcome: at once when it failed upstream or the host keeps no
-/// queue, else queued (the queue goes at once when full).
+/// queue, else queued for the next tick.
 pub fn report<H: Host + ?Sized>(
     host: &mut H,
     sidecar: &SidecarConfig,
@@ -35,18 +43,11 @@ pub fn report<H: Host + ?Sized>(
         admission_token: admission_token.map(str::to_owned),
     };
     host.count(Metric::OutcomesReported);
-    let call = match host.outcome_queue().filter(|_| outcome.status < 500) {
-        Some(queue) => {
-            let mut q = queue.borrow_mut();
-            q.push(outcome);
-            if q.len() < MAX_OUTCOME_BATCH {
-                return;
-            }
-            sidecar::outcomes_call(sidecar, &take(&mut q))
-        }
-        None => sidecar::outcome_call(sidecar, &outcome),
-    };
-    if let Err(e) = host.dispatch_detached(&call) {
+    if let Some(queue) = host.outcome_queue().filter(|_| outcome.status < 500) {
+        wait(&mut queue.borrow_mut(), outcome);
+        return;
+    }
+    if let Err(e) = host.dispatch_detached(&sidecar::outcome_call(sidecar, &outcome)) {
         host.count(Metric::OutcomeErrors);
         if host.log_enabled(Level::Debug) {
             host.log(Level::Debug, &failed(&e));
@@ -54,22 +55,54 @@ pub fn report<H: Host + ?Sized>(
     }
 }
 
-/// Sends whatever the queue holds (the root context, on its tick).
-pub fn flush<H: RootHost + ?Sized>(queue: &Queue, sidecar: &SidecarConfig, host: &mut H) {
-    let batch = take(&mut queue.borrow_mut());
-    if batch.outcomes.is_empty() {
-        return;
+fn wait(queue: &mut Vec<OutcomeRequest>, outcome: OutcomeRequest) {
+    if queue.len() >= MAX_WAITING {
+        queue.remove(0);
     }
-    if let Err(e) = host.dispatch(&sidecar::outcomes_call(sidecar, &batch)) {
-        // Not resent: these payments' leases decide, as for any lost report.
-        host.count(Metric::OutcomeErrors);
-        host.log(Level::Debug, &failed(&e));
-    }
+    queue.push(outcome);
 }
 
-fn take(queue: &mut Vec<OutcomeRequest>) -> OutcomeBatch {
-    OutcomeBatch {
-        outcomes: std::mem::take(queue),
+/// Sends whatever the queue holds (the root context, on its tick and when the VM is shut
+/// down), in batches of at most [`MAX_OUTCOME_BATCH`]; returns the batches sent.
+pub fn flush<H: RootHost + ?Sized>(
+    queue: &Queue,
+    sidecar: &SidecarConfig,
+    host: &mut H,
+) -> Vec<Sent> {
+    let waiting = std::mem::take(&mut *queue.borrow_mut());
+    let mut sent = Vec::new();
+    for chunk in waiting.chunks(MAX_OUTCOME_BATCH) {
+        let batch = OutcomeBatch {
+            outcomes: chunk.to_vec(),
+        };
+        match host.dispatch(&sidecar::outcomes_call(sidecar, &batch)) {
+            Ok(token) => sent.push((token, batch.outcomes)),
+            Err(e) => {
+                // The call could not even start (no such cluster): these leases decide.
+                host.count(Metric::OutcomeErrors);
+                host.log(Level::Debug, &failed(&e));
+            }
+        }
+    }
+    sent
+}
+
+/// The sidecar's answer to a batch: unless it took it (200), its outcomes wait for the next
+/// tick again, ahead of the newer ones.
+pub fn answered<H: RootHost + ?Sized>(
+    queue: &Queue,
+    batch: Vec<OutcomeRequest>,
+    ok: bool,
+    host: &mut H,
+) {
+    if ok {
+        return;
+    }
+    host.count(Metric::OutcomeErrors);
+    let mut q = queue.borrow_mut();
+    let newer = std::mem::replace(&mut *q, batch);
+    for o in newer {
+        wait(&mut q, o);
     }
 }
 

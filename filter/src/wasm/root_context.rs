@@ -23,6 +23,10 @@ pub struct Root {
     keeper: Option<KeyKeeper>,
     /// Refills the session pools of tagged routes.
     pools: Option<PoolKeeper>,
+    /// Outcome batches sent and not yet answered.
+    outcomes: Vec<crate::outcomes::Sent>,
+    /// The VM is being shut down: it goes once its last outcome batch is answered.
+    draining: bool,
 }
 
 impl Root {
@@ -32,6 +36,8 @@ impl Root {
             shared: None,
             keeper: None,
             pools: None,
+            outcomes: Vec::new(),
+            draining: false,
         }
     }
 }
@@ -83,6 +89,24 @@ fn vm_id() -> String {
 }
 
 impl Context for Root {
+    /// The VM is being shut down (a configuration change, a drain): the outcomes still waiting
+    /// go now, and the VM stays until their batches are answered (or time out).
+    fn on_done(&mut self) -> bool {
+        let Some(shared) = self.shared.as_ref() else {
+            return true;
+        };
+        self.draining = true;
+        let sent = crate::outcomes::flush(
+            &shared.outcomes,
+            &shared.cfg.sidecar,
+            &mut Host {
+                metrics: &shared.metrics,
+            },
+        );
+        self.outcomes.extend(sent);
+        self.outcomes.is_empty()
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -93,6 +117,21 @@ impl Context for Root {
         let (Some(shared), Some(keeper)) = (self.shared.as_ref(), self.keeper.as_mut()) else {
             return;
         };
+        if let Some(i) = self.outcomes.iter().position(|(t, _)| *t == token_id) {
+            let (_, batch) = self.outcomes.swap_remove(i);
+            if self.draining {
+                if self.outcomes.is_empty() {
+                    let _ = hostcalls::done();
+                }
+                return;
+            }
+            let ok = crate::sidecar::is_ok(super::call_status());
+            let mut host = Host {
+                metrics: &shared.metrics,
+            };
+            crate::outcomes::answered(&shared.outcomes, batch, ok, &mut host);
+            return;
+        }
         if let Some(pools) = self.pools.as_mut().filter(|p| p.owns(token_id)) {
             let status = super::call_status();
             let body = super::call_body(body_size);
@@ -188,13 +227,14 @@ impl RootContext for Root {
                     metrics: &shared.metrics,
                 });
             }
-            crate::outcomes::flush(
+            let sent = crate::outcomes::flush(
                 &shared.outcomes,
                 &shared.cfg.sidecar,
                 &mut Host {
                     metrics: &shared.metrics,
                 },
             );
+            self.outcomes.extend(sent);
             crate::passbook::report_tick(
                 &shared.passes,
                 &shared.cfg,
