@@ -7,7 +7,7 @@
 //! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
 //! and count, and everything it starts stops with it.
 //!
-//! Usage: `nanogate-bench [--quick] [--only envoy,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
+//! Usage: `nanogate-bench [--quick] [--only envoy,steps,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
 //! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
 //! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
 
@@ -60,6 +60,13 @@ impl Plan {
             .and_then(|v| v.parse().ok())
         {
             plan.spent_large = n;
+        }
+        // More rounds of the Envoy cases on a busy machine: e.g. NANOGATE_BENCH_ROUNDS=4.
+        if let Some(n) = std::env::var("NANOGATE_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            plan.envoy_rounds = n;
         }
         plan
     }
@@ -133,7 +140,7 @@ fn args() -> Result<Args> {
             "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: nanogate-bench [--quick] [--only envoy,paid,memory,flood,verify,spent,micro] \
+                    "usage: nanogate-bench [--quick] [--only envoy,steps,paid,memory,flood,verify,spent,micro] \
                      [--pg-url URL]"
                 );
                 std::process::exit(0);
@@ -231,8 +238,12 @@ async fn measure(
 ) -> Result<()> {
     let pay_to = paid::payee_key().public_key();
     let pay_to_addr = pay_to.to_address();
-    let needs_stack =
-        wants("envoy") || wants("paid") || wants("memory") || wants("flood") || wants("verify");
+    let needs_stack = wants("envoy")
+        || wants("steps")
+        || wants("paid")
+        || wants("memory")
+        || wants("flood")
+        || wants("verify");
     if needs_stack {
         if std::process::Command::new("wrk")
             .arg("-v")
@@ -254,28 +265,30 @@ async fn measure(
         let devnet0 = stack::start_devnet(bin_dir, work, 0, &payers, fund).await?;
         let sidecar0 = stack::start_sidecar(bin_dir, work, &devnet0).await?;
 
-        if wants("envoy") {
-            // The floor module answers with our filter's own 402, byte for byte: captured once
-            // from a filter Envoy (each 402 has a fresh nonce; any one stands for all).
-            let floor = {
-                let (yaml, ports) = stack::envoy_config(
-                    EnvoyCase::Filter,
-                    upstream.port,
-                    sidecar0.port,
-                    wasm,
-                    &pay_to_addr,
-                    None,
-                )?;
-                let envoy = stack::start_envoy(&yaml, ports.admin).await;
-                let url = format!("http://127.0.0.1:{}{}", ports.listener, paid::PAID_PATH);
-                stack::wait_status(&url, 402, Duration::from_secs(20)).await?;
-                let reply = stack::capture_reply(&url).await?;
-                drop(envoy);
-                stack::Floor {
-                    wasm: stack::floor_wasm()?,
-                    reply,
-                }
-            };
+        // The floor module answers with our filter's own 402, byte for byte: captured once
+        // from a filter Envoy (each 402 has a fresh nonce; any one stands for all).
+        let floor = if wants("envoy") || wants("steps") {
+            let (yaml, ports) = stack::envoy_config(
+                EnvoyCase::Filter,
+                upstream.port,
+                sidecar0.port,
+                wasm,
+                &pay_to_addr,
+                None,
+            )?;
+            let envoy = stack::start_envoy(&yaml, ports.admin).await;
+            let url = format!("http://127.0.0.1:{}{}", ports.listener, paid::PAID_PATH);
+            stack::wait_status(&url, 402, Duration::from_secs(20)).await?;
+            let reply = stack::capture_reply(&url).await?;
+            drop(envoy);
+            Some(stack::Floor {
+                wasm: stack::floor_wasm()?,
+                reply,
+            })
+        } else {
+            None
+        };
+        if let (true, Some(floor)) = (wants("envoy"), &floor) {
             // Rounds in alternating order, best throughput of each case kept: other load on
             // the shared machine then hurts one round, not the comparison.
             let cases = [
@@ -301,7 +314,7 @@ async fn measure(
                         sidecar0.port,
                         wasm,
                         &pay_to_addr,
-                        Some(&floor),
+                        Some(floor),
                     )?;
                     let r = wrk_case(plan, case, path, want, &yaml, &ports).await?;
                     if best[i].as_ref().is_none_or(|b| r.0.rps > b.0.rps) {
@@ -342,6 +355,11 @@ async fn measure(
                     pass,
                 ),
             ];
+        }
+
+        if let (true, Some(floor)) = (wants("steps"), &floor) {
+            report.steps =
+                steps_case(plan, &upstream, &sidecar0, wasm, &pay_to_addr, floor).await?;
         }
 
         if wants("paid") {
@@ -507,6 +525,97 @@ async fn measure(
         }
     }
     Ok(())
+}
+
+/// The 402 path priced step by step (`--only steps`): the floor module answering our 402
+/// with each hostcall our filter makes on that path added alone, then all of them, against
+/// the filter's own 402 (and, for experiments, other builds of the filter module listed in
+/// `NANOGATE_BENCH_FILTER_ALT`, comma-separated paths). Rounds in alternating order; each
+/// case keeps its lowest Envoy CPU per request, the figure the steps are compared by.
+async fn steps_case(
+    plan: &Plan,
+    upstream: &Upstream,
+    sidecar: &stack::SidecarProc,
+    wasm: &std::path::Path,
+    pay_to_addr: &str,
+    floor: &stack::Floor,
+) -> Result<Vec<EnvoyRow>> {
+    const STEPS: [&str; 6] = [
+        "",
+        "headers",
+        "time",
+        "metric",
+        "random",
+        "headers time metric",
+    ];
+    let alt: Vec<PathBuf> = std::env::var("NANOGATE_BENCH_FILTER_ALT")
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut cases: Vec<(String, EnvoyCase, PathBuf, Option<stack::Floor>)> = STEPS
+        .iter()
+        .map(|steps| {
+            let (_, rest) = floor.reply.split_once('\n').unwrap_or((&floor.reply, ""));
+            let reply = format!("reply 402 {steps}\n{rest}");
+            let label = if steps.is_empty() {
+                "floor module answering the 402".to_string()
+            } else {
+                format!("floor + {}", steps.replace(' ', " + "))
+            };
+            let f = stack::Floor {
+                wasm: floor.wasm.clone(),
+                reply,
+            };
+            (label, EnvoyCase::FloorReply, wasm.to_path_buf(), Some(f))
+        })
+        .collect();
+    cases.push((
+        format!("filter 402 ({})", wasm.display()),
+        EnvoyCase::Filter,
+        wasm.to_path_buf(),
+        None,
+    ));
+    for a in alt {
+        cases.push((
+            format!("filter 402 ({})", a.display()),
+            EnvoyCase::Filter,
+            a,
+            None,
+        ));
+    }
+    let mut best: Vec<Option<(wrk::WrkResult, Option<f64>)>> = vec![None; cases.len()];
+    for round in 0..plan.envoy_rounds {
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (_, case, module, f) = &cases[i];
+            let (yaml, ports) = stack::envoy_config(
+                *case,
+                upstream.port,
+                sidecar.port,
+                module,
+                pay_to_addr,
+                f.as_ref(),
+            )?;
+            let r = wrk_case(plan, *case, paid::PAID_PATH, 402, &yaml, &ports).await?;
+            let cpu = |x: &(wrk::WrkResult, Option<f64>)| x.1.unwrap_or(f64::MAX);
+            if best[i].as_ref().is_none_or(|b| cpu(&r) < cpu(b)) {
+                best[i] = Some(r);
+            }
+        }
+    }
+    let floor_rps = best[0].as_ref().map_or(0.0, |b| b.0.rps);
+    Ok(cases
+        .iter()
+        .zip(best)
+        .filter_map(|((label, ..), b)| Some(EnvoyRow::new(label, vec![("floor", floor_rps)], b?)))
+        .collect())
 }
 
 async fn wrk_case(
