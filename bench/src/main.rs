@@ -532,6 +532,17 @@ async fn measure(
 /// the filter's own 402 (and, for experiments, other builds of the filter module listed in
 /// `NANOGATE_BENCH_FILTER_ALT`, comma-separated paths). Rounds in alternating order; each
 /// case keeps its lowest Envoy CPU per request, the figure the steps are compared by.
+/// One case of [`steps_case`]: a label, what Envoy runs (the module, and the floor's
+/// configuration for a floor case), the path requested and the status it must answer.
+type StepCase = (
+    String,
+    EnvoyCase,
+    PathBuf,
+    Option<stack::Floor>,
+    &'static str,
+    u16,
+);
+
 async fn steps_case(
     plan: &Plan,
     upstream: &Upstream,
@@ -556,7 +567,7 @@ async fn steps_case(
                 .collect()
         })
         .unwrap_or_default();
-    let mut cases: Vec<(String, EnvoyCase, PathBuf, Option<stack::Floor>)> = STEPS
+    let mut cases: Vec<StepCase> = STEPS
         .iter()
         .map(|steps| {
             let (_, rest) = floor.reply.split_once('\n').unwrap_or((&floor.reply, ""));
@@ -570,22 +581,34 @@ async fn steps_case(
                 wasm: floor.wasm.clone(),
                 reply,
             };
-            (label, EnvoyCase::FloorReply, wasm.to_path_buf(), Some(f))
+            let path = paid::PAID_PATH;
+            (
+                label,
+                EnvoyCase::FloorReply,
+                wasm.to_path_buf(),
+                Some(f),
+                path,
+                402,
+            )
         })
         .collect();
+    // The free route too, for each build: what a 402-path change costs every other request.
     cases.push((
-        format!("filter 402 ({})", wasm.display()),
-        EnvoyCase::Filter,
+        "floor module reading one header (proxied)".into(),
+        EnvoyCase::FloorPass,
         wasm.to_path_buf(),
-        None,
+        Some(floor.clone()),
+        "/paid/free",
+        200,
     ));
-    for a in alt {
-        cases.push((
-            format!("filter 402 ({})", a.display()),
-            EnvoyCase::Filter,
-            a,
-            None,
-        ));
+    for a in std::iter::once(wasm.to_path_buf()).chain(alt) {
+        for (what, path, want) in [
+            ("402", paid::PAID_PATH, 402),
+            ("free route", "/paid/free", 200),
+        ] {
+            let label = format!("filter {what} ({})", a.display());
+            cases.push((label, EnvoyCase::Filter, a.clone(), None, path, want));
+        }
     }
     let mut best: Vec<Option<(wrk::WrkResult, Option<f64>)>> = vec![None; cases.len()];
     for round in 0..plan.envoy_rounds {
@@ -594,7 +617,7 @@ async fn steps_case(
             order.reverse();
         }
         for i in order {
-            let (_, case, module, f) = &cases[i];
+            let (_, case, module, f, path, want) = &cases[i];
             let (yaml, ports) = stack::envoy_config(
                 *case,
                 upstream.port,
@@ -603,18 +626,23 @@ async fn steps_case(
                 pay_to_addr,
                 f.as_ref(),
             )?;
-            let r = wrk_case(plan, *case, paid::PAID_PATH, 402, &yaml, &ports).await?;
+            let r = wrk_case(plan, *case, path, *want, &yaml, &ports).await?;
             let cpu = |x: &(wrk::WrkResult, Option<f64>)| x.1.unwrap_or(f64::MAX);
             if best[i].as_ref().is_none_or(|b| cpu(&r) < cpu(b)) {
                 best[i] = Some(r);
             }
         }
     }
-    let floor_rps = best[0].as_ref().map_or(0.0, |b| b.0.rps);
+    // Each row against its floor: the 402 floor, or the pass-through floor for a free route.
+    let rps = |i: usize| best[i].as_ref().map_or(0.0, |b| b.0.rps);
+    let (floor_402, floor_pass) = (rps(0), rps(STEPS.len()));
     Ok(cases
         .iter()
         .zip(best)
-        .filter_map(|((label, ..), b)| Some(EnvoyRow::new(label, vec![("floor", floor_rps)], b?)))
+        .filter_map(|((label, .., want), b)| {
+            let floor = if *want == 402 { floor_402 } else { floor_pass };
+            Some(EnvoyRow::new(label, vec![("floor", floor)], b?))
+        })
         .collect())
 }
 

@@ -309,8 +309,21 @@ impl Report {
                 "| case | req/s | ratio to the floor | Envoy CPU per request | beyond the floor |"
             );
             let _ = writeln!(s, "|---|---:|---:|---:|---:|");
-            let floor_cpu = self.steps.first().and_then(|r| r.cpu_us);
+            // A free-route row is compared with the pass-through floor, the rest with the 402's.
+            let cpu_of = |p: &str| {
+                self.steps
+                    .iter()
+                    .find(|r| r.case.starts_with(p))
+                    .and_then(|r| r.cpu_us)
+            };
+            let (floor_402, floor_pass) = (
+                cpu_of("floor module answering"),
+                cpu_of("floor module reading"),
+            );
             for r in &self.steps {
+                let free =
+                    r.case.contains("free route") || r.case.starts_with("floor module reading");
+                let floor_cpu = if free { floor_pass } else { floor_402 };
                 let cpu = r
                     .cpu_us
                     .map_or_else(|| "?".into(), |c| format!("{c:.1} µs"));
