@@ -7,7 +7,7 @@
 //! `target/bench/<timestamp>.md` and `target/bench/latest.md`. Every run is bounded in time
 //! and count, and everything it starts stops with it.
 //!
-//! Usage: `nanogate-bench [--quick] [--only envoy,passes,paidcpu,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
+//! Usage: `nanogate-bench [--quick] [--only envoy,steps,passes,paidcpu,paid,memory,flood,verify,spent,micro] [--pg-url URL]`.
 //! Envoy and the filter module are found as the test harness finds them (`NANOGATE_ENVOY`,
 //! `NANOGATE_FILTER_WASM`, else `.venv/` and the `wasm` profile output).
 
@@ -62,6 +62,13 @@ impl Plan {
             .and_then(|v| v.parse().ok())
         {
             plan.spent_large = n;
+        }
+        // More rounds of the Envoy cases on a busy machine: e.g. NANOGATE_BENCH_ROUNDS=4.
+        if let Some(n) = std::env::var("NANOGATE_BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            plan.envoy_rounds = n;
         }
         plan
     }
@@ -135,7 +142,7 @@ fn args() -> Result<Args> {
             "--pg-url" => a.pg_url = it.next().context("--pg-url needs a URL")?,
             "-h" | "--help" => {
                 println!(
-                    "usage: nanogate-bench [--quick] [--only envoy,passes,paidcpu,paid,memory,flood,verify,spent,micro] \
+                    "usage: nanogate-bench [--quick] [--only envoy,steps,passes,paidcpu,paid,memory,flood,verify,spent,micro] \
                      [--pg-url URL]"
                 );
                 std::process::exit(0);
@@ -233,9 +240,11 @@ async fn measure(
         let upstream = Upstream::start()?;
         report.paid_cpu = Some(paidcpu::measure(plan, &upstream, wasm, &pay_to_addr).await?);
     }
-    let needs_stack = ["envoy", "passes", "paid", "memory", "flood", "verify"]
-        .iter()
-        .any(|p| wants(p));
+    let needs_stack = [
+        "envoy", "steps", "passes", "paid", "memory", "flood", "verify",
+    ]
+    .iter()
+    .any(|p| wants(p));
     if needs_stack {
         for bin in ["nanogate-devnet", "nanogate-sidecar"] {
             if !bin_dir.join(bin).exists() {
@@ -262,28 +271,30 @@ async fn measure(
         let devnet0 = stack::start_devnet(bin_dir, work, 0, &payers, fund).await?;
         let sidecar0 = stack::start_sidecar(bin_dir, work, &devnet0).await?;
 
-        if wants("envoy") {
-            // The floor module answers with our filter's own 402, byte for byte: captured once
-            // from a filter Envoy (each 402 has a fresh nonce; any one stands for all).
-            let floor = {
-                let (yaml, ports) = stack::envoy_config(
-                    EnvoyCase::Filter,
-                    upstream.port,
-                    sidecar0.port,
-                    wasm,
-                    &pay_to_addr,
-                    None,
-                )?;
-                let envoy = stack::start_envoy(&yaml, ports.admin).await;
-                let url = format!("http://127.0.0.1:{}{}", ports.listener, paid::PAID_PATH);
-                stack::wait_status(&url, 402, Duration::from_secs(20)).await?;
-                let reply = stack::capture_reply(&url).await?;
-                drop(envoy);
-                stack::Floor {
-                    wasm: stack::floor_wasm()?,
-                    reply,
-                }
-            };
+        // The floor module answers with our filter's own 402, byte for byte: captured once
+        // from a filter Envoy (each 402 has a fresh nonce; any one stands for all).
+        let floor = if wants("envoy") || wants("steps") {
+            let (yaml, ports) = stack::envoy_config(
+                EnvoyCase::Filter,
+                upstream.port,
+                sidecar0.port,
+                wasm,
+                &pay_to_addr,
+                None,
+            )?;
+            let envoy = stack::start_envoy(&yaml, ports.admin).await;
+            let url = format!("http://127.0.0.1:{}{}", ports.listener, paid::PAID_PATH);
+            stack::wait_status(&url, 402, Duration::from_secs(20)).await?;
+            let reply = stack::capture_reply(&url).await?;
+            drop(envoy);
+            Some(stack::Floor {
+                wasm: stack::floor_wasm()?,
+                reply,
+            })
+        } else {
+            None
+        };
+        if let (true, Some(floor)) = (wants("envoy"), &floor) {
             // Rounds in alternating order, best throughput of each case kept: other load on
             // the shared machine then hurts one round, not the comparison.
             let cases = [
@@ -309,7 +320,7 @@ async fn measure(
                         sidecar0.port,
                         wasm,
                         &pay_to_addr,
-                        Some(&floor),
+                        Some(floor),
                     )?;
                     let r = wrk_case(plan, case, path, want, &yaml, &ports).await?;
                     if best[i].as_ref().is_none_or(|b| r.0.rps > b.0.rps) {
@@ -350,6 +361,11 @@ async fn measure(
                     pass,
                 ),
             ];
+        }
+
+        if let (true, Some(floor)) = (wants("steps"), &floor) {
+            report.steps =
+                steps_case(plan, &upstream, &sidecar0, wasm, &pay_to_addr, floor).await?;
         }
 
         if wants("passes") {
@@ -530,6 +546,125 @@ async fn measure(
         }
     }
     Ok(())
+}
+
+/// The 402 path priced step by step (`--only steps`): the floor module answering our 402
+/// with each hostcall our filter makes on that path added alone, then all of them, against
+/// the filter's own 402 (and, for experiments, other builds of the filter module listed in
+/// `NANOGATE_BENCH_FILTER_ALT`, comma-separated paths). Rounds in alternating order; each
+/// case keeps its lowest Envoy CPU per request, the figure the steps are compared by.
+/// One case of [`steps_case`]: a label, what Envoy runs (the module, and the floor's
+/// configuration for a floor case), the path requested and the status it must answer.
+type StepCase = (
+    String,
+    EnvoyCase,
+    PathBuf,
+    Option<stack::Floor>,
+    &'static str,
+    u16,
+);
+
+async fn steps_case(
+    plan: &Plan,
+    upstream: &Upstream,
+    sidecar: &stack::SidecarProc,
+    wasm: &std::path::Path,
+    pay_to_addr: &str,
+    floor: &stack::Floor,
+) -> Result<Vec<EnvoyRow>> {
+    const STEPS: [&str; 6] = [
+        "",
+        "headers",
+        "time",
+        "metric",
+        "random",
+        "headers time metric",
+    ];
+    let alt: Vec<PathBuf> = std::env::var("NANOGATE_BENCH_FILTER_ALT")
+        .map(|v| {
+            v.split(',')
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut cases: Vec<StepCase> = STEPS
+        .iter()
+        .map(|steps| {
+            let (_, rest) = floor.reply.split_once('\n').unwrap_or((&floor.reply, ""));
+            let reply = format!("reply 402 {steps}\n{rest}");
+            let label = if steps.is_empty() {
+                "floor module answering the 402".to_string()
+            } else {
+                format!("floor + {}", steps.replace(' ', " + "))
+            };
+            let f = stack::Floor {
+                wasm: floor.wasm.clone(),
+                reply,
+            };
+            let path = paid::PAID_PATH;
+            (
+                label,
+                EnvoyCase::FloorReply,
+                wasm.to_path_buf(),
+                Some(f),
+                path,
+                402,
+            )
+        })
+        .collect();
+    // The free route too, for each build: what a 402-path change costs every other request.
+    cases.push((
+        "floor module reading one header (proxied)".into(),
+        EnvoyCase::FloorPass,
+        wasm.to_path_buf(),
+        Some(floor.clone()),
+        "/paid/free",
+        200,
+    ));
+    for a in std::iter::once(wasm.to_path_buf()).chain(alt) {
+        for (what, path, want) in [
+            ("402", paid::PAID_PATH, 402),
+            ("free route", "/paid/free", 200),
+        ] {
+            let label = format!("filter {what} ({})", a.display());
+            cases.push((label, EnvoyCase::Filter, a.clone(), None, path, want));
+        }
+    }
+    let mut best: Vec<Option<(wrk::WrkResult, Option<f64>)>> = vec![None; cases.len()];
+    for round in 0..plan.envoy_rounds {
+        let mut order: Vec<usize> = (0..cases.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (_, case, module, f, path, want) = &cases[i];
+            let (yaml, ports) = stack::envoy_config(
+                *case,
+                upstream.port,
+                sidecar.port,
+                module,
+                pay_to_addr,
+                f.as_ref(),
+            )?;
+            let r = wrk_case(plan, *case, path, *want, &yaml, &ports).await?;
+            let cpu = |x: &(wrk::WrkResult, Option<f64>)| x.1.unwrap_or(f64::MAX);
+            if best[i].as_ref().is_none_or(|b| cpu(&r) < cpu(b)) {
+                best[i] = Some(r);
+            }
+        }
+    }
+    // Each row against its floor: the 402 floor, or the pass-through floor for a free route.
+    let rps = |i: usize| best[i].as_ref().map_or(0.0, |b| b.0.rps);
+    let (floor_402, floor_pass) = (rps(0), rps(STEPS.len()));
+    Ok(cases
+        .iter()
+        .zip(best)
+        .filter_map(|((label, .., want), b)| {
+            let floor = if *want == 402 { floor_402 } else { floor_pass };
+            Some(EnvoyRow::new(label, vec![("floor", floor)], b?))
+        })
+        .collect())
 }
 
 async fn wrk_case(

@@ -160,6 +160,8 @@ pub struct Report {
     pub facts: Facts,
     pub started: u64,
     pub envoy: Vec<EnvoyRow>,
+    /// The 402 path step by step (`--only steps`): floor variants and filter builds.
+    pub steps: Vec<EnvoyRow>,
     pub paid: Vec<PaidRow>,
     pub verify: Option<LatencyRun>,
     pub flood: Option<FloodRow>,
@@ -223,6 +225,7 @@ impl Report {
             facts,
             started,
             envoy: Vec::new(),
+            steps: Vec::new(),
             paid: Vec::new(),
             verify: None,
             flood: None,
@@ -299,6 +302,52 @@ impl Report {
                 String::new()
             }
         );
+
+        if !self.steps.is_empty() {
+            let _ = writeln!(
+                s,
+                "## The 402 path step by step (wrk -t1 -c{}, {} s; lowest Envoy CPU per request of {} rounds)\n",
+                p.connections, p.wrk_secs, p.envoy_rounds
+            );
+            let _ = writeln!(
+                s,
+                "| case | req/s | ratio to the floor | Envoy CPU per request | beyond the floor |"
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            // A free-route row is compared with the pass-through floor, the rest with the 402's.
+            let cpu_of = |p: &str| {
+                self.steps
+                    .iter()
+                    .find(|r| r.case.starts_with(p))
+                    .and_then(|r| r.cpu_us)
+            };
+            let (floor_402, floor_pass) = (
+                cpu_of("floor module answering"),
+                cpu_of("floor module reading"),
+            );
+            for r in &self.steps {
+                let free =
+                    r.case.contains("free route") || r.case.starts_with("floor module reading");
+                let floor_cpu = if free { floor_pass } else { floor_402 };
+                let cpu = r
+                    .cpu_us
+                    .map_or_else(|| "?".into(), |c| format!("{c:.1} µs"));
+                let beyond = match (r.cpu_us, floor_cpu) {
+                    (Some(c), Some(f)) => format!("{:+.1} µs", c - f),
+                    _ => "?".into(),
+                };
+                let ratio = r
+                    .ratio_to("floor")
+                    .map_or_else(|| "?".into(), |x| format!("{x:.2}×"));
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {ratio} | {cpu} | {beyond} |",
+                    r.case,
+                    int(r.r.rps)
+                );
+            }
+            s.push('\n');
+        }
 
         if !self.envoy.is_empty() {
             let _ = writeln!(

@@ -564,7 +564,12 @@ async fn unpaid_request_gets_a_decodable_402_for_the_configured_price_without_a_
     );
     assert!(s.upstream.requests().is_empty());
     assert_eq!(*lock(&s.sidecar.state.unauthorized), 0);
-    assert!(s.counter("challenges_issued").await > issued_before);
+    // The filter adds its 402s to the counter once per tick (1 s), not per request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.counter("challenges_issued").await <= issued_before {
+        assert!(Instant::now() < deadline, "challenges_issued never moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! wrk from Debian when missing), builds the filter module and the release binaries, runs the
 //! criterion micro-benchmarks, then the driver `nanogate-bench` (bench/), which starts the
 //! stack on loopback, measures every case and writes `target/bench/<timestamp>.md` and
-//! `target/bench/latest.md`. Other arguments (`--only envoy,paidcpu,paid,memory,flood,verify,spent,micro`,
+//! `target/bench/latest.md`. Other arguments (`--only envoy,steps,passes,paidcpu,paid,memory,flood,verify,spent,micro`,
 //! `--pg-url URL`) are passed to the driver.
 
 use crate::setup::{self, cargo, root, run};

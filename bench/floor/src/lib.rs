@@ -19,9 +19,15 @@
 //! and a body of BYTES bytes, read the answer's headers and body, and let the request continue:
 //! the least a filter that asks a service once per request costs (our paid path without its
 //! own work).
+//!
+//! `reply 402` may name steps after the status (`reply 402 headers time metric random`): the
+//! hostcalls our filter makes on its 402 path, made once per request before the reply, so the
+//! bench can price each one (`nanogate-bench --only steps`): `headers` reads every request
+//! header (one `get_map_bytes`), `time` the clock, `metric` increments a counter, `random` draws
+//! 16 bytes from the host's random source.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 use std::rc::Rc;
 
 /// What every request gets, decided once by the plugin configuration.
@@ -29,6 +35,7 @@ use std::rc::Rc;
 pub enum Mode {
     Reply {
         status: u32,
+        steps: Vec<Step>,
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
@@ -42,13 +49,35 @@ pub enum Mode {
     },
 }
 
+/// One hostcall made per request before the reply (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Headers,
+    Time,
+    Metric,
+    Random,
+}
+
+impl Step {
+    fn parse(word: &str) -> Result<Step, String> {
+        match word {
+            "headers" => Ok(Step::Headers),
+            "time" => Ok(Step::Time),
+            "metric" => Ok(Step::Metric),
+            "random" => Ok(Step::Random),
+            _ => Err(format!("unknown step `{word}`")),
+        }
+    }
+}
+
 /// Parses the configuration described in the module docs.
 pub fn parse(config: &[u8]) -> Result<Mode, String> {
     let text = std::str::from_utf8(config).map_err(|_| "configuration is not UTF-8")?;
     let (first, rest) = text.split_once('\n').unwrap_or((text, ""));
     let mut words = first.split_whitespace();
-    match (words.next(), words.next(), words.next()) {
-        (Some("call"), Some(cluster), Some(bytes)) => {
+    match (words.next(), words.next()) {
+        (Some("call"), Some(cluster)) => {
+            let bytes = words.next().unwrap_or_default();
             let n = bytes
                 .parse::<usize>()
                 .map_err(|_| format!("bad body size `{bytes}`"))?;
@@ -58,10 +87,11 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
                 body: vec![b'x'; n],
             })
         }
-        (Some("pass"), Some(header), None) => Ok(Mode::Pass {
+        (Some("pass"), Some(header)) if words.next().is_none() => Ok(Mode::Pass {
             header: header.to_ascii_lowercase(),
         }),
-        (Some("reply"), Some(status), None) => {
+        (Some("reply"), Some(status)) => {
+            let steps = words.map(Step::parse).collect::<Result<_, _>>()?;
             let status = status
                 .parse::<u32>()
                 .ok()
@@ -71,6 +101,7 @@ pub fn parse(config: &[u8]) -> Result<Mode, String> {
             let headers = header_lines(head)?;
             Ok(Mode::Reply {
                 status,
+                steps,
                 headers,
                 body: body.as_bytes().to_vec(),
             })
@@ -98,7 +129,13 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root(None)) });
 }}
 
-struct Root(Option<Rc<Mode>>);
+/// The mode, and the counter the `metric` step increments.
+struct Shared {
+    mode: Mode,
+    metric: u32,
+}
+
+struct Root(Option<Rc<Shared>>);
 
 impl Context for Root {}
 
@@ -107,7 +144,10 @@ impl RootContext for Root {
         let parsed = parse(&self.get_plugin_configuration().unwrap_or_default());
         match parsed {
             Ok(mode) => {
-                self.0 = Some(Rc::new(mode));
+                let metric =
+                    proxy_wasm::hostcalls::define_metric(MetricType::Counter, "floor_replies")
+                        .unwrap_or(0);
+                self.0 = Some(Rc::new(Shared { mode, metric }));
                 true
             }
             Err(e) => {
@@ -126,7 +166,7 @@ impl RootContext for Root {
     }
 }
 
-struct Http(Rc<Mode>);
+struct Http(Rc<Shared>);
 
 impl Context for Http {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, _body: usize, _t: usize) {
@@ -139,12 +179,16 @@ impl Context for Http {
 
 impl HttpContext for Http {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        match &*self.0 {
+        match &self.0.mode {
             Mode::Reply {
                 status,
+                steps,
                 headers,
                 body,
             } => {
+                for step in steps {
+                    self.step(*step);
+                }
                 let headers: Vec<(&str, &str)> = headers
                     .iter()
                     .map(|(n, v)| (n.as_str(), v.as_str()))
@@ -178,6 +222,27 @@ impl HttpContext for Http {
     }
 }
 
+impl Http {
+    fn step(&self, step: Step) {
+        use proxy_wasm::hostcalls;
+        match step {
+            Step::Headers => {
+                let _ = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+            }
+            Step::Time => {
+                let _ = hostcalls::get_current_time();
+            }
+            Step::Metric => {
+                let _ = hostcalls::increment_metric(self.0.metric, 1);
+            }
+            Step::Random => {
+                let mut nonce = [0u8; 16];
+                let _ = getrandom::getrandom(&mut nonce);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +259,7 @@ mod tests {
             parse(b"reply 402\ncontent-type: application/json\nx-a: b: c\n\n{\"a\":\n1}"),
             Ok(Mode::Reply {
                 status: 402,
+                steps: vec![],
                 headers: vec![
                     ("content-type".into(), "application/json".into()),
                     ("x-a".into(), "b: c".into())
@@ -201,6 +267,13 @@ mod tests {
                 body: b"{\"a\":\n1}".to_vec(),
             })
         );
+        assert!(matches!(
+            parse(b"reply 402 headers time metric random\n\n"),
+            Ok(Mode::Reply { steps, .. })
+                if steps == [Step::Headers, Step::Time, Step::Metric, Step::Random]
+        ));
+        assert!(parse(b"reply 402 sleep\n\n").is_err());
+        assert!(parse(b"pass a b").is_err());
         assert!(parse(b"reply 99").is_err());
         assert!(parse(b"reply 402\nno-colon\n\n").is_err());
         assert!(parse(b"echo").is_err());

@@ -1,5 +1,6 @@
 //! Request context: hands each callback to the core [`Flow`] with a [`Host`] over hostcalls.
 
+use super::headers::Headers;
 use super::VmShared;
 use crate::flow::{Flow, Next};
 use crate::host::{Host, Level};
@@ -47,8 +48,8 @@ struct WasmHost<'a> {
     shared: &'a VmShared,
     context_id: u32,
     /// All request headers, fetched with one hostcall on first use (cheaper than one hostcall
-    /// per header on the 402 path, which reads six).
-    headers: std::cell::OnceCell<Vec<(String, Vec<u8>)>>,
+    /// per header on the 402 path, which reads nine) and searched in place.
+    headers: std::cell::OnceCell<Headers>,
     /// The time, read once per callback (the flow and the key ring both ask on the 402 path).
     now: std::cell::OnceCell<u64>,
 }
@@ -59,27 +60,23 @@ impl Host for WasmHost<'_> {
     }
 
     fn request_header(&self, name: &str) -> Option<Vec<u8>> {
-        let headers = self.headers.get_or_init(|| {
-            hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default()
-        });
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+        self.headers
+            .get_or_init(Headers::fetch)
+            .get(name)
+            .map(<[u8]>::to_vec)
     }
 
     fn remove_request_header(&mut self, name: &str) {
         let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name);
         if let Some(headers) = self.headers.get_mut() {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+            headers.edit(name, None);
         }
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
         if let Some(headers) = self.headers.get_mut() {
-            headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-            headers.push((name.to_owned(), value.as_bytes().to_vec()));
+            headers.edit(name, Some(value.as_bytes()));
         }
     }
 

@@ -3,6 +3,7 @@
 //! hostcalls. Hostcalls are used through `proxy_wasm::hostcalls` (which return `Result`), not
 //! the SDK's trait helpers, which `unwrap()` and would trap the VM on a host error.
 
+pub mod headers;
 pub mod http_context;
 pub mod root_context;
 
@@ -62,6 +63,9 @@ impl NoncePool {
 pub struct Metrics {
     ids: Vec<Option<u32>>,
     pub log: LogGate,
+    /// Challenges issued since the last tick: the 402 path's only counter is added to Envoy's
+    /// once per tick ([`Metrics::flush`]) rather than with a hostcall per 402.
+    challenges: std::cell::Cell<u64>,
 }
 
 impl Metrics {
@@ -73,12 +77,29 @@ impl Metrics {
         Metrics {
             ids,
             log: LogGate::from_host(),
+            challenges: std::cell::Cell::new(0),
         }
     }
 
     pub fn count(&self, metric: Metric) {
+        if metric == Metric::ChallengesIssued {
+            self.challenges.set(self.challenges.get() + 1);
+        } else {
+            self.add(metric, 1);
+        }
+    }
+
+    /// Adds what was counted since the last tick to Envoy's counters (on every tick).
+    pub fn flush(&self) {
+        let n = self.challenges.replace(0);
+        if n > 0 {
+            self.add(Metric::ChallengesIssued, n);
+        }
+    }
+
+    fn add(&self, metric: Metric, n: u64) {
         if let Some(Some(id)) = self.ids.get(metric.index()) {
-            let _ = hostcalls::increment_metric(*id, 1);
+            let _ = hostcalls::increment_metric(*id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }

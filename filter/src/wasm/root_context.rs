@@ -219,6 +219,7 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         if let (Some(shared), Some(keeper)) = (self.shared.as_ref(), self.keeper.as_mut()) {
             shared.metrics.log.refresh();
+            shared.metrics.flush();
             keeper.tick(&mut Host {
                 metrics: &shared.metrics,
             });
