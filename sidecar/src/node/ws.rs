@@ -100,7 +100,8 @@ async fn session(
 ) -> End {
     let mut ws = match tokio::time::timeout(
         t.connect_timeout,
-        tokio_tungstenite::connect_async(url),
+        // Nagle off: our subscribe and update messages go out at once.
+        tokio_tungstenite::connect_async_with_config(url, None, true),
     )
     .await
     {
