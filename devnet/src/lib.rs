@@ -189,9 +189,13 @@ impl Shared {
         let me = Arc::clone(self);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = crate::stopped(&mut shutdown) => return,
+            // A zero delay confirms at once: `sleep` would round it up to the timer's next
+            // millisecond tick.
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::stopped(&mut shutdown) => return,
+                }
             }
             if me.faults.confirming() {
                 me.confirm_now(hash);
