@@ -378,6 +378,7 @@ pub async fn serve(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::nodelay;
     use axum::serve::Listener;
