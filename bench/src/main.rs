@@ -363,8 +363,8 @@ async fn measure(
                 .await?;
                 report.paid.extend(rows);
             }
-            // The same cases with the sidecar on PostgreSQL (a schema of its own, dropped after).
         }
+        // The same cases with the sidecar on PostgreSQL (a schema of its own, dropped after).
         if wants("paid") && paid_selected("postgres", 0) {
             eprintln!("nanogate-bench: sidecar on PostgreSQL ({})", args.pg_url);
             match stack::start_sidecar_on(
