@@ -385,6 +385,9 @@ async fn measure(
 
         if wants("paid") {
             for workers in [1, plan.paid_workers, plan.paid_many] {
+                if !paid_selected("sqlite", workers) {
+                    continue;
+                }
                 let rows = paid_case(
                     plan,
                     workers,
@@ -399,7 +402,9 @@ async fn measure(
                 .await?;
                 report.paid.extend(rows);
             }
-            // The same cases with the sidecar on PostgreSQL (a schema of its own, dropped after).
+        }
+        // The same cases with the sidecar on PostgreSQL (a schema of its own, dropped after).
+        if wants("paid") && paid_selected("postgres", 0) {
             eprintln!("nanogate-bench: sidecar on PostgreSQL ({})", args.pg_url);
             match stack::start_sidecar_on(
                 bin_dir,
@@ -411,6 +416,9 @@ async fn measure(
             {
                 Ok(pg) => {
                     for workers in [1, plan.paid_workers, plan.paid_many] {
+                        if !paid_selected("postgres", workers) {
+                            continue;
+                        }
                         match paid_case(
                             plan,
                             workers,
@@ -485,11 +493,14 @@ async fn measure(
         drop(sidecar0);
         drop(devnet0);
 
-        if wants("paid") {
+        if wants("paid") && paid_selected("delayed", 0) {
             eprintln!("nanogate-bench: starting devnet (confirm 200 ms) and sidecar");
             let devnet200 = stack::start_devnet(bin_dir, work, 200, &payers, fund).await?;
             let sidecar200 = stack::start_sidecar(bin_dir, work, &devnet200).await?;
             for workers in [1, plan.paid_workers] {
+                if !paid_selected("delayed", workers) {
+                    continue;
+                }
                 let rows = paid_case(
                     plan,
                     workers,
@@ -710,6 +721,20 @@ async fn wrk_case(
     }
     drop(envoy);
     Ok((r, cpu))
+}
+
+/// For experiments on the paid cases alone: `NANOGATE_BENCH_PAID_STORES` (a comma list of
+/// `sqlite`, `postgres`, `delayed` = the 200 ms ledger) and `NANOGATE_BENCH_PAID_PAYERS` (a
+/// comma list of payer counts) narrow which run; unset, all of them do. `workers` 0 asks about
+/// the store alone.
+fn paid_selected(store: &str, workers: usize) -> bool {
+    let listed = |var: &str, item: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|x| x.trim() == item))
+            .unwrap_or(true)
+    };
+    listed("NANOGATE_BENCH_PAID_STORES", store)
+        && (workers == 0 || listed("NANOGATE_BENCH_PAID_PAYERS", &workers.to_string()))
 }
 
 #[allow(clippy::too_many_arguments)]

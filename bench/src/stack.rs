@@ -246,6 +246,11 @@ impl Upstream {
                         return;
                     };
                     let app = axum::Router::new().fallback(|| async { "hello\n" });
+                    // Nagle off, as on every server of the stack (the sidecar, the devnet).
+                    use axum::serve::ListenerExt;
+                    let listener = listener.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
                     let _ = axum::serve(listener, app)
                         .with_graceful_shutdown(async {
                             let _ = stopped.await;

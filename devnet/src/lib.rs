@@ -88,6 +88,20 @@ pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
+/// `listener` with TCP_NODELAY on every accepted socket, as a node's servers should: the
+/// WebSocket pushes are small writes the subscriber never answers, so with Nagle on a push
+/// waits for the ACK of the one before, which the subscriber delays by up to 40 ms.
+pub(crate) fn nodelay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    })
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -175,9 +189,13 @@ impl Shared {
         let me = Arc::clone(self);
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = crate::stopped(&mut shutdown) => return,
+            // A zero delay confirms at once: `sleep` would round it up to the timer's next
+            // millisecond tick.
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = crate::stopped(&mut shutdown) => return,
+                }
             }
             if me.faults.confirming() {
                 me.confirm_now(hash);

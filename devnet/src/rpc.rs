@@ -71,7 +71,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener, addr: Sock
                 _ = crate::stopped(&mut s2) => {}
             }
         };
-        if let Err(e) = axum::serve(l, app.clone())
+        if let Err(e) = axum::serve(crate::nodelay(l), app.clone())
             .with_graceful_shutdown(signal)
             .await
         {

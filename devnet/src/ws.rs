@@ -27,7 +27,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
     let signal = async move {
         crate::stopped(&mut shutdown).await;
     };
-    if let Err(e) = axum::serve(listener, app)
+    if let Err(e) = axum::serve(crate::nodelay(listener), app)
         .with_graceful_shutdown(signal)
         .await
     {

@@ -321,13 +321,27 @@ pub fn spawn_pruner(state: &AppState, every: Duration) -> tokio::task::JoinHandl
     })
 }
 
+/// `listener` with TCP_NODELAY set on every accepted socket (`axum::serve` leaves Nagle on).
+/// With Nagle, a response written in more than one segment (or right after one the peer has
+/// not acknowledged yet) waits for that ACK, which the peer may delay by up to 40 ms.
+pub fn nodelay(
+    listener: TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    use axum::serve::ListenerExt;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted socket");
+        }
+    })
+}
+
 /// Serves `/metrics` alone on `listener` (`metrics.listen`) until `shutdown` resolves.
 pub async fn serve_metrics(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, api::metrics_router(state))
+    axum::serve(nodelay(listener), api::metrics_router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
@@ -343,7 +357,7 @@ pub async fn serve(
 ) -> Result<(), ServerError> {
     let engine = state.engine.clone();
     let app = api::router(state);
-    axum::serve(listener, app)
+    axum::serve(nodelay(listener), app)
         .with_graceful_shutdown(shutdown)
         .await?;
     let pending = engine.inflight.count();
@@ -361,4 +375,27 @@ pub async fn serve(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::nodelay;
+    use axum::serve::Listener;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Every socket the sidecar accepts has Nagle off.
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = nodelay(listener);
+        for _ in 0..2 {
+            let client = TcpStream::connect(addr).await.unwrap();
+            // Whatever the client side says, the server side is what we set.
+            client.set_nodelay(false).unwrap();
+            let (accepted, _) = listener.accept().await;
+            assert!(accepted.nodelay().unwrap());
+        }
+    }
 }

@@ -92,6 +92,22 @@ fn dropped(subscribed: bool, reason: impl std::fmt::Display) -> End {
     }
 }
 
+/// Sends the ACK for what was just read now rather than after Linux's delayed-ACK timer (up
+/// to 40 ms). We never answer a push, so nothing carries that ACK; a node whose WebSocket
+/// server leaves Nagle on holds its next push until it comes, and confirmations then queue
+/// behind each other under load. (Not sticky: the kernel may go back to delaying, hence
+/// after every read.)
+fn ack_now(
+    ws: &tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    #[cfg(target_os = "linux")]
+    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = ws.get_ref() {
+        let _ = socket2::SockRef::from(tcp).set_tcp_quickack(true);
+    }
+}
+
 async fn session(
     url: &str,
     hub: &Hub,
@@ -100,7 +116,8 @@ async fn session(
 ) -> End {
     let mut ws = match tokio::time::timeout(
         t.connect_timeout,
-        tokio_tungstenite::connect_async(url),
+        // Nagle off: our subscribe and update messages go out at once.
+        tokio_tungstenite::connect_async_with_config(url, None, true),
     )
     .await
     {
@@ -158,6 +175,7 @@ async fn session(
                 Some(Err(e)) => return dropped(true, e),
                 Some(Ok(m)) => {
                     last_rx = Instant::now();
+                    ack_now(&ws);
                     if let Incoming::Close = incoming(m, hub) {
                         return dropped(true, "close frame");
                     }

@@ -4,14 +4,17 @@
 //! committed is the backend's business:
 //!
 //! - SQLite has one writer. A single writer task ([`super::sqlite`]) takes every hot write
-//!   that is waiting, runs each in its own savepoint inside one `BEGIN IMMEDIATE` transaction
-//!   and commits them together: one fsync for the whole group (group commit), no lock
+//!   that is waiting, runs them in one `BEGIN IMMEDIATE` transaction and commits them
+//!   together: one fsync for the whole group (group commit), no lock
 //!   contention inside the process, so no busy-handler sleeps.
 //! - PostgreSQL runs each in its own transaction on the pool; concurrent commits already share
 //!   WAL flushes.
 //!
-//! Either way each write is atomic on its own (a savepoint that fails or decides "no" is rolled
-//! back alone), and its caller hears the result only after the commit that made it durable.
+//! Either way each write is atomic on its own and its caller hears the result only after the
+//! commit that made it durable. A write that decides "no" leaves nothing behind (a refused
+//! claim deletes the nonce binding it made a statement earlier), so SQLite's group needs no
+//! savepoints: each write is one or two statements on the writer connection, and a statement
+//! that fails fails its whole group (rolled back, every write in it told so).
 
 use super::payments::{Consumption, RedeemPolicy};
 use super::ForkEntry;
@@ -56,7 +59,8 @@ pub(crate) enum HotWrite {
     },
 }
 
-/// A hot write's result: `keep` = false rolls its savepoint (or transaction) back.
+/// A hot write's result: `keep` = false rolls PostgreSQL's transaction back (a refused
+/// claim has already undone its own rows, so SQLite's group just goes on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HotDone {
     Claim(Claim),
@@ -78,7 +82,7 @@ impl HotDone {
 }
 
 /// Implements `$store::apply_hot(conn, op)`: runs one [`HotWrite`]'s statements on `conn`
-/// (inside a transaction or savepoint the caller opened).
+/// (inside a transaction the caller opened).
 macro_rules! impl_hot_writes {
     ($store:ty, $conn:ty, $sqlite:expr) => {
         const _: () = {
@@ -93,6 +97,8 @@ macro_rules! impl_hot_writes {
                 ) -> Result<HotDone, sqlx::Error> {
                     match op {
                         HotWrite::Claim { nonce, entry, now } => {
+                            // Whether this claim inserted the nonce binding (to undo below).
+                            let mut bound_here = false;
                             if let Some(n) = nonce {
                                 let done = sqlx::query(&sql(
                                     "INSERT INTO sessions (nonce, payment_key, expires_at) \
@@ -104,7 +110,8 @@ macro_rules! impl_hot_writes {
                                 .bind(n.expires_at)
                                 .execute(&mut *conn)
                                 .await?;
-                                if done.rows_affected() != 1 {
+                                bound_here = done.rows_affected() == 1;
+                                if !bound_here {
                                     let bound: Option<String> = sqlx::query_scalar(&sql(
                                         "SELECT payment_key FROM sessions WHERE nonce = $1",
                                         $sqlite,
@@ -148,11 +155,19 @@ macro_rules! impl_hot_writes {
                                 .bind(&e.terms)
                                 .execute(&mut *conn)
                                 .await?;
-                            Ok(HotDone::Claim(if done.rows_affected() == 1 {
-                                Claim::Claimed
-                            } else {
-                                Claim::FrontierTaken
-                            }))
+                            if done.rows_affected() == 1 {
+                                return Ok(HotDone::Claim(Claim::Claimed));
+                            }
+                            // Refused: undo the binding this claim made, in the same
+                            // transaction (nobody else has seen it), so it leaves no trace
+                            // without a savepoint around it.
+                            if let (true, Some(n)) = (bound_here, nonce) {
+                                sqlx::query(&sql("DELETE FROM sessions WHERE nonce = $1", $sqlite))
+                                    .bind(&n.nonce)
+                                    .execute(&mut *conn)
+                                    .await?;
+                            }
+                            Ok(HotDone::Claim(Claim::FrontierTaken))
                         }
                         HotWrite::Consume(c) => {
                             let done = sqlx::query(&sql(
