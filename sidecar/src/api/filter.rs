@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures_util::StreamExt;
 use nanogate_protocol::contract::pass::PassIssued;
 use nanogate_protocol::contract::{
     headers, paths, ChallengeKeyAnswer, KeyEntry, OutcomeAnswer, OutcomeBatch, OutcomeBatchAnswer,
@@ -293,6 +294,9 @@ async fn outcome(
     Ok(Json(OutcomeAnswer { ok: true, recorded }))
 }
 
+/// How many outcomes of one batch are recorded at once.
+const OUTCOME_BATCH_CONCURRENCY: usize = 2;
+
 /// A filter VM's batch of outcomes (docs/filter-sidecar.md, `POST /v1/outcomes`): each entry is
 /// recorded exactly as `/v1/outcome` would record it alone, with its own admission token, so a
 /// stale, missing or foreign token refuses that entry only. The entries go to the store
@@ -311,13 +315,18 @@ async fn outcomes(
         )));
     }
     let engine = &state.engine;
-    let reports = futures_util::future::join_all(
-        batch
-            .outcomes
-            .iter()
-            .map(|o| engine.record_outcome(&o.receipt, o.status, o.admission_token.as_deref())),
-    )
-    .await;
+    // A few at a time: outcomes are off the latency path, and a VM's whole batch at once would
+    // queue up to 64 writes ahead of (SQLite's one writer) or hold every pooled connection
+    // from (PostgreSQL) the claims and consumptions of the payments in flight.
+    let recording: Vec<_> = batch
+        .outcomes
+        .iter()
+        .map(|o| engine.record_outcome(&o.receipt, o.status, o.admission_token.as_deref()))
+        .collect();
+    let reports: Vec<_> = futures_util::stream::iter(recording)
+        .buffered(OUTCOME_BATCH_CONCURRENCY)
+        .collect()
+        .await;
     let mut answer = OutcomeBatchAnswer::default();
     for (o, report) in batch.outcomes.iter().zip(reports) {
         let report = report.map_err(|e| {
