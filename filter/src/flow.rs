@@ -620,7 +620,7 @@ impl Flow {
 /// its group's cookie.
 fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Option<String> {
     let header = host.request_header(pass::HEADER);
-    let cookie = host.request_header("cookie");
+    let cookie = host.request_header(contract::headers::COOKIE);
     if header.is_none() && cookie.is_none() {
         return None;
     }
@@ -647,9 +647,9 @@ fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Op
         .and_then(crate::passbook::without_pass_cookies)
     {
         if rest.is_empty() {
-            host.remove_request_header("cookie");
+            host.remove_request_header(contract::headers::COOKIE);
         } else {
-            host.set_request_header("cookie", &rest);
+            host.set_request_header(contract::headers::COOKIE, &rest);
         }
     }
     token

@@ -165,6 +165,9 @@ pub mod headers {
     pub const TRANSACTION: &str = "x-nanogate-transaction";
     /// The payer's pass token ([`super::pass::HEADER`]); stripped before the upstream.
     pub const PASS: &str = super::pass::HEADER;
+    /// The request header a browser sends its pass cookies in (`nanogate-pass-<group>`); the
+    /// filter removes those cookies from it before the upstream.
+    pub const COOKIE: &str = "cookie";
     /// Scheme prefix of the facilitator and admin APIs' `authorization` header.
     pub const BEARER_PREFIX: &str = "Bearer ";
 }
