@@ -152,6 +152,28 @@ impl Page {
         r["result"]["value"].clone()
     }
 
+    /// Loads `url` again and again (each time waiting up to 5 s) until `expr` evaluates to
+    /// `want`, for at most `timeout`: a page the filter answers from pools that fill on its first
+    /// ticks. Returns the page's HTML when it never does, for the failure message.
+    pub async fn navigate_until(
+        &mut self,
+        url: &str,
+        expr: &str,
+        want: &Value,
+        timeout: Duration,
+    ) -> Result<(), Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.call("Page.navigate", json!({ "url": url })).await;
+            if self.wait_for(expr, want, Duration::from_secs(5)).await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(self.eval("document.documentElement.outerHTML").await);
+            }
+        }
+    }
+
     /// Waits until `expr` evaluates to `want` (bounded).
     pub async fn wait_for(&mut self, expr: &str, want: &Value, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;

@@ -616,24 +616,18 @@ async fn the_paywall_sells_a_pass_and_the_browser_loads_twice_more_on_its_cookie
     let mut page = Page::open(port).await;
     // The pools fill on the filter's first ticks: navigate until the page offers both passes.
     let url = s.url("/tagged-passes/browser");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        page.call("Page.navigate", json!({ "url": url })).await;
-        if page
-            .wait_for(
-                "document.body && document.body.getAttribute('data-state') === 'waiting' && \
-                 document.querySelectorAll('#opts button[data-pass]').length",
-                &json!(2),
-                Duration::from_secs(5),
-            )
-            .await
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the paywall never offered the passes: {}\n{}",
-            page.eval("document.documentElement.outerHTML").await,
+    if let Err(html) = page
+        .navigate_until(
+            &url,
+            "document.body && document.body.getAttribute('data-state') === 'waiting' && \
+             document.querySelectorAll('#opts button[data-pass]').length",
+            &json!(2),
+            Duration::from_secs(30),
+        )
+        .await
+    {
+        panic!(
+            "the paywall never offered the passes: {html}\n{}",
             s.diagnostics()
         );
     }

@@ -8,7 +8,7 @@ use nanogate_protocol::nano::PublicKey;
 use nanogate_tests::browser::{Browser, Page};
 use nanogate_tests::stack::{Stack, StackConfig};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The QR code on the page's canvas, decoded.
 fn decode_qr(width: usize, bits: &str) -> String {
@@ -37,25 +37,16 @@ async fn the_paywall_renders_its_qr_code_and_loads_the_resource_after_a_devnet_p
 
     // The filter's session pool fills on its first ticks: navigate until the paywall shows.
     let url = s.url("/tagged/browser");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        page.call("Page.navigate", json!({"url": url})).await;
-        if page
-            .wait_for(
-                "document.body && document.body.getAttribute('data-state')",
-                &json!("waiting"),
-                Duration::from_secs(5),
-            )
-            .await
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the paywall never rendered: {}\n{}",
-            page.eval("document.documentElement.outerHTML").await,
-            s.diagnostics()
-        );
+    if let Err(html) = page
+        .navigate_until(
+            &url,
+            "document.body && document.body.getAttribute('data-state')",
+            &json!("waiting"),
+            Duration::from_secs(30),
+        )
+        .await
+    {
+        panic!("the paywall never rendered: {html}\n{}", s.diagnostics());
     }
 
     // What the page shows.

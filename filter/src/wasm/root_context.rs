@@ -88,14 +88,12 @@ fn vm_id() -> String {
     nanogate_protocol::hex::encode_lower(&id)
 }
 
-impl Context for Root {
-    /// The VM is being shut down (a configuration change, a drain): the outcomes still waiting
-    /// go now, and the VM stays until their batches are answered (or time out).
-    fn on_done(&mut self) -> bool {
+impl Root {
+    /// Sends the VM's waiting outcomes and keeps the batches until they are answered.
+    fn flush_outcomes(&mut self) {
         let Some(shared) = self.shared.as_ref() else {
-            return true;
+            return;
         };
-        self.draining = true;
         let sent = crate::outcomes::flush(
             &shared.outcomes,
             &shared.cfg.sidecar,
@@ -104,6 +102,18 @@ impl Context for Root {
             },
         );
         self.outcomes.extend(sent);
+    }
+}
+
+impl Context for Root {
+    /// The VM is being shut down (a configuration change, a drain): the outcomes still waiting
+    /// go now, and the VM stays until their batches are answered (or time out).
+    fn on_done(&mut self) -> bool {
+        if self.shared.is_none() {
+            return true;
+        }
+        self.draining = true;
+        self.flush_outcomes();
         self.outcomes.is_empty()
     }
 
@@ -228,14 +238,6 @@ impl RootContext for Root {
                     metrics: &shared.metrics,
                 });
             }
-            let sent = crate::outcomes::flush(
-                &shared.outcomes,
-                &shared.cfg.sidecar,
-                &mut Host {
-                    metrics: &shared.metrics,
-                },
-            );
-            self.outcomes.extend(sent);
             crate::passbook::report_tick(
                 &shared.passes,
                 &shared.cfg,
@@ -244,6 +246,7 @@ impl RootContext for Root {
                 },
             );
         }
+        self.flush_outcomes();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
