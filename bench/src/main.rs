@@ -78,12 +78,12 @@ impl Plan {
             Plan {
                 quick,
                 envoy_rounds: 2,
-                wrk_secs: 4,
+                wrk_secs: 3,
                 warm_secs: 1,
                 connections: 32,
                 paid_workers: 8,
                 paid_many: 64,
-                paid_secs: 5,
+                paid_secs: 4,
                 memory_secs: 30,
                 memory_samples: 10,
                 verify_payers: 64,
@@ -91,8 +91,8 @@ impl Plan {
                 verify_secs: 5,
                 spent_small: 10_000,
                 spent_large: 100_000,
-                spent_ops: 500,
-                spent_budget: Duration::from_secs(2),
+                spent_ops: 300,
+                spent_budget: Duration::from_secs(1),
             }
         } else {
             Plan {
@@ -163,7 +163,12 @@ fn main() -> Result<()> {
 
 async fn run(args: Args) -> Result<()> {
     let plan = Plan::new(args.quick);
-    let wants = |s: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    // `--quick` keeps to the targets: the step-by-step profile of the 402 path (a diagnosis,
+    // not a target) runs in the full run or when named with `--only`.
+    let wants = |s: &str| match &args.only {
+        Some(o) => o.iter().any(|x| x == s),
+        None => !(args.quick && s == "steps"),
+    };
     let root = nanogate_tests::workspace_root();
     // Where cargo writes (criterion's estimates included): `$CARGO_TARGET_DIR`, else target/.
     let target_dir =
@@ -239,6 +244,7 @@ async fn measure(
         eprintln!("nanogate-bench: Envoy CPU per paid vs free request (stand-in sidecar)");
         let upstream = Upstream::start()?;
         report.paid_cpu = Some(paidcpu::measure(plan, &upstream, wasm, &pay_to_addr).await?);
+        report.laps.lap("paidcpu");
     }
     let needs_stack = [
         "envoy", "steps", "passes", "paid", "memory", "flood", "verify",
@@ -270,6 +276,7 @@ async fn measure(
         eprintln!("nanogate-bench: starting devnet (confirm 0 ms) and sidecar");
         let devnet0 = stack::start_devnet(bin_dir, work, 0, &payers, fund).await?;
         let sidecar0 = stack::start_sidecar(bin_dir, work, &devnet0).await?;
+        report.laps.lap("stack start");
 
         // The floor module answers with our filter's own 402, byte for byte: captured once
         // from a filter Envoy (each 402 has a fresh nonce; any one stands for all).
@@ -361,11 +368,13 @@ async fn measure(
                     pass,
                 ),
             ];
+            report.laps.lap("envoy");
         }
 
         if let (true, Some(floor)) = (wants("steps"), &floor) {
             report.steps =
                 steps_case(plan, &upstream, &sidecar0, wasm, &pay_to_addr, floor).await?;
+            report.laps.lap("steps");
         }
 
         if wants("passes") {
@@ -381,6 +390,7 @@ async fn measure(
                 )
                 .await?,
             );
+            report.laps.lap("passes");
         }
 
         if wants("paid") {
@@ -402,6 +412,7 @@ async fn measure(
                 .await?;
                 report.paid.extend(rows);
             }
+            report.laps.lap("paid (SQLite)");
         }
         // The same cases with the sidecar on PostgreSQL (a schema of its own, dropped after).
         if wants("paid") && paid_selected("postgres", 0) {
@@ -444,6 +455,7 @@ async fn measure(
                     .notes
                     .push(format!("PostgreSQL sidecar not started: {e:#}")),
             }
+            report.laps.lap("paid (PostgreSQL)");
         }
 
         if wants("memory") {
@@ -459,6 +471,7 @@ async fn measure(
                 )
                 .await?,
             );
+            report.laps.lap("memory");
         }
 
         if wants("flood") {
@@ -474,6 +487,7 @@ async fn measure(
                 )
                 .await?,
             );
+            report.laps.lap("flood");
         }
 
         if wants("verify") {
@@ -489,11 +503,16 @@ async fn measure(
                 )
                 .await?,
             );
+            report.laps.lap("verify");
         }
         drop(sidecar0);
         drop(devnet0);
 
-        if wants("paid") && paid_selected("delayed", 0) {
+        // The 200 ms ledger is context, not a target: `--quick` runs it only when
+        // `NANOGATE_BENCH_PAID_STORES` names it.
+        let delayed = paid_selected("delayed", 0)
+            && (!plan.quick || std::env::var("NANOGATE_BENCH_PAID_STORES").is_ok());
+        if wants("paid") && delayed {
             eprintln!("nanogate-bench: starting devnet (confirm 200 ms) and sidecar");
             let devnet200 = stack::start_devnet(bin_dir, work, 200, &payers, fund).await?;
             let sidecar200 = stack::start_sidecar(bin_dir, work, &devnet200).await?;
@@ -515,6 +534,7 @@ async fn measure(
                 .await?;
                 report.paid.extend(rows);
             }
+            report.laps.lap("paid (200 ms ledger)");
         }
     }
 
@@ -555,6 +575,7 @@ async fn measure(
                 .notes
                 .push(format!("PostgreSQL spent set not measured: {e:#}")),
         }
+        report.laps.lap("spent");
     }
     Ok(())
 }

@@ -174,6 +174,52 @@ pub struct Report {
     pub notes: Vec<String>,
     /// `--only` parts, when the run measured only some.
     pub only: Option<String>,
+    /// Wall time per part of this run (the `--quick` target is about the whole).
+    pub laps: Laps,
+}
+
+/// Wall time of each part of a run, in the order they ran.
+pub struct Laps {
+    last: std::time::Instant,
+    pub parts: Vec<(&'static str, Duration)>,
+}
+
+impl Laps {
+    fn new() -> Laps {
+        Laps {
+            last: std::time::Instant::now(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Ends the part running since the previous lap (or the start) under `name`.
+    pub fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.parts.push((name, now - self.last));
+        self.last = now;
+    }
+
+    /// `cargo xtask bench` runs the criterion benchmarks before this driver and passes their
+    /// wall time in `NANOGATE_BENCH_MICRO_SECS`; with it, the total is the whole command's
+    /// time once built.
+    fn markdown(&self) -> (Duration, String) {
+        let micro = std::env::var("NANOGATE_BENCH_MICRO_SECS")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(Duration::from_secs_f64);
+        let parts = micro
+            .map(|d| ("criterion benchmarks", d))
+            .into_iter()
+            .chain(self.parts.iter().copied());
+        let mut total = Duration::ZERO;
+        let mut text = String::new();
+        for (name, d) in parts {
+            total += d;
+            let sep = if text.is_empty() { "" } else { ", " };
+            let _ = write!(text, "{sep}{name} {:.0} s", d.as_secs_f64());
+        }
+        (total, text)
+    }
 }
 
 fn ms(d: Duration) -> String {
@@ -236,6 +282,7 @@ impl Report {
             paid_cpu: None,
             notes: Vec::new(),
             only: None,
+            laps: Laps::new(),
         }
     }
 
@@ -267,6 +314,12 @@ impl Report {
             if p.quick { " (quick)" } else { "" }
         );
         let _ = writeln!(s, "Command: `{cmd}` · commit {}\n", f.git);
+        let (total, parts) = self.laps.markdown();
+        let _ = writeln!(
+            s,
+            "Run time once built: {:.1} min ({parts}).\n",
+            total.as_secs_f64() / 60.0
+        );
         let _ = writeln!(
             s,
             "Machine: {} × {} · {} memory · load average at start {} · Linux {} · {} · {} (`--concurrency 1`) · {}{}\n",
@@ -292,8 +345,9 @@ impl Report {
             f.nproc,
             if p.quick {
                 format!(
-                    " Quick mode: shorter runs ({} s per wrk case, {} s per paid case) and the \
-                     spent set at {} entries instead of 10,000,000.",
+                    " Quick mode: shorter runs ({} s per wrk case, {} s per paid case), the \
+                     spent set at {} entries instead of 10,000,000, and neither the 402 path \
+                     step by step nor the 200 ms ledger (both context, not targets).",
                     p.wrk_secs,
                     p.paid_secs,
                     int(p.spent_large as f64)
@@ -871,6 +925,15 @@ impl Report {
             f.wasm_bytes as f64 / 409_600.0,
             met(f.wasm_bytes > 0 && f.wasm_bytes < 409_600)
         );
+        let (total, parts) = self.laps.markdown();
+        if p.quick && self.only.is_none() {
+            let _ = writeln!(
+                s,
+                "| `cargo xtask bench --quick` under 5 minutes once built | {:.1} min ({parts}) | {} |",
+                total.as_secs_f64() / 60.0,
+                met(total < Duration::from_secs(300))
+            );
+        }
         if !self.notes.is_empty() {
             let _ = writeln!(s, "\nNotes:\n");
             for n in &self.notes {
