@@ -52,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
 ];
 
+/// A pooled connection idle for longer than this is pinged before use (one round trip); one
+/// in steady use is not. sqlx's default pings on every acquisition, which doubled the round
+/// trips of every single-statement read and write on the paid path.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
 pub struct PgStore {
     pool: PgPool,
     /// The same pool: PostgreSQL readers and writers need no separation.
@@ -95,6 +100,17 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // A connection that died while idle (a server restart, a dropped route) is most
+            // likely one that sat idle: those are still checked, and replaced when dead.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
