@@ -351,3 +351,188 @@ async fn grouped_writes_answer_each_sqlite() {
 async fn grouped_writes_answer_each_postgres() {
     grouped_writes(Db::postgres()).await;
 }
+
+/// Rows in `table` of the test's database (its schema on PostgreSQL).
+async fn rows(db: &Db, table: &str) -> i64 {
+    let q = format!("SELECT COUNT(*) FROM {table}");
+    match db.schema() {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+            let n = sqlx::query_scalar(&q).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Some(schema) => {
+            let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+            let q = format!("SELECT COUNT(*) FROM {schema}.{table}");
+            let n = sqlx::query_scalar(&q).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
+/// Every refused claim leaves the tables as they were, including one refused for a payment
+/// whose nonce is already bound to it (that binding is not the refused call's to undo), and
+/// hostile text is stored as given.
+async fn refusals_leave_no_rows(db: Db) {
+    let s = open(&db).await;
+    let tricky = "n'); DELETE FROM sessions; --";
+    let r = s
+        .claim(Some(&bind(tricky, "P1")), &entry("F1", "P1", tricky), NOW)
+        .await
+        .unwrap();
+    assert_eq!(r, Claim::Claimed);
+    assert_eq!(
+        s.nonce_binding(tricky).await.unwrap().as_deref(),
+        Some("P1")
+    );
+    let before = (rows(&db, "sessions").await, rows(&db, "forks").await);
+    assert_eq!(before, (1, 1));
+    let mut no_nonce = entry("F1", "P9", "x");
+    no_nonce.nonce = None;
+    let mut other_terms = entry("F1", "P1", tricky);
+    other_terms.terms = Some("2|payee|/r".into());
+    let refused = [
+        // The nonce bound to another payment, on a free frontier.
+        (
+            Some(bind(tricky, "P2")),
+            entry("F2", "P2", tricky),
+            NOW,
+            Claim::NonceTaken,
+        ),
+        // A fresh nonce, another block on the claimed frontier.
+        (
+            Some(bind("n3", "P3")),
+            entry("F1", "P3", "n3"),
+            NOW,
+            Claim::FrontierTaken,
+        ),
+        // No nonce (a takeover), another block.
+        (None, no_nonce, NOW + 31, Claim::FrontierTaken),
+        // The same payment again while its lease runs.
+        (
+            Some(bind(tricky, "P1")),
+            entry("F1", "P1", tricky),
+            NOW,
+            Claim::FrontierTaken,
+        ),
+        // The same payment for other terms after the lease.
+        (
+            Some(bind(tricky, "P1")),
+            other_terms,
+            NOW + 31,
+            Claim::FrontierTaken,
+        ),
+    ];
+    for (i, (nonce, e, now, want)) in refused.iter().enumerate() {
+        let r = s.claim(nonce.as_ref(), e, *now).await.unwrap();
+        assert_eq!(r, *want, "claim {i}");
+        let after = (rows(&db, "sessions").await, rows(&db, "forks").await);
+        assert_eq!(after, before, "claim {i} left rows");
+        assert_eq!(
+            s.nonce_binding(tricky).await.unwrap().as_deref(),
+            Some("P1"),
+            "claim {i} undid a binding it did not make"
+        );
+        let held = s.fork_entry("F1", NOW).await.unwrap().unwrap();
+        assert_eq!(
+            (held.block_hash.as_str(), held.owner.as_str()),
+            ("P1", "owner-P1")
+        );
+    }
+    assert_eq!(s.fork_entry("F2", NOW).await.unwrap(), None);
+    // A claim without a nonce on both sides is taken over after its lease (NULL = NULL).
+    let mut bare = entry("F4", "P4", "x");
+    bare.nonce = None;
+    assert_eq!(s.claim(None, &bare, NOW).await.unwrap(), Claim::Claimed);
+    bare.owner = "second".into();
+    assert_eq!(
+        s.claim(None, &bare, NOW).await.unwrap(),
+        Claim::FrontierTaken
+    );
+    assert_eq!(
+        s.claim(None, &bare, NOW + 31).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        s.fork_entry("F4", NOW).await.unwrap().unwrap().owner,
+        "second"
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn refused_claims_leave_no_rows_sqlite() {
+    refusals_leave_no_rows(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn refused_claims_leave_no_rows_postgres() {
+    refusals_leave_no_rows(Db::postgres()).await;
+}
+
+/// The very same payment (one nonce, one block on one frontier, one set of terms) claimed by
+/// 32 attempts over two stores on one database: exactly one owns it, the binding is its, and
+/// recording the payment from every attempt inserts it once.
+async fn same_payment_claimed_once(db: Db) {
+    let stores = [open(&db).await, open(&db).await];
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut e = entry("SAME", "PSAME", "nsame");
+            e.owner = format!("attempt-{i}");
+            let r = s
+                .claim(Some(&bind("nsame", "PSAME")), &e, NOW)
+                .await
+                .unwrap();
+            (i, r)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        assert!(matches!(r, Claim::Claimed | Claim::FrontierTaken), "{r:?}");
+        if r == Claim::Claimed {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "one payment, one claim: {winners:?}");
+    let s = &stores[1];
+    let held = s.fork_entry("SAME", NOW).await.unwrap().unwrap();
+    assert_eq!(held.owner, format!("attempt-{}", winners[0]));
+    assert_eq!(
+        s.nonce_binding("nsame").await.unwrap().as_deref(),
+        Some("PSAME")
+    );
+    assert_eq!(
+        (rows(&db, "sessions").await, rows(&db, "forks").await),
+        (1, 1)
+    );
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            s.consume(&consumption("PSAME", &format!("same{i}")))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        inserted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(inserted, 1);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn same_payment_racing_on_two_stores_is_claimed_once_sqlite() {
+    same_payment_claimed_once(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn same_payment_racing_on_two_stores_is_claimed_once_postgres() {
+    same_payment_claimed_once(Db::postgres()).await;
+}

@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pass_usage",
         include_str!("../../migrations/postgres/0009_pass_usage.sql"),
     ),
+    (
+        10,
+        "claim",
+        include_str!("../../migrations/postgres/0010_claim.sql"),
+    ),
 ];
 
 /// A pooled connection idle for longer than this is pinged before use (one round trip); one
@@ -120,29 +125,59 @@ impl PgStore {
         })
     }
 
-    /// Runs one hot write in its own transaction (concurrent commits share WAL flushes); a
-    /// single statement is its own transaction. The write runs in a task of its own, so a
-    /// caller that goes away (a cancelled request) never cancels it half way: sqlx may hand a
-    /// connection whose `BEGIN` was cancelled back to the pool inside that transaction, and
-    /// the next writes on it would then never commit.
+    /// Runs one hot write as one autocommitted statement on the pool (concurrent commits
+    /// share WAL flushes): the claim is the function `nanogate_claim` (migration 0010), the
+    /// others are single statements already. One round trip each, and no transaction left
+    /// open across an `.await`. The write still runs in a task of its own, so a caller that
+    /// goes away (a cancelled request) cannot drop it between sending it and hearing whether
+    /// it committed.
     pub(crate) async fn hot(&self, op: HotWrite) -> Result<HotDone, StoreError> {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            if !matches!(op, HotWrite::Claim { .. }) {
-                let mut conn = pool.acquire().await?;
-                return Ok(Self::apply_hot(&mut conn, &op).await?);
+            if let HotWrite::Claim { nonce, entry, now } = &op {
+                return Ok(HotDone::Claim(
+                    Self::claim_on(&pool, nonce.as_ref(), entry, *now).await?,
+                ));
             }
-            let mut tx = pool.begin().await?;
-            let done = Self::apply_hot(&mut tx, &op).await?;
-            if done.keep() {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            Ok(done)
+            let mut conn = pool.acquire().await?;
+            Ok(Self::apply_hot(&mut conn, &op).await?)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("a PostgreSQL write task failed: {e}")))?
+    }
+
+    /// [`Store::claim`]: one call of `nanogate_claim`, which keeps the semantics of the
+    /// statements it replaces ([`super::hot`]'s claim) in one implicit transaction.
+    async fn claim_on(
+        pool: &PgPool,
+        nonce: Option<&NonceBind>,
+        e: &ForkEntry,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        let answer: String = sqlx::query_scalar(
+            "SELECT nanogate_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(nonce.map(|n| n.nonce.as_str()))
+        .bind(nonce.map(|n| n.payment_key.as_str()))
+        .bind(nonce.map(|n| n.expires_at))
+        .bind(&e.frontier_key)
+        .bind(&e.block_hash)
+        .bind(&e.nonce)
+        .bind(&e.owner)
+        .bind(e.lease_until)
+        .bind(e.expires_at)
+        .bind(&e.terms)
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
+        match answer.as_str() {
+            "claimed" => Ok(Claim::Claimed),
+            "nonce_taken" => Ok(Claim::NonceTaken),
+            "frontier_taken" => Ok(Claim::FrontierTaken),
+            other => Err(StoreError::Query(format!(
+                "nanogate_claim answered {other:?}"
+            ))),
+        }
     }
 
     /// Drops `schema` and everything in it (test clean-up).
