@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use nanogate_sidecar::store::payments::SIGNED_BLOCK;
 use nanogate_sidecar::store::{
-    self, Claim, Consumption, ForkEntry, NonceBind, PaymentState, Store,
+    self, Claim, Consumption, ForkEntry, NonceBind, OwedPayment, PaymentState, Store,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -535,4 +535,71 @@ async fn same_payment_racing_on_two_stores_is_claimed_once_sqlite() {
 #[tokio::test]
 async fn same_payment_racing_on_two_stores_is_claimed_once_postgres() {
     same_payment_claimed_once(Db::postgres()).await;
+}
+
+/// `Store::presentation` answers what the three single reads answer, whatever is (not) there:
+/// no rows, rows of other keys, an expired fork-set entry, a payment without a receipt, no
+/// nonce while sessions hold rows.
+async fn presentation_is_the_three_reads(db: Db) {
+    let s = open(&db).await;
+    let check = |nonce: Option<&'static str>, key: &'static str, frontier: &'static str, now| {
+        let s = s.clone();
+        async move {
+            let p = s.presentation(nonce, key, frontier, now).await.unwrap();
+            let bound = match nonce {
+                Some(n) => s.nonce_binding(n).await.unwrap(),
+                None => None,
+            };
+            assert_eq!(p.nonce_binding, bound, "{nonce:?}");
+            assert_eq!(p.payment, s.spent(key).await.unwrap(), "{key}");
+            assert_eq!(
+                p.fork,
+                s.fork_entry(frontier, now).await.unwrap(),
+                "{frontier}"
+            );
+            p
+        }
+    };
+    let empty = check(Some("n1"), "K1", "F1", NOW).await;
+    assert_eq!(empty, Default::default());
+    s.claim(Some(&bind("n1", "K1")), &entry("F1", "K1", "n1"), NOW)
+        .await
+        .unwrap();
+    let claimed = check(Some("n1"), "K1", "F1", NOW).await;
+    assert_eq!(claimed.nonce_binding.as_deref(), Some("K1"));
+    assert!(claimed.fork.is_some() && claimed.payment.is_none());
+    assert!(s.consume(&consumption("K1", "r1")).await.unwrap());
+    let all = check(Some("n1"), "K1", "F1", NOW).await;
+    assert_eq!(all.payment.unwrap().receipt.as_deref(), Some("r1"));
+    // Expired claim, no nonce, other keys.
+    let late = check(None, "K1", "F1", NOW + 300).await;
+    assert_eq!((late.nonce_binding, late.fork), (None, None));
+    check(Some("n2"), "K2", "F2", NOW).await;
+    check(Some(""), "", "", NOW).await;
+    // An owed payment has no receipt.
+    let owed = OwedPayment {
+        spent_key: "K3".into(),
+        mechanism: SIGNED_BLOCK,
+        payer: "nano_payer".into(),
+        pay_to: "nano_payee".into(),
+        amount: "1".into(),
+        resource: "/r".into(),
+        nonce: None,
+        reason: "late".into(),
+        now: NOW,
+    };
+    assert!(s.record_owed(&owed).await.unwrap());
+    let p = check(Some("n1"), "K3", "F1", NOW).await;
+    assert_eq!(p.payment.unwrap().receipt, None);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn presentation_is_the_three_reads_sqlite() {
+    presentation_is_the_three_reads(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn presentation_is_the_three_reads_postgres() {
+    presentation_is_the_three_reads(Db::postgres()).await;
 }

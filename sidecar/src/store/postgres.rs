@@ -3,7 +3,10 @@
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
 use super::hot::{Claim, HotDone, HotWrite, NonceBind};
-use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
+use super::{
+    migrator, ForkEntry, NonceBinding, PaymentRecord, PaymentState, Presentation, Store,
+    StoreError, StoreFuture,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -277,6 +280,59 @@ impl Store for PgStore {
         })
     }
 
+    fn presentation<'a>(
+        &'a self,
+        nonce: Option<&'a str>,
+        spent_key: &'a str,
+        frontier_key: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, Presentation> {
+        Box::pin(async move {
+            // One statement, one snapshot: each LEFT JOIN finds at most one row (primary keys).
+            let row = sqlx::query(
+                "SELECT s.payment_key AS bound_key, \
+                   p.spent_key, p.receipt, p.mechanism, p.payer, p.pay_to, p.amount, \
+                   p.resource, p.nonce, p.state, p.reason, p.settled_at, p.updated_at, \
+                   p.lease_until, p.redemptions, \
+                   f.frontier_key AS fork_frontier_key, f.block_hash AS fork_block_hash, \
+                   f.nonce AS fork_nonce, f.owner AS fork_owner, \
+                   f.lease_until AS fork_lease_until, f.expires_at AS fork_expires_at, \
+                   f.terms AS fork_terms \
+                 FROM (SELECT 1) AS one \
+                 LEFT JOIN sessions s ON s.nonce = $1 \
+                 LEFT JOIN payments p ON p.spent_key = $2 \
+                 LEFT JOIN forks f ON f.frontier_key = $3 AND f.expires_at > $4",
+            )
+            .bind(nonce)
+            .bind(spent_key)
+            .bind(frontier_key)
+            .bind(now)
+            .fetch_one(&self.readers)
+            .await?;
+            let payment = match row.try_get::<Option<String>, _>("spent_key")? {
+                Some(_) => Some(payment_record(&row)?),
+                None => None,
+            };
+            let fork = match row.try_get::<Option<String>, _>("fork_frontier_key")? {
+                Some(frontier_key) => Some(ForkEntry {
+                    frontier_key,
+                    block_hash: row.try_get("fork_block_hash")?,
+                    nonce: row.try_get("fork_nonce")?,
+                    owner: row.try_get("fork_owner")?,
+                    lease_until: row.try_get("fork_lease_until")?,
+                    expires_at: row.try_get("fork_expires_at")?,
+                    terms: row.try_get("fork_terms")?,
+                }),
+                None => None,
+            };
+            Ok(Presentation {
+                nonce_binding: row.try_get("bound_key")?,
+                payment,
+                fork,
+            })
+        })
+    }
+
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(
@@ -359,6 +415,28 @@ impl Store for PgStore {
             Ok(a.rows_affected() + b.rows_affected())
         })
     }
+}
+
+/// A payment-ledger row read by [`Store::presentation`] (the columns of `payments`, by name).
+fn payment_record(row: &sqlx::postgres::PgRow) -> Result<PaymentRecord, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(PaymentRecord {
+        spent_key: row.try_get("spent_key")?,
+        receipt: row.try_get("receipt")?,
+        mechanism: row.try_get("mechanism")?,
+        payer: row.try_get("payer")?,
+        pay_to: row.try_get("pay_to")?,
+        amount: row.try_get("amount")?,
+        resource: row.try_get("resource")?,
+        nonce: row.try_get("nonce")?,
+        state: PaymentState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown payment state {state}").into()))?,
+        reason: row.try_get("reason")?,
+        settled_at: row.try_get("settled_at")?,
+        updated_at: row.try_get("updated_at")?,
+        lease_until: row.try_get("lease_until")?,
+        redemptions: row.try_get("redemptions")?,
+    })
 }
 
 super::hot::impl_hot_writes!(PgStore, sqlx::PgConnection, false);
