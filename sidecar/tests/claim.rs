@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use nanogate_sidecar::store::payments::SIGNED_BLOCK;
 use nanogate_sidecar::store::{
-    self, Claim, Consumption, ForkEntry, NonceBind, PaymentState, Store,
+    self, Claim, Consumption, ForkEntry, NonceBind, OwedPayment, PaymentState, Store,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -350,4 +350,256 @@ async fn grouped_writes_answer_each_sqlite() {
 #[tokio::test]
 async fn grouped_writes_answer_each_postgres() {
     grouped_writes(Db::postgres()).await;
+}
+
+/// Rows in `table` of the test's database (its schema on PostgreSQL).
+async fn rows(db: &Db, table: &str) -> i64 {
+    let q = format!("SELECT COUNT(*) FROM {table}");
+    match db.schema() {
+        None => {
+            let pool = sqlx::SqlitePool::connect(&db.url()).await.unwrap();
+            let n = sqlx::query_scalar(&q).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Some(schema) => {
+            let pool = sqlx::PgPool::connect(&db.url()).await.unwrap();
+            let q = format!("SELECT COUNT(*) FROM {schema}.{table}");
+            let n = sqlx::query_scalar(&q).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    }
+}
+
+/// Every refused claim leaves the tables as they were, including one refused for a payment
+/// whose nonce is already bound to it (that binding is not the refused call's to undo), and
+/// hostile text is stored as given.
+async fn refusals_leave_no_rows(db: Db) {
+    let s = open(&db).await;
+    let tricky = "n'); DELETE FROM sessions; --";
+    let r = s
+        .claim(Some(&bind(tricky, "P1")), &entry("F1", "P1", tricky), NOW)
+        .await
+        .unwrap();
+    assert_eq!(r, Claim::Claimed);
+    assert_eq!(
+        s.nonce_binding(tricky).await.unwrap().as_deref(),
+        Some("P1")
+    );
+    let before = (rows(&db, "sessions").await, rows(&db, "forks").await);
+    assert_eq!(before, (1, 1));
+    let mut no_nonce = entry("F1", "P9", "x");
+    no_nonce.nonce = None;
+    let mut other_terms = entry("F1", "P1", tricky);
+    other_terms.terms = Some("2|payee|/r".into());
+    let refused = [
+        // The nonce bound to another payment, on a free frontier.
+        (
+            Some(bind(tricky, "P2")),
+            entry("F2", "P2", tricky),
+            NOW,
+            Claim::NonceTaken,
+        ),
+        // A fresh nonce, another block on the claimed frontier.
+        (
+            Some(bind("n3", "P3")),
+            entry("F1", "P3", "n3"),
+            NOW,
+            Claim::FrontierTaken,
+        ),
+        // No nonce (a takeover), another block.
+        (None, no_nonce, NOW + 31, Claim::FrontierTaken),
+        // The same payment again while its lease runs.
+        (
+            Some(bind(tricky, "P1")),
+            entry("F1", "P1", tricky),
+            NOW,
+            Claim::FrontierTaken,
+        ),
+        // The same payment for other terms after the lease.
+        (
+            Some(bind(tricky, "P1")),
+            other_terms,
+            NOW + 31,
+            Claim::FrontierTaken,
+        ),
+    ];
+    for (i, (nonce, e, now, want)) in refused.iter().enumerate() {
+        let r = s.claim(nonce.as_ref(), e, *now).await.unwrap();
+        assert_eq!(r, *want, "claim {i}");
+        let after = (rows(&db, "sessions").await, rows(&db, "forks").await);
+        assert_eq!(after, before, "claim {i} left rows");
+        assert_eq!(
+            s.nonce_binding(tricky).await.unwrap().as_deref(),
+            Some("P1"),
+            "claim {i} undid a binding it did not make"
+        );
+        let held = s.fork_entry("F1", NOW).await.unwrap().unwrap();
+        assert_eq!(
+            (held.block_hash.as_str(), held.owner.as_str()),
+            ("P1", "owner-P1")
+        );
+    }
+    assert_eq!(s.fork_entry("F2", NOW).await.unwrap(), None);
+    // A claim without a nonce on both sides is taken over after its lease (NULL = NULL).
+    let mut bare = entry("F4", "P4", "x");
+    bare.nonce = None;
+    assert_eq!(s.claim(None, &bare, NOW).await.unwrap(), Claim::Claimed);
+    bare.owner = "second".into();
+    assert_eq!(
+        s.claim(None, &bare, NOW).await.unwrap(),
+        Claim::FrontierTaken
+    );
+    assert_eq!(
+        s.claim(None, &bare, NOW + 31).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        s.fork_entry("F4", NOW).await.unwrap().unwrap().owner,
+        "second"
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn refused_claims_leave_no_rows_sqlite() {
+    refusals_leave_no_rows(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn refused_claims_leave_no_rows_postgres() {
+    refusals_leave_no_rows(Db::postgres()).await;
+}
+
+/// The very same payment (one nonce, one block on one frontier, one set of terms) claimed by
+/// 32 attempts over two stores on one database: exactly one owns it, the binding is its, and
+/// recording the payment from every attempt inserts it once.
+async fn same_payment_claimed_once(db: Db) {
+    let stores = [open(&db).await, open(&db).await];
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut e = entry("SAME", "PSAME", "nsame");
+            e.owner = format!("attempt-{i}");
+            let r = s
+                .claim(Some(&bind("nsame", "PSAME")), &e, NOW)
+                .await
+                .unwrap();
+            (i, r)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, r) = t.await.unwrap();
+        assert!(matches!(r, Claim::Claimed | Claim::FrontierTaken), "{r:?}");
+        if r == Claim::Claimed {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "one payment, one claim: {winners:?}");
+    let s = &stores[1];
+    let held = s.fork_entry("SAME", NOW).await.unwrap().unwrap();
+    assert_eq!(held.owner, format!("attempt-{}", winners[0]));
+    assert_eq!(
+        s.nonce_binding("nsame").await.unwrap().as_deref(),
+        Some("PSAME")
+    );
+    assert_eq!(
+        (rows(&db, "sessions").await, rows(&db, "forks").await),
+        (1, 1)
+    );
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let s = stores[i % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            s.consume(&consumption("PSAME", &format!("same{i}")))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut inserted = 0;
+    for t in tasks {
+        inserted += usize::from(t.await.unwrap());
+    }
+    assert_eq!(inserted, 1);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn same_payment_racing_on_two_stores_is_claimed_once_sqlite() {
+    same_payment_claimed_once(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn same_payment_racing_on_two_stores_is_claimed_once_postgres() {
+    same_payment_claimed_once(Db::postgres()).await;
+}
+
+/// `Store::presentation` answers what the three single reads answer, whatever is (not) there:
+/// no rows, rows of other keys, an expired fork-set entry, a payment without a receipt, no
+/// nonce while sessions hold rows.
+async fn presentation_is_the_three_reads(db: Db) {
+    let s = open(&db).await;
+    let check = |nonce: Option<&'static str>, key: &'static str, frontier: &'static str, now| {
+        let s = s.clone();
+        async move {
+            let p = s.presentation(nonce, key, frontier, now).await.unwrap();
+            let bound = match nonce {
+                Some(n) => s.nonce_binding(n).await.unwrap(),
+                None => None,
+            };
+            assert_eq!(p.nonce_binding, bound, "{nonce:?}");
+            assert_eq!(p.payment, s.spent(key).await.unwrap(), "{key}");
+            assert_eq!(
+                p.fork,
+                s.fork_entry(frontier, now).await.unwrap(),
+                "{frontier}"
+            );
+            p
+        }
+    };
+    let empty = check(Some("n1"), "K1", "F1", NOW).await;
+    assert_eq!(empty, Default::default());
+    s.claim(Some(&bind("n1", "K1")), &entry("F1", "K1", "n1"), NOW)
+        .await
+        .unwrap();
+    let claimed = check(Some("n1"), "K1", "F1", NOW).await;
+    assert_eq!(claimed.nonce_binding.as_deref(), Some("K1"));
+    assert!(claimed.fork.is_some() && claimed.payment.is_none());
+    assert!(s.consume(&consumption("K1", "r1")).await.unwrap());
+    let all = check(Some("n1"), "K1", "F1", NOW).await;
+    assert_eq!(all.payment.unwrap().receipt.as_deref(), Some("r1"));
+    // Expired claim, no nonce, other keys.
+    let late = check(None, "K1", "F1", NOW + 300).await;
+    assert_eq!((late.nonce_binding, late.fork), (None, None));
+    check(Some("n2"), "K2", "F2", NOW).await;
+    check(Some(""), "", "", NOW).await;
+    // An owed payment has no receipt.
+    let owed = OwedPayment {
+        spent_key: "K3".into(),
+        mechanism: SIGNED_BLOCK,
+        payer: "nano_payer".into(),
+        pay_to: "nano_payee".into(),
+        amount: "1".into(),
+        resource: "/r".into(),
+        nonce: None,
+        reason: "late".into(),
+        now: NOW,
+    };
+    assert!(s.record_owed(&owed).await.unwrap());
+    let p = check(Some("n1"), "K3", "F1", NOW).await;
+    assert_eq!(p.payment.unwrap().receipt, None);
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn presentation_is_the_three_reads_sqlite() {
+    presentation_is_the_three_reads(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn presentation_is_the_three_reads_postgres() {
+    presentation_is_the_three_reads(Db::postgres()).await;
 }

@@ -44,7 +44,7 @@ use super::mechanism::{self, BindingFailure, Mode, Payment};
 use super::work::{WorkPolicy, WorkRefusal};
 use super::{as_i64, BindingPolicy, Engine, PaymentInput, Rejection, Verdict};
 use crate::ledger::AccountState;
-use crate::store::{NonceBind, PaymentRecord};
+use crate::store::{ForkEntry, NonceBind, PaymentRecord};
 use nanogate_protocol::challenge::{ChallengeKey, ChallengeStamp, ChallengeTerms};
 use nanogate_protocol::challenge::{EXTRA_MAC, EXTRA_RESOURCE, EXTRA_VALID_BEFORE};
 use nanogate_protocol::contract::Mechanism;
@@ -359,16 +359,24 @@ impl Engine {
         self.block_checks(&mut c, input.work)
             .map_err(|r| self.reject(r.with_payer(&c.payer)))?;
         self.frontier_presentations(&c)?;
-        // 8–10 (store reads) and 11 (`account_info`) overlap: the node call does not depend
-        // on the reads, and its answer is only used when the reads found a fresh payment. An
-        // expired challenge never reaches step 11, so it makes no node call.
+        // 8–10 (one store read, `Store::presentation`: the nonce's binding, the payment's
+        // row, the frontier's claim; step 9 is the row) and 11 (`account_info`) overlap: the
+        // node call does not depend on the read, and its answer is only used when the read
+        // found a fresh payment. An expired challenge never reaches step 11, so it makes no
+        // node call.
         let reads = async {
-            let (bound, recorded, fork) = tokio::join!(
-                self.nonce_not_taken(&c),
-                self.recorded_payment(&c),
-                self.fork_peek(&c, mode, now)
-            );
-            (bound, recorded, fork)
+            let t = Instant::now();
+            let read = self
+                .store
+                .presentation(
+                    c.nonce.as_deref(),
+                    &c.spent_key,
+                    &c.frontier_key,
+                    as_i64(now),
+                )
+                .await;
+            self.metrics.store_op("presentation", t.elapsed());
+            read
         };
         let account = async {
             if c.expired {
@@ -377,12 +385,13 @@ impl Engine {
                 Some(self.account_checks(&c).await)
             }
         };
-        let ((bound_here, recorded, fork), account) = tokio::join!(reads, account);
-        let bound_here = bound_here?;
-        if let Some(rec) = recorded? {
+        let (read, account) = tokio::join!(reads, account);
+        let read = read.map_err(|e| self.store_failed(&e))?;
+        let bound_here = self.nonce_not_taken(&c, read.nonce_binding)?;
+        if let Some(rec) = read.payment {
             return Ok(Verified::Spent(c, Box::new(rec)));
         }
-        if let ForkPeek::TakeOver = fork? {
+        if let ForkPeek::TakeOver = self.fork_peek(&c, mode, now, read.fork)? {
             self.attach_work(&mut c, mode).await?;
             self.metrics
                 .verify_seconds
@@ -454,34 +463,25 @@ impl Engine {
     /// it was presented under this very challenge while the challenge was valid. An expired
     /// challenge binds nothing; its recorded payment (step 9) or its claim (step 10) is
     /// matched on the nonce.
-    async fn nonce_not_taken(&self, c: &Checked) -> Result<bool, Verdict> {
-        let Some(nonce) = &c.nonce else {
+    fn nonce_not_taken(&self, c: &Checked, bound: Option<String>) -> Result<bool, Verdict> {
+        if c.nonce.is_none() {
             return Ok(false);
-        };
-        let t = Instant::now();
-        let bound = self.store.nonce_binding(nonce).await;
-        self.metrics.store_op("nonce_binding", t.elapsed());
+        }
         match bound {
-            Err(e) => Err(self.store_failed(&e)),
-            Ok(Some(k)) if k != c.spent_key => Err(self.nonce_taken(c)),
-            Ok(bound) => Ok(bound.is_some()),
+            Some(k) if k != c.spent_key => Err(self.nonce_taken(c)),
+            bound => Ok(bound.is_some()),
         }
     }
 
-    /// Step 9: the payment ledger's record of this block, if any.
-    async fn recorded_payment(&self, c: &Checked) -> Result<Option<PaymentRecord>, Verdict> {
-        let t = Instant::now();
-        let spent = self.store.spent(&c.spent_key).await;
-        self.metrics.store_op("spent", t.elapsed());
-        spent.map_err(|e| self.store_failed(&e))
-    }
-
-    /// Step 10: the fork set's claim on the payer's frontier, if any.
-    async fn fork_peek(&self, c: &Checked, mode: Mode, now: u64) -> Result<ForkPeek, Verdict> {
-        let t = Instant::now();
-        let entry = self.store.fork_entry(&c.frontier_key, as_i64(now)).await;
-        self.metrics.store_op("fork_entry", t.elapsed());
-        let Some(e) = entry.map_err(|e| self.store_failed(&e))? else {
+    /// Step 10: the fork set's claim on the payer's frontier (`entry`, if any).
+    fn fork_peek(
+        &self,
+        c: &Checked,
+        mode: Mode,
+        now: u64,
+        entry: Option<ForkEntry>,
+    ) -> Result<ForkPeek, Verdict> {
+        let Some(e) = entry else {
             return Ok(ForkPeek::Free);
         };
         let refuse = |r: Rejection| Err(self.reject(r.with_payer(&c.payer)));

@@ -7,8 +7,10 @@
 //!   that is waiting, runs them in one `BEGIN IMMEDIATE` transaction and commits them
 //!   together: one fsync for the whole group (group commit), no lock
 //!   contention inside the process, so no busy-handler sleeps.
-//! - PostgreSQL runs each in its own transaction on the pool; concurrent commits already share
-//!   WAL flushes.
+//! - PostgreSQL runs each as one autocommitted statement on the pool ([`super::postgres`]):
+//!   the claim is the function `nanogate_claim` (migration 0010: these statements, in this
+//!   order, inside the function), so each hot write is one round trip on one connection;
+//!   concurrent commits already share WAL flushes.
 //!
 //! Either way each write is atomic on its own and its caller hears the result only after the
 //! commit that made it durable. A write that decides "no" leaves nothing behind (a refused
@@ -59,8 +61,8 @@ pub(crate) enum HotWrite {
     },
 }
 
-/// A hot write's result: `keep` = false rolls PostgreSQL's transaction back (a refused
-/// claim has already undone its own rows, so SQLite's group just goes on).
+/// A hot write's result (a refused claim has already undone its own rows, so SQLite's group
+/// just goes on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HotDone {
     Claim(Claim),
@@ -69,20 +71,14 @@ pub(crate) enum HotDone {
 }
 
 impl HotDone {
-    pub(crate) fn keep(self) -> bool {
-        match self {
-            HotDone::Claim(c) => c == Claim::Claimed,
-            HotDone::Applied(_) => true,
-        }
-    }
-
     pub(crate) fn applied(self) -> bool {
         matches!(self, HotDone::Applied(true))
     }
 }
 
 /// Implements `$store::apply_hot(conn, op)`: runs one [`HotWrite`]'s statements on `conn`
-/// (inside a transaction the caller opened).
+/// (SQLite: inside the group transaction its writer opened; PostgreSQL runs only the
+/// single-statement writes through it, each autocommitted).
 macro_rules! impl_hot_writes {
     ($store:ty, $conn:ty, $sqlite:expr) => {
         const _: () = {

@@ -92,6 +92,19 @@ pub struct ForkEntry {
     pub terms: Option<String>,
 }
 
+/// What the store holds about one presented signed block, read before anything is written: the
+/// payment its challenge nonce is bound to, the block's payment-ledger row and the fork-set
+/// entry on its frontier (see [`Store::presentation`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presentation {
+    /// [`Store::nonce_binding`] of the nonce (`None` when there is no nonce).
+    pub nonce_binding: Option<String>,
+    /// [`PaymentStore::spent`] of the spent key.
+    pub payment: Option<PaymentRecord>,
+    /// [`Store::fork_entry`] of the frontier.
+    pub fork: Option<ForkEntry>,
+}
+
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
 /// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
 /// ([`cursor::CursorStore`]), the revenue sums ([`revenue::RevenueStore`]), the refunds of
@@ -130,6 +143,37 @@ pub trait Store:
         frontier_key: &'a str,
         now: i64,
     ) -> StoreFuture<'a, Option<ForkEntry>>;
+
+    /// The three reads of a presented signed block at once: [`Store::nonce_binding`] (when
+    /// `nonce` is given), [`PaymentStore::spent`] and [`Store::fork_entry`]. By default three
+    /// concurrent reads; PostgreSQL answers them with one statement, so a payment holds one
+    /// pooled connection for one round trip instead of three.
+    fn presentation<'a>(
+        &'a self,
+        nonce: Option<&'a str>,
+        spent_key: &'a str,
+        frontier_key: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, Presentation> {
+        Box::pin(async move {
+            let bound = async {
+                match nonce {
+                    Some(n) => self.nonce_binding(n).await,
+                    None => Ok(None),
+                }
+            };
+            let (nonce_binding, payment, fork) = tokio::try_join!(
+                bound,
+                self.spent(spent_key),
+                self.fork_entry(frontier_key, now)
+            )?;
+            Ok(Presentation {
+                nonce_binding,
+                payment,
+                fork,
+            })
+        })
+    }
 
     /// Claims a frontier for `entry.block_hash` (atomic): succeeds when no entry exists, the
     /// existing one expired, or it is for the same block, the same nonce and the same terms and

@@ -3,7 +3,10 @@
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
 use super::hot::{Claim, HotDone, HotWrite, NonceBind};
-use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
+use super::{
+    migrator, ForkEntry, NonceBinding, PaymentRecord, PaymentState, Presentation, Store,
+    StoreError, StoreFuture,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -50,7 +53,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "pass_usage",
         include_str!("../../migrations/postgres/0009_pass_usage.sql"),
     ),
+    (
+        10,
+        "claim",
+        include_str!("../../migrations/postgres/0010_claim.sql"),
+    ),
 ];
+
+/// A pooled connection idle for longer than this is pinged before use (one round trip); one
+/// in steady use is not. sqlx's default pings on every acquisition, which doubled the round
+/// trips of every single-statement read and write on the paid path.
+const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 pub struct PgStore {
     pool: PgPool,
@@ -95,6 +108,17 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // A connection that died while idle (a server restart, a dropped route) is most
+            // likely one that sat idle: those are still checked, and replaced when dead.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_AFTER {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
@@ -104,29 +128,59 @@ impl PgStore {
         })
     }
 
-    /// Runs one hot write in its own transaction (concurrent commits share WAL flushes); a
-    /// single statement is its own transaction. The write runs in a task of its own, so a
-    /// caller that goes away (a cancelled request) never cancels it half way: sqlx may hand a
-    /// connection whose `BEGIN` was cancelled back to the pool inside that transaction, and
-    /// the next writes on it would then never commit.
+    /// Runs one hot write as one autocommitted statement on the pool (concurrent commits
+    /// share WAL flushes): the claim is the function `nanogate_claim` (migration 0010), the
+    /// others are single statements already. One round trip each, and no transaction left
+    /// open across an `.await`. The write still runs in a task of its own, so a caller that
+    /// goes away (a cancelled request) cannot drop it between sending it and hearing whether
+    /// it committed.
     pub(crate) async fn hot(&self, op: HotWrite) -> Result<HotDone, StoreError> {
         let pool = self.pool.clone();
         tokio::spawn(async move {
-            if !matches!(op, HotWrite::Claim { .. }) {
-                let mut conn = pool.acquire().await?;
-                return Ok(Self::apply_hot(&mut conn, &op).await?);
+            if let HotWrite::Claim { nonce, entry, now } = &op {
+                return Ok(HotDone::Claim(
+                    Self::claim_on(&pool, nonce.as_ref(), entry, *now).await?,
+                ));
             }
-            let mut tx = pool.begin().await?;
-            let done = Self::apply_hot(&mut tx, &op).await?;
-            if done.keep() {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
-            Ok(done)
+            let mut conn = pool.acquire().await?;
+            Ok(Self::apply_hot(&mut conn, &op).await?)
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("a PostgreSQL write task failed: {e}")))?
+    }
+
+    /// [`Store::claim`]: one call of `nanogate_claim`, which keeps the semantics of the
+    /// statements it replaces ([`super::hot`]'s claim) in one implicit transaction.
+    async fn claim_on(
+        pool: &PgPool,
+        nonce: Option<&NonceBind>,
+        e: &ForkEntry,
+        now: i64,
+    ) -> Result<Claim, StoreError> {
+        let answer: String = sqlx::query_scalar(
+            "SELECT nanogate_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(nonce.map(|n| n.nonce.as_str()))
+        .bind(nonce.map(|n| n.payment_key.as_str()))
+        .bind(nonce.map(|n| n.expires_at))
+        .bind(&e.frontier_key)
+        .bind(&e.block_hash)
+        .bind(&e.nonce)
+        .bind(&e.owner)
+        .bind(e.lease_until)
+        .bind(e.expires_at)
+        .bind(&e.terms)
+        .bind(now)
+        .fetch_one(pool)
+        .await?;
+        match answer.as_str() {
+            "claimed" => Ok(Claim::Claimed),
+            "nonce_taken" => Ok(Claim::NonceTaken),
+            "frontier_taken" => Ok(Claim::FrontierTaken),
+            other => Err(StoreError::Query(format!(
+                "nanogate_claim answered {other:?}"
+            ))),
+        }
     }
 
     /// Drops `schema` and everything in it (test clean-up).
@@ -226,6 +280,59 @@ impl Store for PgStore {
         })
     }
 
+    fn presentation<'a>(
+        &'a self,
+        nonce: Option<&'a str>,
+        spent_key: &'a str,
+        frontier_key: &'a str,
+        now: i64,
+    ) -> StoreFuture<'a, Presentation> {
+        Box::pin(async move {
+            // One statement, one snapshot: each LEFT JOIN finds at most one row (primary keys).
+            let row = sqlx::query(
+                "SELECT s.payment_key AS bound_key, \
+                   p.spent_key, p.receipt, p.mechanism, p.payer, p.pay_to, p.amount, \
+                   p.resource, p.nonce, p.state, p.reason, p.settled_at, p.updated_at, \
+                   p.lease_until, p.redemptions, \
+                   f.frontier_key AS fork_frontier_key, f.block_hash AS fork_block_hash, \
+                   f.nonce AS fork_nonce, f.owner AS fork_owner, \
+                   f.lease_until AS fork_lease_until, f.expires_at AS fork_expires_at, \
+                   f.terms AS fork_terms \
+                 FROM (SELECT 1) AS one \
+                 LEFT JOIN sessions s ON s.nonce = $1 \
+                 LEFT JOIN payments p ON p.spent_key = $2 \
+                 LEFT JOIN forks f ON f.frontier_key = $3 AND f.expires_at > $4",
+            )
+            .bind(nonce)
+            .bind(spent_key)
+            .bind(frontier_key)
+            .bind(now)
+            .fetch_one(&self.readers)
+            .await?;
+            let payment = match row.try_get::<Option<String>, _>("spent_key")? {
+                Some(_) => Some(payment_record(&row)?),
+                None => None,
+            };
+            let fork = match row.try_get::<Option<String>, _>("fork_frontier_key")? {
+                Some(frontier_key) => Some(ForkEntry {
+                    frontier_key,
+                    block_hash: row.try_get("fork_block_hash")?,
+                    nonce: row.try_get("fork_nonce")?,
+                    owner: row.try_get("fork_owner")?,
+                    lease_until: row.try_get("fork_lease_until")?,
+                    expires_at: row.try_get("fork_expires_at")?,
+                    terms: row.try_get("fork_terms")?,
+                }),
+                None => None,
+            };
+            Ok(Presentation {
+                nonce_binding: row.try_get("bound_key")?,
+                payment,
+                fork,
+            })
+        })
+    }
+
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let done = sqlx::query(
@@ -308,6 +415,28 @@ impl Store for PgStore {
             Ok(a.rows_affected() + b.rows_affected())
         })
     }
+}
+
+/// A payment-ledger row read by [`Store::presentation`] (the columns of `payments`, by name).
+fn payment_record(row: &sqlx::postgres::PgRow) -> Result<PaymentRecord, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(PaymentRecord {
+        spent_key: row.try_get("spent_key")?,
+        receipt: row.try_get("receipt")?,
+        mechanism: row.try_get("mechanism")?,
+        payer: row.try_get("payer")?,
+        pay_to: row.try_get("pay_to")?,
+        amount: row.try_get("amount")?,
+        resource: row.try_get("resource")?,
+        nonce: row.try_get("nonce")?,
+        state: PaymentState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown payment state {state}").into()))?,
+        reason: row.try_get("reason")?,
+        settled_at: row.try_get("settled_at")?,
+        updated_at: row.try_get("updated_at")?,
+        lease_until: row.try_get("lease_until")?,
+        redemptions: row.try_get("redemptions")?,
+    })
 }
 
 super::hot::impl_hot_writes!(PgStore, sqlx::PgConnection, false);
