@@ -143,6 +143,9 @@ pub enum SidecarDb {
     Sqlite,
     /// A fresh schema (unique to this run) in this database.
     Postgres(String),
+    /// A fresh file of its own in the work directory, holding this many served payments
+    /// (bulk-filled as the spent set's bench does) before the sidecar is handed out.
+    SqliteFilled(u64),
 }
 
 pub async fn start_sidecar(
@@ -161,8 +164,12 @@ pub async fn start_sidecar_on(
 ) -> Result<SidecarProc> {
     let port = free_port();
     let (url, pg, backend) = match store {
-        SidecarDb::Sqlite => {
-            let db = work.join(format!("sidecar-{}ms.db", devnet.confirm_ms));
+        SidecarDb::Sqlite | SidecarDb::SqliteFilled(_) => {
+            let name = match store {
+                SidecarDb::SqliteFilled(_) => "filled",
+                _ => "fresh",
+            };
+            let db = work.join(format!("sidecar-{}ms-{name}.db", devnet.confirm_ms));
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
             }
@@ -173,6 +180,7 @@ pub async fn start_sidecar_on(
             (url.clone(), Some((url.clone(), schema)), "PostgreSQL")
         }
     };
+    let db_url = url.clone();
     let mut cmd = Command::new(bin_dir.join("nanogate-sidecar"));
     if let Some((_, schema)) = &pg {
         cmd.env("NANOGATE_POSTGRES_SCHEMA", schema);
@@ -189,7 +197,15 @@ pub async fn start_sidecar_on(
         .env("NANOGATE_SHUTDOWN_GRACE_SECS", "1");
     let mut proc = Proc::spawn(
         &mut cmd,
-        work.join(format!("sidecar-{}ms-{backend}.log", devnet.confirm_ms)),
+        work.join(format!(
+            "sidecar-{}ms-{backend}{}.log",
+            devnet.confirm_ms,
+            if matches!(store, SidecarDb::SqliteFilled(_)) {
+                "-filled"
+            } else {
+                ""
+            }
+        )),
     )?;
     let url = format!("http://127.0.0.1:{port}/readyz");
     let client = reqwest::Client::new();
@@ -205,6 +221,12 @@ pub async fn start_sidecar_on(
             bail!("sidecar not ready at {url} after 30 s");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if let (SidecarDb::SqliteFilled(rows), Some(path)) = (store, db_url.strip_prefix("sqlite://")) {
+        // The sidecar has made its tables (migrations run before it is ready) and is idle.
+        crate::spent::sqlite_fill(&db_url, Path::new(path), *rows)
+            .await
+            .context("bulk-filling the sidecar's store")?;
     }
     Ok(SidecarProc {
         port,
