@@ -86,6 +86,9 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping per acquire (sqlx still pings on release): a local file's connection
+            // does not go stale, and the writer thread takes it for every burst of groups.
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
