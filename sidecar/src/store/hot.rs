@@ -1,12 +1,13 @@
 //! The writes on a paid request's path, as values: the claim before the broadcast (nonce
 //! binding and fork-set claim, one transaction), the consumption after the confirmation and
-//! the outcome report. One SQL text serves both backends ([`impl_hot_writes`]); how they are
+//! the outcome report. One SQL text serves both backends (the constants below); how they are
 //! committed is the backend's business:
 //!
-//! - SQLite has one writer. A single writer task ([`super::sqlite`]) takes every hot write
-//!   that is waiting, runs them in one `BEGIN IMMEDIATE` transaction and commits them
-//!   together: one fsync for the whole group (group commit), no lock
-//!   contention inside the process, so no busy-handler sleeps.
+//! - SQLite has one writer. A single writer thread (`super::sqlite::writer`) takes every hot
+//!   write that is waiting, runs them in one `BEGIN IMMEDIATE` transaction and commits them
+//!   together: one fsync for the whole group (group commit), statements run synchronously on
+//!   its own connection, and it takes turns with the other writes in the process, so no
+//!   busy-handler sleeps.
 //! - PostgreSQL runs each as one autocommitted statement on the pool ([`super::postgres`]):
 //!   the claim is the function `nanogate_claim` (migration 0010: these statements, in this
 //!   order, inside the function), so each hot write is one round trip on one connection;
@@ -15,11 +16,76 @@
 //! Either way each write is atomic on its own and its caller hears the result only after the
 //! commit that made it durable. A write that decides "no" leaves nothing behind (a refused
 //! claim deletes the nonce binding it made a statement earlier), so SQLite's group needs no
-//! savepoints: each write is one or two statements on the writer connection, and a statement
+//! savepoints: each write is one to three statements on the writer connection, and a statement
 //! that fails fails its whole group (rolled back, every write in it told so).
 
-use super::payments::{Consumption, RedeemPolicy};
+use super::payments::{Consumption, RedeemPolicy, NOT_SERVED};
+use super::tagged::sql;
 use super::ForkEntry;
+
+// The hot writes' SQL, with PostgreSQL's `$n` placeholders (SQLite reads `?n`: [`sql`]).
+
+/// Binds a nonce at first use: `$1` nonce, `$2` payment key, `$3` expiry.
+pub(crate) const BIND_NONCE: &str = "INSERT INTO sessions (nonce, payment_key, expires_at) \
+     VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING";
+/// The payment a nonce is bound to: `$1` nonce.
+pub(crate) const BOUND_NONCE: &str = "SELECT payment_key FROM sessions WHERE nonce = $1";
+/// Undoes a refused claim's own binding: `$1` nonce.
+pub(crate) const UNBIND_NONCE: &str = "DELETE FROM sessions WHERE nonce = $1";
+/// Records a consumption: the [`Consumption`] fields in the order the backends bind them.
+pub(crate) const CONSUME: &str = "INSERT INTO payments (spent_key, receipt, mechanism, payer, \
+       pay_to, amount, resource, nonce, state, settled_at, updated_at, lease_until, \
+       admission_token) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
+     ON CONFLICT (spent_key) DO NOTHING";
+
+/// The fork-set claim: `$1`–`$6` the entry (frontier, block, nonce, owner, lease, expiry),
+/// `$7` now, `$8` the terms.
+pub(crate) fn claim_fork_sql(sqlite: bool) -> String {
+    let nonce_same = if sqlite {
+        "forks.nonce IS excluded.nonce"
+    } else {
+        "forks.nonce IS NOT DISTINCT FROM excluded.nonce"
+    };
+    let q = format!(
+        "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at, \
+           terms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $8) \
+         ON CONFLICT (frontier_key) DO UPDATE SET \
+           block_hash = excluded.block_hash, nonce = excluded.nonce, \
+           owner = excluded.owner, lease_until = excluded.lease_until, \
+           expires_at = excluded.expires_at, terms = excluded.terms \
+         WHERE forks.expires_at <= $7 \
+            OR (forks.block_hash = excluded.block_hash \
+                AND {nonce_same} \
+                AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
+                AND forks.lease_until <= $7)"
+    );
+    sql(&q, sqlite).into_owned()
+}
+
+/// The outcome report. Failed (status ≥ 500): `$1` max redemptions, `$2` now, `$3` receipt,
+/// `$4` token hash; served: `$1` now, `$2` receipt, `$3` token hash. The token is checked
+/// only when the admission had one (`token`).
+pub(crate) fn outcome_sql(failed: bool, token: bool, sqlite: bool) -> String {
+    let q = match (failed, token) {
+        (true, true) => format!(
+            "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
+             WHERE receipt = $3 AND state = 'admitted' AND admission_token = $4"
+        ),
+        (true, false) => format!(
+            "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
+             WHERE receipt = $3 AND state = 'admitted'"
+        ),
+        (false, true) => "UPDATE payments SET state = 'served', updated_at = $1 \
+             WHERE receipt = $2 AND state = 'admitted' AND admission_token = $3"
+            .to_owned(),
+        (false, false) => "UPDATE payments SET state = 'served', updated_at = $1 \
+             WHERE receipt = $2 AND state = 'admitted'"
+            .to_owned(),
+    };
+    sql(&q, sqlite).into_owned()
+}
 
 /// A nonce binding to make in the same transaction as a fork-set claim.
 #[derive(Debug, Clone)]
@@ -75,166 +141,3 @@ impl HotDone {
         matches!(self, HotDone::Applied(true))
     }
 }
-
-/// Implements `$store::apply_hot(conn, op)`: runs one [`HotWrite`]'s statements on `conn`
-/// (SQLite: inside the group transaction its writer opened; PostgreSQL runs only the
-/// single-statement writes through it, each autocommitted).
-macro_rules! impl_hot_writes {
-    ($store:ty, $conn:ty, $sqlite:expr) => {
-        const _: () = {
-            use $crate::store::hot::{Claim, HotDone, HotWrite};
-            use $crate::store::payments::NOT_SERVED;
-            use $crate::store::tagged::sql;
-
-            impl $store {
-                pub(crate) async fn apply_hot(
-                    conn: &mut $conn,
-                    op: &HotWrite,
-                ) -> Result<HotDone, sqlx::Error> {
-                    match op {
-                        HotWrite::Claim { nonce, entry, now } => {
-                            // Whether this claim inserted the nonce binding (to undo below).
-                            let mut bound_here = false;
-                            if let Some(n) = nonce {
-                                let done = sqlx::query(&sql(
-                                    "INSERT INTO sessions (nonce, payment_key, expires_at) \
-                                     VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING",
-                                    $sqlite,
-                                ))
-                                .bind(&n.nonce)
-                                .bind(&n.payment_key)
-                                .bind(n.expires_at)
-                                .execute(&mut *conn)
-                                .await?;
-                                bound_here = done.rows_affected() == 1;
-                                if !bound_here {
-                                    let bound: Option<String> = sqlx::query_scalar(&sql(
-                                        "SELECT payment_key FROM sessions WHERE nonce = $1",
-                                        $sqlite,
-                                    ))
-                                    .bind(&n.nonce)
-                                    .fetch_optional(&mut *conn)
-                                    .await?;
-                                    if bound.as_deref() != Some(n.payment_key.as_str()) {
-                                        return Ok(HotDone::Claim(Claim::NonceTaken));
-                                    }
-                                }
-                            }
-                            let e = entry;
-                            let nonce_same = if $sqlite {
-                                "forks.nonce IS excluded.nonce"
-                            } else {
-                                "forks.nonce IS NOT DISTINCT FROM excluded.nonce"
-                            };
-                            let q = format!(
-                                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, \
-                                   lease_until, expires_at, terms) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $8) \
-                                 ON CONFLICT (frontier_key) DO UPDATE SET \
-                                   block_hash = excluded.block_hash, nonce = excluded.nonce, \
-                                   owner = excluded.owner, lease_until = excluded.lease_until, \
-                                   expires_at = excluded.expires_at, terms = excluded.terms \
-                                 WHERE forks.expires_at <= $7 \
-                                    OR (forks.block_hash = excluded.block_hash \
-                                        AND {nonce_same} \
-                                        AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
-                                        AND forks.lease_until <= $7)"
-                            );
-                            let done = sqlx::query(&sql(&q, $sqlite))
-                                .bind(&e.frontier_key)
-                                .bind(&e.block_hash)
-                                .bind(&e.nonce)
-                                .bind(&e.owner)
-                                .bind(e.lease_until)
-                                .bind(e.expires_at)
-                                .bind(*now)
-                                .bind(&e.terms)
-                                .execute(&mut *conn)
-                                .await?;
-                            if done.rows_affected() == 1 {
-                                return Ok(HotDone::Claim(Claim::Claimed));
-                            }
-                            // Refused: undo the binding this claim made, in the same
-                            // transaction (nobody else has seen it), so it leaves no trace
-                            // without a savepoint around it.
-                            if let (true, Some(n)) = (bound_here, nonce) {
-                                sqlx::query(&sql("DELETE FROM sessions WHERE nonce = $1", $sqlite))
-                                    .bind(&n.nonce)
-                                    .execute(&mut *conn)
-                                    .await?;
-                            }
-                            Ok(HotDone::Claim(Claim::FrontierTaken))
-                        }
-                        HotWrite::Consume(c) => {
-                            let done = sqlx::query(&sql(
-                                "INSERT INTO payments (spent_key, receipt, mechanism, payer, \
-                                   pay_to, amount, resource, nonce, state, settled_at, \
-                                   updated_at, lease_until, admission_token) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
-                                 ON CONFLICT (spent_key) DO NOTHING",
-                                $sqlite,
-                            ))
-                            .bind(&c.spent_key)
-                            .bind(&c.receipt)
-                            .bind(c.mechanism)
-                            .bind(&c.payer)
-                            .bind(&c.pay_to)
-                            .bind(c.amount.to_string())
-                            .bind(&c.resource)
-                            .bind(&c.nonce)
-                            .bind(c.state.as_str())
-                            .bind(c.now)
-                            .bind(c.lease_until)
-                            .bind(&c.admission_token)
-                            .execute(&mut *conn)
-                            .await?;
-                            Ok(HotDone::Applied(done.rows_affected() == 1))
-                        }
-                        HotWrite::Outcome {
-                            receipt,
-                            status,
-                            now,
-                            policy,
-                            token_hash,
-                        } => {
-                            let check = |n: u32| match token_hash {
-                                Some(_) => format!(" AND admission_token = ${n}"),
-                                None => String::new(),
-                            };
-                            let done = if *status >= 500 {
-                                let q = format!(
-                                    "UPDATE payments SET {NOT_SERVED}, updated_at = $2 \
-                                     WHERE receipt = $3 AND state = 'admitted'{}",
-                                    check(4)
-                                );
-                                let q = sql(&q, $sqlite);
-                                let mut query = sqlx::query(&q)
-                                    .bind(policy.max_redemptions)
-                                    .bind(*now)
-                                    .bind(receipt);
-                                if let Some(h) = token_hash {
-                                    query = query.bind(h);
-                                }
-                                query.execute(&mut *conn).await?
-                            } else {
-                                let q = format!(
-                                    "UPDATE payments SET state = 'served', updated_at = $1 \
-                                     WHERE receipt = $2 AND state = 'admitted'{}",
-                                    check(3)
-                                );
-                                let q = sql(&q, $sqlite);
-                                let mut query = sqlx::query(&q).bind(*now).bind(receipt);
-                                if let Some(h) = token_hash {
-                                    query = query.bind(h);
-                                }
-                                query.execute(&mut *conn).await?
-                            };
-                            Ok(HotDone::Applied(done.rows_affected() == 1))
-                        }
-                    }
-                }
-            }
-        };
-    };
-}
-pub(crate) use impl_hot_writes;

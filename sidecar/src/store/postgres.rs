@@ -143,10 +143,63 @@ impl PgStore {
                 ));
             }
             let mut conn = pool.acquire().await?;
-            Ok(Self::apply_hot(&mut conn, &op).await?)
+            Self::apply_hot(&mut conn, &op).await
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("a PostgreSQL write task failed: {e}")))?
+    }
+
+    /// One consumption or outcome report: a single statement ([`super::hot`]'s SQL),
+    /// autocommitted. Claims never come here: they are [`Self::claim_on`].
+    async fn apply_hot(
+        conn: &mut sqlx::PgConnection,
+        op: &HotWrite,
+    ) -> Result<HotDone, StoreError> {
+        use super::hot::{outcome_sql, CONSUME};
+        let done = match op {
+            HotWrite::Claim { .. } => {
+                return Err(StoreError::Query(
+                    "a claim is one call of nanogate_claim, not a hot statement".into(),
+                ))
+            }
+            HotWrite::Consume(c) => {
+                sqlx::query(CONSUME)
+                    .bind(&c.spent_key)
+                    .bind(&c.receipt)
+                    .bind(c.mechanism)
+                    .bind(&c.payer)
+                    .bind(&c.pay_to)
+                    .bind(c.amount.to_string())
+                    .bind(&c.resource)
+                    .bind(&c.nonce)
+                    .bind(c.state.as_str())
+                    .bind(c.now)
+                    .bind(c.lease_until)
+                    .bind(&c.admission_token)
+                    .execute(&mut *conn)
+                    .await?
+            }
+            HotWrite::Outcome {
+                receipt,
+                status,
+                now,
+                policy,
+                token_hash,
+            } => {
+                let failed = *status >= 500;
+                let q = outcome_sql(failed, token_hash.is_some(), false);
+                let mut query = sqlx::query(&q);
+                if failed {
+                    query = query.bind(policy.max_redemptions);
+                }
+                query = query.bind(*now).bind(receipt);
+                if let Some(h) = token_hash {
+                    query = query.bind(h);
+                }
+                query.execute(&mut *conn).await?
+            }
+        };
+        Ok(HotDone::Applied(done.rows_affected() == 1))
     }
 
     /// [`Store::claim`]: one call of `nanogate_claim`, which keeps the semantics of the
@@ -439,7 +492,6 @@ fn payment_record(row: &sqlx::postgres::PgRow) -> Result<PaymentRecord, sqlx::Er
     })
 }
 
-super::hot::impl_hot_writes!(PgStore, sqlx::PgConnection, false);
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
 super::payments::impl_payment_store!(PgStore, sqlx::postgres::PgRow, false);
 super::cursor::impl_cursor_store!(PgStore, false);

@@ -1,27 +1,25 @@
 //! SQLite backend: the default. One file, WAL journal, `synchronous=FULL` so a commit that
 //! returned survives power loss.
 //!
-//! SQLite has one writer at a time, so the store has exactly one writer connection (`pool`, a
-//! pool of one): writes queue for it in the process (an async wait), never in SQLite's busy
-//! handler, which sleeps and retries. Reads go to their own pool (`readers`); in WAL they
-//! never wait for the writer. The writes on a paid request's path ([`super::hot`]) go through
-//! one writer task that commits every write waiting at that moment in one transaction: one
-//! fsync per group instead of one per write. The busy timeout stays
-//! for another process holding the file (a second sidecar on the same file, `sqlite3`).
+//! SQLite has one writer at a time, and the store writes through one connection at a time, so
+//! writes queue in the process, never in SQLite's busy handler (which sleeps and retries).
+//! The writes on a paid request's path ([`super::hot`]) go to a writer thread with a
+//! connection of its own ([`writer`]) that commits every write waiting at that moment in one
+//! transaction (one fsync per group) and runs the statements synchronously; every other write
+//! goes through `pool`, a sqlx pool of one connection, which the writer thread holds while it
+//! runs groups, so the two take turns. Reads go to their own pool (`readers`); in WAL they
+//! never wait for the writer. The busy timeout stays for another process holding the file (a
+//! second sidecar on the same file, `sqlite3`).
+
+mod writer;
 
 use super::hot::{Claim, HotDone, HotWrite, NonceBind};
 use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool};
+use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-
-/// At most this many hot writes share one commit (bounds the transaction, not the queue).
-const MAX_GROUP: usize = 256;
-
-type HotReply = oneshot::Sender<Result<HotDone, StoreError>>;
+use writer::{Opener, Writer};
 
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -70,8 +68,8 @@ pub struct SqliteStore {
     /// The one writer connection.
     pool: SqlitePool,
     readers: SqlitePool,
-    /// The writer task's queue (see [`group_commit`]).
-    writer: mpsc::UnboundedSender<(HotWrite, HotReply)>,
+    /// The writer thread, for the hot writes ([`writer`]).
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -88,11 +86,16 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
+            // No ping per acquire (sqlx still pings on release): a local file's connection
+            // does not go stale, and the writer thread takes it for every burst of groups.
+            .test_before_acquire(false)
             .connect_with(opts.clone())
             .await?;
         migrator(MIGRATIONS).run(&pool).await?;
         // An in-memory database is private to its connection: it has no separate readers.
-        let readers = if url.contains(":memory:") || url.contains("mode=memory") {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let filename = opts.get_filename().to_owned();
+        let readers = if in_memory {
             pool.clone()
         } else {
             SqlitePoolOptions::new()
@@ -101,8 +104,8 @@ impl SqliteStore {
                 .connect_with(opts.read_only(true))
                 .await?
         };
-        let (writer, queue) = mpsc::unbounded_channel();
-        tokio::spawn(group_commit(pool.clone(), queue));
+        let opener = Opener::new(&pool, filename, in_memory).await?;
+        let writer = Writer::start(opener, pool.clone())?;
         Ok(SqliteStore {
             pool,
             readers,
@@ -110,70 +113,9 @@ impl SqliteStore {
         })
     }
 
-    /// Runs one hot write through the writer task; answers once its group is committed.
+    /// Runs one hot write on the writer thread; answers once its group is committed.
     pub(crate) async fn hot(&self, op: HotWrite) -> Result<HotDone, StoreError> {
-        let (reply, done) = oneshot::channel();
-        self.writer
-            .send((op, reply))
-            .map_err(|_| StoreError::Unavailable("the SQLite writer task stopped".into()))?;
-        done.await
-            .map_err(|_| StoreError::Unavailable("the SQLite writer task stopped".into()))?
-    }
-}
-
-/// The writer task: takes every hot write waiting, runs them in one `BEGIN IMMEDIATE`
-/// transaction, commits once, then answers each. A write that decides against itself (a claim
-/// refused) leaves no rows ([`super::hot`]); a statement that fails, or the commit failing,
-/// rolls the group back and every write of it hears the error (none of them happened). No
-/// savepoints: each SQL statement is a round trip to the connection's worker thread, and with
-/// savepoints a payment's three writes took ten of them instead of four.
-async fn group_commit(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<(HotWrite, HotReply)>) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let results = match pool.acquire().await {
-            Ok(mut conn) => run_group(&mut conn, &group).await,
-            Err(e) => Err(StoreError::from(e)),
-        };
-        match results {
-            Ok(results) => {
-                for ((_, reply), r) in group.drain(..).zip(results) {
-                    let _ = reply.send(Ok(r));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, writes = group.len(), "SQLite group commit failed");
-                for (_, reply) in group.drain(..) {
-                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
-                }
-            }
-        }
-    }
-}
-
-/// One group in one transaction: `Ok` = committed, with each write's own result.
-async fn run_group(
-    conn: &mut PoolConnection<Sqlite>,
-    group: &[(HotWrite, HotReply)],
-) -> Result<Vec<HotDone>, StoreError> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut **conn).await?;
-    let mut results = Vec::with_capacity(group.len());
-    let body: Result<(), sqlx::Error> = async {
-        for (op, _) in group {
-            results.push(SqliteStore::apply_hot(conn, op).await?);
-        }
-        sqlx::query("COMMIT").execute(&mut **conn).await?;
-        Ok(())
-    }
-    .await;
-    match body {
-        Ok(()) => Ok(results),
-        Err(e) => {
-            // Never hand the connection back inside a transaction.
-            if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_err() {
-                conn.close_on_drop();
-            }
-            Err(e.into())
-        }
+        self.writer.write(op).await
     }
 }
 
@@ -342,7 +284,6 @@ impl Store for SqliteStore {
     }
 }
 
-super::hot::impl_hot_writes!(SqliteStore, sqlx::SqliteConnection, true);
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
 super::cursor::impl_cursor_store!(SqliteStore, true);
