@@ -318,6 +318,7 @@ impl<'a> Scanner<'a> {
     fn string(&mut self) -> Option<()> {
         self.eat(b'"')?;
         loop {
+            self.at += plain_run(self.text.get(self.at..)?);
             match self.next()? {
                 b'"' => return Some(()),
                 b'\\' => match self.next()? {
@@ -387,6 +388,37 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// How many bytes from the start of `bytes` can stand in a JSON string as they are (not `"`,
+/// `\\` or a control character). Most of a payment is long runs of them (hex, base32, base64),
+/// so they are skipped eight at a time: a byte of `w` is below `n` (`n` ≤ 0x80) exactly when
+/// `(w - n·ONES) & !w & HIGH` has its high bit (the classic SWAR test; borrows only ever flag
+/// bytes above a flagged one, so "none flagged" is exact).
+fn plain_run(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let Ok(chunk) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let w = u64::from_le_bytes(chunk);
+        if below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20)
+            != 0
+        {
+            break;
+        }
+        at += 8;
+    }
+    let rest = bytes.get(at..).unwrap_or_default();
+    at + rest
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(rest.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,7 +485,35 @@ mod tests {
         assert!(!valid(&deep), "refused without exhausting the stack");
     }
 
+    #[test]
+    fn plain_runs_stop_at_the_first_byte_a_string_cannot_hold() {
+        for special in [b'"', b'\\', 0x00, 0x1f] {
+            for at in 0..20 {
+                let mut text = vec![b'a'; 20];
+                text[at] = special;
+                // Neighbours that a sloppy word test could confuse with the special byte.
+                if at + 1 < 20 {
+                    text[at + 1] = 0x80;
+                }
+                assert_eq!(plain_run(&text), at, "{special:#x} at {at}");
+            }
+        }
+        for plain in [0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff] {
+            assert_eq!(plain_run(&[plain; 19]), 19, "{plain:#x}");
+        }
+        assert_eq!(plain_run(b""), 0);
+    }
+
     proptest::proptest! {
+        #[test]
+        fn plain_run_is_the_first_special_byte(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let expected = bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .unwrap_or(bytes.len());
+            proptest::prop_assert_eq!(plain_run(&bytes), expected);
+        }
+
         /// Never stricter than serde_json, and laxer only on numbers beyond `f64`.
         #[test]
         fn the_scanner_agrees_with_serde_json_on_junk(
