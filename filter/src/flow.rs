@@ -626,7 +626,15 @@ fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Op
         return None;
     }
     let had_header = header.is_some();
-    let cookie = cookie.map(|c| String::from_utf8_lossy(&c).into_owned());
+    // Most requests' cookies are someone else's: only one naming a pass cookie is read (and
+    // rewritten without it).
+    let prefix = pass::COOKIE_PREFIX.as_bytes();
+    let cookie = cookie
+        .filter(|c| c.windows(prefix.len()).any(|w| w == prefix))
+        .map(|c| {
+            String::from_utf8(c)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
     let group = match kind {
         RouteKind::Paid(p) => p.passes.as_ref().map(|p| p.group.as_str()),
         RouteKind::Free => None,

@@ -86,6 +86,23 @@ fn free_route_passes_untouched() {
     assert!(h.counts.is_empty());
 }
 
+/// Pass cookies never reach an upstream of ours, whatever the route; other cookies pass as
+/// the client sent them (the header is not even rewritten).
+#[test]
+fn pass_cookies_are_stripped_and_other_cookies_left_alone() {
+    let mut h = get("/paid/health").header("cookie", "a=1; nanogate-pass-api=tok;b=2");
+    assert_eq!(run(&mut h).1, Next::Continue);
+    assert_eq!(h.set, vec![("cookie".to_owned(), "a=1; b=2".to_owned())]);
+    let mut h = get("/paid/health").header("cookie", "nanogate-pass-api=tok");
+    run(&mut h);
+    assert_eq!(h.removed, vec!["cookie".to_owned()]);
+    for other in ["a=1; b=2", "nanogate-passport=1", "a=\u{ff}nanogate-pas"] {
+        let mut h = get("/paid/health").header("cookie", other);
+        assert_eq!(run(&mut h).1, Next::Continue);
+        assert!(h.set.is_empty() && h.removed.is_empty(), "{other}");
+    }
+}
+
 #[test]
 fn unmatched_request_passes_untouched() {
     for path in ["/", "/public", "/paidx"] {
