@@ -12,6 +12,7 @@ use nanogate_protocol::contract::pass::PassUsageRequest;
 use nanogate_protocol::contract::{
     self, headers, paths, OutcomeBatch, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
+use nanogate_protocol::x402::plain_run;
 use std::time::Duration;
 
 /// An HTTP call to the sidecar, ready for `dispatch_http_call`.
@@ -84,12 +85,9 @@ pub fn pay_call(
         pass: offer.pass.clone(),
     };
     // The header (most of the body) goes in as it is, not through serde_json's escaping, which
-    // checks it character by character: a value the filter decoded is base64, and JSON
-    // escapes none of base64's characters. Anything else goes through serde.
-    let json = if payment_header
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"+/=-_".contains(&b))
-    {
+    // checks it character by character: a value the filter decoded is base64, which JSON does
+    // not escape (checked eight bytes at a time). Anything else goes through serde.
+    let json = if plain_run(payment_header.as_bytes()) == payment_header.len() {
         let mut json = serde_json::to_vec(&body).unwrap_or_default();
         if json.pop() == Some(b'}') {
             json.extend_from_slice(b",\"paymentHeader\":\"");

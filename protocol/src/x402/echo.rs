@@ -393,7 +393,7 @@ impl<'a> Scanner<'a> {
 /// so they are skipped eight at a time: a byte of `w` is below `n` (`n` ≤ 0x80) exactly when
 /// `(w - n·ONES) & !w & HIGH` has its high bit (the classic SWAR test; borrows only ever flag
 /// bytes above a flagged one, so "none flagged" is exact).
-fn plain_run(bytes: &[u8]) -> usize {
+pub fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
