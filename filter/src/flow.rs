@@ -20,7 +20,7 @@ use crate::sidecar;
 use nanogate_protocol::contract::pass::{self, PassRefusal};
 use nanogate_protocol::contract::{self, PayAnswer, Verdict};
 use nanogate_protocol::x402::{
-    decode_payment, headers, DecodedPayment, ErrorReason, MAX_HEADER_BYTES,
+    decode_payment_echo, headers, ErrorReason, PaymentEcho, MAX_HEADER_BYTES,
 };
 use std::rc::Rc;
 
@@ -114,7 +114,8 @@ fn header_string<H: Host + ?Sized>(host: &H, name: &str) -> Option<String> {
 
 /// A payment as the request carries it.
 struct Carried {
-    decoded: DecodedPayment,
+    /// Read as far as its echoed offer: the sidecar decodes and verifies the whole payment.
+    echo: PaymentEcho,
     /// The header value exactly as received: what the sidecar is sent (it decodes it itself).
     raw: String,
     /// It came in `X-PAYMENT` (v1): the receipt then goes out in both response headers.
@@ -136,9 +137,9 @@ fn read_payment<H: Host + ?Sized>(host: &H) -> Result<Option<Carried>, ErrorReas
         return Err(ErrorReason::InvalidPayload);
     }
     let raw = String::from_utf8(raw).map_err(|_| ErrorReason::InvalidPayload)?;
-    match decode_payment(&raw, MAX_HEADER_BYTES) {
-        Ok(decoded) => Ok(Some(Carried {
-            decoded,
+    match decode_payment_echo(&raw, MAX_HEADER_BYTES) {
+        Ok(echo) => Ok(Some(Carried {
+            echo,
             raw,
             v1_header,
         })),
@@ -233,7 +234,7 @@ impl Flow {
             }
             Err(reason) => return self.refuse(host, price, &resource, &ring, reason, 400),
         };
-        let offer = match presented::check(&cfg, price, &resource, &payment.decoded, &ring, now) {
+        let offer = match presented::check(&cfg, price, &resource, &payment.echo, &ring, now) {
             Ok(offer) => offer,
             Err(reason) => {
                 debug!(host, "nanogate: payment refused locally: {reason}");
@@ -625,7 +626,15 @@ fn take_pass_credentials<H: Host + ?Sized>(host: &mut H, kind: &RouteKind) -> Op
         return None;
     }
     let had_header = header.is_some();
-    let cookie = cookie.map(|c| String::from_utf8_lossy(&c).into_owned());
+    // Most requests' cookies are someone else's: only one naming a pass cookie is read (and
+    // rewritten without it).
+    let prefix = pass::COOKIE_PREFIX.as_bytes();
+    let cookie = cookie
+        .filter(|c| c.windows(prefix.len()).any(|w| w == prefix))
+        .map(|c| {
+            String::from_utf8(c)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        });
     let group = match kind {
         RouteKind::Paid(p) => p.passes.as_ref().map(|p| p.group.as_str()),
         RouteKind::Free => None,

@@ -9,7 +9,8 @@ use nanogate_protocol::challenge::{self, ChallengeKey, ChallengeTerms, Mechanism
 use nanogate_protocol::contract::{ASSET_XNO, SCHEME_EXACT};
 use nanogate_protocol::nano::PublicKey;
 use nanogate_protocol::x402::{
-    decode_header, encode_header, ErrorReason, PaymentRequired, MAX_HEADER_BYTES,
+    decode_header, decode_payment, encode_header, ErrorReason, PaymentError, PaymentRequired,
+    MAX_HEADER_BYTES,
 };
 use proptest::strategy::Strategy;
 use serde_json::{json, Value};
@@ -83,6 +84,23 @@ fn free_route_passes_untouched() {
     assert_eq!(next, Next::Continue);
     assert!(h.responses.is_empty() && h.calls.is_empty() && h.removed.is_empty());
     assert!(h.counts.is_empty());
+}
+
+/// Pass cookies never reach an upstream of ours, whatever the route; other cookies pass as
+/// the client sent them (the header is not even rewritten).
+#[test]
+fn pass_cookies_are_stripped_and_other_cookies_left_alone() {
+    let mut h = get("/paid/health").header("cookie", "a=1; nanogate-pass-api=tok;b=2");
+    assert_eq!(run(&mut h).1, Next::Continue);
+    assert_eq!(h.set, vec![("cookie".to_owned(), "a=1; b=2".to_owned())]);
+    let mut h = get("/paid/health").header("cookie", "nanogate-pass-api=tok");
+    run(&mut h);
+    assert_eq!(h.removed, vec!["cookie".to_owned()]);
+    for other in ["a=1; b=2", "nanogate-passport=1", "a=\u{ff}nanogate-pas"] {
+        let mut h = get("/paid/health").header("cookie", other);
+        assert_eq!(run(&mut h).1, Next::Continue);
+        assert!(h.set.is_empty() && h.removed.is_empty(), "{other}");
+    }
 }
 
 #[test]
@@ -786,9 +804,16 @@ fn every_malformed_vector_gets_its_suggested_status_and_reason() {
             get("/paid/report").header("payment-signature", m["header_value"].as_str().unwrap());
         let (_, next) = run(&mut h);
         assert_eq!(next, Next::Pause, "{id}");
+        // The filter reads no further than `payload`'s keys: a broken block is the sidecar's
+        // to refuse (see `a_broken_block_under_our_challenge_is_refused_by_the_sidecar`).
+        let block_only = matches!(
+            decode_payment(m["header_value"].as_str().unwrap(), MAX_HEADER_BYTES),
+            Err(PaymentError::Block(_))
+        );
         match m["expected_category"].as_str().unwrap() {
-            // Well-formed, but the vector's challenge is not one we issued (or v1 echoes none).
-            "ok" => {
+            // Well-formed as far as the filter reads, but the vector's challenge is not one we
+            // issued (or v1 echoes none): refused here.
+            c if c == "ok" || block_only => {
                 assert_eq!(h.reply().unwrap().0, 402, "{id}");
                 let e = error_of(&h).unwrap();
                 assert!(
@@ -797,6 +822,7 @@ fn every_malformed_vector_gets_its_suggested_status_and_reason() {
                         || e == "resource_mismatch",
                     "{id}: {e}"
                 );
+                assert!(h.calls.is_empty(), "{id}");
             }
             _ => {
                 assert_eq!(
@@ -819,6 +845,42 @@ fn every_malformed_vector_gets_its_suggested_status_and_reason() {
         }
     }
     let _ = pr;
+}
+
+/// The filter checks the offer a payment echoes, not its block: a malformed block under a
+/// challenge we issued goes to the sidecar, which decodes the whole payment and refuses it as
+/// `invalid_payload` (400), and the client gets that reason with a fresh challenge. Under a
+/// challenge we did not issue, it never leaves the filter.
+#[test]
+fn a_broken_block_under_our_challenge_is_refused_by_the_sidecar() {
+    let pr = challenge_for("/paid/report");
+    let mut broken = payment_for(&pr);
+    broken["payload"]["block"]["signature"] = json!("zz");
+    let header = b64(&broken);
+    assert!(matches!(
+        decode_payment(&header, MAX_HEADER_BYTES),
+        Err(PaymentError::Block(_))
+    ));
+    let mut h = get("/paid/report").header("payment-signature", header.as_str());
+    let (mut f, next) = run(&mut h);
+    assert_eq!(next, Next::Pause);
+    assert_eq!(h.calls.len(), 1, "the sidecar judges the block");
+    let (body, _) = sent(&h.calls[0]);
+    assert_eq!(body["paymentHeader"], json!(header), "forwarded as sent");
+    let answer =
+        br#"{"verdict":"reject","reason":"invalid_payload","message":"payment: payload.block: signature","status":400}"#;
+    f.on_sidecar_answer(&mut h, 41, Some(200), Some(b"1"), Some(answer));
+    assert_eq!(h.reply().unwrap().0, 400);
+    assert_eq!(error_of(&h).as_deref(), Some("invalid_payload"));
+    assert_eq!(payment_required_of(&h).accepts.len(), 1);
+    assert_eq!(h.resumed, 0);
+    // The same block under a forged MAC: refused here, nothing sent.
+    broken["accepted"]["extra"]["mac"] = json!("00".repeat(32));
+    let mut h = paid("/paid/report", &broken);
+    run(&mut h);
+    assert!(h.calls.is_empty());
+    assert_eq!(h.reply().unwrap().0, 402);
+    assert_eq!(error_of(&h).as_deref(), Some("invalid_challenge"));
 }
 
 #[test]

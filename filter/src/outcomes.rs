@@ -22,7 +22,9 @@ use std::cell::RefCell;
 pub type Queue = RefCell<Vec<OutcomeRequest>>;
 
 /// The most outcomes a VM keeps waiting (while the sidecar is unreachable): beyond it the
-/// oldest are dropped, and their leases decide.
+/// oldest batch's worth is dropped, and their leases decide. A batch at a time, so a full
+/// queue shifts its outcomes once per [`MAX_OUTCOME_BATCH`] reports, not on every one (a
+/// `VecDeque` would cost the module 1.6 KB).
 const MAX_WAITING: usize = 64 * MAX_OUTCOME_BATCH;
 
 /// A batch sent and not yet answered: the call's token and its outcomes.
@@ -57,7 +59,7 @@ pub fn report<H: Host + ?Sized>(
 
 fn wait(queue: &mut Vec<OutcomeRequest>, outcome: OutcomeRequest) {
     if queue.len() >= MAX_WAITING {
-        queue.remove(0);
+        queue.drain(..MAX_OUTCOME_BATCH);
     }
     queue.push(outcome);
 }
@@ -108,4 +110,41 @@ pub fn answered<H: RootHost + ?Sized>(
 
 fn failed(e: &str) -> String {
     format!("nanogate: outcome report failed: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While the sidecar is unreachable a VM keeps at most `MAX_WAITING` outcomes: the oldest
+    /// batch's worth goes when a report finds the queue full.
+    #[test]
+    fn at_the_cap_the_oldest_outcomes_go() {
+        let outcome = |n: usize| OutcomeRequest {
+            receipt: format!("r{n}"),
+            status: 200,
+            admission_token: None,
+        };
+        let mut queue = Vec::new();
+        for n in 0..MAX_WAITING {
+            wait(&mut queue, outcome(n));
+        }
+        assert_eq!(queue.len(), MAX_WAITING);
+        wait(&mut queue, outcome(MAX_WAITING));
+        assert_eq!(queue.len(), MAX_WAITING - MAX_OUTCOME_BATCH + 1);
+        let first = format!("r{MAX_OUTCOME_BATCH}");
+        assert_eq!(
+            queue.first().map(|o| o.receipt.as_str()),
+            Some(first.as_str())
+        );
+        let last = format!("r{MAX_WAITING}");
+        assert_eq!(
+            queue.last().map(|o| o.receipt.as_str()),
+            Some(last.as_str())
+        );
+        for n in 0..MAX_WAITING * 3 {
+            wait(&mut queue, outcome(n));
+            assert!(queue.len() <= MAX_WAITING);
+        }
+    }
 }

@@ -13,9 +13,7 @@ use nanogate_protocol::contract::pass::{PassTerms, EXTRA_PASS};
 use nanogate_protocol::contract::{Offer, SCHEME_EXACT};
 use nanogate_protocol::hex;
 use nanogate_protocol::nano::{parse_raw, PublicKey};
-use nanogate_protocol::x402::{
-    DecodedPayment, ErrorReason, JsonObject, PaymentMechanism, PaymentRequirements,
-};
+use nanogate_protocol::x402::{ErrorReason, JsonObject, PaymentEcho, PaymentRequirements};
 
 /// How a presented offer is bound: the mechanism, as data.
 #[derive(Debug, Clone, Copy)]
@@ -39,9 +37,9 @@ impl<'a> Binding<'a> {
     fn of(
         price: &'a Price,
         resource: &'a str,
-        payment: &DecodedPayment,
+        payment: &PaymentEcho,
     ) -> Result<(Binding<'a>, Option<&'a PassOffer>), ErrorReason> {
-        let tagged = matches!(payment.mechanism(), PaymentMechanism::ClientBroadcast);
+        let tagged = payment.mechanism() == Mechanism::TaggedSession;
         if let Some(extra) = payment.accepted().and_then(|a| a.extra.get(EXTRA_PASS)) {
             let name = extra.get("name").and_then(serde_json::Value::as_str);
             let offer = price
@@ -69,7 +67,7 @@ impl<'a> Binding<'a> {
         &self,
         network: &'a str,
         price: &'a Price,
-        payment: &DecodedPayment,
+        payment: &PaymentEcho,
         accepted: &PaymentRequirements,
     ) -> Result<Offer<'a>, ErrorReason> {
         match *self {
@@ -122,7 +120,7 @@ pub fn check(
     cfg: &Config,
     price: &Price,
     resource: &str,
-    payment: &DecodedPayment,
+    payment: &PaymentEcho,
     ring: &KeyRing,
     now: u64,
 ) -> Result<Presented, ErrorReason> {
@@ -143,13 +141,13 @@ pub fn check(
 }
 
 /// The offer the payment echoes: v1 payloads echo none, so they cannot carry our binding.
-fn echoed_offer(payment: &DecodedPayment) -> Result<&PaymentRequirements, ErrorReason> {
+fn echoed_offer(payment: &PaymentEcho) -> Result<&PaymentRequirements, ErrorReason> {
     payment
         .accepted()
         .ok_or(ErrorReason::InvalidPaymentRequirements)
 }
 
-fn same_scheme_and_network(cfg: &Config, payment: &DecodedPayment) -> Result<(), ErrorReason> {
+fn same_scheme_and_network(cfg: &Config, payment: &PaymentEcho) -> Result<(), ErrorReason> {
     if payment.scheme() != SCHEME_EXACT {
         return Err(ErrorReason::InvalidScheme);
     }
@@ -221,7 +219,7 @@ mod tests {
         pay_to: &str,
         amount: u128,
         mac_amount: u128,
-    ) -> DecodedPayment {
+    ) -> PaymentEcho {
         session_payment(cfg, pay_to, amount, mac_amount, "nanogate-route:t", None)
     }
 
@@ -234,7 +232,7 @@ mod tests {
         mac_amount: u128,
         scope: &str,
         pass: Option<&PassOffer>,
-    ) -> DecodedPayment {
+    ) -> PaymentEcho {
         let ring = crate::tests_support::ring(7, 10_000);
         let key = PublicKey::from_address(pay_to).expect("address");
         let stamp = ChallengeStamp {
@@ -268,7 +266,8 @@ mod tests {
         .expect("offer");
         let v = json!({"x402Version": 2, "accepted": offer,
                        "payload": {"proof": "AB".repeat(32), "sessionId": s.id}});
-        nanogate_protocol::x402::decode_payment_value(v).expect("decodes")
+        let header = nanogate_protocol::x402::encode_header(&v);
+        nanogate_protocol::x402::decode_payment_echo(&header, usize::MAX).expect("decodes")
     }
 
     #[test]

@@ -12,6 +12,7 @@ use nanogate_protocol::contract::pass::PassUsageRequest;
 use nanogate_protocol::contract::{
     self, headers, paths, OutcomeBatch, OutcomeRequest, PayRequest, SessionOffer, SessionsRequest,
 };
+use nanogate_protocol::x402::plain_run;
 use std::time::Duration;
 
 /// An HTTP call to the sidecar, ready for `dispatch_http_call`.
@@ -73,23 +74,32 @@ pub fn pay_call(
     payment_header: String,
     source: Option<&str>,
 ) -> Call {
-    let body = PayRequest {
+    let mut body = PayRequest {
         resource: offer.resource.clone(),
         requirements: offer.requirements.clone(),
         payment: None,
-        payment_header: Some(payment_header),
+        payment_header: None,
         upstream_timeout_ms: Some(price.upstream_timeout_ms),
         source: source.map(str::to_owned),
         attach_work: price.work.attached,
         pass: offer.pass.clone(),
     };
-    Call::new(
-        sidecar,
-        "POST",
-        paths::PAY,
-        Some(serde_json::to_vec(&body).unwrap_or_default()),
-        sidecar.pay_timeout,
-    )
+    // The header (most of the body) goes in as it is, not through serde_json's escaping, which
+    // checks it character by character: a value the filter decoded is base64, which JSON does
+    // not escape (checked eight bytes at a time). Anything else goes through serde.
+    let json = if plain_run(payment_header.as_bytes()) == payment_header.len() {
+        let mut json = serde_json::to_vec(&body).unwrap_or_default();
+        if json.pop() == Some(b'}') {
+            json.extend_from_slice(b",\"paymentHeader\":\"");
+            json.extend_from_slice(payment_header.as_bytes());
+            json.extend_from_slice(b"\"}");
+        }
+        json
+    } else {
+        body.payment_header = Some(payment_header);
+        serde_json::to_vec(&body).unwrap_or_default()
+    };
+    Call::new(sidecar, "POST", paths::PAY, Some(json), sidecar.pay_timeout)
 }
 
 /// `POST /v1/passes/usage`: this VM's pass counts since its last report.
@@ -170,6 +180,50 @@ pub fn is_ok(status: Option<u32>) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The body with the header written in by hand is the contract's `PayRequest`, the same as
+    /// serde writes it; a header with characters JSON escapes goes through serde.
+    #[test]
+    fn the_pay_body_is_the_contract_type_whatever_the_header() {
+        let cfg = crate::tests_support::config();
+        let price = crate::tests_support::paid(&cfg, 1);
+        let offer = Presented {
+            requirements: serde_json::from_value(json!({"scheme": "exact",
+                "network": "nano:devnet", "amount": "5", "asset": "XNO", "payTo": "nano_x",
+                "maxTimeoutSeconds": 60, "extra": {"nonce": "ab"}}))
+            .expect("requirements"),
+            resource: "http://h/p".into(),
+            pass: None,
+        };
+        for header in ["eyJhIjoxfQ==", "ab+/_-09", "", "a\"b\\c\u{1}é", "x\"}"] {
+            let call = pay_call(
+                &cfg.sidecar,
+                price,
+                &offer,
+                header.into(),
+                Some("1.2.3.4:5"),
+            );
+            let sent: PayRequest =
+                serde_json::from_slice(call.body.as_deref().unwrap_or_default()).expect("JSON");
+            assert_eq!(sent.payment_header.as_deref(), Some(header), "{header:?}");
+            assert_eq!(sent.requirements, offer.requirements);
+            assert_eq!(sent.resource, offer.resource);
+            assert_eq!(sent.source.as_deref(), Some("1.2.3.4:5"));
+            assert_eq!(sent.upstream_timeout_ms, Some(price.upstream_timeout_ms));
+            let typed = PayRequest {
+                payment_header: Some(header.into()),
+                ..sent.clone()
+            };
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(
+                    call.body.as_deref().unwrap_or_default()
+                )
+                .expect("JSON"),
+                serde_json::to_value(&typed).expect("value"),
+                "{header:?}"
+            );
+        }
+    }
 
     #[test]
     fn malformed_sessions_are_dropped() {

@@ -4,9 +4,9 @@
 
 use nanogate_protocol::nano::{parse_raw, BlockHash, PrivateKey, PublicKey, StateBlock};
 use nanogate_protocol::x402::{
-    decode_header, decode_header_bytes, decode_payment, encode_bytes, encode_header,
-    DecodedPayment, ErrorReason, PaymentError, PaymentMechanism, PaymentPayload, PaymentPayloadV1,
-    PaymentRequired, SettlementResponse, X402Version, MAX_HEADER_BYTES,
+    decode_header, decode_header_bytes, decode_payment, decode_payment_echo, encode_bytes,
+    encode_header, DecodedPayment, ErrorReason, PaymentError, PaymentMechanism, PaymentPayload,
+    PaymentPayloadV1, PaymentRequired, SettlementResponse, X402Version, MAX_HEADER_BYTES,
 };
 use proptest::prelude::*;
 use serde_json::Value;
@@ -293,6 +293,7 @@ fn malformed_headers_get_their_category_status_and_reason() {
         let id = s(case, "id");
         let expected = s(case, "expected_category");
         let got = decode_payment(s(case, "header_value"), cap);
+        assert_echo_agrees(s(case, "header_value"), cap);
         match (&got, expected) {
             (Ok(p), "ok") => {
                 assert_eq!(case["suggested_status"].as_u64(), Some(200), "{id}");
@@ -385,6 +386,107 @@ fn assert_well_formed_error(r: &Result<DecodedPayment, PaymentError>) {
     }
 }
 
+/// The proxy's partial read ([`decode_payment_echo`]) against the full decode: the same
+/// envelope when both accept, the same category when the full decode refuses before `payload`,
+/// and no check of the block's contents (left to the sidecar).
+fn assert_echo_agrees(header: &str, cap: usize) {
+    let full = decode_payment(header, cap);
+    let echo = decode_payment_echo(header, cap);
+    match (&full, &echo) {
+        (Ok(p), Ok(e)) => {
+            assert_eq!(e.version(), p.version());
+            assert_eq!((e.scheme(), e.network()), (p.scheme(), p.network()));
+            assert_eq!(e.accepted(), p.accepted());
+            assert_eq!(e.resource(), p.resource());
+            assert_eq!(e.mechanism(), p.mechanism().mechanism());
+        }
+        (Err(PaymentError::Block(_)), Ok(e)) => {
+            assert_eq!(
+                e.mechanism(),
+                nanogate_protocol::contract::Mechanism::SignedBlock
+            );
+        }
+        (Err(f), Err(e)) => {
+            assert_eq!(e.category(), f.category(), "{e} / {f}");
+            assert_eq!(e.reason(), f.reason());
+        }
+        _ => panic!("full decode {full:?}, echo {echo:?}"),
+    }
+}
+
+#[test]
+fn the_echo_reads_only_the_envelope_and_the_payload_keys() {
+    let v = vectors();
+    let header = s(&v["payment_payload_v2"], "header_value");
+    let mut json: Value =
+        serde_json::from_slice(&decode_header_bytes(header, MAX_HEADER_BYTES).expect("b64"))
+            .expect("json");
+    let full = decode_payment(header, MAX_HEADER_BYTES).expect("valid");
+    // A broken block is the sidecar's to refuse; the echo still names the mechanism.
+    json["payload"]["block"]["account"] = Value::from("nano_1");
+    let broken = encode_header(&json);
+    assert!(matches!(
+        decode_payment(&broken, MAX_HEADER_BYTES),
+        Err(PaymentError::Block(_))
+    ));
+    let echo = decode_payment_echo(&broken, MAX_HEADER_BYTES).expect("envelope is fine");
+    assert_eq!(echo.accepted(), full.accepted());
+    assert_eq!(
+        echo.mechanism(),
+        nanogate_protocol::contract::Mechanism::SignedBlock
+    );
+    // Repeated top-level keys keep the last, as the full decode does.
+    let text = String::from_utf8(decode_header_bytes(header, MAX_HEADER_BYTES).expect("b64"))
+        .expect("utf-8");
+    let doubled = format!("{{\"accepted\":7,{}", &text[1..]);
+    assert_echo_agrees(&encode_bytes(doubled.as_bytes()), MAX_HEADER_BYTES);
+    assert!(decode_payment_echo(&encode_bytes(doubled.as_bytes()), MAX_HEADER_BYTES).is_ok());
+    // Refusals before the payload keep the full decode's categories.
+    for (what, mutate) in [
+        (
+            "version",
+            Box::new(|j: &mut Value| j["x402Version"] = Value::from(3)) as Box<dyn Fn(&mut Value)>,
+        ),
+        (
+            "accepted",
+            Box::new(|j: &mut Value| j["accepted"] = Value::from("x")),
+        ),
+        (
+            "amount",
+            Box::new(|j: &mut Value| j["accepted"]["amount"] = Value::from(5)),
+        ),
+        (
+            "payload",
+            Box::new(|j: &mut Value| j["payload"] = Value::Null),
+        ),
+        (
+            "resource",
+            Box::new(|j: &mut Value| j["resource"] = Value::from("x")),
+        ),
+        (
+            "extensions",
+            Box::new(|j: &mut Value| j["extensions"] = Value::from(1)),
+        ),
+        (
+            "mechanism",
+            Box::new(|j: &mut Value| j["payload"] = serde_json::json!({"x": 1})),
+        ),
+    ] {
+        let mut j: Value = serde_json::from_str(&text).expect("json");
+        mutate(&mut j);
+        let h = encode_header(&j);
+        assert!(decode_payment_echo(&h, MAX_HEADER_BYTES).is_err(), "{what}");
+        assert_echo_agrees(&h, MAX_HEADER_BYTES);
+    }
+    // Not JSON anywhere, the skipped payload included, is still `not_json`.
+    let cut = format!("{}}}", &text[..text.len() - 40]);
+    assert_eq!(
+        decode_payment_echo(&encode_bytes(cut.as_bytes()), MAX_HEADER_BYTES)
+            .map_err(|e| e.category()),
+        Err("not_json")
+    );
+}
+
 proptest! {
     // No regression files: this target has no lib.rs for proptest to sit them beside.
     #![proptest_config(ProptestConfig {
@@ -396,21 +498,25 @@ proptest! {
     #[test]
     fn decode_payment_never_panics_on_strings(s in any::<String>()) {
         assert_well_formed_error(&decode_payment(&s, MAX_HEADER_BYTES));
+        assert_echo_agrees(&s, MAX_HEADER_BYTES);
     }
 
     #[test]
     fn decode_payment_never_panics_on_base64_alphabet(s in "[A-Za-z0-9+/_=-]{0,64}") {
         assert_well_formed_error(&decode_payment(&s, MAX_HEADER_BYTES));
+        assert_echo_agrees(&s, MAX_HEADER_BYTES);
     }
 
     #[test]
     fn decode_payment_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         assert_well_formed_error(&decode_payment(&encode_bytes(&bytes), MAX_HEADER_BYTES));
+        assert_echo_agrees(&encode_bytes(&bytes), MAX_HEADER_BYTES);
     }
 
     #[test]
     fn decode_payment_never_panics_on_json(v in json_value()) {
         assert_well_formed_error(&decode_payment(&encode_header(&v), MAX_HEADER_BYTES));
+        assert_echo_agrees(&encode_header(&v), MAX_HEADER_BYTES);
     }
 
     #[test]
@@ -423,5 +529,6 @@ proptest! {
             *slot = byte;
         }
         assert_well_formed_error(&decode_payment(&encode_bytes(&json), cap));
+        assert_echo_agrees(&encode_bytes(&json), cap);
     }
 }

@@ -4,12 +4,14 @@
 //! the VM for every request. Conformance vectors:
 //! `tests/vectors/` (see its README).
 
+mod echo;
 mod header;
 mod payment;
 mod reason;
 mod types;
 mod v1;
 
+pub use echo::{decode_payment_echo, plain_run, PaymentEcho};
 pub use header::{
     decode_header, decode_header_bytes, encode_bytes, encode_header, try_encode_header,
     HeaderDecodeError, HeaderError, MAX_HEADER_BYTES,

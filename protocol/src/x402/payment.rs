@@ -55,7 +55,7 @@ pub fn is_client_broadcast(payload: &JsonObject) -> bool {
 /// Longest error detail we keep: details may quote the attacker's input and end up in logs.
 const MAX_DETAIL: usize = 160;
 
-fn detail(e: &serde_json::Error) -> String {
+pub(super) fn detail(e: &serde_json::Error) -> String {
     let mut s = e.to_string();
     if s.len() > MAX_DETAIL {
         let cut = (0..=MAX_DETAIL)
@@ -136,7 +136,7 @@ impl PaymentError {
         }
     }
 
-    fn from_header(e: HeaderError) -> Self {
+    pub(super) fn from_header(e: HeaderError) -> Self {
         match e {
             HeaderError::TooLarge { len, max } => PaymentError::HeaderTooLarge { len, max },
             other => PaymentError::NotBase64(other),
