@@ -348,6 +348,13 @@ macro_rules! impl_payment_store {
                  nonce, state, reason, settled_at, updated_at, lease_until, redemptions";
 
             fn record(row: &$row) -> Result<PaymentRecord, sqlx::Error> {
+                <$store>::payment_record(row)
+            }
+
+            impl $store {
+                /// A `payments` row (the columns [`COLS`] names) as a record; also read by
+                /// the backends' own queries that join it.
+                pub(crate) fn payment_record(row: &$row) -> Result<PaymentRecord, sqlx::Error> {
                 let state: String = row.try_get("state")?;
                 Ok(PaymentRecord {
                     spent_key: row.try_get("spent_key")?,
@@ -367,6 +374,7 @@ macro_rules! impl_payment_store {
                     lease_until: row.try_get("lease_until")?,
                     redemptions: row.try_get("redemptions")?,
                 })
+            }
             }
 
             fn pending_row(row: &$row) -> Result<PendingSettlement, sqlx::Error> {

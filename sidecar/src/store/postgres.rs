@@ -3,10 +3,7 @@
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
 use super::hot::{Claim, HotDone, HotWrite, NonceBind};
-use super::{
-    migrator, ForkEntry, NonceBinding, PaymentRecord, PaymentState, Presentation, Store,
-    StoreError, StoreFuture,
-};
+use super::{migrator, ForkEntry, NonceBinding, Presentation, Store, StoreError, StoreFuture};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -363,7 +360,7 @@ impl Store for PgStore {
             .fetch_one(&self.readers)
             .await?;
             let payment = match row.try_get::<Option<String>, _>("spent_key")? {
-                Some(_) => Some(payment_record(&row)?),
+                Some(_) => Some(Self::payment_record(&row)?),
                 None => None,
             };
             let fork = match row.try_get::<Option<String>, _>("fork_frontier_key")? {
@@ -468,28 +465,6 @@ impl Store for PgStore {
             Ok(a.rows_affected() + b.rows_affected())
         })
     }
-}
-
-/// A payment-ledger row read by [`Store::presentation`] (the columns of `payments`, by name).
-fn payment_record(row: &sqlx::postgres::PgRow) -> Result<PaymentRecord, sqlx::Error> {
-    let state: String = row.try_get("state")?;
-    Ok(PaymentRecord {
-        spent_key: row.try_get("spent_key")?,
-        receipt: row.try_get("receipt")?,
-        mechanism: row.try_get("mechanism")?,
-        payer: row.try_get("payer")?,
-        pay_to: row.try_get("pay_to")?,
-        amount: row.try_get("amount")?,
-        resource: row.try_get("resource")?,
-        nonce: row.try_get("nonce")?,
-        state: PaymentState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown payment state {state}").into()))?,
-        reason: row.try_get("reason")?,
-        settled_at: row.try_get("settled_at")?,
-        updated_at: row.try_get("updated_at")?,
-        lease_until: row.try_get("lease_until")?,
-        redemptions: row.try_get("redemptions")?,
-    })
 }
 
 super::tagged::impl_tagged_store!(PgStore, sqlx::postgres::PgRow, false);
