@@ -237,6 +237,40 @@ async fn outcomes_need_the_current_admission_token_postgres() {
     outcomes_need_the_current_admission_token(Db::postgres()).await;
 }
 
+/// A consumption's fields land in their own columns (the statement binds them by position).
+async fn a_consumption_is_recorded_field_for_field(db: Db) {
+    let s = open(&db).await;
+    let mut c = consumption(7, PaymentState::Admitted, 1_000, 1_030);
+    c.admission_token = Some(admission_token_hash("token7"));
+    assert!(s.consume(&c).await.unwrap());
+    let r = s.spent(&c.spent_key).await.unwrap().expect("recorded");
+    assert_eq!(r.receipt.as_deref(), Some(c.receipt.as_str()));
+    assert_eq!(r.mechanism, c.mechanism);
+    assert_eq!(r.payer, c.payer);
+    assert_eq!(r.pay_to, c.pay_to);
+    assert_eq!(r.amount, c.amount.to_string());
+    assert_eq!(r.resource, c.resource);
+    assert_eq!(r.nonce, c.nonce);
+    assert_eq!(r.state, c.state);
+    assert_eq!((r.settled_at, r.updated_at), (c.now, c.now));
+    assert_eq!(r.lease_until, c.lease_until);
+    assert_eq!(
+        s.admission_token(&c.receipt).await.unwrap(),
+        Some(c.admission_token.clone())
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_consumption_is_recorded_field_for_field_sqlite() {
+    a_consumption_is_recorded_field_for_field(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_consumption_is_recorded_field_for_field_postgres() {
+    a_consumption_is_recorded_field_for_field(Db::postgres()).await;
+}
+
 #[tokio::test]
 async fn transitions_are_conditional_on_the_state_sqlite() {
     transitions_are_conditional_on_the_state(Db::sqlite()).await;

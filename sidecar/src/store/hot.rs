@@ -32,12 +32,41 @@ pub(crate) const BIND_NONCE: &str = "INSERT INTO sessions (nonce, payment_key, e
 pub(crate) const BOUND_NONCE: &str = "SELECT payment_key FROM sessions WHERE nonce = $1";
 /// Undoes a refused claim's own binding: `$1` nonce.
 pub(crate) const UNBIND_NONCE: &str = "DELETE FROM sessions WHERE nonce = $1";
-/// Records a consumption: the [`Consumption`] fields in the order the backends bind them.
+/// Records a consumption: `$1`–`$10` as [`bind_consumption`] binds them, `$11` the mechanism,
+/// `$12` the admission token.
 pub(crate) const CONSUME: &str = "INSERT INTO payments (spent_key, receipt, mechanism, payer, \
        pay_to, amount, resource, nonce, state, settled_at, updated_at, lease_until, \
        admission_token) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) \
+     VALUES ($1, $2, $11, $3, $4, $5, $6, $7, $8, $9, $9, $10, $12) \
      ON CONFLICT (spent_key) DO NOTHING";
+
+/// Binds a [`Consumption`]'s ledger fields as `$1`–`$10` (spent key, receipt, payer, payee,
+/// amount, resource, nonce, state, now, lease end), the order every statement that writes one
+/// into `payments` takes them ([`CONSUME`] and the tagged mechanism's, [`super::tagged`]);
+/// each statement binds what else it needs after them.
+pub(crate) fn bind_consumption<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    c: &'q Consumption,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(&c.spent_key)
+        .bind(&c.receipt)
+        .bind(&c.payer)
+        .bind(&c.pay_to)
+        .bind(c.amount.to_string())
+        .bind(&c.resource)
+        .bind(&c.nonce)
+        .bind(c.state.as_str())
+        .bind(c.now)
+        .bind(c.lease_until)
+}
 
 /// The fork-set claim: `$1`–`$6` the entry (frontier, block, nonce, owner, lease, expiry),
 /// `$7` now, `$8` the terms.

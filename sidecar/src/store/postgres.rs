@@ -152,7 +152,7 @@ impl PgStore {
         conn: &mut sqlx::PgConnection,
         op: &HotWrite,
     ) -> Result<HotDone, StoreError> {
-        use super::hot::{outcome_sql, CONSUME};
+        use super::hot::{bind_consumption, outcome_sql, CONSUME};
         let done = match op {
             HotWrite::Claim { .. } => {
                 return Err(StoreError::Query(
@@ -160,18 +160,8 @@ impl PgStore {
                 ))
             }
             HotWrite::Consume(c) => {
-                sqlx::query(CONSUME)
-                    .bind(&c.spent_key)
-                    .bind(&c.receipt)
+                bind_consumption(sqlx::query(CONSUME), c)
                     .bind(c.mechanism)
-                    .bind(&c.payer)
-                    .bind(&c.pay_to)
-                    .bind(c.amount.to_string())
-                    .bind(&c.resource)
-                    .bind(&c.nonce)
-                    .bind(c.state.as_str())
-                    .bind(c.now)
-                    .bind(c.lease_until)
                     .bind(&c.admission_token)
                     .execute(&mut *conn)
                     .await?

@@ -121,6 +121,7 @@ macro_rules! impl_tagged_store {
             use $crate::store::tagged::{
                 sql, StrayPayment, TaggedConsume, TaggedSession, TaggedStore,
             };
+            use $crate::store::hot::bind_consumption;
             use $crate::store::{Consumption, StoreFuture};
             use sqlx::Row;
 
@@ -239,7 +240,7 @@ macro_rules! impl_tagged_store {
                             tx.rollback().await?;
                             return Ok(false);
                         }
-                        sqlx::query(&sql(
+                        let record = sql(
                             "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
                                amount, resource, nonce, state, reason, settled_at, updated_at, \
                                lease_until, redemptions) \
@@ -247,19 +248,10 @@ macro_rules! impl_tagged_store {
                                $10, 0) \
                              ON CONFLICT (spent_key) DO NOTHING",
                             $sqlite,
-                        ))
-                        .bind(&paid.spent_key)
-                        .bind(&paid.receipt)
-                        .bind(&paid.payer)
-                        .bind(&paid.pay_to)
-                        .bind(paid.amount.to_string())
-                        .bind(&paid.resource)
-                        .bind(&paid.nonce)
-                        .bind(paid.state.as_str())
-                        .bind(paid.now)
-                        .bind(paid.lease_until)
-                        .execute(&mut *tx)
-                        .await?;
+                        );
+                        bind_consumption(sqlx::query(&record), paid)
+                            .execute(&mut *tx)
+                            .await?;
                         tx.commit().await?;
                         Ok(true)
                     })
@@ -289,7 +281,7 @@ macro_rules! impl_tagged_store {
                             tx.rollback().await?;
                             return Ok(TaggedConsume::SessionUsed);
                         }
-                        let spent = sqlx::query(&sql(
+                        let record = sql(
                             "INSERT INTO payments (spent_key, receipt, mechanism, payer, pay_to, \
                                amount, resource, nonce, state, reason, settled_at, updated_at, \
                                lease_until, redemptions, admission_token) \
@@ -307,20 +299,11 @@ macro_rules! impl_tagged_store {
                                OR (payments.state = 'redeemable' AND payments.redemptions = 0 \
                                    AND payments.nonce = excluded.nonce))",
                             $sqlite,
-                        ))
-                        .bind(&c.spent_key)
-                        .bind(&c.receipt)
-                        .bind(&c.payer)
-                        .bind(&c.pay_to)
-                        .bind(c.amount.to_string())
-                        .bind(&c.resource)
-                        .bind(&c.nonce)
-                        .bind(c.state.as_str())
-                        .bind(c.now)
-                        .bind(c.lease_until)
-                        .bind(&c.admission_token)
-                        .execute(&mut *tx)
-                        .await?;
+                        );
+                        let spent = bind_consumption(sqlx::query(&record), c)
+                            .bind(&c.admission_token)
+                            .execute(&mut *tx)
+                            .await?;
                         if spent.rows_affected() != 1 {
                             tx.rollback().await?;
                             return Ok(TaggedConsume::Spent);

@@ -338,10 +338,10 @@ fn apply(conn: &Connection, t: &Texts, op: &HotWrite) -> Result<HotDone, rusqlit
             Ok(HotDone::Claim(Claim::FrontierTaken))
         }
         HotWrite::Consume(c) => {
+            // In `CONSUME`'s order: `bind_consumption`'s ten, then mechanism and token.
             let done = conn.prepare_cached(&t.consume)?.execute(params![
                 c.spent_key,
                 c.receipt,
-                c.mechanism,
                 c.payer,
                 c.pay_to,
                 c.amount.to_string(),
@@ -350,6 +350,7 @@ fn apply(conn: &Connection, t: &Texts, op: &HotWrite) -> Result<HotDone, rusqlit
                 c.state.as_str(),
                 c.now,
                 c.lease_until,
+                c.mechanism,
                 c.admission_token
             ])?;
             Ok(HotDone::Applied(done == 1))
