@@ -132,6 +132,24 @@ async fn fork_claims_are_exclusive(db: Db) {
     };
     assert!(!s1.fork_claim(&e, 1_999).await.unwrap());
     assert!(s1.fork_claim(&e, 2_000).await.unwrap());
+    // The same block with the same (absent) nonce takes its claim over once the lease lapsed
+    // (NULL is not distinct from NULL, on either backend); another nonce does not.
+    let retry = ForkEntry {
+        owner: "retry".into(),
+        lease_until: 3_500,
+        ..e.clone()
+    };
+    assert!(!s2.fork_claim(&retry, 2_999).await.unwrap(), "lease held");
+    assert!(s2.fork_claim(&retry, 3_000).await.unwrap(), "lease lapsed");
+    let other = ForkEntry {
+        nonce: Some("nonce".into()),
+        owner: "other".into(),
+        ..e.clone()
+    };
+    assert!(
+        !s1.fork_claim(&other, 3_600).await.unwrap(),
+        "another nonce"
+    );
     db.cleanup().await;
 }
 

@@ -69,29 +69,22 @@ where
 }
 
 /// The fork-set claim: `$1`–`$6` the entry (frontier, block, nonce, owner, lease, expiry),
-/// `$7` now, `$8` the terms.
-pub(crate) fn claim_fork_sql(sqlite: bool) -> String {
-    let nonce_same = if sqlite {
-        "forks.nonce IS excluded.nonce"
-    } else {
-        "forks.nonce IS NOT DISTINCT FROM excluded.nonce"
-    };
-    let q = format!(
-        "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at, \
-           terms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $8) \
-         ON CONFLICT (frontier_key) DO UPDATE SET \
-           block_hash = excluded.block_hash, nonce = excluded.nonce, \
-           owner = excluded.owner, lease_until = excluded.lease_until, \
-           expires_at = excluded.expires_at, terms = excluded.terms \
-         WHERE forks.expires_at <= $7 \
-            OR (forks.block_hash = excluded.block_hash \
-                AND {nonce_same} \
-                AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
-                AND forks.lease_until <= $7)"
-    );
-    sql(&q, sqlite).into_owned()
-}
+/// `$7` now, `$8` the terms. The SQLite writer's claim and both backends' `Store::fork_claim`
+/// run this text; PostgreSQL's claim runs the same statement inside `nanogate_claim`
+/// (migration 0010). `IS NOT DISTINCT FROM` is SQLite's `IS` (an alternative spelling since
+/// 3.39; sqlx and rusqlite link the bundled 3.46).
+pub(crate) const CLAIM_FORK: &str = "INSERT INTO forks (frontier_key, block_hash, nonce, owner, \
+       lease_until, expires_at, terms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $8) \
+     ON CONFLICT (frontier_key) DO UPDATE SET \
+       block_hash = excluded.block_hash, nonce = excluded.nonce, \
+       owner = excluded.owner, lease_until = excluded.lease_until, \
+       expires_at = excluded.expires_at, terms = excluded.terms \
+     WHERE forks.expires_at <= $7 \
+        OR (forks.block_hash = excluded.block_hash \
+            AND forks.nonce IS NOT DISTINCT FROM excluded.nonce \
+            AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
+            AND forks.lease_until <= $7)";
 
 /// The outcome report. Failed (status ≥ 500): `$1` max redemptions, `$2` now, `$3` receipt,
 /// `$4` token hash; served: `$1` now, `$2` receipt, `$3` token hash. The token is checked

@@ -202,29 +202,17 @@ impl Store for SqliteStore {
 
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let done = sqlx::query(
-                "INSERT INTO forks (frontier_key, block_hash, nonce, owner, lease_until, expires_at, \
-                   terms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8) \
-                 ON CONFLICT (frontier_key) DO UPDATE SET block_hash = excluded.block_hash, \
-                   nonce = excluded.nonce, owner = excluded.owner, \
-                   lease_until = excluded.lease_until, expires_at = excluded.expires_at, \
-                   terms = excluded.terms \
-                 WHERE forks.expires_at <= ?7 \
-                    OR (forks.block_hash = excluded.block_hash \
-                        AND forks.nonce IS excluded.nonce \
-                        AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
-                        AND forks.lease_until <= ?7)",
-            )
-            .bind(&e.frontier_key)
-            .bind(&e.block_hash)
-            .bind(&e.nonce)
-            .bind(&e.owner)
-            .bind(e.lease_until)
-            .bind(e.expires_at)
-            .bind(now)
-            .bind(&e.terms)
-            .execute(&self.pool)
-            .await?;
+            let done = sqlx::query(&super::tagged::sql(super::hot::CLAIM_FORK, true))
+                .bind(&e.frontier_key)
+                .bind(&e.block_hash)
+                .bind(&e.nonce)
+                .bind(&e.owner)
+                .bind(e.lease_until)
+                .bind(e.expires_at)
+                .bind(now)
+                .bind(&e.terms)
+                .execute(&self.pool)
+                .await?;
             Ok(done.rows_affected() == 1)
         })
     }

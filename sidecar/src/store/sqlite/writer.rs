@@ -21,7 +21,7 @@
 //! the same database as the pool.
 
 use crate::store::hot::{
-    claim_fork_sql, outcome_sql, Claim, HotDone, HotWrite, BIND_NONCE, BOUND_NONCE, CONSUME,
+    outcome_sql, Claim, HotDone, HotWrite, BIND_NONCE, BOUND_NONCE, CLAIM_FORK, CONSUME,
     UNBIND_NONCE,
 };
 use crate::store::tagged::sql;
@@ -129,7 +129,7 @@ impl Texts {
             bind_nonce: sql(BIND_NONCE, true).into_owned(),
             bound_nonce: sql(BOUND_NONCE, true).into_owned(),
             unbind_nonce: sql(UNBIND_NONCE, true).into_owned(),
-            claim_fork: claim_fork_sql(true),
+            claim_fork: sql(CLAIM_FORK, true).into_owned(),
             consume: sql(CONSUME, true).into_owned(),
             outcome: [
                 outcome(false, false),
