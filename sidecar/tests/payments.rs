@@ -237,6 +237,77 @@ async fn outcomes_need_the_current_admission_token_postgres() {
     outcomes_need_the_current_admission_token(Db::postgres()).await;
 }
 
+/// A batch of outcomes (`Store::record_outcomes`; one statement on PostgreSQL) records each
+/// outcome only with its own admission's current token, exactly as one by one: the stale
+/// tokens, the unknown receipt and the repeated receipt record nothing; a failure with every
+/// redemption used makes the payment owed.
+async fn a_batch_of_outcomes_records_only_the_current_tokens(db: Db) {
+    let s = open(&db).await;
+    let now = 20_000;
+    let policy = RedeemPolicy {
+        max_redemptions: 1,
+        window_secs: WINDOW,
+    };
+    let token = |n: u32, round: u32| admission_token_hash(&format!("token{n}.{round}"));
+    for n in 1..=5 {
+        let mut c = consumption(n, PaymentState::Admitted, now, now + 20);
+        c.admission_token = Some(token(n, 0));
+        assert!(s.consume(&c).await.unwrap());
+    }
+    // Payment 5 failed once and was redeemed: its first token is stale, its only redemption used.
+    assert!(s
+        .record_outcome_with_token("receipt5", 502, now + 1, policy, Some(&token(5, 0)))
+        .await
+        .unwrap());
+    assert!(s
+        .redeem_with_token("receipt5", policy, now + 2, now + 30, Some(&token(5, 1)))
+        .await
+        .unwrap());
+    let outcome = |n: u32, status: i64, token_hash: String| store::TokenOutcome {
+        receipt: format!("receipt{n}"),
+        status,
+        token_hash,
+    };
+    let batch = [
+        outcome(1, 200, token(1, 0)),
+        outcome(2, 502, token(2, 1)),
+        outcome(3, 502, token(3, 0)),
+        outcome(1, 502, token(1, 0)),
+        outcome(4, 200, token(3, 0)),
+        outcome(9, 200, token(9, 0)),
+        outcome(5, 503, token(5, 0)),
+        outcome(5, 504, token(5, 1)),
+    ];
+    assert_eq!(
+        s.record_outcomes(&batch, now + 3, policy).await.unwrap(),
+        [true, false, true, false, false, false, false, true]
+    );
+    assert_eq!(state(&s, 1).await, Some(PaymentState::Served));
+    assert_eq!(state(&s, 2).await, Some(PaymentState::Admitted), "stale");
+    assert_eq!(state(&s, 3).await, Some(PaymentState::Redeemable));
+    assert_eq!(state(&s, 4).await, Some(PaymentState::Admitted), "foreign");
+    let five = s.spent("nano:devnet:HASH5").await.unwrap().unwrap();
+    assert_eq!(five.state, PaymentState::Owed);
+    assert_eq!(five.reason.as_deref(), Some("redemptions_exhausted"));
+    assert_eq!(five.updated_at, now + 3);
+    assert!(s
+        .record_outcomes(&[], now, policy)
+        .await
+        .unwrap()
+        .is_empty());
+    db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_outcomes_records_only_the_current_tokens_sqlite() {
+    a_batch_of_outcomes_records_only_the_current_tokens(Db::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_outcomes_records_only_the_current_tokens_postgres() {
+    a_batch_of_outcomes_records_only_the_current_tokens(Db::postgres()).await;
+}
+
 /// A consumption's fields land in their own columns (the statement binds them by position).
 async fn a_consumption_is_recorded_field_for_field(db: Db) {
     let s = open(&db).await;

@@ -223,11 +223,9 @@ async fn outcome_batch(sidecar: &Sidecar, outcomes: Value) -> (u16, Value) {
 /// with the token of its own payment's current admission. A stale, missing or foreign token
 /// records nothing for that entry while the others are recorded; a batch over the cap is
 /// refused whole, saying why.
-#[tokio::test]
-async fn a_batch_records_only_the_entries_with_their_admissions_current_token() {
+async fn a_batch_records_only_the_entries_with_their_admissions_current_token(db: Db) {
     let (a, b, c) = (key(48), key(49), key(50));
     let devnet = devnet(&[&a, &b, &c], Confirm::AfterMs(20)).await;
-    let db = Db::sqlite();
     let mut cfg = devnet_config(&devnet, &db);
     cfg.settlement.max_redemptions = 2;
     let sidecar = Sidecar::start(&cfg).await;
@@ -302,4 +300,15 @@ async fn a_batch_records_only_the_entries_with_their_admissions_current_token() 
     sidecar.stop().await;
     devnet.shutdown().await;
     db.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_records_only_the_entries_with_their_admissions_current_token_sqlite() {
+    a_batch_records_only_the_entries_with_their_admissions_current_token(Db::sqlite()).await;
+}
+
+/// The same on PostgreSQL, where the batch's token-bearing entries are one statement.
+#[tokio::test]
+async fn a_batch_records_only_the_entries_with_their_admissions_current_token_postgres() {
+    a_batch_records_only_the_entries_with_their_admissions_current_token(Db::postgres()).await;
 }

@@ -17,7 +17,6 @@ use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::StreamExt;
 use nanogate_protocol::contract::pass::PassIssued;
 use nanogate_protocol::contract::{
     headers, paths, ChallengeKeyAnswer, KeyEntry, OutcomeAnswer, OutcomeBatch, OutcomeBatchAnswer,
@@ -294,13 +293,11 @@ async fn outcome(
     Ok(Json(OutcomeAnswer { ok: true, recorded }))
 }
 
-/// How many outcomes of one batch are recorded at once.
-const OUTCOME_BATCH_CONCURRENCY: usize = 2;
-
 /// A filter VM's batch of outcomes (docs/filter-sidecar.md, `POST /v1/outcomes`): each entry is
 /// recorded exactly as `/v1/outcome` would record it alone, with its own admission token, so a
-/// stale, missing or foreign token refuses that entry only. The entries go to the store
-/// together, so the SQLite writer commits them in one group.
+/// stale, missing or foreign token refuses that entry only ([`crate::engine::Engine::record_outcomes`]:
+/// the store writes the entries together, SQLite's writer a few at a time, PostgreSQL in one
+/// statement).
 async fn outcomes(
     State(state): State<AppState>,
     body: Bytes,
@@ -314,25 +311,16 @@ async fn outcomes(
             batch.outcomes.len()
         )));
     }
-    let engine = &state.engine;
-    // A few at a time: outcomes are off the latency path, and a VM's whole batch at once would
-    // queue up to 64 writes ahead of (SQLite's one writer) or hold every pooled connection
-    // from (PostgreSQL) the claims and consumptions of the payments in flight.
-    let recording: Vec<_> = batch
-        .outcomes
-        .iter()
-        .map(|o| engine.record_outcome(&o.receipt, o.status, o.admission_token.as_deref()))
-        .collect();
-    let reports: Vec<_> = futures_util::stream::iter(recording)
-        .buffered(OUTCOME_BATCH_CONCURRENCY)
-        .collect()
-        .await;
-    let mut answer = OutcomeBatchAnswer::default();
-    for (o, report) in batch.outcomes.iter().zip(reports) {
-        let report = report.map_err(|e| {
-            tracing::warn!(error = %e, "could not record an outcome of a batch");
+    let reports = state
+        .engine
+        .record_outcomes(&batch.outcomes)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "could not record the outcomes of a batch");
             ApiError::Unavailable("store".into())
         })?;
+    let mut answer = OutcomeBatchAnswer::default();
+    for (o, report) in batch.outcomes.iter().zip(reports) {
         let n = match report {
             OutcomeReport::Recorded => &mut answer.recorded,
             OutcomeReport::NotAdmitted => &mut answer.not_admitted,

@@ -17,7 +17,11 @@ use crate::keys::ChallengeKeys;
 use crate::ledger::{Ledger, LedgerError};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
-use crate::store::{RedeemPolicy, Retention, Store, StoreError};
+use crate::store::{
+    RedeemPolicy, Retention, Store, StoreError, TokenOutcome, OUTCOME_BATCH_CONCURRENCY,
+};
+use futures_util::StreamExt;
+use nanogate_protocol::contract::OutcomeRequest;
 use nanogate_protocol::nano::{BlockHash, Network, PublicKey};
 use nanogate_protocol::x402::{ErrorReason, PaymentRequirements, SettlementResponse};
 use serde_json::Value;
@@ -390,13 +394,7 @@ impl Engine {
         token: Option<&str>,
     ) -> Result<OutcomeReport, StoreError> {
         let Some(token) = token else {
-            // Refused if there is an admission it could have changed; else nothing to record.
-            if self.store.admission_token(receipt).await?.is_none() {
-                return Ok(OutcomeReport::NotAdmitted);
-            }
-            self.metrics.outcome_refused("missing_token");
-            tracing::warn!(%receipt, "outcome without an admission token refused");
-            return Ok(OutcomeReport::Refused("missing_token"));
+            return self.outcome_without_token(receipt).await;
         };
         let hash = crate::store::payments::admission_token_hash(token);
         let t = std::time::Instant::now();
@@ -414,9 +412,90 @@ impl Engine {
         if recorded? {
             return Ok(OutcomeReport::Recorded);
         }
-        // Not recorded: a stale (or forged) token for an admitted payment, or nothing to do.
+        self.outcome_not_recorded(receipt, &hash).await
+    }
+
+    /// [`Engine::record_outcome`] for each outcome of a filter VM's batch, each judged with its
+    /// own admission token exactly as alone: the token-bearing ones written together
+    /// ([`crate::store::Store::record_outcomes`]), then each one not recorded (or without a
+    /// token) told apart as alone, [`OUTCOME_BATCH_CONCURRENCY`] at a time. The reports are in
+    /// the batch's order.
+    pub async fn record_outcomes(
+        &self,
+        batch: &[OutcomeRequest],
+    ) -> Result<Vec<OutcomeReport>, StoreError> {
+        let hashes: Vec<Option<String>> = batch
+            .iter()
+            .map(|o| {
+                o.admission_token
+                    .as_deref()
+                    .map(crate::store::payments::admission_token_hash)
+            })
+            .collect();
+        let writes: Vec<TokenOutcome> = batch
+            .iter()
+            .zip(&hashes)
+            .filter_map(|(o, hash)| {
+                Some(TokenOutcome {
+                    receipt: o.receipt.clone(),
+                    status: i64::from(o.status),
+                    token_hash: hash.clone()?,
+                })
+            })
+            .collect();
+        let mut recorded = Vec::new();
+        if !writes.is_empty() {
+            let t = std::time::Instant::now();
+            let done = self
+                .store
+                .record_outcomes(&writes, as_i64(unix_now()), self.cfg.redeem)
+                .await;
+            self.metrics.store_op("record_outcomes", t.elapsed());
+            recorded = done?;
+        }
+        let mut recorded = recorded.into_iter();
+        let judging: Vec<_> = batch
+            .iter()
+            .zip(&hashes)
+            .map(|(o, hash)| {
+                let written = hash.as_ref().map(|h| (h, recorded.next() == Some(true)));
+                async move {
+                    match written {
+                        None => self.outcome_without_token(&o.receipt).await,
+                        Some((_, true)) => Ok(OutcomeReport::Recorded),
+                        Some((hash, false)) => self.outcome_not_recorded(&o.receipt, hash).await,
+                    }
+                }
+            })
+            .collect();
+        futures_util::stream::iter(judging)
+            .buffered(OUTCOME_BATCH_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// An outcome without a token: refused if there is an admission it could have changed;
+    /// else nothing to record.
+    async fn outcome_without_token(&self, receipt: &str) -> Result<OutcomeReport, StoreError> {
+        if self.store.admission_token(receipt).await?.is_none() {
+            return Ok(OutcomeReport::NotAdmitted);
+        }
+        self.metrics.outcome_refused("missing_token");
+        tracing::warn!(%receipt, "outcome without an admission token refused");
+        Ok(OutcomeReport::Refused("missing_token"))
+    }
+
+    /// An outcome with the token hash `hash` that was not recorded: a stale (or forged) token
+    /// for an admitted payment, or nothing to do.
+    async fn outcome_not_recorded(
+        &self,
+        receipt: &str,
+        hash: &str,
+    ) -> Result<OutcomeReport, StoreError> {
         match self.store.admission_token(receipt).await? {
-            Some(current) if current.as_deref() != Some(hash.as_str()) => {
+            Some(current) if current.as_deref() != Some(hash) => {
                 self.metrics.outcome_refused("stale_token");
                 tracing::warn!(%receipt, "outcome with a stale admission token refused");
                 Ok(OutcomeReport::Refused("stale_token"))

@@ -105,6 +105,22 @@ pub struct Presentation {
     pub fork: Option<ForkEntry>,
 }
 
+/// One outcome of a batch for [`Store::record_outcomes`]: what
+/// [`PaymentStore::record_outcome_with_token`] takes for one receipt, with its own admission's
+/// token hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenOutcome {
+    pub receipt: String,
+    pub status: i64,
+    pub token_hash: String,
+}
+
+/// How many outcomes of one batch [`Store::record_outcomes`] records at once by default:
+/// outcomes are off the latency path, and a whole batch at once would queue up to 64 writes
+/// ahead of SQLite's one writer, in front of the claims and consumptions of the payments in
+/// flight.
+pub const OUTCOME_BATCH_CONCURRENCY: usize = 2;
+
 /// Every backend also implements the payment ledger ([`payments::PaymentStore`]), the
 /// tagged-amount operations ([`tagged::TaggedStore`]), the reconciliation cursors
 /// ([`cursor::CursorStore`]), the revenue sums ([`revenue::RevenueStore`]), the refunds of
@@ -172,6 +188,39 @@ pub trait Store:
                 payment,
                 fork,
             })
+        })
+    }
+
+    /// [`PaymentStore::record_outcome_with_token`] for each outcome of a batch, each checked
+    /// against its own token hash (a stale one refuses that outcome only): whether each was
+    /// recorded, in order. By default one by one, [`OUTCOME_BATCH_CONCURRENCY`] at a time;
+    /// PostgreSQL records the batch with one statement, holding one pooled connection.
+    fn record_outcomes<'a>(
+        &'a self,
+        outcomes: &'a [TokenOutcome],
+        now: i64,
+        policy: RedeemPolicy,
+    ) -> StoreFuture<'a, Vec<bool>> {
+        use futures_util::StreamExt;
+        Box::pin(async move {
+            let recording: Vec<StoreFuture<'a, bool>> = outcomes
+                .iter()
+                .map(|o| {
+                    self.record_outcome_with_token(
+                        &o.receipt,
+                        o.status,
+                        now,
+                        policy,
+                        Some(&o.token_hash),
+                    )
+                })
+                .collect();
+            futures_util::stream::iter(recording)
+                .buffered(OUTCOME_BATCH_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
         })
     }
 

@@ -3,7 +3,10 @@
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
 use super::hot::{Claim, HotDone, HotWrite, NonceBind};
-use super::{migrator, ForkEntry, NonceBinding, Presentation, Store, StoreError, StoreFuture};
+use super::{
+    migrator, ForkEntry, NonceBinding, PaymentStore, Presentation, RedeemPolicy, Store, StoreError,
+    StoreFuture, TokenOutcome,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
@@ -61,6 +64,20 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// in steady use is not. sqlx's default pings on every acquisition, which doubled the round
 /// trips of every single-statement read and write on the paid path.
 const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// A batch of outcome reports as one statement ([`Store::record_outcomes`]): each row of the
+/// `unnest` is one outcome (`$3` receipt, `$4` status, `$5` token hash) and gets exactly
+/// [`super::hot::outcome_sql`]'s token-checked update for its status (`$1` max redemptions,
+/// `$2` now). Answers the receipts it recorded.
+const OUTCOMES: &str = "UPDATE payments AS p SET \
+       state = CASE WHEN o.status < 500 THEN 'served' \
+         WHEN p.redemptions >= $1 THEN 'owed' ELSE 'redeemable' END, \
+       reason = CASE WHEN o.status >= 500 AND p.redemptions >= $1 \
+         THEN 'redemptions_exhausted' ELSE p.reason END, \
+       updated_at = $2 \
+     FROM unnest($3::text[], $4::bigint[], $5::text[]) AS o (receipt, status, token) \
+     WHERE p.receipt = o.receipt AND p.state = 'admitted' AND p.admission_token = o.token \
+     RETURNING p.receipt";
 
 pub struct PgStore {
     pool: PgPool,
@@ -370,6 +387,76 @@ impl Store for PgStore {
                 payment,
                 fork,
             })
+        })
+    }
+
+    /// One statement for the batch (`OUTCOMES`) instead of one pooled connection and one
+    /// statement per outcome. Each receipt's first outcome is in it, in receipt order (two
+    /// batches sharing receipts lock their rows in the same order); a receipt's later
+    /// outcomes are then recorded one by one, as if the batch ran in order.
+    fn record_outcomes<'a>(
+        &'a self,
+        outcomes: &'a [TokenOutcome],
+        now: i64,
+        policy: RedeemPolicy,
+    ) -> StoreFuture<'a, Vec<bool>> {
+        Box::pin(async move {
+            if outcomes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut seen = std::collections::HashSet::new();
+            let (mut first, mut later) = (Vec::new(), Vec::new());
+            for (i, o) in outcomes.iter().enumerate() {
+                if seen.insert(o.receipt.as_str()) {
+                    first.push(i);
+                } else {
+                    later.push(i);
+                }
+            }
+            first.sort_by(|a, b| outcomes[*a].receipt.cmp(&outcomes[*b].receipt));
+            let receipts: Vec<String> =
+                first.iter().map(|&i| outcomes[i].receipt.clone()).collect();
+            let statuses: Vec<i64> = first.iter().map(|&i| outcomes[i].status).collect();
+            let tokens: Vec<String> = first
+                .iter()
+                .map(|&i| outcomes[i].token_hash.clone())
+                .collect();
+            // In a task of its own, like the hot writes: a caller that goes away cannot drop
+            // the statement between sending it and hearing whether it committed.
+            let pool = self.pool.clone();
+            let recorded: Vec<String> = tokio::spawn(async move {
+                sqlx::query_scalar(OUTCOMES)
+                    .bind(policy.max_redemptions)
+                    .bind(now)
+                    .bind(receipts)
+                    .bind(statuses)
+                    .bind(tokens)
+                    .fetch_all(&pool)
+                    .await
+            })
+            .await
+            .map_err(|e| {
+                StoreError::Unavailable(format!("a PostgreSQL write task failed: {e}"))
+            })??;
+            let recorded: std::collections::HashSet<&str> =
+                recorded.iter().map(String::as_str).collect();
+            let mut answer = vec![false; outcomes.len()];
+            for i in first {
+                answer[i] = recorded.contains(outcomes[i].receipt.as_str());
+            }
+            for i in later {
+                let o = &outcomes[i];
+                answer[i] = self
+                    .record_outcome_with_token(
+                        &o.receipt,
+                        o.status,
+                        now,
+                        policy,
+                        Some(&o.token_hash),
+                    )
+                    .await?;
+            }
+            Ok(answer)
         })
     }
 
