@@ -92,6 +92,11 @@ pub struct ForkEntry {
     pub terms: Option<String>,
 }
 
+/// The fork-set entry of a frontier unless it expired ([`Store::fork_entry`]): `$1` the
+/// frontier key, `$2` now.
+pub(crate) const FORK_ENTRY: &str = "SELECT frontier_key, block_hash, nonce, owner, lease_until, \
+     expires_at, terms FROM forks WHERE frontier_key = $1 AND expires_at > $2";
+
 /// What the store holds about one presented signed block, read before anything is written: the
 /// payment its challenge nonce is bound to, the block's payment-ledger row and the fork-set
 /// entry on its frontier (see [`Store::presentation`]).
