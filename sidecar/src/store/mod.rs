@@ -7,7 +7,7 @@
 //! read followed by a write, so replicas sharing PostgreSQL agree (invariant 8).
 //!
 //! Two backends: [`sqlite::SqliteStore`] (the default: one file, WAL, `synchronous=FULL`, one
-//! writer connection, readers on their own pool) and [`postgres::PgStore`] (for several
+//! writer connection, readers on their own connections) and [`postgres::PgStore`] (for several
 //! replicas). The writes on a paid request's path are values ([`hot`]) so that SQLite can
 //! commit many of them with one fsync. Their schemas are embedded in the binary and
 //! applied at start.
