@@ -2,11 +2,13 @@
 //! calling thread with `rusqlite` connections of their own.
 //!
 //! sqlx runs every SQLite connection on a worker thread of its own, so each read through its
-//! pool is two thread hand-offs (task → channel → connection thread → wake the task), and a
-//! payment's presentation (nonce binding, payment row, fork-set entry: three reads) paid six.
-//! On two busy cores those wake-ups cost more than the reads: a profile of the sidecar at 8
-//! payers spent half its time in the kernel switching threads, and sqlx's reader threads took
-//! 18 % of its CPU. The reads here are primary-key point lookups (a few µs: a B-tree descent
+//! pool is two thread hand-offs (task → channel → connection thread → wake the task), plus as
+//! many for the ping the pool makes before lending a connection (`test_before_acquire`), and a
+//! payment's presentation (nonce binding, payment row, fork-set entry) is three reads. On two
+//! busy cores those wake-ups cost more than the reads: a profile of the sidecar at 8 payers
+//! spent half its time in the kernel switching threads, and sqlx's reader threads took 18 % of
+//! its CPU; reading inline halved the sidecar's context switches per paid request (30 → 15)
+//! and cut its CPU per paid request by about 14 % (`--only paid`, 8 payers, loaded machine). The reads here are primary-key point lookups (a few µs: a B-tree descent
 //! through the connection's page cache); they run synchronously on the Tokio worker that asks,
 //! with no hand-off at all. That is acceptable on the sidecar's multi-threaded runtime for
 //! reads this short (not worth `block_in_place`, which hands the worker's queue to another
