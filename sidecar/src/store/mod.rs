@@ -7,7 +7,7 @@
 //! read followed by a write, so replicas sharing PostgreSQL agree (invariant 8).
 //!
 //! Two backends: [`sqlite::SqliteStore`] (the default: one file, WAL, `synchronous=FULL`, one
-//! writer connection, readers on their own pool) and [`postgres::PgStore`] (for several
+//! writer connection, readers on their own connections) and [`postgres::PgStore`] (for several
 //! replicas). The writes on a paid request's path are values ([`hot`]) so that SQLite can
 //! commit many of them with one fsync. Their schemas are embedded in the binary and
 //! applied at start.
@@ -91,6 +91,11 @@ pub struct ForkEntry {
     /// The terms the claim was made for (`amount|payTo|resource`): a takeover must match them.
     pub terms: Option<String>,
 }
+
+/// The fork-set entry of a frontier unless it expired ([`Store::fork_entry`]): `$1` the
+/// frontier key, `$2` now.
+pub(crate) const FORK_ENTRY: &str = "SELECT frontier_key, block_hash, nonce, owner, lease_until, \
+     expires_at, terms FROM forks WHERE frontier_key = $1 AND expires_at > $2";
 
 /// What the store holds about one presented signed block, read before anything is written: the
 /// payment its challenge nonce is bound to, the block's payment-ledger row and the fork-set

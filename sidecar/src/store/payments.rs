@@ -86,6 +86,24 @@ pub(crate) const NOT_SERVED: &str =
     "state = CASE WHEN redemptions >= $1 THEN 'owed' ELSE 'redeemable' END, \
      reason = CASE WHEN redemptions >= $1 THEN 'redemptions_exhausted' ELSE reason END";
 
+/// The `payments` columns a [`PaymentRecord`] is read from, as a literal (for `concat!`).
+macro_rules! payment_cols {
+    () => {
+        "spent_key, receipt, mechanism, payer, pay_to, amount, resource, nonce, state, reason, \
+         settled_at, updated_at, lease_until, redemptions"
+    };
+}
+
+/// The `payments` columns a [`PaymentRecord`] is read from.
+pub(crate) const PAYMENT_COLS: &str = payment_cols!();
+
+/// The ledger row of a spent key ([`PaymentStore::spent`]): `$1` the spent key.
+pub(crate) const SPENT: &str = concat!(
+    "SELECT ",
+    payment_cols!(),
+    " FROM payments WHERE spent_key = $1"
+);
+
 /// One payment-ledger row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRecord {
@@ -330,9 +348,22 @@ pub(crate) fn from_limbs(lo: i64, mid: i64, hi: i64) -> u128 {
 }
 
 /// Implements [`PaymentStore`] for a backend struct with a `pool` field; the SQL is shared
-/// (`$n` parameters, rewritten to `?n` for SQLite).
+/// (`$n` parameters, rewritten to `?n` for SQLite). A fourth argument, a function
+/// `(&Store, spent_key) -> Option<Result<Option<PaymentRecord>, StoreError>>`, may answer
+/// [`PaymentStore::spent`] without the sqlx readers (`None`: ask them; SQLite's inline
+/// readers, `super::sqlite::reader`).
 macro_rules! impl_payment_store {
     ($store:ty, $row:ty, $sqlite:expr) => {
+        $crate::store::payments::impl_payment_store!(
+            $store,
+            $row,
+            $sqlite,
+            |_: &$store, _: &str| -> Option<
+                Result<Option<$crate::store::PaymentRecord>, $crate::store::StoreError>,
+            > { None }
+        );
+    };
+    ($store:ty, $row:ty, $sqlite:expr, $spent_inline:expr) => {
         const _: () = {
             use $crate::store::payments::{
                 from_limbs, owed, Consumption, OwedPayment, PaymentQuery, PaymentRecord, NOT_SERVED,
@@ -344,8 +375,7 @@ macro_rules! impl_payment_store {
             use $crate::store::StoreFuture;
             use sqlx::Row;
 
-            const COLS: &str = "spent_key, receipt, mechanism, payer, pay_to, amount, resource, \
-                 nonce, state, reason, settled_at, updated_at, lease_until, redemptions";
+            const COLS: &str = $crate::store::payments::PAYMENT_COLS;
 
             fn record(row: &$row) -> Result<PaymentRecord, sqlx::Error> {
                 <$store>::payment_record(row)
@@ -396,8 +426,11 @@ macro_rules! impl_payment_store {
                     spent_key: &'a str,
                 ) -> StoreFuture<'a, Option<PaymentRecord>> {
                     Box::pin(async move {
-                        let q = format!("SELECT {COLS} FROM payments WHERE spent_key = $1");
-                        let row = sqlx::query(&sql(&q, $sqlite))
+                        if let Some(read) = ($spent_inline)(self, spent_key) {
+                            return read;
+                        }
+                        let q = $crate::store::payments::SPENT;
+                        let row = sqlx::query(&sql(q, $sqlite))
                             .bind(spent_key)
                             .fetch_optional(&self.readers)
                             .await?;

@@ -8,13 +8,19 @@
 //! transaction (one fsync per group) and runs the statements synchronously; every other write
 //! goes through `pool`, a sqlx pool of one connection, which the writer thread holds while it
 //! runs groups, so the two take turns. Reads go to their own pool (`readers`); in WAL they
-//! never wait for the writer. The busy timeout stays for another process holding the file (a
-//! second sidecar on the same file, `sqlite3`).
+//! never wait for the writer. The reads of a paid request's latency path (the presentation's
+//! nonce binding, payment row and fork-set entry) skip sqlx's per-connection threads: they run
+//! inline on read-only `rusqlite` connections ([`reader`]). The busy timeout stays for another
+//! process holding the file (a second sidecar on the same file, `sqlite3`).
 
+mod reader;
 mod writer;
 
-use super::hot::{Claim, HotDone, HotWrite, NonceBind};
-use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture};
+use super::hot::{Claim, HotDone, HotWrite, NonceBind, BOUND_NONCE};
+use super::payments::PaymentRecord;
+use super::tagged::sql;
+use super::{migrator, ForkEntry, NonceBinding, Store, StoreError, StoreFuture, FORK_ENTRY};
+use reader::Readers;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
@@ -68,6 +74,9 @@ pub struct SqliteStore {
     /// The one writer connection.
     pool: SqlitePool,
     readers: SqlitePool,
+    /// The paid path's reads, inline ([`reader`]); `None` for an in-memory database (read
+    /// through `readers`, the writer's pool).
+    inline: Option<Readers>,
     /// The writer thread, for the hot writes ([`writer`]).
     writer: Writer,
 }
@@ -105,12 +114,23 @@ impl SqliteStore {
                 .await?
         };
         let opener = Opener::new(&pool, filename, in_memory).await?;
+        let inline = if in_memory {
+            None
+        } else {
+            Some(Readers::new(&opener, max_connections as usize)?)
+        };
         let writer = Writer::start(opener, pool.clone())?;
         Ok(SqliteStore {
             pool,
             readers,
+            inline,
             writer,
         })
+    }
+
+    /// [`super::PaymentStore::spent`] on the inline readers (`None`: no inline readers).
+    fn spent_inline(&self, spent_key: &str) -> Option<Result<Option<PaymentRecord>, StoreError>> {
+        self.inline.as_ref().map(|r| r.spent(spent_key))
     }
 
     /// Runs one hot write on the writer thread; answers once its group is committed.
@@ -150,11 +170,7 @@ impl Store for SqliteStore {
             if done.rows_affected() == 1 {
                 return Ok(NonceBinding::Fresh);
             }
-            let bound: Option<String> =
-                sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = ?")
-                    .bind(nonce)
-                    .fetch_optional(&self.readers)
-                    .await?;
+            let bound = self.nonce_binding(nonce).await?;
             Ok(match bound {
                 Some(k) if k == payment_key => NonceBinding::Same,
                 _ => NonceBinding::Other,
@@ -164,12 +180,13 @@ impl Store for SqliteStore {
 
     fn nonce_binding<'a>(&'a self, nonce: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
-            Ok(
-                sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = ?")
-                    .bind(nonce)
-                    .fetch_optional(&self.readers)
-                    .await?,
-            )
+            if let Some(r) = &self.inline {
+                return r.nonce_binding(nonce);
+            }
+            Ok(sqlx::query_scalar(&sql(BOUND_NONCE, true))
+                .bind(nonce)
+                .fetch_optional(&self.readers)
+                .await?)
         })
     }
 
@@ -179,14 +196,14 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreFuture<'a, Option<ForkEntry>> {
         Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at, terms \
-                 FROM forks WHERE frontier_key = ? AND expires_at > ?",
-            )
-            .bind(frontier_key)
-            .bind(now)
-            .fetch_optional(&self.readers)
-            .await?;
+            if let Some(r) = &self.inline {
+                return r.fork_entry(frontier_key, now);
+            }
+            let row = sqlx::query(&sql(FORK_ENTRY, true))
+                .bind(frontier_key)
+                .bind(now)
+                .fetch_optional(&self.readers)
+                .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(ForkEntry {
                 frontier_key: row.try_get("frontier_key")?,
@@ -273,7 +290,12 @@ impl Store for SqliteStore {
 }
 
 super::tagged::impl_tagged_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
-super::payments::impl_payment_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);
+super::payments::impl_payment_store!(
+    SqliteStore,
+    sqlx::sqlite::SqliteRow,
+    true,
+    SqliteStore::spent_inline
+);
 super::cursor::impl_cursor_store!(SqliteStore, true);
 super::revenue::impl_revenue_store!(SqliteStore, true);
 super::refunds::impl_refund_store!(SqliteStore, sqlx::sqlite::SqliteRow, true);

@@ -40,7 +40,7 @@ pub(super) const MAX_GROUP: usize = 256;
 const MAX_HELD_GROUPS: usize = 4;
 
 /// The sqlx writer connection's settings the thread's connection copies (integer pragmas).
-const COPIED_PRAGMAS: &[&str] = &[
+pub(super) const COPIED_PRAGMAS: &[&str] = &[
     "synchronous",
     "busy_timeout",
     "foreign_keys",
@@ -97,7 +97,18 @@ impl Opener {
         })
     }
 
-    fn open(&self) -> Result<Connection, rusqlite::Error> {
+    /// The same database with the same pragmas, opened read-only (the inline readers,
+    /// [`super::reader`]; not for an in-memory database).
+    pub(super) fn read_only(&self) -> Opener {
+        Opener {
+            path: self.path.clone(),
+            flags: (self.flags - OpenFlags::SQLITE_OPEN_READ_WRITE)
+                | OpenFlags::SQLITE_OPEN_READ_ONLY,
+            pragmas: self.pragmas.clone(),
+        }
+    }
+
+    pub(super) fn open(&self) -> Result<Connection, rusqlite::Error> {
         let conn = Connection::open_with_flags(&self.path, self.flags)?;
         for (name, value) in &self.pragmas {
             // Some pragmas answer with a row, some do not: step once, ignore it.
