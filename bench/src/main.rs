@@ -672,7 +672,7 @@ async fn steps_case(
             ("402", paid::PAID_PATH, 402),
             ("free route", "/paid/free", 200),
         ] {
-            let label = format!("filter {what} ({})", a.display());
+            let label = format!("filter {what} ({})", module_label(&a));
             cases.push((label, EnvoyCase::Filter, a.clone(), None, path, want));
         }
     }
@@ -710,6 +710,16 @@ async fn steps_case(
             Some(EnvoyRow::new(label, vec![("floor", floor)], b?))
         })
         .collect())
+}
+
+/// A filter module as a steps row names it: its path from the workspace root and its size.
+fn module_label(module: &std::path::Path) -> String {
+    let root = nanogate_tests::workspace_root();
+    let shown = module.strip_prefix(&root).unwrap_or(module);
+    match std::fs::metadata(module) {
+        Ok(m) => format!("{}, {} bytes", shown.display(), report::int(m.len() as f64)),
+        Err(_) => shown.display().to_string(),
+    }
 }
 
 async fn wrk_case(

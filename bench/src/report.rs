@@ -235,7 +235,7 @@ fn signed_ms(v: f64) -> String {
     format!("{v:+.2} ms")
 }
 
-fn int(v: f64) -> String {
+pub fn int(v: f64) -> String {
     let n = v.round() as u64;
     let s = n.to_string();
     let mut out = String::new();
@@ -362,6 +362,13 @@ impl Report {
                 s,
                 "## The 402 path step by step (wrk -t1 -c{}, {} s; lowest Envoy CPU per request of {} rounds)\n",
                 p.connections, p.wrk_secs, p.envoy_rounds
+            );
+            let _ = writeln!(
+                s,
+                "Filter rows name the module and its size. `target/opt3/…` is the same filter with \
+                 our crates (filter, protocol) at opt-level 3 instead of \"z\"/\"s\": built by \
+                 `cargo xtask bench` beside the shipped module to show what the module's size \
+                 budget costs, never shipped.\n"
             );
             let _ = writeln!(
                 s,

@@ -18,15 +18,32 @@ fn wrk() -> Result<(), String> {
 
 pub fn run_bench(args: &[String]) -> Result<(), String> {
     let quick = args.iter().any(|a| a == "--quick");
-    let micro = match args.iter().position(|a| a == "--only") {
-        Some(i) => args
-            .get(i + 1)
-            .is_some_and(|l| l.split(',').any(|x| x == "micro")),
-        None => true,
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args.get(i + 1).cloned().unwrap_or_default());
+    let wants = |case: &str| {
+        only.as_ref()
+            .is_none_or(|l| l.split(',').any(|x| x == case))
     };
+    let micro = wants("micro");
+    // The 402 step by step runs in the full run or with `--only steps` (the driver's rule).
+    let steps = wants("steps") && !(quick && only.is_none());
     setup::wasm_target()?;
     let envoy = setup::envoy()?;
     let wasm = setup::filter_wasm()?;
+    // Beside the shipped module, the same filter at opt-level 3 (over the size budget): what
+    // the budget costs the 402 path and the free route, measured in the same run.
+    let mut alt = std::env::var("NANOGATE_BENCH_FILTER_ALT").unwrap_or_default();
+    if steps {
+        let opt3 = setup::filter_wasm_opt3()?;
+        alt = [alt.as_str(), &opt3.display().to_string()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     wrk()?;
     // The floor module the filter is measured against (bench/floor; never shipped).
     run(Command::new(cargo()).current_dir(root()).args([
@@ -85,6 +102,7 @@ pub fn run_bench(args: &[String]) -> Result<(), String> {
             .env("NANOGATE_ENVOY", envoy)
             .env("NANOGATE_FILTER_WASM", wasm)
             .env("NANOGATE_FLOOR_WASM", floor)
+            .env("NANOGATE_BENCH_FILTER_ALT", alt)
             .env(
                 "NANOGATE_BENCH_MICRO_SECS",
                 started.elapsed().as_secs_f64().to_string(),

@@ -116,16 +116,41 @@ pub fn python_tools() -> Result<(), String> {
 
 /// Builds the filter module (profile `wasm`) and returns its path.
 pub fn filter_wasm() -> Result<PathBuf, String> {
-    run(Command::new(cargo()).current_dir(root()).args([
-        "build",
-        "--package",
-        "nanogate-filter",
-        "--target",
-        WASM_TARGET,
-        "--profile",
-        "wasm",
-    ]))?;
-    let path = target_dir().join("wasm32-wasip1/wasm/nanogate_filter.wasm");
+    build_filter(&target_dir(), &[])
+}
+
+/// The filter built as [`filter_wasm`] does but with our own crates (filter, protocol) at
+/// opt-level 3 instead of "z"/"s", in its own target directory: over the module's size budget,
+/// built only so `cargo xtask bench` can show what the size budget costs the 402 path.
+pub fn filter_wasm_opt3() -> Result<PathBuf, String> {
+    build_filter(
+        &target_dir().join("opt3"),
+        &[
+            "profile.wasm.package.nanogate-filter.opt-level=3",
+            "profile.wasm.package.nanogate-protocol.opt-level=3",
+        ],
+    )
+}
+
+/// Builds the filter module into `target` with extra `--config` settings, then shrinks it.
+fn build_filter(target: &Path, config: &[&str]) -> Result<PathBuf, String> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root())
+        .args([
+            "build",
+            "--package",
+            "nanogate-filter",
+            "--target",
+            WASM_TARGET,
+            "--profile",
+            "wasm",
+        ])
+        .env("CARGO_TARGET_DIR", target);
+    for c in config {
+        cmd.args(["--config", c]);
+    }
+    run(&mut cmd)?;
+    let path = target.join("wasm32-wasip1/wasm/nanogate_filter.wasm");
     if !path.exists() {
         return Err(format!("the filter build did not produce {path:?}"));
     }
