@@ -2,10 +2,10 @@
 //! single statements (`ON CONFLICT`, conditional `UPDATE`) whose rows-affected count says who
 //! won, so two sidecars racing on the same payment admit it exactly once.
 
-use super::hot::{Claim, HotDone, HotWrite, NonceBind};
+use super::hot::{Claim, HotDone, HotWrite, NonceBind, BIND_NONCE, BOUND_NONCE};
 use super::{
     migrator, ForkEntry, NonceBinding, PaymentStore, Presentation, RedeemPolicy, Store, StoreError,
-    StoreFuture, TokenOutcome,
+    StoreFuture, TokenOutcome, FORK_ENTRY,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
@@ -275,23 +275,19 @@ impl Store for PgStore {
         expires_at: i64,
     ) -> StoreFuture<'a, NonceBinding> {
         Box::pin(async move {
-            let done = sqlx::query(
-                "INSERT INTO sessions (nonce, payment_key, expires_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (nonce) DO NOTHING",
-            )
-            .bind(nonce)
-            .bind(payment_key)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+            let done = sqlx::query(BIND_NONCE)
+                .bind(nonce)
+                .bind(payment_key)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
             if done.rows_affected() == 1 {
                 return Ok(NonceBinding::Fresh);
             }
-            let bound: Option<String> =
-                sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = $1")
-                    .bind(nonce)
-                    .fetch_optional(&self.readers)
-                    .await?;
+            let bound: Option<String> = sqlx::query_scalar(BOUND_NONCE)
+                .bind(nonce)
+                .fetch_optional(&self.readers)
+                .await?;
             Ok(match bound {
                 Some(k) if k == payment_key => NonceBinding::Same,
                 _ => NonceBinding::Other,
@@ -301,12 +297,10 @@ impl Store for PgStore {
 
     fn nonce_binding<'a>(&'a self, nonce: &'a str) -> StoreFuture<'a, Option<String>> {
         Box::pin(async move {
-            Ok(
-                sqlx::query_scalar("SELECT payment_key FROM sessions WHERE nonce = $1")
-                    .bind(nonce)
-                    .fetch_optional(&self.readers)
-                    .await?,
-            )
+            Ok(sqlx::query_scalar(BOUND_NONCE)
+                .bind(nonce)
+                .fetch_optional(&self.readers)
+                .await?)
         })
     }
 
@@ -316,14 +310,11 @@ impl Store for PgStore {
         now: i64,
     ) -> StoreFuture<'a, Option<ForkEntry>> {
         Box::pin(async move {
-            let row = sqlx::query(
-                "SELECT frontier_key, block_hash, nonce, owner, lease_until, expires_at, terms \
-                 FROM forks WHERE frontier_key = $1 AND expires_at > $2",
-            )
-            .bind(frontier_key)
-            .bind(now)
-            .fetch_optional(&self.readers)
-            .await?;
+            let row = sqlx::query(FORK_ENTRY)
+                .bind(frontier_key)
+                .bind(now)
+                .fetch_optional(&self.readers)
+                .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(ForkEntry {
                 frontier_key: row.try_get("frontier_key")?,
