@@ -110,6 +110,8 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(max_connections.max(1))
                 .acquire_timeout(Duration::from_secs(10))
+                // As for the writer: a local file's connection does not go stale.
+                .test_before_acquire(false)
                 .connect_with(opts.read_only(true))
                 .await?
         };
