@@ -520,10 +520,8 @@ impl Flow {
         match verdict {
             Ok(_) => {
                 host.count(Metric::PassServed);
-                // Token and cookie are already stripped; nothing else to do.
-                for h in PAYMENT_HEADERS {
-                    host.remove_request_header(h);
-                }
+                // Token and cookie are already stripped, and there is no payment header to
+                // strip: a pass is only read when the request carries no payment.
                 Ok(())
             }
             Err(r) => {
