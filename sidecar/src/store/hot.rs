@@ -86,6 +86,29 @@ pub(crate) const CLAIM_FORK: &str = "INSERT INTO forks (frontier_key, block_hash
             AND (forks.terms IS NULL OR forks.terms = excluded.terms) \
             AND forks.lease_until <= $7)";
 
+/// Binds [`CLAIM_FORK`]'s parameters for `e` at `now` (both backends' `Store::fork_claim`).
+pub(crate) fn bind_fork_claim<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    e: &'q super::ForkEntry,
+    now: i64,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(&e.frontier_key)
+        .bind(&e.block_hash)
+        .bind(&e.nonce)
+        .bind(&e.owner)
+        .bind(e.lease_until)
+        .bind(e.expires_at)
+        .bind(now)
+        .bind(&e.terms)
+}
+
 /// The outcome report. Failed (status ≥ 500): `$1` max redemptions, `$2` now, `$3` receipt,
 /// `$4` token hash; served: `$1` now, `$2` receipt, `$3` token hash. The token is checked
 /// only when the admission had one (`token`).

@@ -453,15 +453,7 @@ impl Store for PgStore {
 
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let done = sqlx::query(super::hot::CLAIM_FORK)
-                .bind(&e.frontier_key)
-                .bind(&e.block_hash)
-                .bind(&e.nonce)
-                .bind(&e.owner)
-                .bind(e.lease_until)
-                .bind(e.expires_at)
-                .bind(now)
-                .bind(&e.terms)
+            let done = super::hot::bind_fork_claim(sqlx::query(super::hot::CLAIM_FORK), e, now)
                 .execute(&self.pool)
                 .await?;
             Ok(done.rows_affected() == 1)

@@ -16,6 +16,34 @@
 mod reader;
 mod writer;
 
+/// A database file of its own for a test, removed with its WAL and shared-memory files on drop.
+#[cfg(test)]
+pub(crate) mod temp_db {
+    use std::path::PathBuf;
+
+    pub(crate) struct TempDb(pub(crate) PathBuf);
+
+    impl TempDb {
+        pub(crate) fn new(name: &str) -> Self {
+            let tag = nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 6]>());
+            let file = format!("nanogate_sqlite_{name}_{}_{tag}.db", std::process::id());
+            TempDb(std::env::temp_dir().join(file))
+        }
+
+        pub(crate) fn url(&self) -> String {
+            format!("sqlite://{}", self.0.display())
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+}
+
 use super::hot::{Claim, HotDone, HotWrite, NonceBind, BOUND_NONCE};
 use super::payments::PaymentRecord;
 use super::tagged::sql;
@@ -221,15 +249,8 @@ impl Store for SqliteStore {
 
     fn fork_claim<'a>(&'a self, e: &'a ForkEntry, now: i64) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let done = sqlx::query(&super::tagged::sql(super::hot::CLAIM_FORK, true))
-                .bind(&e.frontier_key)
-                .bind(&e.block_hash)
-                .bind(&e.nonce)
-                .bind(&e.owner)
-                .bind(e.lease_until)
-                .bind(e.expires_at)
-                .bind(now)
-                .bind(&e.terms)
+            let sql = super::tagged::sql(super::hot::CLAIM_FORK, true);
+            let done = super::hot::bind_fork_claim(sqlx::query(&sql), e, now)
                 .execute(&self.pool)
                 .await?;
             Ok(done.rows_affected() == 1)

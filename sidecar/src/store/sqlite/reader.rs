@@ -184,34 +184,11 @@ mod tests {
     use super::*;
     use crate::store::hot::NonceBind;
     use crate::store::payments::{Consumption, RedeemPolicy, SIGNED_BLOCK};
+    use crate::store::sqlite::temp_db::TempDb;
     use crate::store::sqlite::writer::COPIED_PRAGMAS;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{Claim, PaymentStore, Presentation, Store};
-    use std::path::PathBuf;
     use std::time::{Duration, Instant};
-
-    /// A database file of its own, removed on drop.
-    struct TempDb(PathBuf);
-
-    impl TempDb {
-        fn new(name: &str) -> Self {
-            let tag = nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 6]>());
-            let file = format!("nanogate_reader_{name}_{}_{tag}.db", std::process::id());
-            TempDb(std::env::temp_dir().join(file))
-        }
-
-        fn url(&self) -> String {
-            format!("sqlite://{}", self.0.display())
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-            }
-        }
-    }
 
     /// Two stores on one file: the first reads inline, the second through sqlx (as before).
     async fn both(db: &TempDb) -> (SqliteStore, SqliteStore) {

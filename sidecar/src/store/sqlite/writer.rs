@@ -394,32 +394,10 @@ fn apply(conn: &Connection, t: &Texts, op: &HotWrite) -> Result<HotDone, rusqlit
 mod tests {
     use super::*;
     use crate::store::payments::{Consumption, PaymentState, SIGNED_BLOCK};
+    use crate::store::sqlite::temp_db::TempDb;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{PaymentStore, Store};
     use std::sync::Arc;
-
-    /// A database file of its own, removed on drop.
-    struct TempDb(PathBuf);
-
-    impl TempDb {
-        fn new(name: &str) -> Self {
-            let tag = nanogate_protocol::hex::encode_lower(&rand::random::<[u8; 6]>());
-            let file = format!("nanogate_writer_{name}_{}_{tag}.db", std::process::id());
-            TempDb(std::env::temp_dir().join(file))
-        }
-
-        fn url(&self) -> String {
-            format!("sqlite://{}", self.0.display())
-        }
-    }
-
-    impl Drop for TempDb {
-        fn drop(&mut self) {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
-            }
-        }
-    }
 
     fn consumption(key: &str) -> Consumption {
         Consumption {
