@@ -393,30 +393,20 @@ impl Engine {
         status: u16,
         token: Option<&str>,
     ) -> Result<OutcomeReport, StoreError> {
-        let Some(token) = token else {
-            return self.outcome_without_token(receipt).await;
-        };
-        let hash = crate::store::payments::admission_token_hash(token);
-        let t = std::time::Instant::now();
-        let recorded = self
-            .store
-            .record_outcome_with_token(
-                receipt,
-                i64::from(status),
-                as_i64(unix_now()),
-                self.cfg.redeem,
-                Some(&hash),
-            )
-            .await;
-        self.metrics.store_op("record_outcome", t.elapsed());
-        if recorded? {
-            return Ok(OutcomeReport::Recorded);
-        }
-        self.outcome_not_recorded(receipt, &hash).await
+        // A batch of one: one place judges outcomes, alone or batched.
+        let one = [OutcomeRequest {
+            receipt: receipt.to_owned(),
+            status,
+            admission_token: token.map(str::to_owned),
+        }];
+        self.record_outcomes(&one)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Query("a batch of one outcome got no report".into()))
     }
 
     /// [`Engine::record_outcome`] for each outcome of a filter VM's batch, each judged with its
-    /// own admission token exactly as alone: the token-bearing ones written together
+    /// own admission token: the token-bearing ones written together
     /// ([`crate::store::Store::record_outcomes`]), then each one not recorded (or without a
     /// token) told apart as alone, [`OUTCOME_BATCH_CONCURRENCY`] at a time. The reports are in
     /// the batch's order.
